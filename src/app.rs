@@ -1,0 +1,55 @@
+//! Shared application state: cheap to clone, handed to every handler and CLI command.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::crypto::kek::Kek;
+use crate::crypto::password::Passwords;
+use crate::store::Store;
+
+/// Everything a request needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub passwords: Passwords,
+    pub kek: Kek,
+    pub clock: Clock,
+}
+
+/// The only source of "now" (Unix seconds). Tests move it forward instead of sleeping.
+#[derive(Clone, Default, Debug)]
+pub struct Clock {
+    offset: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        let system = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        system + self.offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves this clock (and every clone of it) forward by `seconds`.
+    pub fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advancing_a_clone_moves_every_clone() {
+        let clock = Clock::default();
+        let other = clock.clone();
+        let before = clock.now();
+        other.advance(3600);
+        assert!(clock.now() >= before + 3600);
+    }
+}

@@ -1,0 +1,79 @@
+//! Typed audit events. Everything security-relevant is recorded (DESIGN.md): logins, consents,
+//! tokens issued, refreshed, revoked, reuse detected, clients, users and keys changed.
+
+use serde::Serialize;
+
+/// What happened. The wire names are stable: operators search the trail by them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    ClientCreated,
+    ClientUpdated,
+    ClientSecretRotated,
+    ClientDeleted,
+    UserCreated,
+    UserUpdated,
+    UserPasswordSet,
+    UserDisabled,
+    UserDeleted,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::ClientCreated => "client_created",
+            AuditKind::ClientUpdated => "client_updated",
+            AuditKind::ClientSecretRotated => "client_secret_rotated",
+            AuditKind::ClientDeleted => "client_deleted",
+            AuditKind::UserCreated => "user_created",
+            AuditKind::UserUpdated => "user_updated",
+            AuditKind::UserPasswordSet => "user_password_set",
+            AuditKind::UserDisabled => "user_disabled",
+            AuditKind::UserDeleted => "user_deleted",
+        }
+    }
+}
+
+/// One event to append. Never carries a secret: details name what changed, not to what.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    pub created_at: i64,
+    pub kind: String,
+    /// Who did it: `cli`, `user:<id>`, `client:<id>`.
+    pub actor: String,
+    pub client_id: Option<String>,
+    pub account_id: Option<String>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(kind: AuditKind, actor: impl Into<String>, now: i64) -> AuditEvent {
+        AuditEvent {
+            created_at: now,
+            kind: kind.as_str().to_owned(),
+            actor: actor.into(),
+            client_id: None,
+            account_id: None,
+            source_ip: None,
+            user_agent: None,
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn client(mut self, id: &str) -> Self {
+        self.client_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn account(mut self, id: &str) -> Self {
+        self.account_id = Some(id.to_owned());
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+}

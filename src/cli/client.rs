@@ -1,0 +1,439 @@
+//! `tessera client …`: register and manage OAuth clients.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::{open, parse_bool, print, CliError};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::config::Config;
+use crate::crypto::token::{PlainSecret, CLIENT_SECRET_PREFIX};
+use crate::oauth::{redirect_uri, scope};
+use crate::store::{AccessTokenFormat, AuthMethod, ClientRecord, StoreError};
+
+/// Grant types a client may be registered for.
+pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+/// ID token signing algorithms a client may ask for.
+pub const ID_TOKEN_ALGS: &[&str] = &["RS256", "ES256", "EdDSA"];
+/// Shortest operator-supplied secret: 32 characters is at least ~190 bits even as base64.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. A confidential client without --secret gets a generated one,
+    /// printed once.
+    Create(CreateArgs),
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a client; list options replace the whole list.
+    Update(UpdateArgs),
+    /// Delete a client and everything issued to it.
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a confidential client's secret; the new one is printed once.
+    RotateSecret {
+        id: String,
+        /// Use this secret instead of generating one (at least 32 characters).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The client_id: 1-128 of A-Z a-z 0-9 . _ ~ -
+    #[arg(long)]
+    id: String,
+    /// Shown to people on the login and consent pages.
+    #[arg(long)]
+    name: String,
+    /// Client secret (at least 32 characters); generated when omitted.
+    #[arg(long, conflicts_with = "public")]
+    secret: Option<String>,
+    /// A public client (no secret, token endpoint auth method `none`, PKCE required).
+    #[arg(long)]
+    public: bool,
+    #[arg(long = "redirect-uri", value_name = "URI", num_args = 1..)]
+    redirect_uris: Vec<String>,
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI", num_args = 1..)]
+    post_logout_redirect_uris: Vec<String>,
+    /// Default: authorization_code refresh_token.
+    #[arg(long = "grant-type", value_name = "TYPE", num_args = 1..)]
+    grant_types: Vec<String>,
+    /// Scopes the client may ask for, space-separated.
+    #[arg(long, default_value = "openid profile email")]
+    scope: String,
+    /// client_secret_basic (default for confidential clients), client_secret_post, none.
+    #[arg(long = "auth-method", value_parser = parse_auth_method)]
+    auth_method: Option<AuthMethod>,
+    #[arg(long = "access-token-format", value_parser = parse_format, default_value = "opaque")]
+    access_token_format: AccessTokenFormat,
+    /// May call the introspection endpoint (gateways, resource servers).
+    #[arg(long)]
+    introspect: bool,
+    /// Trusted first-party application: consent is not asked.
+    #[arg(long = "first-party")]
+    first_party: bool,
+    /// Require PKCE even though the client is confidential.
+    #[arg(long = "require-pkce")]
+    require_pkce: bool,
+    #[arg(long = "id-token-alg", default_value = "RS256")]
+    id_token_alg: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    id: String,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long = "redirect-uri", value_name = "URI", num_args = 1..)]
+    redirect_uris: Option<Vec<String>>,
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI", num_args = 0..)]
+    post_logout_redirect_uris: Option<Vec<String>>,
+    #[arg(long = "grant-type", value_name = "TYPE", num_args = 1..)]
+    grant_types: Option<Vec<String>>,
+    #[arg(long)]
+    scope: Option<String>,
+    #[arg(long = "auth-method", value_parser = parse_auth_method)]
+    auth_method: Option<AuthMethod>,
+    #[arg(long = "access-token-format", value_parser = parse_format)]
+    access_token_format: Option<AccessTokenFormat>,
+    #[arg(long, value_name = "BOOL", value_parser = parse_bool)]
+    introspect: Option<bool>,
+    #[arg(long = "first-party", value_name = "BOOL", value_parser = parse_bool)]
+    first_party: Option<bool>,
+    #[arg(long = "require-pkce", value_name = "BOOL", value_parser = parse_bool)]
+    require_pkce: Option<bool>,
+    #[arg(long = "id-token-alg")]
+    id_token_alg: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_auth_method(s: &str) -> Result<AuthMethod, String> {
+    AuthMethod::parse(s)
+        .ok_or_else(|| format!("`{s}` is not client_secret_basic, client_secret_post or none"))
+}
+
+fn parse_format(s: &str) -> Result<AccessTokenFormat, String> {
+    AccessTokenFormat::parse(s).ok_or_else(|| format!("`{s}` is not opaque or jwt"))
+}
+
+pub async fn run(config: &Config, command: ClientCommand) -> Result<(), CliError> {
+    let store = open(config).await?;
+    let now = crate::app::Clock::default().now();
+    let not_found = |id: &str| CliError::new(format!("client `{id}` not found"));
+    match command {
+        ClientCommand::Create(args) => {
+            let json = args.json;
+            let (client, secret) = build(args, now)?;
+            let audit = AuditEvent::new(AuditKind::ClientCreated, "cli", now).client(&client.id);
+            store
+                .insert_client(&client, &audit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => {
+                        CliError::new(format!("client `{}` already exists", client.id))
+                    }
+                    e => e.into(),
+                })?;
+            print_with_secret(json, &client, secret.as_ref())
+        }
+        ClientCommand::List { json } => {
+            let clients = store.list_clients().await?;
+            print(json, &clients, || {
+                if clients.is_empty() {
+                    return "no clients".to_owned();
+                }
+                clients
+                    .iter()
+                    .map(|c| format!("{}\t{}\t{}", c.id, kind(c), c.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        ClientCommand::Show { id, json } => {
+            let client = store.client(&id).await?.ok_or_else(|| not_found(&id))?;
+            print(json, &client, || describe(&client))
+        }
+        ClientCommand::Update(args) => {
+            let json = args.json;
+            let mut client = store
+                .client(&args.id)
+                .await?
+                .ok_or_else(|| not_found(&args.id))?;
+            apply_update(&mut client, args, now)?;
+            let audit = AuditEvent::new(AuditKind::ClientUpdated, "cli", now).client(&client.id);
+            store.update_client(&client, &audit).await?;
+            print(json, &client, || describe(&client))
+        }
+        ClientCommand::Delete { id, json } => {
+            let audit = AuditEvent::new(AuditKind::ClientDeleted, "cli", now).client(&id);
+            store
+                .delete_client(&id, &audit)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound(_) => not_found(&id),
+                    e => e.into(),
+                })?;
+            print(json, &json!({ "deleted": id }), || {
+                format!("deleted client `{id}`")
+            })
+        }
+        ClientCommand::RotateSecret { id, secret, json } => {
+            let mut client = store.client(&id).await?.ok_or_else(|| not_found(&id))?;
+            if client.is_public() {
+                return Err(CliError::new(format!(
+                    "client `{id}` is public and has no secret to rotate"
+                )));
+            }
+            let secret = new_secret(secret)?;
+            client.secret_digest = Some(secret.digest());
+            client.updated_at = now;
+            let audit =
+                AuditEvent::new(AuditKind::ClientSecretRotated, "cli", now).client(&client.id);
+            store.update_client(&client, &audit).await?;
+            print_with_secret(json, &client, Some(&secret))
+        }
+    }
+}
+
+fn new_secret(supplied: Option<String>) -> Result<PlainSecret, CliError> {
+    match supplied {
+        None => Ok(PlainSecret::generate(CLIENT_SECRET_PREFIX)),
+        Some(s) if s.chars().count() < MIN_SECRET_LEN => Err(CliError::new(format!(
+            "--secret must be at least {MIN_SECRET_LEN} characters; omit it to generate a strong one"
+        ))),
+        Some(s) if s.chars().any(char::is_control) => {
+            Err(CliError::new("--secret must not contain control characters"))
+        }
+        Some(s) => Ok(PlainSecret::new(s)),
+    }
+}
+
+fn build(args: CreateArgs, now: i64) -> Result<(ClientRecord, Option<PlainSecret>), CliError> {
+    let secret = if args.public {
+        None
+    } else {
+        Some(new_secret(args.secret)?)
+    };
+    let auth_method = match (args.public, args.auth_method) {
+        (true, None | Some(AuthMethod::None)) => AuthMethod::None,
+        (true, Some(m)) => {
+            return Err(CliError::new(format!(
+                "a public client authenticates with `none`, not `{}`",
+                m.as_str()
+            )))
+        }
+        (false, Some(AuthMethod::None)) => {
+            return Err(CliError::new(
+                "auth method `none` is for public clients: use --public",
+            ))
+        }
+        (false, m) => m.unwrap_or(AuthMethod::ClientSecretBasic),
+    };
+    let grant_types = if args.grant_types.is_empty() {
+        vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+    } else {
+        args.grant_types
+    };
+    let client = ClientRecord {
+        id: args.id,
+        name: args.name,
+        secret_digest: secret.as_ref().map(PlainSecret::digest),
+        redirect_uris: args.redirect_uris,
+        post_logout_redirect_uris: args.post_logout_redirect_uris,
+        grant_types,
+        scope: args.scope,
+        token_endpoint_auth_method: auth_method,
+        access_token_format: args.access_token_format,
+        may_introspect: args.introspect,
+        first_party: args.first_party,
+        // RFC 9700 §2.1.1: public clients must use PKCE.
+        require_pkce: args.require_pkce || args.public,
+        id_token_signed_response_alg: args.id_token_alg,
+        created_at: now,
+        updated_at: now,
+    };
+    validate(&client)?;
+    Ok((client, secret))
+}
+
+fn apply_update(client: &mut ClientRecord, args: UpdateArgs, now: i64) -> Result<(), CliError> {
+    if let Some(v) = args.name {
+        client.name = v;
+    }
+    if let Some(v) = args.redirect_uris {
+        client.redirect_uris = v;
+    }
+    if let Some(v) = args.post_logout_redirect_uris {
+        client.post_logout_redirect_uris = v;
+    }
+    if let Some(v) = args.grant_types {
+        client.grant_types = v;
+    }
+    if let Some(v) = args.scope {
+        client.scope = v;
+    }
+    if let Some(m) = args.auth_method {
+        if client.is_public() != (m == AuthMethod::None) {
+            return Err(CliError::new(format!(
+                "auth method `{}` does not fit a {} client",
+                m.as_str(),
+                kind(client)
+            )));
+        }
+        client.token_endpoint_auth_method = m;
+    }
+    if let Some(v) = args.access_token_format {
+        client.access_token_format = v;
+    }
+    if let Some(v) = args.introspect {
+        client.may_introspect = v;
+    }
+    if let Some(v) = args.first_party {
+        client.first_party = v;
+    }
+    if let Some(v) = args.require_pkce {
+        if !v && client.is_public() {
+            return Err(CliError::new("a public client always requires PKCE"));
+        }
+        client.require_pkce = v;
+    }
+    if let Some(v) = args.id_token_alg {
+        client.id_token_signed_response_alg = v;
+    }
+    client.updated_at = now;
+    validate(client)
+}
+
+/// Everything a client record must satisfy, checked before any write.
+pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
+    let id_ok = (1..=128).contains(&c.id.len())
+        && c.id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
+    if !id_ok {
+        return Err(CliError::new(format!(
+            "client id `{}` must be 1-128 characters of A-Z a-z 0-9 . _ ~ -",
+            c.id
+        )));
+    }
+    if c.name.trim().is_empty()
+        || c.name.chars().count() > 200
+        || c.name.chars().any(char::is_control)
+    {
+        return Err(CliError::new(
+            "client name must be 1-200 characters without control characters",
+        ));
+    }
+    for (i, g) in c.grant_types.iter().enumerate() {
+        if !GRANT_TYPES.contains(&g.as_str()) {
+            return Err(CliError::new(format!(
+                "grant type `{g}` is not one of {}",
+                GRANT_TYPES.join(", ")
+            )));
+        }
+        if c.grant_types[..i].contains(g) {
+            return Err(CliError::new(format!("grant type `{g}` is listed twice")));
+        }
+    }
+    let has = |g: &str| c.grant_types.iter().any(|x| x == g);
+    if c.grant_types.is_empty() {
+        return Err(CliError::new("a client needs at least one grant type"));
+    }
+    if has("refresh_token") && !has("authorization_code") {
+        return Err(CliError::new(
+            "refresh_token needs authorization_code: refresh tokens come from code exchanges",
+        ));
+    }
+    if has("client_credentials") && c.is_public() {
+        return Err(CliError::new(
+            "a public client cannot use client_credentials (it cannot keep a secret)",
+        ));
+    }
+    if has("authorization_code") && c.redirect_uris.is_empty() {
+        return Err(CliError::new(
+            "authorization_code needs at least one --redirect-uri",
+        ));
+    }
+    for uri in c.redirect_uris.iter().chain(&c.post_logout_redirect_uris) {
+        redirect_uri::check_registration(uri)
+            .map_err(|e| CliError::new(format!("redirect URI {e}")))?;
+    }
+    scope::parse(&c.scope).map_err(|e| CliError::new(format!("--scope: {e}")))?;
+    if !ID_TOKEN_ALGS.contains(&c.id_token_signed_response_alg.as_str()) {
+        return Err(CliError::new(format!(
+            "--id-token-alg must be one of {}",
+            ID_TOKEN_ALGS.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn kind(c: &ClientRecord) -> &'static str {
+    if c.is_public() {
+        "public"
+    } else {
+        "confidential"
+    }
+}
+
+fn describe(c: &ClientRecord) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    format!(
+        "id: {}\nname: {}\ntype: {} ({})\nredirect_uris: {}\npost_logout_redirect_uris: {}\n\
+         grant_types: {}\nscope: {}\naccess_token_format: {}\nintrospect: {}\nfirst_party: {}\n\
+         require_pkce: {}\nid_token_alg: {}",
+        c.id,
+        c.name,
+        kind(c),
+        c.token_endpoint_auth_method.as_str(),
+        list(&c.redirect_uris),
+        list(&c.post_logout_redirect_uris),
+        c.grant_types.join(" "),
+        c.scope,
+        c.access_token_format.as_str(),
+        c.may_introspect,
+        c.first_party,
+        c.require_pkce,
+        c.id_token_signed_response_alg,
+    )
+}
+
+fn print_with_secret(
+    json: bool,
+    client: &ClientRecord,
+    secret: Option<&PlainSecret>,
+) -> Result<(), CliError> {
+    let value = json!({ "client": client, "client_secret": secret.map(PlainSecret::expose) });
+    print(json, &value, || match secret {
+        None => describe(client),
+        Some(s) => format!(
+            "{}\nclient_secret: {}\n(the secret is shown only now; Tessera keeps only its digest)",
+            describe(client),
+            s.expose()
+        ),
+    })
+}

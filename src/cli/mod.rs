@@ -1,0 +1,155 @@
+//! The `tessera` command line: `serve` (the default), `migrate`, and the operator's admin
+//! commands. Admin commands talk to the store directly; the database URL is the operator's
+//! credential. Every failure prints one line on stderr and exits non-zero.
+
+mod client;
+mod user;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{Config, LogFormat};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "OAuth 2.0 authorization server and OpenID Provider"
+)]
+pub struct Cli {
+    /// Configuration file (default: ./tessera.toml when it exists, or $TESSERA_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply the store's migrations and exit.
+    Migrate,
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(Box<client::ClientCommand>),
+    /// Manage users.
+    #[command(subcommand)]
+    User(Box<user::UserCommand>),
+}
+
+/// A command's failure: one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(String);
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError(message.into())
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<crate::crypto::password::PasswordError> for CliError {
+    fn from(e: crate::crypto::password::PasswordError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    init_logging(&config, serving);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            None | Some(Command::Serve) => crate::serve(config)
+                .await
+                .map_err(|e| CliError(format!("{e:#}"))),
+            Some(Command::Migrate) => {
+                let store = open(&config).await?;
+                println!("migrations applied ({:?})", store.backend());
+                Ok(())
+            }
+            Some(Command::Client(c)) => client::run(&config, *c).await,
+            Some(Command::User(c)) => user::run(&config, *c).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}
+
+/// The server logs at the configured level; admin commands only say what went wrong, so
+/// their stdout stays clean for scripts.
+fn init_logging(config: &Config, serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = if serving {
+        EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"))
+    } else {
+        EnvFilter::new("warn")
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, CliError> {
+    crate::store::open(&config.database_url)
+        .await
+        .map_err(|e| CliError(format!("{e} ({})", config.database_url.redacted())))
+}
+
+/// Prints `value` as pretty JSON, or `text` for people.
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    if json {
+        let out = serde_json::to_string_pretty(value).map_err(|e| CliError(e.to_string()))?;
+        println!("{out}");
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+/// Parses `true`/`false` for `--flag <BOOL>` options of `update`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "yes" | "on" => Ok(true),
+        "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not true or false")),
+    }
+}

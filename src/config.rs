@@ -1,0 +1,612 @@
+//! Configuration: built-in defaults, overridden by an optional `tessera.toml`, overridden by
+//! `TESSERA_*` environment variables (and `DATABASE_URL`).
+//!
+//! Every setting is validated into a typed value at start-up; a bad one fails with a single
+//! line naming the setting, where its value came from and why it is wrong.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretBox};
+use url::Url;
+
+/// One setting: its TOML key (the environment variable is `TESSERA_` + the key in upper
+/// case), its default as text (parsed like any other value; empty means unset) and its doc.
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+}
+
+const fn setting(name: &'static str, default: &'static str, doc: &'static str) -> Setting {
+    Setting { name, default, doc }
+}
+
+/// Every setting Tessera knows. One table, so the example file, the README and the loader
+/// cannot drift apart (a test checks the example file against it).
+pub const SETTINGS: &[Setting] = &[
+    setting("issuer", "http://127.0.0.1:8080", "Public base URL of this server; https except for loopback development"),
+    setting("bind", "127.0.0.1:8080", "Address and port to listen on"),
+    setting("data_dir", "data", "Folder for the SQLite database and the generated key-encryption key"),
+    setting("database_url", "", "sqlite://… or postgres://…; also read from DATABASE_URL; default: SQLite in data_dir"),
+    setting("log_format", "text", "`text` (human) or `json`"),
+    setting("log_filter", "info", "tracing filter, e.g. `info` or `tessera=debug,info`"),
+    setting("key_encryption_key", "", "base64 of 32 random bytes; encrypts signing keys at rest; default: generated into data_dir"),
+    setting("tls_cert", "", "PEM certificate chain; with tls_key, Tessera serves HTTPS itself"),
+    setting("tls_key", "", "PEM private key for tls_cert"),
+    setting("argon2_memory_kib", "19456", "argon2id memory cost in KiB for password hashes"),
+    setting("argon2_iterations", "2", "argon2id time cost for password hashes"),
+    setting("argon2_parallelism", "1", "argon2id lanes for password hashes"),
+    setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
+    setting("request_body_limit", "65536", "largest accepted request body in bytes"),
+    setting("request_timeout_secs", "30", "longest time one request may take"),
+    setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
+];
+
+/// Where log lines go and how they look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// argon2id cost parameters (OWASP's recommendation is the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Number of passes.
+    pub iterations: u32,
+    /// Degree of parallelism.
+    pub parallelism: u32,
+    /// Most hashes computed at once; more wait, so a login burst cannot exhaust memory.
+    pub concurrency: usize,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        PasswordPolicy {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+            concurrency: 2,
+        }
+    }
+}
+
+/// A secret setting: never printed, zeroed on drop.
+pub type Secret = SecretBox<str>;
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Public base URL, the `iss` of everything Tessera signs.
+    pub issuer: Url,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Folder for the embedded database and generated secrets.
+    pub data_dir: PathBuf,
+    /// Store location; its scheme selects the backend.
+    pub database_url: DatabaseUrl,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// `tracing_subscriber::EnvFilter` directives.
+    pub log_filter: String,
+    /// Key-encryption key, if configured; otherwise one is generated in `data_dir`.
+    pub key_encryption_key: Option<Secret>,
+    /// Certificate and key for serving HTTPS directly.
+    pub tls: Option<TlsFiles>,
+    /// Password hashing cost.
+    pub password: PasswordPolicy,
+    /// Largest request body accepted.
+    pub request_body_limit: usize,
+    /// Longest time a request may take.
+    pub request_timeout: Duration,
+    /// How long start-up keeps retrying a store that does not answer.
+    pub store_startup_timeout: Duration,
+}
+
+/// Certificate chain and private key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A database URL known to name a supported backend. `Debug` hides any password in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.0.starts_with("postgres://") || self.0.starts_with("postgresql://")
+    }
+
+    /// The URL with any password replaced, for logs.
+    pub fn redacted(&self) -> String {
+        match Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("redacted"));
+                url.to_string()
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        use sqlx::postgres::PgConnectOptions;
+        use sqlx::sqlite::SqliteConnectOptions;
+        if s.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(s).map_err(|e| format!("malformed SQLite URL: {e}"))?;
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            PgConnectOptions::from_str(s).map_err(|e| format!("malformed Postgres URL: {e}"))?;
+        } else {
+            return Err("must start with sqlite: or postgres://".into());
+        }
+        Ok(DatabaseUrl(s.to_owned()))
+    }
+}
+
+/// A configuration problem, reported as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn setting(name: &str, source: &Source, reason: impl fmt::Display) -> Self {
+        ConfigError(format!("`{name}` ({source}): {reason}"))
+    }
+}
+
+/// Where a raw value came from, so an error can say which file or variable to fix.
+#[derive(Debug, Clone)]
+enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("built-in default"),
+            Source::File(p) => write!(f, "from {}", p.display()),
+            Source::Env(v) => write!(f, "from ${v}"),
+        }
+    }
+}
+
+/// Raw values by setting name, before validation.
+struct Raw(BTreeMap<&'static str, (String, Source)>);
+
+impl Raw {
+    /// Parses the setting if it is present, naming it in the error if it does not parse.
+    fn get<T>(&self, name: &'static str) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        let default = SETTINGS
+            .iter()
+            .find(|s| s.name == name && !s.default.is_empty())
+            .map(|s| (s.default.to_owned(), Source::Default));
+        match self.0.get(name).cloned().or(default) {
+            None => Ok(None),
+            Some((value, source)) => value
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| ConfigError::setting(name, &source, e)),
+        }
+    }
+
+    fn source(&self, name: &str) -> Source {
+        self.0
+            .get(name)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| Source::Env(format!("TESSERA_{}", name.to_uppercase())))
+    }
+}
+
+impl Config {
+    /// Loads `file` (or `./tessera.toml` when it exists) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Config::from_sources(file, &env)
+    }
+
+    /// Loads from an explicit environment map; used by `load` and by tests.
+    pub fn from_sources(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut raw = Raw(BTreeMap::new());
+        let default_file = Path::new("tessera.toml");
+        let file = match file {
+            Some(f) => Some(f.to_path_buf()),
+            None => env
+                .get("TESSERA_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| default_file.exists().then(|| default_file.to_path_buf())),
+        };
+        if let Some(path) = &file {
+            read_file(path, &mut raw)?;
+        }
+        for Setting { name, .. } in SETTINGS {
+            let var = format!("TESSERA_{}", name.to_uppercase());
+            if let Some(value) = env.get(&var) {
+                raw.0.insert(name, (value.clone(), Source::Env(var)));
+            }
+        }
+        // DATABASE_URL is the convention of sqlx, Heroku and most container platforms; the
+        // Tessera-specific variable wins when both are set.
+        if !env.contains_key("TESSERA_DATABASE_URL") {
+            if let Some(value) = env.get("DATABASE_URL") {
+                raw.0.insert(
+                    "database_url",
+                    (value.clone(), Source::Env("DATABASE_URL".into())),
+                );
+            }
+        }
+        Config::validate(&raw)
+    }
+
+    fn validate(raw: &Raw) -> Result<Config, ConfigError> {
+        let issuer: Url = required(raw.get("issuer")?, "issuer")?;
+        check_issuer(&issuer)
+            .map_err(|e| ConfigError::setting("issuer", &raw.source("issuer"), e))?;
+
+        let data_dir: PathBuf = required(raw.get("data_dir")?, "data_dir")?;
+        let database_url = match raw.get::<DatabaseUrl>("database_url")? {
+            Some(url) => url,
+            None => DatabaseUrl(format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("tessera.db").display()
+            )),
+        };
+
+        let log_format = match raw.get::<String>("log_format")?.as_deref() {
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            other => {
+                return Err(ConfigError::setting(
+                    "log_format",
+                    &raw.source("log_format"),
+                    format!(
+                        "`{}` is neither `text` nor `json`",
+                        other.unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+
+        let key_encryption_key = match raw.get::<String>("key_encryption_key")? {
+            None => None,
+            Some(value) => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(value.trim())
+                    .ok()
+                    .filter(|k| k.len() == 32);
+                if decoded.is_none() {
+                    return Err(ConfigError::setting(
+                        "key_encryption_key",
+                        &raw.source("key_encryption_key"),
+                        "must be the base64 encoding of exactly 32 bytes",
+                    ));
+                }
+                Some(Secret::from(value.trim().to_owned().into_boxed_str()))
+            }
+        };
+
+        let tls = match (
+            raw.get::<PathBuf>("tls_cert")?,
+            raw.get::<PathBuf>("tls_key")?,
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("tls_cert", &cert), ("tls_key", &key)] {
+                    check_pem_file(path)
+                        .map_err(|e| ConfigError::setting(name, &raw.source(name), e))?;
+                }
+                Some(TlsFiles { cert, key })
+            }
+            (Some(_), None) => {
+                return Err(ConfigError(
+                    "`tls_key` is required when `tls_cert` is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError(
+                    "`tls_cert` is required when `tls_key` is set".into(),
+                ))
+            }
+        };
+
+        let password = PasswordPolicy {
+            memory_kib: required(raw.get("argon2_memory_kib")?, "argon2_memory_kib")?,
+            iterations: required(raw.get("argon2_iterations")?, "argon2_iterations")?,
+            parallelism: required(raw.get("argon2_parallelism")?, "argon2_parallelism")?,
+            concurrency: required(
+                raw.get("password_hash_concurrency")?,
+                "password_hash_concurrency",
+            )?,
+        };
+        argon2::Params::new(
+            password.memory_kib,
+            password.iterations,
+            password.parallelism,
+            None,
+        )
+        .map_err(|e| ConfigError(format!("argon2 parameters: {e}")))?;
+        if password.concurrency == 0 {
+            return Err(ConfigError::setting(
+                "password_hash_concurrency",
+                &raw.source("password_hash_concurrency"),
+                "must be at least 1",
+            ));
+        }
+
+        Ok(Config {
+            issuer,
+            bind: required(raw.get("bind")?, "bind")?,
+            data_dir,
+            database_url,
+            log_format,
+            log_filter: required(raw.get("log_filter")?, "log_filter")?,
+            key_encryption_key,
+            tls,
+            password,
+            request_body_limit: required(raw.get("request_body_limit")?, "request_body_limit")?,
+            request_timeout: Duration::from_secs(required(
+                raw.get("request_timeout_secs")?,
+                "request_timeout_secs",
+            )?),
+            store_startup_timeout: Duration::from_secs(required(
+                raw.get("store_startup_timeout_secs")?,
+                "store_startup_timeout_secs",
+            )?),
+        })
+    }
+
+    /// Whether the issuer is plain http (accepted only on loopback, with a warning).
+    pub fn is_insecure_issuer(&self) -> bool {
+        self.issuer.scheme() == "http"
+    }
+
+    /// The issuer as it appears in `iss` claims: no trailing slash.
+    pub fn issuer_str(&self) -> &str {
+        self.issuer.as_str().trim_end_matches('/')
+    }
+
+    /// The key-encryption key as configured, if any (base64).
+    pub fn configured_kek(&self) -> Option<&str> {
+        self.key_encryption_key.as_ref().map(|k| k.expose_secret())
+    }
+}
+
+/// A setting with a built-in default is always present; this guards the table.
+fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| ConfigError(format!("`{name}` has no value and no default")))
+}
+
+fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError(format!("{}: {}", path.display(), e.message()))
+    })?;
+    for (key, value) in table {
+        let Some(Setting { name, .. }) = SETTINGS.iter().find(|s| s.name == key) else {
+            // A typo in a security setting must not silently fall back to a default.
+            return Err(ConfigError(format!(
+                "{}: unknown setting `{key}`",
+                path.display()
+            )));
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                return Err(ConfigError(format!(
+                    "{}: `{key}` must be a string or a number, not {}",
+                    path.display(),
+                    other.type_str()
+                )))
+            }
+        };
+        raw.0
+            .insert(name, (value, Source::File(path.to_path_buf())));
+    }
+    Ok(())
+}
+
+/// RFC 8414 §2 / OIDC Discovery §3: the issuer is an https URL without query or fragment.
+/// Plain http is tolerated for loopback hosts so a developer can run with no certificate.
+fn check_issuer(issuer: &Url) -> Result<(), String> {
+    if issuer.query().is_some() || issuer.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    match issuer.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(issuer) => Ok(()),
+        "http" => Err("must use https (http is accepted only for a loopback host)".into()),
+        other => Err(format!("scheme `{other}` is not https")),
+    }
+}
+
+/// True for 127.0.0.0/8, ::1 and `localhost`.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn check_pem_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !text.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(format!("{} is not a PEM file", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_sources(Some(Path::new("/dev/null")), &env(pairs))
+    }
+
+    #[test]
+    fn defaults_give_a_loopback_development_server() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.issuer_str(), "http://127.0.0.1:8080");
+        assert_eq!(c.bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.database_url.as_str(), "sqlite://data/tessera.db?mode=rwc");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.password, PasswordPolicy::default());
+        assert!(c.tls.is_none());
+        assert!(c.is_insecure_issuer());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_names_the_variable_on_error() {
+        let err = load(&[("TESSERA_BIND", "nonsense")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`bind`") && err.contains("$TESSERA_BIND"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn http_issuer_is_refused_off_loopback() {
+        let err = load(&[("TESSERA_ISSUER", "http://id.example.com")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`issuer`") && err.contains("https"), "{err}");
+        for ok in [
+            "http://localhost:8080",
+            "http://[::1]:9",
+            "https://id.example.com",
+        ] {
+            load(&[("TESSERA_ISSUER", ok)]).unwrap();
+        }
+        assert!(load(&[("TESSERA_ISSUER", "https://id.example.com/?a=b")]).is_err());
+    }
+
+    #[test]
+    fn database_url_from_env_is_validated() {
+        let err = load(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$DATABASE_URL"), "{err}");
+        let err = load(&[("DATABASE_URL", "postgres://u@h:notaport/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("malformed Postgres URL"), "{err}");
+        let c = load(&[
+            ("DATABASE_URL", "postgres://a@h/one"),
+            ("TESSERA_DATABASE_URL", "postgres://b:pw@h/two"),
+        ])
+        .unwrap();
+        assert!(c.database_url.is_postgres());
+        assert!(format!("{c:?}").contains("redacted"));
+        assert!(!format!("{c:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn tls_files_must_be_readable_and_paired() {
+        let err = load(&[
+            ("TESSERA_TLS_CERT", "/nonexistent/cert.pem"),
+            ("TESSERA_TLS_KEY", "/nonexistent/key.pem"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`tls_cert`") && err.contains("cannot read"),
+            "{err}"
+        );
+        assert!(load(&[("TESSERA_TLS_CERT", "/dev/null")]).is_err());
+    }
+
+    #[test]
+    fn key_encryption_key_must_be_32_bytes_and_never_prints() {
+        assert!(load(&[("TESSERA_KEY_ENCRYPTION_KEY", "c2hvcnQ=")]).is_err());
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let c = load(&[("TESSERA_KEY_ENCRYPTION_KEY", &key)]).unwrap();
+        assert_eq!(c.configured_kek(), Some(key.as_str()));
+        assert!(!format!("{c:?}").contains(&key));
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(
+            load(&[("TESSERA_LOG_FORMAT", "json")]).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert!(load(&[("TESSERA_LOG_FORMAT", "xml")]).is_err());
+    }
+
+    #[test]
+    fn file_settings_load_and_unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "bind = \"0.0.0.0:9000\"\nargon2_iterations = 3\n").unwrap();
+        let c = Config::from_sources(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.bind.port(), 9000);
+        assert_eq!(c.password.iterations, 3);
+        let c =
+            Config::from_sources(Some(&path), &env(&[("TESSERA_BIND", "127.0.0.1:1")])).unwrap();
+        assert_eq!(c.bind.port(), 1);
+        std::fs::write(&path, "isuer = \"https://typo\"\n").unwrap();
+        let err = Config::from_sources(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown setting `isuer`"), "{err}");
+    }
+
+    #[test]
+    fn example_file_lists_every_setting_and_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tessera.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        for Setting { name, .. } in SETTINGS {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{name} ="))),
+                "tessera.example.toml does not mention `{name}`"
+            );
+        }
+        Config::from_sources(Some(&path), &env(&[])).unwrap();
+    }
+}

@@ -1,0 +1,98 @@
+//! Redirect URIs: what may be registered (RFC 6749 §3.1.2, RFC 8252 §7, RFC 9700 §2.1) and,
+//! at `/authorize`, exact string matching against what was registered.
+
+use std::str::FromStr;
+
+use oxide_auth::primitives::registrar::ExactUrl;
+use url::Url;
+
+use crate::config::is_loopback_host;
+
+/// Checks a redirect URI an operator registers; the error says what is wrong with it.
+pub fn check_registration(uri: &str) -> Result<(), String> {
+    let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI ({e})"))?;
+    // RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
+    if url.fragment().is_some() {
+        return Err(format!("`{uri}` must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{uri}` must not carry credentials"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => {}
+        "https" => return Err(format!("`{uri}` has no host")),
+        // RFC 8252 §7.3: native apps may listen on a loopback interface over plain http.
+        "http" if is_loopback_host(&url) => {}
+        "http" => {
+            return Err(format!(
+                "`{uri}` must use https (plain http only for 127.0.0.1, [::1] or localhost)"
+            ))
+        }
+        // RFC 8252 §7.1: private-use schemes are reverse domain names, so they contain a
+        // period; that also keeps out javascript:, data:, file: and their kind.
+        scheme if scheme.contains('.') => {}
+        scheme => {
+            return Err(format!(
+                "`{uri}`: scheme `{scheme}` is neither https, loopback http, nor a private-use scheme like com.example.app"
+            ))
+        }
+    }
+    ExactUrl::from_str(uri).map_err(|e| format!("`{uri}`: {e}"))?;
+    Ok(())
+}
+
+/// The registered URI that `requested` equals exactly, if any: no normalisation, no
+/// trailing-slash or port leniency (RFC 9700 §2.1, OIDC Core §3.1.2.1).
+pub fn find_exact<'a>(requested: &str, registered: &'a [String]) -> Option<&'a str> {
+    registered
+        .iter()
+        .map(String::as_str)
+        .find(|r| *r == requested)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_accepts_https_loopback_and_private_use_rfc8252() {
+        for ok in [
+            "https://app.example.com/cb",
+            "https://app.example.com:8443/cb?x=1",
+            "http://127.0.0.1:7777/cb",
+            "http://[::1]/cb",
+            "http://localhost:3000/callback",
+            "com.example.app:/oauth2redirect",
+        ] {
+            assert_eq!(check_registration(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn registration_refuses_fragments_plain_http_and_dangerous_schemes_rfc6749_3_1_2() {
+        for bad in [
+            "https://app.example.com/cb#frag",
+            "http://app.example.com/cb",
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "file:///etc/passwd",
+            "/relative/cb",
+            "https://user:pw@app.example.com/cb",
+        ] {
+            assert!(check_registration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn matching_is_exact_string_comparison() {
+        let registered = vec!["https://a.example/cb".to_owned()];
+        assert!(find_exact("https://a.example/cb", &registered).is_some());
+        for other in [
+            "https://a.example/cb/",
+            "https://a.example:443/cb",
+            "https://A.example/cb",
+        ] {
+            assert!(find_exact(other, &registered).is_none(), "{other}");
+        }
+    }
+}

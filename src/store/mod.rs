@@ -1,0 +1,269 @@
+//! The store: one interface over everything Tessera keeps, with one SQL implementation that
+//! speaks both SQLite (the embedded default) and Postgres (shared by many instances), chosen
+//! by the database URL's scheme. See `docs/decisions/0002-one-sql-store-for-two-backends.md`.
+//!
+//! Contracts (fosite's `storage.go` style): methods are named for their guarantee, only
+//! digests of secrets cross this interface, writes that belong together commit in one
+//! transaction, and time comes in as `now` (Unix seconds) so tests control it.
+
+mod sql;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditEvent;
+use crate::config::DatabaseUrl;
+use crate::crypto::token::Digest;
+
+pub use sql::SqlStore;
+
+/// Which SQL dialect a store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store failure. Callers map `Unavailable` and `Corrupt` to `server_error` and log them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is malformed: {0}")]
+    Corrupt(String),
+}
+
+/// How a client authenticates at the token endpoint (RFC 7591 §2 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AuthMethod> {
+        [
+            AuthMethod::ClientSecretBasic,
+            AuthMethod::ClientSecretPost,
+            AuthMethod::None,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+    }
+}
+
+/// What kind of access token a client receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessTokenFormat {
+    Opaque,
+    Jwt,
+}
+
+impl AccessTokenFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessTokenFormat::Opaque => "opaque",
+            AccessTokenFormat::Jwt => "jwt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccessTokenFormat> {
+        [AccessTokenFormat::Opaque, AccessTokenFormat::Jwt]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+/// A registered client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of the secret; `None` for a public client.
+    #[serde(skip)]
+    pub secret_digest: Option<Digest>,
+    /// Exactly as registered; matched by string equality.
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// Space-separated scopes the client may ask for.
+    pub scope: String,
+    pub token_endpoint_auth_method: AuthMethod,
+    pub access_token_format: AccessTokenFormat,
+    /// May call `/introspect` (gateways and resource servers).
+    pub may_introspect: bool,
+    /// Consent may be skipped.
+    pub first_party: bool,
+    /// PKCE required even though confidential.
+    pub require_pkce: bool,
+    pub id_token_signed_response_alg: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ClientRecord {
+    pub fn is_public(&self) -> bool {
+        self.secret_digest.is_none()
+    }
+}
+
+/// OpenID Connect standard claims (Core §5.1) a user may have. `sub` is the account id and
+/// `updated_at` the account's, so neither is repeated here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StandardClaims {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub middle_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub website: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gender: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birthdate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zoneinfo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+}
+
+/// Core §5.1.1 address claim.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub formatted: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub street_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// A user (table `account`: `user` is reserved in SQL).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountRecord {
+    /// Stable, never reused: the `sub`.
+    pub id: String,
+    pub username: String,
+    /// argon2id PHC string; `None` means password login is impossible.
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    pub claims: StandardClaims,
+    pub disabled: bool,
+    pub failed_login_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An audit event as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+/// Everything Tessera keeps. Shared as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Succeeds when the store answers a trivial query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts a client and its audit event together; `Conflict` if the id is taken.
+    async fn insert_client(
+        &self,
+        client: &ClientRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// All clients, ordered by id.
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Replaces every mutable field of the client with `client.id`; `NotFound` if absent.
+    async fn update_client(
+        &self,
+        client: &ClientRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes the client and, by cascade, its grants, codes, tokens and consents.
+    async fn delete_client(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Inserts a user; `Conflict` if the id or username is taken.
+    async fn insert_account(
+        &self,
+        account: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError>;
+    async fn account_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<AccountRecord>, StoreError>;
+    /// All users, ordered by username.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// Replaces every mutable field of the user with `account.id`; `NotFound` if absent,
+    /// `Conflict` if the new username is taken.
+    async fn update_account(
+        &self,
+        account: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens.
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// The newest `limit` events, newest first.
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Opens the store named by `url` and applies its migrations.
+pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqlStore::open(url).await?))
+}

@@ -1,0 +1,488 @@
+//! The SQL implementation of [`Store`], for SQLite and Postgres alike.
+//!
+//! Both dialects accept the same statements here (`$n` placeholders, `returning`, standard
+//! types), so one implementation over sqlx's `Any` driver serves both, and the two migration
+//! folders keep the schemas the same shape. Where a dialect must differ, branch on
+//! `self.backend` at that spot.
+//!
+//! SQLite note: a transaction that reads before it writes can fail with `SQLITE_BUSY` when
+//! another writer got there first, and no busy timeout helps it. Every transaction here
+//! therefore starts with its write.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
+
+use super::{
+    AccessTokenFormat, AccountRecord, AuditRecord, AuthMethod, Backend, ClientRecord, Store,
+    StoreError,
+};
+use crate::audit::AuditEvent;
+use crate::config::DatabaseUrl;
+use crate::crypto::token::Digest;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A pool on SQLite or Postgres.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Connects, creating the SQLite file and its folder if needed, and migrates.
+    pub async fn open(url: &DatabaseUrl) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.is_postgres() {
+            (Backend::Postgres, url.as_str().to_owned())
+        } else {
+            (Backend::Sqlite, prepare_sqlite(url.as_str())?)
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time either way; a few readers share the WAL.
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durable across power loss with WAL, and much faster than FULL.
+                        conn.execute("pragma synchronous = normal").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if backend == Backend::Sqlite {
+            // Readers do not block the writer and vice versa; the mode is stored in the file.
+            sqlx::query("pragma journal_mode = wal")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        Ok(SqlStore { pool, backend })
+    }
+}
+
+/// Creates the database's folder and makes sure a missing file is created, not an error.
+fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(StoreError::Unavailable)?;
+    if let Some(parent) = options.get_filename().parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ))
+            })?;
+        }
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// Unique violations become `Conflict(what)`; anything else means the store failed.
+fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Unavailable(e),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// A flag: `boolean` on Postgres, a 0/1 integer on SQLite (see the migrations).
+fn flag(row: &AnyRow, column: &str) -> Result<bool, StoreError> {
+    row.try_get::<bool, _>(column)
+        .or_else(|_| row.try_get::<i64, _>(column).map(|v| v != 0))
+        .map_err(corrupt)
+}
+
+fn json_list(row: &AnyRow, column: &str) -> Result<Vec<String>, StoreError> {
+    let text: String = row.try_get(column).map_err(corrupt)?;
+    serde_json::from_str(&text).map_err(corrupt)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn affected_one(done: sqlx::any::AnyQueryResult, what: &'static str) -> Result<(), StoreError> {
+    if done.rows_affected() == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+macro_rules! client_columns {
+    () => {
+        "id, name, secret_digest, redirect_uris, post_logout_redirect_uris, grant_types, scope, \
+         token_endpoint_auth_method, access_token_format, may_introspect, first_party, \
+         require_pkce, id_token_signed_response_alg, created_at, updated_at"
+    };
+}
+
+fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
+    let digest: Option<Vec<u8>> = row.try_get("secret_digest").map_err(corrupt)?;
+    let secret_digest = match digest {
+        None => None,
+        Some(bytes) => Some(Digest::from_slice(&bytes).ok_or_else(|| corrupt("digest length"))?),
+    };
+    let method: String = row.try_get("token_endpoint_auth_method").map_err(corrupt)?;
+    let format: String = row.try_get("access_token_format").map_err(corrupt)?;
+    let grant_types: String = row.try_get("grant_types").map_err(corrupt)?;
+    Ok(ClientRecord {
+        id: row.try_get("id").map_err(corrupt)?,
+        name: row.try_get("name").map_err(corrupt)?,
+        secret_digest,
+        redirect_uris: json_list(row, "redirect_uris")?,
+        post_logout_redirect_uris: json_list(row, "post_logout_redirect_uris")?,
+        grant_types: grant_types.split_whitespace().map(str::to_owned).collect(),
+        scope: row.try_get("scope").map_err(corrupt)?,
+        token_endpoint_auth_method: AuthMethod::parse(&method)
+            .ok_or_else(|| corrupt(format!("auth method {method}")))?,
+        access_token_format: AccessTokenFormat::parse(&format)
+            .ok_or_else(|| corrupt(format!("access token format {format}")))?,
+        may_introspect: flag(row, "may_introspect")?,
+        first_party: flag(row, "first_party")?,
+        require_pkce: flag(row, "require_pkce")?,
+        id_token_signed_response_alg: row
+            .try_get("id_token_signed_response_alg")
+            .map_err(corrupt)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        updated_at: row.try_get("updated_at").map_err(corrupt)?,
+    })
+}
+
+macro_rules! account_columns {
+    () => {
+        "id, username, password_hash, claims, disabled, failed_login_count, created_at, updated_at"
+    };
+}
+
+fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
+    let claims: String = row.try_get("claims").map_err(corrupt)?;
+    Ok(AccountRecord {
+        id: row.try_get("id").map_err(corrupt)?,
+        username: row.try_get("username").map_err(corrupt)?,
+        password_hash: row.try_get("password_hash").map_err(corrupt)?,
+        claims: serde_json::from_str(&claims).map_err(corrupt)?,
+        disabled: flag(row, "disabled")?,
+        failed_login_count: row.try_get("failed_login_count").map_err(corrupt)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        updated_at: row.try_get("updated_at").map_err(corrupt)?,
+    })
+}
+
+async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into audit_event \
+         (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(event.created_at)
+    .bind(&event.kind)
+    .bind(&event.actor)
+    .bind(&event.client_id)
+    .bind(&event.account_id)
+    .bind(&event.source_ip)
+    .bind(&event.user_agent)
+    .bind(to_json(&event.details)?)
+    .execute(conn)
+    .await
+    .map_err(StoreError::Unavailable)?;
+    Ok(())
+}
+
+impl SqlStore {
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        self.pool.begin().await.map_err(StoreError::Unavailable)
+    }
+}
+
+async fn commit(tx: sqlx::Transaction<'static, sqlx::Any>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(StoreError::Unavailable)
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
+    }
+
+    async fn insert_client(&self, c: &ClientRecord, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(concat!(
+            "insert into client (",
+            client_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(c.secret_digest.map(|d| d.as_bytes().to_vec()))
+        .bind(to_json(&c.redirect_uris)?)
+        .bind(to_json(&c.post_logout_redirect_uris)?)
+        .bind(c.grant_types.join(" "))
+        .bind(&c.scope)
+        .bind(c.token_endpoint_auth_method.as_str())
+        .bind(c.access_token_format.as_str())
+        .bind(c.may_introspect)
+        .bind(c.first_party)
+        .bind(c.require_pkce)
+        .bind(&c.id_token_signed_response_alg)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("client"))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            client_columns!(),
+            " from client where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(client_from_row)
+        .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            client_columns!(),
+            " from client order by id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .iter()
+        .map(client_from_row)
+        .collect()
+    }
+
+    async fn update_client(&self, c: &ClientRecord, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "update client set name = $2, secret_digest = $3, redirect_uris = $4, \
+             post_logout_redirect_uris = $5, grant_types = $6, scope = $7, \
+             token_endpoint_auth_method = $8, access_token_format = $9, may_introspect = $10, \
+             first_party = $11, require_pkce = $12, id_token_signed_response_alg = $13, \
+             updated_at = $14 where id = $1",
+        )
+        .bind(&c.id)
+        .bind(&c.name)
+        .bind(c.secret_digest.map(|d| d.as_bytes().to_vec()))
+        .bind(to_json(&c.redirect_uris)?)
+        .bind(to_json(&c.post_logout_redirect_uris)?)
+        .bind(c.grant_types.join(" "))
+        .bind(&c.scope)
+        .bind(c.token_endpoint_auth_method.as_str())
+        .bind(c.access_token_format.as_str())
+        .bind(c.may_introspect)
+        .bind(c.first_party)
+        .bind(c.require_pkce)
+        .bind(&c.id_token_signed_response_alg)
+        .bind(c.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("client"))?;
+        affected_one(done, "client")?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn delete_client(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("delete from client where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        affected_one(done, "client")?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn insert_account(
+        &self,
+        a: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(concat!(
+            "insert into account (",
+            account_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&a.id)
+        .bind(&a.username)
+        .bind(&a.password_hash)
+        .bind(to_json(&a.claims)?)
+        .bind(a.disabled)
+        .bind(a.failed_login_count)
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("user"))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account where username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account order by username"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .iter()
+        .map(account_from_row)
+        .collect()
+    }
+
+    async fn update_account(
+        &self,
+        a: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "update account set username = $2, password_hash = $3, claims = $4, disabled = $5, \
+             failed_login_count = $6, updated_at = $7 where id = $1",
+        )
+        .bind(&a.id)
+        .bind(&a.username)
+        .bind(&a.password_hash)
+        .bind(to_json(&a.claims)?)
+        .bind(a.disabled)
+        .bind(a.failed_login_count)
+        .bind(a.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("user"))?;
+        affected_one(done, "user")?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("delete from account where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        affected_one(done, "user")?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::Unavailable)?;
+        insert_audit(&mut conn, event).await
+    }
+
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select id, created_at, kind, actor, client_id, account_id, source_ip, user_agent, \
+             details from audit_event order by id desc limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let details: String = row.try_get("details").map_err(corrupt)?;
+                Ok(AuditRecord {
+                    id: row.try_get("id").map_err(corrupt)?,
+                    event: AuditEvent {
+                        created_at: row.try_get("created_at").map_err(corrupt)?,
+                        kind: row.try_get("kind").map_err(corrupt)?,
+                        actor: row.try_get("actor").map_err(corrupt)?,
+                        client_id: row.try_get("client_id").map_err(corrupt)?,
+                        account_id: row.try_get("account_id").map_err(corrupt)?,
+                        source_ip: row.try_get("source_ip").map_err(corrupt)?,
+                        user_agent: row.try_get("user_agent").map_err(corrupt)?,
+                        details: serde_json::from_str(&details).map_err(corrupt)?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
