@@ -158,7 +158,11 @@ pub async fn open_store_with_retry(config: &Config) -> Result<Arc<dyn Store>, St
     let deadline = Instant::now() + config.store_startup_timeout;
     let mut delay = Duration::from_millis(250);
     loop {
-        match store::open(&config.database_url).await {
+        let attempt = match store::probe(&config.database_url).await {
+            Ok(()) => store::open(&config.database_url).await,
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(store) => {
                 tracing::info!(database = %config.database_url.redacted(), "store ready");
                 return Ok(store);

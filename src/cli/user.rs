@@ -326,6 +326,13 @@ fn apply_claims(claims: &mut StandardClaims, args: ClaimArgs) {
     set(&mut claims.zoneinfo, args.zoneinfo);
     set(&mut claims.locale, args.locale);
     set(&mut claims.phone_number, args.phone_number);
+    // A verification flag says something about one value; it goes when the value goes.
+    if claims.email.is_none() {
+        claims.email_verified = None;
+    }
+    if claims.phone_number.is_none() {
+        claims.phone_number_verified = None;
+    }
 }
 
 fn check_claims(claims: &StandardClaims) -> Result<(), CliError> {

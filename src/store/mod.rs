@@ -1,6 +1,6 @@
 //! The store: one interface over everything Tessera keeps, with one SQL implementation that
 //! speaks both SQLite (the embedded default) and Postgres (shared by many instances), chosen
-//! by the database URL's scheme. See `docs/decisions/0002-one-sql-store-for-two-backends.md`.
+//! by the database URL's scheme. See `docs/decisions/0001-one-sql-store-for-two-backends.md`.
 //!
 //! Contracts (fosite's `storage.go` style): methods are named for their guarantee, only
 //! digests of secrets cross this interface, writes that belong together commit in one
@@ -33,8 +33,9 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0} already exists")]
     Conflict(&'static str),
+    // Not a `#[source]`: the message already includes it, and error chains would repeat it.
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
@@ -261,6 +262,20 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.
     async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// One connection attempt, answering as soon as the server does (or refuses): start-up
+/// retries with this instead of waiting out a pool's acquire timeout on every attempt.
+pub async fn probe(url: &DatabaseUrl) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    if !url.is_postgres() {
+        return Ok(()); // an embedded file: nothing to wait for
+    }
+    let conn = sqlx::PgConnection::connect(url.as_str())
+        .await
+        .map_err(StoreError::Unavailable)?;
+    let _ = conn.close().await;
+    Ok(())
 }
 
 /// Opens the store named by `url` and applies its migrations.

@@ -1,0 +1,560 @@
+//! The admin CLI, run as a process against each backend: it creates, lists, shows, updates
+//! and deletes clients and users, and refuses bad input with one clear line and no change.
+
+use tessera::crypto::token::Digest;
+use tessera::store;
+
+use crate::support::TestDb;
+
+const WEB: &[&str] = &[
+    "client",
+    "create",
+    "--id",
+    "web",
+    "--name",
+    "Web App",
+    "--redirect-uri",
+    "https://app.example/cb",
+    "http://127.0.0.1:7000/cb",
+    "--scope",
+    "openid profile email offline_access",
+    "--json",
+];
+
+#[tokio::test]
+async fn cli_client_lifecycle_create_list_show_update_delete() {
+    for db in TestDb::all().await {
+        let created = db.tessera(WEB).json();
+        let c = &created["client"];
+        assert_eq!(c["id"], "web", "{}", db.label);
+        assert_eq!(c["token_endpoint_auth_method"], "client_secret_basic");
+        assert_eq!(
+            c["grant_types"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(c["access_token_format"], "opaque");
+        assert!(c.get("secret_digest").is_none(), "digest never printed");
+
+        let listed = db.tessera(&["client", "list", "--json"]).json();
+        assert_eq!(listed.as_array().unwrap().len(), 1);
+        let shown = db.tessera(&["client", "show", "web", "--json"]).json();
+        assert_eq!(&shown, c);
+
+        let updated = db
+            .tessera(&[
+                "client",
+                "update",
+                "web",
+                "--name",
+                "Web 2",
+                "--introspect",
+                "true",
+                "--redirect-uri",
+                "https://new.example/cb",
+                "--access-token-format",
+                "jwt",
+                "--json",
+            ])
+            .json();
+        assert_eq!(updated["name"], "Web 2");
+        assert_eq!(updated["may_introspect"], true);
+        assert_eq!(
+            updated["redirect_uris"],
+            serde_json::json!(["https://new.example/cb"])
+        );
+        assert_eq!(updated["access_token_format"], "jwt");
+
+        let human = db.tessera(&["client", "show", "web"]);
+        assert!(
+            human.ok() && human.stdout().contains("name: Web 2"),
+            "{}",
+            human.stdout()
+        );
+
+        db.tessera(&["client", "delete", "web"]).ok();
+        db.tessera(&["client", "show", "web"])
+            .fails_with("client `web` not found");
+        assert_eq!(
+            db.tessera(&["client", "list", "--json"]).json(),
+            serde_json::json!([])
+        );
+    }
+}
+
+#[tokio::test]
+async fn cli_client_secret_is_generated_printed_once_and_stored_as_digest() {
+    for db in TestDb::all().await {
+        let created = db.tessera(WEB).json();
+        let secret = created["client_secret"].as_str().unwrap().to_owned();
+        assert!(secret.starts_with("tss_") && secret.len() == 47, "{secret}");
+        let shown = db.tessera(&["client", "show", "web", "--json"]);
+        assert!(!shown.stdout().contains(&secret[4..]), "secret shown again");
+
+        let store = store::open(&db.database_url()).await.unwrap();
+        let digest = store
+            .client("web")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_digest
+            .unwrap();
+        assert_eq!(digest, Digest::of(&secret), "{}", db.label);
+
+        let rotated = db
+            .tessera(&["client", "rotate-secret", "web", "--json"])
+            .json();
+        let new_secret = rotated["client_secret"].as_str().unwrap();
+        assert_ne!(new_secret, secret);
+        let digest = store
+            .client("web")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_digest
+            .unwrap();
+        assert!(
+            digest.verify(new_secret) && !digest.verify(&secret),
+            "{}",
+            db.label
+        );
+
+        let supplied = "s".repeat(32);
+        db.tessera(&["client", "rotate-secret", "web", "--secret", &supplied])
+            .succeeds();
+        let digest = store
+            .client("web")
+            .await
+            .unwrap()
+            .unwrap()
+            .secret_digest
+            .unwrap();
+        assert!(digest.verify(&supplied));
+    }
+}
+
+#[tokio::test]
+async fn cli_public_client_has_no_secret_auth_none_and_requires_pkce() {
+    for db in TestDb::all().await {
+        let created = db
+            .tessera(&[
+                "client",
+                "create",
+                "--id",
+                "spa",
+                "--name",
+                "SPA",
+                "--public",
+                "--redirect-uri",
+                "com.example.app:/cb",
+                "--json",
+            ])
+            .json();
+        assert!(created["client_secret"].is_null(), "{}", db.label);
+        assert_eq!(created["client"]["token_endpoint_auth_method"], "none");
+        assert_eq!(created["client"]["require_pkce"], true);
+        db.tessera(&["client", "rotate-secret", "spa"])
+            .fails_with("public");
+        db.tessera(&["client", "update", "spa", "--require-pkce", "false"])
+            .fails_with("always requires PKCE");
+    }
+}
+
+#[tokio::test]
+async fn cli_client_bad_input_is_refused_with_one_line_and_changes_nothing() {
+    for db in TestDb::all().await {
+        db.tessera(WEB).json();
+        let before = db.tessera(&["client", "show", "web", "--json"]).json();
+        let cases: &[(&[&str], &str)] = &[
+            (WEB, "client `web` already exists"),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--secret",
+                    "too-short",
+                    "--redirect-uri",
+                    "https://a.example/cb",
+                ],
+                "at least 32 characters",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--redirect-uri",
+                    "https://a.example/cb#frag",
+                ],
+                "must not have a fragment",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--redirect-uri",
+                    "http://a.example/cb",
+                ],
+                "must use https",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--redirect-uri",
+                    "javascript:alert(1)",
+                ],
+                "private-use",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--redirect-uri",
+                    "/relative",
+                ],
+                "not an absolute URI",
+            ),
+            (
+                &["client", "create", "--id", "x", "--name", "X"],
+                "at least one --redirect-uri",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "bad id",
+                    "--name",
+                    "X",
+                    "--redirect-uri",
+                    "https://a.example/cb",
+                ],
+                "client id",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--public",
+                    "--grant-type",
+                    "client_credentials",
+                ],
+                "client_credentials",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--grant-type",
+                    "password",
+                    "--redirect-uri",
+                    "https://a.example/cb",
+                ],
+                "grant type `password`",
+            ),
+            (
+                &[
+                    "client",
+                    "create",
+                    "--id",
+                    "x",
+                    "--name",
+                    "X",
+                    "--scope",
+                    "a  b",
+                    "--redirect-uri",
+                    "https://a.example/cb",
+                ],
+                "--scope",
+            ),
+            (
+                &[
+                    "client",
+                    "update",
+                    "web",
+                    "--redirect-uri",
+                    "http://evil.example/cb",
+                ],
+                "must use https",
+            ),
+            (
+                &["client", "update", "web", "--auth-method", "none"],
+                "does not fit",
+            ),
+            (
+                &["client", "update", "ghost", "--name", "G"],
+                "client `ghost` not found",
+            ),
+            (&["client", "delete", "ghost"], "client `ghost` not found"),
+        ];
+        for (args, needle) in cases {
+            db.tessera(args).fails_with(needle);
+        }
+        assert_eq!(
+            db.tessera(&["client", "show", "web", "--json"]).json(),
+            before,
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            db.tessera(&["client", "list", "--json"])
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn cli_user_lifecycle_with_argon2id_password() {
+    for db in TestDb::all().await {
+        let created = db
+            .tessera_with_stdin(
+                &[
+                    "user",
+                    "create",
+                    "--username",
+                    "ada",
+                    "--email",
+                    "ada@example.com",
+                    "--email-verified",
+                    "--name",
+                    "Ada Lovelace",
+                    "--phone",
+                    "+44 20 7946 0000",
+                    "--password-stdin",
+                    "--json",
+                ],
+                Some("correct horse battery\n"),
+            )
+            .json();
+        let id = created["id"].as_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{}", db.label);
+        assert_eq!(created["claims"]["email_verified"], true);
+        assert!(created.get("password_hash").is_none(), "hash never printed");
+
+        let store = store::open(&db.database_url()).await.unwrap();
+        let hash = store
+            .account(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+        let passwords = tessera::crypto::password::Passwords::new(&db.config().password).unwrap();
+        assert!(passwords
+            .verify("correct horse battery".into(), Some(hash.clone()))
+            .await
+            .unwrap());
+
+        assert_eq!(
+            db.tessera(&["user", "show", "ada", "--json"]).json()["id"],
+            id.as_str()
+        );
+        assert_eq!(
+            db.tessera(&["user", "show", &id, "--json"]).json()["username"],
+            "ada"
+        );
+        let updated = db
+            .tessera(&[
+                "user",
+                "update",
+                "ada",
+                "--username",
+                "ada.l",
+                "--email",
+                "",
+                "--locale",
+                "en-GB",
+                "--json",
+            ])
+            .json();
+        assert_eq!(updated["username"], "ada.l");
+        assert!(
+            updated["claims"].get("email").is_none(),
+            "empty value removes a claim"
+        );
+        assert_eq!(updated["claims"]["locale"], "en-GB");
+
+        assert_eq!(
+            db.tessera(&["user", "disable", "ada.l", "--json"]).json()["disabled"],
+            true
+        );
+        assert_eq!(
+            db.tessera(&["user", "enable", "ada.l", "--json"]).json()["disabled"],
+            false
+        );
+
+        db.tessera_with_stdin(
+            &["user", "set-password", "ada.l", "--password-stdin"],
+            Some("another good one\n"),
+        )
+        .succeeds();
+        let new_hash = store
+            .account(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .unwrap();
+        assert_ne!(new_hash, hash);
+        assert!(passwords
+            .verify("another good one".into(), Some(new_hash))
+            .await
+            .unwrap());
+
+        assert_eq!(
+            db.tessera(&["user", "list", "--json"])
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        db.tessera(&["user", "delete", "ada.l"]).succeeds();
+        db.tessera(&["user", "show", &id]).fails_with("not found");
+        let kinds: Vec<String> = store
+            .recent_audit(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "user_deleted",
+                "user_password_set",
+                "user_updated",
+                "user_disabled",
+                "user_updated",
+                "user_created"
+            ],
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn cli_user_bad_input_is_refused_and_changes_nothing() {
+    for db in TestDb::all().await {
+        db.tessera_with_stdin(
+            &["user", "create", "--username", "ada", "--password-stdin"],
+            Some("long enough pw\n"),
+        )
+        .succeeds();
+        let before = db.tessera(&["user", "list", "--json"]).json();
+        let cases: &[(&[&str], Option<&str>, &str)] = &[
+            (
+                &["user", "create", "--username", "ada", "--password-stdin"],
+                Some("long enough pw\n"),
+                "username `ada` is taken",
+            ),
+            (
+                &["user", "create", "--username", "bob", "--password-stdin"],
+                Some("short\n"),
+                "8 to 1024",
+            ),
+            (
+                &["user", "create", "--username", "bob"],
+                None,
+                "no password given",
+            ),
+            (
+                &["user", "create", "--username", "b b", "--no-password"],
+                None,
+                "username must be",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--username",
+                    "bob",
+                    "--no-password",
+                    "--email",
+                    "nope",
+                ],
+                None,
+                "not an e-mail",
+            ),
+            (
+                &[
+                    "user",
+                    "create",
+                    "--username",
+                    "bob",
+                    "--no-password",
+                    "--email-verified",
+                ],
+                None,
+                "needs --email",
+            ),
+            (
+                &["user", "update", "ghost", "--name", "G"],
+                None,
+                "user `ghost` not found",
+            ),
+            (
+                &["user", "disable", "ghost"],
+                None,
+                "user `ghost` not found",
+            ),
+        ];
+        for (args, stdin, needle) in cases {
+            db.tessera_with_stdin(args, *stdin).fails_with(needle);
+        }
+        assert_eq!(
+            db.tessera(&["user", "list", "--json"]).json(),
+            before,
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn cli_migrate_applies_migrations_and_is_idempotent() {
+    for db in TestDb::all().await {
+        for _ in 0..2 {
+            let run = db.tessera(&["migrate"]);
+            assert!(
+                run.ok() && run.stdout().contains("migrations applied"),
+                "{}{}",
+                run.stdout(),
+                run.stderr()
+            );
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Black-box tests: the real server over HTTP, the real binary, real SQLite files and, with
+//! `TEST_DATABASE_URL`, a real Postgres. One test binary (see STYLE.md §1); modules below.
+
+// A panic in a test is a failed test, not a crashed server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod server;
+mod store;
+mod support;

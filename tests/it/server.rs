@@ -1,0 +1,276 @@
+//! The server as operators and orchestrators see it: probes, request ids, limits, start-up
+//! validation, store retry, HTTPS, graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+
+use crate::support::{binary, http, run_binary, TestDb, TestServer};
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_on_every_backend() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = http();
+        let res = client.get(server.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{}", db.label);
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            "ok"
+        );
+        let res = client.get(server.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{}", db.label);
+        assert_eq!(
+            res.json::<serde_json::Value>().await.unwrap()["status"],
+            "ready"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_nosniff() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let res = http().get(server.url("/healthz")).send().await.unwrap();
+    let id = res
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let res = http()
+        .get(server.url("/no-such-path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert!(res.headers().contains_key("x-request-id"));
+    // A caller's own id is kept, so a gateway can correlate its logs with ours.
+    let res = http()
+        .get(server.url("/healthz"))
+        .header("x-request-id", "gateway-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "gateway-123");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_request_body_is_refused_before_it_is_read() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let res = http()
+        .post(server.url("/healthz"))
+        .body(vec![b'a'; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    server.stop().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(res) = client.get(url).send().await {
+            if res.status() == StatusCode::OK {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server at {url} never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn binary_serves_with_no_subcommand_and_stops_gracefully_on_sigterm() {
+    let db = TestDb::sqlite().await;
+    let port = free_port();
+    let mut env = db.env();
+    env.insert("TESSERA_BIND".into(), format!("127.0.0.1:{port}"));
+    let child = Command::new(binary())
+        .env_clear()
+        .envs(&env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&http(), &format!("{base}/healthz")).await;
+    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let kek = db.dir.path().join("data").join("key-encryption-key");
+    assert!(
+        kek.exists(),
+        "development key generated into the data folder"
+    );
+
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    assert!(
+        log.contains("key-encryption key"),
+        "warns about the generated key: {log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn binary_refuses_invalid_configuration_with_one_line() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("TESSERA_ISSUER", "http://id.example.com")],
+            "`issuer` (from $TESSERA_ISSUER): must use https",
+        ),
+        (&[("TESSERA_BIND", "localhost")], "`bind`"),
+        (
+            &[("DATABASE_URL", "mysql://db/x")],
+            "`database_url` (from $DATABASE_URL)",
+        ),
+        (
+            &[("DATABASE_URL", "postgres://u@h:port/db")],
+            "malformed Postgres URL",
+        ),
+        (
+            &[
+                ("TESSERA_TLS_CERT", "/nonexistent.pem"),
+                ("TESSERA_TLS_KEY", "/nonexistent.pem"),
+            ],
+            "`tls_cert`",
+        ),
+        (&[("TESSERA_LOG_FORMAT", "yaml")], "`log_format`"),
+        (
+            &[("TESSERA_KEY_ENCRYPTION_KEY", "dG9vIHNob3J0")],
+            "`key_encryption_key`",
+        ),
+        (
+            &[("TESSERA_ARGON2_MEMORY_KIB", "lots")],
+            "`argon2_memory_kib`",
+        ),
+    ];
+    for (vars, needle) in cases {
+        let env: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let run = run_binary(&["serve"], &env, None);
+        run.fails_with(needle);
+        assert!(
+            run.stderr().starts_with("error: invalid configuration: "),
+            "{}",
+            run.stderr()
+        );
+    }
+}
+
+#[test]
+fn binary_reports_an_unreadable_tls_key_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nnot really\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let env = BTreeMap::from([
+        (
+            "TESSERA_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ),
+        ("TESSERA_TLS_CERT".to_owned(), cert.display().to_string()),
+        (
+            "TESSERA_TLS_KEY".to_owned(),
+            dir.path().join("missing-key.pem").display().to_string(),
+        ),
+    ]);
+    run_binary(&["serve"], &env, None).fails_with("`tls_key`");
+}
+
+#[test]
+fn binary_retries_an_unreachable_store_then_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = BTreeMap::from([
+        (
+            "TESSERA_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ),
+        // Nothing listens on port 1: the connection is refused at once, every time.
+        (
+            "DATABASE_URL".to_owned(),
+            "postgres://postgres@127.0.0.1:1/tessera".to_owned(),
+        ),
+        (
+            "TESSERA_STORE_STARTUP_TIMEOUT_SECS".to_owned(),
+            "2".to_owned(),
+        ),
+    ]);
+    let run = run_binary(&["serve"], &env, None);
+    let err = run.stderr();
+    assert!(!run.ok());
+    assert!(
+        err.matches("store unreachable; retrying").count() >= 2,
+        "{err}"
+    );
+    let last = err.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("error: store unavailable"), "{last}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test]
+async fn server_serves_https_with_the_configured_certificate() {
+    let db = TestDb::sqlite().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_path = db.dir.path().join("cert.pem");
+    let key_path = db.dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
+    let mut env = db.env();
+    env.insert("TESSERA_TLS_CERT".into(), cert_path.display().to_string());
+    env.insert("TESSERA_TLS_KEY".into(), key_path.display().to_string());
+    env.insert("TESSERA_ISSUER".into(), "https://localhost".into());
+    let config =
+        tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+    let server = TestServer::start_with(config).await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("https://localhost:{port}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // Plain http on the TLS port gets no answer a client could mistake for success.
+    let plain = http()
+        .get(format!("http://localhost:{port}/healthz"))
+        .send()
+        .await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    server.stop().await;
+}

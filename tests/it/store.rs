@@ -1,0 +1,346 @@
+//! The store contract, run against every backend: SQLite always, Postgres with
+//! `TEST_DATABASE_URL`. Each test gets its own fresh database.
+
+use std::sync::Arc;
+
+use tessera::audit::{AuditEvent, AuditKind};
+use tessera::crypto::token::Digest;
+use tessera::store::{
+    self, AccessTokenFormat, AccountRecord, AuthMethod, ClientRecord, StandardClaims, Store,
+    StoreError,
+};
+
+use crate::support::TestDb;
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        name: format!("Client {id}"),
+        secret_digest: Some(Digest::of("tss_secret")),
+        redirect_uris: vec![
+            "https://app.example/cb".into(),
+            "http://127.0.0.1:9/cb".into(),
+        ],
+        post_logout_redirect_uris: vec!["https://app.example/bye".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "openid profile".into(),
+        token_endpoint_auth_method: AuthMethod::ClientSecretPost,
+        access_token_format: AccessTokenFormat::Jwt,
+        may_introspect: true,
+        first_party: false,
+        require_pkce: true,
+        id_token_signed_response_alg: "ES256".into(),
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn account(id: &str, username: &str) -> AccountRecord {
+    AccountRecord {
+        id: id.into(),
+        username: username.into(),
+        password_hash: Some("$argon2id$v=19$m=256,t=1,p=1$c2FsdHNhbHQ$aGFzaA".into()),
+        claims: StandardClaims {
+            email: Some(format!("{username}@example.com")),
+            email_verified: Some(true),
+            name: Some("Ada Lovelace".into()),
+            ..Default::default()
+        },
+        disabled: false,
+        failed_login_count: 0,
+        created_at: 2_000,
+        updated_at: 2_000,
+    }
+}
+
+fn audit(kind: AuditKind) -> AuditEvent {
+    AuditEvent::new(kind, "test", 3_000)
+}
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    store::open(&db.database_url()).await.unwrap()
+}
+
+async fn audit_count(store: &dyn Store) -> usize {
+    store.recent_audit(10_000).await.unwrap().len()
+}
+
+#[tokio::test]
+async fn store_opens_migrates_and_answers_ping_on_every_backend() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        store.ping().await.unwrap();
+        // Opening again re-runs the migrator: already-applied migrations are skipped.
+        let again = open(&db).await;
+        again.ping().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn store_client_roundtrips_every_field() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let c = client("web");
+        store
+            .insert_client(&c, &audit(AuditKind::ClientCreated).client("web"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.client("web").await.unwrap(),
+            Some(c.clone()),
+            "{}",
+            db.label
+        );
+
+        let mut public = client("spa");
+        public.secret_digest = None;
+        public.token_endpoint_auth_method = AuthMethod::None;
+        public.may_introspect = false;
+        public.post_logout_redirect_uris = vec![];
+        store
+            .insert_client(&public, &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap();
+        let listed = store.list_clients().await.unwrap();
+        assert_eq!(listed, vec![public, c], "{}: ordered by id", db.label);
+        assert_eq!(store.client("nope").await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn store_duplicate_client_is_conflict_and_writes_nothing() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        store
+            .insert_client(&client("web"), &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap();
+        let before = audit_count(store.as_ref()).await;
+        let mut other = client("web");
+        other.name = "Impostor".into();
+        let err = store
+            .insert_client(&other, &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict("client")),
+            "{}: {err:?}",
+            db.label
+        );
+        assert_eq!(
+            store.client("web").await.unwrap().unwrap().name,
+            "Client web"
+        );
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before,
+            "{}: no audit row",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn store_update_and_delete_client_with_audit_in_the_same_transaction() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let mut c = client("web");
+        store
+            .insert_client(&c, &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap();
+        c.name = "Renamed".into();
+        c.redirect_uris = vec!["https://new.example/cb".into()];
+        c.may_introspect = false;
+        c.secret_digest = Some(Digest::of("tss_rotated"));
+        c.updated_at = 5_000;
+        store
+            .update_client(&c, &audit(AuditKind::ClientUpdated))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.client("web").await.unwrap(),
+            Some(c.clone()),
+            "{}",
+            db.label
+        );
+
+        let missing = client("ghost");
+        let before = audit_count(store.as_ref()).await;
+        assert!(matches!(
+            store
+                .update_client(&missing, &audit(AuditKind::ClientUpdated))
+                .await,
+            Err(StoreError::NotFound("client"))
+        ));
+        assert!(matches!(
+            store
+                .delete_client("ghost", &audit(AuditKind::ClientDeleted))
+                .await,
+            Err(StoreError::NotFound("client"))
+        ));
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before,
+            "{}: failed writes leave no audit",
+            db.label
+        );
+
+        store
+            .delete_client("web", &audit(AuditKind::ClientDeleted).client("web"))
+            .await
+            .unwrap();
+        assert_eq!(store.client("web").await.unwrap(), None);
+        let kinds: Vec<String> = store
+            .recent_audit(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["client_deleted", "client_updated", "client_created"],
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn store_account_roundtrips_and_is_found_by_id_and_username() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let a = account("0b5e6a52-0000-4000-8000-000000000001", "ada");
+        store
+            .insert_account(&a, &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.account(&a.id).await.unwrap(),
+            Some(a.clone()),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.account_by_username("ada").await.unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(store.account_by_username("Ada").await.unwrap(), None);
+
+        let mut b = account("0b5e6a52-0000-4000-8000-000000000002", "bob");
+        b.password_hash = None;
+        b.claims = StandardClaims::default();
+        b.disabled = true;
+        store
+            .insert_account(&b, &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list_accounts().await.unwrap(),
+            vec![a, b],
+            "{}",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn store_username_is_unique_on_insert_and_update() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let ada = account("id-1", "ada");
+        let bob = account("id-2", "bob");
+        store
+            .insert_account(&ada, &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        store
+            .insert_account(&bob, &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        let before = audit_count(store.as_ref()).await;
+
+        let clash = account("id-3", "ada");
+        assert!(
+            matches!(
+                store
+                    .insert_account(&clash, &audit(AuditKind::UserCreated))
+                    .await,
+                Err(StoreError::Conflict("user"))
+            ),
+            "{}",
+            db.label
+        );
+        let mut renamed = bob.clone();
+        renamed.username = "ada".into();
+        assert!(
+            matches!(
+                store
+                    .update_account(&renamed, &audit(AuditKind::UserUpdated))
+                    .await,
+                Err(StoreError::Conflict("user"))
+            ),
+            "{}",
+            db.label
+        );
+        assert_eq!(store.account("id-2").await.unwrap(), Some(bob));
+        assert_eq!(store.account("id-3").await.unwrap(), None);
+        assert_eq!(audit_count(store.as_ref()).await, before, "{}", db.label);
+    }
+}
+
+#[tokio::test]
+async fn store_update_and_delete_account() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let mut a = account("id-1", "ada");
+        store
+            .insert_account(&a, &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        a.disabled = true;
+        a.failed_login_count = 3;
+        a.claims.email = None;
+        a.claims.locale = Some("en-GB".into());
+        a.updated_at = 9_000;
+        store
+            .update_account(&a, &audit(AuditKind::UserDisabled))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.account("id-1").await.unwrap(),
+            Some(a),
+            "{}",
+            db.label
+        );
+        store
+            .delete_account("id-1", &audit(AuditKind::UserDeleted))
+            .await
+            .unwrap();
+        assert_eq!(store.account("id-1").await.unwrap(), None);
+        assert!(matches!(
+            store
+                .delete_account("id-1", &audit(AuditKind::UserDeleted))
+                .await,
+            Err(StoreError::NotFound("user"))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn store_audit_events_keep_every_field() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let mut event = AuditEvent::new(AuditKind::ClientCreated, "cli", 42)
+            .client("web")
+            .account("id-1")
+            .details(serde_json::json!({ "changed": ["name"], "n": 1 }));
+        event.source_ip = Some("192.0.2.1".into());
+        event.user_agent = Some("curl/8".into());
+        store.append_audit(&event).await.unwrap();
+        let got = store.recent_audit(5).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event, event, "{}", db.label);
+    }
+}

@@ -1,0 +1,233 @@
+//! Test fixtures: fresh databases, an in-process server, the binary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sqlx::{Connection, Executor, PgConnection};
+use tempfile::TempDir;
+use tessera::app::AppState;
+use tessera::config::Config;
+use tessera::Server;
+use tokio::sync::oneshot;
+
+/// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
+pub struct TestDb {
+    pub label: &'static str,
+    pub url: String,
+    /// Holds the SQLite file (and anything else a test puts there) until the test ends.
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("tessera.db").display()
+        );
+        TestDb {
+            label: "sqlite",
+            url,
+            dir,
+        }
+    }
+
+    /// A new database on the server named by `TEST_DATABASE_URL`, if it is set.
+    pub async fn postgres() -> Option<TestDb> {
+        let base = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        let name = format!("tessera_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but unreachable: {e}"));
+        conn.execute(format!("create database {name}").as_str())
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&name);
+        Some(TestDb {
+            label: "postgres",
+            url: url.to_string(),
+            dir: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    /// SQLite always, plus Postgres when `TEST_DATABASE_URL` is set.
+    pub async fn all() -> Vec<TestDb> {
+        let mut dbs = vec![TestDb::sqlite().await];
+        dbs.extend(TestDb::postgres().await);
+        dbs
+    }
+
+    pub fn database_url(&self) -> tessera::config::DatabaseUrl {
+        self.url.parse().unwrap()
+    }
+
+    /// The environment a server or CLI process needs to use this database, with cheap
+    /// password hashing so tests stay fast (the default cost has its own unit test).
+    pub fn env(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("DATABASE_URL".into(), self.url.clone()),
+            (
+                "TESSERA_DATA_DIR".into(),
+                self.dir.path().join("data").display().to_string(),
+            ),
+            ("TESSERA_BIND".into(), "127.0.0.1:0".into()),
+            ("TESSERA_ARGON2_MEMORY_KIB".into(), "256".into()),
+            ("TESSERA_ARGON2_ITERATIONS".into(), "1".into()),
+        ])
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_sources(Some(Path::new("/dev/null")), &self.env()).unwrap()
+    }
+
+    /// Runs the `tessera` binary against this database.
+    pub fn tessera(&self, args: &[&str]) -> Run {
+        self.tessera_with_stdin(args, None)
+    }
+
+    pub fn tessera_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        run_binary(args, &self.env(), stdin)
+    }
+}
+
+/// What a run of the binary produced.
+pub struct Run {
+    pub output: Output,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.output.status.success()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// Parses stdout as JSON, failing the test with both streams shown if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        assert!(
+            self.ok(),
+            "command failed: {}{}",
+            self.stdout(),
+            self.stderr()
+        );
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout()))
+    }
+    /// Asserts success, for commands whose output the test does not read.
+    pub fn succeeds(&self) {
+        assert!(
+            self.ok(),
+            "command failed: {}{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+    /// Asserts the command failed with exactly one line on stderr containing `needle`.
+    pub fn fails_with(&self, needle: &str) {
+        let err = self.stderr();
+        assert!(
+            !self.ok(),
+            "expected failure, got success: {}",
+            self.stdout()
+        );
+        assert!(err.contains(needle), "stderr {err:?} lacks {needle:?}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "more than one line: {err:?}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tessera"))
+}
+
+pub fn run_binary(args: &[&str], env: &BTreeMap<String, String>, stdin: Option<&str>) -> Run {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    Run {
+        output: child.wait_with_output().unwrap(),
+    }
+}
+
+/// The real server, in this process, on an ephemeral port.
+pub struct TestServer {
+    pub base: String,
+    #[allow(dead_code)] // used by the flows that move the clock
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(db: &TestDb) -> TestServer {
+        TestServer::start_with(db.config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let server = Server::bind(config).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let state = server.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base: format!("http://{addr}"),
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// An HTTP client as a browser-less client app would use: no redirects followed.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
