@@ -274,3 +274,88 @@ async fn server_serves_https_with_the_configured_certificate() {
     assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn readyz_answers_503_when_the_store_goes_away_while_healthz_stays_up() {
+    // Only Postgres can be taken away from under a running server.
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let client = http();
+    assert_eq!(
+        client
+            .get(server.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let base = std::env::var("TEST_DATABASE_URL").unwrap();
+    let name = url::Url::parse(&db.url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::Executor::execute(
+        &mut admin,
+        format!("drop database {name} with (force)").as_str(),
+    )
+    .await
+    .unwrap();
+    let res = client.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap()["status"],
+        "unavailable"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK,
+        "liveness does not depend on the store"
+    );
+    server.stop().await;
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = BTreeMap::from([
+        (
+            "TESSERA_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ),
+        ("TESSERA_LOG_FORMAT".to_owned(), "json".to_owned()),
+        (
+            "DATABASE_URL".to_owned(),
+            "postgres://postgres@127.0.0.1:1/tessera".to_owned(),
+        ),
+        (
+            "TESSERA_STORE_STARTUP_TIMEOUT_SECS".to_owned(),
+            "1".to_owned(),
+        ),
+    ]);
+    let run = run_binary(&["serve"], &env, None);
+    let err = run.stderr();
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    let (last, logs) = lines.split_last().unwrap();
+    assert!(last.starts_with("error: "), "{err}");
+    assert!(!logs.is_empty(), "{err}");
+    for line in logs {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
