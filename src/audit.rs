@@ -16,6 +16,13 @@ pub enum AuditKind {
     UserPasswordSet,
     UserDisabled,
     UserDeleted,
+    LoginSucceeded,
+    LoginFailed,
+    ConsentGranted,
+    ConsentDenied,
+    TokenIssued,
+    /// An authorization code was presented again: its grant is revoked (RFC 6749 §4.1.2).
+    CodeReuse,
 }
 
 impl AuditKind {
@@ -30,6 +37,12 @@ impl AuditKind {
             AuditKind::UserPasswordSet => "user_password_set",
             AuditKind::UserDisabled => "user_disabled",
             AuditKind::UserDeleted => "user_deleted",
+            AuditKind::LoginSucceeded => "login_succeeded",
+            AuditKind::LoginFailed => "login_failed",
+            AuditKind::ConsentGranted => "consent_granted",
+            AuditKind::ConsentDenied => "consent_denied",
+            AuditKind::TokenIssued => "token_issued",
+            AuditKind::CodeReuse => "authorization_code_reuse",
         }
     }
 }
@@ -69,6 +82,13 @@ impl AuditEvent {
 
     pub fn account(mut self, id: &str) -> Self {
         self.account_id = Some(id.to_owned());
+        self
+    }
+
+    /// Where the request came from.
+    pub fn from_request(mut self, source_ip: Option<String>, user_agent: Option<String>) -> Self {
+        self.source_ip = source_ip;
+        self.user_agent = user_agent;
         self
     }
 

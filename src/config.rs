@@ -45,6 +45,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
+    setting("access_token_ttl_secs", "3600", "lifetime of an access token"),
+    setting("session_ttl_secs", "28800", "lifetime of a browser login session at Tessera"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
 ];
 
@@ -109,6 +111,16 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long start-up keeps retrying a store that does not answer.
     pub store_startup_timeout: Duration,
+    /// Token lifetimes.
+    pub tokens: TokenPolicy,
+    /// Lifetime of a browser session, in seconds.
+    pub session_ttl_secs: i64,
+}
+
+/// Lifetimes of what the token endpoint issues, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenPolicy {
+    pub access_token_ttl: i64,
 }
 
 /// Certificate chain and private key files (PEM).
@@ -379,6 +391,13 @@ impl Config {
                 raw.get("request_timeout_secs")?,
                 "request_timeout_secs",
             )?),
+            tokens: TokenPolicy {
+                access_token_ttl: positive(
+                    raw.get("access_token_ttl_secs")?,
+                    "access_token_ttl_secs",
+                )?,
+            },
+            session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
             store_startup_timeout: Duration::from_secs(required(
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",
@@ -405,6 +424,17 @@ impl Config {
 /// A setting with a built-in default is always present; this guards the table.
 fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
     value.ok_or_else(|| ConfigError(format!("`{name}` has no value and no default")))
+}
+
+fn positive(value: Option<i64>, name: &str) -> Result<i64, ConfigError> {
+    let v = required(value, name)?;
+    if v > 0 {
+        Ok(v)
+    } else {
+        Err(ConfigError(format!(
+            "`{name}` must be a positive number of seconds"
+        )))
+    }
 }
 
 fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {

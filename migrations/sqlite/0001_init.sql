@@ -79,7 +79,7 @@ create table authorization_code (
     grant_id text not null references oauth_grant (id) on delete cascade,
     client_id text not null references client (id) on delete cascade,
     account_id text not null references account (id) on delete cascade,
-    redirect_uri text not null,
+    redirect_uri text,                       -- as sent at /authorize; null when omitted
     scope text not null,
     nonce text,
     code_challenge text,                     -- PKCE S256 challenge

@@ -1,9 +1,17 @@
 //! Everything that knows about HTTP: the route table and the layers every request passes.
 
+pub mod authorize;
+pub mod client_auth;
+pub mod consent;
+pub mod error;
 pub mod health;
+pub mod login;
+pub mod pages;
+pub mod session;
+pub mod token;
 
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -18,6 +26,11 @@ use crate::app::AppState;
 pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
+    pub const AUTHORIZE: &str = "/authorize";
+    pub const TOKEN: &str = "/token";
+    pub const LOGIN: &str = "/login";
+    pub const CONSENT: &str = "/consent";
+    pub const STYLESHEET: &str = "/static/tessera.css";
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,6 +56,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
+        .route(paths::AUTHORIZE, get(authorize::get).post(authorize::post))
+        .route(paths::TOKEN, post(token::token))
+        .route(paths::LOGIN, post(login::post))
+        .route(paths::CONSENT, post(consent::post))
+        .route(paths::STYLESHEET, get(pages::stylesheet))
         .with_state(state)
         .layer(layers)
 }

@@ -202,6 +202,101 @@ pub struct AccountRecord {
     pub updated_at: i64,
 }
 
+/// A browser's login at Tessera. Only the digest of the cookie value is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id_digest: Digest,
+    pub account_id: String,
+    /// When the person authenticated (OIDC `auth_time`).
+    pub auth_time: i64,
+    /// How (OIDC `amr`), e.g. `["pwd"]`.
+    pub amr: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One authorization of a client by a user; codes and tokens hang off it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: String,
+    pub account_id: Option<String>,
+    pub scope: String,
+    pub auth_time: Option<i64>,
+    pub amr: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// An authorization code. Single use: see [`Store::consume_code`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeRecord {
+    pub digest: Digest,
+    pub grant_id: String,
+    pub client_id: String,
+    pub account_id: String,
+    /// The `redirect_uri` sent to `/authorize`; `None` when it was omitted.
+    pub redirect_uri: Option<String>,
+    pub scope: String,
+    pub nonce: Option<String>,
+    /// oxide-auth's encoding of the PKCE S256 challenge.
+    pub code_challenge: Option<String>,
+    pub auth_time: i64,
+    pub amr: Vec<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub consumed_at: Option<i64>,
+}
+
+/// What a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+    ApiKey,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+            TokenKind::ApiKey => "api_key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenKind> {
+        [TokenKind::Access, TokenKind::Refresh, TokenKind::ApiKey]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// An access token, refresh token or API key. Only its digest is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRecord {
+    pub digest: Digest,
+    pub kind: TokenKind,
+    pub grant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub account_id: Option<String>,
+    pub scope: String,
+    pub label: Option<String>,
+    pub previous_digest: Option<Digest>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub used_at: Option<i64>,
+    /// When read back: the token's own revocation or, if earlier, its grant's.
+    pub revoked_at: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Unrevoked (itself and its grant) and unexpired at `now`.
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
+    }
+}
+
 /// An audit event as read back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {
@@ -258,6 +353,69 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Deletes the user and, by cascade, their sessions, consents, grants and tokens.
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+
+    /// Starts a browser session: deletes the session it replaces (a new value at every
+    /// login, against fixation), inserts the new one, resets the user's failed-login count
+    /// and records `audit`, in one transaction.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        replaces: Option<&Digest>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// The session with this digest if it has not expired at `now`.
+    async fn session(&self, digest: &Digest, now: i64)
+        -> Result<Option<SessionRecord>, StoreError>;
+    async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
+    /// Counts a failed login against the user (if the username exists) and records `audit`.
+    async fn record_failed_login(
+        &self,
+        account_id: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// The scopes this user has consented to for this client.
+    async fn consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Sets the consented scopes (the caller passes the union it wants kept).
+    async fn grant_consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Inserts a grant and its first authorization code together.
+    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError>;
+    /// Marks the code consumed and returns it, in one statement, if it exists and was not
+    /// consumed before: of any number of concurrent calls for one code, at most one gets it.
+    async fn consume_code(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<CodeRecord>, StoreError>;
+    /// The grant of a code that exists, consumed or not (to revoke it on reuse).
+    async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError>;
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
+    /// Revokes the grant and every token issued from it, and records `audit`, in one
+    /// transaction. Revoking a revoked grant changes nothing.
+    async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+
+    /// Inserts a token and records `audit` in one transaction.
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEvent)
+        -> Result<(), StoreError>;
+    /// The token with this digest; its `revoked_at` includes its grant's revocation.
+    async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.

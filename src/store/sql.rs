@@ -19,8 +19,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use super::{
-    AccessTokenFormat, AccountRecord, AuditRecord, AuthMethod, Backend, ClientRecord, Store,
-    StoreError,
+    AccessTokenFormat, AccountRecord, AuditRecord, AuthMethod, Backend, ClientRecord, CodeRecord,
+    GrantRecord, SessionRecord, Store, StoreError, TokenKind, TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
@@ -120,6 +120,25 @@ fn flag(row: &AnyRow, column: &str) -> Result<bool, StoreError> {
         .map_err(corrupt)
 }
 
+fn opt_digest(row: &AnyRow, column: &str) -> Result<Option<Digest>, StoreError> {
+    let bytes: Option<Vec<u8>> = row.try_get(column).map_err(corrupt)?;
+    bytes
+        .map(|b| Digest::from_slice(&b).ok_or_else(|| corrupt(format!("{column} length"))))
+        .transpose()
+}
+
+fn digest(row: &AnyRow, column: &str) -> Result<Digest, StoreError> {
+    opt_digest(row, column)?.ok_or_else(|| corrupt(format!("{column} is null")))
+}
+
+fn opt_json_list(row: &AnyRow, column: &str) -> Result<Vec<String>, StoreError> {
+    let text: Option<String> = row.try_get(column).map_err(corrupt)?;
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t).map_err(corrupt),
+    }
+}
+
 fn json_list(row: &AnyRow, column: &str) -> Result<Vec<String>, StoreError> {
     let text: String = row.try_get(column).map_err(corrupt)?;
     serde_json::from_str(&text).map_err(corrupt)
@@ -143,6 +162,73 @@ macro_rules! client_columns {
          token_endpoint_auth_method, access_token_format, may_introspect, first_party, \
          require_pkce, id_token_signed_response_alg, created_at, updated_at"
     };
+}
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id_digest: digest(row, "id_digest")?,
+        account_id: row.try_get("account_id").map_err(corrupt)?,
+        auth_time: row.try_get("auth_time").map_err(corrupt)?,
+        amr: json_list(row, "amr")?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        expires_at: row.try_get("expires_at").map_err(corrupt)?,
+    })
+}
+
+macro_rules! code_columns {
+    () => {
+        "digest, grant_id, client_id, account_id, redirect_uri, scope, nonce, code_challenge, \
+         auth_time, amr, created_at, expires_at, consumed_at"
+    };
+}
+
+fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
+    Ok(CodeRecord {
+        digest: digest(row, "digest")?,
+        grant_id: row.try_get("grant_id").map_err(corrupt)?,
+        client_id: row.try_get("client_id").map_err(corrupt)?,
+        account_id: row.try_get("account_id").map_err(corrupt)?,
+        redirect_uri: row.try_get("redirect_uri").map_err(corrupt)?,
+        scope: row.try_get("scope").map_err(corrupt)?,
+        nonce: row.try_get("nonce").map_err(corrupt)?,
+        code_challenge: row.try_get("code_challenge").map_err(corrupt)?,
+        auth_time: row.try_get("auth_time").map_err(corrupt)?,
+        amr: json_list(row, "amr")?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        expires_at: row.try_get("expires_at").map_err(corrupt)?,
+        consumed_at: row.try_get("consumed_at").map_err(corrupt)?,
+    })
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<GrantRecord, StoreError> {
+    Ok(GrantRecord {
+        id: row.try_get("id").map_err(corrupt)?,
+        client_id: row.try_get("client_id").map_err(corrupt)?,
+        account_id: row.try_get("account_id").map_err(corrupt)?,
+        scope: row.try_get("scope").map_err(corrupt)?,
+        auth_time: row.try_get("auth_time").map_err(corrupt)?,
+        amr: opt_json_list(row, "amr")?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
+    let kind: String = row.try_get("kind").map_err(corrupt)?;
+    Ok(TokenRecord {
+        digest: digest(row, "digest")?,
+        kind: TokenKind::parse(&kind).ok_or_else(|| corrupt(format!("token kind {kind}")))?,
+        grant_id: row.try_get("grant_id").map_err(corrupt)?,
+        client_id: row.try_get("client_id").map_err(corrupt)?,
+        account_id: row.try_get("account_id").map_err(corrupt)?,
+        scope: row.try_get("scope").map_err(corrupt)?,
+        label: row.try_get("label").map_err(corrupt)?,
+        previous_digest: opt_digest(row, "previous_digest")?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        expires_at: row.try_get("expires_at").map_err(corrupt)?,
+        used_at: row.try_get("used_at").map_err(corrupt)?,
+        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+    })
 }
 
 fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
@@ -450,6 +536,281 @@ impl Store for SqlStore {
         affected_one(done, "user")?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
+    }
+
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        replaces: Option<&Digest>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(old) = replaces {
+            sqlx::query("delete from session where id_digest = $1")
+                .bind(old.as_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        sqlx::query(
+            "insert into session (id_digest, account_id, auth_time, amr, created_at, expires_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(session.id_digest.as_bytes())
+        .bind(&session.account_id)
+        .bind(session.auth_time)
+        .bind(to_json(&session.amr)?)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("session"))?;
+        sqlx::query("update account set failed_login_count = 0 where id = $1")
+            .bind(&session.account_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn session(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        sqlx::query(
+            "select id_digest, account_id, auth_time, amr, created_at, expires_at from session \
+             where id_digest = $1 and expires_at > $2",
+        )
+        .bind(digest.as_bytes())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError> {
+        sqlx::query("delete from session where id_digest = $1")
+            .bind(digest.as_bytes())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
+    }
+
+    async fn record_failed_login(
+        &self,
+        account_id: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(id) = account_id {
+            sqlx::query(
+                "update account set failed_login_count = failed_login_count + 1, \
+                 last_failed_login_at = $2 where id = $1",
+            )
+            .bind(id)
+            .bind(audit.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("select scope from consent where account_id = $1 and client_id = $2")
+            .bind(account_id)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        row.map(|r| r.try_get("scope").map_err(corrupt)).transpose()
+    }
+
+    async fn grant_consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into consent (account_id, client_id, scope, created_at, updated_at) \
+             values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
+             do update set scope = excluded.scope, updated_at = excluded.updated_at",
+        )
+        .bind(account_id)
+        .bind(client_id)
+        .bind(scope)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
+             revoked_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&grant.id)
+        .bind(&grant.client_id)
+        .bind(&grant.account_id)
+        .bind(&grant.scope)
+        .bind(grant.auth_time)
+        .bind(to_json(&grant.amr)?)
+        .bind(grant.created_at)
+        .bind(grant.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("grant"))?;
+        sqlx::query(concat!(
+            "insert into authorization_code (",
+            code_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(code.digest.as_bytes())
+        .bind(&code.grant_id)
+        .bind(&code.client_id)
+        .bind(&code.account_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.scope)
+        .bind(&code.nonce)
+        .bind(&code.code_challenge)
+        .bind(code.auth_time)
+        .bind(to_json(&code.amr)?)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .bind(code.consumed_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("authorization code"))?;
+        commit(tx).await
+    }
+
+    async fn consume_code(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<CodeRecord>, StoreError> {
+        sqlx::query(concat!(
+            "update authorization_code set consumed_at = $2 \
+             where digest = $1 and consumed_at is null returning ",
+            code_columns!()
+        ))
+        .bind(digest.as_bytes())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(code_from_row)
+        .transpose()
+    }
+
+    async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("select grant_id from authorization_code where digest = $1")
+            .bind(digest.as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        row.map(|r| r.try_get("grant_id").map_err(corrupt))
+            .transpose()
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        sqlx::query(
+            "select id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at \
+             from oauth_grant where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(grant_from_row)
+        .transpose()
+    }
+
+    async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("update oauth_grant set revoked_at = $2 where id = $1 and revoked_at is null")
+            .bind(grant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        sqlx::query("update token set revoked_at = $2 where grant_id = $1 and revoked_at is null")
+            .bind(grant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn insert_token(&self, t: &TokenRecord, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into token (digest, kind, grant_id, client_id, account_id, scope, label, \
+             previous_digest, created_at, expires_at, used_at, revoked_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(t.digest.as_bytes())
+        .bind(t.kind.as_str())
+        .bind(&t.grant_id)
+        .bind(&t.client_id)
+        .bind(&t.account_id)
+        .bind(&t.scope)
+        .bind(&t.label)
+        .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.used_at)
+        .bind(t.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("token"))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
+        // One indexed lookup; the grant join makes a revoked grant revoke the token too.
+        sqlx::query(
+            "select t.digest, t.kind, t.grant_id, t.client_id, t.account_id, t.scope, t.label, \
+             t.previous_digest, t.created_at, t.expires_at, t.used_at, \
+             coalesce(t.revoked_at, g.revoked_at) as revoked_at \
+             from token t left join oauth_grant g on g.id = t.grant_id where t.digest = $1",
+        )
+        .bind(digest.as_bytes())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -1,0 +1,140 @@
+//! The consent page and its form post (OIDC Core §3.1.2.4). Consent is remembered per user,
+//! client and scope; approving adds the requested scopes to what was granted before.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use oxide_auth::primitives::scope::Scope;
+
+use super::authorize::{pending_query, request_meta};
+use super::login::{expired_form, see_other};
+use super::{error, pages, session};
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::oauth::authorize::{self, AuthorizeRequest, AUTHORIZE_PARAMS};
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::params::Params;
+use crate::store::AccountRecord;
+
+const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
+
+pub fn page(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    authorize_query: &str,
+    account: &AccountRecord,
+) -> Response {
+    let csrf = session::Csrf::for_browser(app, headers);
+    let token = csrf.token();
+    let page = pages::ConsentPage {
+        client_name: &request.client.name,
+        username: &account.username,
+        scopes: pages::scope_views(&request.scope),
+        csrf_token: &token,
+        authorize_query,
+    };
+    let mut response = pages::html(StatusCode::OK, &page, Some(&request.redirect.redirect_uri));
+    if let Some(cookie) = csrf.set_cookie(app) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = Params::parse(&body, CONSENT_PARAMS);
+    if !error::is_form(&headers) || form.reject_duplicates().is_err() {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Consent failed",
+            "The form was not sent correctly.",
+        );
+    }
+    if !session::Csrf::verify(&app, &headers, form.get("csrf_token")) {
+        return expired_form();
+    }
+    let params = Params::parse(
+        form.get("authorize_query").unwrap_or("").as_bytes(),
+        AUTHORIZE_PARAMS,
+    );
+    let request = match authorize::validate(app.store.as_ref(), &params).await {
+        Ok(r) => r,
+        Err(e) => return error::authorize_error(&app, e, StatusCode::SEE_OTHER),
+    };
+    let now = app.clock.now();
+    let account = match session::current(&app, &headers, now).await {
+        Ok(Some((_, account))) => account,
+        // Signed out meanwhile: back to /authorize, which asks for a login first.
+        Ok(None) => return see_other(&format!("/authorize?{}", pending_query(&params, &[]))),
+        Err(e) => {
+            return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
+        }
+    };
+    let (ip, agent) = request_meta(&headers, Some(peer));
+    let audit = |kind| {
+        AuditEvent::new(kind, format!("user:{}", account.id), now)
+            .account(&account.id)
+            .client(&request.client.id)
+            .from_request(ip.clone(), agent.clone())
+            .details(serde_json::json!({ "scope": request.scope_str }))
+    };
+    match form.get("decision") {
+        Some("approve") => {
+            let result = async {
+                let previous = app.store.consent(&account.id, &request.client.id).await?;
+                let mut granted: Vec<String> = previous
+                    .as_deref()
+                    .and_then(|p| Scope::from_str(p).ok())
+                    .map(|s| s.iter().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                for s in request.scope.iter() {
+                    if !granted.iter().any(|g| g == s) {
+                        granted.push(s.to_owned());
+                    }
+                }
+                app.store
+                    .grant_consent(
+                        &account.id,
+                        &request.client.id,
+                        &granted.join(" "),
+                        now,
+                        &audit(AuditKind::ConsentGranted),
+                    )
+                    .await
+            }
+            .await;
+            if let Err(e) = result {
+                return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
+            }
+            see_other(&format!(
+                "/authorize?{}",
+                pending_query(&params, &["consent"])
+            ))
+        }
+        Some("deny") => {
+            if let Err(e) = app
+                .store
+                .append_audit(&audit(AuditKind::ConsentDenied))
+                .await
+            {
+                return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
+            }
+            let denied = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+            error::authorize_error(&app, request.fail(denied), StatusCode::SEE_OTHER)
+        }
+        _ => pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Consent failed",
+            "Choose Approve or Deny.",
+        ),
+    }
+}

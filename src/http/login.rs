@@ -1,0 +1,172 @@
+//! The login page and its form post. Wrong username and wrong password get the same
+//! message after the same work (an unknown user is checked against a dummy hash); password
+//! checks run on the blocking pool, a bounded number at once (`crypto::password`).
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+
+use super::authorize::{pending_query, request_meta};
+use super::{error, pages, session};
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::oauth::authorize::{self, AuthorizeRequest, AUTHORIZE_PARAMS};
+use crate::oauth::params::Params;
+use crate::store::SessionRecord;
+
+const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
+const WRONG: &str = "Wrong username or password.";
+
+/// The login page for a pending authorization request.
+pub fn page(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    authorize_query: &str,
+    failed: Option<&str>,
+) -> Response {
+    let csrf = session::Csrf::for_browser(app, headers);
+    let token = csrf.token();
+    let username = failed.or(request.login_hint.as_deref()).unwrap_or("");
+    let page = pages::LoginPage {
+        client_name: &request.client.name,
+        csrf_token: &token,
+        authorize_query,
+        username,
+        error: failed.map(|_| WRONG),
+    };
+    let status = if failed.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = pages::html(status, &page, Some(&request.redirect.redirect_uri));
+    if let Some(cookie) = csrf.set_cookie(app) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// POST /login: check the CSRF token, the pending request and the password; on success
+/// start a new session and continue the authorization request.
+pub async fn post(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = Params::parse(&body, LOGIN_PARAMS);
+    if !error::is_form(&headers) || form.reject_duplicates().is_err() {
+        return pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The form was not sent correctly.",
+        );
+    }
+    if !session::Csrf::verify(&app, &headers, form.get("csrf_token")) {
+        return expired_form();
+    }
+    let params = Params::parse(
+        form.get("authorize_query").unwrap_or("").as_bytes(),
+        AUTHORIZE_PARAMS,
+    );
+    let request = match authorize::validate(app.store.as_ref(), &params).await {
+        Ok(r) => r,
+        Err(e) => return error::authorize_error(&app, e, StatusCode::SEE_OTHER),
+    };
+    let query = pending_query(&params, &[]);
+    let username = form.get("username").unwrap_or("");
+    let password = SecretString::from(form.get("password").unwrap_or(""));
+    let now = app.clock.now();
+    let (ip, agent) = request_meta(&headers, Some(peer));
+
+    let account = match app.store.account_by_username(username).await {
+        Ok(a) => a,
+        Err(e) => {
+            return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
+        }
+    };
+    let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+    let verified = match app.passwords.verify(password, hash).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            let e = crate::oauth::error::OAuthError::server(e);
+            return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER);
+        }
+    };
+    let (account, known) = match account {
+        Some(a) if verified && !a.disabled => (Some(a), None),
+        other => (None, other.map(|a| a.id)),
+    };
+    let Some(account) = account else {
+        let audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
+            .client(&request.client.id)
+            .from_request(ip, agent)
+            .details(serde_json::json!({ "username": username }));
+        if let Err(e) = app
+            .store
+            .record_failed_login(known.as_deref(), &audit)
+            .await
+        {
+            tracing::error!(error = %e, "could not record a failed login");
+        }
+        return page(&app, &headers, &request, &query, Some(username));
+    };
+
+    // A new session value at every login: a value planted before login is worthless after.
+    let (value, cookie) = session::new_session_cookie(&app);
+    let record = SessionRecord {
+        id_digest: value.digest(),
+        account_id: account.id.clone(),
+        auth_time: now,
+        amr: vec!["pwd".to_owned()],
+        created_at: now,
+        expires_at: now + app.config.session_ttl_secs,
+    };
+    let audit = AuditEvent::new(
+        AuditKind::LoginSucceeded,
+        format!("user:{}", account.id),
+        now,
+    )
+    .account(&account.id)
+    .client(&request.client.id)
+    .from_request(ip, agent);
+    let old = session::session_digest(&app, &headers);
+    if let Err(e) = app
+        .store
+        .insert_session(&record, old.as_ref(), &audit)
+        .await
+    {
+        return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
+    }
+    let mut response = see_other(&format!(
+        "/authorize?{}",
+        pending_query(&params, &["login", "select_account"])
+    ));
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// 303 to a path on this server.
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// A form whose CSRF token does not match this browser: refused, nothing changed.
+pub fn expired_form() -> Response {
+    pages::error_page(
+        StatusCode::FORBIDDEN,
+        "This form has expired",
+        "For your security the form could not be accepted. Go back to the application and start again.",
+    )
+}

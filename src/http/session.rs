@@ -1,0 +1,169 @@
+//! The browser side: cookies, the session at Tessera, and CSRF protection for its forms.
+//!
+//! - The session cookie holds a 256-bit random value; the store keeps only its digest.
+//!   `HttpOnly`, `SameSite=Lax` (the client's redirect to `/authorize` is a top-level GET
+//!   and must carry it), `Path=/`, and `Secure` with the `__Host-` prefix when the issuer is
+//!   https.
+//! - CSRF: a separate random cookie; each form carries a token derived from it (signed
+//!   double submit). A cross-site page can neither read the cookie nor set it for our host.
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::crypto::token::{Digest, PlainSecret, SESSION_PREFIX};
+use crate::store::{AccountRecord, SessionRecord, StoreError};
+
+const SESSION: &str = "tessera_session";
+const CSRF: &str = "tessera_csrf";
+
+/// `__Host-` binds the cookie to this exact host over https (RFC 6265bis §4.1.3.2).
+fn name(base: &str, secure: bool) -> String {
+    if secure {
+        format!("__Host-{base}")
+    } else {
+        base.to_owned()
+    }
+}
+
+fn secure(app: &AppState) -> bool {
+    !app.config.is_insecure_issuer()
+}
+
+/// The value of cookie `name` in the request, if any.
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -> Option<HeaderValue> {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    if let Some(age) = max_age {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    HeaderValue::from_str(&cookie).ok()
+}
+
+/// The digest of the session cookie the browser sent, if any.
+pub fn session_digest(app: &AppState, headers: &HeaderMap) -> Option<Digest> {
+    read_cookie(headers, &name(SESSION, secure(app))).map(Digest::of)
+}
+
+/// The browser's live session and its enabled user, if any.
+pub async fn current(
+    app: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<Option<(SessionRecord, AccountRecord)>, StoreError> {
+    let Some(digest) = session_digest(app, headers) else {
+        return Ok(None);
+    };
+    let Some(session) = app.store.session(&digest, now).await? else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .account(&session.account_id)
+        .await?
+        .filter(|a| !a.disabled)
+        .map(|a| (session, a)))
+}
+
+/// A new session value and the `Set-Cookie` header that hands it to the browser.
+pub fn new_session_cookie(app: &AppState) -> (PlainSecret, Option<HeaderValue>) {
+    let value = PlainSecret::generate(SESSION_PREFIX);
+    let header = set_cookie(
+        &name(SESSION, secure(app)),
+        value.expose(),
+        secure(app),
+        None,
+    );
+    (value, header)
+}
+
+/// The CSRF cookie for this browser: the one it sent, or a new one to set.
+pub struct Csrf {
+    value: String,
+    fresh: bool,
+}
+
+impl Csrf {
+    pub fn for_browser(app: &AppState, headers: &HeaderMap) -> Csrf {
+        match read_cookie(headers, &name(CSRF, secure(app))).filter(|v| v.len() >= 43) {
+            Some(v) => Csrf {
+                value: v.to_owned(),
+                fresh: false,
+            },
+            None => Csrf {
+                value: PlainSecret::generate("").expose().to_owned(),
+                fresh: true,
+            },
+        }
+    }
+
+    /// The token the form carries.
+    pub fn token(&self) -> String {
+        form_token(&self.value)
+    }
+
+    /// `Set-Cookie` when the browser had no CSRF cookie yet.
+    pub fn set_cookie(&self, app: &AppState) -> Option<HeaderValue> {
+        if self.fresh {
+            set_cookie(&name(CSRF, secure(app)), &self.value, secure(app), None)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `presented` is the token for the CSRF cookie this browser sent.
+    pub fn verify(app: &AppState, headers: &HeaderMap, presented: Option<&str>) -> bool {
+        let Some(cookie) = read_cookie(headers, &name(CSRF, secure(app))) else {
+            return false;
+        };
+        let Some(presented) = presented else {
+            return false;
+        };
+        form_token(cookie)
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into()
+    }
+}
+
+fn form_token(cookie: &str) -> String {
+    use base64::Engine;
+    // Domain-separated so the token is never equal to the digest of any other secret.
+    let digest = Digest::of(&format!("tessera-csrf:{cookie}"));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_read_from_every_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        headers.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        assert_eq!(read_cookie(&headers, "b"), Some("2"));
+        assert_eq!(read_cookie(&headers, "c"), Some("3"));
+        assert_eq!(read_cookie(&headers, "d"), None);
+    }
+
+    #[test]
+    fn secure_cookies_use_the_host_prefix() {
+        assert_eq!(name(SESSION, true), "__Host-tessera_session");
+        let v = set_cookie("__Host-x", "v", true, None).unwrap();
+        assert_eq!(v, "__Host-x=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+    }
+}

@@ -1,0 +1,99 @@
+//! Token endpoint: RFC 6749 §3.2, §4.1.3, §5.1, §5.2; RFC 7636 §4.5.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::client_auth;
+use super::error::{is_form, TokenError};
+use crate::app::AppState;
+use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::grants::{self, Issued};
+use crate::oauth::params::Params;
+
+/// Parameters the token endpoint reads; anything else is ignored (RFC 6749 §3.2).
+pub const TOKEN_PARAMS: &[&str] = &[
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "refresh_token",
+    "scope",
+    "client_id",
+    "client_secret",
+];
+
+/// RFC 6749 §5.1.
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+pub async fn token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TokenError> {
+    // RFC 6749 §3.2: parameters come as application/x-www-form-urlencoded.
+    if !is_form(&headers) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+    let params = Params::parse(&body, TOKEN_PARAMS);
+    params.reject_duplicates()?;
+    let client = client_auth::authenticate(&app, &headers, &params).await?;
+    let grant_type = params.required("grant_type")?;
+    if !matches!(grant_type, "authorization_code") {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            format!("grant_type `{grant_type}` is not supported"),
+        )
+        .into());
+    }
+    if !client.grant_types.iter().any(|g| g == grant_type) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            format!("this client may not use grant_type `{grant_type}`"),
+        )
+        .into());
+    }
+    let now = app.clock.now();
+    let issued = grants::authorization_code::redeem(
+        app.store.as_ref(),
+        &app.config.tokens,
+        &client,
+        &params,
+        now,
+    )
+    .await?;
+    Ok(respond(issued))
+}
+
+/// RFC 6749 §5.1: the response must not be cached.
+fn respond(issued: Issued) -> Response {
+    let body = TokenResponse {
+        access_token: issued.access_token.expose().to_owned(),
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh_token.map(|t| t.expose().to_owned()),
+        scope: issued.scope,
+        id_token: issued.id_token,
+    };
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}

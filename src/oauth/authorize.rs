@@ -1,0 +1,313 @@
+//! The authorization request: RFC 6749 §4.1.1, RFC 7636 §4.3, OIDC Core §3.1.2.1–§3.1.2.6.
+//!
+//! Validation has two zones (RFC 6749 §4.1.2.1). Until the client and its redirect URI are
+//! verified, an error is shown to the person and never redirected; after that, every error
+//! goes back to the client. Only a [`VerifiedRedirect`] can carry an error back, so the type
+//! system keeps an unverified URI from ever receiving one.
+
+use oxide_auth::primitives::scope::Scope;
+
+use super::error::{ErrorCode, OAuthError};
+use super::params::Params;
+use super::{pkce, redirect_uri, scope};
+use crate::store::{AccountRecord, ClientRecord, SessionRecord, Store};
+
+/// Parameters `/authorize` reads; anything else is ignored (RFC 6749 §3.1).
+pub const AUTHORIZE_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "login_hint",
+    "ui_locales",
+    "display",
+    "response_mode",
+    "id_token_hint",
+    "claims",
+    "request",
+    "request_uri",
+    "acr_values",
+];
+
+/// Longest `state` or `nonce` kept: generous for real clients, bounded for the store.
+const MAX_OPAQUE_LEN: usize = 2048;
+
+/// A redirect URI checked against the client's registration, with the request's `state`.
+#[derive(Debug, Clone)]
+pub struct VerifiedRedirect {
+    pub redirect_uri: String,
+    pub state: Option<String>,
+}
+
+/// Where an authorization error goes.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    /// Shown to the person: the client or redirect URI could not be verified.
+    Page(OAuthError),
+    /// Sent back to the client's verified redirect URI.
+    Redirect(VerifiedRedirect, OAuthError),
+}
+
+impl From<crate::store::StoreError> for AuthorizeError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AuthorizeError::Page(e.into())
+    }
+}
+
+/// The `prompt` values, OIDC Core §3.1.2.1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prompt {
+    pub none: bool,
+    pub login: bool,
+    pub consent: bool,
+    pub select_account: bool,
+}
+
+impl Prompt {
+    fn parse(value: Option<&str>) -> Result<Prompt, OAuthError> {
+        let mut p = Prompt::default();
+        let Some(value) = value else { return Ok(p) };
+        for v in value.split(' ') {
+            match v {
+                "none" => p.none = true,
+                "login" => p.login = true,
+                "consent" => p.consent = true,
+                "select_account" => p.select_account = true,
+                other => {
+                    return Err(OAuthError::invalid_request(format!(
+                        "unsupported prompt value `{other}`"
+                    )))
+                }
+            }
+        }
+        // Core §3.1.2.1: "If this parameter contains none with any other value, an error is
+        // returned."
+        if p.none && (p.login || p.consent || p.select_account) {
+            return Err(OAuthError::invalid_request(
+                "prompt=none cannot be combined with other values",
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// A fully validated authorization request.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    pub client: ClientRecord,
+    pub redirect: VerifiedRedirect,
+    /// Whether `redirect_uri` was in the request (then `/token` must repeat it).
+    pub redirect_uri_sent: bool,
+    pub scope: Scope,
+    /// The scope as sent, for the code row.
+    pub scope_str: String,
+    pub nonce: Option<String>,
+    /// oxide-auth's encoding of the S256 challenge.
+    pub code_challenge: Option<String>,
+    pub prompt: Prompt,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+}
+
+impl AuthorizeRequest {
+    pub fn fail(&self, e: OAuthError) -> AuthorizeError {
+        AuthorizeError::Redirect(self.redirect.clone(), e)
+    }
+}
+
+/// Checks the request in spec order; see the module docs for where errors go.
+pub async fn validate(
+    store: &dyn Store,
+    params: &Params,
+) -> Result<AuthorizeRequest, AuthorizeError> {
+    // Zone 1: client and redirect URI. A repeated client_id or redirect_uri cannot be
+    // trusted to say where to redirect, so it is a page too.
+    let page = |d: &'static str| AuthorizeError::Page(OAuthError::invalid_request(d));
+    if params.is_duplicated("client_id") || params.is_duplicated("redirect_uri") {
+        return Err(page("client_id or redirect_uri was sent more than once"));
+    }
+    let client_id = params
+        .get("client_id")
+        .ok_or_else(|| page("the request has no client_id"))?;
+    let client = store
+        .client(client_id)
+        .await?
+        .ok_or_else(|| page("the application is not registered here"))?;
+    let (redirect_uri, sent) = match params.get("redirect_uri") {
+        Some(requested) => (
+            redirect_uri::find_exact(requested, &client.redirect_uris)
+                .ok_or_else(|| page("the redirect_uri is not registered for this application"))?
+                .to_owned(),
+            true,
+        ),
+        // RFC 6749 §3.1.2.3: may be omitted when exactly one is registered.
+        None => match client.redirect_uris.as_slice() {
+            [only] => (only.clone(), false),
+            _ => return Err(page("the request has no redirect_uri")),
+        },
+    };
+    let state = params.get("state").map(str::to_owned);
+    let redirect = VerifiedRedirect {
+        redirect_uri,
+        state,
+    };
+    let fail = |e: OAuthError| AuthorizeError::Redirect(redirect.clone(), e);
+
+    // Zone 2: everything else, each failure redirected.
+    params.reject_duplicates().map_err(fail)?;
+    if redirect
+        .state
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_OPAQUE_LEN)
+    {
+        return Err(fail(OAuthError::invalid_request("state is too long")));
+    }
+    // OIDC Core §6: request objects are not supported, and must not be silently ignored.
+    if params.get("request").is_some() {
+        return Err(fail(OAuthError::new(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported",
+        )));
+    }
+    if params.get("request_uri").is_some() {
+        return Err(fail(OAuthError::new(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported",
+        )));
+    }
+    match params.get("response_type") {
+        None => {
+            return Err(fail(OAuthError::invalid_request(
+                "missing required parameter `response_type`",
+            )))
+        }
+        Some("code") => {}
+        Some(_) => {
+            return Err(fail(OAuthError::new(
+                ErrorCode::UnsupportedResponseType,
+                "only response_type=code is supported",
+            )))
+        }
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(fail(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code grant",
+        )));
+    }
+    if params.get("response_mode").is_some_and(|m| m != "query") {
+        return Err(fail(OAuthError::invalid_request(
+            "only response_mode=query is supported",
+        )));
+    }
+
+    let scope_str = params.get("scope").ok_or_else(|| {
+        fail(OAuthError::new(
+            ErrorCode::InvalidScope,
+            "scope is required",
+        ))
+    })?;
+    let allowed = scope::parse(&client.scope).map_err(|e| {
+        fail(OAuthError::server(anyhow::anyhow!(
+            "client {} scope: {e}",
+            client.id
+        )))
+    })?;
+    let scope = scope::check_within(scope_str, &allowed)
+        .map_err(|e| fail(OAuthError::new(ErrorCode::InvalidScope, e.to_string())))?;
+
+    let code_challenge = pkce::challenge(
+        params.get("code_challenge_method"),
+        params.get("code_challenge"),
+    )
+    .map_err(fail)?;
+    // RFC 9700 §2.1.1: public clients must use PKCE; confidential ones when registered so.
+    if code_challenge.is_none() && (client.is_public() || client.require_pkce) {
+        return Err(fail(OAuthError::invalid_request(
+            "code_challenge is required for this client (PKCE with S256)",
+        )));
+    }
+
+    let nonce = params.get("nonce").map(str::to_owned);
+    if nonce.as_ref().is_some_and(|n| n.len() > MAX_OPAQUE_LEN) {
+        return Err(fail(OAuthError::invalid_request("nonce is too long")));
+    }
+    let prompt = Prompt::parse(params.get("prompt")).map_err(fail)?;
+    let max_age = match params.get("max_age") {
+        None => None,
+        Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            fail(OAuthError::invalid_request(
+                "max_age must be a non-negative integer",
+            ))
+        })?),
+    };
+
+    Ok(AuthorizeRequest {
+        scope_str: scope_str.to_owned(),
+        client,
+        redirect,
+        redirect_uri_sent: sent,
+        scope,
+        nonce,
+        code_challenge,
+        prompt,
+        max_age,
+        login_hint: params.get("login_hint").map(str::to_owned),
+    })
+}
+
+/// What happens next for a valid request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Show the login page.
+    Login,
+    /// Show the consent page for this signed-in user.
+    Consent(AccountRecord),
+    /// Issue a code.
+    Issue(SessionRecord, AccountRecord),
+}
+
+/// OIDC Core §3.1.2.3–§3.1.2.4: authenticate if there is no session, if `prompt=login` or
+/// `select_account`, or if the session is older than `max_age`; then ask for consent unless
+/// it was given for every requested scope (or the client is first-party) and `prompt=consent`
+/// was not sent. `prompt=none` never shows a page.
+pub fn decide(
+    request: &AuthorizeRequest,
+    session: Option<(SessionRecord, AccountRecord)>,
+    consented: Option<&str>,
+    now: i64,
+) -> Result<Decision, OAuthError> {
+    let p = request.prompt;
+    let session = session.filter(|(s, _)| {
+        !(p.login || p.select_account) && request.max_age.is_none_or(|max| now - s.auth_time <= max)
+    });
+    let Some((session, account)) = session else {
+        if p.none {
+            return Err(OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the user is not signed in",
+            ));
+        }
+        return Ok(Decision::Login);
+    };
+    let covered = request.client.first_party
+        || consented
+            .and_then(|c| scope::parse(c).ok())
+            .is_some_and(|granted| request.scope.iter().all(|s| granted.iter().any(|g| g == s)));
+    if covered && !p.consent {
+        return Ok(Decision::Issue(session, account));
+    }
+    if p.none {
+        return Err(OAuthError::new(
+            ErrorCode::ConsentRequired,
+            "the user has not consented",
+        ));
+    }
+    Ok(Decision::Consent(account))
+}
