@@ -13,6 +13,9 @@ use tessera::Server;
 use tokio::sync::oneshot;
 
 /// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
+pub mod flow;
+
+/// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
 pub struct TestDb {
     pub label: &'static str,
     pub url: String,
@@ -182,7 +185,6 @@ pub fn run_binary(args: &[&str], env: &BTreeMap<String, String>, stdin: Option<&
 /// The real server, in this process, on an ephemeral port.
 pub struct TestServer {
     pub base: String,
-    #[allow(dead_code)] // used by the flows that move the clock
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,

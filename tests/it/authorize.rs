@@ -1,0 +1,594 @@
+//! The authorization endpoint, login and consent, as a browser sees them: RFC 6749 §4.1,
+//! RFC 7636, RFC 9207, RFC 9700, OIDC Core §3.1.2.
+
+use crate::support::flow::{AuthorizeUrl, Pkce, PASSWORD, REDIRECT};
+use crate::support::{TestDb, TestServer};
+
+const ISSUER: &str = "http://127.0.0.1:8080";
+
+async fn server() -> (TestDb, TestServer) {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    (db, server)
+}
+
+#[tokio::test]
+async fn authorize_completes_login_and_consent_and_redirects_with_code_state_and_iss_rfc9207() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let url = AuthorizeUrl::new(&client).pkce(&Pkce::new()).path();
+
+        let login = browser.get(&url).await;
+        assert_eq!(login.status, 200, "{}", db.label);
+        assert!(
+            login.body.contains("App web"),
+            "login page names the application"
+        );
+        assert!(
+            login.body.contains("name=\"username\"") && login.body.contains("name=\"password\"")
+        );
+
+        let after_login = browser.login(&login, "ada", PASSWORD).await;
+        assert_eq!(after_login.status, 303);
+        assert!(after_login.location().starts_with("/authorize?"));
+        let consent = browser.get(after_login.location()).await;
+        assert_eq!(consent.status, 200);
+        assert!(
+            consent.body.contains("value=\"approve\"") && consent.body.contains("value=\"deny\"")
+        );
+        assert!(
+            consent.body.contains("Know who you are"),
+            "scopes in plain words"
+        );
+
+        let after_consent = browser.consent(&consent, "approve").await;
+        let done = browser.get(after_consent.location()).await;
+        assert_eq!(done.status, 302, "{}", db.label);
+        assert!(done.location().starts_with(&format!("{REDIRECT}?")));
+        let params = done.redirect_params();
+        assert!(params["code"].starts_with("tsc_"));
+        assert_eq!(params["state"], "st-123");
+        assert_eq!(params["iss"], ISSUER);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn authorize_renders_page_for_unknown_client_rfc6749_4_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    for url in [
+        AuthorizeUrl::new(&client).set("client_id", "nope").path(),
+        AuthorizeUrl::new(&client).remove("client_id").path(),
+        AuthorizeUrl::new(&client).add("client_id", "web").path(),
+    ] {
+        let page = server.browser().get(&url).await;
+        assert_eq!(page.status, 400, "{url}");
+        assert!(page.header("location").is_none(), "never a redirect: {url}");
+        assert!(page
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html"));
+    }
+}
+
+#[tokio::test]
+async fn authorize_renders_page_for_unregistered_redirect_uri_rfc6749_4_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    for bad in [
+        "https://evil.example/cb",
+        "https://app.example/cb/",
+        "https://app.example:443/cb",
+        "https://app.example/cb?x=1",
+        "https://APP.example/cb",
+    ] {
+        let page = server
+            .browser()
+            .get(&AuthorizeUrl::new(&client).set("redirect_uri", bad).path())
+            .await;
+        assert_eq!(page.status, 400, "{bad}");
+        assert!(
+            page.header("location").is_none(),
+            "never redirects to {bad}"
+        );
+    }
+    // Two registered URIs: omitting redirect_uri is ambiguous, so it is an error page too.
+    let page = server
+        .browser()
+        .get(&AuthorizeUrl::new(&client).remove("redirect_uri").path())
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.header("location").is_none());
+    let page = server
+        .browser()
+        .get(
+            &AuthorizeUrl::new(&client)
+                .add("redirect_uri", REDIRECT)
+                .path(),
+        )
+        .await;
+    assert_eq!(
+        page.status, 400,
+        "a repeated redirect_uri cannot be trusted"
+    );
+}
+
+#[tokio::test]
+async fn authorize_redirects_errors_with_state_and_iss_once_the_redirect_is_verified_rfc6749_4_1_2_1(
+) {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let cases: Vec<(AuthorizeUrl, &str)> = vec![
+        (
+            AuthorizeUrl::new(&client).set("scope", "openid admin"),
+            "invalid_scope",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("scope", "openid  profile"),
+            "invalid_scope",
+        ),
+        (AuthorizeUrl::new(&client).remove("scope"), "invalid_scope"),
+        (
+            AuthorizeUrl::new(&client).set("response_type", "token"),
+            "unsupported_response_type",
+        ),
+        (
+            AuthorizeUrl::new(&client).remove("response_type"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).add("scope", "openid"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("prompt", "none login"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("prompt", "bogus"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("max_age", "-1"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("response_mode", "fragment"),
+            "invalid_request",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("request", "eyJhbGciOiJub25lIn0.e30."),
+            "request_not_supported",
+        ),
+        (
+            AuthorizeUrl::new(&client).set("request_uri", "https://app.example/r"),
+            "request_uri_not_supported",
+        ),
+    ];
+    for (url, error) in cases {
+        let res = server.browser().get(&url.path()).await;
+        assert_eq!(res.status, 302, "{}", url.path());
+        assert!(res.location().starts_with(REDIRECT));
+        let p = res.redirect_params();
+        assert_eq!(p["error"], error, "{}", url.path());
+        assert!(!p["error_description"].is_empty());
+        assert_eq!(p["state"], "st-123");
+        assert_eq!(p["iss"], ISSUER);
+        assert!(!p.contains_key("code"));
+    }
+}
+
+#[tokio::test]
+async fn authorize_ignores_unknown_parameters_rfc6749_3_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let url = AuthorizeUrl::new(&client)
+        .add("extra", "foobar")
+        .add("extra", "again")
+        .path();
+    let page = server.browser().get(&url).await;
+    assert_eq!(page.status, 200, "login page, not an error: {}", page.body);
+}
+
+#[tokio::test]
+async fn authorize_requires_s256_pkce_for_public_clients_rfc9700_2_1_1() {
+    let (_db, server) = server().await;
+    let public = server.public_client("spa").await;
+    let pkce = Pkce::new();
+    let cases: Vec<(AuthorizeUrl, &str)> = vec![
+        (AuthorizeUrl::new(&public), "code_challenge is required"),
+        (
+            AuthorizeUrl::new(&public)
+                .pkce(&pkce)
+                .set("code_challenge_method", "plain"),
+            "S256",
+        ),
+        (
+            AuthorizeUrl::new(&public).set("code_challenge", &pkce.challenge),
+            "S256",
+        ),
+        (
+            AuthorizeUrl::new(&public)
+                .pkce(&pkce)
+                .set("code_challenge", "short"),
+            "43 characters",
+        ),
+    ];
+    for (url, why) in cases {
+        let res = server.browser().get(&url.path()).await;
+        let p = res.redirect_params();
+        assert_eq!(p["error"], "invalid_request", "{}", url.path());
+        assert!(
+            p["error_description"].contains(why),
+            "{:?}",
+            p["error_description"]
+        );
+    }
+    // Confidential clients registered with --require-pkce are held to the same rule.
+    let strict = server
+        .client_with("strict", false, |c| c.require_pkce = true)
+        .await;
+    let res = server
+        .browser()
+        .get(&AuthorizeUrl::new(&strict).path())
+        .await;
+    assert_eq!(res.redirect_params()["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn authorize_prompt_none_never_shows_a_page_oidc_3_1_2_6() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let none = AuthorizeUrl::new(&client).set("prompt", "none");
+    let res = browser.get(&none.path()).await;
+    assert_eq!(res.status, 302);
+    assert_eq!(res.redirect_params()["error"], "login_required");
+
+    // Signed in but no consent yet: consent_required, not a page.
+    let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    browser.login(&login, "ada", PASSWORD).await;
+    let res = browser.get(&none.path()).await;
+    assert_eq!(res.redirect_params()["error"], "consent_required");
+    assert_eq!(res.redirect_params()["iss"], ISSUER);
+}
+
+#[tokio::test]
+async fn authorize_remembers_consent_and_session_then_issues_directly() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let first = browser
+        .authorize_through(&AuthorizeUrl::new(&client).path(), "ada")
+        .await;
+    assert!(first.redirect_params().contains_key("code"));
+    let again = browser
+        .get(&AuthorizeUrl::new(&client).set("prompt", "none").path())
+        .await;
+    assert!(
+        again.redirect_params().contains_key("code"),
+        "{:?}",
+        again.redirect_params()
+    );
+    // A wider scope than consented asks again.
+    let wider = browser
+        .get(
+            &AuthorizeUrl::new(&client)
+                .set("scope", "openid profile email")
+                .path(),
+        )
+        .await;
+    assert_eq!(wider.status, 200);
+    assert!(
+        wider.body.contains("value=\"approve\""),
+        "consent page for the new scope"
+    );
+    // prompt=consent asks even though consent was given.
+    let forced = browser
+        .get(&AuthorizeUrl::new(&client).set("prompt", "consent").path())
+        .await;
+    assert!(forced.body.contains("value=\"approve\""));
+}
+
+#[tokio::test]
+async fn authorize_skips_consent_for_first_party_clients() {
+    let (_db, server) = server().await;
+    let client = server
+        .client_with("portal", false, |c| c.first_party = true)
+        .await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    let after = browser.login(&login, "ada", PASSWORD).await;
+    let done = browser.get(after.location()).await;
+    assert_eq!(done.status, 302);
+    assert!(done.redirect_params().contains_key("code"));
+}
+
+#[tokio::test]
+async fn authorize_prompt_login_forces_a_new_login_oidc_3_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    browser
+        .authorize_through(&AuthorizeUrl::new(&client).path(), "ada")
+        .await;
+    let page = browser
+        .get(&AuthorizeUrl::new(&client).set("prompt", "login").path())
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("name=\"password\""),
+        "login page despite the session"
+    );
+    // After logging in again the request goes on, without asking for a login once more.
+    let after = browser.login(&page, "ada", PASSWORD).await;
+    assert!(
+        !after.location().contains("prompt=login"),
+        "{}",
+        after.location()
+    );
+    let done = browser.get(after.location()).await;
+    assert!(done.redirect_params().contains_key("code"));
+}
+
+#[tokio::test]
+async fn authorize_max_age_exceeded_forces_login_oidc_3_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    browser
+        .authorize_through(&AuthorizeUrl::new(&client).path(), "ada")
+        .await;
+    let url = AuthorizeUrl::new(&client).set("max_age", "300").path();
+    let fresh = browser.get(&url).await;
+    assert_eq!(fresh.status, 302, "session younger than max_age: no login");
+    server.state.clock.advance(301);
+    let stale = browser.get(&url).await;
+    assert_eq!(stale.status, 200);
+    assert!(
+        stale.body.contains("name=\"password\""),
+        "login page once max_age has passed"
+    );
+    let none = browser
+        .get(
+            &AuthorizeUrl::new(&client)
+                .set("max_age", "300")
+                .set("prompt", "none")
+                .path(),
+        )
+        .await;
+    assert_eq!(none.redirect_params()["error"], "login_required");
+}
+
+#[tokio::test]
+async fn consent_deny_redirects_access_denied_with_state_and_iss_rfc6749_4_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    let after = browser.login(&login, "ada", PASSWORD).await;
+    let consent = browser.get(after.location()).await;
+    let denied = browser.consent(&consent, "deny").await;
+    assert_eq!(denied.status, 303);
+    let p = denied.redirect_params();
+    assert_eq!(p["error"], "access_denied");
+    assert_eq!(p["state"], "st-123");
+    assert_eq!(p["iss"], ISSUER);
+    assert!(!p.contains_key("code"));
+    let kinds: Vec<String> = server
+        .state
+        .store
+        .recent_audit(5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert_eq!(kinds[0], "consent_denied");
+}
+
+#[tokio::test]
+async fn login_without_valid_csrf_token_is_refused_and_changes_nothing() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    let query = login.input("authorize_query");
+    for token in ["", "forged"] {
+        let res = browser
+            .post(
+                "/login",
+                &[
+                    ("username", "ada"),
+                    ("password", PASSWORD),
+                    ("csrf_token", token),
+                    ("authorize_query", &query),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, 403, "token {token:?}");
+        assert!(res.header("set-cookie").is_none(), "no session was started");
+    }
+    // Another browser's valid token is not valid here.
+    let other = server
+        .browser()
+        .get(&AuthorizeUrl::new(&client).path())
+        .await;
+    let res = browser
+        .post(
+            "/login",
+            &[
+                ("username", "ada"),
+                ("password", PASSWORD),
+                ("csrf_token", &other.input("csrf_token")),
+                ("authorize_query", &query),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 403);
+    let still = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    assert!(still.body.contains("name=\"password\""), "still signed out");
+    let kinds: Vec<String> = server
+        .state
+        .store
+        .recent_audit(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert!(!kinds.iter().any(|k| k.starts_with("login_")), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn consent_without_valid_csrf_token_is_refused_and_stores_nothing() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let ada = server.user("ada").await;
+    let browser = server.browser();
+    let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    let after = browser.login(&login, "ada", PASSWORD).await;
+    let consent = browser.get(after.location()).await;
+    let res = browser
+        .post(
+            "/consent",
+            &[
+                ("decision", "approve"),
+                ("csrf_token", "forged"),
+                ("authorize_query", &consent.input("authorize_query")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 403);
+    assert_eq!(
+        server.state.store.consent(&ada.id, "web").await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn login_wrong_password_and_unknown_user_look_the_same_and_are_audited() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let ada = server.user("ada").await;
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(&client).path()).await;
+    let wrong = browser.login(&page, "ada", "not the password").await;
+    let unknown = browser.login(&page, "nobody", PASSWORD).await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    let message = |r: &crate::support::flow::Reply| {
+        r.body
+            .split("role=\"alert\">")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(message(&wrong), message(&unknown));
+    assert!(wrong
+        .header("set-cookie")
+        .is_none_or(|c| !c.contains("tessera_session")));
+    let account = server.state.store.account(&ada.id).await.unwrap().unwrap();
+    assert_eq!(account.failed_login_count, 1);
+    let kinds: Vec<String> = server
+        .state
+        .store
+        .recent_audit(5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect();
+    assert_eq!(&kinds[..2], ["login_failed", "login_failed"]);
+
+    // A disabled user gets the same answer, even with the right password.
+    let mut disabled = account.clone();
+    disabled.disabled = true;
+    server
+        .state
+        .store
+        .update_account(
+            &disabled,
+            &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::UserDisabled, "test", 0),
+        )
+        .await
+        .unwrap();
+    let res = browser.login(&page, "ada", PASSWORD).await;
+    assert_eq!(res.status, 401);
+    assert_eq!(message(&res), message(&wrong));
+}
+
+#[tokio::test]
+async fn login_sets_a_new_httponly_samesite_session_cookie_each_time() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let mut values = Vec::new();
+    for _ in 0..2 {
+        let page = browser
+            .get(&AuthorizeUrl::new(&client).set("prompt", "login").path())
+            .await;
+        let res = browser.login(&page, "ada", PASSWORD).await;
+        let cookie = res
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with("tessera_session="))
+            .unwrap();
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Lax")
+                && cookie.contains("Path=/"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("Secure"), "http issuer: no Secure flag");
+        values.push(cookie.split(';').next().unwrap().to_owned());
+    }
+    assert_ne!(values[0], values[1], "a new session value at every login");
+}
+
+#[tokio::test]
+async fn html_pages_carry_the_security_headers() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let page = server
+        .browser()
+        .get(&AuthorizeUrl::new(&client).path())
+        .await;
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("form-action 'self' https://app.example"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert!(!page.body.contains("<script"), "no JavaScript");
+    let error = server.browser().get("/authorize?client_id=nope").await;
+    assert_eq!(error.header("x-frame-options"), Some("DENY"));
+    let css = server.browser().get("/static/tessera.css").await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+}

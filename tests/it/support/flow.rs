@@ -1,0 +1,361 @@
+//! Driving the authorization code flow as a browser and a client app would.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use sha2::{Digest as _, Sha256};
+use tessera::audit::{AuditEvent, AuditKind};
+use tessera::crypto::token::{PlainSecret, CLIENT_SECRET_PREFIX};
+use tessera::store::{AccessTokenFormat, AccountRecord, AuthMethod, ClientRecord, StandardClaims};
+
+use super::TestServer;
+
+pub const REDIRECT: &str = "https://app.example/cb";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A registered client and, if confidential, its secret.
+pub struct TestClient {
+    pub record: ClientRecord,
+    pub secret: Option<String>,
+}
+
+impl TestServer {
+    /// A confidential client (client_secret_basic) for `REDIRECT` with openid profile email.
+    pub async fn confidential_client(&self, id: &str) -> TestClient {
+        self.client_with(id, false, |_| {}).await
+    }
+
+    /// A public client (auth method none, PKCE required).
+    pub async fn public_client(&self, id: &str) -> TestClient {
+        self.client_with(id, true, |_| {}).await
+    }
+
+    pub async fn client_with(
+        &self,
+        id: &str,
+        public: bool,
+        change: impl FnOnce(&mut ClientRecord),
+    ) -> TestClient {
+        let secret = (!public).then(|| PlainSecret::generate(CLIENT_SECRET_PREFIX));
+        let mut record = ClientRecord {
+            id: id.to_owned(),
+            name: format!("App {id}"),
+            secret_digest: secret.as_ref().map(PlainSecret::digest),
+            redirect_uris: vec![REDIRECT.to_owned(), "http://127.0.0.1:7777/cb".to_owned()],
+            post_logout_redirect_uris: vec![],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            scope: "openid profile email".into(),
+            token_endpoint_auth_method: if public {
+                AuthMethod::None
+            } else {
+                AuthMethod::ClientSecretBasic
+            },
+            access_token_format: AccessTokenFormat::Opaque,
+            may_introspect: false,
+            first_party: false,
+            require_pkce: public,
+            id_token_signed_response_alg: "RS256".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        change(&mut record);
+        let audit = AuditEvent::new(AuditKind::ClientCreated, "test", 0);
+        self.state
+            .store
+            .insert_client(&record, &audit)
+            .await
+            .unwrap();
+        TestClient {
+            record,
+            secret: secret.map(|s| s.expose().to_owned()),
+        }
+    }
+
+    /// A user with password `PASSWORD`.
+    pub async fn user(&self, username: &str) -> AccountRecord {
+        let hash = self.state.passwords.hash(PASSWORD.into()).await.unwrap();
+        let account = AccountRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            username: username.to_owned(),
+            password_hash: Some(hash),
+            claims: StandardClaims::default(),
+            disabled: false,
+            failed_login_count: 0,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let audit = AuditEvent::new(AuditKind::UserCreated, "test", 0);
+        self.state
+            .store
+            .insert_account(&account, &audit)
+            .await
+            .unwrap();
+        account
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: self.base.clone(),
+        }
+    }
+
+    /// POSTs a form to the token endpoint, authenticating as the client does.
+    pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> Reply {
+        let mut request = super::http().post(self.url("/token"));
+        let mut form: Vec<(&str, &str)> = form.to_vec();
+        match (&client.secret, client.record.token_endpoint_auth_method) {
+            (Some(secret), AuthMethod::ClientSecretBasic) => {
+                request = request.basic_auth(&client.record.id, Some(secret));
+            }
+            (Some(secret), _) => {
+                form.push(("client_id", &client.record.id));
+                form.push(("client_secret", secret));
+            }
+            (None, _) => form.push(("client_id", &client.record.id)),
+        }
+        Reply::from(request.form(&form).send().await.unwrap()).await
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub async fn from(res: reqwest::Response) -> Reply {
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            body: res.text().await.unwrap(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn location(&self) -> &str {
+        self.header("location")
+            .unwrap_or_else(|| panic!("no Location ({}): {}", self.status, self.body))
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The value of the form input named `name` on this page.
+    pub fn input(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no input {name} in: {}", self.body));
+        let tag_start = self.body[..start].rfind('<').unwrap();
+        let tag_end = start + self.body[start..].find('>').unwrap();
+        let tag = &self.body[tag_start..tag_end];
+        let value = tag
+            .split("value=\"")
+            .nth(1)
+            .unwrap_or("")
+            .split('"')
+            .next()
+            .unwrap_or("");
+        unescape(value)
+    }
+
+    /// The query parameters of the redirect this reply makes.
+    pub fn redirect_params(&self) -> HashMap<String, String> {
+        let url = url::Url::parse(self.location()).unwrap();
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+}
+
+/// Undoes HTML escaping of attribute values: numeric (`&#38;`, `&#x26;`) and the common
+/// named entities.
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A browser: keeps cookies, follows no redirects.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Browser {
+    pub async fn get(&self, path: &str) -> Reply {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        Reply::from(self.http.get(url).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Reply {
+        Reply::from(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .form(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Submits the login form on `page`.
+    pub async fn login(&self, page: &Reply, username: &str, password: &str) -> Reply {
+        assert_eq!(page.status, 200, "not the login page: {}", page.body);
+        self.post(
+            "/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &page.input("csrf_token")),
+                ("authorize_query", &page.input("authorize_query")),
+            ],
+        )
+        .await
+    }
+
+    /// Submits the consent form on `page` with `decision`.
+    pub async fn consent(&self, page: &Reply, decision: &str) -> Reply {
+        assert!(
+            page.body.contains("name=\"decision\""),
+            "not the consent page: {}",
+            page.body
+        );
+        self.post(
+            "/consent",
+            &[
+                ("decision", decision),
+                ("csrf_token", &page.input("csrf_token")),
+                ("authorize_query", &page.input("authorize_query")),
+            ],
+        )
+        .await
+    }
+
+    /// Authorize → login → consent (approve) → the redirect to the client.
+    pub async fn authorize_through(&self, authorize: &str, username: &str) -> Reply {
+        let login_page = self.get(authorize).await;
+        let after_login = self.login(&login_page, username, PASSWORD).await;
+        assert_eq!(after_login.status, 303, "{}", after_login.body);
+        let consent_page = self.get(after_login.location()).await;
+        let after_consent = self.consent(&consent_page, "approve").await;
+        assert_eq!(after_consent.status, 303, "{}", after_consent.body);
+        self.get(after_consent.location()).await
+    }
+}
+
+/// A PKCE verifier and its S256 challenge.
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Pkce {
+        let verifier = PlainSecret::generate("v-").expose().to_owned();
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(Sha256::digest(verifier.as_bytes()));
+        Pkce {
+            verifier,
+            challenge,
+        }
+    }
+}
+
+/// An authorization request URL (path and query).
+pub struct AuthorizeUrl {
+    pairs: Vec<(String, String)>,
+}
+
+impl AuthorizeUrl {
+    /// `response_type=code`, the client, `REDIRECT`, `scope=openid profile`, a state.
+    pub fn new(client: &TestClient) -> AuthorizeUrl {
+        AuthorizeUrl {
+            pairs: vec![
+                ("response_type".into(), "code".into()),
+                ("client_id".into(), client.record.id.clone()),
+                ("redirect_uri".into(), REDIRECT.into()),
+                ("scope".into(), "openid profile".into()),
+                ("state".into(), "st-123".into()),
+            ],
+        }
+    }
+
+    pub fn pkce(self, pkce: &Pkce) -> Self {
+        self.set("code_challenge", &pkce.challenge)
+            .set("code_challenge_method", "S256")
+    }
+
+    /// Sets (or replaces) a parameter.
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.pairs.retain(|(n, _)| n != name);
+        self.pairs.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a parameter even if present (for duplicate tests).
+    pub fn add(mut self, name: &str, value: &str) -> Self {
+        self.pairs.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn remove(mut self, name: &str) -> Self {
+        self.pairs.retain(|(n, _)| n != name);
+        self
+    }
+
+    pub fn path(&self) -> String {
+        let mut s = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.pairs {
+            s.append_pair(k, v);
+        }
+        format!("/authorize?{}", s.finish())
+    }
+}
