@@ -9,3 +9,4 @@ mod cli;
 mod server;
 mod store;
 mod support;
+mod token;

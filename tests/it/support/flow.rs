@@ -279,15 +279,22 @@ impl Browser {
         .await
     }
 
-    /// Authorize → login → consent (approve) → the redirect to the client.
+    /// Authorize, logging in and approving consent when asked, until the redirect to the
+    /// client (or an error page) comes back.
     pub async fn authorize_through(&self, authorize: &str, username: &str) -> Reply {
-        let login_page = self.get(authorize).await;
-        let after_login = self.login(&login_page, username, PASSWORD).await;
-        assert_eq!(after_login.status, 303, "{}", after_login.body);
-        let consent_page = self.get(after_login.location()).await;
-        let after_consent = self.consent(&consent_page, "approve").await;
-        assert_eq!(after_consent.status, 303, "{}", after_consent.body);
-        self.get(after_consent.location()).await
+        let mut reply = self.get(authorize).await;
+        for _ in 0..4 {
+            let next = if reply.status == 200 && reply.body.contains("name=\"password\"") {
+                self.login(&reply, username, PASSWORD).await
+            } else if reply.status == 200 && reply.body.contains("name=\"decision\"") {
+                self.consent(&reply, "approve").await
+            } else {
+                return reply;
+            };
+            assert_eq!(next.status, 303, "{}", next.body);
+            reply = self.get(next.location()).await;
+        }
+        reply
     }
 }
 
