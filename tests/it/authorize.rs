@@ -592,3 +592,72 @@ async fn html_pages_carry_the_security_headers() {
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
 }
+
+#[tokio::test]
+async fn authorize_accepts_post_like_get_oidc_3_1_2_1() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    let browser = server.browser();
+    let path = AuthorizeUrl::new(&client).path();
+    let query = path.trim_start_matches("/authorize?");
+    let res = browser
+        .http
+        .post(server.url("/authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(query.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let page = crate::support::flow::Reply::from(res).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("name=\"password\""));
+}
+
+#[tokio::test]
+async fn session_cookie_is_secure_with_host_prefix_under_an_https_issuer() {
+    let db = TestDb::sqlite().await;
+    let mut env = db.env();
+    // As behind a TLS-terminating proxy: the issuer is https, the hop to us is not.
+    env.insert("TESSERA_ISSUER".into(), "https://id.example.com".into());
+    let config =
+        tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+    let server = TestServer::start_with(config).await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    // No cookie jar: a Secure cookie would not be sent back over plain http.
+    let http = crate::support::http();
+    let page = crate::support::flow::Reply::from(
+        http.get(server.url(&AuthorizeUrl::new(&client).path()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let csrf_cookie = page.header("set-cookie").unwrap().to_owned();
+    assert!(
+        csrf_cookie.starts_with("__Host-tessera_csrf=") && csrf_cookie.contains("; Secure"),
+        "{csrf_cookie}"
+    );
+    let res = http
+        .post(server.url("/login"))
+        .header("cookie", csrf_cookie.split(';').next().unwrap())
+        .form(&[
+            ("username", "ada"),
+            ("password", PASSWORD),
+            ("csrf_token", &page.input("csrf_token")),
+            ("authorize_query", &page.input("authorize_query")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("__Host-tessera_session=tsn_"),
+        "{cookie}"
+    );
+    for attr in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+        assert!(cookie.contains(attr), "{attr} missing: {cookie}");
+    }
+    assert!(!cookie.contains("Domain="), "{cookie}");
+}
