@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use oxide_auth::primitives::scope::Scope;
 
@@ -29,20 +30,22 @@ pub fn page(
     authorize_query: &str,
     account: &AccountRecord,
 ) -> Response {
-    let csrf = session::Csrf::for_browser(app, headers);
-    let token = csrf.token();
-    let page = pages::ConsentPage {
-        client_name: &request.client.name,
-        username: &account.username,
-        scopes: pages::scope_views(&request.scope),
-        csrf_token: &token,
-        authorize_query,
-    };
-    let mut response = pages::html(StatusCode::OK, &page, Some(&request.redirect.redirect_uri));
-    if let Some(cookie) = csrf.set_cookie(app) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    session::form_page(
+        app,
+        headers,
+        StatusCode::OK,
+        &request.redirect.redirect_uri,
+        |csrf_token| {
+            pages::ConsentPage {
+                client_name: &request.client.name,
+                username: &account.username,
+                scopes: pages::scope_views(&request.scope),
+                csrf_token,
+                authorize_query,
+            }
+            .render()
+        },
+    )
 }
 
 pub async fn post(

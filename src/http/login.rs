@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -29,26 +30,28 @@ pub fn page(
     authorize_query: &str,
     failed: Option<&str>,
 ) -> Response {
-    let csrf = session::Csrf::for_browser(app, headers);
-    let token = csrf.token();
     let username = failed.or(request.login_hint.as_deref()).unwrap_or("");
-    let page = pages::LoginPage {
-        client_name: &request.client.name,
-        csrf_token: &token,
-        authorize_query,
-        username,
-        error: failed.map(|_| WRONG),
-    };
     let status = if failed.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
     };
-    let mut response = pages::html(status, &page, Some(&request.redirect.redirect_uri));
-    if let Some(cookie) = csrf.set_cookie(app) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    session::form_page(
+        app,
+        headers,
+        status,
+        &request.redirect.redirect_uri,
+        |csrf_token| {
+            pages::LoginPage {
+                client_name: &request.client.name,
+                csrf_token,
+                authorize_query,
+                username,
+                error: failed.map(|_| WRONG),
+            }
+            .render()
+        },
+    )
 }
 
 /// POST /login: check the CSRF token, the pending request and the password; on success

@@ -85,9 +85,13 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
     }
 }
 
-/// Renders `page` with the security headers every HTML response carries.
-pub fn html(status: StatusCode, page: &impl Template, form_target: Option<&str>) -> Response {
-    let body = match page.render() {
+/// A rendered page with the security headers every HTML response carries.
+pub fn html(
+    status: StatusCode,
+    rendered: askama::Result<String>,
+    form_target: Option<&str>,
+) -> Response {
+    let body = match rendered {
         Ok(body) => body,
         Err(e) => {
             tracing::error!(error = %e, "template rendering failed");
@@ -125,7 +129,7 @@ fn security_headers(headers: &mut HeaderMap, form_target: Option<&str>) {
 
 /// An error page for the person at the browser.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    html(status, &ErrorPage { title, message }, None)
+    html(status, ErrorPage { title, message }.render(), None)
 }
 
 /// The stylesheet, compiled in so the binary runs from any working directory.

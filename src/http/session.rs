@@ -139,6 +139,25 @@ impl Csrf {
     }
 }
 
+/// Renders a page that holds a form: `page` gets this browser's CSRF token, and the CSRF
+/// cookie is set if the browser had none. `form_target` is the redirect URI the form's
+/// follow-up redirects may reach (see `pages::form_action_source`).
+pub fn form_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: axum::http::StatusCode,
+    form_target: &str,
+    render: impl FnOnce(&str) -> askama::Result<String>,
+) -> axum::response::Response {
+    let csrf = Csrf::for_browser(app, headers);
+    let token = csrf.token();
+    let mut response = super::pages::html(status, render(&token), Some(form_target));
+    if let Some(cookie) = csrf.set_cookie(app) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 fn form_token(cookie: &str) -> String {
     use base64::Engine;
     // Domain-separated so the token is never equal to the digest of any other secret.

@@ -283,6 +283,35 @@ fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
     })
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds `$1`–`$13`: the client's id and every field that insert and update both write.
+fn bind_client<'q>(q: AnyQuery<'q>, c: &'q ClientRecord) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(&c.id)
+        .bind(&c.name)
+        .bind(c.secret_digest.map(|d| d.as_bytes().to_vec()))
+        .bind(to_json(&c.redirect_uris)?)
+        .bind(to_json(&c.post_logout_redirect_uris)?)
+        .bind(c.grant_types.join(" "))
+        .bind(&c.scope)
+        .bind(c.token_endpoint_auth_method.as_str())
+        .bind(c.access_token_format.as_str())
+        .bind(c.may_introspect)
+        .bind(c.first_party)
+        .bind(c.require_pkce)
+        .bind(&c.id_token_signed_response_alg))
+}
+
+/// Binds `$1`–`$6`: the user's id and every field that insert and update both write.
+fn bind_account<'q>(q: AnyQuery<'q>, a: &'q AccountRecord) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(&a.id)
+        .bind(&a.username)
+        .bind(&a.password_hash)
+        .bind(to_json(&a.claims)?)
+        .bind(a.disabled)
+        .bind(a.failed_login_count))
+}
+
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "insert into audit_event \
@@ -329,24 +358,14 @@ impl Store for SqlStore {
 
     async fn insert_client(&self, c: &ClientRecord, audit: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(concat!(
-            "insert into client (",
-            client_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        ))
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(c.secret_digest.map(|d| d.as_bytes().to_vec()))
-        .bind(to_json(&c.redirect_uris)?)
-        .bind(to_json(&c.post_logout_redirect_uris)?)
-        .bind(c.grant_types.join(" "))
-        .bind(&c.scope)
-        .bind(c.token_endpoint_auth_method.as_str())
-        .bind(c.access_token_format.as_str())
-        .bind(c.may_introspect)
-        .bind(c.first_party)
-        .bind(c.require_pkce)
-        .bind(&c.id_token_signed_response_alg)
+        bind_client(
+            sqlx::query(concat!(
+                "insert into client (",
+                client_columns!(),
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            )),
+            c,
+        )?
         .bind(c.created_at)
         .bind(c.updated_at)
         .execute(&mut *tx)
@@ -387,26 +406,16 @@ impl Store for SqlStore {
 
     async fn update_client(&self, c: &ClientRecord, audit: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "update client set name = $2, secret_digest = $3, redirect_uris = $4, \
-             post_logout_redirect_uris = $5, grant_types = $6, scope = $7, \
-             token_endpoint_auth_method = $8, access_token_format = $9, may_introspect = $10, \
-             first_party = $11, require_pkce = $12, id_token_signed_response_alg = $13, \
-             updated_at = $14 where id = $1",
-        )
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(c.secret_digest.map(|d| d.as_bytes().to_vec()))
-        .bind(to_json(&c.redirect_uris)?)
-        .bind(to_json(&c.post_logout_redirect_uris)?)
-        .bind(c.grant_types.join(" "))
-        .bind(&c.scope)
-        .bind(c.token_endpoint_auth_method.as_str())
-        .bind(c.access_token_format.as_str())
-        .bind(c.may_introspect)
-        .bind(c.first_party)
-        .bind(c.require_pkce)
-        .bind(&c.id_token_signed_response_alg)
+        let done = bind_client(
+            sqlx::query(
+                "update client set name = $2, secret_digest = $3, redirect_uris = $4, \
+                 post_logout_redirect_uris = $5, grant_types = $6, scope = $7, \
+                 token_endpoint_auth_method = $8, access_token_format = $9, \
+                 may_introspect = $10, first_party = $11, require_pkce = $12, \
+                 id_token_signed_response_alg = $13, updated_at = $14 where id = $1",
+            ),
+            c,
+        )?
         .bind(c.updated_at)
         .execute(&mut *tx)
         .await
@@ -434,17 +443,14 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(concat!(
-            "insert into account (",
-            account_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(&a.id)
-        .bind(&a.username)
-        .bind(&a.password_hash)
-        .bind(to_json(&a.claims)?)
-        .bind(a.disabled)
-        .bind(a.failed_login_count)
+        bind_account(
+            sqlx::query(concat!(
+                "insert into account (",
+                account_columns!(),
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
+            )),
+            a,
+        )?
         .bind(a.created_at)
         .bind(a.updated_at)
         .execute(&mut *tx)
@@ -507,16 +513,13 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "update account set username = $2, password_hash = $3, claims = $4, disabled = $5, \
-             failed_login_count = $6, updated_at = $7 where id = $1",
-        )
-        .bind(&a.id)
-        .bind(&a.username)
-        .bind(&a.password_hash)
-        .bind(to_json(&a.claims)?)
-        .bind(a.disabled)
-        .bind(a.failed_login_count)
+        let done = bind_account(
+            sqlx::query(
+                "update account set username = $2, password_hash = $3, claims = $4, \
+                 disabled = $5, failed_login_count = $6, updated_at = $7 where id = $1",
+            ),
+            a,
+        )?
         .bind(a.updated_at)
         .execute(&mut *tx)
         .await

@@ -385,15 +385,7 @@ async fn consent_deny_redirects_access_denied_with_state_and_iss_rfc6749_4_1_2_1
     assert_eq!(p["state"], "st-123");
     assert_eq!(p["iss"], ISSUER);
     assert!(!p.contains_key("code"));
-    let kinds: Vec<String> = server
-        .state
-        .store
-        .recent_audit(5)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event.kind)
-        .collect();
+    let kinds = crate::support::audit_kinds(server.state.store.as_ref(), 5).await;
     assert_eq!(kinds[0], "consent_denied");
 }
 
@@ -439,15 +431,7 @@ async fn login_without_valid_csrf_token_is_refused_and_changes_nothing() {
     assert_eq!(res.status, 403);
     let still = browser.get(&AuthorizeUrl::new(&client).path()).await;
     assert!(still.body.contains("name=\"password\""), "still signed out");
-    let kinds: Vec<String> = server
-        .state
-        .store
-        .recent_audit(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event.kind)
-        .collect();
+    let kinds = crate::support::audit_kinds(server.state.store.as_ref(), 10).await;
     assert!(!kinds.iter().any(|k| k.starts_with("login_")), "{kinds:?}");
 }
 
@@ -504,15 +488,7 @@ async fn login_wrong_password_and_unknown_user_look_the_same_and_are_audited() {
         .is_none_or(|c| !c.contains("tessera_session")));
     let account = server.state.store.account(&ada.id).await.unwrap().unwrap();
     assert_eq!(account.failed_login_count, 1);
-    let kinds: Vec<String> = server
-        .state
-        .store
-        .recent_audit(5)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.event.kind)
-        .collect();
+    let kinds = crate::support::audit_kinds(server.state.store.as_ref(), 5).await;
     assert_eq!(&kinds[..2], ["login_failed", "login_failed"]);
 
     // A disabled user gets the same answer, even with the right password.

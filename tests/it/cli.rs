@@ -443,13 +443,7 @@ async fn cli_user_lifecycle_with_argon2id_password() {
         );
         db.tessera(&["user", "delete", "ada.l"]).succeeds();
         db.tessera(&["user", "show", &id]).fails_with("not found");
-        let kinds: Vec<String> = store
-            .recent_audit(20)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
+        let kinds = crate::support::audit_kinds(store.as_ref(), 20).await;
         assert_eq!(
             kinds,
             [

@@ -191,13 +191,7 @@ async fn store_update_and_delete_client_with_audit_in_the_same_transaction() {
             .await
             .unwrap();
         assert_eq!(store.client("web").await.unwrap(), None);
-        let kinds: Vec<String> = store
-            .recent_audit(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
+        let kinds = crate::support::audit_kinds(store.as_ref(), 10).await;
         assert_eq!(
             kinds,
             ["client_deleted", "client_updated", "client_created"],

@@ -318,15 +318,7 @@ async fn token_rejects_reused_code_and_revokes_its_tokens_rfc6749_4_1_2() {
             db.label
         );
         assert!(!stored.is_active(server.state.clock.now()));
-        let kinds: Vec<String> = server
-            .state
-            .store
-            .recent_audit(3)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.event.kind)
-            .collect();
+        let kinds = crate::support::audit_kinds(server.state.store.as_ref(), 3).await;
         assert_eq!(kinds[0], "authorization_code_reuse");
         server.stop().await;
     }

@@ -226,6 +226,17 @@ impl TestServer {
     }
 }
 
+/// The kinds of the newest `n` audit events, newest first.
+pub async fn audit_kinds(store: &dyn tessera::store::Store, n: i64) -> Vec<String> {
+    store
+        .recent_audit(n)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect()
+}
+
 /// An HTTP client as a browser-less client app would use: no redirects followed.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
