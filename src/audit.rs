@@ -21,6 +21,7 @@ pub enum AuditKind {
     ConsentGranted,
     ConsentDenied,
     TokenIssued,
+    KeyCreated,
     /// An authorization code was presented again: its grant is revoked (RFC 6749 §4.1.2).
     CodeReuse,
 }
@@ -42,6 +43,7 @@ impl AuditKind {
             AuditKind::ConsentGranted => "consent_granted",
             AuditKind::ConsentDenied => "consent_denied",
             AuditKind::TokenIssued => "token_issued",
+            AuditKind::KeyCreated => "key_created",
             AuditKind::CodeReuse => "authorization_code_reuse",
         }
     }

@@ -2,5 +2,6 @@
 //! key-encryption key. Everything here wraps a well-kept crate (sha2, subtle, argon2, rand).
 
 pub mod kek;
+pub mod keys;
 pub mod password;
 pub mod token;

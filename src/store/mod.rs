@@ -297,6 +297,22 @@ impl TokenRecord {
     }
 }
 
+/// A signing key. The private JWK is encrypted under the key-encryption key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    /// Public JWK as JSON, with `kid`, `alg` and `use`.
+    pub public_jwk: String,
+    pub private_jwk_encrypted: Vec<u8>,
+    /// Informational (`next`, `active`, `retired`); the effective state follows from the
+    /// times, see `crypto::keys::KeySet`.
+    pub state: String,
+    pub created_at: i64,
+    /// Signs from this time on; published before it.
+    pub activates_at: i64,
+}
+
 /// An audit event as read back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {
@@ -416,6 +432,15 @@ pub trait Store: Send + Sync + 'static {
         -> Result<(), StoreError>;
     /// The token with this digest; its `revoked_at` includes its grant's revocation.
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Adds a signing key and records `audit`, in one transaction.
+    async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Every signing key, oldest activation first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.

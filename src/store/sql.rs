@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use super::{
     AccessTokenFormat, AccountRecord, AuditRecord, AuthMethod, Backend, ClientRecord, CodeRecord,
-    GrantRecord, SessionRecord, Store, StoreError, TokenKind, TokenRecord,
+    GrantRecord, SessionRecord, SigningKeyRecord, Store, StoreError, TokenKind, TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
@@ -814,6 +814,53 @@ impl Store for SqlStore {
         .as_ref()
         .map(token_from_row)
         .transpose()
+    }
+
+    async fn insert_signing_key(
+        &self,
+        k: &SigningKeyRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into signing_key (kid, alg, public_jwk, private_jwk_encrypted, state, \
+             created_at, activates_at) values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.public_jwk)
+        .bind(&k.private_jwk_encrypted)
+        .bind(&k.state)
+        .bind(k.created_at)
+        .bind(k.activates_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("signing key"))?;
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select kid, alg, public_jwk, private_jwk_encrypted, state, created_at, activates_at \
+             from signing_key order by activates_at, created_at",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKeyRecord {
+                    kid: row.try_get("kid").map_err(corrupt)?,
+                    alg: row.try_get("alg").map_err(corrupt)?,
+                    public_jwk: row.try_get("public_jwk").map_err(corrupt)?,
+                    private_jwk_encrypted: row.try_get("private_jwk_encrypted").map_err(corrupt)?,
+                    state: row.try_get("state").map_err(corrupt)?,
+                    created_at: row.try_get("created_at").map_err(corrupt)?,
+                    activates_at: row.try_get("activates_at").map_err(corrupt)?,
+                })
+            })
+            .collect()
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
