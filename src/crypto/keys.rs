@@ -237,7 +237,7 @@ mod tests {
         for alg in ALGS {
             let record = generate(alg, &kek(), 100, 100).unwrap();
             assert!(!String::from_utf8_lossy(&record.private_jwk_encrypted).contains("\"d\""));
-            let set = KeySet::at(&[record.clone()], &kek(), 100, 3600).unwrap();
+            let set = KeySet::at(std::slice::from_ref(&record), &kek(), 100, 3600).unwrap();
             let mut payload = JwtPayload::new();
             payload.set_subject("ada");
             let jwt = set.active[*alg].sign(&payload, "JWT").unwrap();
