@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::crypto::kek::Kek;
+use crate::crypto::keys::KeyCache;
 use crate::crypto::password::Passwords;
 use crate::store::Store;
 
@@ -16,6 +17,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub passwords: Passwords,
     pub kek: Kek,
+    pub keys: KeyCache,
     pub clock: Clock,
 }
 

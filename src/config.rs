@@ -46,6 +46,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("access_token_ttl_secs", "3600", "lifetime of an access token"),
+    setting("id_token_ttl_secs", "3600", "lifetime of an ID token"),
+    setting("key_rotation_lead_secs", "3600", "how long a new signing key is published before it signs; longer than any JWKS cache"),
     setting("session_ttl_secs", "28800", "lifetime of a browser login session at Tessera"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
 ];
@@ -121,6 +123,16 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenPolicy {
     pub access_token_ttl: i64,
+    pub id_token_ttl: i64,
+    /// A `next` key is published this long before it signs.
+    pub key_rotation_lead: i64,
+}
+
+impl TokenPolicy {
+    /// The longest lifetime of anything signed: how long a superseded key stays published.
+    pub fn max_ttl(&self) -> i64 {
+        self.access_token_ttl.max(self.id_token_ttl)
+    }
 }
 
 /// Certificate chain and private key files (PEM).
@@ -395,6 +407,11 @@ impl Config {
                 access_token_ttl: positive(
                     raw.get("access_token_ttl_secs")?,
                     "access_token_ttl_secs",
+                )?,
+                id_token_ttl: positive(raw.get("id_token_ttl_secs")?, "id_token_ttl_secs")?,
+                key_rotation_lead: positive(
+                    raw.get("key_rotation_lead_secs")?,
+                    "key_rotation_lead_secs",
                 )?,
             },
             session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,

@@ -64,12 +64,16 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let passwords = Passwords::new(&config.password)?;
+        let clock = Clock::default();
+        crate::crypto::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
+        let keys = crate::crypto::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
         let state = AppState {
             config: Arc::new(config),
             store,
             passwords,
             kek,
-            clock: Clock::default(),
+            keys,
+            clock,
         };
         Ok(Server {
             listener,

@@ -115,8 +115,10 @@ fn init_logging(config: &Config, serving: bool) {
     } else {
         EnvFilter::new("warn")
     };
+    // Colour codes only for a person at a terminal, never into files or log pipelines.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),

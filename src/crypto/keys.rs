@@ -212,6 +212,95 @@ impl KeySet {
     }
 }
 
+/// How long an instance reuses a loaded key set. Keys are published long before they sign
+/// (`key_rotation_lead_secs`), so a slightly stale set never signs with an unpublished key.
+pub const CACHE_SECS: i64 = 30;
+
+/// The key set, loaded from the store at most every `CACHE_SECS`.
+#[derive(Clone)]
+pub struct KeyCache {
+    kek: Kek,
+    max_token_ttl: i64,
+    cached: std::sync::Arc<std::sync::Mutex<Option<(i64, std::sync::Arc<KeySet>)>>>,
+}
+
+impl KeyCache {
+    pub fn new(kek: Kek, max_token_ttl: i64) -> KeyCache {
+        KeyCache {
+            kek,
+            max_token_ttl,
+            cached: Default::default(),
+        }
+    }
+
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
+    /// The keys as of `now`.
+    pub async fn current(
+        &self,
+        store: &dyn crate::store::Store,
+        now: i64,
+    ) -> anyhow::Result<std::sync::Arc<KeySet>> {
+        if let Ok(guard) = self.cached.lock() {
+            if let Some((loaded_at, set)) = guard.as_ref() {
+                if (now - loaded_at).abs() < CACHE_SECS {
+                    return Ok(set.clone());
+                }
+            }
+        }
+        let records = store.signing_keys().await?;
+        let set = std::sync::Arc::new(KeySet::at(&records, &self.kek, now, self.max_token_ttl)?);
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some((now, set.clone()));
+        }
+        Ok(set)
+    }
+
+    /// Forgets the loaded set (after a rotation in this process, and in tests).
+    pub fn invalidate(&self) {
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = None;
+        }
+    }
+}
+
+/// On first start (no keys at all), one active key per algorithm, so every algorithm
+/// discovery advertises can sign at once. RSA generation runs on the blocking pool.
+pub async fn ensure_initial(
+    store: &dyn crate::store::Store,
+    kek: &Kek,
+    now: i64,
+) -> anyhow::Result<()> {
+    if !store.signing_keys().await?.is_empty() {
+        return Ok(());
+    }
+    for alg in ALGS {
+        let record = create(store, kek, alg, now, now, "server").await?;
+        tracing::info!(kid = %record.kid, alg, "created the first signing key");
+    }
+    Ok(())
+}
+
+/// Generates a key off the async runtime and stores it with an audit event.
+pub async fn create(
+    store: &dyn crate::store::Store,
+    kek: &Kek,
+    alg: &str,
+    now: i64,
+    activates_at: i64,
+    actor: &str,
+) -> anyhow::Result<SigningKeyRecord> {
+    let (kek, alg_owned) = (kek.clone(), alg.to_owned());
+    let record = tokio::task::spawn_blocking(move || generate(&alg_owned, &kek, now, activates_at))
+        .await??;
+    let audit = crate::audit::AuditEvent::new(crate::audit::AuditKind::KeyCreated, actor, now)
+        .details(serde_json::json!({ "kid": record.kid, "alg": record.alg, "activates_at": activates_at }));
+    store.insert_signing_key(&record, &audit).await?;
+    Ok(record)
+}
+
 /// The left half of the hash of `token` that OIDC Core §3.1.3.6 (`at_hash`) asks for, with
 /// the hash the signing algorithm uses: SHA-256 for RS256 and ES256, SHA-512 for Ed25519.
 pub fn half_hash(alg: &str, token: &str) -> String {
