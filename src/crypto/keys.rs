@@ -216,12 +216,15 @@ impl KeySet {
 /// (`key_rotation_lead_secs`), so a slightly stale set never signs with an unpublished key.
 pub const CACHE_SECS: i64 = 30;
 
+/// A key set and when it was loaded.
+type Loaded = (i64, std::sync::Arc<KeySet>);
+
 /// The key set, loaded from the store at most every `CACHE_SECS`.
 #[derive(Clone)]
 pub struct KeyCache {
     kek: Kek,
     max_token_ttl: i64,
-    cached: std::sync::Arc<std::sync::Mutex<Option<(i64, std::sync::Arc<KeySet>)>>>,
+    cached: std::sync::Arc<std::sync::Mutex<Option<Loaded>>>,
 }
 
 impl KeyCache {
