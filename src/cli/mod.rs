@@ -3,6 +3,7 @@
 //! credential. Every failure prints one line on stderr and exits non-zero.
 
 mod client;
+mod keys;
 mod user;
 
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(Box<user::UserCommand>),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// A command's failure: one line for the operator.
@@ -93,6 +97,7 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Client(c)) => client::run(&config, *c).await,
             Some(Command::User(c)) => user::run(&config, *c).await,
+            Some(Command::Keys(c)) => keys::run(&config, c).await,
         }
     });
     match outcome {

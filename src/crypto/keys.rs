@@ -212,6 +212,28 @@ impl KeySet {
     }
 }
 
+/// The state each key is in at `now`: `next` (published, not signing yet), `active`
+/// (signing for its algorithm) or `retired` (superseded; published until its tokens expire).
+pub fn states(records: &[SigningKeyRecord], now: i64) -> Vec<(&SigningKeyRecord, &'static str)> {
+    records
+        .iter()
+        .map(|r| {
+            let newest_active = records
+                .iter()
+                .filter(|o| o.alg == r.alg && o.activates_at <= now)
+                .max_by_key(|o| (o.activates_at, o.created_at));
+            let state = if r.activates_at > now {
+                "next"
+            } else if newest_active.is_some_and(|a| a.kid == r.kid) {
+                "active"
+            } else {
+                "retired"
+            };
+            (r, state)
+        })
+        .collect()
+}
+
 /// How long an instance reuses a loaded key set. Keys are published long before they sign
 /// (`key_rotation_lead_secs`), so a slightly stale set never signs with an unpublished key.
 pub const CACHE_SECS: i64 = 30;

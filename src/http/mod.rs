@@ -3,12 +3,15 @@
 pub mod authorize;
 pub mod client_auth;
 pub mod consent;
+pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod jwks;
 pub mod login;
 pub mod pages;
 pub mod session;
 pub mod token;
+pub mod userinfo;
 
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::routing::{get, post};
@@ -31,6 +34,10 @@ pub mod paths {
     pub const LOGIN: &str = "/login";
     pub const CONSENT: &str = "/consent";
     pub const STYLESHEET: &str = "/static/tessera.css";
+    pub const JWKS: &str = "/jwks";
+    pub const USERINFO: &str = "/userinfo";
+    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+    pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route(paths::LOGIN, post(login::post))
         .route(paths::CONSENT, post(consent::post))
         .route(paths::STYLESHEET, get(pages::stylesheet))
+        .route(paths::JWKS, get(jwks::jwks))
+        .route(paths::USERINFO, get(userinfo::get).post(userinfo::post))
+        .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
+        .route(paths::OAUTH_METADATA, get(discovery::metadata))
         .with_state(state)
         .layer(layers)
 }

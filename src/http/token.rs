@@ -70,14 +70,7 @@ pub async fn token(
         .into());
     }
     let now = app.clock.now();
-    let issued = grants::authorization_code::redeem(
-        app.store.as_ref(),
-        &app.config.tokens,
-        &client,
-        &params,
-        now,
-    )
-    .await?;
+    let issued = grants::authorization_code::redeem(&app, &client, &params, now).await?;
     Ok(respond(issued))
 }
 

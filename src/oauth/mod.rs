@@ -1,8 +1,11 @@
 //! Protocol rules, independent of HTTP: plain inputs in, decisions out.
 
 pub mod authorize;
+pub mod claims;
+pub mod discovery;
 pub mod error;
 pub mod grants;
+pub mod id_token;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;

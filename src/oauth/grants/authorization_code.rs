@@ -6,21 +6,23 @@
 //! fails a later check stays spent, so a thief who guesses wrong cannot try again.
 
 use super::Issued;
+use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::config::TokenPolicy;
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX};
 use crate::oauth::error::OAuthError;
+use crate::oauth::id_token::IdToken;
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
-use crate::store::{ClientRecord, Store, TokenKind, TokenRecord};
+use crate::store::{ClientRecord, TokenKind, TokenRecord};
 
 pub async fn redeem(
-    store: &dyn Store,
-    policy: &TokenPolicy,
+    app: &AppState,
     client: &ClientRecord,
     params: &Params,
     now: i64,
 ) -> Result<Issued, OAuthError> {
+    let store = app.store.as_ref();
+    let policy = &app.config.tokens;
     let code = params.required("code")?;
     let digest = Digest::of(code);
     let Some(record) = store.consume_code(&digest, now).await? else {
@@ -90,12 +92,39 @@ pub async fn redeem(
             "grant_id": record.grant_id,
             "scope": record.scope,
         }));
+    // OIDC Core §3.1.3.3: an ID token when the grant has the openid scope. Signed before
+    // the token row is written, so a signing failure leaves no half-issued grant behind.
+    let id_token = if record.scope.split(' ').any(|s| s == "openid") {
+        let keys = app
+            .keys
+            .current(store, now)
+            .await
+            .map_err(OAuthError::server)?;
+        let claims = IdToken {
+            issuer: app.config.issuer_str(),
+            client_id: &client.id,
+            subject: &record.account_id,
+            auth_time: record.auth_time,
+            nonce: record.nonce.as_deref(),
+            amr: &record.amr,
+            access_token: access_token.expose(),
+            now,
+            ttl: policy.id_token_ttl,
+        };
+        Some(
+            claims
+                .sign(keys, &client.id_token_signed_response_alg)
+                .await?,
+        )
+    } else {
+        None
+    };
     store.insert_token(&token, &audit).await?;
     Ok(Issued {
         access_token,
         expires_in: policy.access_token_ttl,
         scope: record.scope,
         refresh_token: None,
-        id_token: None,
+        id_token,
     })
 }

@@ -1,0 +1,139 @@
+//! `/userinfo`, OIDC Core §5.3: a Bearer access token (RFC 6750 §2.1 header, or §2.2 form
+//! body on POST) with the `openid` scope gets `sub` and the claims its scopes release.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error::is_form;
+use crate::app::AppState;
+use crate::crypto::token::Digest;
+use crate::oauth::claims;
+use crate::oauth::params::Params;
+use crate::store::TokenKind;
+
+/// RFC 6750 §3: errors in `WWW-Authenticate: Bearer …`; no error attributes when the
+/// request carried no token at all (§3.1).
+pub enum BearerError {
+    NoToken,
+    InvalidRequest(&'static str),
+    InvalidToken,
+    InsufficientScope,
+    Server(anyhow::Error),
+}
+
+impl IntoResponse for BearerError {
+    fn into_response(self) -> Response {
+        let (status, challenge) = match &self {
+            BearerError::NoToken => (StatusCode::UNAUTHORIZED, "Bearer realm=\"tessera\"".to_owned()),
+            BearerError::InvalidRequest(d) => (
+                StatusCode::BAD_REQUEST,
+                format!("Bearer realm=\"tessera\", error=\"invalid_request\", error_description=\"{d}\""),
+            ),
+            BearerError::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\"".to_owned(),
+            ),
+            BearerError::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                "Bearer realm=\"tessera\", error=\"insufficient_scope\", scope=\"openid\"".to_owned(),
+            ),
+            BearerError::Server(e) => {
+                tracing::error!(error = %e, "userinfo failed");
+                return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": "server_error" })))
+                    .into_response();
+            }
+        };
+        let mut response = status.into_response();
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// The bearer token from the header or, for a form POST, the body; never both (§2).
+fn presented(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerError> {
+    let from_header = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| BearerError::InvalidRequest("malformed Authorization header"))?;
+            match value.split_once(' ') {
+                Some((scheme, token))
+                    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+                {
+                    Some(token.trim().to_owned())
+                }
+                _ => return Err(BearerError::InvalidRequest("use the Bearer scheme")),
+            }
+        }
+    };
+    let from_body = match body {
+        Some(body) if is_form(headers) => {
+            let params = Params::parse(body, &["access_token"]);
+            if params.is_duplicated("access_token") {
+                return Err(BearerError::InvalidRequest(
+                    "access_token sent more than once",
+                ));
+            }
+            params.get("access_token").map(str::to_owned)
+        }
+        _ => None,
+    };
+    match (from_header, from_body) {
+        (Some(_), Some(_)) => Err(BearerError::InvalidRequest(
+            "send the token in one place only",
+        )),
+        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(BearerError::NoToken),
+    }
+}
+
+pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, BearerError> {
+    userinfo(&app, presented(&headers, None)?).await
+}
+
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, BearerError> {
+    userinfo(&app, presented(&headers, Some(&body))?).await
+}
+
+async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError> {
+    let now = app.clock.now();
+    let record = app
+        .store
+        .token(&Digest::of(&token))
+        .await
+        .map_err(|e| BearerError::Server(e.into()))?
+        .filter(|t| t.kind == TokenKind::Access && t.is_active(now))
+        .ok_or(BearerError::InvalidToken)?;
+    let scope: Vec<&str> = record.scope.split(' ').collect();
+    if !scope.contains(&"openid") {
+        return Err(BearerError::InsufficientScope);
+    }
+    let account_id = record
+        .account_id
+        .as_deref()
+        .ok_or(BearerError::InsufficientScope)?;
+    let account = app
+        .store
+        .account(account_id)
+        .await
+        .map_err(|e| BearerError::Server(e.into()))?
+        .filter(|a| !a.disabled)
+        .ok_or(BearerError::InvalidToken)?;
+    let body = claims::for_scope(&account, &scope);
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}

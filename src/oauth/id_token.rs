@@ -1,0 +1,71 @@
+//! ID tokens, OIDC Core §2 and §3.1.3.6: `iss`, `sub`, `aud`, `exp`, `iat`, `auth_time`,
+//! `nonce` (only when the request had one), `amr`, and `at_hash`; signed with the client's
+//! registered algorithm, `kid` and `typ: JWT` in the header. Claims that the `profile`,
+//! `email`, `address` and `phone` scopes ask for come from `/userinfo` in the code flow
+//! (Core §5.4), so they are not repeated here.
+
+use std::sync::Arc;
+
+use josekit::jwt::JwtPayload;
+use serde_json::json;
+
+use super::error::OAuthError;
+use crate::crypto::keys::{half_hash, KeySet};
+
+/// What an ID token says.
+pub struct IdToken<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub subject: &'a str,
+    pub auth_time: i64,
+    pub nonce: Option<&'a str>,
+    pub amr: &'a [String],
+    pub access_token: &'a str,
+    pub now: i64,
+    pub ttl: i64,
+}
+
+impl IdToken<'_> {
+    fn payload(&self, alg: &str) -> JwtPayload {
+        let mut p = JwtPayload::new();
+        p.set_issuer(self.issuer);
+        p.set_subject(self.subject);
+        p.set_audience(vec![self.client_id]);
+        // Numeric dates, exactly as computed (josekit's SystemTime setters would round-trip).
+        let claims = [
+            ("iat", json!(self.now)),
+            ("exp", json!(self.now + self.ttl)),
+            ("auth_time", json!(self.auth_time)),
+            ("at_hash", json!(half_hash(alg, self.access_token))),
+        ];
+        for (name, value) in claims {
+            let _ = p.set_claim(name, Some(value));
+        }
+        if !self.amr.is_empty() {
+            let _ = p.set_claim("amr", Some(json!(self.amr)));
+        }
+        if let Some(nonce) = self.nonce {
+            let _ = p.set_claim("nonce", Some(json!(nonce)));
+        }
+        p
+    }
+
+    /// Signs with the active key for `alg`, on the blocking pool (RSA signing is not cheap).
+    pub async fn sign(&self, keys: Arc<KeySet>, alg: &str) -> Result<String, OAuthError> {
+        if !keys.active.contains_key(alg) {
+            return Err(OAuthError::server(anyhow::anyhow!(
+                "no active {alg} signing key"
+            )));
+        }
+        let payload = self.payload(alg);
+        let alg = alg.to_owned();
+        tokio::task::spawn_blocking(move || match keys.active.get(&alg) {
+            Some(key) => key.sign(&payload, "JWT").map_err(OAuthError::server),
+            None => Err(OAuthError::server(anyhow::anyhow!(
+                "no active {alg} signing key"
+            ))),
+        })
+        .await
+        .map_err(OAuthError::server)?
+    }
+}
