@@ -6,6 +6,7 @@
 
 mod authorize;
 mod cli;
+mod oidc;
 mod server;
 mod store;
 mod support;

@@ -1,0 +1,447 @@
+//! OpenID Connect: discovery, JWKS, ID tokens, userinfo, key rotation. OIDC Core 1.0,
+//! Discovery 1.0, RFC 7517, RFC 8414, RFC 6750.
+
+use josekit::jwk::Jwk;
+use josekit::jwt;
+use tessera::crypto::keys;
+
+use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, REDIRECT};
+use crate::support::{http, TestDb, TestServer};
+
+async fn jwks(server: &TestServer) -> Vec<Jwk> {
+    let body: serde_json::Value = http()
+        .get(server.url("/jwks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| Jwk::from_bytes(k.to_string().as_bytes()).unwrap())
+        .collect()
+}
+
+/// Verifies `token` against the JWKS the server publishes right now.
+async fn verify(
+    server: &TestServer,
+    token: &str,
+) -> (josekit::jwt::JwtPayload, josekit::jws::JwsHeader) {
+    let header = jwt::decode_header(token).unwrap();
+    let kid = header
+        .claim("kid")
+        .and_then(|v| v.as_str())
+        .unwrap()
+        .to_owned();
+    let key = jwks(server)
+        .await
+        .into_iter()
+        .find(|k| k.key_id() == Some(kid.as_str()))
+        .expect("kid in JWKS");
+    let verifier = keys::verifier(&key).unwrap();
+    let (payload, header) = jwt::decode_with_verifier(token, verifier.as_ref()).unwrap();
+    (payload, header)
+}
+
+/// Code flow through to the token response.
+async fn tokens(
+    server: &TestServer,
+    client: &TestClient,
+    url: AuthorizeUrl,
+    pkce: &Pkce,
+) -> serde_json::Value {
+    let browser = server.browser();
+    let done = browser
+        .authorize_through(&url.pkce(pkce).path(), "ada")
+        .await;
+    let code = done.redirect_params()["code"].clone();
+    let res = server
+        .token(
+            client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()
+}
+
+#[tokio::test]
+async fn discovery_advertises_only_what_the_server_does_oidc_discovery_3() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let http = http();
+    let doc: serde_json::Value = http
+        .get(server.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rfc8414: serde_json::Value = http
+        .get(server.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc, rfc8414);
+    let issuer = server.state.config.issuer_str();
+    assert_eq!(doc["issuer"], issuer);
+    // Every advertised endpoint exists on this server (an error for an empty request, not 404).
+    for (field, method) in [
+        ("authorization_endpoint", "GET"),
+        ("token_endpoint", "POST"),
+        ("userinfo_endpoint", "GET"),
+        ("jwks_uri", "GET"),
+    ] {
+        let url = doc[field].as_str().unwrap();
+        assert!(url.starts_with(issuer), "{field}: {url}");
+        let path = &url[issuer.len()..];
+        let req = if method == "GET" {
+            http.get(server.url(path))
+        } else {
+            http.post(server.url(path))
+        };
+        let status = req.send().await.unwrap().status();
+        assert_ne!(status, 404, "{field} {path}");
+    }
+    assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        doc["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(doc["request_parameter_supported"], false);
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256", "ES256", "EdDSA"])
+    );
+    for absent in [
+        "introspection_endpoint",
+        "revocation_endpoint",
+        "end_session_endpoint",
+    ] {
+        assert!(
+            doc.get(absent).is_none(),
+            "{absent} is not served yet, so not advertised"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jwks_publishes_public_keys_with_kid_alg_and_use_rfc7517() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let res = http().get(server.url("/jwks")).send().await.unwrap();
+    let cache = res.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cache.contains("max-age=300"), "{cache}");
+    let body: serde_json::Value = res.json().await.unwrap();
+    let keys = body["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 3, "one per algorithm on first start");
+    for key in keys {
+        for field in ["kid", "kty", "alg"] {
+            assert!(key[field].is_string(), "{field}: {key}");
+        }
+        assert_eq!(key["use"], "sig");
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(
+                key.get(private).is_none(),
+                "private member {private} published: {key}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn id_token_verifies_against_the_jwks_for_every_advertised_alg_oidc_3_1_3_7() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let ada = server.user("ada").await;
+        for alg in keys::ALGS {
+            let client = server
+                .client_with(&format!("c-{alg}"), false, |c| {
+                    c.id_token_signed_response_alg = (*alg).to_owned()
+                })
+                .await;
+            let body = tokens(
+                &server,
+                &client,
+                AuthorizeUrl::new(&client).set("nonce", "n-0S6_WzA2Mj"),
+                &Pkce::new(),
+            )
+            .await;
+            let id_token = body["id_token"].as_str().unwrap();
+            let (claims, header) = verify(&server, id_token).await;
+            assert_eq!(header.algorithm(), Some(*alg), "{}", db.label);
+            assert_eq!(header.token_type(), Some("JWT"));
+            assert_eq!(claims.issuer(), Some(server.state.config.issuer_str()));
+            assert_eq!(claims.subject(), Some(ada.id.as_str()));
+            assert_eq!(claims.audience(), Some(vec![client.record.id.as_str()]));
+            assert_eq!(
+                claims.claim("nonce"),
+                Some(&serde_json::json!("n-0S6_WzA2Mj"))
+            );
+            let iat = claims.claim("iat").unwrap().as_i64().unwrap();
+            assert_eq!(claims.claim("exp").unwrap().as_i64().unwrap(), iat + 3600);
+            assert!(claims.claim("auth_time").unwrap().as_i64().unwrap() <= iat);
+            assert_eq!(claims.claim("amr"), Some(&serde_json::json!(["pwd"])));
+            let at_hash = keys::half_hash(alg, body["access_token"].as_str().unwrap());
+            assert_eq!(
+                claims.claim("at_hash"),
+                Some(&serde_json::json!(at_hash)),
+                "{alg}"
+            );
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn id_token_only_for_openid_and_nonce_only_when_sent_oidc_3_1_3_6() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server
+        .client_with("web", false, |c| c.scope = "openid profile api".into())
+        .await;
+    let without_nonce = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
+    let (claims, _) = verify(&server, without_nonce["id_token"].as_str().unwrap()).await;
+    assert!(claims.claim("nonce").is_none());
+    let plain_oauth = tokens(
+        &server,
+        &client,
+        AuthorizeUrl::new(&client).set("scope", "api"),
+        &Pkce::new(),
+    )
+    .await;
+    assert!(plain_oauth.get("id_token").is_none(), "{plain_oauth}");
+}
+
+#[tokio::test]
+async fn userinfo_returns_sub_and_the_claims_of_the_granted_scopes_oidc_5_3() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let mut ada = server.user("ada").await;
+        ada.claims.email = Some("ada@example.com".into());
+        ada.claims.email_verified = Some(true);
+        ada.claims.name = Some("Ada Lovelace".into());
+        server
+            .state
+            .store
+            .update_account(
+                &ada,
+                &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::UserUpdated, "test", 0),
+            )
+            .await
+            .unwrap();
+        let client = server.confidential_client("web").await;
+        let body = tokens(
+            &server,
+            &client,
+            AuthorizeUrl::new(&client).set("scope", "openid email"),
+            &Pkce::new(),
+        )
+        .await;
+        let token = body["access_token"].as_str().unwrap();
+        let res = http()
+            .get(server.url("/userinfo"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", db.label);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        let info: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(info["sub"], ada.id.as_str());
+        assert_eq!(info["email"], "ada@example.com");
+        assert_eq!(info["email_verified"], true);
+        assert!(
+            info.get("name").is_none(),
+            "profile was not granted: {info}"
+        );
+        // POST with the token in the form body (RFC 6750 §2.2).
+        let res = http()
+            .post(server.url("/userinfo"))
+            .form(&[("access_token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn userinfo_errors_use_bearer_challenges_rfc6750_3() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server
+        .client_with("web", false, |c| c.scope = "openid profile api".into())
+        .await;
+    let body = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let api_only = tokens(
+        &server,
+        &client,
+        AuthorizeUrl::new(&client).set("scope", "api"),
+        &Pkce::new(),
+    )
+    .await;
+    let http = http();
+    let challenge = |res: &reqwest::Response| {
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let res = http.get(server.url("/userinfo")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        challenge(&res),
+        "Bearer realm=\"tessera\"",
+        "no error attributes without a token"
+    );
+    let res = http
+        .get(server.url("/userinfo"))
+        .bearer_auth("tsa_forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(challenge(&res).contains("error=\"invalid_token\""));
+    let res = http
+        .get(server.url("/userinfo"))
+        .bearer_auth(api_only["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert!(challenge(&res).contains("error=\"insufficient_scope\""));
+    let res = http
+        .post(server.url("/userinfo"))
+        .bearer_auth(&token)
+        .form(&[("access_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(challenge(&res).contains("error=\"invalid_request\""));
+    let res = http
+        .get(server.url("/userinfo"))
+        .header("authorization", format!("Basic {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    // Expired.
+    server.state.clock.advance(3601);
+    let res = http
+        .get(server.url("/userinfo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(challenge(&res).contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn key_rotation_never_signs_with_a_key_missing_from_a_fresh_jwks() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server.confidential_client("web").await;
+    let kid_of = |token: &str| {
+        jwt::decode_header(token)
+            .unwrap()
+            .claim("kid")
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
+    let old_kid = kid_of(before["id_token"].as_str().unwrap());
+
+    // Rotate: the new key is published at once but does not sign until the lead time passes.
+    let lead = server.state.config.tokens.key_rotation_lead;
+    let now = server.state.clock.now();
+    let new = keys::create(
+        server.state.store.as_ref(),
+        &server.state.kek,
+        "RS256",
+        now,
+        now + lead,
+        "test",
+    )
+    .await
+    .unwrap();
+    server.state.keys.invalidate();
+    let kids = |keys: Vec<Jwk>| {
+        keys.into_iter()
+            .map(|k| k.key_id().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        kids(jwks(&server).await).contains(&new.kid),
+        "published before it signs"
+    );
+    let during = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
+    assert_eq!(kid_of(during["id_token"].as_str().unwrap()), old_kid);
+    verify(&server, during["id_token"].as_str().unwrap()).await;
+
+    // After the lead time the new key signs; the old one is still published for its tokens.
+    server.state.clock.advance(lead + 1);
+    let after = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
+    assert_eq!(kid_of(after["id_token"].as_str().unwrap()), new.kid);
+    verify(&server, after["id_token"].as_str().unwrap()).await;
+    assert!(
+        kids(jwks(&server).await).contains(&old_kid),
+        "old key kept while its tokens live"
+    );
+
+    // Once every token the old key signed has expired, it leaves the JWKS.
+    server
+        .state
+        .clock
+        .advance(server.state.config.tokens.max_ttl() + 1);
+    let published = kids(jwks(&server).await);
+    assert!(!published.contains(&old_kid), "{published:?}");
+    assert!(published.contains(&new.kid));
+}
+
+#[tokio::test]
+async fn cli_keys_list_and_rotate() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let listed = db.tessera(&["keys", "list", "--json"]).json();
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["active", "active", "active"]);
+    let rotated = db
+        .tessera(&["keys", "rotate", "--alg", "ES256", "--json"])
+        .json();
+    assert_eq!(rotated["state"], "next");
+    let listed = db.tessera(&["keys", "list", "--json"]).json();
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    db.tessera(&["keys", "rotate", "--alg", "HS256"])
+        .fails_with("--alg must be one of");
+    server.stop().await;
+}
