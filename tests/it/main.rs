@@ -7,6 +7,7 @@
 mod authorize;
 mod cli;
 mod oidc;
+mod rp;
 mod server;
 mod store;
 mod support;
