@@ -22,6 +22,7 @@ pub enum AuditKind {
     ConsentDenied,
     TokenIssued,
     KeyCreated,
+    Logout,
     /// An authorization code was presented again: its grant is revoked (RFC 6749 §4.1.2).
     CodeReuse,
 }
@@ -44,6 +45,7 @@ impl AuditKind {
             AuditKind::ConsentDenied => "consent_denied",
             AuditKind::TokenIssued => "token_issued",
             AuditKind::KeyCreated => "key_created",
+            AuditKind::Logout => "logout",
             AuditKind::CodeReuse => "authorization_code_reuse",
         }
     }

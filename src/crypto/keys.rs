@@ -212,6 +212,25 @@ impl KeySet {
     }
 }
 
+impl KeySet {
+    /// The payload of a JWT signed by one of the published keys (found by `kid`); `None` for
+    /// anything else. Time claims are not checked here: callers decide what they need.
+    pub fn verify(&self, token: &str) -> Option<JwtPayload> {
+        let header = jwt::decode_header(token).ok()?;
+        let kid = header.claim("kid")?.as_str()?;
+        let alg = header.claim("alg")?.as_str()?;
+        let jwk = self
+            .published
+            .iter()
+            .find(|k| k["kid"].as_str() == Some(kid) && k["alg"].as_str() == Some(alg))?;
+        let jwk = Jwk::from_bytes(jwk.to_string().as_bytes()).ok()?;
+        let verifier = verifier(&jwk).ok()?;
+        jwt::decode_with_verifier(token, verifier.as_ref())
+            .ok()
+            .map(|(payload, _)| payload)
+    }
+}
+
 /// The state each key is in at `now`: `next` (published, not signing yet), `active`
 /// (signing for its algorithm) or `retired` (superseded; published until its tokens expire).
 pub fn states(records: &[SigningKeyRecord], now: i64) -> Vec<(&SigningKeyRecord, &'static str)> {

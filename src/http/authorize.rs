@@ -10,6 +10,8 @@ use super::{consent, error, login, pages, session};
 use crate::app::AppState;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
 use crate::oauth::authorize::{self, AuthorizeError, AuthorizeRequest, Decision, AUTHORIZE_PARAMS};
+use crate::oauth::error::OAuthError;
+use crate::oauth::id_token;
 use crate::oauth::params::Params;
 use crate::store::{AccountRecord, CodeRecord, GrantRecord, SessionRecord};
 
@@ -49,8 +51,22 @@ async fn step(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Response, AuthorizeError> {
-    let request = authorize::validate(app.store.as_ref(), params).await?;
+    let mut request = authorize::validate(app.store.as_ref(), params).await?;
     let now = app.clock.now();
+    if let Some(hint) = params.get("id_token_hint") {
+        let keys = app
+            .keys
+            .current(app.store.as_ref(), now)
+            .await
+            .map_err(|e| request.fail(OAuthError::server(e)))?;
+        let verified =
+            id_token::verify_hint(&keys, app.config.issuer_str(), hint).ok_or_else(|| {
+                request.fail(OAuthError::invalid_request(
+                    "id_token_hint is not an ID token issued here",
+                ))
+            })?;
+        request.hint_subject = Some(verified.subject);
+    }
     let signed_in = session::current(app, headers, now)
         .await
         .map_err(|e| request.fail(e.into()))?;

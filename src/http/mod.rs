@@ -8,6 +8,7 @@ pub mod error;
 pub mod health;
 pub mod jwks;
 pub mod login;
+pub mod logout;
 pub mod pages;
 pub mod session;
 pub mod token;
@@ -35,6 +36,7 @@ pub mod paths {
     pub const CONSENT: &str = "/consent";
     pub const STYLESHEET: &str = "/static/tessera.css";
     pub const JWKS: &str = "/jwks";
+    pub const LOGOUT: &str = "/logout";
     pub const USERINFO: &str = "/userinfo";
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::CONSENT, post(consent::post))
         .route(paths::STYLESHEET, get(pages::stylesheet))
         .route(paths::JWKS, get(jwks::jwks))
+        .route(paths::LOGOUT, get(logout::get).post(logout::post))
         .route(paths::USERINFO, get(userinfo::get).post(userinfo::post))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::OAUTH_METADATA, get(discovery::metadata))

@@ -90,6 +90,11 @@ pub fn new_session_cookie(app: &AppState) -> (PlainSecret, Option<HeaderValue>) 
     (value, header)
 }
 
+/// `Set-Cookie` that removes the session cookie from the browser.
+pub fn clear_session_cookie(app: &AppState) -> Option<HeaderValue> {
+    set_cookie(&name(SESSION, secure(app)), "", secure(app), Some(0))
+}
+
 /// The CSRF cookie for this browser: the one it sent, or a new one to set.
 pub struct Csrf {
     value: String,
@@ -151,7 +156,8 @@ pub fn form_page(
 ) -> axum::response::Response {
     let csrf = Csrf::for_browser(app, headers);
     let token = csrf.token();
-    let mut response = super::pages::html(status, render(&token), Some(form_target));
+    let target = (!form_target.is_empty()).then_some(form_target);
+    let mut response = super::pages::html(status, render(&token), target);
     if let Some(cookie) = csrf.set_cookie(app) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

@@ -113,6 +113,8 @@ pub struct AuthorizeRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// The subject of a verified `id_token_hint`, set by the caller (it needs the keys).
+    pub hint_subject: Option<String>,
 }
 
 impl AuthorizeRequest {
@@ -259,6 +261,7 @@ pub async fn validate(
         prompt,
         max_age,
         login_hint: params.get("login_hint").map(str::to_owned),
+        hint_subject: None,
     })
 }
 
@@ -284,8 +287,12 @@ pub fn decide(
     now: i64,
 ) -> Result<Decision, OAuthError> {
     let p = request.prompt;
-    let session = session.filter(|(s, _)| {
-        !(p.login || p.select_account) && request.max_age.is_none_or(|max| now - s.auth_time <= max)
+    // Core §3.1.2.2: an id_token_hint naming someone else than the signed-in user means the
+    // session does not count (with prompt=none: login_required).
+    let session = session.filter(|(s, a)| {
+        !(p.login || p.select_account)
+            && request.max_age.is_none_or(|max| now - s.auth_time <= max)
+            && request.hint_subject.as_ref().is_none_or(|sub| *sub == a.id)
     });
     let Some((session, account)) = session else {
         if p.none {

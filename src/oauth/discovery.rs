@@ -25,6 +25,7 @@ pub fn metadata(issuer: &str) -> Value {
         "token_endpoint": url(paths::TOKEN),
         "userinfo_endpoint": url(paths::USERINFO),
         "jwks_uri": url(paths::JWKS),
+        "end_session_endpoint": url(paths::LOGOUT),
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -69,3 +69,27 @@ impl IdToken<'_> {
         .map_err(OAuthError::server)?
     }
 }
+
+/// Who an `id_token_hint` names (OIDC Core §3.1.2.1, RP-Initiated Logout §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    pub subject: String,
+    pub audience: Vec<String>,
+}
+
+/// Checks that `token` is an ID token this server issued: a published key's signature and our
+/// `iss`. An expired token is still a good hint (RP-Initiated Logout §2: the OP "SHOULD
+/// accept ID Tokens ... even when the exp time has passed").
+pub fn verify_hint(keys: &KeySet, issuer: &str, token: &str) -> Option<Hint> {
+    let payload = keys.verify(token)?;
+    if payload.issuer() != Some(issuer) {
+        return None;
+    }
+    Some(Hint {
+        subject: payload.subject()?.to_owned(),
+        audience: payload
+            .audience()
+            .map(|a| a.into_iter().map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}

@@ -5,7 +5,7 @@ use josekit::jwk::Jwk;
 use josekit::jwt;
 use tessera::crypto::keys;
 
-use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, REDIRECT};
+use crate::support::flow::{AuthorizeUrl, Browser, Pkce, TestClient, PASSWORD, REDIRECT};
 use crate::support::{http, TestDb, TestServer};
 
 async fn jwks(server: &TestServer) -> Vec<Jwk> {
@@ -46,14 +46,24 @@ async fn verify(
     (payload, header)
 }
 
-/// Code flow through to the token response.
+/// Code flow through to the token response, in a new browser.
 async fn tokens(
     server: &TestServer,
     client: &TestClient,
     url: AuthorizeUrl,
     pkce: &Pkce,
 ) -> serde_json::Value {
-    let browser = server.browser();
+    tokens_in(server, &server.browser(), client, url, pkce).await
+}
+
+/// Code flow through to the token response, in `browser` (which keeps its session).
+async fn tokens_in(
+    server: &TestServer,
+    browser: &Browser,
+    client: &TestClient,
+    url: AuthorizeUrl,
+    pkce: &Pkce,
+) -> serde_json::Value {
     let done = browser
         .authorize_through(&url.pkce(pkce).path(), "ada")
         .await;
@@ -103,6 +113,7 @@ async fn discovery_advertises_only_what_the_server_does_oidc_discovery_3() {
         ("token_endpoint", "POST"),
         ("userinfo_endpoint", "GET"),
         ("jwks_uri", "GET"),
+        ("end_session_endpoint", "GET"),
     ] {
         let url = doc[field].as_str().unwrap();
         assert!(url.starts_with(issuer), "{field}: {url}");
@@ -126,11 +137,7 @@ async fn discovery_advertises_only_what_the_server_does_oidc_discovery_3() {
         doc["id_token_signing_alg_values_supported"],
         serde_json::json!(["RS256", "ES256", "EdDSA"])
     );
-    for absent in [
-        "introspection_endpoint",
-        "revocation_endpoint",
-        "end_session_endpoint",
-    ] {
+    for absent in ["introspection_endpoint", "revocation_endpoint"] {
         assert!(
             doc.get(absent).is_none(),
             "{absent} is not served yet, so not advertised"
@@ -444,4 +451,203 @@ async fn cli_keys_list_and_rotate() {
     db.tessera(&["keys", "rotate", "--alg", "HS256"])
         .fails_with("--alg must be one of");
     server.stop().await;
+}
+
+const BYE: &str = "https://app.example/bye";
+
+async fn logout_setup() -> (TestDb, TestServer, TestClient, Browser, String) {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server
+        .client_with("web", false, |c| {
+            c.post_logout_redirect_uris = vec![BYE.to_owned()]
+        })
+        .await;
+    let browser = server.browser();
+    let body = tokens_in(
+        &server,
+        &browser,
+        &client,
+        AuthorizeUrl::new(&client),
+        &Pkce::new(),
+    )
+    .await;
+    let id_token = body["id_token"].as_str().unwrap().to_owned();
+    (db, server, client, browser, id_token)
+}
+
+async fn signed_in(browser: &Browser, client: &TestClient) -> bool {
+    let res = browser
+        .get(&AuthorizeUrl::new(client).set("prompt", "none").path())
+        .await;
+    res.redirect_params().contains_key("code")
+}
+
+fn logout_url(pairs: &[(&str, &str)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    format!("/logout?{}", s.finish())
+}
+
+#[tokio::test]
+async fn logout_with_hint_ends_the_session_and_redirects_to_the_registered_uri_rp_initiated_logout_2(
+) {
+    let (_db, server, client, browser, id_token) = logout_setup().await;
+    assert!(signed_in(&browser, &client).await);
+    // Even an expired hint identifies the user (§2).
+    server.state.clock.advance(7200);
+    let res = browser
+        .get(&logout_url(&[
+            ("id_token_hint", &id_token),
+            ("post_logout_redirect_uri", BYE),
+            ("state", "s-9"),
+        ]))
+        .await;
+    assert_eq!(res.status, 302, "{}", res.body);
+    assert_eq!(res.location(), format!("{BYE}?state=s-9"));
+    let cleared = res.header("set-cookie").unwrap();
+    assert!(
+        cleared.starts_with("tessera_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    assert!(
+        !signed_in(&browser, &client).await,
+        "the session is gone from the store"
+    );
+    let kinds = crate::support::audit_kinds(server.state.store.as_ref(), 3).await;
+    assert_eq!(kinds[0], "logout");
+}
+
+#[tokio::test]
+async fn logout_never_redirects_to_an_unregistered_uri_rp_initiated_logout_3() {
+    let (_db, _server, client, browser, id_token) = logout_setup().await;
+    for uri in [
+        "https://evil.example/bye",
+        "https://app.example/bye/",
+        REDIRECT,
+    ] {
+        let res = browser
+            .get(&logout_url(&[
+                ("id_token_hint", &id_token),
+                ("post_logout_redirect_uri", uri),
+            ]))
+            .await;
+        assert_eq!(res.status, 200, "{uri}");
+        assert!(res.header("location").is_none(), "no redirect to {uri}");
+        assert!(res.body.contains("signed out"));
+    }
+    assert!(!signed_in(&browser, &client).await);
+}
+
+#[tokio::test]
+async fn logout_without_a_hint_for_this_user_asks_for_confirmation_with_csrf() {
+    let (_db, _server, client, browser, _id_token) = logout_setup().await;
+    let page = browser
+        .get(&logout_url(&[
+            ("client_id", "web"),
+            ("post_logout_redirect_uri", BYE),
+        ]))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("name=\"confirm\""), "{}", page.body);
+    assert!(
+        signed_in(&browser, &client).await,
+        "nothing happens before confirmation"
+    );
+    let forged = browser
+        .post(
+            "/logout",
+            &[
+                ("confirm", "yes"),
+                ("csrf_token", "forged"),
+                ("logout_query", &page.input("logout_query")),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(signed_in(&browser, &client).await);
+    let done = browser
+        .post(
+            "/logout",
+            &[
+                ("confirm", "yes"),
+                ("csrf_token", &page.input("csrf_token")),
+                ("logout_query", &page.input("logout_query")),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303);
+    assert_eq!(done.location(), BYE);
+    assert!(!signed_in(&browser, &client).await);
+}
+
+#[tokio::test]
+async fn logout_refuses_a_forged_hint_or_a_client_it_was_not_issued_to() {
+    let (_db, server, client, browser, id_token) = logout_setup().await;
+    server.confidential_client("other").await;
+    let forged = format!("{}x", &id_token[..id_token.len() - 1]);
+    let res = browser
+        .get(&logout_url(&[("id_token_hint", &forged)]))
+        .await;
+    assert_eq!(res.status, 400);
+    let res = browser
+        .get(&logout_url(&[
+            ("id_token_hint", &id_token),
+            ("client_id", "other"),
+        ]))
+        .await;
+    assert_eq!(res.status, 400);
+    assert!(
+        signed_in(&browser, &client).await,
+        "a refused request changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn authorize_id_token_hint_for_another_user_with_prompt_none_is_login_required_oidc_3_1_2_1()
+{
+    let (_db, server, client, browser, ada_token) = logout_setup().await;
+    server.user("bob").await;
+    let bob_browser = server.browser();
+    let login = bob_browser.get(&AuthorizeUrl::new(&client).path()).await;
+    bob_browser.login(&login, "bob", PASSWORD).await;
+    let bob = tokens_in(
+        &server,
+        &bob_browser,
+        &client,
+        AuthorizeUrl::new(&client),
+        &Pkce::new(),
+    )
+    .await;
+    let bob_token = bob["id_token"].as_str().unwrap();
+
+    let none = AuthorizeUrl::new(&client).set("prompt", "none");
+    let same = browser
+        .get(&none.clone().set("id_token_hint", &ada_token).path())
+        .await;
+    assert!(
+        same.redirect_params().contains_key("code"),
+        "{:?}",
+        same.redirect_params()
+    );
+    let other = browser
+        .get(&none.clone().set("id_token_hint", bob_token).path())
+        .await;
+    assert_eq!(other.redirect_params()["error"], "login_required");
+    let invalid = browser
+        .get(&none.set("id_token_hint", "not.a.jwt").path())
+        .await;
+    assert_eq!(invalid.redirect_params()["error"], "invalid_request");
+    // Without prompt=none, a hint for someone else shows the login page.
+    let page = browser
+        .get(
+            &AuthorizeUrl::new(&client)
+                .set("id_token_hint", bob_token)
+                .path(),
+        )
+        .await;
+    assert!(page.body.contains("name=\"password\""));
 }

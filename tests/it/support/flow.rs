@@ -317,6 +317,7 @@ impl Pkce {
 }
 
 /// An authorization request URL (path and query).
+#[derive(Clone)]
 pub struct AuthorizeUrl {
     pairs: Vec<(String, String)>,
 }
