@@ -651,3 +651,81 @@ async fn authorize_id_token_hint_for_another_user_with_prompt_none_is_login_requ
         .await;
     assert!(page.body.contains("name=\"password\""));
 }
+
+#[tokio::test]
+async fn id_token_auth_time_is_the_new_login_when_max_age_forced_one_oidc_3_1_2_1() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server.confidential_client("web").await;
+    let browser = server.browser();
+    let first = tokens_in(
+        &server,
+        &browser,
+        &client,
+        AuthorizeUrl::new(&client),
+        &Pkce::new(),
+    )
+    .await;
+    let (claims, _) = verify(&server, first["id_token"].as_str().unwrap()).await;
+    let first_auth = claims.claim("auth_time").unwrap().as_i64().unwrap();
+
+    server.state.clock.advance(400);
+    let url = AuthorizeUrl::new(&client).set("max_age", "300");
+    let again = tokens_in(&server, &browser, &client, url, &Pkce::new()).await;
+    let (claims, _) = verify(&server, again["id_token"].as_str().unwrap()).await;
+    let second_auth = claims.claim("auth_time").unwrap().as_i64().unwrap();
+    assert!(
+        second_auth >= first_auth + 400,
+        "{first_auth} -> {second_auth}"
+    );
+    let iat = claims.claim("iat").unwrap().as_i64().unwrap();
+    assert!(iat - second_auth <= 300, "within max_age");
+}
+
+#[tokio::test]
+async fn userinfo_refuses_a_token_whose_grant_was_revoked_rfc6750_3_1() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let client = server.confidential_client("web").await;
+    let pkce = Pkce::new();
+    let done = server
+        .browser()
+        .authorize_through(&AuthorizeUrl::new(&client).pkce(&pkce).path(), "ada")
+        .await;
+    let code = done.redirect_params()["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let token = server.token(&client, &form).await.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        http()
+            .get(server.url("/userinfo"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Replaying the code revokes its grant, and with it this token.
+    assert_eq!(server.token(&client, &form).await.status, 400);
+    let res = http()
+        .get(server.url("/userinfo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+}
