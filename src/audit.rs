@@ -22,6 +22,9 @@ pub enum AuditKind {
     ConsentDenied,
     TokenIssued,
     KeyCreated,
+    /// A spent refresh token was presented again: its grant is revoked (RFC 9700 §4.14.2).
+    RefreshTokenReuse,
+    TokenRevoked,
     Logout,
     /// An authorization code was presented again: its grant is revoked (RFC 6749 §4.1.2).
     CodeReuse,
@@ -45,6 +48,8 @@ impl AuditKind {
             AuditKind::ConsentDenied => "consent_denied",
             AuditKind::TokenIssued => "token_issued",
             AuditKind::KeyCreated => "key_created",
+            AuditKind::RefreshTokenReuse => "refresh_token_reuse",
+            AuditKind::TokenRevoked => "token_revoked",
             AuditKind::Logout => "logout",
             AuditKind::CodeReuse => "authorization_code_reuse",
         }

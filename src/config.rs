@@ -47,6 +47,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("access_token_ttl_secs", "3600", "lifetime of an access token"),
     setting("id_token_ttl_secs", "3600", "lifetime of an ID token"),
+    setting("refresh_token_idle_ttl_secs", "1209600", "a refresh token expires this long after its last use"),
+    setting("refresh_token_absolute_ttl_secs", "7776000", "no refresh token outlives its grant's authorization by more than this"),
     setting("key_rotation_lead_secs", "3600", "how long a new signing key is published before it signs; longer than any JWKS cache"),
     setting("session_ttl_secs", "28800", "lifetime of a browser login session at Tessera"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
@@ -124,6 +126,10 @@ pub struct Config {
 pub struct TokenPolicy {
     pub access_token_ttl: i64,
     pub id_token_ttl: i64,
+    /// A refresh token expires this long after its last use…
+    pub refresh_token_idle_ttl: i64,
+    /// …and never later than this long after the grant was authorized.
+    pub refresh_token_absolute_ttl: i64,
     /// A `next` key is published this long before it signs.
     pub key_rotation_lead: i64,
 }
@@ -409,6 +415,14 @@ impl Config {
                     "access_token_ttl_secs",
                 )?,
                 id_token_ttl: positive(raw.get("id_token_ttl_secs")?, "id_token_ttl_secs")?,
+                refresh_token_idle_ttl: positive(
+                    raw.get("refresh_token_idle_ttl_secs")?,
+                    "refresh_token_idle_ttl_secs",
+                )?,
+                refresh_token_absolute_ttl: positive(
+                    raw.get("refresh_token_absolute_ttl_secs")?,
+                    "refresh_token_absolute_ttl_secs",
+                )?,
                 key_rotation_lead: positive(
                     raw.get("key_rotation_lead_secs")?,
                     "key_rotation_lead_secs",

@@ -96,6 +96,7 @@ create index authorization_code_expires_idx on authorization_code (expires_at);
 create table token (
     digest bytea primary key,
     kind text not null,                      -- access | refresh | api_key
+    jti text not null unique,                -- public identifier (introspection, JWT jti)
     grant_id text references oauth_grant (id) on delete cascade,
     client_id text references client (id) on delete cascade,
     account_id text references account (id) on delete cascade,

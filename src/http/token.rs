@@ -55,7 +55,10 @@ pub async fn token(
     params.reject_duplicates()?;
     let client = client_auth::authenticate(&app, &headers, &params).await?;
     let grant_type = params.required("grant_type")?;
-    if !matches!(grant_type, "authorization_code") {
+    if !matches!(
+        grant_type,
+        "authorization_code" | "refresh_token" | "client_credentials"
+    ) {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             format!("grant_type `{grant_type}` is not supported"),
@@ -70,7 +73,13 @@ pub async fn token(
         .into());
     }
     let now = app.clock.now();
-    let issued = grants::authorization_code::redeem(&app, &client, &params, now).await?;
+    let issued = match grant_type {
+        "authorization_code" => {
+            grants::authorization_code::redeem(&app, &client, &params, now).await?
+        }
+        "refresh_token" => grants::refresh_token::rotate(&app, &client, &params, now).await?,
+        _ => grants::client_credentials::issue(&app, &client, &params, now).await?,
+    };
     Ok(respond(issued))
 }
 

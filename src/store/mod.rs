@@ -277,6 +277,8 @@ impl TokenKind {
 pub struct TokenRecord {
     pub digest: Digest,
     pub kind: TokenKind,
+    /// Public identifier: says which token without being it (RFC 7662 / RFC 9068 `jti`).
+    pub jti: String,
     pub grant_id: Option<String>,
     pub client_id: Option<String>,
     pub account_id: Option<String>,
@@ -427,9 +429,30 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
 
-    /// Inserts a token and records `audit` in one transaction.
-    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEvent)
-        -> Result<(), StoreError>;
+    /// Inserts tokens (an access token and its refresh token, say) and records `audit`, in
+    /// one transaction.
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Marks the refresh token `old` used and inserts `new`, in one transaction, only if
+    /// `old` was unused and unrevoked: of concurrent rotations of one token at most one
+    /// returns `true`; the others change nothing.
+    async fn rotate_refresh(
+        &self,
+        old: &Digest,
+        new: &[TokenRecord],
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Revokes one token (not its grant) and records `audit`; revoking twice changes nothing.
+    async fn revoke_token(
+        &self,
+        digest: &Digest,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// The token with this digest; its `revoked_at` includes its grant's revocation.
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
 

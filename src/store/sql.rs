@@ -218,6 +218,7 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         digest: digest(row, "digest")?,
         kind: TokenKind::parse(&kind).ok_or_else(|| corrupt(format!("token kind {kind}")))?,
+        jti: row.try_get("jti").map_err(corrupt)?,
         grant_id: row.try_get("grant_id").map_err(corrupt)?,
         client_id: row.try_get("client_id").map_err(corrupt)?,
         account_id: row.try_get("account_id").map_err(corrupt)?,
@@ -310,6 +311,31 @@ fn bind_account<'q>(q: AnyQuery<'q>, a: &'q AccountRecord) -> Result<AnyQuery<'q
         .bind(to_json(&a.claims)?)
         .bind(a.disabled)
         .bind(a.failed_login_count))
+}
+
+async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into token (digest, kind, grant_id, client_id, account_id, scope, label, \
+         previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(t.digest.as_bytes())
+    .bind(t.kind.as_str())
+    .bind(&t.grant_id)
+    .bind(&t.client_id)
+    .bind(&t.account_id)
+    .bind(&t.scope)
+    .bind(&t.label)
+    .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
+    .bind(t.created_at)
+    .bind(t.expires_at)
+    .bind(t.used_at)
+    .bind(t.revoked_at)
+    .bind(&t.jti)
+    .execute(conn)
+    .await
+    .map_err(write_error("token"))?;
+    Ok(())
 }
 
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
@@ -773,28 +799,62 @@ impl Store for SqlStore {
         commit(tx).await
     }
 
-    async fn insert_token(&self, t: &TokenRecord, audit: &AuditEvent) -> Result<(), StoreError> {
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "insert into token (digest, kind, grant_id, client_id, account_id, scope, label, \
-             previous_digest, created_at, expires_at, used_at, revoked_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        for t in tokens {
+            insert_token(&mut tx, t).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &Digest,
+        new: &[TokenRecord],
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // The guard and the spend in one statement: a concurrent rotation finds used_at set.
+        let done = sqlx::query(
+            "update token set used_at = $2 where digest = $1 and kind = 'refresh' \
+             and used_at is null and revoked_at is null",
         )
-        .bind(t.digest.as_bytes())
-        .bind(t.kind.as_str())
-        .bind(&t.grant_id)
-        .bind(&t.client_id)
-        .bind(&t.account_id)
-        .bind(&t.scope)
-        .bind(&t.label)
-        .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .bind(t.used_at)
-        .bind(t.revoked_at)
+        .bind(old.as_bytes())
+        .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(write_error("token"))?;
+        .map_err(StoreError::Unavailable)?;
+        if done.rows_affected() == 0 {
+            // Dropping the transaction rolls it back: nothing changed.
+            return Ok(false);
+        }
+        for t in new {
+            insert_token(&mut tx, t).await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await?;
+        Ok(true)
+    }
+
+    async fn revoke_token(
+        &self,
+        digest: &Digest,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("update token set revoked_at = $2 where digest = $1 and revoked_at is null")
+            .bind(digest.as_bytes())
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
     }
@@ -802,7 +862,7 @@ impl Store for SqlStore {
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
         // One indexed lookup; the grant join makes a revoked grant revoke the token too.
         sqlx::query(
-            "select t.digest, t.kind, t.grant_id, t.client_id, t.account_id, t.scope, t.label, \
+            "select t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, t.scope, t.label, \
              t.previous_digest, t.created_at, t.expires_at, t.used_at, \
              coalesce(t.revoked_at, g.revoked_at) as revoked_at \
              from token t left join oauth_grant g on g.id = t.grant_id where t.digest = $1",

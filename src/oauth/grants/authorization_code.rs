@@ -5,15 +5,14 @@
 //! first, in one statement: of concurrent redemptions at most one gets it, and a code that
 //! fails a later check stays spent, so a thief who guesses wrong cannot try again.
 
-use super::Issued;
+use super::{has_scope, mint, IdTokenPlan, Issued, Plan, RefreshPlan};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX};
+use crate::crypto::token::Digest;
 use crate::oauth::error::OAuthError;
-use crate::oauth::id_token::IdToken;
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
-use crate::store::{ClientRecord, TokenKind, TokenRecord};
+use crate::store::ClientRecord;
 
 pub async fn redeem(
     app: &AppState,
@@ -68,63 +67,41 @@ pub async fn redeem(
         ));
     }
 
-    let access_token = PlainSecret::generate(ACCESS_TOKEN_PREFIX);
-    let expires_at = now + policy.access_token_ttl;
-    let token = TokenRecord {
-        digest: access_token.digest(),
-        kind: TokenKind::Access,
-        grant_id: Some(record.grant_id.clone()),
-        client_id: Some(client.id.clone()),
-        account_id: Some(record.account_id.clone()),
+    // OIDC Core §11: for OpenID requests a refresh token only with offline_access (granted
+    // on Tessera's consent page, which lists it; decision 0006). Plain OAuth: whenever the
+    // client may use the refresh_token grant.
+    let may_refresh = client.grant_types.iter().any(|g| g == "refresh_token")
+        && (!has_scope(&record.scope, "openid") || has_scope(&record.scope, "offline_access"));
+    let refresh = may_refresh.then(|| RefreshPlan {
         scope: record.scope.clone(),
-        label: None,
-        previous_digest: None,
-        created_at: now,
-        expires_at: Some(expires_at),
-        used_at: None,
-        revoked_at: None,
-    };
-    let audit = AuditEvent::new(AuditKind::TokenIssued, format!("client:{}", client.id), now)
-        .client(&client.id)
-        .account(&record.account_id)
-        .details(serde_json::json!({
-            "grant_type": "authorization_code",
-            "grant_id": record.grant_id,
-            "scope": record.scope,
-        }));
-    // OIDC Core §3.1.3.3: an ID token when the grant has the openid scope. Signed before
-    // the token row is written, so a signing failure leaves no half-issued grant behind.
-    let id_token = if record.scope.split(' ').any(|s| s == "openid") {
-        let keys = app
-            .keys
-            .current(store, now)
-            .await
-            .map_err(OAuthError::server)?;
-        let claims = IdToken {
-            issuer: app.config.issuer_str(),
-            client_id: &client.id,
-            subject: &record.account_id,
-            auth_time: record.auth_time,
-            nonce: record.nonce.as_deref(),
-            amr: &record.amr,
-            access_token: access_token.expose(),
-            now,
-            ttl: policy.id_token_ttl,
-        };
-        Some(
-            claims
-                .sign(keys, &client.id_token_signed_response_alg)
-                .await?,
-        )
-    } else {
-        None
-    };
-    store.insert_token(&token, &audit).await?;
-    Ok(Issued {
-        access_token,
-        expires_in: policy.access_token_ttl,
-        scope: record.scope,
-        refresh_token: None,
-        id_token,
-    })
+        expires_at: refresh_expiry(policy, record.created_at, now),
+        previous: None,
+    });
+    let minted = mint(
+        app,
+        Plan {
+            grant_type: "authorization_code",
+            client,
+            account_id: Some(&record.account_id),
+            grant_id: Some(&record.grant_id),
+            scope: &record.scope,
+            refresh,
+            // OIDC Core §3.1.3.3: an ID token when the grant has the openid scope.
+            id_token: has_scope(&record.scope, "openid").then_some(IdTokenPlan {
+                auth_time: record.auth_time,
+                amr: &record.amr,
+                nonce: record.nonce.as_deref(),
+            }),
+        },
+        now,
+    )
+    .await?;
+    store.insert_tokens(&minted.rows, &minted.audit).await?;
+    Ok(minted.issued)
+}
+
+/// A refresh token lives `refresh_token_idle_ttl` past its last use, and never beyond
+/// `refresh_token_absolute_ttl` after the person authorized the grant.
+pub fn refresh_expiry(policy: &crate::config::TokenPolicy, grant_created_at: i64, now: i64) -> i64 {
+    (now + policy.refresh_token_idle_ttl).min(grant_created_at + policy.refresh_token_absolute_ttl)
 }

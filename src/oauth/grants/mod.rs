@@ -1,11 +1,22 @@
-//! One module per `grant_type` (STYLE.md §1), and what they issue.
+//! One module per `grant_type` (STYLE.md §1), and `mint`, which issues what they grant.
 
 pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
 
-use crate::crypto::token::PlainSecret;
+use base64::Engine;
+use josekit::jwt::JwtPayload;
+use rand::RngCore;
+use serde_json::json;
 
-/// What the token endpoint hands back. Refresh and ID tokens arrive with later grants'
-/// work; the fields are here so the response shape does not change then.
+use super::error::OAuthError;
+use super::id_token::IdToken;
+use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
+use crate::store::{AccessTokenFormat, ClientRecord, TokenKind, TokenRecord};
+
+/// What the token endpoint hands back.
 #[derive(Debug)]
 pub struct Issued {
     pub access_token: PlainSecret,
@@ -13,4 +24,177 @@ pub struct Issued {
     pub scope: String,
     pub refresh_token: Option<PlainSecret>,
     pub id_token: Option<String>,
+}
+
+/// What to issue, for whom.
+pub struct Plan<'a> {
+    pub grant_type: &'static str,
+    pub client: &'a ClientRecord,
+    /// The user; `None` when the client acts for itself (client_credentials).
+    pub account_id: Option<&'a str>,
+    pub grant_id: Option<&'a str>,
+    /// Scope of the access token.
+    pub scope: &'a str,
+    pub refresh: Option<RefreshPlan>,
+    pub id_token: Option<IdTokenPlan<'a>>,
+}
+
+/// A refresh token to issue. RFC 6749 §6: its scope is that of the grant, even when the
+/// access token issued with it is narrower.
+pub struct RefreshPlan {
+    pub scope: String,
+    pub expires_at: i64,
+    pub previous: Option<Digest>,
+}
+
+/// An ID token to issue (OIDC Core §3.1.3.3, §12.2).
+pub struct IdTokenPlan<'a> {
+    pub auth_time: i64,
+    pub amr: &'a [String],
+    pub nonce: Option<&'a str>,
+}
+
+/// Tokens ready to store (in one transaction, by the caller) and to hand out.
+pub struct Minted {
+    pub issued: Issued,
+    pub rows: Vec<TokenRecord>,
+    pub audit: AuditEvent,
+}
+
+/// A public identifier for a token: 128 random bits.
+pub fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Makes the tokens of `plan`. Nothing is stored here: the grant decides how the rows are
+/// written (a plain insert, or a rotation that must win a race).
+pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OAuthError> {
+    let policy = &app.config.tokens;
+    let client = plan.client;
+    let subject = plan.account_id.unwrap_or(&client.id);
+    let needs_keys =
+        client.access_token_format == AccessTokenFormat::Jwt || plan.id_token.is_some();
+    let keys = if needs_keys {
+        Some(
+            app.keys
+                .current(app.store.as_ref(), now)
+                .await
+                .map_err(OAuthError::server)?,
+        )
+    } else {
+        None
+    };
+    let jti = new_jti();
+    let expires_at = now + policy.access_token_ttl;
+    let access_token = match (client.access_token_format, &keys) {
+        (AccessTokenFormat::Jwt, Some(keys)) => {
+            // RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti, and scope.
+            let mut p = JwtPayload::new();
+            p.set_issuer(app.config.issuer_str());
+            p.set_subject(subject);
+            p.set_audience(vec![client.id.as_str()]);
+            p.set_jwt_id(&jti);
+            for (name, value) in [
+                ("client_id", json!(client.id)),
+                ("iat", json!(now)),
+                ("exp", json!(expires_at)),
+                ("scope", json!(plan.scope)),
+            ] {
+                let _ = p.set_claim(name, Some(value));
+            }
+            if let Some(id) = &plan.id_token {
+                let _ = p.set_claim("auth_time", Some(json!(id.auth_time)));
+            }
+            let keys = keys.clone();
+            let jwt = tokio::task::spawn_blocking(move || match keys.active.get("RS256") {
+                Some(key) => key.sign(&p, "at+jwt").map_err(OAuthError::server),
+                None => Err(OAuthError::server(anyhow::anyhow!("no active RS256 key"))),
+            })
+            .await
+            .map_err(OAuthError::server)??;
+            PlainSecret::new(jwt)
+        }
+        _ => PlainSecret::generate(ACCESS_TOKEN_PREFIX),
+    };
+    let row = |digest: Digest, kind, jti: String, scope: &str, expires_at, previous| TokenRecord {
+        digest,
+        kind,
+        jti,
+        grant_id: plan.grant_id.map(str::to_owned),
+        client_id: Some(client.id.clone()),
+        account_id: plan.account_id.map(str::to_owned),
+        scope: scope.to_owned(),
+        label: None,
+        previous_digest: previous,
+        created_at: now,
+        expires_at: Some(expires_at),
+        used_at: None,
+        revoked_at: None,
+    };
+    let mut rows = vec![row(
+        access_token.digest(),
+        TokenKind::Access,
+        jti.clone(),
+        plan.scope,
+        expires_at,
+        None,
+    )];
+    let refresh_token = plan.refresh.as_ref().map(|r| {
+        let secret = PlainSecret::generate(REFRESH_TOKEN_PREFIX);
+        rows.push(row(
+            secret.digest(),
+            TokenKind::Refresh,
+            new_jti(),
+            &r.scope,
+            r.expires_at,
+            r.previous,
+        ));
+        secret
+    });
+    let id_token = match (&plan.id_token, keys, plan.account_id) {
+        (Some(id), Some(keys), Some(account_id)) => Some(
+            IdToken {
+                issuer: app.config.issuer_str(),
+                client_id: &client.id,
+                subject: account_id,
+                auth_time: id.auth_time,
+                nonce: id.nonce,
+                amr: id.amr,
+                access_token: access_token.expose(),
+                now,
+                ttl: policy.id_token_ttl,
+            }
+            .sign(keys, &client.id_token_signed_response_alg)
+            .await?,
+        ),
+        _ => None,
+    };
+    let mut audit = AuditEvent::new(AuditKind::TokenIssued, format!("client:{}", client.id), now)
+        .client(&client.id)
+        .details(json!({
+            "grant_type": plan.grant_type,
+            "grant_id": plan.grant_id,
+            "scope": plan.scope,
+            "jti": jti,
+            "refresh_token": refresh_token.is_some(),
+        }));
+    audit.account_id = plan.account_id.map(str::to_owned);
+    Ok(Minted {
+        issued: Issued {
+            access_token,
+            expires_in: policy.access_token_ttl,
+            scope: plan.scope.to_owned(),
+            refresh_token,
+            id_token,
+        },
+        rows,
+        audit,
+    })
+}
+
+/// Whether a space-separated scope contains `name`.
+pub fn has_scope(scope: &str, name: &str) -> bool {
+    scope.split(' ').any(|s| s == name)
 }
