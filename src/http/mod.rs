@@ -6,10 +6,12 @@ pub mod consent;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod introspect;
 pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod pages;
+pub mod revoke;
 pub mod session;
 pub mod token;
 pub mod userinfo;
@@ -37,6 +39,8 @@ pub mod paths {
     pub const STYLESHEET: &str = "/static/tessera.css";
     pub const JWKS: &str = "/jwks";
     pub const LOGOUT: &str = "/logout";
+    pub const INTROSPECT: &str = "/introspect";
+    pub const REVOKE: &str = "/revoke";
     pub const USERINFO: &str = "/userinfo";
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
     pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
@@ -72,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route(paths::STYLESHEET, get(pages::stylesheet))
         .route(paths::JWKS, get(jwks::jwks))
         .route(paths::LOGOUT, get(logout::get).post(logout::post))
+        .route(paths::INTROSPECT, post(introspect::introspect))
+        .route(paths::REVOKE, post(revoke::revoke))
         .route(paths::USERINFO, get(userinfo::get).post(userinfo::post))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::OAUTH_METADATA, get(discovery::metadata))

@@ -17,6 +17,9 @@ pub const SCOPES: &[&str] = &[
     "offline_access",
 ];
 
+/// Client authentication at the token, introspection and revocation endpoints.
+const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+
 pub fn metadata(issuer: &str) -> Value {
     let url = |path: &str| format!("{issuer}{path}");
     json!({
@@ -26,13 +29,18 @@ pub fn metadata(issuer: &str) -> Value {
         "userinfo_endpoint": url(paths::USERINFO),
         "jwks_uri": url(paths::JWKS),
         "end_session_endpoint": url(paths::LOGOUT),
+        "introspection_endpoint": url(paths::INTROSPECT),
+        "revocation_endpoint": url(paths::REVOKE),
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_signing_alg_values_supported": ["RS256"],
         "scopes_supported": SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ALGS,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_supported": claims::SUPPORTED,

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod error;
 pub mod grants;
 pub mod id_token;
+pub mod introspection;
 pub mod params;
 pub mod pkce;
 pub mod redirect_uri;

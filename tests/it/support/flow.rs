@@ -106,7 +106,18 @@ impl TestServer {
 
     /// POSTs a form to the token endpoint, authenticating as the client does.
     pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> Reply {
-        let mut request = super::http().post(self.url("/token"));
+        self.token_like("/token", client, form).await
+    }
+
+    /// POSTs a form to `path` (/token, /introspect, /revoke), authenticating as the client
+    /// does at the token endpoint.
+    pub async fn token_like(
+        &self,
+        path: &str,
+        client: &TestClient,
+        form: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = super::http().post(self.url(path));
         let mut form: Vec<(&str, &str)> = form.to_vec();
         match (&client.secret, client.record.token_endpoint_auth_method) {
             (Some(secret), AuthMethod::ClientSecretBasic) => {

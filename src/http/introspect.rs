@@ -1,0 +1,101 @@
+//! `/introspect`: RFC 7662, and RFC 9701 (a signed JWT answer) when the caller sends
+//! `Accept: application/token-introspection+jwt` — the phantom-token pattern: the gateway
+//! forwards a JWT to the APIs behind it while clients only ever hold opaque tokens.
+//!
+//! Only clients registered with `--introspect` may call it. A caller that fails client
+//! authentication gets `401 invalid_client`; an authenticated client that is not allowed
+//! gets `403` with `unauthorized_client` (decision 0007).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use josekit::jwt::JwtPayload;
+use serde_json::json;
+
+use super::client_auth;
+use super::error::{is_form, TokenError};
+use crate::app::AppState;
+use crate::oauth::error::OAuthError;
+use crate::oauth::introspection;
+use crate::oauth::params::Params;
+
+const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
+const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
+
+pub async fn introspect(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TokenError> {
+    if !is_form(&headers) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+    let params = Params::parse(&body, PARAMS);
+    params.reject_duplicates()?;
+    let client = client_auth::authenticate(&app, &headers, &params).await?;
+    if !client.may_introspect {
+        let body = json!({
+            "error": "unauthorized_client",
+            "error_description": "this client may not introspect tokens",
+        });
+        return Ok(no_store(
+            (StatusCode::FORBIDDEN, Json(body)).into_response(),
+        ));
+    }
+    let token = params.required("token")?;
+    let now = app.clock.now();
+    let answer =
+        introspection::describe(app.store.as_ref(), app.config.issuer_str(), token, now).await?;
+
+    let wants_jwt = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|m| {
+                m.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case(JWT_MEDIA_TYPE))
+            })
+        });
+    if !wants_jwt {
+        return Ok(no_store(Json(answer).into_response()));
+    }
+    // RFC 9701 §5: iss, aud (the caller), iat, and the answer in token_introspection.
+    let keys = app
+        .keys
+        .current(app.store.as_ref(), now)
+        .await
+        .map_err(OAuthError::server)?;
+    let mut payload = JwtPayload::new();
+    payload.set_issuer(app.config.issuer_str());
+    payload.set_audience(vec![client.id.as_str()]);
+    let _ = payload.set_claim("iat", Some(json!(now)));
+    let _ = payload.set_claim("token_introspection", Some(answer));
+    let jwt = tokio::task::spawn_blocking(move || match keys.active.get("RS256") {
+        Some(key) => key
+            .sign(&payload, "token-introspection+jwt")
+            .map_err(OAuthError::server),
+        None => Err(OAuthError::server(anyhow::anyhow!("no active RS256 key"))),
+    })
+    .await
+    .map_err(OAuthError::server)??;
+    let mut response = jwt.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JWT_MEDIA_TYPE),
+    );
+    Ok(no_store(response))
+}
+
+/// RFC 7662 §4: introspection answers must not be cached by intermediaries.
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,57 @@
+//! What introspection says about a token: RFC 7662 §2.2. Anything not active — unknown,
+//! expired, revoked (itself or its grant), a spent refresh token, a token of a disabled or
+//! deleted user — is exactly `{"active": false}`: no hint about why.
+
+use serde_json::{json, Map, Value};
+
+use crate::crypto::token::Digest;
+use crate::store::{Store, StoreError, TokenKind};
+
+/// One indexed lookup by digest (plus the user, for user tokens); no cache, so a revocation
+/// shows at the next introspection.
+pub async fn describe(
+    store: &dyn Store,
+    issuer: &str,
+    token: &str,
+    now: i64,
+) -> Result<Value, StoreError> {
+    let inactive = || json!({ "active": false });
+    let Some(record) = store.token(&Digest::of(token)).await? else {
+        return Ok(inactive());
+    };
+    let spent = record.kind == TokenKind::Refresh && record.used_at.is_some();
+    if !record.is_active(now) || spent {
+        return Ok(inactive());
+    }
+    let username = match &record.account_id {
+        None => None,
+        Some(id) => match store.account(id).await? {
+            Some(a) if !a.disabled => Some(a.username),
+            _ => return Ok(inactive()),
+        },
+    };
+    let client_id = record.client_id.clone().unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("active".into(), json!(true));
+    out.insert("scope".into(), json!(record.scope));
+    out.insert("client_id".into(), json!(client_id));
+    if let Some(u) = username {
+        out.insert("username".into(), json!(u));
+    }
+    if record.kind == TokenKind::Access {
+        out.insert("token_type".into(), json!("Bearer"));
+    }
+    if let Some(exp) = record.expires_at {
+        out.insert("exp".into(), json!(exp));
+    }
+    out.insert("iat".into(), json!(record.created_at));
+    out.insert("nbf".into(), json!(record.created_at));
+    out.insert(
+        "sub".into(),
+        json!(record.account_id.unwrap_or_else(|| client_id.clone())),
+    );
+    out.insert("aud".into(), json!(client_id));
+    out.insert("iss".into(), json!(issuer));
+    out.insert("jti".into(), json!(record.jti));
+    Ok(Value::Object(out))
+}
