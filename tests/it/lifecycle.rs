@@ -86,27 +86,29 @@ fn inactive() -> serde_json::Value {
 
 #[tokio::test]
 async fn refresh_token_only_with_offline_access_for_openid_requests_oidc_11() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let without = code_tokens(&server, &client, "openid profile").await;
-    assert!(without.get("refresh_token").is_none(), "{without}");
-    let with = code_tokens(&server, &client, "openid offline_access").await;
-    assert!(with["refresh_token"].as_str().unwrap().starts_with("tsr_"));
-    let plain = code_tokens(&server, &client, "api").await;
-    assert!(
-        plain["refresh_token"].is_string(),
-        "plain OAuth: the client's refresh_token grant suffices"
-    );
-    let no_grant = server
-        .client_with("nogrant", false, |c| {
-            c.scope = SCOPE.into();
-            c.grant_types = vec!["authorization_code".into()];
-        })
-        .await;
-    let none = code_tokens(&server, &no_grant, "openid offline_access").await;
-    assert!(none.get("refresh_token").is_none());
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let without = code_tokens(&server, &client, "openid profile").await;
+        assert!(without.get("refresh_token").is_none(), "{without}");
+        let with = code_tokens(&server, &client, "openid offline_access").await;
+        assert!(with["refresh_token"].as_str().unwrap().starts_with("tsr_"));
+        let plain = code_tokens(&server, &client, "api").await;
+        assert!(
+            plain["refresh_token"].is_string(),
+            "plain OAuth: the client's refresh_token grant suffices"
+        );
+        let no_grant = server
+            .client_with("nogrant", false, |c| {
+                c.scope = SCOPE.into();
+                c.grant_types = vec!["authorization_code".into()];
+            })
+            .await;
+        let none = code_tokens(&server, &no_grant, "openid offline_access").await;
+        assert!(none.get("refresh_token").is_none());
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -205,179 +207,195 @@ async fn refresh_used_concurrently_succeeds_at_most_once_rfc9700_4_14_2() {
 
 #[tokio::test]
 async fn refresh_scope_may_narrow_but_never_widen_and_id_token_keeps_auth_time_rfc6749_6() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let first = code_tokens(&server, &client, "openid offline_access api").await;
-    let r1 = first["refresh_token"].as_str().unwrap();
-    let wider = refresh(
-        &server,
-        &client,
-        r1,
-        Some("openid offline_access api profile"),
-    )
-    .await;
-    assert_eq!(wider.status, 400);
-    assert_eq!(wider.json()["error"], "invalid_scope");
-    server.state.clock.advance(100);
-    let narrower = refresh(&server, &client, r1, Some("api")).await;
-    assert_eq!(narrower.status, 200, "{}", narrower.body);
-    let body = narrower.json();
-    assert_eq!(body["scope"], "api");
-    // The new refresh token keeps the grant's scope (RFC 6749 §6).
-    let again = refresh(
-        &server,
-        &client,
-        body["refresh_token"].as_str().unwrap(),
-        Some("openid offline_access"),
-    )
-    .await;
-    assert_eq!(again.status, 200, "{}", again.body);
-    // OIDC Core §12.2: a new ID token with the original auth_time and no nonce.
-    let id = again.json()["id_token"].as_str().unwrap().to_owned();
-    let payload: serde_json::Value = {
-        use base64::Engine;
-        let part = id.split('.').nth(1).unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(part)
-                .unwrap(),
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let first = code_tokens(&server, &client, "openid offline_access api").await;
+        let r1 = first["refresh_token"].as_str().unwrap();
+        let wider = refresh(
+            &server,
+            &client,
+            r1,
+            Some("openid offline_access api profile"),
         )
-        .unwrap()
-    };
-    let first_payload: serde_json::Value = {
-        use base64::Engine;
-        let part = first["id_token"]
-            .as_str()
+        .await;
+        assert_eq!(wider.status, 400);
+        assert_eq!(wider.json()["error"], "invalid_scope");
+        server.state.clock.advance(100);
+        let narrower = refresh(&server, &client, r1, Some("api")).await;
+        assert_eq!(narrower.status, 200, "{}", narrower.body);
+        let body = narrower.json();
+        assert_eq!(body["scope"], "api");
+        // The new refresh token keeps the grant's scope (RFC 6749 §6).
+        let again = refresh(
+            &server,
+            &client,
+            body["refresh_token"].as_str().unwrap(),
+            Some("openid offline_access"),
+        )
+        .await;
+        assert_eq!(again.status, 200, "{}", again.body);
+        // OIDC Core §12.2: a new ID token with the original auth_time and no nonce.
+        let id = again.json()["id_token"].as_str().unwrap().to_owned();
+        let payload: serde_json::Value = {
+            use base64::Engine;
+            let part = id.split('.').nth(1).unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .unwrap(),
+            )
             .unwrap()
-            .split('.')
-            .nth(1)
-            .unwrap();
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(part)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    assert_eq!(payload["auth_time"], first_payload["auth_time"]);
-    assert!(payload["iat"].as_i64().unwrap() > first_payload["iat"].as_i64().unwrap());
-    assert!(payload.get("nonce").is_none());
+        };
+        let first_payload: serde_json::Value = {
+            use base64::Engine;
+            let part = first["id_token"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap();
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(payload["auth_time"], first_payload["auth_time"]);
+        assert!(payload["iat"].as_i64().unwrap() > first_payload["iat"].as_i64().unwrap());
+        assert!(payload.get("nonce").is_none());
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn refresh_is_bound_to_its_client_and_stops_for_disabled_users_rfc6749_10_4() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    let mut ada = server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let other = app_client(&server, "other").await;
-    let first = code_tokens(&server, &client, SCOPE).await;
-    let r1 = first["refresh_token"].as_str().unwrap();
-    let stolen = refresh(&server, &other, r1, None).await;
-    assert_eq!(stolen.json()["error"], "invalid_grant");
-    assert_eq!(
-        refresh(&server, &client, r1, None).await.status,
-        200,
-        "a foreign client's attempt did not spend it"
-    );
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let mut ada = server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let other = app_client(&server, "other").await;
+        let first = code_tokens(&server, &client, SCOPE).await;
+        let r1 = first["refresh_token"].as_str().unwrap();
+        let stolen = refresh(&server, &other, r1, None).await;
+        assert_eq!(stolen.json()["error"], "invalid_grant");
+        assert_eq!(
+            refresh(&server, &client, r1, None).await.status,
+            200,
+            "a foreign client's attempt did not spend it"
+        );
 
-    let second = code_tokens(&server, &client, SCOPE).await;
-    ada.disabled = true;
-    server
-        .state
-        .store
-        .update_account(
-            &ada,
-            &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::UserDisabled, "test", 0),
+        let second = code_tokens(&server, &client, SCOPE).await;
+        ada.disabled = true;
+        server
+            .state
+            .store
+            .update_account(
+                &ada,
+                &tessera::audit::AuditEvent::new(
+                    tessera::audit::AuditKind::UserDisabled,
+                    "test",
+                    0,
+                ),
+            )
+            .await
+            .unwrap();
+        let res = refresh(
+            &server,
+            &client,
+            second["refresh_token"].as_str().unwrap(),
+            None,
         )
-        .await
-        .unwrap();
-    let res = refresh(
-        &server,
-        &client,
-        second["refresh_token"].as_str().unwrap(),
-        None,
-    )
-    .await;
-    assert_eq!(res.json()["error"], "invalid_grant");
+        .await;
+        assert_eq!(res.json()["error"], "invalid_grant");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn refresh_token_for_a_deleted_client_is_gone() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let gw = gateway(&server).await;
-    let first = code_tokens(&server, &client, SCOPE).await;
-    server
-        .state
-        .store
-        .delete_client(
-            "web",
-            &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::ClientDeleted, "test", 0),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        introspect(&server, &gw, first["refresh_token"].as_str().unwrap()).await,
-        inactive()
-    );
-    assert_eq!(
-        refresh(
-            &server,
-            &client,
-            first["refresh_token"].as_str().unwrap(),
-            None
-        )
-        .await
-        .status,
-        401
-    );
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let gw = gateway(&server).await;
+        let first = code_tokens(&server, &client, SCOPE).await;
+        server
+            .state
+            .store
+            .delete_client(
+                "web",
+                &tessera::audit::AuditEvent::new(
+                    tessera::audit::AuditKind::ClientDeleted,
+                    "test",
+                    0,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            introspect(&server, &gw, first["refresh_token"].as_str().unwrap()).await,
+            inactive()
+        );
+        assert_eq!(
+            refresh(
+                &server,
+                &client,
+                first["refresh_token"].as_str().unwrap(),
+                None
+            )
+            .await
+            .status,
+            401
+        );
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn refresh_token_idle_and_absolute_lifetimes_are_enforced() {
-    let db = TestDb::sqlite().await;
-    let mut env = db.env();
-    env.insert("TESSERA_REFRESH_TOKEN_IDLE_TTL_SECS".into(), "600".into());
-    env.insert(
-        "TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL_SECS".into(),
-        "1000".into(),
-    );
-    let config =
-        tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
-    let server = TestServer::start_with(config).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let mut token = code_tokens(&server, &client, SCOPE).await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    // Idle: unused for longer than 600 s, a token expires.
-    let idle = code_tokens(&server, &client, SCOPE).await["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for step in [500, 450] {
-        server.state.clock.advance(step);
-        let res = refresh(&server, &client, &token, None).await;
-        assert_eq!(res.status, 200, "{}", res.body);
-        token = res.json()["refresh_token"].as_str().unwrap().to_owned();
+    for db in TestDb::all().await {
+        let mut env = db.env();
+        env.insert("TESSERA_REFRESH_TOKEN_IDLE_TTL_SECS".into(), "600".into());
+        env.insert(
+            "TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL_SECS".into(),
+            "1000".into(),
+        );
+        let config =
+            tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+        let server = TestServer::start_with(config).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let mut token = code_tokens(&server, &client, SCOPE).await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Idle: unused for longer than 600 s, a token expires.
+        let idle = code_tokens(&server, &client, SCOPE).await["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for step in [500, 450] {
+            server.state.clock.advance(step);
+            let res = refresh(&server, &client, &token, None).await;
+            assert_eq!(res.status, 200, "{}", res.body);
+            token = res.json()["refresh_token"].as_str().unwrap().to_owned();
+        }
+        assert_eq!(
+            refresh(&server, &client, &idle, None).await.json()["error"],
+            "invalid_grant",
+            "idle for 950 s"
+        );
+        // Absolute: 1000 s after authorization, even a freshly rotated token stops.
+        server.state.clock.advance(60);
+        assert_eq!(
+            refresh(&server, &client, &token, None).await.json()["error"],
+            "invalid_grant"
+        );
+        server.stop().await;
     }
-    assert_eq!(
-        refresh(&server, &client, &idle, None).await.json()["error"],
-        "invalid_grant",
-        "idle for 950 s"
-    );
-    // Absolute: 1000 s after authorization, even a freshly rotated token stops.
-    server.state.clock.advance(60);
-    assert_eq!(
-        refresh(&server, &client, &token, None).await.json()["error"],
-        "invalid_grant"
-    );
 }
 
 #[tokio::test]
@@ -452,125 +470,131 @@ async fn client_credentials_grants_the_client_its_own_scopes_only_rfc6749_4_4() 
 
 #[tokio::test]
 async fn introspection_answers_active_with_claims_and_inactive_with_nothing_else_rfc7662_2_2() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    let ada = server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let gw = gateway(&server).await;
-    let tokens = code_tokens(&server, &client, SCOPE).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let info = introspect(&server, &gw, access).await;
-    assert_eq!(info["active"], true);
-    assert_eq!(info["scope"], SCOPE);
-    assert_eq!(info["client_id"], "web");
-    assert_eq!(info["username"], "ada");
-    assert_eq!(info["sub"], ada.id.as_str());
-    assert_eq!(info["token_type"], "Bearer");
-    assert_eq!(info["iss"], server.state.config.issuer_str());
-    assert_eq!(info["aud"], "web");
-    assert!(info["jti"].is_string());
-    let iat = info["iat"].as_i64().unwrap();
-    assert_eq!(info["exp"].as_i64().unwrap(), iat + 3600);
-    assert_eq!(info["nbf"].as_i64().unwrap(), iat);
-    // The hint never changes the answer.
-    for hint in ["access_token", "refresh_token", "bogus"] {
-        let res = server
-            .token_like(
-                "/introspect",
-                &gw,
-                &[("token", access), ("token_type_hint", hint)],
-            )
-            .await;
-        assert_eq!(res.json(), info, "{hint}");
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let ada = server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let gw = gateway(&server).await;
+        let tokens = code_tokens(&server, &client, SCOPE).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        let info = introspect(&server, &gw, access).await;
+        assert_eq!(info["active"], true);
+        assert_eq!(info["scope"], SCOPE);
+        assert_eq!(info["client_id"], "web");
+        assert_eq!(info["username"], "ada");
+        assert_eq!(info["sub"], ada.id.as_str());
+        assert_eq!(info["token_type"], "Bearer");
+        assert_eq!(info["iss"], server.state.config.issuer_str());
+        assert_eq!(info["aud"], "web");
+        assert!(info["jti"].is_string());
+        let iat = info["iat"].as_i64().unwrap();
+        assert_eq!(info["exp"].as_i64().unwrap(), iat + 3600);
+        assert_eq!(info["nbf"].as_i64().unwrap(), iat);
+        // The hint never changes the answer.
+        for hint in ["access_token", "refresh_token", "bogus"] {
+            let res = server
+                .token_like(
+                    "/introspect",
+                    &gw,
+                    &[("token", access), ("token_type_hint", hint)],
+                )
+                .await;
+            assert_eq!(res.json(), info, "{hint}");
+        }
+        assert_eq!(introspect(&server, &gw, "tsa_unknown").await, inactive());
+        server.state.clock.advance(3601);
+        assert_eq!(
+            introspect(&server, &gw, access).await,
+            inactive(),
+            "expired"
+        );
+        server.stop().await;
     }
-    assert_eq!(introspect(&server, &gw, "tsa_unknown").await, inactive());
-    server.state.clock.advance(3601);
-    assert_eq!(
-        introspect(&server, &gw, access).await,
-        inactive(),
-        "expired"
-    );
 }
 
 #[tokio::test]
 async fn introspection_is_only_for_registered_gateways_rfc7662_2_1() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let tokens = code_tokens(&server, &client, SCOPE).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let res = server
-        .token_like("/introspect", &client, &[("token", access)])
-        .await;
-    assert_eq!(res.status, 403);
-    assert_eq!(res.json()["error"], "unauthorized_client");
-    assert!(!res.body.contains("active"), "no answer about the token");
-    let res = http()
-        .post(server.url("/introspect"))
-        .basic_auth("gateway", Some("wrong"))
-        .form(&[("token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
-    let res = http()
-        .post(server.url("/introspect"))
-        .form(&[("token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let tokens = code_tokens(&server, &client, SCOPE).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        let res = server
+            .token_like("/introspect", &client, &[("token", access)])
+            .await;
+        assert_eq!(res.status, 403);
+        assert_eq!(res.json()["error"], "unauthorized_client");
+        assert!(!res.body.contains("active"), "no answer about the token");
+        let res = http()
+            .post(server.url("/introspect"))
+            .basic_auth("gateway", Some("wrong"))
+            .form(&[("token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let res = http()
+            .post(server.url("/introspect"))
+            .form(&[("token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn introspection_jwt_response_is_signed_and_verifies_with_the_jwks_rfc9701_5() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let gw = gateway(&server).await;
-    let tokens = code_tokens(&server, &client, SCOPE).await;
-    let res = http()
-        .post(server.url("/introspect"))
-        .basic_auth("gateway", Some(gw.secret.clone().unwrap()))
-        .header("accept", "application/token-introspection+jwt")
-        .form(&[("token", tokens["access_token"].as_str().unwrap())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/token-introspection+jwt"
-    );
-    let jwt_text = res.text().await.unwrap();
-    let header = jwt::decode_header(&jwt_text).unwrap();
-    assert_eq!(header.claim("typ").unwrap(), "token-introspection+jwt");
-    let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
-    let jwks: serde_json::Value = http()
-        .get(server.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .unwrap();
-    let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
-    let (payload, _) =
-        jwt::decode_with_verifier(&jwt_text, keys::verifier(&key).unwrap().as_ref()).unwrap();
-    assert_eq!(payload.issuer(), Some(server.state.config.issuer_str()));
-    assert_eq!(payload.audience(), Some(vec!["gateway"]));
-    assert!(payload.claim("iat").is_some());
-    let answer = payload.claim("token_introspection").unwrap();
-    assert_eq!(answer["active"], true);
-    assert_eq!(answer["username"], "ada");
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let gw = gateway(&server).await;
+        let tokens = code_tokens(&server, &client, SCOPE).await;
+        let res = http()
+            .post(server.url("/introspect"))
+            .basic_auth("gateway", Some(gw.secret.clone().unwrap()))
+            .header("accept", "application/token-introspection+jwt")
+            .form(&[("token", tokens["access_token"].as_str().unwrap())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/token-introspection+jwt"
+        );
+        let jwt_text = res.text().await.unwrap();
+        let header = jwt::decode_header(&jwt_text).unwrap();
+        assert_eq!(header.claim("typ").unwrap(), "token-introspection+jwt");
+        let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
+        let jwks: serde_json::Value = http()
+            .get(server.url("/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .unwrap();
+        let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
+        let (payload, _) =
+            jwt::decode_with_verifier(&jwt_text, keys::verifier(&key).unwrap().as_ref()).unwrap();
+        assert_eq!(payload.issuer(), Some(server.state.config.issuer_str()));
+        assert_eq!(payload.audience(), Some(vec!["gateway"]));
+        assert!(payload.claim("iat").is_some());
+        let answer = payload.claim("token_introspection").unwrap();
+        assert_eq!(answer["active"], true);
+        assert_eq!(answer["username"], "ada");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -638,125 +662,133 @@ async fn revocation_of_access_and_refresh_tokens_rfc7009_2_1() {
 
 #[tokio::test]
 async fn revocation_of_another_clients_token_is_refused_and_changes_nothing_rfc7009_2_1() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    server.user("ada").await;
-    let client = app_client(&server, "web").await;
-    let other = app_client(&server, "other").await;
-    let gw = gateway(&server).await;
-    let tokens = code_tokens(&server, &client, SCOPE).await;
-    let access = tokens["access_token"].as_str().unwrap();
-    let res = server
-        .token_like("/revoke", &other, &[("token", access)])
-        .await;
-    assert_eq!(res.status, 400);
-    assert_eq!(res.json()["error"], "unauthorized_client");
-    assert_eq!(introspect(&server, &gw, access).await["active"], true);
-    // Client authentication is required.
-    let res = http()
-        .post(server.url("/revoke"))
-        .form(&[("token", access)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 401);
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let other = app_client(&server, "other").await;
+        let gw = gateway(&server).await;
+        let tokens = code_tokens(&server, &client, SCOPE).await;
+        let access = tokens["access_token"].as_str().unwrap();
+        let res = server
+            .token_like("/revoke", &other, &[("token", access)])
+            .await;
+        assert_eq!(res.status, 400);
+        assert_eq!(res.json()["error"], "unauthorized_client");
+        assert_eq!(introspect(&server, &gw, access).await["active"], true);
+        // Client authentication is required.
+        let res = http()
+            .post(server.url("/revoke"))
+            .form(&[("token", access)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn revocation_refuses_token_types_it_does_not_handle_rfc7009_2_2_1() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    let client = app_client(&server, "web").await;
-    let key = tessera::crypto::token::PlainSecret::generate("tsk_");
-    let record = tessera::store::TokenRecord {
-        digest: key.digest(),
-        kind: tessera::store::TokenKind::ApiKey,
-        jti: "k1".into(),
-        grant_id: None,
-        client_id: Some("web".into()),
-        account_id: None,
-        scope: "api".into(),
-        label: Some("ci".into()),
-        previous_digest: None,
-        created_at: 0,
-        expires_at: None,
-        used_at: None,
-        revoked_at: None,
-    };
-    server
-        .state
-        .store
-        .insert_tokens(
-            &[record],
-            &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::TokenIssued, "test", 0),
-        )
-        .await
-        .unwrap();
-    let res = server
-        .token_like("/revoke", &client, &[("token", key.expose())])
-        .await;
-    assert_eq!(res.status, 400);
-    assert_eq!(res.json()["error"], "unsupported_token_type");
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = app_client(&server, "web").await;
+        let key = tessera::crypto::token::PlainSecret::generate("tsk_");
+        let record = tessera::store::TokenRecord {
+            digest: key.digest(),
+            kind: tessera::store::TokenKind::ApiKey,
+            jti: "k1".into(),
+            grant_id: None,
+            client_id: Some("web".into()),
+            account_id: None,
+            scope: "api".into(),
+            label: Some("ci".into()),
+            previous_digest: None,
+            created_at: 0,
+            expires_at: None,
+            used_at: None,
+            revoked_at: None,
+        };
+        server
+            .state
+            .store
+            .insert_tokens(
+                &[record],
+                &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::TokenIssued, "test", 0),
+            )
+            .await
+            .unwrap();
+        let res = server
+            .token_like("/revoke", &client, &[("token", key.expose())])
+            .await;
+        assert_eq!(res.status, 400);
+        assert_eq!(res.json()["error"], "unsupported_token_type");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn jwt_access_tokens_follow_rfc9068_and_die_with_their_grant() {
-    let db = TestDb::sqlite().await;
-    let server = TestServer::start(&db).await;
-    let ada = server.user("ada").await;
-    let client = server
-        .client_with("internal", false, |c| {
-            c.scope = SCOPE.into();
-            c.access_token_format = AccessTokenFormat::Jwt;
-        })
-        .await;
-    let gw = gateway(&server).await;
-    let tokens = code_tokens(&server, &client, SCOPE).await;
-    let at = tokens["access_token"].as_str().unwrap();
-    let header = jwt::decode_header(at).unwrap();
-    assert_eq!(header.claim("typ").unwrap(), "at+jwt");
-    let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
-    let jwks: serde_json::Value = http()
-        .get(server.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid.as_str())
-        .unwrap();
-    let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
-    let (claims, _) =
-        jwt::decode_with_verifier(at, keys::verifier(&key).unwrap().as_ref()).unwrap();
-    assert_eq!(claims.issuer(), Some(server.state.config.issuer_str()));
-    assert_eq!(claims.subject(), Some(ada.id.as_str()));
-    assert_eq!(claims.audience(), Some(vec!["internal"]));
-    assert_eq!(claims.claim("client_id").unwrap(), "internal");
-    assert_eq!(claims.claim("scope").unwrap(), SCOPE);
-    assert!(
-        claims.jwt_id().is_some() && claims.claim("iat").is_some() && claims.claim("exp").is_some()
-    );
-    let info = introspect(&server, &gw, at).await;
-    assert_eq!(info["active"], true);
-    assert_eq!(info["jti"], claims.jwt_id().unwrap());
-    // Revoking the grant (through its refresh token) makes the JWT inactive at introspection.
-    assert_eq!(
-        server
-            .token_like(
-                "/revoke",
-                &client,
-                &[("token", tokens["refresh_token"].as_str().unwrap())]
-            )
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let ada = server.user("ada").await;
+        let client = server
+            .client_with("internal", false, |c| {
+                c.scope = SCOPE.into();
+                c.access_token_format = AccessTokenFormat::Jwt;
+            })
+            .await;
+        let gw = gateway(&server).await;
+        let tokens = code_tokens(&server, &client, SCOPE).await;
+        let at = tokens["access_token"].as_str().unwrap();
+        let header = jwt::decode_header(at).unwrap();
+        assert_eq!(header.claim("typ").unwrap(), "at+jwt");
+        let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
+        let jwks: serde_json::Value = http()
+            .get(server.url("/jwks"))
+            .send()
             .await
-            .status,
-        200
-    );
-    assert_eq!(introspect(&server, &gw, at).await, inactive());
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .unwrap();
+        let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
+        let (claims, _) =
+            jwt::decode_with_verifier(at, keys::verifier(&key).unwrap().as_ref()).unwrap();
+        assert_eq!(claims.issuer(), Some(server.state.config.issuer_str()));
+        assert_eq!(claims.subject(), Some(ada.id.as_str()));
+        assert_eq!(claims.audience(), Some(vec!["internal"]));
+        assert_eq!(claims.claim("client_id").unwrap(), "internal");
+        assert_eq!(claims.claim("scope").unwrap(), SCOPE);
+        assert!(
+            claims.jwt_id().is_some()
+                && claims.claim("iat").is_some()
+                && claims.claim("exp").is_some()
+        );
+        let info = introspect(&server, &gw, at).await;
+        assert_eq!(info["active"], true);
+        assert_eq!(info["jti"], claims.jwt_id().unwrap());
+        // Revoking the grant (through its refresh token) makes the JWT inactive at introspection.
+        assert_eq!(
+            server
+                .token_like(
+                    "/revoke",
+                    &client,
+                    &[("token", tokens["refresh_token"].as_str().unwrap())]
+                )
+                .await
+                .status,
+            200
+        );
+        assert_eq!(introspect(&server, &gw, at).await, inactive());
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
