@@ -90,6 +90,38 @@ async fn step(
     })
 }
 
+/// A form that continues a pending authorization request (login, consent): it must be a
+/// form without repeated fields and carry this browser's CSRF token; the request it carries
+/// in `authorize_query` is validated again exactly as `/authorize` does. On failure, the
+/// response to send.
+pub async fn pending_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    fields: &[&str],
+    title: &str,
+) -> Result<(Params, Params, AuthorizeRequest), Response> {
+    let form = Params::parse(body, fields);
+    if !error::is_form(headers) || form.reject_duplicates().is_err() {
+        return Err(pages::error_page(
+            StatusCode::BAD_REQUEST,
+            title,
+            "The form was not sent correctly.",
+        ));
+    }
+    if !session::Csrf::verify(app, headers, form.get("csrf_token")) {
+        return Err(login::expired_form());
+    }
+    let params = Params::parse(
+        form.get("authorize_query").unwrap_or("").as_bytes(),
+        AUTHORIZE_PARAMS,
+    );
+    match authorize::validate(app.store.as_ref(), &params).await {
+        Ok(request) => Ok((form, params, request)),
+        Err(e) => Err(error::authorize_error(app, e, StatusCode::SEE_OTHER)),
+    }
+}
+
 /// The request's own parameters, to carry through the login and consent forms and back to
 /// `/authorize`, minus the `prompt` values already satisfied (else `prompt=login` would ask
 /// for a login again after every login).

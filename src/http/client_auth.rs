@@ -78,6 +78,27 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, TokenErr
     }
 }
 
+/// A form POST to a client endpoint (token, introspection, revocation): the body must be
+/// form-encoded (RFC 6749 §3.2), no allowed parameter repeated, and the client must
+/// authenticate. Returns the parameters (from `allowed`) and the client.
+pub async fn authenticated_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    allowed: &[&str],
+) -> Result<(Params, ClientRecord), TokenError> {
+    if !super::error::is_form(headers) {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+    let params = Params::parse(body, allowed);
+    params.reject_duplicates()?;
+    let client = authenticate(app, headers, &params).await?;
+    Ok((params, client))
+}
+
 /// The authenticated client, or `invalid_client`.
 pub async fn authenticate(
     app: &AppState,

@@ -11,14 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use oxide_auth::primitives::scope::Scope;
 
-use super::authorize::{pending_query, request_meta};
-use super::login::{expired_form, see_other};
+use super::authorize::{pending_form, pending_query, request_meta};
+use super::login::see_other;
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::oauth::authorize::{self, AuthorizeRequest, AUTHORIZE_PARAMS};
+use crate::oauth::authorize::AuthorizeRequest;
 use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::params::Params;
 use crate::store::AccountRecord;
 
 const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
@@ -54,25 +53,11 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = Params::parse(&body, CONSENT_PARAMS);
-    if !error::is_form(&headers) || form.reject_duplicates().is_err() {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Consent failed",
-            "The form was not sent correctly.",
-        );
-    }
-    if !session::Csrf::verify(&app, &headers, form.get("csrf_token")) {
-        return expired_form();
-    }
-    let params = Params::parse(
-        form.get("authorize_query").unwrap_or("").as_bytes(),
-        AUTHORIZE_PARAMS,
-    );
-    let request = match authorize::validate(app.store.as_ref(), &params).await {
-        Ok(r) => r,
-        Err(e) => return error::authorize_error(&app, e, StatusCode::SEE_OTHER),
-    };
+    let (form, params, request) =
+        match pending_form(&app, &headers, &body, CONSENT_PARAMS, "Consent failed").await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
     let now = app.clock.now();
     let account = match session::current(&app, &headers, now).await {
         Ok(Some((_, account))) => account,

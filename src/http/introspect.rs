@@ -15,11 +15,10 @@ use josekit::jwt::JwtPayload;
 use serde_json::json;
 
 use super::client_auth;
-use super::error::{is_form, TokenError};
+use super::error::TokenError;
 use crate::app::AppState;
 use crate::oauth::error::OAuthError;
 use crate::oauth::introspection;
-use crate::oauth::params::Params;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
 const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
@@ -29,15 +28,7 @@ pub async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TokenError> {
-    if !is_form(&headers) {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        )
-        .into());
-    }
-    let params = Params::parse(&body, PARAMS);
-    params.reject_duplicates()?;
-    let client = client_auth::authenticate(&app, &headers, &params).await?;
+    let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
     if !client.may_introspect {
         let body = json!({
             "error": "unauthorized_client",

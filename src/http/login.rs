@@ -11,12 +11,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 
-use super::authorize::{pending_query, request_meta};
+use super::authorize::{pending_form, pending_query, request_meta};
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
-use crate::oauth::authorize::{self, AuthorizeRequest, AUTHORIZE_PARAMS};
-use crate::oauth::params::Params;
+use crate::oauth::authorize::AuthorizeRequest;
 use crate::store::SessionRecord;
 
 const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
@@ -62,25 +61,11 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = Params::parse(&body, LOGIN_PARAMS);
-    if !error::is_form(&headers) || form.reject_duplicates().is_err() {
-        return pages::error_page(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            "The form was not sent correctly.",
-        );
-    }
-    if !session::Csrf::verify(&app, &headers, form.get("csrf_token")) {
-        return expired_form();
-    }
-    let params = Params::parse(
-        form.get("authorize_query").unwrap_or("").as_bytes(),
-        AUTHORIZE_PARAMS,
-    );
-    let request = match authorize::validate(app.store.as_ref(), &params).await {
-        Ok(r) => r,
-        Err(e) => return error::authorize_error(&app, e, StatusCode::SEE_OTHER),
-    };
+    let (form, params, request) =
+        match pending_form(&app, &headers, &body, LOGIN_PARAMS, "Sign-in failed").await {
+            Ok(parts) => parts,
+            Err(response) => return response,
+        };
     let query = pending_query(&params, &[]);
     let username = form.get("username").unwrap_or("");
     let password = SecretString::from(form.get("password").unwrap_or(""));

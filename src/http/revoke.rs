@@ -9,12 +9,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::client_auth;
-use super::error::{is_form, TokenError};
+use super::error::TokenError;
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::params::Params;
 use crate::store::TokenKind;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
@@ -24,15 +23,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TokenError> {
-    if !is_form(&headers) {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        )
-        .into());
-    }
-    let params = Params::parse(&body, PARAMS);
-    params.reject_duplicates()?;
-    let client = client_auth::authenticate(&app, &headers, &params).await?;
+    let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
     let token = params.required("token")?;
     let digest = Digest::of(token);
     let now = app.clock.now();

@@ -8,11 +8,10 @@ use axum::Json;
 use serde::Serialize;
 
 use super::client_auth;
-use super::error::{is_form, TokenError};
+use super::error::TokenError;
 use crate::app::AppState;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::grants::{self, Issued};
-use crate::oauth::params::Params;
 
 /// Parameters the token endpoint reads; anything else is ignored (RFC 6749 §3.2).
 pub const TOKEN_PARAMS: &[&str] = &[
@@ -45,15 +44,8 @@ pub async fn token(
     body: Bytes,
 ) -> Result<Response, TokenError> {
     // RFC 6749 §3.2: parameters come as application/x-www-form-urlencoded.
-    if !is_form(&headers) {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        )
-        .into());
-    }
-    let params = Params::parse(&body, TOKEN_PARAMS);
-    params.reject_duplicates()?;
-    let client = client_auth::authenticate(&app, &headers, &params).await?;
+    let (params, client) =
+        client_auth::authenticated_form(&app, &headers, &body, TOKEN_PARAMS).await?;
     let grant_type = params.required("grant_type")?;
     if !matches!(
         grant_type,
