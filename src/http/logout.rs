@@ -144,7 +144,9 @@ async fn logout(
         let tied = hint.as_ref().is_some_and(|h| h.subject == account.id);
         if !tied && !confirmed {
             let query = params.to_query(|_, v| Some(v.to_owned()));
-            return session::form_page(app, headers, StatusCode::OK, "", |csrf_token| {
+            // The confirmed form ends in a redirect to the RP; CSP form-action must allow it.
+            let target = redirect.as_deref().unwrap_or("");
+            return session::form_page(app, headers, StatusCode::OK, target, |csrf_token| {
                 ConfirmPage {
                     username: &account.username,
                     csrf_token,

@@ -557,6 +557,12 @@ async fn logout_without_a_hint_for_this_user_asks_for_confirmation_with_csrf() {
         .await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("name=\"confirm\""), "{}", page.body);
+    // Browsers apply form-action to the redirect after the confirmation is posted.
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(
+        csp.contains("form-action 'self' https://app.example"),
+        "{csp}"
+    );
     assert!(
         signed_in(&browser, &client).await,
         "nothing happens before confirmation"
