@@ -64,6 +64,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let passwords = Passwords::new(&config.password)?;
+        passwords.warm_up().await?;
         let clock = Clock::default();
         crate::crypto::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
         let keys = crate::crypto::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());

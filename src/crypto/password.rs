@@ -51,6 +51,21 @@ impl Passwords {
         })
     }
 
+    /// Computes the dummy hash now, so that even the first unknown-user login costs exactly
+    /// one hash (the server calls this at start-up).
+    pub async fn warm_up(&self) -> Result<(), PasswordError> {
+        let params = self.params.clone();
+        let dummy = self.dummy.clone();
+        tokio::task::spawn_blocking(move || {
+            if dummy.get().is_none() {
+                let d = hash_blocking(params, "tessera-dummy-password")?;
+                let _ = dummy.set(d);
+            }
+            Ok(())
+        })
+        .await?
+    }
+
     fn argon2(params: Params) -> Argon2<'static> {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
     }
