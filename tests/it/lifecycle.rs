@@ -2,12 +2,9 @@
 //! (§4.4), introspection (RFC 7662, RFC 9701), revocation (RFC 7009), JWT access tokens
 //! (RFC 9068).
 
-use josekit::jwk::Jwk;
-use josekit::jwt;
-use tessera::crypto::keys;
 use tessera::store::AccessTokenFormat;
 
-use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, REDIRECT};
+use crate::support::flow::{AuthorizeUrl, Pkce, TestClient};
 use crate::support::{http, TestDb, TestServer};
 
 const SCOPE: &str = "openid profile offline_access api";
@@ -31,31 +28,10 @@ async fn gateway(server: &TestServer) -> TestClient {
 
 /// Runs the code flow for `scope` (user "ada" must exist) and returns the token response.
 async fn code_tokens(server: &TestServer, client: &TestClient, scope: &str) -> serde_json::Value {
-    let pkce = Pkce::new();
-    let done = server
-        .browser()
-        .authorize_through(
-            &AuthorizeUrl::new(client)
-                .set("scope", scope)
-                .pkce(&pkce)
-                .path(),
-            "ada",
-        )
-        .await;
-    let code = done.redirect_params()["code"].clone();
-    let res = server
-        .token(
-            client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &pkce.verifier),
-            ],
-        )
-        .await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    res.json()
+    let url = AuthorizeUrl::new(client).set("scope", scope);
+    server
+        .code_flow(&server.browser(), client, url, &Pkce::new())
+        .await
 }
 
 async fn refresh(
@@ -567,26 +543,8 @@ async fn introspection_jwt_response_is_signed_and_verifies_with_the_jwks_rfc9701
             "application/token-introspection+jwt"
         );
         let jwt_text = res.text().await.unwrap();
-        let header = jwt::decode_header(&jwt_text).unwrap();
-        assert_eq!(header.claim("typ").unwrap(), "token-introspection+jwt");
-        let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
-        let jwks: serde_json::Value = http()
-            .get(server.url("/jwks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == kid.as_str())
-            .unwrap();
-        let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
-        let (payload, _) =
-            jwt::decode_with_verifier(&jwt_text, keys::verifier(&key).unwrap().as_ref()).unwrap();
+        let (payload, header) = server.verify_jwt(&jwt_text).await;
+        assert_eq!(header.token_type(), Some("token-introspection+jwt"));
         assert_eq!(payload.issuer(), Some(server.state.config.issuer_str()));
         assert_eq!(payload.audience(), Some(vec!["gateway"]));
         assert!(payload.claim("iat").is_some());
@@ -741,26 +699,8 @@ async fn jwt_access_tokens_follow_rfc9068_and_die_with_their_grant() {
         let gw = gateway(&server).await;
         let tokens = code_tokens(&server, &client, SCOPE).await;
         let at = tokens["access_token"].as_str().unwrap();
-        let header = jwt::decode_header(at).unwrap();
-        assert_eq!(header.claim("typ").unwrap(), "at+jwt");
-        let kid = header.claim("kid").unwrap().as_str().unwrap().to_owned();
-        let jwks: serde_json::Value = http()
-            .get(server.url("/jwks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == kid.as_str())
-            .unwrap();
-        let key = Jwk::from_bytes(key.to_string().as_bytes()).unwrap();
-        let (claims, _) =
-            jwt::decode_with_verifier(at, keys::verifier(&key).unwrap().as_ref()).unwrap();
+        let (claims, header) = server.verify_jwt(at).await;
+        assert_eq!(header.token_type(), Some("at+jwt"));
         assert_eq!(claims.issuer(), Some(server.state.config.issuer_str()));
         assert_eq!(claims.subject(), Some(ada.id.as_str()));
         assert_eq!(claims.audience(), Some(vec!["internal"]));

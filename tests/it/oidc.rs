@@ -9,41 +9,14 @@ use crate::support::flow::{AuthorizeUrl, Browser, Pkce, TestClient, PASSWORD, RE
 use crate::support::{http, TestDb, TestServer};
 
 async fn jwks(server: &TestServer) -> Vec<Jwk> {
-    let body: serde_json::Value = http()
-        .get(server.url("/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| Jwk::from_bytes(k.to_string().as_bytes()).unwrap())
-        .collect()
+    server.jwks().await
 }
 
-/// Verifies `token` against the JWKS the server publishes right now.
 async fn verify(
     server: &TestServer,
     token: &str,
 ) -> (josekit::jwt::JwtPayload, josekit::jws::JwsHeader) {
-    let header = jwt::decode_header(token).unwrap();
-    let kid = header
-        .claim("kid")
-        .and_then(|v| v.as_str())
-        .unwrap()
-        .to_owned();
-    let key = jwks(server)
-        .await
-        .into_iter()
-        .find(|k| k.key_id() == Some(kid.as_str()))
-        .expect("kid in JWKS");
-    let verifier = keys::verifier(&key).unwrap();
-    let (payload, header) = jwt::decode_with_verifier(token, verifier.as_ref()).unwrap();
-    (payload, header)
+    server.verify_jwt(token).await
 }
 
 /// Code flow through to the token response, in a new browser.
@@ -53,10 +26,9 @@ async fn tokens(
     url: AuthorizeUrl,
     pkce: &Pkce,
 ) -> serde_json::Value {
-    tokens_in(server, &server.browser(), client, url, pkce).await
+    server.code_flow(&server.browser(), client, url, pkce).await
 }
 
-/// Code flow through to the token response, in `browser` (which keeps its session).
 async fn tokens_in(
     server: &TestServer,
     browser: &Browser,
@@ -64,23 +36,7 @@ async fn tokens_in(
     url: AuthorizeUrl,
     pkce: &Pkce,
 ) -> serde_json::Value {
-    let done = browser
-        .authorize_through(&url.pkce(pkce).path(), "ada")
-        .await;
-    let code = done.redirect_params()["code"].clone();
-    let res = server
-        .token(
-            client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &pkce.verifier),
-            ],
-        )
-        .await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    res.json()
+    server.code_flow(browser, client, url, pkce).await
 }
 
 #[tokio::test]

@@ -93,6 +93,73 @@ impl TestServer {
         account
     }
 
+    /// Runs the code flow in `browser` as "ada" (PKCE added to `url`) and exchanges the code;
+    /// returns the token response.
+    pub async fn code_flow(
+        &self,
+        browser: &Browser,
+        client: &TestClient,
+        url: AuthorizeUrl,
+        pkce: &Pkce,
+    ) -> serde_json::Value {
+        let done = browser
+            .authorize_through(&url.pkce(pkce).path(), "ada")
+            .await;
+        let code = done.redirect_params()["code"].clone();
+        let res = self
+            .token(
+                client,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &pkce.verifier),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        res.json()
+    }
+
+    /// The keys `/jwks` publishes now.
+    pub async fn jwks(&self) -> Vec<josekit::jwk::Jwk> {
+        let body: serde_json::Value = super::http()
+            .get(self.url("/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| josekit::jwk::Jwk::from_bytes(k.to_string().as_bytes()).unwrap())
+            .collect()
+    }
+
+    /// Verifies a JWT against the key `/jwks` publishes now under its `kid`.
+    pub async fn verify_jwt(
+        &self,
+        token: &str,
+    ) -> (josekit::jwt::JwtPayload, josekit::jws::JwsHeader) {
+        let header = josekit::jwt::decode_header(token).unwrap();
+        let kid = header
+            .claim("kid")
+            .and_then(|v| v.as_str())
+            .unwrap()
+            .to_owned();
+        let key = self
+            .jwks()
+            .await
+            .into_iter()
+            .find(|k| k.key_id() == Some(kid.as_str()))
+            .expect("kid in JWKS");
+        let verifier = tessera::crypto::keys::verifier(&key).unwrap();
+        josekit::jwt::decode_with_verifier(token, verifier.as_ref()).unwrap()
+    }
+
     pub fn browser(&self) -> Browser {
         Browser {
             http: reqwest::Client::builder()
