@@ -182,7 +182,6 @@ impl KeySet {
         let mut published = Vec::new();
         for alg in ALGS {
             let of_alg: Vec<&SigningKeyRecord> = records.iter().filter(|r| r.alg == *alg).collect();
-            let signing = of_alg.iter().rev().find(|r| r.activates_at <= now);
             for (i, record) in of_alg.iter().enumerate() {
                 // Superseded when the next key of this algorithm activated.
                 let superseded_at = of_alg[i + 1..]
@@ -196,10 +195,14 @@ impl KeySet {
                     .map_err(|e| KeyError::Malformed(record.kid.clone(), e.to_string()))?;
                 published.push(jwk);
             }
-            if let Some(record) = signing {
+        }
+        // The signing key per algorithm is the one `states` calls active, so `keys list`
+        // and the server can never disagree.
+        for (record, state) in states(records, now) {
+            if state == "active" {
                 let private = decrypt(record, kek)?;
                 active.insert(
-                    (*alg).to_owned(),
+                    record.alg.clone(),
                     ActiveKey {
                         kid: record.kid.clone(),
                         alg: record.alg.clone(),
@@ -275,10 +278,6 @@ impl KeyCache {
             max_token_ttl,
             cached: Default::default(),
         }
-    }
-
-    pub fn kek(&self) -> &Kek {
-        &self.kek
     }
 
     /// The keys as of `now`.

@@ -2,14 +2,12 @@
 //! client and scope; approving adds the requested scopes to what was granted before.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use oxide_auth::primitives::scope::Scope;
 
 use super::authorize::{pending_form, pending_query, request_meta};
 use super::login::see_other;
@@ -18,6 +16,7 @@ use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::oauth::authorize::AuthorizeRequest;
 use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::scope;
 use crate::store::AccountRecord;
 
 const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
@@ -81,7 +80,7 @@ pub async fn post(
                 let previous = app.store.consent(&account.id, &request.client.id).await?;
                 let mut granted: Vec<String> = previous
                     .as_deref()
-                    .and_then(|p| Scope::from_str(p).ok())
+                    .and_then(|p| scope::parse(p).ok())
                     .map(|s| s.iter().map(str::to_owned).collect())
                     .unwrap_or_default();
                 for s in request.scope.iter() {

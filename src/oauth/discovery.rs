@@ -3,19 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::claims;
+use super::{claims, scope};
 use crate::crypto::keys::ALGS;
 use crate::http::paths;
-
-/// Scopes Tessera understands (clients are registered with a subset).
-pub const SCOPES: &[&str] = &[
-    "openid",
-    "profile",
-    "email",
-    "address",
-    "phone",
-    "offline_access",
-];
 
 /// Client authentication at the token, introspection and revocation endpoints.
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
@@ -34,7 +24,7 @@ pub fn metadata(issuer: &str) -> Value {
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_signing_alg_values_supported": ["RS256"],
-        "scopes_supported": SCOPES,
+        "scopes_supported": scope::OIDC_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

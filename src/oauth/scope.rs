@@ -7,6 +7,17 @@ use std::str::FromStr;
 
 use oxide_auth::primitives::scope::Scope;
 
+/// The scopes OpenID Connect defines (Core §5.4, §11). They describe a person, so they are
+/// never granted to a client acting for itself; discovery lists them as supported.
+pub const OIDC_SCOPES: &[&str] = &[
+    "openid",
+    "profile",
+    "email",
+    "address",
+    "phone",
+    "offline_access",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error(

@@ -9,16 +9,6 @@ use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::store::ClientRecord;
 
-/// Scopes that describe a person: never granted to a client acting for itself.
-pub const PERSON_SCOPES: &[&str] = &[
-    "openid",
-    "profile",
-    "email",
-    "address",
-    "phone",
-    "offline_access",
-];
-
 pub async fn issue(
     app: &AppState,
     client: &ClientRecord,
@@ -36,7 +26,10 @@ pub async fn issue(
         Some(requested) => {
             scope::check_within(requested, &allowed)
                 .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
-            if let Some(person) = requested.split(' ').find(|s| PERSON_SCOPES.contains(s)) {
+            if let Some(person) = requested
+                .split(' ')
+                .find(|s| scope::OIDC_SCOPES.contains(s))
+            {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidScope,
                     format!("scope `{person}` describes a person and is not granted to a client acting for itself"),
@@ -48,7 +41,7 @@ pub async fn issue(
         None => {
             let mut own: Vec<&str> = allowed
                 .iter()
-                .filter(|s| !PERSON_SCOPES.contains(s))
+                .filter(|s| !scope::OIDC_SCOPES.contains(s))
                 .collect();
             own.sort_unstable();
             if own.is_empty() {
