@@ -87,9 +87,13 @@ pub struct CreateArgs {
     /// Trusted first-party application: consent is not asked.
     #[arg(long = "first-party")]
     first_party: bool,
-    /// Require PKCE even though the client is confidential.
-    #[arg(long = "require-pkce")]
+    /// Accepted for compatibility: every client requires PKCE unless --pkce-optional.
+    #[arg(long = "require-pkce", conflicts_with = "pkce_optional")]
     require_pkce: bool,
+    /// Legacy confidential clients only: PKCE may be left out of an OpenID request that
+    /// carries a `nonce` (RFC 9700 §2.1.1). Audited.
+    #[arg(long = "pkce-optional")]
+    pkce_optional: bool,
     #[arg(long = "id-token-alg", default_value = "RS256")]
     id_token_alg: String,
     #[arg(long)]
@@ -142,7 +146,9 @@ pub async fn run(config: &Config, command: ClientCommand) -> Result<(), CliError
         ClientCommand::Create(args) => {
             let json = args.json;
             let (client, secret) = build(args, now)?;
-            let audit = AuditEvent::new(AuditKind::ClientCreated, "cli", now).client(&client.id);
+            let audit = AuditEvent::new(AuditKind::ClientCreated, "cli", now)
+                .client(&client.id)
+                .details(json!({ "require_pkce": client.require_pkce }));
             store
                 .insert_client(&client, &audit)
                 .await
@@ -177,8 +183,11 @@ pub async fn run(config: &Config, command: ClientCommand) -> Result<(), CliError
                 .client(&args.id)
                 .await?
                 .ok_or_else(|| not_found(&args.id))?;
+            let before = client.clone();
             apply_update(&mut client, args, now)?;
-            let audit = AuditEvent::new(AuditKind::ClientUpdated, "cli", now).client(&client.id);
+            let audit = AuditEvent::new(AuditKind::ClientUpdated, "cli", now)
+                .client(&client.id)
+                .details(changed_flags(&before, &client));
             store.update_client(&client, &audit).await?;
             print(json, &client, || describe(&client))
         }
@@ -264,8 +273,8 @@ fn build(args: CreateArgs, now: i64) -> Result<(ClientRecord, Option<PlainSecret
         access_token_format: args.access_token_format,
         may_introspect: args.introspect,
         first_party: args.first_party,
-        // RFC 9700 §2.1.1: public clients must use PKCE.
-        require_pkce: args.require_pkce || args.public,
+        // RFC 9700 §2.1.1: PKCE for every client; only an explicit opt-out drops it.
+        require_pkce: args.require_pkce || !args.pkce_optional,
         id_token_signed_response_alg: args.id_token_alg,
         created_at: now,
         updated_at: now,
@@ -322,6 +331,22 @@ fn apply_update(client: &mut ClientRecord, args: UpdateArgs, now: i64) -> Result
     validate(client)
 }
 
+/// The security-relevant flags an update changed, for the audit trail (an opt-out of PKCE
+/// or a new right to introspect must be visible there).
+fn changed_flags(before: &ClientRecord, after: &ClientRecord) -> serde_json::Value {
+    let mut changed = serde_json::Map::new();
+    for (name, old, new) in [
+        ("require_pkce", before.require_pkce, after.require_pkce),
+        ("may_introspect", before.may_introspect, after.may_introspect),
+        ("first_party", before.first_party, after.first_party),
+    ] {
+        if old != new {
+            changed.insert(name.to_owned(), json!(new));
+        }
+    }
+    serde_json::Value::Object(changed)
+}
+
 /// Everything a client record must satisfy, checked before any write.
 pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
     let id_ok = (1..=128).contains(&c.id.len())
@@ -361,6 +386,16 @@ pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
         return Err(CliError::new(
             "refresh_token needs authorization_code: refresh tokens come from code exchanges",
         ));
+    }
+    // RFC 7662 §2.1: the introspection endpoint needs client authentication; a public client
+    // has none, so anyone who knows its id could read every token.
+    if c.may_introspect && c.is_public() {
+        return Err(CliError::new(
+            "a public client cannot introspect (it cannot authenticate, RFC 7662 §2.1)",
+        ));
+    }
+    if !c.require_pkce && c.is_public() {
+        return Err(CliError::new("a public client always requires PKCE"));
     }
     if has("client_credentials") && c.is_public() {
         return Err(CliError::new(

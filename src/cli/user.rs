@@ -228,7 +228,10 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
             account.updated_at = now;
             let audit =
                 AuditEvent::new(AuditKind::UserPasswordSet, "cli", now).account(&account.id);
-            store.update_account(&account, &audit).await?;
+            // ASVS 5.0 7.4.3: a new password ends what the old one (or its thief) started.
+            store
+                .update_account_ending_access(&account, now, &audit)
+                .await?;
             print(json, &json!({ "password_set": account.id }), || {
                 format!("password set for `{}`", account.username)
             })
@@ -268,7 +271,14 @@ async fn set_disabled(
     let audit = AuditEvent::new(kind, "cli", now)
         .account(&account.id)
         .details(json!({ "disabled": disabled }));
-    store.update_account(&account, &audit).await?;
+    if disabled {
+        // ASVS 5.0 7.4.2: disabling ends every session and grant; enabling restores none.
+        store
+            .update_account_ending_access(&account, now, &audit)
+            .await?;
+    } else {
+        store.update_account(&account, &audit).await?;
+    }
     print(json, &account, || describe(&account))
 }
 

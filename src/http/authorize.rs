@@ -102,7 +102,7 @@ pub async fn pending_form(
     title: &str,
 ) -> Result<(Params, Params, AuthorizeRequest), Response> {
     let form = Params::parse(body, fields);
-    if !error::is_form(headers) || form.reject_duplicates().is_err() {
+    if !error::is_form(headers) || form.reject_malformed().is_err() {
         return Err(pages::error_page(
             StatusCode::BAD_REQUEST,
             title,

@@ -9,7 +9,7 @@ use base64::Engine;
 use super::error::TokenError;
 use crate::app::AppState;
 use crate::oauth::error::OAuthError;
-use crate::oauth::params::Params;
+use crate::oauth::params::{has_control, Params};
 use crate::store::{AuthMethod, ClientRecord};
 
 /// How the request tried to authenticate.
@@ -37,7 +37,12 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    Some((form_decode(id)?, form_decode(secret)?))
+    let (id, secret) = (form_decode(id)?, form_decode(secret)?);
+    // Same rule as form parameters: no control characters (Postgres refuses NUL in text).
+    if has_control(&id) || has_control(&secret) {
+        return None;
+    }
+    Some((id, secret))
 }
 
 fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, TokenError> {
@@ -94,7 +99,7 @@ pub async fn authenticated_form(
         .into());
     }
     let params = Params::parse(body, allowed);
-    params.reject_duplicates()?;
+    params.reject_malformed()?;
     let client = authenticate(app, headers, &params).await?;
     Ok((params, client))
 }
@@ -167,5 +172,10 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode("idsecret")
         );
         assert_eq!(parse_basic(&no_colon), None);
+        let nul = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("a%00b:secret")
+        );
+        assert_eq!(parse_basic(&nul), None);
     }
 }

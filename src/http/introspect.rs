@@ -40,8 +40,14 @@ pub async fn introspect(
     }
     let token = params.required("token")?;
     let now = app.clock.now();
-    let answer =
-        introspection::describe(app.store.as_ref(), app.config.issuer_str(), token, now).await?;
+    let answer = introspection::describe(
+        app.store.as_ref(),
+        app.config.issuer_str(),
+        &client.id,
+        token,
+        now,
+    )
+    .await?;
 
     let wants_jwt = headers
         .get(header::ACCEPT)

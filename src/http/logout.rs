@@ -99,7 +99,7 @@ async fn logout(
     confirmed: bool,
     redirect_status: StatusCode,
 ) -> Response {
-    if params.reject_duplicates().is_err() {
+    if params.reject_malformed().is_err() {
         return bad_request("A parameter was sent more than once.");
     }
     let now = app.clock.now();

@@ -80,9 +80,9 @@ fn presented(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerE
     let from_body = match body {
         Some(body) if is_form(headers) => {
             let params = Params::parse(body, &["access_token"]);
-            if params.is_duplicated("access_token") {
+            if params.is_rejected("access_token") {
                 return Err(BearerError::InvalidRequest(
-                    "access_token sent more than once",
+                    "access_token sent more than once or malformed",
                 ));
             }
             params.get("access_token").map(str::to_owned)

@@ -128,11 +128,13 @@ pub async fn validate(
     store: &dyn Store,
     params: &Params,
 ) -> Result<AuthorizeRequest, AuthorizeError> {
-    // Zone 1: client and redirect URI. A repeated client_id or redirect_uri cannot be
-    // trusted to say where to redirect, so it is a page too.
+    // Zone 1: client and redirect URI. A repeated or malformed client_id or redirect_uri
+    // cannot be trusted to say where to redirect, so it is a page too.
     let page = |d: &'static str| AuthorizeError::Page(OAuthError::invalid_request(d));
-    if params.is_duplicated("client_id") || params.is_duplicated("redirect_uri") {
-        return Err(page("client_id or redirect_uri was sent more than once"));
+    if params.is_rejected("client_id") || params.is_rejected("redirect_uri") {
+        return Err(page(
+            "client_id or redirect_uri was sent more than once or holds a control character",
+        ));
     }
     let client_id = params
         .get("client_id")
@@ -162,7 +164,7 @@ pub async fn validate(
     let fail = |e: OAuthError| AuthorizeError::Redirect(redirect.clone(), e);
 
     // Zone 2: everything else, each failure redirected.
-    params.reject_duplicates().map_err(fail)?;
+    params.reject_malformed().map_err(fail)?;
     if redirect
         .state
         .as_ref()
@@ -229,16 +231,21 @@ pub async fn validate(
         params.get("code_challenge"),
     )
     .map_err(fail)?;
-    // RFC 9700 §2.1.1: public clients must use PKCE; confidential ones when registered so.
-    if code_challenge.is_none() && (client.is_public() || client.require_pkce) {
-        return Err(fail(OAuthError::invalid_request(
-            "code_challenge is required for this client (PKCE with S256)",
-        )));
-    }
-
     let nonce = params.get("nonce").map(str::to_owned);
     if nonce.as_ref().is_some_and(|n| n.len() > MAX_OPAQUE_LEN) {
         return Err(fail(OAuthError::invalid_request("nonce is too long")));
+    }
+    // RFC 9700 §2.1.1: PKCE for every client. The one exception is a confidential client
+    // registered with the audited opt-out, in an OpenID request whose `nonce` gives the same
+    // protection against code injection.
+    let nonce_instead = !client.require_pkce
+        && !client.is_public()
+        && nonce.is_some()
+        && scope.iter().any(|s| s == "openid");
+    if code_challenge.is_none() && !nonce_instead {
+        return Err(fail(OAuthError::invalid_request(
+            "code_challenge is required (PKCE with S256)",
+        )));
     }
     let prompt = Prompt::parse(params.get("prompt")).map_err(fail)?;
     let max_age = match params.get("max_age") {

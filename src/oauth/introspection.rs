@@ -1,6 +1,12 @@
 //! What introspection says about a token: RFC 7662 §2.2. Anything not active — unknown,
 //! expired, revoked (itself or its grant), a spent refresh token, a token of a disabled or
 //! deleted user — is exactly `{"active": false}`: no hint about why.
+//!
+//! RFC 7662 §4: the server decides whether the token may be used at the resource server that
+//! asks. A refresh token is never a bearer credential for an API, so it is active only to the
+//! client it was issued to (which may check its own token); to any other caller, such as a
+//! gateway handed a stolen refresh token, it is `{"active": false}` (decision 0008). Every
+//! active answer says what the token is in `token_type`.
 
 use serde_json::{json, Map, Value};
 
@@ -12,6 +18,7 @@ use crate::store::{Store, StoreError, TokenKind};
 pub async fn describe(
     store: &dyn Store,
     issuer: &str,
+    caller: &str,
     token: &str,
     now: i64,
 ) -> Result<Value, StoreError> {
@@ -19,8 +26,11 @@ pub async fn describe(
     let Some(record) = store.token(&Digest::of(token)).await? else {
         return Ok(inactive());
     };
-    let spent = record.kind == TokenKind::Refresh && record.used_at.is_some();
-    if !record.is_active(now) || spent {
+    let usable_by_caller = match record.kind {
+        TokenKind::Refresh => record.used_at.is_none() && record.client_id.as_deref() == Some(caller),
+        TokenKind::Access | TokenKind::ApiKey => true,
+    };
+    if !record.is_active(now) || !usable_by_caller {
         return Ok(inactive());
     }
     let username = match &record.account_id {
@@ -38,9 +48,7 @@ pub async fn describe(
     if let Some(u) = username {
         out.insert("username".into(), json!(u));
     }
-    if record.kind == TokenKind::Access {
-        out.insert("token_type".into(), json!("Bearer"));
-    }
+    out.insert("token_type".into(), json!(token_type(record.kind)));
     if let Some(exp) = record.expires_at {
         out.insert("exp".into(), json!(exp));
     }
@@ -54,4 +62,14 @@ pub async fn describe(
     out.insert("iss".into(), json!(issuer));
     out.insert("jti".into(), json!(record.jti));
     Ok(Value::Object(out))
+}
+
+/// RFC 7662 §2.2 `token_type`: `Bearer` for access tokens (RFC 6750); for the others the
+/// names RFC 7009 §2.1 registered as token type hints.
+fn token_type(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Access => "Bearer",
+        TokenKind::Refresh => "refresh_token",
+        TokenKind::ApiKey => "api_key",
+    }
 }

@@ -1,7 +1,11 @@
 //! Request parameters as ordered pairs (STYLE.md §4): only names on the endpoint's allow-list
-//! are kept; one of them sent twice is remembered so the endpoint can answer
-//! `invalid_request` (RFC 6749 §3.1, §3.2); an empty value counts as absent (§3.1).
-//! Unknown parameters are never read and never rejected (§3.1: "MUST ignore").
+//! are kept; one of them sent twice, or holding a control character, is remembered so the
+//! endpoint can answer `invalid_request` (RFC 6749 §3.1, §3.2); an empty value counts as
+//! absent (§3.1). Unknown parameters are never read and never rejected (§3.1: "MUST ignore").
+//!
+//! No OAuth or OpenID parameter has a control character in its grammar (RFC 6749 Appendix A:
+//! VSCHAR, NQCHAR, URI-reference), and Postgres refuses NUL in text, so such a value is
+//! refused here, at parsing, before it can reach the store.
 
 use url::form_urlencoded;
 
@@ -10,7 +14,19 @@ use crate::oauth::error::OAuthError;
 #[derive(Debug, Clone, Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
-    duplicates: Vec<String>,
+    /// Allowed parameters that cannot be used, and why: repeated, or a control character.
+    rejected: Vec<(String, Rejection)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejection {
+    Repeated,
+    ControlCharacter,
+}
+
+/// Whether `value` holds a C0 control character or DEL (NUL included).
+pub fn has_control(value: &str) -> bool {
+    value.chars().any(|c| c.is_ascii_control())
 }
 
 impl Params {
@@ -21,33 +37,41 @@ impl Params {
             if !allowed.contains(&name.as_ref()) {
                 continue;
             }
-            if params.pairs.iter().any(|(n, _)| *n == name) {
-                if !params.duplicates.iter().any(|d| *d == name) {
-                    params.duplicates.push(name.into_owned());
-                }
+            let why = if params.pairs.iter().any(|(n, _)| *n == name) {
+                Rejection::Repeated
+            } else if has_control(&value) {
+                Rejection::ControlCharacter
+            } else {
+                params.pairs.push((name.into_owned(), value.into_owned()));
                 continue;
+            };
+            if !params.rejected.iter().any(|(n, _)| *n == name) {
+                params.rejected.push((name.into_owned(), why));
             }
-            params.pairs.push((name.into_owned(), value.into_owned()));
         }
         params
     }
 
-    /// Whether `name` was sent more than once.
-    pub fn is_duplicated(&self, name: &str) -> bool {
-        self.duplicates.iter().any(|d| d == name)
+    /// Whether `name` was sent more than once or with a control character: either way its
+    /// value cannot be trusted.
+    pub fn is_rejected(&self, name: &str) -> bool {
+        self.rejected.iter().any(|(n, _)| n == name)
     }
 
-    /// `invalid_request` naming the first repeated parameter, if any.
-    pub fn reject_duplicates(&self) -> Result<(), OAuthError> {
-        match self.duplicates.first() {
-            Some(name) => Err(OAuthError::invalid_request(format!(
+    /// `invalid_request` naming the first repeated or malformed parameter, if any.
+    pub fn reject_malformed(&self) -> Result<(), OAuthError> {
+        match self.rejected.first() {
+            Some((name, Rejection::Repeated)) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` was sent more than once"
             ))),
+            Some((name, Rejection::ControlCharacter)) => Err(OAuthError::invalid_request(
+                format!("parameter `{name}` contains a control character"),
+            )),
             None => Ok(()),
         }
     }
 
-    /// The value, with an empty value treated as absent.
+    /// The value, with an empty value treated as absent. A rejected parameter has none.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
@@ -82,16 +106,30 @@ mod tests {
     #[test]
     fn repeated_allowed_parameter_is_remembered_rfc6749_3_1() {
         let p = Params::parse(b"a=1&b=2&a=3", ALLOWED);
-        assert!(p.is_duplicated("a"));
+        assert!(p.is_rejected("a"));
         assert_eq!(p.get("a"), Some("1"));
-        let err = p.reject_duplicates().unwrap_err();
+        let err = p.reject_malformed().unwrap_err();
         assert!(err.description.contains("`a`"));
+    }
+
+    #[test]
+    fn control_characters_are_refused_rfc6749_appendix_a() {
+        for raw in [&b"a=%00"[..], b"a=x%0Ay", b"a=%7F", b"a=%1B"] {
+            let p = Params::parse(raw, ALLOWED);
+            assert!(p.is_rejected("a"));
+            assert_eq!(p.get("a"), None, "a rejected value is never read");
+            let err = p.reject_malformed().unwrap_err();
+            assert!(err.description.contains("control character"));
+        }
+        assert!(Params::parse(b"a=x+y%C3%A9", ALLOWED)
+            .reject_malformed()
+            .is_ok());
     }
 
     #[test]
     fn unknown_parameters_are_ignored_even_when_repeated() {
         let p = Params::parse(b"a=1&extra=foobar&extra=x", ALLOWED);
-        assert!(p.reject_duplicates().is_ok());
+        assert!(p.reject_malformed().is_ok());
         assert_eq!(p.get("extra"), None);
     }
 

@@ -369,7 +369,18 @@ pub trait Store: Send + Sync + 'static {
         account: &AccountRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens.
+    /// Like [`Store::update_account`], and in the same transaction ends every session of the
+    /// user and revokes every grant and token issued to them (disabling a user, setting a new
+    /// password). `audit` is recorded with the counts added to its details. Nothing ended here
+    /// comes back when the user is enabled again.
+    async fn update_account_ending_access(
+        &self,
+        account: &AccountRecord,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens; `audit`
+    /// is recorded with the counts of sessions, grants and tokens that ended.
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
 
     /// Starts a browser session: deletes the session it replaces (a new value at every

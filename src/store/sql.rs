@@ -358,6 +358,80 @@ async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<()
     Ok(())
 }
 
+/// Writes every mutable field of the user; `NotFound` if absent, `Conflict` if the new
+/// username is taken.
+async fn write_account(conn: &mut AnyConnection, a: &AccountRecord) -> Result<(), StoreError> {
+    let done = bind_account(
+        sqlx::query(
+            "update account set username = $2, password_hash = $3, claims = $4, \
+             disabled = $5, failed_login_count = $6, updated_at = $7 where id = $1",
+        ),
+        a,
+    )?
+    .bind(a.updated_at)
+    .execute(conn)
+    .await
+    .map_err(write_error("user"))?;
+    affected_one(done, "user")
+}
+
+/// What [`end_access`] ended, for the audit event of the change that caused it.
+struct AccessEnded {
+    sessions: u64,
+    grants: u64,
+    tokens: u64,
+}
+
+impl AccessEnded {
+    fn recorded_in(&self, audit: &AuditEvent) -> AuditEvent {
+        let mut event = audit.clone();
+        if let serde_json::Value::Object(details) = &mut event.details {
+            details.insert("sessions_ended".into(), self.sessions.into());
+            details.insert("grants_revoked".into(), self.grants.into());
+            details.insert("tokens_revoked".into(), self.tokens.into());
+        }
+        event
+    }
+}
+
+/// Ends every browser session of the user and revokes every grant and every token issued to
+/// them, so that nothing from before survives (ASVS 5.0 7.4.2, 7.4.3).
+async fn end_access(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    now: i64,
+) -> Result<AccessEnded, StoreError> {
+    let sessions = sqlx::query("delete from session where account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .rows_affected();
+    let grants = sqlx::query(
+        "update oauth_grant set revoked_at = $2 where account_id = $1 and revoked_at is null",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?
+    .rows_affected();
+    let tokens = sqlx::query(
+        "update token set revoked_at = $2 where account_id = $1 and revoked_at is null",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?
+    .rows_affected();
+    Ok(AccessEnded {
+        sessions,
+        grants,
+        tokens,
+    })
+}
+
 impl SqlStore {
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         self.pool.begin().await.map_err(StoreError::Unavailable)
@@ -539,31 +613,36 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let done = bind_account(
-            sqlx::query(
-                "update account set username = $2, password_hash = $3, claims = $4, \
-                 disabled = $5, failed_login_count = $6, updated_at = $7 where id = $1",
-            ),
-            a,
-        )?
-        .bind(a.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error("user"))?;
-        affected_one(done, "user")?;
+        write_account(&mut tx, a).await?;
         insert_audit(&mut tx, audit).await?;
+        commit(tx).await
+    }
+
+    async fn update_account_ending_access(
+        &self,
+        a: &AccountRecord,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        write_account(&mut tx, a).await?;
+        let ended = end_access(&mut tx, &a.id, now).await?;
+        insert_audit(&mut tx, &ended.recorded_in(audit)).await?;
         commit(tx).await
     }
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // Counted for the audit trail before the cascade deletes the rows. The time is never
+        // read back: everything revoked here is deleted below.
+        let ended = end_access(&mut tx, id, audit.created_at).await?;
         let done = sqlx::query("delete from account where id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
         affected_one(done, "user")?;
-        insert_audit(&mut tx, audit).await?;
+        insert_audit(&mut tx, &ended.recorded_in(audit)).await?;
         commit(tx).await
     }
 

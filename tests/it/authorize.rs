@@ -200,7 +200,10 @@ async fn authorize_requires_s256_pkce_for_public_clients_rfc9700_2_1_1() {
     let public = server.public_client("spa").await;
     let pkce = Pkce::new();
     let cases: Vec<(AuthorizeUrl, &str)> = vec![
-        (AuthorizeUrl::new(&public), "code_challenge is required"),
+        (
+            AuthorizeUrl::new(&public).without_pkce(),
+            "code_challenge is required",
+        ),
         (
             AuthorizeUrl::new(&public)
                 .pkce(&pkce)
@@ -208,7 +211,9 @@ async fn authorize_requires_s256_pkce_for_public_clients_rfc9700_2_1_1() {
             "S256",
         ),
         (
-            AuthorizeUrl::new(&public).set("code_challenge", &pkce.challenge),
+            AuthorizeUrl::new(&public)
+                .without_pkce()
+                .set("code_challenge", &pkce.challenge),
             "S256",
         ),
         (
@@ -234,9 +239,76 @@ async fn authorize_requires_s256_pkce_for_public_clients_rfc9700_2_1_1() {
         .await;
     let res = server
         .browser()
-        .get(&AuthorizeUrl::new(&strict).path())
+        .get(&AuthorizeUrl::new(&strict).without_pkce().path())
         .await;
     assert_eq!(res.redirect_params()["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn authorize_requires_pkce_from_every_client_by_default_rfc9700_2_1_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        // As `client create` registers it, with no PKCE option at all.
+        let web = server.cli_client(&db, &["--id", "web"]).await;
+        assert!(web.record.require_pkce, "{}", db.label);
+        let res = server
+            .browser()
+            .get(
+                &AuthorizeUrl::new(&web)
+                    .without_pkce()
+                    .set("nonce", "n-1")
+                    .path(),
+            )
+            .await;
+        let p = res.redirect_params();
+        assert_eq!(p["error"], "invalid_request", "{}", db.label);
+        assert!(p["error_description"].contains("code_challenge is required"));
+        let page = server.browser().get(&AuthorizeUrl::new(&web).path()).await;
+        assert_eq!(page.status, 200, "with PKCE: the login page");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn authorize_pkce_opt_out_needs_an_openid_nonce_rfc9700_2_1_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let legacy = server
+            .cli_client(&db, &["--id", "legacy", "--pkce-optional"])
+            .await;
+        assert!(!legacy.record.require_pkce);
+        // The opt-out is in the audit trail.
+        let created = server
+            .state
+            .store
+            .recent_audit(1)
+            .await
+            .unwrap()
+            .remove(0)
+            .event;
+        assert_eq!(created.kind, "client_created");
+        assert_eq!(created.details["require_pkce"], false, "{}", db.label);
+        let no_pkce = AuthorizeUrl::new(&legacy).without_pkce();
+        for url in [
+            no_pkce.clone(),
+            no_pkce.clone().set("nonce", "n-1").set("scope", "profile"),
+        ] {
+            let res = server.browser().get(&url.path()).await;
+            assert_eq!(res.redirect_params()["error"], "invalid_request");
+        }
+        let res = server
+            .browser()
+            .get(&no_pkce.set("nonce", "n-1").path())
+            .await;
+        assert_eq!(res.status, 200, "OpenID nonce instead of PKCE: the login page");
+        // A public client can never opt out.
+        db.tessera(&[
+            "client", "create", "--id", "spa", "--name", "SPA", "--public", "--pkce-optional",
+            "--redirect-uri", REDIRECT,
+        ])
+        .fails_with("a public client always requires PKCE");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,16 @@ async fn app_client(server: &TestServer, id: &str) -> TestClient {
         .await
 }
 
+/// An app client that may also introspect (to check its own refresh tokens).
+async fn introspecting_app_client(server: &TestServer, id: &str) -> TestClient {
+    server
+        .client_with(id, false, |c| {
+            c.scope = SCOPE.into();
+            c.may_introspect = true;
+        })
+        .await
+}
+
 async fn gateway(server: &TestServer) -> TestClient {
     server
         .client_with("gateway", false, |c| {
@@ -92,7 +102,7 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_grant_rfc9700_4_14_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         server.user("ada").await;
-        let client = app_client(&server, "web").await;
+        let client = introspecting_app_client(&server, "web").await;
         let gw = gateway(&server).await;
         let first = code_tokens(&server, &client, SCOPE).await;
         let r1 = first["refresh_token"].as_str().unwrap().to_owned();
@@ -107,7 +117,9 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_grant_rfc9700_4_14_2() {
             inactive(),
             "the old one is spent"
         );
-        assert_eq!(introspect(&server, &gw, &r2).await["active"], true);
+        // RFC 7662 §4: a live refresh token is active only to its own client.
+        assert_eq!(introspect(&server, &client, &r2).await["active"], true);
+        assert_eq!(introspect(&server, &gw, &r2).await, inactive());
 
         // Replaying the spent token: invalid_grant, and everything from the grant dies.
         let replay = refresh(&server, &client, &r1, None).await;
@@ -295,7 +307,7 @@ async fn refresh_token_for_a_deleted_client_is_gone() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         server.user("ada").await;
-        let client = app_client(&server, "web").await;
+        let client = introspecting_app_client(&server, "web").await;
         let gw = gateway(&server).await;
         let first = code_tokens(&server, &client, SCOPE).await;
         server
@@ -560,7 +572,7 @@ async fn revocation_of_access_and_refresh_tokens_rfc7009_2_1() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         server.user("ada").await;
-        let client = app_client(&server, "web").await;
+        let client = introspecting_app_client(&server, "web").await;
         let gw = gateway(&server).await;
         let revoke = |token: String, client: &TestClient| {
             let client = TestClient {
@@ -583,7 +595,7 @@ async fn revocation_of_access_and_refresh_tokens_rfc7009_2_1() {
             inactive()
         );
         assert_eq!(
-            introspect(&server, &gw, a["refresh_token"].as_str().unwrap()).await["active"],
+            introspect(&server, &client, a["refresh_token"].as_str().unwrap()).await["active"],
             true
         );
         // A refresh token: the grant dies, access tokens with it.

@@ -268,17 +268,24 @@ async fn token_rejects_wrong_missing_or_downgraded_pkce_rfc7636_4_6() {
             "verifier {verifier:?}"
         );
     }
-    // RFC 9700 §2.1.1: a code issued without a challenge cannot be redeemed with a verifier.
-    let code = code_for(&browser, &AuthorizeUrl::new(&client)).await;
+    // RFC 9700 §2.1.1: a code issued without a challenge (only a legacy client opted out of
+    // PKCE gets one, for an OpenID request with a nonce) cannot be redeemed with a verifier.
+    let legacy = server
+        .client_with("legacy", false, |c| c.require_pkce = false)
+        .await;
+    let no_pkce = AuthorizeUrl::new(&legacy)
+        .without_pkce()
+        .set("nonce", "n-1");
+    let code = code_for(&browser, &no_pkce).await;
     let res = server
-        .token(&client, &exchange(&code, &pkce.verifier))
+        .token(&legacy, &exchange(&code, &pkce.verifier))
         .await;
     assert_eq!(res.json()["error"], "invalid_grant");
     // Without a verifier, the same kind of code works (PKCE is optional for this client).
-    let code = code_for(&browser, &AuthorizeUrl::new(&client)).await;
+    let code = code_for(&browser, &no_pkce).await;
     let res = server
         .token(
-            &client,
+            &legacy,
             &[
                 ("grant_type", "authorization_code"),
                 ("code", &code),

@@ -53,7 +53,8 @@ impl TestServer {
             access_token_format: AccessTokenFormat::Opaque,
             may_introspect: false,
             first_party: false,
-            require_pkce: public,
+            // RFC 9700 §2.1.1: every client requires PKCE unless opted out.
+            require_pkce: true,
             id_token_signed_response_alg: "RS256".into(),
             created_at: 0,
             updated_at: 0,
@@ -68,6 +69,21 @@ impl TestServer {
         TestClient {
             record,
             secret: secret.map(|s| s.expose().to_owned()),
+        }
+    }
+
+    /// A client registered the way an operator does it, with `tessera client create` and
+    /// `extra` options, for `REDIRECT`.
+    pub async fn cli_client(&self, db: &super::TestDb, extra: &[&str]) -> TestClient {
+        let mut args = vec!["client", "create", "--name", "CLI app"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--redirect-uri", REDIRECT, "--json"]);
+        let out = db.tessera(&args).json();
+        let id = out["client"]["id"].as_str().unwrap();
+        let record = self.state.store.client(id).await.unwrap().unwrap();
+        TestClient {
+            record,
+            secret: out["client_secret"].as_str().map(str::to_owned),
         }
     }
 
@@ -384,7 +400,15 @@ pub struct Pkce {
 
 impl Pkce {
     pub fn new() -> Pkce {
-        let verifier = PlainSecret::generate("v-").expose().to_owned();
+        Pkce::from_verifier(PlainSecret::generate("v-").expose().to_owned())
+    }
+
+    /// RFC 7636 Appendix B's verifier: the challenge `AuthorizeUrl::new` sends by default.
+    pub fn fixed() -> Pkce {
+        Pkce::from_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".to_owned())
+    }
+
+    fn from_verifier(verifier: String) -> Pkce {
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(Sha256::digest(verifier.as_bytes()));
         Pkce {
@@ -401,7 +425,9 @@ pub struct AuthorizeUrl {
 }
 
 impl AuthorizeUrl {
-    /// `response_type=code`, the client, `REDIRECT`, `scope=openid profile`, a state.
+    /// `response_type=code`, the client, `REDIRECT`, `scope=openid profile`, a state, and the
+    /// S256 challenge of [`Pkce::fixed`] (every client requires PKCE); `.pkce(..)` replaces it,
+    /// `.without_pkce()` drops it.
     pub fn new(client: &TestClient) -> AuthorizeUrl {
         AuthorizeUrl {
             pairs: vec![
@@ -412,6 +438,11 @@ impl AuthorizeUrl {
                 ("state".into(), "st-123".into()),
             ],
         }
+        .pkce(&Pkce::fixed())
+    }
+
+    pub fn without_pkce(self) -> Self {
+        self.remove("code_challenge").remove("code_challenge_method")
     }
 
     pub fn pkce(self, pkce: &Pkce) -> Self {
