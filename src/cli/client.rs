@@ -337,7 +337,11 @@ fn changed_flags(before: &ClientRecord, after: &ClientRecord) -> serde_json::Val
     let mut changed = serde_json::Map::new();
     for (name, old, new) in [
         ("require_pkce", before.require_pkce, after.require_pkce),
-        ("may_introspect", before.may_introspect, after.may_introspect),
+        (
+            "may_introspect",
+            before.may_introspect,
+            after.may_introspect,
+        ),
         ("first_party", before.first_party, after.first_party),
     ] {
         if old != new {

@@ -27,7 +27,9 @@ pub async fn describe(
         return Ok(inactive());
     };
     let usable_by_caller = match record.kind {
-        TokenKind::Refresh => record.used_at.is_none() && record.client_id.as_deref() == Some(caller),
+        TokenKind::Refresh => {
+            record.used_at.is_none() && record.client_id.as_deref() == Some(caller)
+        }
         TokenKind::Access | TokenKind::ApiKey => true,
     };
     if !record.is_active(now) || !usable_by_caller {

@@ -64,9 +64,9 @@ impl Params {
             Some((name, Rejection::Repeated)) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` was sent more than once"
             ))),
-            Some((name, Rejection::ControlCharacter)) => Err(OAuthError::invalid_request(
-                format!("parameter `{name}` contains a control character"),
-            )),
+            Some((name, Rejection::ControlCharacter)) => Err(OAuthError::invalid_request(format!(
+                "parameter `{name}` contains a control character"
+            ))),
             None => Ok(()),
         }
     }

@@ -300,11 +300,22 @@ async fn authorize_pkce_opt_out_needs_an_openid_nonce_rfc9700_2_1_1() {
             .browser()
             .get(&no_pkce.set("nonce", "n-1").path())
             .await;
-        assert_eq!(res.status, 200, "OpenID nonce instead of PKCE: the login page");
+        assert_eq!(
+            res.status, 200,
+            "OpenID nonce instead of PKCE: the login page"
+        );
         // A public client can never opt out.
         db.tessera(&[
-            "client", "create", "--id", "spa", "--name", "SPA", "--public", "--pkce-optional",
-            "--redirect-uri", REDIRECT,
+            "client",
+            "create",
+            "--id",
+            "spa",
+            "--name",
+            "SPA",
+            "--public",
+            "--pkce-optional",
+            "--redirect-uri",
+            REDIRECT,
         ])
         .fails_with("a public client always requires PKCE");
         server.stop().await;

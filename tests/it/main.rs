@@ -9,6 +9,7 @@ mod cli;
 mod lifecycle;
 mod oidc;
 mod rp;
+mod security;
 mod server;
 mod store;
 mod support;

@@ -442,7 +442,8 @@ impl AuthorizeUrl {
     }
 
     pub fn without_pkce(self) -> Self {
-        self.remove("code_challenge").remove("code_challenge_method")
+        self.remove("code_challenge")
+            .remove("code_challenge_method")
     }
 
     pub fn pkce(self, pkce: &Pkce) -> Self {

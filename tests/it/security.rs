@@ -1,0 +1,291 @@
+//! Fixes from the outside security review (issue 9): each test is named after the rule the
+//! defect broke, and runs on every store.
+
+use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, PASSWORD, REDIRECT};
+use crate::support::{http, TestDb, TestServer};
+
+const SCOPE: &str = "openid profile offline_access api";
+
+async fn app(server: &TestServer, id: &str, may_introspect: bool) -> TestClient {
+    server
+        .client_with(id, false, |c| {
+            c.scope = SCOPE.into();
+            c.may_introspect = may_introspect;
+        })
+        .await
+}
+
+async fn gateway(server: &TestServer) -> TestClient {
+    server
+        .client_with("gateway", false, |c| {
+            c.may_introspect = true;
+            c.grant_types = vec!["client_credentials".into()];
+            c.redirect_uris = vec![];
+            c.scope = "gateway".into();
+        })
+        .await
+}
+
+async fn introspect(server: &TestServer, caller: &TestClient, token: &str) -> serde_json::Value {
+    let res = server
+        .token_like("/introspect", caller, &[("token", token)])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    res.json()
+}
+
+fn inactive() -> serde_json::Value {
+    serde_json::json!({ "active": false })
+}
+
+#[tokio::test]
+async fn introspect_refresh_token_is_inactive_to_other_resource_servers_rfc7662_4() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = app(&server, "web", true).await;
+        let gw = gateway(&server).await;
+        let url = AuthorizeUrl::new(&web).set("scope", SCOPE);
+        let tokens = server
+            .code_flow(&server.browser(), &web, url, &Pkce::new())
+            .await;
+        let refresh = tokens["refresh_token"].as_str().unwrap();
+        let access = tokens["access_token"].as_str().unwrap();
+
+        // A gateway shown a (stolen) refresh token must not take it for a bearer token.
+        assert_eq!(
+            introspect(&server, &gw, refresh).await,
+            inactive(),
+            "{}",
+            db.label
+        );
+        // Its own client may check it, and is told what it is.
+        let own = introspect(&server, &web, refresh).await;
+        assert_eq!(own["active"], true, "{}: {own}", db.label);
+        assert_eq!(own["token_type"], "refresh_token");
+        // RFC 7662 §2.2: every active answer carries token_type.
+        let at = introspect(&server, &gw, access).await;
+        assert_eq!(at["active"], true);
+        assert_eq!(at["token_type"], "Bearer");
+        server.stop().await;
+    }
+}
+
+/// Signs "ada" in through the code flow with offline_access; returns the browser (holding
+/// her session) and the token response.
+async fn signed_in(
+    server: &TestServer,
+    web: &TestClient,
+) -> (crate::support::flow::Browser, serde_json::Value) {
+    let browser = server.browser();
+    let url = AuthorizeUrl::new(web).set("scope", SCOPE);
+    let tokens = server.code_flow(&browser, web, url, &Pkce::new()).await;
+    (browser, tokens)
+}
+
+/// Everything issued before is dead: the session no longer counts at /authorize, the
+/// refresh token is refused, the access token is inactive and refused at /userinfo.
+async fn assert_nothing_survives(
+    server: &TestServer,
+    web: &TestClient,
+    browser: &crate::support::flow::Browser,
+    tokens: &serde_json::Value,
+    label: &str,
+) {
+    let page = browser.get(&AuthorizeUrl::new(web).path()).await;
+    assert_eq!(page.status, 200, "{label}: {}", page.body);
+    assert!(
+        page.body.contains("name=\"password\""),
+        "{label}: the old session must not sign her in"
+    );
+    let refresh = server
+        .token(
+            web,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(refresh.status, 400, "{label}: {}", refresh.body);
+    assert_eq!(refresh.json()["error"], "invalid_grant");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(introspect(server, web, access).await, inactive(), "{label}");
+    let userinfo = http()
+        .get(server.url("/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), 401, "{label}");
+}
+
+async fn last_event(server: &TestServer, kind: &str) -> serde_json::Value {
+    let events = server.state.store.recent_audit(20).await.unwrap();
+    let event = events
+        .into_iter()
+        .find(|e| e.event.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} event"));
+    event.event.details
+}
+
+#[tokio::test]
+async fn user_disable_ends_sessions_and_grants_and_enable_restores_nothing_asvs_7_4_2() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = app(&server, "web", true).await;
+        let (browser, tokens) = signed_in(&server, &web).await;
+
+        db.tessera(&["user", "disable", "ada"]).succeeds();
+        let details = last_event(&server, "user_disabled").await;
+        assert_eq!(details["sessions_ended"], 1, "{}: {details}", db.label);
+        assert_eq!(details["grants_revoked"], 1);
+        assert_eq!(details["tokens_revoked"], 2, "access and refresh token");
+        db.tessera(&["user", "enable", "ada"]).succeeds();
+
+        assert_nothing_survives(&server, &web, &browser, &tokens, db.label).await;
+        // She can sign in again, afresh.
+        let again = server
+            .code_flow(
+                &server.browser(),
+                &web,
+                AuthorizeUrl::new(&web).set("scope", SCOPE),
+                &Pkce::new(),
+            )
+            .await;
+        assert!(again["access_token"].is_string());
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn user_set_password_ends_sessions_and_grants_asvs_7_4_3() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = app(&server, "web", true).await;
+        let (browser, tokens) = signed_in(&server, &web).await;
+
+        db.tessera_with_stdin(
+            &["user", "set-password", "ada", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .succeeds();
+        let details = last_event(&server, "user_password_set").await;
+        assert_eq!(details["sessions_ended"], 1, "{}: {details}", db.label);
+        assert_eq!(details["grants_revoked"], 1);
+
+        assert_nothing_survives(&server, &web, &browser, &tokens, db.label).await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn user_delete_ends_sessions_and_grants_asvs_7_4_2() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = app(&server, "web", true).await;
+        let (_browser, tokens) = signed_in(&server, &web).await;
+
+        db.tessera(&["user", "delete", "ada"]).succeeds();
+        let details = last_event(&server, "user_deleted").await;
+        assert_eq!(details["sessions_ended"], 1, "{}: {details}", db.label);
+        assert_eq!(details["grants_revoked"], 1);
+        for token in ["access_token", "refresh_token"] {
+            let t = tokens[token].as_str().unwrap();
+            assert_eq!(introspect(&server, &web, t).await, inactive());
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn nul_and_control_characters_are_invalid_request_not_server_error_rfc6749_appendix_a() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = app(&server, "web", true).await;
+        let label = db.label;
+
+        // /token: a NUL in client_id (form) is invalid_request; in Basic, invalid_client.
+        let res = http()
+            .post(server.url("/token"))
+            .form(&[("grant_type", "client_credentials"), ("client_id", "\0")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{label}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{label}: {body}");
+        let res = http()
+            .post(server.url("/token"))
+            .basic_auth("web%00", Some("secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{label}");
+        // /introspect and /revoke: the token parameter.
+        for path in ["/introspect", "/revoke"] {
+            let res = server.token_like(path, &web, &[("token", "tsa_\0")]).await;
+            assert_eq!(res.status, 400, "{label} {path}: {}", res.body);
+            assert_eq!(res.json()["error"], "invalid_request");
+        }
+        // /authorize: client_id cannot be trusted, so an error page and no redirect.
+        let browser = server.browser();
+        let res = browser
+            .get("/authorize?response_type=code&client_id=%00")
+            .await;
+        assert_eq!(res.status, 400, "{label}: {}", res.body);
+        assert!(res.header("location").is_none());
+        let res = browser
+            .get(&AuthorizeUrl::new(&web).set("state", "a\u{1}b").path())
+            .await;
+        assert_eq!(res.redirect_params()["error"], "invalid_request", "{label}");
+        // The login form: a NUL in the username is a 400 page, never a store error.
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        let res = browser.login(&page, "ada\0", PASSWORD).await;
+        assert_eq!(res.status, 400, "{label}: {}", res.body);
+        // /logout
+        let res = browser.get("/logout?client_id=%00").await;
+        assert!(res.status < 500, "{label}: {}", res.status);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn client_public_cannot_introspect_rfc7662_2_1() {
+    for db in TestDb::all().await {
+        db.tessera(&[
+            "client",
+            "create",
+            "--id",
+            "spa",
+            "--name",
+            "SPA",
+            "--public",
+            "--introspect",
+            "--redirect-uri",
+            REDIRECT,
+        ])
+        .fails_with("a public client cannot introspect");
+        db.tessera(&[
+            "client",
+            "create",
+            "--id",
+            "spa",
+            "--name",
+            "SPA",
+            "--public",
+            "--redirect-uri",
+            REDIRECT,
+        ])
+        .succeeds();
+        db.tessera(&["client", "update", "spa", "--introspect", "true"])
+            .fails_with("a public client cannot introspect");
+        let show = db.tessera(&["client", "show", "spa", "--json"]).json();
+        assert_eq!(show["may_introspect"], false, "{}", db.label);
+    }
+}
