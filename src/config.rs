@@ -47,12 +47,18 @@ pub const SETTINGS: &[Setting] = &[
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("access_token_ttl_secs", "3600", "lifetime of an access token"),
     setting("id_token_ttl_secs", "3600", "lifetime of an ID token"),
+    setting("default_resource", "", "`aud` of JWT access tokens (RFC 9068 §3 default resource); default: the issuer"),
     setting("refresh_token_idle_ttl_secs", "1209600", "a refresh token expires this long after its last use"),
     setting("refresh_token_absolute_ttl_secs", "7776000", "no refresh token outlives its grant's authorization by more than this"),
     setting("key_rotation_lead_secs", "3600", "how long a new signing key is published before it signs; longer than any JWKS cache"),
     setting("session_ttl_secs", "28800", "lifetime of a browser login session at Tessera"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
 ];
+
+/// Least argon2id memory cost accepted, in KiB (OWASP's smallest equivalent setting).
+pub const ARGON2_MIN_MEMORY_KIB: u32 = 7168;
+/// Least product of argon2id memory (KiB) and passes accepted (OWASP: 7168 KiB × 5).
+pub const ARGON2_MIN_WORK: u64 = 35_840;
 
 /// Where log lines go and how they look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +125,9 @@ pub struct Config {
     pub tokens: TokenPolicy,
     /// Lifetime of a browser session, in seconds.
     pub session_ttl_secs: i64,
+    /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
+    /// a client id, so an access token can never pass for an ID token.
+    pub default_resource: String,
 }
 
 /// Lifetimes of what the token endpoint issues, in seconds.
@@ -379,6 +388,26 @@ impl Config {
                 "password_hash_concurrency",
             )?,
         };
+        // A floor on the cost, so a typo cannot make stolen hashes cheap to crack: OWASP's
+        // equivalent argon2id settings run from m=47104 KiB, t=1 to m=7168 KiB, t=5; all of
+        // them use at least 7 MiB and at least 35840 KiB of memory passes.
+        if password.memory_kib < ARGON2_MIN_MEMORY_KIB {
+            return Err(ConfigError::setting(
+                "argon2_memory_kib",
+                &raw.source("argon2_memory_kib"),
+                format!("must be at least {ARGON2_MIN_MEMORY_KIB} (KiB)"),
+            ));
+        }
+        if u64::from(password.memory_kib) * u64::from(password.iterations) < ARGON2_MIN_WORK {
+            return Err(ConfigError::setting(
+                "argon2_iterations",
+                &raw.source("argon2_iterations"),
+                format!(
+                    "argon2_memory_kib × argon2_iterations must be at least {ARGON2_MIN_WORK} \
+                     (e.g. 19456 × 2, or 7168 × 5)"
+                ),
+            ));
+        }
         argon2::Params::new(
             password.memory_kib,
             password.iterations,
@@ -393,6 +422,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
+
+        let default_resource = match raw.get::<Url>("default_resource")? {
+            Some(url) => url.as_str().to_owned(),
+            None => issuer.as_str().trim_end_matches('/').to_owned(),
+        };
 
         Ok(Config {
             issuer,
@@ -429,6 +463,7 @@ impl Config {
                 )?,
             },
             session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
+            default_resource,
             store_startup_timeout: Duration::from_secs(required(
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",
@@ -628,6 +663,34 @@ mod tests {
         let c = load(&[("TESSERA_KEY_ENCRYPTION_KEY", &key)]).unwrap();
         assert_eq!(c.configured_kek(), Some(key.as_str()));
         assert!(!format!("{c:?}").contains(&key));
+    }
+
+    #[test]
+    fn argon2_cost_has_a_floor_asvs_11_4_2() {
+        let err = load(&[("TESSERA_ARGON2_MEMORY_KIB", "4096")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`argon2_memory_kib`") && err.contains("7168"),
+            "{err}"
+        );
+        let err = load(&[("TESSERA_ARGON2_ITERATIONS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`argon2_iterations`"), "{err}");
+        // OWASP's equivalent settings are all accepted.
+        for (m, t) in [
+            ("47104", "1"),
+            ("19456", "2"),
+            ("12288", "3"),
+            ("7168", "5"),
+        ] {
+            let config = load(&[
+                ("TESSERA_ARGON2_MEMORY_KIB", m),
+                ("TESSERA_ARGON2_ITERATIONS", t),
+            ]);
+            assert!(config.is_ok(), "m={m} t={t}");
+        }
     }
 
     #[test]

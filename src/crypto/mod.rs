@@ -3,5 +3,6 @@
 
 pub mod kek;
 pub mod keys;
+pub mod mac;
 pub mod password;
 pub mod token;

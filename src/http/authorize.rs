@@ -123,10 +123,14 @@ pub async fn pending_form(
 }
 
 /// The request's own parameters, to carry through the login and consent forms and back to
-/// `/authorize`, minus the `prompt` values already satisfied (else `prompt=login` would ask
-/// for a login again after every login).
+/// `/authorize`, minus what is already satisfied: `prompt` values listed in `satisfied` (else
+/// `prompt=login` would ask for a login again after every login), and `max_age` when
+/// `satisfied` names it (a login just happened, however many seconds the way back takes).
 pub fn pending_query(params: &Params, satisfied: &[&str]) -> String {
     params.to_query(|name, value| {
+        if name == "max_age" && satisfied.contains(&"max_age") {
+            return None;
+        }
         if name != "prompt" {
             return Some(value.to_owned());
         }

@@ -15,6 +15,7 @@ use super::authorize::{pending_form, pending_query, request_meta};
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::mac;
 use crate::oauth::authorize::AuthorizeRequest;
 use crate::store::SessionRecord;
 
@@ -69,7 +70,6 @@ pub async fn post(
     let query = pending_query(&params, &[]);
     let username = form.get("username").unwrap_or("");
     let password = SecretString::from(form.get("password").unwrap_or(""));
-    let now = app.clock.now();
     let (ip, agent) = request_meta(&headers, Some(peer));
 
     let account = match app.store.account_by_username(username).await {
@@ -86,18 +86,21 @@ pub async fn post(
             return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER);
         }
     };
+    // Taken after the password check, which may have waited for a hashing slot: `auth_time`
+    // is when the person finished authenticating.
+    let now = app.clock.now();
     let (account, known) = match account {
         Some(a) if verified && !a.disabled => (Some(a), None),
-        other => (None, other.map(|a| a.id)),
+        other => (None, other),
     };
     let Some(account) = account else {
         let audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
             .client(&request.client.id)
             .from_request(ip, agent)
-            .details(serde_json::json!({ "username": username }));
+            .details(failed_login_details(&app, known.as_ref(), username));
         if let Err(e) = app
             .store
-            .record_failed_login(known.as_deref(), &audit)
+            .record_failed_login(known.as_ref().map(|a| a.id.as_str()), &audit)
             .await
         {
             tracing::error!(error = %e, "could not record a failed login");
@@ -131,14 +134,34 @@ pub async fn post(
     {
         return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
     }
+    // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
+    // not send the person back to this page because a second passed on the way.
     let mut response = see_other(&format!(
         "/authorize?{}",
-        pending_query(&params, &["login", "select_account"])
+        pending_query(&params, &["login", "select_account", "max_age"])
     ));
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// What the audit trail keeps of a failed login's username. People type passwords into the
+/// username field, so a username nobody has is never stored as typed: only a short keyed tag
+/// of it, enough to see that one unknown name was tried many times, useless for guessing it.
+fn failed_login_details(
+    app: &AppState,
+    known: Option<&crate::store::AccountRecord>,
+    typed: &str,
+) -> serde_json::Value {
+    match known {
+        Some(account) => serde_json::json!({ "username": account.username }),
+        None => {
+            let tag = mac::tag(&app.kek, mac::Purpose::AuditUsername, typed.as_bytes());
+            let hex: String = tag[..8].iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({ "unknown_username_tag": hex })
+        }
+    }
 }
 
 /// 303 to a path on this server.

@@ -100,7 +100,7 @@ async fn logout(
     redirect_status: StatusCode,
 ) -> Response {
     if params.reject_malformed().is_err() {
-        return bad_request("A parameter was sent more than once.");
+        return bad_request("A parameter was sent more than once or holds a control character.");
     }
     let now = app.clock.now();
     let hint = match params.get("id_token_hint") {

@@ -66,6 +66,14 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ));
+    // RFC 6797: with an https issuer, browsers must never talk to us over plain http again.
+    // Sent on every answer (a TLS-terminating proxy passes it on); browsers ignore it over http.
+    let hsts = (!state.config.is_insecure_issuer()).then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    });
     Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
@@ -82,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::OAUTH_METADATA, get(discovery::metadata))
         .with_state(state)
+        .layer(tower::util::option_layer(hsts))
         .layer(layers)
 }
 

@@ -4,13 +4,15 @@
 //!   `HttpOnly`, `SameSite=Lax` (the client's redirect to `/authorize` is a top-level GET
 //!   and must carry it), `Path=/`, and `Secure` with the `__Host-` prefix when the issuer is
 //!   https.
-//! - CSRF: a separate random cookie; each form carries a token derived from it (signed
-//!   double submit). A cross-site page can neither read the cookie nor set it for our host.
+//! - CSRF: a separate random cookie; each form carries an HMAC of it under a server key
+//!   (signed double submit). A cross-site page can neither read the cookie nor compute the
+//!   token for a cookie it managed to plant.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::crypto::mac;
 use crate::crypto::token::{Digest, PlainSecret, SESSION_PREFIX};
 use crate::store::{AccountRecord, SessionRecord, StoreError};
 
@@ -116,8 +118,8 @@ impl Csrf {
     }
 
     /// The token the form carries.
-    pub fn token(&self) -> String {
-        form_token(&self.value)
+    pub fn token(&self, app: &AppState) -> String {
+        form_token(app, &self.value)
     }
 
     /// `Set-Cookie` when the browser had no CSRF cookie yet.
@@ -137,7 +139,7 @@ impl Csrf {
         let Some(presented) = presented else {
             return false;
         };
-        form_token(cookie)
+        form_token(app, cookie)
             .as_bytes()
             .ct_eq(presented.as_bytes())
             .into()
@@ -155,7 +157,7 @@ pub fn form_page(
     render: impl FnOnce(&str) -> askama::Result<String>,
 ) -> axum::response::Response {
     let csrf = Csrf::for_browser(app, headers);
-    let token = csrf.token();
+    let token = csrf.token(app);
     let target = (!form_target.is_empty()).then_some(form_target);
     let mut response = super::pages::html(status, render(&token), target);
     if let Some(cookie) = csrf.set_cookie(app) {
@@ -164,11 +166,13 @@ pub fn form_page(
     response
 }
 
-fn form_token(cookie: &str) -> String {
+/// The form token for a CSRF cookie: keyed with a server secret, so that a value an
+/// attacker manages to plant as the cookie (a sibling subdomain over plain http, say) does not
+/// let them compute the matching token.
+fn form_token(app: &AppState, cookie: &str) -> String {
     use base64::Engine;
-    // Domain-separated so the token is never equal to the digest of any other secret.
-    let digest = Digest::of(&format!("tessera-csrf:{cookie}"));
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_bytes())
+    let tag = mac::tag(&app.kek, mac::Purpose::Csrf, cookie.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
 }
 
 #[cfg(test)]

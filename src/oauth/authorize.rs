@@ -150,6 +150,13 @@ pub async fn validate(
                 .to_owned(),
             true,
         ),
+        // OIDC Core §3.1.2.1: REQUIRED in an OpenID request. Not knowing where the client
+        // wanted the answer, we cannot redirect the error either.
+        None if is_openid_request(params) => {
+            return Err(page(
+                "the request has no redirect_uri, which OpenID Connect requires",
+            ))
+        }
         // RFC 6749 §3.1.2.3: may be omitted when exactly one is registered.
         None => match client.redirect_uris.as_slice() {
             [only] => (only.clone(), false),
@@ -270,6 +277,14 @@ pub async fn validate(
         login_hint: params.get("login_hint").map(str::to_owned),
         hint_subject: None,
     })
+}
+
+/// Whether the request asks for the `openid` scope (read before the scope is validated, to
+/// know which rules apply to `redirect_uri`).
+fn is_openid_request(params: &Params) -> bool {
+    params
+        .get("scope")
+        .is_some_and(|s| s.split(' ').any(|v| v == "openid"))
 }
 
 /// What happens next for a valid request.

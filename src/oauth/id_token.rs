@@ -77,12 +77,14 @@ pub struct Hint {
     pub audience: Vec<String>,
 }
 
-/// Checks that `token` is an ID token this server issued: a published key's signature and our
-/// `iss`. An expired token is still a good hint (RP-Initiated Logout §2: the OP "SHOULD
-/// accept ID Tokens ... even when the exp time has passed").
+/// Checks that `token` is an ID token this server issued: a published key's signature, our
+/// `iss`, and the shape of an ID token — nothing else Tessera signs (RFC 9068 access tokens,
+/// RFC 9701 introspection answers) may pass for one (RFC 8725 §3.11). An expired token is
+/// still a good hint (RP-Initiated Logout §2: the OP "SHOULD accept ID Tokens ... even when
+/// the exp time has passed").
 pub fn verify_hint(keys: &KeySet, issuer: &str, token: &str) -> Option<Hint> {
     let payload = keys.verify(token)?;
-    if payload.issuer() != Some(issuer) {
+    if payload.issuer() != Some(issuer) || !is_id_token(token, &payload) {
         return None;
     }
     Some(Hint {
@@ -92,4 +94,20 @@ pub fn verify_hint(keys: &KeySet, issuer: &str, token: &str) -> Option<Hint> {
             .map(|a| a.into_iter().map(str::to_owned).collect())
             .unwrap_or_default(),
     })
+}
+
+/// Explicit typing (RFC 8725 §3.11): our ID tokens are `typ: JWT` and carry `auth_time`
+/// (always, Core §2) but none of the claims that mark an access token (`client_id`, `scope`,
+/// RFC 9068 §2.2) or an introspection answer (`token_introspection`, RFC 9701 §5). The header
+/// read here is the one `KeySet::verify` has just checked the signature over.
+fn is_id_token(token: &str, payload: &JwtPayload) -> bool {
+    let typ_ok = josekit::jwt::decode_header(token)
+        .ok()
+        .and_then(|h| h.claim("typ").and_then(|t| t.as_str()).map(str::to_owned))
+        .is_some_and(|t| t.eq_ignore_ascii_case("JWT"));
+    typ_ok
+        && payload.claim("auth_time").is_some()
+        && ["client_id", "scope", "token_introspection"]
+            .iter()
+            .all(|c| payload.claim(c).is_none())
 }

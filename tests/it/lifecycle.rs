@@ -715,7 +715,11 @@ async fn jwt_access_tokens_follow_rfc9068_and_die_with_their_grant() {
         assert_eq!(header.token_type(), Some("at+jwt"));
         assert_eq!(claims.issuer(), Some(server.state.config.issuer_str()));
         assert_eq!(claims.subject(), Some(ada.id.as_str()));
-        assert_eq!(claims.audience(), Some(vec!["internal"]));
+        // RFC 9068 §3 (issue 9): the default resource, not the client id ID tokens carry.
+        assert_eq!(
+            claims.audience(),
+            Some(vec![server.state.config.issuer_str()])
+        );
         assert_eq!(claims.claim("client_id").unwrap(), "internal");
         assert_eq!(claims.claim("scope").unwrap(), SCOPE);
         assert!(

@@ -289,3 +289,267 @@ async fn client_public_cannot_introspect_rfc7662_2_1() {
         assert_eq!(show["may_introspect"], false, "{}", db.label);
     }
 }
+
+#[tokio::test]
+async fn id_token_hint_refuses_jwt_access_tokens_rfc8725_3_11() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let internal = server
+            .client_with("internal", false, |c| {
+                c.scope = SCOPE.into();
+                c.access_token_format = tessera::store::AccessTokenFormat::Jwt;
+            })
+            .await;
+        let browser = server.browser();
+        let url = AuthorizeUrl::new(&internal).set("scope", SCOPE);
+        let tokens = server
+            .code_flow(&browser, &internal, url, &Pkce::new())
+            .await;
+        let at = tokens["access_token"].as_str().unwrap();
+        let id_token = tokens["id_token"].as_str().unwrap();
+
+        // RFC 9068 §3: the access token's audience is the resource, never the client id
+        // an ID token is addressed to.
+        let (at_claims, _) = server.verify_jwt(at).await;
+        let (id_claims, _) = server.verify_jwt(id_token).await;
+        assert_eq!(id_claims.audience(), Some(vec!["internal"]));
+        assert_eq!(
+            at_claims.audience(),
+            Some(vec![server.state.config.default_resource.as_str()])
+        );
+        assert!(!at_claims.audience().unwrap().contains(&"internal"));
+
+        // Logout: an access token is no ID token; nobody is signed out by it.
+        let res = browser.get(&format!("/logout?id_token_hint={at}")).await;
+        assert_eq!(res.status, 400, "{}: {}", db.label, res.body);
+        // /authorize: the same; the session still stands.
+        let res = browser
+            .get(
+                &AuthorizeUrl::new(&internal)
+                    .set("id_token_hint", at)
+                    .set("prompt", "none")
+                    .path(),
+            )
+            .await;
+        assert_eq!(
+            res.redirect_params()["error"],
+            "invalid_request",
+            "{}",
+            db.label
+        );
+        let res = browser
+            .get(&AuthorizeUrl::new(&internal).set("prompt", "none").path())
+            .await;
+        assert!(
+            res.redirect_params().contains_key("code"),
+            "{}: still signed in",
+            db.label
+        );
+        // And the other way round: an ID token is no access token.
+        let userinfo = http()
+            .get(server.url("/userinfo"))
+            .bearer_auth(id_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(userinfo.status(), 401);
+        let gw = gateway(&server).await;
+        assert_eq!(introspect(&server, &gw, id_token).await, inactive());
+        // The real ID token still works as a hint: signed out without a confirmation page.
+        let res = browser
+            .get(&format!("/logout?id_token_hint={id_token}"))
+            .await;
+        assert_eq!(res.status, 200);
+        assert!(!res.body.contains("csrf_token"), "{}", res.body);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn authorize_max_age_0_logs_in_once_then_continues_oidc_3_1_2_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = server
+            .client_with("web", false, |c| c.first_party = true)
+            .await;
+        let browser = server.browser();
+        let pkce = Pkce::new();
+        let url = AuthorizeUrl::new(&web).pkce(&pkce).set("max_age", "0");
+        let page = browser.get(&url.path()).await;
+        let after = browser.login(&page, "ada", PASSWORD).await;
+        assert_eq!(after.status, 303);
+        let login_time = server.state.clock.now();
+        // The way back to /authorize crosses a second boundary.
+        server.state.clock.advance(1);
+        let done = browser.get(after.location()).await;
+        assert_eq!(done.status, 302, "{}: {}", db.label, done.body);
+        let code = done.redirect_params()["code"].clone();
+        let tokens = server
+            .token(
+                &web,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &pkce.verifier),
+                ],
+            )
+            .await;
+        assert_eq!(tokens.status, 200, "{}", tokens.body);
+        let (claims, _) = server
+            .verify_jwt(tokens.json()["id_token"].as_str().unwrap())
+            .await;
+        let auth_time = claims.claim("auth_time").unwrap().as_i64().unwrap();
+        assert!(
+            (login_time - 1..=login_time).contains(&auth_time),
+            "{auth_time}"
+        );
+        // A new request with max_age=0 asks for a login again.
+        let again = browser.get(&url.path()).await;
+        assert!(again.body.contains("name=\"password\""), "{}", db.label);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn authorize_requires_redirect_uri_in_openid_requests_oidc_3_1_2_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let one = server
+            .client_with("one", false, |c| c.redirect_uris = vec![REDIRECT.into()])
+            .await;
+        let res = server
+            .browser()
+            .get(&AuthorizeUrl::new(&one).remove("redirect_uri").path())
+            .await;
+        assert_eq!(res.status, 400, "{}", db.label);
+        assert!(
+            res.header("location").is_none(),
+            "an error page, no redirect"
+        );
+        // Plain OAuth may still omit it when exactly one is registered (RFC 6749 §3.1.2.3).
+        let res = server
+            .browser()
+            .get(
+                &AuthorizeUrl::new(&one)
+                    .remove("redirect_uri")
+                    .set("scope", "profile")
+                    .path(),
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}: {}", db.label, res.body);
+        server.stop().await;
+    }
+}
+
+fn https_config(db: &TestDb) -> tessera::Config {
+    let mut env = db.env();
+    env.insert("TESSERA_ISSUER".into(), "https://id.example.com".into());
+    tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap()
+}
+
+#[tokio::test]
+async fn responses_carry_hsts_under_an_https_issuer_rfc6797_7_1() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start_with(https_config(&db)).await;
+    for path in [
+        "/healthz",
+        "/.well-known/openid-configuration",
+        "/authorize",
+    ] {
+        let res = http().get(server.url(path)).send().await.unwrap();
+        assert_eq!(
+            res.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    server.stop().await;
+    // A loopback http issuer (development): no HSTS, which would pin localhost to https.
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let res = http().get(server.url("/healthz")).send().await.unwrap();
+    assert!(res.headers().get("strict-transport-security").is_none());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn login_csrf_token_is_keyed_with_a_server_secret_owasp_csrf() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let web = server.confidential_client("web").await;
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+    let cookie = page
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned();
+    // The unkeyed token anyone could compute from a cookie they planted.
+    use base64::Engine;
+    use sha2::Digest;
+    let unkeyed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(format!("tessera-csrf:{cookie}")));
+    assert_ne!(unkeyed, page.input("csrf_token"));
+    let res = browser
+        .post(
+            "/login",
+            &[
+                ("username", "ada"),
+                ("password", PASSWORD),
+                ("csrf_token", &unkeyed),
+                ("authorize_query", &page.input("authorize_query")),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 403);
+    let res = browser.login(&page, "ada", PASSWORD).await;
+    assert_eq!(res.status, 303, "the keyed token works");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_login_audit_never_stores_an_unknown_username_as_typed_asvs_16_2_5() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = server.confidential_client("web").await;
+        let browser = server.browser();
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        // Someone typed their password into the username field.
+        let typed = "Tr0ub4dor&3-but-longer";
+        for _ in 0..2 {
+            assert_eq!(browser.login(&page, typed, "x").await.status, 401);
+        }
+        assert_eq!(browser.login(&page, "ada", "wrong").await.status, 401);
+        let events = server.state.store.recent_audit(3).await.unwrap();
+        let details: Vec<String> = events.iter().map(|e| e.event.details.to_string()).collect();
+        assert_eq!(events[0].event.details["username"], "ada", "{details:?}");
+        for e in &events[1..] {
+            assert_eq!(e.event.kind, "login_failed");
+            let text = e.event.details.to_string();
+            assert!(!text.contains(typed), "{}: {text}", db.label);
+            assert_eq!(
+                e.event.details["unknown_username_tag"]
+                    .as_str()
+                    .unwrap()
+                    .len(),
+                16
+            );
+        }
+        // The same unknown name gives the same tag: repeated tries are visible.
+        assert_eq!(
+            events[1].event.details["unknown_username_tag"],
+            events[2].event.details["unknown_username_tag"]
+        );
+        server.stop().await;
+    }
+}

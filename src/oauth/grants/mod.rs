@@ -94,7 +94,8 @@ pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OA
             let mut p = JwtPayload::new();
             p.set_issuer(app.config.issuer_str());
             p.set_subject(subject);
-            p.set_audience(vec![client.id.as_str()]);
+            // RFC 9068 §3: the resource, never the client id an ID token carries as `aud`.
+            p.set_audience(vec![app.config.default_resource.as_str()]);
             p.set_jwt_id(&jti);
             for (name, value) in [
                 ("client_id", json!(client.id)),
