@@ -1,5 +1,5 @@
-//! The consent page and its form post (OIDC Core §3.1.2.4). Consent is remembered per user,
-//! client and scope; approving adds the requested scopes to what was granted before.
+//! The consent page and its form post (OIDC Core §3.1.2.4); the rules are in
+//! `oauth::consent`.
 
 use std::net::SocketAddr;
 
@@ -9,14 +9,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::authorize::{pending_form, pending_query, request_meta};
-use super::login::see_other;
+use super::forms::{pending_form, pending_query, request_meta, see_other};
 use super::{error, pages, session};
 use crate::app::AppState;
-use crate::audit::{AuditEvent, AuditKind};
 use crate::oauth::authorize::AuthorizeRequest;
-use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::scope;
+use crate::oauth::consent;
 use crate::store::AccountRecord;
 
 const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
@@ -66,62 +63,28 @@ pub async fn post(
             return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
         }
     };
-    let (ip, agent) = request_meta(&headers, Some(peer));
-    let audit = |kind| {
-        AuditEvent::new(kind, format!("user:{}", account.id), now)
-            .account(&account.id)
-            .client(&request.client.id)
-            .from_request(ip.clone(), agent.clone())
-            .details(serde_json::json!({ "scope": request.scope_str }))
-    };
-    match form.get("decision") {
-        Some("approve") => {
-            let result = async {
-                let previous = app.store.consent(&account.id, &request.client.id).await?;
-                let mut granted: Vec<String> = previous
-                    .as_deref()
-                    .and_then(|p| scope::parse(p).ok())
-                    .map(|s| s.iter().map(str::to_owned).collect())
-                    .unwrap_or_default();
-                for s in request.scope.iter() {
-                    if !granted.iter().any(|g| g == s) {
-                        granted.push(s.to_owned());
-                    }
-                }
-                app.store
-                    .grant_consent(
-                        &account.id,
-                        &request.client.id,
-                        &granted.join(" "),
-                        now,
-                        &audit(AuditKind::ConsentGranted),
-                    )
-                    .await
-            }
-            .await;
-            if let Err(e) = result {
-                return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
-            }
-            see_other(&format!(
-                "/authorize?{}",
-                pending_query(&params, &["consent"])
-            ))
-        }
-        Some("deny") => {
-            if let Err(e) = app
-                .store
-                .append_audit(&audit(AuditKind::ConsentDenied))
-                .await
-            {
-                return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
-            }
-            let denied = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
-            error::authorize_error(&app, request.fail(denied), StatusCode::SEE_OTHER)
-        }
-        _ => pages::error_page(
+    let Some(decision) = consent::Decision::parse(form.get("decision")) else {
+        return pages::error_page(
             StatusCode::BAD_REQUEST,
             "Consent failed",
             "Choose Approve or Deny.",
-        ),
+        );
+    };
+    let origin = request_meta(&headers, Some(peer));
+    match consent::decide(
+        app.store.as_ref(),
+        &request,
+        &account,
+        decision,
+        now,
+        origin,
+    )
+    .await
+    {
+        Ok(()) => see_other(&format!(
+            "/authorize?{}",
+            pending_query(&params, &["consent"])
+        )),
+        Err(e) => error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     }
 }

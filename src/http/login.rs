@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
 use secrecy::SecretString;
 
-use super::authorize::{pending_form, pending_query, request_meta};
+use super::forms::{pending_form, pending_query, request_meta, see_other};
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
@@ -162,22 +162,4 @@ fn failed_login_details(
             serde_json::json!({ "unknown_username_tag": hex })
         }
     }
-}
-
-/// 303 to a path on this server.
-pub fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    response
-}
-
-/// A form whose CSRF token does not match this browser: refused, nothing changed.
-pub fn expired_form() -> Response {
-    pages::error_page(
-        StatusCode::FORBIDDEN,
-        "This form has expired",
-        "For your security the form could not be accepted. Go back to the application and start again.",
-    )
 }

@@ -5,6 +5,7 @@ pub mod client_auth;
 pub mod consent;
 pub mod discovery;
 pub mod error;
+pub mod forms;
 pub mod health;
 pub mod introspect;
 pub mod jwks;
@@ -27,24 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
-
-/// Fixed paths: read by the router here and, later, by the discovery document.
-pub mod paths {
-    pub const HEALTHZ: &str = "/healthz";
-    pub const READYZ: &str = "/readyz";
-    pub const AUTHORIZE: &str = "/authorize";
-    pub const TOKEN: &str = "/token";
-    pub const LOGIN: &str = "/login";
-    pub const CONSENT: &str = "/consent";
-    pub const STYLESHEET: &str = "/static/tessera.css";
-    pub const JWKS: &str = "/jwks";
-    pub const LOGOUT: &str = "/logout";
-    pub const INTROSPECT: &str = "/introspect";
-    pub const REVOKE: &str = "/revoke";
-    pub const USERINFO: &str = "/userinfo";
-    pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
-    pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
-}
+use crate::paths;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -9,9 +9,8 @@ use axum::Json;
 
 use super::error::is_form;
 use crate::app::AppState;
-use crate::crypto::token::Digest;
-use crate::oauth::claims;
 use crate::oauth::params::Params;
+use crate::oauth::{claims, credential};
 use crate::store::TokenKind;
 
 /// RFC 6750 §3: errors in `WWW-Authenticate: Bearer …`; no error attributes when the
@@ -112,28 +111,20 @@ pub async fn post(
 
 async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError> {
     let now = app.clock.now();
-    let record = app
-        .store
-        .token(&Digest::of(&token))
+    let credential = credential::resolve(app.store.as_ref(), &token, now)
         .await
         .map_err(|e| BearerError::Server(e.into()))?
-        .filter(|t| t.kind == TokenKind::Access && t.is_active(now))
+        .active()
+        .filter(|c| c.token.kind == TokenKind::Access)
         .ok_or(BearerError::InvalidToken)?;
-    let scope: Vec<&str> = record.scope.split(' ').collect();
+    let scope: Vec<&str> = credential.token.scope.split(' ').collect();
     if !scope.contains(&"openid") {
         return Err(BearerError::InsufficientScope);
     }
-    let account_id = record
-        .account_id
-        .as_deref()
+    let account = credential
+        .account
+        .as_ref()
         .ok_or(BearerError::InsufficientScope)?;
-    let account = app
-        .store
-        .account(account_id)
-        .await
-        .map_err(|e| BearerError::Server(e.into()))?
-        .filter(|a| !a.disabled)
-        .ok_or(BearerError::InvalidToken)?;
-    let body = claims::for_scope(&account, &scope);
+    let body = claims::for_scope(account, &scope);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -9,8 +9,12 @@ use oxide_auth::primitives::scope::Scope;
 
 use super::error::{ErrorCode, OAuthError};
 use super::params::Params;
-use super::{pkce, redirect_uri, scope};
-use crate::store::{AccountRecord, ClientRecord, SessionRecord, Store};
+use super::{id_token, pkce, redirect_uri, scope};
+use crate::crypto::keys::KeySet;
+use crate::crypto::token::{PlainSecret, CODE_PREFIX};
+use crate::store::{
+    AccountRecord, ClientRecord, CodeRecord, GrantRecord, SessionRecord, Store, StoreError,
+};
 
 /// Parameters `/authorize` reads; anything else is ignored (RFC 6749 §3.1).
 pub const AUTHORIZE_PARAMS: &[&str] = &[
@@ -34,6 +38,9 @@ pub const AUTHORIZE_PARAMS: &[&str] = &[
     "request_uri",
     "acr_values",
 ];
+
+/// RFC 6749 §4.1.2 recommends at most ten minutes; DESIGN.md keeps codes for 60 seconds.
+pub const CODE_TTL_SECS: i64 = 60;
 
 /// Longest `state` or `nonce` kept: generous for real clients, bounded for the store.
 const MAX_OPAQUE_LEN: usize = 2048;
@@ -120,6 +127,23 @@ pub struct AuthorizeRequest {
 impl AuthorizeRequest {
     pub fn fail(&self, e: OAuthError) -> AuthorizeError {
         AuthorizeError::Redirect(self.redirect.clone(), e)
+    }
+
+    /// OIDC Core §3.1.2.1: an `id_token_hint` must be an ID token issued here; its subject is
+    /// who the client expects to be signed in (see [`decide`]).
+    pub fn apply_id_token_hint(
+        &mut self,
+        keys: &KeySet,
+        issuer: &str,
+        hint: &str,
+    ) -> Result<(), AuthorizeError> {
+        let verified = id_token::verify_hint(keys, issuer, hint).ok_or_else(|| {
+            self.fail(OAuthError::invalid_request(
+                "id_token_hint is not an ID token issued here",
+            ))
+        })?;
+        self.hint_subject = Some(verified.subject);
+        Ok(())
     }
 }
 
@@ -339,4 +363,45 @@ pub fn decide(
         ));
     }
     Ok(Decision::Consent(account))
+}
+
+/// RFC 6749 §4.1.2: a code bound to this client, redirect URI, scope, nonce and PKCE
+/// challenge, valid for 60 seconds, stored as a digest; a new grant for it to hang off.
+pub async fn issue_code(
+    store: &dyn Store,
+    request: &AuthorizeRequest,
+    session: &SessionRecord,
+    account: &AccountRecord,
+    now: i64,
+) -> Result<PlainSecret, StoreError> {
+    let code = PlainSecret::generate(CODE_PREFIX);
+    let grant = GrantRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        client_id: request.client.id.clone(),
+        account_id: Some(account.id.clone()),
+        scope: request.scope_str.clone(),
+        auth_time: Some(session.auth_time),
+        amr: session.amr.clone(),
+        created_at: now,
+        revoked_at: None,
+    };
+    let record = CodeRecord {
+        digest: code.digest(),
+        grant_id: grant.id.clone(),
+        client_id: request.client.id.clone(),
+        account_id: account.id.clone(),
+        redirect_uri: request
+            .redirect_uri_sent
+            .then(|| request.redirect.redirect_uri.clone()),
+        scope: request.scope_str.clone(),
+        nonce: request.nonce.clone(),
+        code_challenge: request.code_challenge.clone(),
+        auth_time: session.auth_time,
+        amr: session.amr.clone(),
+        created_at: now,
+        expires_at: now + CODE_TTL_SECS,
+        consumed_at: None,
+    };
+    store.insert_code(&grant, &record).await?;
+    Ok(code)
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use super::{claims, scope};
 use crate::crypto::keys::ALGS;
-use crate::http::paths;
+use crate::paths;
 
 /// Client authentication at the token, introspection and revocation endpoints.
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];

@@ -10,11 +10,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::crypto::token::Digest;
+use super::credential::{self, ActiveCredential};
 use crate::store::{Store, StoreError, TokenKind};
 
-/// One indexed lookup by digest (plus the user, for user tokens); no cache, so a revocation
-/// shows at the next introspection.
+/// The RFC 7662 answer for `token` as seen by the client `caller`.
 pub async fn describe(
     store: &dyn Store,
     issuer: &str,
@@ -22,33 +21,23 @@ pub async fn describe(
     token: &str,
     now: i64,
 ) -> Result<Value, StoreError> {
-    let inactive = || json!({ "active": false });
-    let Some(record) = store.token(&Digest::of(token)).await? else {
-        return Ok(inactive());
+    let Some(ActiveCredential {
+        token: record,
+        account,
+    }) = credential::resolve(store, token, now).await?.active()
+    else {
+        return Ok(json!({ "active": false }));
     };
-    let usable_by_caller = match record.kind {
-        TokenKind::Refresh => {
-            record.used_at.is_none() && record.client_id.as_deref() == Some(caller)
-        }
-        TokenKind::Access | TokenKind::ApiKey => true,
-    };
-    if !record.is_active(now) || !usable_by_caller {
-        return Ok(inactive());
+    if record.kind == TokenKind::Refresh && record.client_id.as_deref() != Some(caller) {
+        return Ok(json!({ "active": false }));
     }
-    let username = match &record.account_id {
-        None => None,
-        Some(id) => match store.account(id).await? {
-            Some(a) if !a.disabled => Some(a.username),
-            _ => return Ok(inactive()),
-        },
-    };
     let client_id = record.client_id.clone().unwrap_or_default();
     let mut out = Map::new();
     out.insert("active".into(), json!(true));
     out.insert("scope".into(), json!(record.scope));
     out.insert("client_id".into(), json!(client_id));
-    if let Some(u) = username {
-        out.insert("username".into(), json!(u));
+    if let Some(a) = account {
+        out.insert("username".into(), json!(a.username));
     }
     out.insert("token_type".into(), json!(token_type(record.kind)));
     if let Some(exp) = record.expires_at {

@@ -409,7 +409,8 @@ pub trait Store: Send + Sync + 'static {
         account_id: &str,
         client_id: &str,
     ) -> Result<Option<String>, StoreError>;
-    /// Sets the consented scopes (the caller passes the union it wants kept).
+    /// Adds `scope` to the scopes this user has consented to for this client (a union) and
+    /// records `audit`, in one transaction: of concurrent grants, every scope is kept.
     async fn grant_consent(
         &self,
         account_id: &str,

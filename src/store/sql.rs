@@ -754,18 +754,39 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
+        // The write first: it creates the row or locks it (Postgres) / takes the write lock
+        // (SQLite), so a concurrent grant waits here and then reads what this one wrote.
         sqlx::query(
             "insert into consent (account_id, client_id, scope, created_at, updated_at) \
-             values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
-             do update set scope = excluded.scope, updated_at = excluded.updated_at",
+             values ($1, $2, '', $3, $3) on conflict (account_id, client_id) \
+             do update set updated_at = excluded.updated_at",
         )
         .bind(account_id)
         .bind(client_id)
-        .bind(scope)
         .bind(now)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
+        let row = sqlx::query("select scope from consent where account_id = $1 and client_id = $2")
+            .bind(account_id)
+            .bind(client_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let before: String = row.try_get("scope").map_err(corrupt)?;
+        let mut merged: Vec<&str> = before.split_whitespace().collect();
+        for s in scope.split_whitespace() {
+            if !merged.contains(&s) {
+                merged.push(s);
+            }
+        }
+        sqlx::query("update consent set scope = $3 where account_id = $1 and client_id = $2")
+            .bind(account_id)
+            .bind(client_id)
+            .bind(merged.join(" "))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
     }

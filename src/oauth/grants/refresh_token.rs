@@ -11,6 +11,7 @@ use super::{has_scope, mint, IdTokenPlan, Issued, Plan, RefreshPlan};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
+use crate::oauth::credential::{self, ActiveCredential};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
@@ -25,10 +26,11 @@ pub async fn rotate(
     let store = app.store.as_ref();
     let presented = params.required("refresh_token")?;
     let digest = Digest::of(presented);
-    let old = store
-        .token(&digest)
-        .await?
+    let resolution = credential::resolve(store, presented, now).await?;
+    let old = resolution
+        .record()
         .filter(|t| t.kind == TokenKind::Refresh)
+        .cloned()
         .ok_or_else(|| OAuthError::invalid_grant("unknown refresh token"))?;
     // RFC 6749 §10.4: a refresh token is bound to the client it was issued to.
     if old.client_id.as_deref() != Some(client.id.as_str()) {
@@ -57,22 +59,19 @@ pub async fn rotate(
     if !old.is_active(now) {
         return Err(OAuthError::invalid_grant("refresh token expired"));
     }
+    let Some(ActiveCredential {
+        account: Some(account),
+        ..
+    }) = resolution.active()
+    else {
+        return Err(OAuthError::invalid_grant("user deleted or disabled"));
+    };
+    let account_id = account.id;
     let grant = store
-        .grant(old.grant_id.as_deref().unwrap_or_default())
+        .grant(&grant_id)
         .await?
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("grant revoked"))?;
-    let account_id = grant
-        .account_id
-        .clone()
-        .ok_or_else(|| OAuthError::invalid_grant("grant without a user"))?;
-    let usable = store
-        .account(&account_id)
-        .await?
-        .is_some_and(|a| !a.disabled);
-    if !usable {
-        return Err(OAuthError::invalid_grant("user deleted or disabled"));
-    }
     // RFC 6749 §6: the scope may narrow, never widen.
     let access_scope = match params.get("scope") {
         None => old.scope.clone(),

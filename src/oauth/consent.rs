@@ -1,0 +1,65 @@
+//! Consent, OIDC Core §3.1.2.4: remembered per user, client and scope. Approving adds the
+//! requested scopes to what was approved before (the store merges, atomically); denying ends
+//! the request with `access_denied` (RFC 6749 §4.1.2.1).
+
+use super::authorize::AuthorizeRequest;
+use super::error::{ErrorCode, OAuthError};
+use crate::audit::{AuditEvent, AuditKind};
+use crate::store::{AccountRecord, Store};
+
+/// The person's answer on the consent page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve,
+    Deny,
+}
+
+impl Decision {
+    pub fn parse(value: Option<&str>) -> Option<Decision> {
+        match value {
+            Some("approve") => Some(Decision::Approve),
+            Some("deny") => Some(Decision::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// Where a request came from, for the audit trail: source address and user agent.
+pub type Origin = (Option<String>, Option<String>);
+
+/// Records the decision with its audit event; `Ok` means carry on with the request, an error
+/// is the answer for the client.
+pub async fn decide(
+    store: &dyn Store,
+    request: &AuthorizeRequest,
+    account: &AccountRecord,
+    decision: Decision,
+    now: i64,
+    (ip, agent): Origin,
+) -> Result<(), OAuthError> {
+    let audit = |kind| {
+        AuditEvent::new(kind, format!("user:{}", account.id), now)
+            .account(&account.id)
+            .client(&request.client.id)
+            .from_request(ip.clone(), agent.clone())
+            .details(serde_json::json!({ "scope": request.scope_str }))
+    };
+    match decision {
+        Decision::Approve => Ok(store
+            .grant_consent(
+                &account.id,
+                &request.client.id,
+                &request.scope_str,
+                now,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await?),
+        Decision::Deny => {
+            store.append_audit(&audit(AuditKind::ConsentDenied)).await?;
+            Err(OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the user denied the request",
+            ))
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! One answer to "is this credential valid, and whose is it?", for every place that is
+//! shown a token: introspection (RFC 7662), userinfo (OIDC Core §5.3), revocation
+//! (RFC 7009) and the refresh grant (RFC 6749 §6) — and API keys when they come.
+//!
+//! A credential is active when it exists, is neither revoked (itself or its grant) nor
+//! expired, is not a spent refresh token, and its user (if any) exists and is enabled. Each
+//! caller adds only its own rule on top (who may see it, which kind it must be).
+
+use crate::crypto::token::Digest;
+use crate::store::{AccountRecord, Store, StoreError, TokenKind, TokenRecord};
+
+/// A credential that may be used now, and the user it speaks for.
+#[derive(Debug, Clone)]
+pub struct ActiveCredential {
+    pub token: TokenRecord,
+    /// `None` for a client's own token (client_credentials).
+    pub account: Option<AccountRecord>,
+}
+
+/// What a presented value is.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Not a credential Tessera issued (or one since deleted).
+    Unknown,
+    /// Issued here, but not usable now; the record says why (for the refresh grant's reuse
+    /// detection and for revocation, which also accepts dead tokens).
+    Inactive(TokenRecord),
+    Active(ActiveCredential),
+}
+
+impl Resolution {
+    /// The record, active or not.
+    pub fn record(&self) -> Option<&TokenRecord> {
+        match self {
+            Resolution::Unknown => None,
+            Resolution::Inactive(t) => Some(t),
+            Resolution::Active(c) => Some(&c.token),
+        }
+    }
+
+    /// The active credential, if there is one.
+    pub fn active(self) -> Option<ActiveCredential> {
+        match self {
+            Resolution::Active(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// One indexed lookup by digest, plus the user for a user's credential. No cache: a
+/// revocation shows at the next call.
+pub async fn resolve(
+    store: &dyn Store,
+    presented: &str,
+    now: i64,
+) -> Result<Resolution, StoreError> {
+    let Some(token) = store.token(&Digest::of(presented)).await? else {
+        return Ok(Resolution::Unknown);
+    };
+    let spent = token.kind == TokenKind::Refresh && token.used_at.is_some();
+    if !token.is_active(now) || spent {
+        return Ok(Resolution::Inactive(token));
+    }
+    let account = match &token.account_id {
+        None => None,
+        Some(id) => match store.account(id).await? {
+            Some(a) if !a.disabled => Some(a),
+            _ => return Ok(Resolution::Inactive(token)),
+        },
+    };
+    Ok(Resolution::Active(ActiveCredential { token, account }))
+}

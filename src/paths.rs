@@ -1,0 +1,17 @@
+//! Fixed endpoint paths: read by the router (`http`) and by the discovery document (`oauth`),
+//! so neither layer has to import the other for them.
+
+pub const HEALTHZ: &str = "/healthz";
+pub const READYZ: &str = "/readyz";
+pub const AUTHORIZE: &str = "/authorize";
+pub const TOKEN: &str = "/token";
+pub const LOGIN: &str = "/login";
+pub const CONSENT: &str = "/consent";
+pub const STYLESHEET: &str = "/static/tessera.css";
+pub const JWKS: &str = "/jwks";
+pub const LOGOUT: &str = "/logout";
+pub const INTROSPECT: &str = "/introspect";
+pub const REVOKE: &str = "/revoke";
+pub const USERINFO: &str = "/userinfo";
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
