@@ -24,8 +24,8 @@ pub enum Resolution {
     Unknown,
     /// Issued here, but not usable now; the record says why (for the refresh grant's reuse
     /// detection and for revocation, which also accepts dead tokens).
-    Inactive(TokenRecord),
-    Active(ActiveCredential),
+    Inactive(Box<TokenRecord>),
+    Active(Box<ActiveCredential>),
 }
 
 impl Resolution {
@@ -41,7 +41,7 @@ impl Resolution {
     /// The active credential, if there is one.
     pub fn active(self) -> Option<ActiveCredential> {
         match self {
-            Resolution::Active(c) => Some(c),
+            Resolution::Active(c) => Some(*c),
             _ => None,
         }
     }
@@ -59,14 +59,17 @@ pub async fn resolve(
     };
     let spent = token.kind == TokenKind::Refresh && token.used_at.is_some();
     if !token.is_active(now) || spent {
-        return Ok(Resolution::Inactive(token));
+        return Ok(Resolution::Inactive(Box::new(token)));
     }
     let account = match &token.account_id {
         None => None,
         Some(id) => match store.account(id).await? {
             Some(a) if !a.disabled => Some(a),
-            _ => return Ok(Resolution::Inactive(token)),
+            _ => return Ok(Resolution::Inactive(Box::new(token))),
         },
     };
-    Ok(Resolution::Active(ActiveCredential { token, account }))
+    Ok(Resolution::Active(Box::new(ActiveCredential {
+        token,
+        account,
+    })))
 }

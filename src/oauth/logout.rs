@@ -112,7 +112,7 @@ impl LogoutRequest {
     /// §2: whether the signed-in `account` must confirm before being signed out — unless the
     /// hint names exactly them.
     pub fn needs_confirmation(&self, account: &AccountRecord) -> bool {
-        !self.hint.as_ref().is_some_and(|h| h.subject == account.id)
+        self.hint.as_ref().is_none_or(|h| h.subject != account.id)
     }
 
     /// Ends the browser session and records the logout.
