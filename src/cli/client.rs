@@ -6,14 +6,12 @@ use serde_json::json;
 use super::{open, parse_bool, print, CliError};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
+use crate::crypto::keys::ALGS;
 use crate::crypto::token::{PlainSecret, CLIENT_SECRET_PREFIX};
+use crate::oauth::grants::GrantType;
 use crate::oauth::{redirect_uri, scope};
 use crate::store::{AccessTokenFormat, AuthMethod, ClientRecord, StoreError};
 
-/// Grant types a client may be registered for.
-pub const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
-/// ID token signing algorithms a client may ask for.
-pub const ID_TOKEN_ALGS: &[&str] = &["RS256", "ES256", "EdDSA"];
 /// Shortest operator-supplied secret: 32 characters is at least ~190 bits even as base64.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -372,10 +370,10 @@ pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
         ));
     }
     for (i, g) in c.grant_types.iter().enumerate() {
-        if !GRANT_TYPES.contains(&g.as_str()) {
+        if GrantType::parse(g).is_none() {
             return Err(CliError::new(format!(
                 "grant type `{g}` is not one of {}",
-                GRANT_TYPES.join(", ")
+                GrantType::names().join(", ")
             )));
         }
         if c.grant_types[..i].contains(g) {
@@ -416,10 +414,10 @@ pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
             .map_err(|e| CliError::new(format!("redirect URI {e}")))?;
     }
     scope::parse(&c.scope).map_err(|e| CliError::new(format!("--scope: {e}")))?;
-    if !ID_TOKEN_ALGS.contains(&c.id_token_signed_response_alg.as_str()) {
+    if !ALGS.contains(&c.id_token_signed_response_alg.as_str()) {
         return Err(CliError::new(format!(
             "--id-token-alg must be one of {}",
-            ID_TOKEN_ALGS.join(", ")
+            ALGS.join(", ")
         )));
     }
     Ok(())

@@ -6,14 +6,12 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 use crate::app::AppState;
 use crate::oauth::authorize::{AuthorizeError, VerifiedRedirect};
 use crate::oauth::error::{ErrorCode, OAuthError};
 
-use super::pages;
+use super::{pages, respond};
 
 /// Logs an error at a level that fits: ours loudly, the client's quietly.
 pub fn log(e: &OAuthError) {
@@ -55,10 +53,7 @@ pub fn redirect_to_client(
     if let Ok(location) = HeaderValue::from_str(url.as_str()) {
         response.headers_mut().insert(header::LOCATION, location);
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    respond::no_store(response)
 }
 
 /// The response for an authorization error. `status` is 302 after a GET and 303 after a
@@ -130,17 +125,10 @@ impl IntoResponse for TokenError {
             ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
-        let body = Json(json!({
-            "error": self.error.code.as_str(),
-            "error_description": self.error.description,
-        }));
-        let mut response = (status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        let mut response = respond::json_error(status, self.error.code, &self.error.description);
         // RFC 6749 §5.2: a client that tried the Authorization header gets a challenge back.
         if self.basic && self.error.code == ErrorCode::InvalidClient {
-            headers.insert(
+            response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""),
             );

@@ -14,10 +14,10 @@ use axum::Json;
 use josekit::jwt::JwtPayload;
 use serde_json::json;
 
-use super::client_auth;
 use super::error::TokenError;
+use super::{client_auth, respond};
 use crate::app::AppState;
-use crate::oauth::error::OAuthError;
+use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::introspection;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
@@ -30,12 +30,10 @@ pub async fn introspect(
 ) -> Result<Response, TokenError> {
     let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
     if !client.may_introspect {
-        let body = json!({
-            "error": "unauthorized_client",
-            "error_description": "this client may not introspect tokens",
-        });
-        return Ok(no_store(
-            (StatusCode::FORBIDDEN, Json(body)).into_response(),
+        return Ok(respond::json_error(
+            StatusCode::FORBIDDEN,
+            ErrorCode::UnauthorizedClient,
+            "this client may not introspect tokens",
         ));
     }
     let token = params.required("token")?;
@@ -60,7 +58,7 @@ pub async fn introspect(
             })
         });
     if !wants_jwt {
-        return Ok(no_store(Json(answer).into_response()));
+        return Ok(respond::no_store(Json(answer).into_response()));
     }
     // RFC 9701 §5: iss, aud (the caller), iat, and the answer in token_introspection.
     let keys = app
@@ -86,13 +84,5 @@ pub async fn introspect(
         header::CONTENT_TYPE,
         HeaderValue::from_static(JWT_MEDIA_TYPE),
     );
-    Ok(no_store(response))
-}
-
-/// RFC 7662 §4: introspection answers must not be cached by intermediaries.
-fn no_store(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(respond::no_store(response))
 }

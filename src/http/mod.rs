@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod pages;
+pub mod respond;
 pub mod revoke;
 pub mod session;
 pub mod token;

@@ -3,11 +3,11 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::client_auth;
 use super::error::TokenError;
+use super::{client_auth, respond};
 use crate::app::AppState;
 use crate::oauth::revocation;
 
@@ -21,9 +21,5 @@ pub async fn revoke(
     let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
     let token = params.required("token")?;
     revocation::revoke(app.store.as_ref(), &client, token, app.clock.now()).await?;
-    let mut response = StatusCode::OK.into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(respond::no_store(StatusCode::OK.into_response()))
 }

@@ -2,16 +2,16 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-use super::client_auth;
 use super::error::TokenError;
+use super::{client_auth, respond};
 use crate::app::AppState;
 use crate::oauth::error::{ErrorCode, OAuthError};
-use crate::oauth::grants::{self, Issued};
+use crate::oauth::grants::{self, GrantType, Issued};
 
 /// Parameters the token endpoint reads; anything else is ignored (RFC 6749 §3.2).
 pub const TOKEN_PARAMS: &[&str] = &[
@@ -46,31 +46,31 @@ pub async fn token(
     // RFC 6749 §3.2: parameters come as application/x-www-form-urlencoded.
     let (params, client) =
         client_auth::authenticated_form(&app, &headers, &body, TOKEN_PARAMS).await?;
-    let grant_type = params.required("grant_type")?;
-    if !matches!(
-        grant_type,
-        "authorization_code" | "refresh_token" | "client_credentials"
-    ) {
-        return Err(OAuthError::new(
+    let name = params.required("grant_type")?;
+    let grant_type = GrantType::parse(name).ok_or_else(|| {
+        OAuthError::new(
             ErrorCode::UnsupportedGrantType,
-            format!("grant_type `{grant_type}` is not supported"),
+            format!("grant_type `{name}` is not supported"),
         )
-        .into());
-    }
-    if !client.grant_types.iter().any(|g| g == grant_type) {
+    })?;
+    if !grant_type.allowed(&client) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
-            format!("this client may not use grant_type `{grant_type}`"),
+            format!("this client may not use grant_type `{name}`"),
         )
         .into());
     }
     let now = app.clock.now();
     let issued = match grant_type {
-        "authorization_code" => {
+        GrantType::AuthorizationCode => {
             grants::authorization_code::redeem(&app, &client, &params, now).await?
         }
-        "refresh_token" => grants::refresh_token::rotate(&app, &client, &params, now).await?,
-        _ => grants::client_credentials::issue(&app, &client, &params, now).await?,
+        GrantType::RefreshToken => {
+            grants::refresh_token::rotate(&app, &client, &params, now).await?
+        }
+        GrantType::ClientCredentials => {
+            grants::client_credentials::issue(&app, &client, &params, now).await?
+        }
     };
     Ok(respond(issued))
 }
@@ -85,9 +85,5 @@ fn respond(issued: Issued) -> Response {
         scope: issued.scope,
         id_token: issued.id_token,
     };
-    let mut response = Json(body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    response
+    respond::no_store(Json(body).into_response())
 }

@@ -8,7 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::is_form;
+use super::respond;
 use crate::app::AppState;
+use crate::oauth::error::ErrorCode;
 use crate::oauth::params::Params;
 use crate::oauth::{claims, credential};
 use crate::store::TokenKind;
@@ -41,8 +43,11 @@ impl IntoResponse for BearerError {
             ),
             BearerError::Server(e) => {
                 tracing::error!(error = %e, "userinfo failed");
-                return (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": "server_error" })))
-                    .into_response();
+                return respond::json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::ServerError,
+                    "the server could not complete the request",
+                );
             }
         };
         let mut response = status.into_response();
@@ -51,10 +56,7 @@ impl IntoResponse for BearerError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        respond::no_store(response)
     }
 }
 
@@ -126,5 +128,5 @@ async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError
         .as_ref()
         .ok_or(BearerError::InsufficientScope)?;
     let body = claims::for_scope(account, &scope);
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    Ok(respond::no_store(Json(body).into_response()))
 }

@@ -8,6 +8,7 @@
 use oxide_auth::primitives::scope::Scope;
 
 use super::error::{ErrorCode, OAuthError};
+use super::grants::GrantType;
 use super::params::Params;
 use super::{id_token, pkce, redirect_uri, scope};
 use crate::crypto::keys::KeySet;
@@ -230,7 +231,7 @@ pub async fn validate(
             )))
         }
     }
-    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+    if !GrantType::AuthorizationCode.allowed(&client) {
         return Err(fail(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "this client may not use the authorization code grant",

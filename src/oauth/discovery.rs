@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use super::grants::GrantType;
 use super::{claims, scope};
 use crate::crypto::keys::ALGS;
 use crate::paths;
@@ -27,7 +28,7 @@ pub fn metadata(issuer: &str) -> Value {
         "scopes_supported": scope::OIDC_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": GrantType::names(),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ALGS,
         "token_endpoint_auth_methods_supported": AUTH_METHODS,

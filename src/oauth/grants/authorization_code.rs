@@ -5,7 +5,7 @@
 //! first, in one statement: of concurrent redemptions at most one gets it, and a code that
 //! fails a later check stays spent, so a thief who guesses wrong cannot try again.
 
-use super::{has_scope, mint, IdTokenPlan, Issued, Plan, RefreshPlan};
+use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
@@ -70,7 +70,7 @@ pub async fn redeem(
     // OIDC Core §11: for OpenID requests a refresh token only with offline_access (granted
     // on Tessera's consent page, which lists it; decision 0006). Plain OAuth: whenever the
     // client may use the refresh_token grant.
-    let may_refresh = client.grant_types.iter().any(|g| g == "refresh_token")
+    let may_refresh = GrantType::RefreshToken.allowed(client)
         && (!has_scope(&record.scope, "openid") || has_scope(&record.scope, "offline_access"));
     let refresh = may_refresh.then(|| RefreshPlan {
         scope: record.scope.clone(),
@@ -80,7 +80,7 @@ pub async fn redeem(
     let minted = mint(
         app,
         Plan {
-            grant_type: "authorization_code",
+            grant_type: GrantType::AuthorizationCode,
             client,
             account_id: Some(&record.account_id),
             grant_id: Some(&record.grant_id),

@@ -2,7 +2,7 @@
 //! itself (`sub` is the client): no user, no grant, no refresh token (§4.4.3). The cost is
 //! the client's digest check and one transaction (the token and its audit row); no slow hash.
 
-use super::{mint, Issued, Plan};
+use super::{mint, GrantType, Issued, Plan};
 use crate::app::AppState;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
@@ -56,7 +56,7 @@ pub async fn issue(
     let minted = mint(
         app,
         Plan {
-            grant_type: "client_credentials",
+            grant_type: GrantType::ClientCredentials,
             client,
             account_id: None,
             grant_id: None,

@@ -16,6 +16,46 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::store::{AccessTokenFormat, ClientRecord, TokenKind, TokenRecord};
 
+/// The grant types Tessera serves (RFC 6749 §4.1.3, §4.4, §6): one list for the token
+/// endpoint, client registration and discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub const ALL: [GrantType; 3] = [
+        GrantType::AuthorizationCode,
+        GrantType::RefreshToken,
+        GrantType::ClientCredentials,
+    ];
+
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::ClientCredentials => "client_credentials",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<GrantType> {
+        GrantType::ALL.into_iter().find(|g| g.as_str() == value)
+    }
+
+    /// Whether `client` is registered for this grant type.
+    pub fn allowed(self, client: &ClientRecord) -> bool {
+        client.grant_types.iter().any(|g| g == self.as_str())
+    }
+
+    /// Every `grant_type` value, in the order above.
+    pub fn names() -> [&'static str; 3] {
+        GrantType::ALL.map(GrantType::as_str)
+    }
+}
+
 /// What the token endpoint hands back.
 #[derive(Debug)]
 pub struct Issued {
@@ -28,7 +68,7 @@ pub struct Issued {
 
 /// What to issue, for whom.
 pub struct Plan<'a> {
-    pub grant_type: &'static str,
+    pub grant_type: GrantType,
     pub client: &'a ClientRecord,
     /// The user; `None` when the client acts for itself (client_credentials).
     pub account_id: Option<&'a str>,
@@ -175,7 +215,7 @@ pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OA
     let mut audit = AuditEvent::new(AuditKind::TokenIssued, format!("client:{}", client.id), now)
         .client(&client.id)
         .details(json!({
-            "grant_type": plan.grant_type,
+            "grant_type": plan.grant_type.as_str(),
             "grant_id": plan.grant_id,
             "scope": plan.scope,
             "jti": jti,

@@ -7,7 +7,7 @@
 //! rotates; the others count as reuse.
 
 use super::authorization_code::refresh_expiry;
-use super::{has_scope, mint, IdTokenPlan, Issued, Plan, RefreshPlan};
+use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
 use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
@@ -85,7 +85,7 @@ pub async fn rotate(
     let minted = mint(
         app,
         Plan {
-            grant_type: "refresh_token",
+            grant_type: GrantType::RefreshToken,
             client,
             account_id: Some(&account_id),
             grant_id: Some(&grant.id),
