@@ -8,6 +8,8 @@ use crate::config::Config;
 use crate::crypto::kek::Kek;
 use crate::crypto::keys::KeyCache;
 use crate::crypto::password::Passwords;
+use crate::keys::Signer;
+use crate::oauth::Context;
 use crate::store::Store;
 
 /// Everything a request needs.
@@ -18,7 +20,21 @@ pub struct AppState {
     pub passwords: Passwords,
     pub kek: Kek,
     pub keys: KeyCache,
+    pub signer: Signer,
     pub clock: Clock,
+}
+
+impl AppState {
+    /// The narrow view protocol rules get (`oauth::Context`).
+    pub fn oauth(&self) -> Context<'_> {
+        Context {
+            store: self.store.as_ref(),
+            signer: &self.signer,
+            tokens: &self.config.tokens,
+            issuer: self.config.issuer_str(),
+            default_resource: &self.config.default_resource,
+        }
+    }
 }
 
 /// The only source of "now" (Unix seconds). Tests move it forward instead of sleeping.

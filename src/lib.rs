@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod http;
+pub mod keys;
 pub mod oauth;
 pub mod paths;
 pub mod server;

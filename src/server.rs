@@ -68,12 +68,14 @@ impl Server {
         let clock = Clock::default();
         crate::crypto::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
         let keys = crate::crypto::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
+        let signer = crate::keys::Signer::new(keys.clone(), store.clone());
         let state = AppState {
             config: Arc::new(config),
             store,
             passwords,
             kek,
             keys,
+            signer,
             clock,
         };
         Ok(Server {

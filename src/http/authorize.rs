@@ -50,8 +50,8 @@ async fn step(
     let now = app.clock.now();
     if let Some(hint) = params.get("id_token_hint") {
         let keys = app
-            .keys
-            .current(app.store.as_ref(), now)
+            .signer
+            .keys(now)
             .await
             .map_err(|e| request.fail(OAuthError::server(e)))?;
         request.apply_id_token_hint(&keys, app.config.issuer_str(), hint)?;

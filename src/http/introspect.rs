@@ -11,13 +11,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use josekit::jwt::JwtPayload;
-use serde_json::json;
 
 use super::error::TokenError;
 use super::{client_auth, respond};
 use crate::app::AppState;
-use crate::oauth::error::{ErrorCode, OAuthError};
+use crate::oauth::error::ErrorCode;
 use crate::oauth::introspection;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
@@ -38,14 +36,7 @@ pub async fn introspect(
     }
     let token = params.required("token")?;
     let now = app.clock.now();
-    let answer = introspection::describe(
-        app.store.as_ref(),
-        app.config.issuer_str(),
-        &client.id,
-        token,
-        now,
-    )
-    .await?;
+    let answer = introspection::describe(app.oauth(), &client.id, token, now).await?;
 
     let wants_jwt = headers
         .get(header::ACCEPT)
@@ -60,25 +51,7 @@ pub async fn introspect(
     if !wants_jwt {
         return Ok(respond::no_store(Json(answer).into_response()));
     }
-    // RFC 9701 §5: iss, aud (the caller), iat, and the answer in token_introspection.
-    let keys = app
-        .keys
-        .current(app.store.as_ref(), now)
-        .await
-        .map_err(OAuthError::server)?;
-    let mut payload = JwtPayload::new();
-    payload.set_issuer(app.config.issuer_str());
-    payload.set_audience(vec![client.id.as_str()]);
-    let _ = payload.set_claim("iat", Some(json!(now)));
-    let _ = payload.set_claim("token_introspection", Some(answer));
-    let jwt = tokio::task::spawn_blocking(move || match keys.active.get("RS256") {
-        Some(key) => key
-            .sign(&payload, "token-introspection+jwt")
-            .map_err(OAuthError::server),
-        None => Err(OAuthError::server(anyhow::anyhow!("no active RS256 key"))),
-    })
-    .await
-    .map_err(OAuthError::server)??;
+    let jwt = introspection::sign_answer(app.oauth(), &client.id, answer, now).await?;
     let mut response = jwt.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -84,7 +84,7 @@ async fn logout(
     let now = app.clock.now();
     let keys = match params.get("id_token_hint") {
         None => None,
-        Some(_) => match app.keys.current(app.store.as_ref(), now).await {
+        Some(_) => match app.signer.keys(now).await {
             Ok(k) => Some(k),
             Err(e) => return server_error(e),
         },

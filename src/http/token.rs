@@ -63,13 +63,13 @@ pub async fn token(
     let now = app.clock.now();
     let issued = match grant_type {
         GrantType::AuthorizationCode => {
-            grants::authorization_code::redeem(&app, &client, &params, now).await?
+            grants::authorization_code::redeem(app.oauth(), &client, &params, now).await?
         }
         GrantType::RefreshToken => {
-            grants::refresh_token::rotate(&app, &client, &params, now).await?
+            grants::refresh_token::rotate(app.oauth(), &client, &params, now).await?
         }
         GrantType::ClientCredentials => {
-            grants::client_credentials::issue(&app, &client, &params, now).await?
+            grants::client_credentials::issue(app.oauth(), &client, &params, now).await?
         }
     };
     Ok(respond(issued))

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::grants::GrantType;
-use super::{claims, scope};
+use super::{claims, introspection, scope};
 use crate::crypto::keys::ALGS;
 use crate::paths;
 
@@ -24,7 +24,7 @@ pub fn metadata(issuer: &str) -> Value {
         "revocation_endpoint": url(paths::REVOKE),
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-        "introspection_signing_alg_values_supported": ["RS256"],
+        "introspection_signing_alg_values_supported": [introspection::ANSWER_ALG],
         "scopes_supported": scope::OIDC_SCOPES,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

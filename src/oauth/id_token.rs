@@ -4,13 +4,12 @@
 //! `email`, `address` and `phone` scopes ask for come from `/userinfo` in the code flow
 //! (Core §5.4), so they are not repeated here.
 
-use std::sync::Arc;
-
 use josekit::jwt::JwtPayload;
 use serde_json::json;
 
 use super::error::OAuthError;
 use crate::crypto::keys::{half_hash, KeySet};
+use crate::keys::Signer;
 
 /// What an ID token says.
 pub struct IdToken<'a> {
@@ -50,23 +49,12 @@ impl IdToken<'_> {
         p
     }
 
-    /// Signs with the active key for `alg`, on the blocking pool (RSA signing is not cheap).
-    pub async fn sign(&self, keys: Arc<KeySet>, alg: &str) -> Result<String, OAuthError> {
-        if !keys.active.contains_key(alg) {
-            return Err(OAuthError::server(anyhow::anyhow!(
-                "no active {alg} signing key"
-            )));
-        }
-        let payload = self.payload(alg);
-        let alg = alg.to_owned();
-        tokio::task::spawn_blocking(move || match keys.active.get(&alg) {
-            Some(key) => key.sign(&payload, "JWT").map_err(OAuthError::server),
-            None => Err(OAuthError::server(anyhow::anyhow!(
-                "no active {alg} signing key"
-            ))),
-        })
-        .await
-        .map_err(OAuthError::server)?
+    /// Signs with the active key for the client's `alg` (on the blocking pool).
+    pub async fn sign(&self, signer: &Signer, alg: &str) -> Result<String, OAuthError> {
+        signer
+            .sign(self.payload(alg), alg, "JWT", self.now)
+            .await
+            .map_err(OAuthError::server)
     }
 }
 

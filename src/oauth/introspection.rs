@@ -10,21 +10,25 @@
 
 use serde_json::{json, Map, Value};
 
+use josekit::jwt::JwtPayload;
+
 use super::credential::{self, ActiveCredential};
-use crate::store::{Store, StoreError, TokenKind};
+use super::error::OAuthError;
+use super::Context;
+use crate::store::{StoreError, TokenKind};
 
 /// The RFC 7662 answer for `token` as seen by the client `caller`.
 pub async fn describe(
-    store: &dyn Store,
-    issuer: &str,
+    ctx: Context<'_>,
     caller: &str,
     token: &str,
     now: i64,
 ) -> Result<Value, StoreError> {
+    let issuer = ctx.issuer;
     let Some(ActiveCredential {
         token: record,
         account,
-    }) = credential::resolve(store, token, now).await?.active()
+    }) = credential::resolve(ctx.store, token, now).await?.active()
     else {
         return Ok(json!({ "active": false }));
     };
@@ -64,3 +68,26 @@ fn token_type(kind: TokenKind) -> &'static str {
         TokenKind::ApiKey => "api_key",
     }
 }
+
+/// RFC 9701 §5: the answer as a signed JWT (`typ: token-introspection+jwt`) with `iss`, `aud`
+/// (the caller), `iat`, and the RFC 7662 answer in `token_introspection`.
+pub async fn sign_answer(
+    ctx: Context<'_>,
+    caller: &str,
+    answer: Value,
+    now: i64,
+) -> Result<String, OAuthError> {
+    let mut payload = JwtPayload::new();
+    payload.set_issuer(ctx.issuer);
+    payload.set_audience(vec![caller]);
+    let _ = payload.set_claim("iat", Some(json!(now)));
+    let _ = payload.set_claim("token_introspection", Some(answer));
+    ctx.signer
+        .sign(payload, ANSWER_ALG, "token-introspection+jwt", now)
+        .await
+        .map_err(OAuthError::server)
+}
+
+/// The algorithm of RFC 9701 answers, as discovery advertises
+/// (`introspection_signing_alg_values_supported`).
+pub const ANSWER_ALG: &str = "RS256";

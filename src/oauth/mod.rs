@@ -1,4 +1,7 @@
 //! Protocol rules, independent of HTTP: plain inputs in, decisions out.
+//!
+//! Rules get a [`Context`] with exactly what they may use (the store, the signer, the token
+//! policy, the issuer), never the whole application state.
 
 pub mod authorize;
 pub mod claims;
@@ -15,3 +18,15 @@ pub mod pkce;
 pub mod redirect_uri;
 pub mod revocation;
 pub mod scope;
+
+/// What protocol rules need from the running server, and nothing else.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub store: &'a dyn crate::store::Store,
+    pub signer: &'a crate::keys::Signer,
+    pub tokens: &'a crate::config::TokenPolicy,
+    /// The `iss` of everything Tessera signs.
+    pub issuer: &'a str,
+    /// The `aud` of JWT access tokens (RFC 9068 §3).
+    pub default_resource: &'a str,
+}

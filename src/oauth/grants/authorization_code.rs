@@ -6,22 +6,22 @@
 //! fails a later check stays spent, so a thief who guesses wrong cannot try again.
 
 use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
 use crate::oauth::pkce;
+use crate::oauth::Context;
 use crate::store::ClientRecord;
 
 pub async fn redeem(
-    app: &AppState,
+    ctx: Context<'_>,
     client: &ClientRecord,
     params: &Params,
     now: i64,
 ) -> Result<Issued, OAuthError> {
-    let store = app.store.as_ref();
-    let policy = &app.config.tokens;
+    let store = ctx.store;
+    let policy = ctx.tokens;
     let code = params.required("code")?;
     let digest = Digest::of(code);
     let Some(record) = store.consume_code(&digest, now).await? else {
@@ -78,7 +78,7 @@ pub async fn redeem(
         previous: None,
     });
     let minted = mint(
-        app,
+        ctx,
         Plan {
             grant_type: GrantType::AuthorizationCode,
             client,

@@ -3,14 +3,14 @@
 //! the client's digest check and one transaction (the token and its audit row); no slow hash.
 
 use super::{mint, GrantType, Issued, Plan};
-use crate::app::AppState;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
+use crate::oauth::Context;
 use crate::store::ClientRecord;
 
 pub async fn issue(
-    app: &AppState,
+    ctx: Context<'_>,
     client: &ClientRecord,
     params: &Params,
     now: i64,
@@ -54,7 +54,7 @@ pub async fn issue(
         }
     };
     let minted = mint(
-        app,
+        ctx,
         Plan {
             grant_type: GrantType::ClientCredentials,
             client,
@@ -67,6 +67,6 @@ pub async fn issue(
         now,
     )
     .await?;
-    app.store.insert_tokens(&minted.rows, &minted.audit).await?;
+    ctx.store.insert_tokens(&minted.rows, &minted.audit).await?;
     Ok(minted.issued)
 }

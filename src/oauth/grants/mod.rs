@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::error::OAuthError;
 use super::id_token::IdToken;
-use crate::app::AppState;
+use super::Context;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::store::{AccessTokenFormat, ClientRecord, TokenKind, TokenRecord};
@@ -101,6 +101,10 @@ pub struct Minted {
     pub audit: AuditEvent,
 }
 
+/// RFC 9068 access tokens are signed with RS256, which every resource server supports
+/// (RFC 9068 §2.1 makes it the one algorithm they must accept).
+pub const JWT_ACCESS_TOKEN_ALG: &str = "RS256";
+
 /// A public identifier for a token: 128 random bits.
 pub fn new_jti() -> String {
     let mut bytes = [0u8; 16];
@@ -110,32 +114,20 @@ pub fn new_jti() -> String {
 
 /// Makes the tokens of `plan`. Nothing is stored here: the grant decides how the rows are
 /// written (a plain insert, or a rotation that must win a race).
-pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OAuthError> {
-    let policy = &app.config.tokens;
+pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, OAuthError> {
+    let policy = ctx.tokens;
     let client = plan.client;
     let subject = plan.account_id.unwrap_or(&client.id);
-    let needs_keys =
-        client.access_token_format == AccessTokenFormat::Jwt || plan.id_token.is_some();
-    let keys = if needs_keys {
-        Some(
-            app.keys
-                .current(app.store.as_ref(), now)
-                .await
-                .map_err(OAuthError::server)?,
-        )
-    } else {
-        None
-    };
     let jti = new_jti();
     let expires_at = now + policy.access_token_ttl;
-    let access_token = match (client.access_token_format, &keys) {
-        (AccessTokenFormat::Jwt, Some(keys)) => {
+    let access_token = match client.access_token_format {
+        AccessTokenFormat::Jwt => {
             // RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti, and scope.
             let mut p = JwtPayload::new();
-            p.set_issuer(app.config.issuer_str());
+            p.set_issuer(ctx.issuer);
             p.set_subject(subject);
             // RFC 9068 §3: the resource, never the client id an ID token carries as `aud`.
-            p.set_audience(vec![app.config.default_resource.as_str()]);
+            p.set_audience(vec![ctx.default_resource]);
             p.set_jwt_id(&jti);
             for (name, value) in [
                 ("client_id", json!(client.id)),
@@ -148,16 +140,14 @@ pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OA
             if let Some(id) = &plan.id_token {
                 let _ = p.set_claim("auth_time", Some(json!(id.auth_time)));
             }
-            let keys = keys.clone();
-            let jwt = tokio::task::spawn_blocking(move || match keys.active.get("RS256") {
-                Some(key) => key.sign(&p, "at+jwt").map_err(OAuthError::server),
-                None => Err(OAuthError::server(anyhow::anyhow!("no active RS256 key"))),
-            })
-            .await
-            .map_err(OAuthError::server)??;
+            let jwt = ctx
+                .signer
+                .sign(p, JWT_ACCESS_TOKEN_ALG, "at+jwt", now)
+                .await
+                .map_err(OAuthError::server)?;
             PlainSecret::new(jwt)
         }
-        _ => PlainSecret::generate(ACCESS_TOKEN_PREFIX),
+        AccessTokenFormat::Opaque => PlainSecret::generate(ACCESS_TOKEN_PREFIX),
     };
     let row = |digest: Digest, kind, jti: String, scope: &str, expires_at, previous| TokenRecord {
         digest,
@@ -194,10 +184,10 @@ pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OA
         ));
         secret
     });
-    let id_token = match (&plan.id_token, keys, plan.account_id) {
-        (Some(id), Some(keys), Some(account_id)) => Some(
+    let id_token = match (&plan.id_token, plan.account_id) {
+        (Some(id), Some(account_id)) => Some(
             IdToken {
-                issuer: app.config.issuer_str(),
+                issuer: ctx.issuer,
                 client_id: &client.id,
                 subject: account_id,
                 auth_time: id.auth_time,
@@ -207,7 +197,7 @@ pub async fn mint(app: &AppState, plan: Plan<'_>, now: i64) -> Result<Minted, OA
                 now,
                 ttl: policy.id_token_ttl,
             }
-            .sign(keys, &client.id_token_signed_response_alg)
+            .sign(ctx.signer, &client.id_token_signed_response_alg)
             .await?,
         ),
         _ => None,

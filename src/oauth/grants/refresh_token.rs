@@ -8,22 +8,22 @@
 
 use super::authorization_code::refresh_expiry;
 use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
-use crate::app::AppState;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::credential::{self, ActiveCredential};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
-use crate::store::{ClientRecord, TokenKind};
+use crate::oauth::Context;
+use crate::store::{ClientRecord, Store, TokenKind};
 
 pub async fn rotate(
-    app: &AppState,
+    ctx: Context<'_>,
     client: &ClientRecord,
     params: &Params,
     now: i64,
 ) -> Result<Issued, OAuthError> {
-    let store = app.store.as_ref();
+    let store = ctx.store;
     let presented = params.required("refresh_token")?;
     let digest = Digest::of(presented);
     let resolution = credential::resolve(store, presented, now).await?;
@@ -44,7 +44,7 @@ pub async fn rotate(
         .ok_or_else(|| OAuthError::invalid_grant("refresh token without a grant"))?;
     if old.used_at.is_some() {
         return Err(revoke_on_reuse(
-            app,
+            store,
             client,
             &grant_id,
             &old.jti,
@@ -83,7 +83,7 @@ pub async fn rotate(
         }
     };
     let minted = mint(
-        app,
+        ctx,
         Plan {
             grant_type: GrantType::RefreshToken,
             client,
@@ -92,7 +92,7 @@ pub async fn rotate(
             scope: &access_scope,
             refresh: Some(RefreshPlan {
                 scope: old.scope.clone(),
-                expires_at: refresh_expiry(&app.config.tokens, grant.created_at, now),
+                expires_at: refresh_expiry(ctx.tokens, grant.created_at, now),
                 previous: Some(digest),
             }),
             // OIDC Core §12.2: a new ID token, same auth_time, no nonce.
@@ -111,7 +111,7 @@ pub async fn rotate(
     {
         // Another request spent it between our read and our write.
         return Err(revoke_on_reuse(
-            app,
+            store,
             client,
             &grant.id,
             &old.jti,
@@ -125,7 +125,7 @@ pub async fn rotate(
 
 /// Revokes the grant of a reused refresh token, audits it, and returns the error to answer.
 async fn revoke_on_reuse(
-    app: &AppState,
+    store: &dyn Store,
     client: &ClientRecord,
     grant_id: &str,
     jti: &str,
@@ -139,7 +139,7 @@ async fn revoke_on_reuse(
     )
     .client(&client.id)
     .details(serde_json::json!({ "grant_id": grant_id, "jti": jti }));
-    match app.store.revoke_grant(grant_id, now, &audit).await {
+    match store.revoke_grant(grant_id, now, &audit).await {
         Ok(()) => OAuthError::invalid_grant(why),
         Err(e) => e.into(),
     }
