@@ -9,6 +9,7 @@ use crate::crypto::kek::Kek;
 use crate::crypto::keys::KeyCache;
 use crate::crypto::password::Passwords;
 use crate::keys::Signer;
+use crate::oauth::login::{Authenticator, LoginGate};
 use crate::oauth::Context;
 use crate::store::Store;
 
@@ -21,10 +22,22 @@ pub struct AppState {
     pub kek: Kek,
     pub keys: KeyCache,
     pub signer: Signer,
+    /// Asked before every password check (brute-force protection plugs in here).
+    pub login_gate: Arc<dyn LoginGate>,
     pub clock: Clock,
 }
 
 impl AppState {
+    /// What a password login needs.
+    pub fn authenticator(&self) -> Authenticator<'_> {
+        Authenticator {
+            store: self.store.as_ref(),
+            passwords: &self.passwords,
+            gate: self.login_gate.as_ref(),
+            kek: &self.kek,
+        }
+    }
+
     /// The narrow view protocol rules get (`oauth::Context`).
     pub fn oauth(&self) -> Context<'_> {
         Context {

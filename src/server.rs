@@ -76,6 +76,7 @@ impl Server {
             kek,
             keys,
             signer,
+            login_gate: Arc::new(crate::oauth::login::OpenGate),
             clock,
         };
         Ok(Server {

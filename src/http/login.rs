@@ -14,10 +14,8 @@ use secrecy::SecretString;
 use super::forms::{pending_form, pending_query, request_meta, see_other};
 use super::{error, pages, session};
 use crate::app::AppState;
-use crate::audit::{AuditEvent, AuditKind};
-use crate::crypto::mac;
 use crate::oauth::authorize::AuthorizeRequest;
-use crate::store::SessionRecord;
+use crate::oauth::login::{self, Attempt, Outcome};
 
 const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
 const WRONG: &str = "Wrong username or password.";
@@ -70,68 +68,42 @@ pub async fn post(
     let query = pending_query(&params, &[]);
     let username = form.get("username").unwrap_or("");
     let password = SecretString::from(form.get("password").unwrap_or(""));
-    let (ip, agent) = request_meta(&headers, Some(peer));
-
-    let account = match app.store.account_by_username(username).await {
-        Ok(a) => a,
-        Err(e) => {
-            return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
+    let origin = request_meta(&headers, Some(peer));
+    let attempt = Attempt {
+        username,
+        source_ip: origin.0.as_deref(),
+        now: app.clock.now(),
+    };
+    let outcome = app
+        .authenticator()
+        .authenticate(
+            attempt,
+            password,
+            &request.client.id,
+            origin.clone(),
+            || app.clock.now(),
+        )
+        .await;
+    let (account, now) = match outcome {
+        Ok(Outcome::SignedIn { account, now }) => (account, now),
+        Ok(Outcome::Refused | Outcome::Throttled { .. }) => {
+            return page(&app, &headers, &request, &query, Some(username))
         }
+        Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     };
-    let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-    let verified = match app.passwords.verify(password, hash).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            let e = crate::oauth::error::OAuthError::server(e);
-            return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER);
-        }
-    };
-    // Taken after the password check, which may have waited for a hashing slot: `auth_time`
-    // is when the person finished authenticating.
-    let now = app.clock.now();
-    let (account, known) = match account {
-        Some(a) if verified && !a.disabled => (Some(a), None),
-        other => (None, other),
-    };
-    let Some(account) = account else {
-        let audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
-            .client(&request.client.id)
-            .from_request(ip, agent)
-            .details(failed_login_details(&app, known.as_ref(), username));
-        if let Err(e) = app
-            .store
-            .record_failed_login(known.as_ref().map(|a| a.id.as_str()), &audit)
-            .await
-        {
-            tracing::error!(error = %e, "could not record a failed login");
-        }
-        return page(&app, &headers, &request, &query, Some(username));
-    };
-
-    // A new session value at every login: a value planted before login is worthless after.
     let (value, cookie) = session::new_session_cookie(&app);
-    let record = SessionRecord {
-        id_digest: value.digest(),
-        account_id: account.id.clone(),
-        auth_time: now,
-        amr: vec!["pwd".to_owned()],
-        created_at: now,
-        expires_at: now + app.config.session_ttl_secs,
-    };
-    let audit = AuditEvent::new(
-        AuditKind::LoginSucceeded,
-        format!("user:{}", account.id),
-        now,
-    )
-    .account(&account.id)
-    .client(&request.client.id)
-    .from_request(ip, agent);
-    let old = session::session_digest(&app, &headers);
-    if let Err(e) = app
-        .store
-        .insert_session(&record, old.as_ref(), &audit)
-        .await
-    {
+    let replaces = session::session_digest(&app, &headers);
+    let ttl = app.config.session_ttl_secs;
+    let started = login::start_session(
+        app.store.as_ref(),
+        &account,
+        value.digest(),
+        replaces.as_ref(),
+        (now, ttl),
+        &request.client.id,
+        origin,
+    );
+    if let Err(e) = started.await {
         return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
     }
     // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
@@ -144,22 +116,4 @@ pub async fn post(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
-}
-
-/// What the audit trail keeps of a failed login's username. People type passwords into the
-/// username field, so a username nobody has is never stored as typed: only a short keyed tag
-/// of it, enough to see that one unknown name was tried many times, useless for guessing it.
-fn failed_login_details(
-    app: &AppState,
-    known: Option<&crate::store::AccountRecord>,
-    typed: &str,
-) -> serde_json::Value {
-    match known {
-        Some(account) => serde_json::json!({ "username": account.username }),
-        None => {
-            let tag = mac::tag(&app.kek, mac::Purpose::AuditUsername, typed.as_bytes());
-            let hex: String = tag[..8].iter().map(|b| format!("{b:02x}")).collect();
-            serde_json::json!({ "unknown_username_tag": hex })
-        }
-    }
 }

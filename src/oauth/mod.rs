@@ -12,6 +12,7 @@ pub mod error;
 pub mod grants;
 pub mod id_token;
 pub mod introspection;
+pub mod login;
 pub mod logout;
 pub mod params;
 pub mod pkce;

@@ -1,0 +1,178 @@
+//! Password login at Tessera's own page: who is signing in, and whether they may.
+//!
+//! Wrong username and wrong password are the same outcome after the same work (an unknown
+//! user is checked against a dummy hash). Before any hashing, the [`LoginGate`] is asked
+//! whether this attempt may proceed at all: the seam where brute-force protection plugs in
+//! (per account and per source address), so that a flood of guesses is turned away before it
+//! costs argon2 time.
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+use super::error::OAuthError;
+use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::kek::Kek;
+use crate::crypto::mac;
+use crate::crypto::password::Passwords;
+use crate::crypto::token::Digest;
+use crate::store::{AccountRecord, SessionRecord, Store, StoreError};
+
+/// One login attempt, as the gate sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub username: &'a str,
+    pub source_ip: Option<&'a str>,
+    pub now: i64,
+}
+
+/// The gate's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Proceed,
+    /// Refused without checking the password; try again after this many seconds.
+    Wait {
+        retry_after_secs: u64,
+    },
+}
+
+/// Decides whether a login attempt may be checked at all, and learns how it ended.
+#[async_trait]
+pub trait LoginGate: Send + Sync {
+    async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError>;
+    /// Called after the password check with its outcome.
+    async fn record(&self, attempt: &Attempt<'_>, succeeded: bool) -> Result<(), StoreError>;
+}
+
+/// Lets every attempt through: the behaviour until brute-force protection exists.
+pub struct OpenGate;
+
+#[async_trait]
+impl LoginGate for OpenGate {
+    async fn check(&self, _attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
+        Ok(Gate::Proceed)
+    }
+
+    async fn record(&self, _attempt: &Attempt<'_>, _succeeded: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// How a login ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The password is right and the user may sign in; `now` is the `auth_time`.
+    SignedIn {
+        account: Box<AccountRecord>,
+        now: i64,
+    },
+    /// Wrong username or password, or a disabled user: all look the same.
+    Refused,
+    /// The gate turned the attempt away before the password was checked.
+    Throttled { retry_after_secs: u64 },
+}
+
+/// What a login needs from the server.
+pub struct Authenticator<'a> {
+    pub store: &'a dyn Store,
+    pub passwords: &'a Passwords,
+    pub gate: &'a dyn LoginGate,
+    /// Keys the audit trail's stand-in for unknown usernames.
+    pub kek: &'a Kek,
+}
+
+impl Authenticator<'_> {
+    /// Checks `password` for `username`; a refusal is audited (`client_id` is the client the
+    /// person was signing in for, `origin` their address and user agent).
+    pub async fn authenticate(
+        &self,
+        attempt: Attempt<'_>,
+        password: SecretString,
+        client_id: &str,
+        origin: (Option<String>, Option<String>),
+        clock: impl Fn() -> i64,
+    ) -> Result<Outcome, OAuthError> {
+        if let Gate::Wait { retry_after_secs } = self.gate.check(&attempt).await? {
+            return Ok(Outcome::Throttled { retry_after_secs });
+        }
+        let account = self.store.account_by_username(attempt.username).await?;
+        let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+        let verified = self
+            .passwords
+            .verify(password, hash)
+            .await
+            .map_err(OAuthError::server)?;
+        // Read after the password check, which may have waited for a hashing slot:
+        // `auth_time` is when the person finished authenticating.
+        let now = clock();
+        let signed_in = account.as_ref().is_some_and(|a| verified && !a.disabled);
+        self.gate.record(&attempt, signed_in).await?;
+        match account {
+            Some(account) if signed_in => Ok(Outcome::SignedIn {
+                account: Box::new(account),
+                now,
+            }),
+            known => {
+                let (ip, agent) = origin;
+                let audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
+                    .client(client_id)
+                    .from_request(ip, agent)
+                    .details(self.failed_login_details(known.as_ref(), attempt.username));
+                let known_id = known.as_ref().map(|a| a.id.as_str());
+                if let Err(e) = self.store.record_failed_login(known_id, &audit).await {
+                    tracing::error!(error = %e, "could not record a failed login");
+                }
+                Ok(Outcome::Refused)
+            }
+        }
+    }
+
+    /// What the audit trail keeps of a failed login's username. People type passwords into
+    /// the username field, so a username nobody has is never stored as typed: only a short
+    /// keyed tag of it, enough to see that one unknown name was tried many times, useless for
+    /// guessing it.
+    fn failed_login_details(
+        &self,
+        known: Option<&AccountRecord>,
+        typed: &str,
+    ) -> serde_json::Value {
+        match known {
+            Some(account) => serde_json::json!({ "username": account.username }),
+            None => {
+                let tag = mac::tag(self.kek, mac::Purpose::AuditUsername, typed.as_bytes());
+                let hex: String = tag[..8].iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({ "unknown_username_tag": hex })
+            }
+        }
+    }
+}
+
+/// Starts a browser session for `account` with the cookie value's digest, replacing the
+/// session the browser had (a new value at every login: one planted before login is
+/// worthless after), and audits the login.
+pub async fn start_session(
+    store: &dyn Store,
+    account: &AccountRecord,
+    value: Digest,
+    replaces: Option<&Digest>,
+    (now, ttl): (i64, i64),
+    client_id: &str,
+    (ip, agent): (Option<String>, Option<String>),
+) -> Result<(), StoreError> {
+    let record = SessionRecord {
+        id_digest: value,
+        account_id: account.id.clone(),
+        auth_time: now,
+        amr: vec!["pwd".to_owned()],
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    let audit = AuditEvent::new(
+        AuditKind::LoginSucceeded,
+        format!("user:{}", account.id),
+        now,
+    )
+    .account(&account.id)
+    .client(client_id)
+    .from_request(ip, agent);
+    store.insert_session(&record, replaces, &audit).await
+}
