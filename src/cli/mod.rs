@@ -63,6 +63,12 @@ impl From<StoreError> for CliError {
     }
 }
 
+impl From<crate::crypto::kek::KekError> for CliError {
+    fn from(e: crate::crypto::kek::KekError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
 impl From<crate::crypto::password::PasswordError> for CliError {
     fn from(e: crate::crypto::password::PasswordError) -> Self {
         CliError(e.to_string())
