@@ -12,7 +12,7 @@ use tessera::crypto::keys;
 use tessera::Server;
 
 use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, REDIRECT};
-use crate::support::{http, TestDb, TestServer};
+use crate::support::{http, run_binary, TestDb, TestServer};
 
 fn kek_file(db: &TestDb) -> PathBuf {
     db.dir.path().join("data").join(KEK_FILE)
@@ -31,6 +31,27 @@ async fn bind_error(config: Config) -> String {
         Ok(_) => panic!("the server started"),
         Err(e) => format!("{e:#}"),
     }
+}
+
+fn kid_of(jwt: &str) -> String {
+    josekit::jwt::decode_header(jwt)
+        .unwrap()
+        .claim("kid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The kids that sign now, by algorithm.
+async fn signing_kids(server: &TestServer) -> Vec<String> {
+    let state = &server.state;
+    let set = state
+        .keys
+        .current(state.store.as_ref(), state.clock.now())
+        .await
+        .unwrap();
+    set.active.values().map(|k| k.kid.clone()).collect()
 }
 
 async fn readyz(server: &TestServer) -> (StatusCode, serde_json::Value) {
@@ -79,8 +100,13 @@ async fn serve_refuses_to_start_when_kek_file_is_missing_but_keys_exist() {
         assert!(!path.exists(), "{}: a new key was generated", db.label);
 
         // Every command that needs the key refuses the same way and changes nothing.
-        db.tessera(&["keys", "rotate", "--alg", "ES256"])
-            .fails_with("is missing but the store holds 3 signing keys");
+        for args in [
+            &["keys", "rotate", "--alg", "ES256"][..],
+            &["kek", "rotate"],
+        ] {
+            db.tessera(args)
+                .fails_with("is missing but the store holds 3 signing keys");
+        }
         assert!(!path.exists());
         let listed = db.tessera(&["keys", "list", "--json"]).json();
         assert_eq!(listed.as_array().unwrap().len(), 3, "{}", db.label);
@@ -201,5 +227,79 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
         assert_eq!(readyz(&server).await.0, StatusCode::OK);
         id_token(&server, &client_for(&server, "ES256-again", "ES256").await).await;
         server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn kek_rotate_reencrypts_every_key_in_one_transaction() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = server.confidential_client("web").await;
+        let kid_before = kid_of(&id_token(&server, &client).await);
+        let signing_before = signing_kids(&server).await;
+        server.stop().await;
+        let path = kek_file(&db);
+        let old = std::fs::read_to_string(&path).unwrap();
+
+        // Bad input is refused before anything changes.
+        let rotate_stdin = ["kek", "rotate", "--new-key-stdin"];
+        db.tessera_with_stdin(&rotate_stdin, Some("dG9vIHNob3J0"))
+            .fails_with("--new-key-stdin: expected base64 of 32 bytes");
+        db.tessera_with_stdin(&rotate_stdin, Some(&old))
+            .fails_with("is the current one");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), old);
+
+        let out = db.tessera(&["kek", "rotate", "--json"]).json();
+        assert_eq!(out["source"], "file", "{}", db.label);
+        assert_eq!(out["kids"].as_array().unwrap().len(), 3);
+        let new = out["new_key"].as_str().unwrap().to_owned();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), new);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let files: Vec<String> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, [KEK_FILE], "no temporary file left behind");
+        let store = tessera::store::open(&db.database_url()).await.unwrap();
+        let latest = store.recent_audit(1).await.unwrap();
+        assert_eq!(latest[0].event.kind, "kek_rotated");
+        assert_eq!(latest[0].event.details["kids"], out["kids"]);
+
+        // After a restart the same keys sign, under the new key only.
+        let server = TestServer::start(&db).await;
+        assert_eq!(signing_kids(&server).await, signing_before);
+        assert_eq!(kid_of(&id_token(&server, &client).await), kid_before);
+        server.stop().await;
+        let err = bind_error(config_with_kek(&db, &old)).await;
+        assert!(err.contains("wrong key-encryption key"), "{err}");
+
+        // A configured key: the new one comes from stdin, and the file is left alone.
+        let next = Kek::generate().to_base64();
+        let mut env = db.env();
+        env.insert("TESSERA_KEY_ENCRYPTION_KEY".into(), new.clone());
+        let out = run_binary(
+            &["kek", "rotate", "--new-key-stdin", "--json"],
+            &env,
+            Some(&next),
+        )
+        .json();
+        assert_eq!(out["source"], "configured");
+        assert!(out["new_key"].is_null(), "a given key is not printed back");
+        assert!(out["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("on every instance"));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), new);
+        let server = TestServer::start_with(config_with_kek(&db, &next)).await;
+        assert_eq!(signing_kids(&server).await, signing_before);
+        server.stop().await;
+        let err = bind_error(config_with_kek(&db, &new)).await;
+        assert!(err.contains("wrong key-encryption key"), "{err}");
     }
 }
