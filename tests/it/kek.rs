@@ -43,14 +43,16 @@ fn kid_of(jwt: &str) -> String {
         .to_owned()
 }
 
+/// The server's key set now.
+async fn key_set(server: &TestServer) -> std::sync::Arc<keys::KeySet> {
+    let state = &server.state;
+    let now = state.clock.now();
+    state.keys.current(state.store.as_ref(), now).await.unwrap()
+}
+
 /// The kids that sign now, by algorithm.
 async fn signing_kids(server: &TestServer) -> Vec<String> {
-    let state = &server.state;
-    let set = state
-        .keys
-        .current(state.store.as_ref(), state.clock.now())
-        .await
-        .unwrap();
+    let set = key_set(server).await;
     set.active.values().map(|k| k.kid.clone()).collect()
 }
 
@@ -201,13 +203,8 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", db.label);
         assert_eq!(body["status"], "unavailable");
         assert_eq!(body["reason"], "no usable signing key for ES256");
+        assert_eq!(key_set(&server).await.unusable, [stray.kid.as_str()]);
         let state = &server.state;
-        let set = state
-            .keys
-            .current(state.store.as_ref(), state.clock.now())
-            .await
-            .unwrap();
-        assert_eq!(set.unusable, [stray.kid.as_str()]);
         assert!(state.keys.unusable_total() >= 1);
 
         // The operator's fix: a new ES256 key under the right key takes over signing.
