@@ -22,6 +22,8 @@ pub enum AuditKind {
     ConsentDenied,
     TokenIssued,
     KeyCreated,
+    /// Every signing key was re-encrypted under a new key-encryption key.
+    KekRotated,
     /// A spent refresh token was presented again: its grant is revoked (RFC 9700 §4.14.2).
     RefreshTokenReuse,
     TokenRevoked,
@@ -48,6 +50,7 @@ impl AuditKind {
             AuditKind::ConsentDenied => "consent_denied",
             AuditKind::TokenIssued => "token_issued",
             AuditKind::KeyCreated => "key_created",
+            AuditKind::KekRotated => "kek_rotated",
             AuditKind::RefreshTokenReuse => "refresh_token_reuse",
             AuditKind::TokenRevoked => "token_revoked",
             AuditKind::Logout => "logout",

@@ -11,7 +11,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::app::{AppState, Clock};
 use crate::config::Config;
-use crate::crypto::kek::{self, KekSource};
+use crate::crypto::kek;
 use crate::crypto::password::Passwords;
 use crate::store::{self, Store, StoreError};
 
@@ -35,13 +35,7 @@ impl Server {
             );
         }
         let store = open_store_with_retry(&config).await?;
-        let (kek, source) = kek::load_or_generate(&config)?;
-        if let KekSource::Generated(path) = &source {
-            tracing::warn!(
-                path = %path.display(),
-                "generated a key-encryption key next to the data; set TESSERA_KEY_ENCRYPTION_KEY in production"
-            );
-        }
+        let (kek, _) = kek::load(&config, store.as_ref()).await?;
         let tls = match &config.tls {
             None => None,
             Some(files) => {

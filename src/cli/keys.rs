@@ -62,8 +62,7 @@ pub async fn run(config: &Config, command: KeysCommand) -> Result<(), CliError> 
                     keys::ALGS.join(", ")
                 )));
             }
-            let (kek, _) =
-                kek::load_or_generate(config).map_err(|e| CliError::new(e.to_string()))?;
+            let (kek, _) = kek::load(config, store.as_ref()).await?;
             let activates_at = now + config.tokens.key_rotation_lead;
             let record = keys::create(store.as_ref(), &kek, &alg, now, activates_at, "cli")
                 .await

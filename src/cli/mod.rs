@@ -3,6 +3,7 @@
 //! credential. Every failure prints one line on stderr and exits non-zero.
 
 mod client;
+mod kek;
 mod keys;
 mod user;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The key-encryption key that protects signing keys at rest.
+    #[command(subcommand)]
+    Kek(kek::KekCommand),
 }
 
 /// A command's failure: one line for the operator.
@@ -59,6 +63,12 @@ impl CliError {
 
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl From<crate::crypto::kek::KekError> for CliError {
+    fn from(e: crate::crypto::kek::KekError) -> Self {
         CliError(e.to_string())
     }
 }
@@ -98,6 +108,7 @@ pub fn main() -> ExitCode {
             Some(Command::Client(c)) => client::run(&config, *c).await,
             Some(Command::User(c)) => user::run(&config, *c).await,
             Some(Command::Keys(c)) => keys::run(&config, c).await,
+            Some(Command::Kek(c)) => kek::run(&config, c).await,
         }
     });
     match outcome {

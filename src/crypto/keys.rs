@@ -6,8 +6,15 @@
 //!   `activates_at` until a newer key of the same algorithm activates; it is published from
 //!   creation (so a `next` key is in every JWKS before it signs anything) until every token
 //!   it signed has expired. Instances sharing a store therefore always agree.
+//! - One key that cannot be used (its private part does not decrypt, or a stored JWK is
+//!   malformed) is skipped and logged; it never stops the other keys from signing. `/readyz`
+//!   reports an algorithm left without a signing key.
+//! - Each private key is decrypted once per process ([`Signers`]): a running instance keeps
+//!   signing with the keys it loaded even after `tessera kek rotate` re-encrypted them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use josekit::jwe::{self, JweHeader};
@@ -113,6 +120,16 @@ fn decrypt(record: &SigningKeyRecord, kek: &Kek) -> Result<Jwk, KeyError> {
     Jwk::from_bytes(&plain).map_err(|e| KeyError::Malformed(record.kid.clone(), e.to_string()))
 }
 
+/// Whether the record's private key decrypts under `kek` (the start-up check of the KEK).
+pub fn decrypts(record: &SigningKeyRecord, kek: &Kek) -> bool {
+    decrypt(record, kek).is_ok()
+}
+
+/// The record's private key encrypted under `to` instead of `from`, bound to the same kid.
+pub fn reencrypt(record: &SigningKeyRecord, from: &Kek, to: &Kek) -> Result<Vec<u8>, KeyError> {
+    encrypt(&decrypt(record, from)?, &record.kid, to)
+}
+
 fn signer(alg: &str, jwk: &Jwk) -> Result<Box<dyn JwsSigner>, KeyError> {
     Ok(match alg {
         "RS256" => Box::new(jws::RS256.signer_from_jwk(jwk)?),
@@ -163,23 +180,27 @@ impl ActiveKey {
 /// The keys as they stand at one moment: what signs, and what is published.
 #[derive(Debug)]
 pub struct KeySet {
-    /// The signing key per algorithm.
-    pub active: BTreeMap<String, ActiveKey>,
+    /// The signing key per algorithm. An algorithm whose key cannot be used is absent.
+    pub active: BTreeMap<String, Arc<ActiveKey>>,
     /// Public JWKs to publish.
     pub published: Vec<serde_json::Value>,
+    /// Kids skipped because their private key does not decrypt or a stored JWK is malformed.
+    pub unusable: Vec<String>,
 }
 
 impl KeySet {
     /// `max_token_ttl`: the longest lifetime of anything signed, so a superseded key stays
-    /// published until its last signature has expired.
+    /// published until its last signature has expired. Never fails: a key that cannot be
+    /// used is logged and listed in `unusable`, and every other key still signs.
     pub fn at(
         records: &[SigningKeyRecord],
-        kek: &Kek,
+        signers: &mut Signers,
         now: i64,
         max_token_ttl: i64,
-    ) -> Result<KeySet, KeyError> {
+    ) -> KeySet {
         let mut active = BTreeMap::new();
         let mut published = Vec::new();
+        let mut unusable = Vec::new();
         for alg in ALGS {
             let of_alg: Vec<&SigningKeyRecord> = records.iter().filter(|r| r.alg == *alg).collect();
             for (i, record) in of_alg.iter().enumerate() {
@@ -191,27 +212,85 @@ impl KeySet {
                 if superseded_at.is_some_and(|t| t + max_token_ttl <= now) {
                     continue;
                 }
-                let jwk: serde_json::Value = serde_json::from_str(&record.public_jwk)
-                    .map_err(|e| KeyError::Malformed(record.kid.clone(), e.to_string()))?;
-                published.push(jwk);
+                match Jwk::from_bytes(record.public_jwk.as_bytes()) {
+                    Ok(jwk) => published.push(serde_json::Value::Object(jwk.as_ref().clone())),
+                    Err(e) => {
+                        tracing::error!(kid = %record.kid, alg = %record.alg, error = %e,
+                            "signing key skipped: its stored public JWK is malformed");
+                        unusable.push(record.kid.clone());
+                    }
+                }
             }
         }
         // The signing key per algorithm is the one `states` calls active, so `keys list`
         // and the server can never disagree.
         for (record, state) in states(records, now) {
-            if state == "active" {
-                let private = decrypt(record, kek)?;
-                active.insert(
-                    record.alg.clone(),
-                    ActiveKey {
-                        kid: record.kid.clone(),
-                        alg: record.alg.clone(),
-                        signer: signer(&record.alg, &private)?,
-                    },
-                );
+            // A key whose public half is not published must not sign: nobody could verify it.
+            if state != "active" || unusable.contains(&record.kid) {
+                continue;
+            }
+            match signers.get(record) {
+                Ok(key) => {
+                    active.insert(record.alg.clone(), key);
+                }
+                Err(e) => {
+                    tracing::error!(kid = %record.kid, alg = %record.alg, error = %e,
+                        "signing key skipped: its private key cannot be used");
+                    unusable.push(record.kid.clone());
+                }
             }
         }
-        Ok(KeySet { active, published })
+        signers.keep_only(active.values().map(|k| k.kid.as_str()));
+        KeySet {
+            active,
+            published,
+            unusable,
+        }
+    }
+
+    /// Algorithms discovery advertises that have no usable signing key now.
+    pub fn algs_without_signer(&self) -> Vec<&'static str> {
+        ALGS.iter()
+            .copied()
+            .filter(|alg| !self.active.contains_key(*alg))
+            .collect()
+    }
+}
+
+/// Signers already built, by kid, under one key-encryption key. A private key is decrypted
+/// once per process, so a running instance does not depend on the stored ciphertext (or the
+/// KEK) staying the same once it has loaded a key.
+pub struct Signers {
+    kek: Kek,
+    by_kid: HashMap<String, Arc<ActiveKey>>,
+}
+
+impl Signers {
+    pub fn new(kek: Kek) -> Signers {
+        Signers {
+            kek,
+            by_kid: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, record: &SigningKeyRecord) -> Result<Arc<ActiveKey>, KeyError> {
+        if let Some(key) = self.by_kid.get(&record.kid) {
+            return Ok(key.clone());
+        }
+        let private = decrypt(record, &self.kek)?;
+        let key = Arc::new(ActiveKey {
+            kid: record.kid.clone(),
+            alg: record.alg.clone(),
+            signer: signer(&record.alg, &private)?,
+        });
+        self.by_kid.insert(record.kid.clone(), key.clone());
+        Ok(key)
+    }
+
+    /// Forgets superseded keys: a key never signs again once a newer one has activated.
+    fn keep_only<'a>(&mut self, kids: impl Iterator<Item = &'a str>) {
+        let kids: Vec<&str> = kids.collect();
+        self.by_kid.retain(|kid, _| kids.contains(&kid.as_str()));
     }
 }
 
@@ -261,51 +340,77 @@ pub fn states(records: &[SigningKeyRecord], now: i64) -> Vec<(&SigningKeyRecord,
 pub const CACHE_SECS: i64 = 30;
 
 /// A key set and when it was loaded.
-type Loaded = (i64, std::sync::Arc<KeySet>);
+type Loaded = (i64, Arc<KeySet>);
+
+/// What the cache guards: the last set, and the signers it was built from.
+struct Cached {
+    loaded: Option<Loaded>,
+    signers: Signers,
+}
 
 /// The key set, loaded from the store at most every `CACHE_SECS`.
 #[derive(Clone)]
 pub struct KeyCache {
-    kek: Kek,
     max_token_ttl: i64,
-    cached: std::sync::Arc<std::sync::Mutex<Option<Loaded>>>,
+    cached: Arc<Mutex<Cached>>,
+    unusable_total: Arc<AtomicU64>,
 }
 
 impl KeyCache {
     pub fn new(kek: Kek, max_token_ttl: i64) -> KeyCache {
         KeyCache {
-            kek,
             max_token_ttl,
-            cached: Default::default(),
+            cached: Arc::new(Mutex::new(Cached {
+                loaded: None,
+                signers: Signers::new(kek),
+            })),
+            unusable_total: Default::default(),
         }
     }
 
-    /// The keys as of `now`.
+    /// The keys as of `now`. Fails only when the store does.
     pub async fn current(
         &self,
         store: &dyn crate::store::Store,
         now: i64,
-    ) -> anyhow::Result<std::sync::Arc<KeySet>> {
-        if let Ok(guard) = self.cached.lock() {
-            if let Some((loaded_at, set)) = guard.as_ref() {
-                if (now - loaded_at).abs() < CACHE_SECS {
-                    return Ok(set.clone());
-                }
-            }
+    ) -> anyhow::Result<Arc<KeySet>> {
+        let fresh = match &self.lock().loaded {
+            Some((loaded_at, set)) if (now - loaded_at).abs() < CACHE_SECS => Some(set.clone()),
+            _ => None,
+        };
+        if let Some(set) = fresh {
+            return Ok(set);
         }
         let records = store.signing_keys().await?;
-        let set = std::sync::Arc::new(KeySet::at(&records, &self.kek, now, self.max_token_ttl)?);
-        if let Ok(mut guard) = self.cached.lock() {
-            *guard = Some((now, set.clone()));
-        }
+        let mut cached = self.lock();
+        let set = Arc::new(KeySet::at(
+            &records,
+            &mut cached.signers,
+            now,
+            self.max_token_ttl,
+        ));
+        cached.loaded = Some((now, set.clone()));
+        self.unusable_total
+            .fetch_add(set.unusable.len() as u64, Ordering::Relaxed);
         Ok(set)
     }
 
-    /// Forgets the loaded set (after a rotation in this process, and in tests).
+    /// Keys skipped as unusable since start, counted at every reload of the set (at most
+    /// every `CACHE_SECS`), so it keeps growing while a bad key is still needed. For a
+    /// metrics exporter.
+    pub fn unusable_total(&self) -> u64 {
+        self.unusable_total.load(Ordering::Relaxed)
+    }
+
+    /// Forgets the loaded set (after a rotation in this process, and in tests); the
+    /// decrypted signers stay.
     pub fn invalidate(&self) {
-        if let Ok(mut guard) = self.cached.lock() {
-            *guard = None;
-        }
+        self.lock().loaded = None;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        // Poisoned only by a panic while building a set; what it holds is still consistent.
+        self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -364,15 +469,23 @@ mod tests {
         Kek([9u8; 32])
     }
 
+    fn set_at(records: &[SigningKeyRecord], now: i64, max_token_ttl: i64) -> KeySet {
+        KeySet::at(records, &mut Signers::new(kek()), now, max_token_ttl)
+    }
+
+    fn sign_as(set: &KeySet, alg: &str) -> String {
+        let mut payload = JwtPayload::new();
+        payload.set_subject("ada");
+        set.active[alg].sign(&payload, "JWT").unwrap()
+    }
+
     #[test]
     fn every_alg_generates_signs_and_verifies_against_its_published_jwk() {
         for alg in ALGS {
             let record = generate(alg, &kek(), 100, 100).unwrap();
             assert!(!String::from_utf8_lossy(&record.private_jwk_encrypted).contains("\"d\""));
-            let set = KeySet::at(std::slice::from_ref(&record), &kek(), 100, 3600).unwrap();
-            let mut payload = JwtPayload::new();
-            payload.set_subject("ada");
-            let jwt = set.active[*alg].sign(&payload, "JWT").unwrap();
+            let set = set_at(std::slice::from_ref(&record), 100, 3600);
+            let jwt = sign_as(&set, alg);
             let public: Jwk = Jwk::from_bytes(record.public_jwk.as_bytes()).unwrap();
             assert_eq!(public.key_use(), Some("sig"));
             assert!(
@@ -387,17 +500,84 @@ mod tests {
     }
 
     #[test]
-    fn private_key_does_not_decrypt_under_another_kek_or_another_kid() {
+    fn key_under_another_kek_or_another_kid_is_skipped_not_an_error() {
         let mut record = generate("ES256", &kek(), 0, 0).unwrap();
-        assert!(matches!(
-            KeySet::at(&[record.clone()], &Kek([1u8; 32]), 0, 60),
-            Err(KeyError::Decrypt(_))
-        ));
+        assert!(decrypts(&record, &kek()));
+        assert!(!decrypts(&record, &Kek([1u8; 32])));
+        let set = KeySet::at(
+            std::slice::from_ref(&record),
+            &mut Signers::new(Kek([1u8; 32])),
+            0,
+            60,
+        );
+        assert!(set.active.is_empty());
+        assert_eq!(set.unusable, [record.kid.as_str()]);
+        assert_eq!(set.published.len(), 1, "its public half stays published");
+        // The kid is in the authenticated header: a row swapped for another kid is refused.
         record.kid = "swapped".into();
+        let set = set_at(&[record], 0, 60);
+        assert!(set.active.is_empty());
+        assert_eq!(set.unusable, ["swapped"]);
+    }
+
+    #[test]
+    fn undecryptable_key_is_skipped_and_other_algs_still_sign() {
+        let rs = generate("RS256", &kek(), 0, 0).unwrap();
+        let es = generate("ES256", &Kek([1u8; 32]), 0, 0).unwrap();
+        let ed = generate("EdDSA", &kek(), 0, 0).unwrap();
+        let set = set_at(&[rs.clone(), es.clone(), ed.clone()], 10, 60);
+        assert_eq!(set.unusable, [es.kid.as_str()]);
+        assert_eq!(set.algs_without_signer(), ["ES256"]);
+        assert_eq!(set.published.len(), 3);
+        for (alg, record) in [("RS256", &rs), ("EdDSA", &ed)] {
+            let jwt = sign_as(&set, alg);
+            let payload = set.verify(&jwt).unwrap();
+            assert_eq!(payload.subject(), Some("ada"), "{alg}");
+            assert_eq!(set.active[alg].kid, record.kid);
+        }
+    }
+
+    #[test]
+    fn malformed_public_jwk_is_neither_published_nor_used_to_sign() {
+        let mut bad = generate("EdDSA", &kek(), 0, 0).unwrap();
+        bad.public_jwk = "{not json".into();
+        let good = generate("ES256", &kek(), 0, 0).unwrap();
+        let set = set_at(&[bad.clone(), good.clone()], 10, 60);
+        assert_eq!(set.unusable, [bad.kid.as_str()]);
+        assert!(!set.active.contains_key("EdDSA"), "nobody could verify it");
+        assert_eq!(set.published.len(), 1);
+        assert_eq!(set.published[0]["kid"], good.kid.as_str());
+        assert_eq!(set.active["ES256"].kid, good.kid);
+    }
+
+    #[test]
+    fn each_private_key_is_decrypted_once_per_process() {
+        let mut record = generate("ES256", &kek(), 0, 0).unwrap();
+        let mut signers = Signers::new(kek());
+        let first = KeySet::at(std::slice::from_ref(&record), &mut signers, 10, 60);
+        assert_eq!(first.active["ES256"].kid, record.kid);
+        // Once loaded, the stored ciphertext no longer matters (a `kek rotate` elsewhere).
+        record.private_jwk_encrypted = b"re-encrypted under a key this process lacks".to_vec();
+        let again = KeySet::at(std::slice::from_ref(&record), &mut signers, 20, 60);
+        assert!(Arc::ptr_eq(&first.active["ES256"], &again.active["ES256"]));
+        assert!(again.unusable.is_empty());
+        let fresh = set_at(std::slice::from_ref(&record), 20, 60);
+        assert_eq!(fresh.unusable, [record.kid.as_str()]);
+    }
+
+    #[test]
+    fn reencrypt_moves_a_key_to_the_new_kek_under_the_same_kid() {
+        let mut record = generate("RS256", &kek(), 0, 0).unwrap();
+        let new = Kek([2u8; 32]);
+        record.private_jwk_encrypted = reencrypt(&record, &kek(), &new).unwrap();
+        assert!(decrypts(&record, &new));
+        assert!(!decrypts(&record, &kek()));
         assert!(matches!(
-            KeySet::at(&[record], &kek(), 0, 60),
+            reencrypt(&record, &kek(), &new),
             Err(KeyError::Decrypt(_))
         ));
+        let set = KeySet::at(std::slice::from_ref(&record), &mut Signers::new(new), 0, 60);
+        assert_eq!(set.active["RS256"].kid, record.kid);
     }
 
     #[test]
@@ -406,7 +586,7 @@ mod tests {
         let new = generate("ES256", &kek(), 1000, 2000).unwrap();
         let records = [old.clone(), new.clone()];
         let kids = |now| {
-            let set = KeySet::at(&records, &kek(), now, 600).unwrap();
+            let set = set_at(&records, now, 600);
             let published: Vec<String> = set
                 .published
                 .iter()

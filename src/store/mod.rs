@@ -315,6 +315,15 @@ pub struct SigningKeyRecord {
     pub activates_at: i64,
 }
 
+/// One signing key's private JWK re-encrypted under a new key-encryption key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReencryptedKey {
+    pub kid: String,
+    /// The ciphertext the new one was made from: the row must still hold it.
+    pub previous: Vec<u8>,
+    pub private_jwk_encrypted: Vec<u8>,
+}
+
 /// An audit event as read back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditRecord {
@@ -476,6 +485,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every signing key, oldest activation first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Replaces the encrypted private JWK of every signing key and records `audit`, in one
+    /// transaction, only if `keys` names every stored key once and each row still holds its
+    /// `previous` ciphertext. Otherwise (a key was added or re-encrypted meanwhile) nothing
+    /// changes and the answer is `false`: no key is ever left under the old KEK.
+    async fn reencrypt_signing_keys(
+        &self,
+        keys: &[ReencryptedKey],
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.

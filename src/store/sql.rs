@@ -20,7 +20,8 @@ use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use super::{
     AccessTokenFormat, AccountRecord, AuditRecord, AuthMethod, Backend, ClientRecord, CodeRecord,
-    GrantRecord, SessionRecord, SigningKeyRecord, Store, StoreError, TokenKind, TokenRecord,
+    GrantRecord, ReencryptedKey, SessionRecord, SigningKeyRecord, Store, StoreError, TokenKind,
+    TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
@@ -1021,6 +1022,44 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn reencrypt_signing_keys(
+        &self,
+        keys: &[ReencryptedKey],
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        for k in keys {
+            // Compare-and-swap on the old ciphertext: a concurrent rotation makes this miss.
+            let done = sqlx::query(
+                "update signing_key set private_jwk_encrypted = $3 \
+                 where kid = $1 and private_jwk_encrypted = $2",
+            )
+            .bind(&k.kid)
+            .bind(&k.previous)
+            .bind(&k.private_jwk_encrypted)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+            if done.rows_affected() != 1 {
+                // Dropping the transaction rolls it back: nothing changed.
+                return Ok(false);
+            }
+        }
+        // A key inserted since the caller read them would stay under the old KEK.
+        let stored: i64 = sqlx::query("select count(*) as n from signing_key")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .try_get("n")
+            .map_err(corrupt)?;
+        if usize::try_from(stored).ok() != Some(keys.len()) {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        commit(tx).await?;
+        Ok(true)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 
 mod authorize;
 mod cli;
+mod kek;
 mod lifecycle;
 mod oidc;
 mod rp;

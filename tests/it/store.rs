@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tessera::audit::{AuditEvent, AuditKind};
 use tessera::crypto::token::Digest;
 use tessera::store::{
-    self, AccessTokenFormat, AccountRecord, AuthMethod, ClientRecord, StandardClaims, Store,
-    StoreError,
+    self, AccessTokenFormat, AccountRecord, AuthMethod, ClientRecord, ReencryptedKey,
+    SigningKeyRecord, StandardClaims, Store, StoreError,
 };
 
 use crate::support::TestDb;
@@ -336,5 +336,84 @@ async fn store_audit_events_keep_every_field() {
         let got = store.recent_audit(5).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event, event, "{}", db.label);
+    }
+}
+
+fn signing_key(kid: &str, ciphertext: &[u8]) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        public_jwk: "{}".into(),
+        private_jwk_encrypted: ciphertext.to_vec(),
+        state: "active".into(),
+        created_at: 1_000,
+        activates_at: 1_000,
+    }
+}
+
+fn reencrypted(kid: &str, previous: &[u8], new: &[u8]) -> ReencryptedKey {
+    ReencryptedKey {
+        kid: kid.into(),
+        previous: previous.to_vec(),
+        private_jwk_encrypted: new.to_vec(),
+    }
+}
+
+/// The stored ciphertexts, by kid.
+async fn ciphertexts(store: &dyn Store) -> Vec<Vec<u8>> {
+    let mut keys = store.signing_keys().await.unwrap();
+    keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    keys.into_iter().map(|k| k.private_jwk_encrypted).collect()
+}
+
+#[tokio::test]
+async fn store_reencrypt_signing_keys_changes_every_key_or_none() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        for kid in ["a", "b"] {
+            store
+                .insert_signing_key(&signing_key(kid, b"old"), &audit(AuditKind::KeyCreated))
+                .await
+                .unwrap();
+        }
+        let events = audit_count(store.as_ref()).await;
+        let kek_rotated = audit(AuditKind::KekRotated);
+        // A key left out would stay under the old key-encryption key.
+        let partial = [reencrypted("a", b"old", b"new")];
+        assert!(!store
+            .reencrypt_signing_keys(&partial, &kek_rotated)
+            .await
+            .unwrap());
+        // A row re-encrypted since it was read (a concurrent rotation) is not overwritten.
+        let stale = [
+            reencrypted("a", b"old", b"new"),
+            reencrypted("b", b"other", b"new"),
+        ];
+        assert!(!store
+            .reencrypt_signing_keys(&stale, &kek_rotated)
+            .await
+            .unwrap());
+        assert_eq!(
+            ciphertexts(store.as_ref()).await,
+            [b"old".to_vec(), b"old".to_vec()],
+            "{}: nothing changed",
+            db.label
+        );
+        assert_eq!(audit_count(store.as_ref()).await, events);
+
+        let all = [
+            reencrypted("a", b"old", b"new-a"),
+            reencrypted("b", b"old", b"new-b"),
+        ];
+        assert!(store
+            .reencrypt_signing_keys(&all, &kek_rotated)
+            .await
+            .unwrap());
+        assert_eq!(
+            ciphertexts(store.as_ref()).await,
+            [b"new-a".to_vec(), b"new-b".to_vec()]
+        );
+        let latest = store.recent_audit(1).await.unwrap();
+        assert_eq!(latest[0].event.kind, "kek_rotated");
     }
 }
