@@ -6,8 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::crypto::kek::Kek;
-use crate::crypto::keys::KeyCache;
 use crate::crypto::password::Passwords;
+use crate::keys::KeyCache;
 use crate::keys::Signer;
 use crate::oauth::login::{Authenticator, LoginGate};
 use crate::oauth::Context;

@@ -11,7 +11,6 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::app::{AppState, Clock};
 use crate::config::Config;
-use crate::crypto::kek;
 use crate::crypto::password::Passwords;
 use crate::store::{self, Store, StoreError};
 
@@ -35,7 +34,7 @@ impl Server {
             );
         }
         let store = open_store_with_retry(&config).await?;
-        let (kek, _) = kek::load(&config, store.as_ref()).await?;
+        let (kek, _) = crate::keys::kek::load(&config, store.as_ref()).await?;
         let tls = match &config.tls {
             None => None,
             Some(files) => {
@@ -60,8 +59,8 @@ impl Server {
         let passwords = Passwords::new(&config.password)?;
         passwords.warm_up().await?;
         let clock = Clock::default();
-        crate::crypto::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
-        let keys = crate::crypto::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
+        crate::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
+        let keys = crate::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
         let signer = crate::keys::Signer::new(keys.clone(), store.clone());
         let state = AppState {
             config: Arc::new(config),

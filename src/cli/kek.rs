@@ -14,8 +14,9 @@ use serde_json::json;
 use super::{open, print, CliError};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
-use crate::crypto::kek::{self, Kek, KekSource};
+use crate::crypto::kek::{self, Kek};
 use crate::crypto::keys;
+use crate::keys::kek::{load, KekSource};
 use crate::store::ReencryptedKey;
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +49,7 @@ async fn rotate(config: &Config, new_key_stdin: bool, json: bool) -> Result<(), 
         None
     };
     let store = open(config).await?;
-    let (old, source) = kek::load(config, store.as_ref()).await?;
+    let (old, source) = load(config, store.as_ref()).await?;
     let generated = given.is_none();
     let new = given.unwrap_or_else(Kek::generate);
     if new == old {

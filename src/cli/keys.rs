@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{open, print, CliError};
 use crate::config::Config;
-use crate::crypto::{kek, keys};
+use crate::crypto::keys;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -62,9 +62,9 @@ pub async fn run(config: &Config, command: KeysCommand) -> Result<(), CliError> 
                     keys::ALGS.join(", ")
                 )));
             }
-            let (kek, _) = kek::load(config, store.as_ref()).await?;
+            let (kek, _) = crate::keys::kek::load(config, store.as_ref()).await?;
             let activates_at = now + config.tokens.key_rotation_lead;
-            let record = keys::create(store.as_ref(), &kek, &alg, now, activates_at, "cli")
+            let record = crate::keys::create(store.as_ref(), &kek, &alg, now, activates_at, "cli")
                 .await
                 .map_err(|e| CliError::new(format!("{e:#}")))?;
             let out = json!({ "kid": record.kid, "alg": record.alg, "state": "next", "activates_at": activates_at });

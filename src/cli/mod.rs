@@ -67,8 +67,8 @@ impl From<StoreError> for CliError {
     }
 }
 
-impl From<crate::crypto::kek::KekError> for CliError {
-    fn from(e: crate::crypto::kek::KekError) -> Self {
+impl From<crate::keys::kek::KekError> for CliError {
+    fn from(e: crate::keys::kek::KekError) -> Self {
         CliError(e.to_string())
     }
 }

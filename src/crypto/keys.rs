@@ -13,8 +13,7 @@
 //!   signing with the keys it loaded even after `tessera kek rotate` re-encrypted them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use josekit::jwe::{self, JweHeader};
@@ -333,120 +332,6 @@ pub fn states(records: &[SigningKeyRecord], now: i64) -> Vec<(&SigningKeyRecord,
             (r, state)
         })
         .collect()
-}
-
-/// How long an instance reuses a loaded key set. Keys are published long before they sign
-/// (`key_rotation_lead_secs`), so a slightly stale set never signs with an unpublished key.
-pub const CACHE_SECS: i64 = 30;
-
-/// A key set and when it was loaded.
-type Loaded = (i64, Arc<KeySet>);
-
-/// What the cache guards: the last set, and the signers it was built from.
-struct Cached {
-    loaded: Option<Loaded>,
-    signers: Signers,
-}
-
-/// The key set, loaded from the store at most every `CACHE_SECS`.
-#[derive(Clone)]
-pub struct KeyCache {
-    max_token_ttl: i64,
-    cached: Arc<Mutex<Cached>>,
-    unusable_total: Arc<AtomicU64>,
-}
-
-impl KeyCache {
-    pub fn new(kek: Kek, max_token_ttl: i64) -> KeyCache {
-        KeyCache {
-            max_token_ttl,
-            cached: Arc::new(Mutex::new(Cached {
-                loaded: None,
-                signers: Signers::new(kek),
-            })),
-            unusable_total: Default::default(),
-        }
-    }
-
-    /// The keys as of `now`. Fails only when the store does.
-    pub async fn current(
-        &self,
-        store: &dyn crate::store::Store,
-        now: i64,
-    ) -> anyhow::Result<Arc<KeySet>> {
-        let fresh = match &self.lock().loaded {
-            Some((loaded_at, set)) if (now - loaded_at).abs() < CACHE_SECS => Some(set.clone()),
-            _ => None,
-        };
-        if let Some(set) = fresh {
-            return Ok(set);
-        }
-        let records = store.signing_keys().await?;
-        let mut cached = self.lock();
-        let set = Arc::new(KeySet::at(
-            &records,
-            &mut cached.signers,
-            now,
-            self.max_token_ttl,
-        ));
-        cached.loaded = Some((now, set.clone()));
-        self.unusable_total
-            .fetch_add(set.unusable.len() as u64, Ordering::Relaxed);
-        Ok(set)
-    }
-
-    /// Keys skipped as unusable since start, counted at every reload of the set (at most
-    /// every `CACHE_SECS`), so it keeps growing while a bad key is still needed. For a
-    /// metrics exporter.
-    pub fn unusable_total(&self) -> u64 {
-        self.unusable_total.load(Ordering::Relaxed)
-    }
-
-    /// Forgets the loaded set (after a rotation in this process, and in tests); the
-    /// decrypted signers stay.
-    pub fn invalidate(&self) {
-        self.lock().loaded = None;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
-        // Poisoned only by a panic while building a set; what it holds is still consistent.
-        self.cached.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// On first start (no keys at all), one active key per algorithm, so every algorithm
-/// discovery advertises can sign at once. RSA generation runs on the blocking pool.
-pub async fn ensure_initial(
-    store: &dyn crate::store::Store,
-    kek: &Kek,
-    now: i64,
-) -> anyhow::Result<()> {
-    if !store.signing_keys().await?.is_empty() {
-        return Ok(());
-    }
-    for alg in ALGS {
-        let record = create(store, kek, alg, now, now, "server").await?;
-        tracing::info!(kid = %record.kid, alg, "created the first signing key");
-    }
-    Ok(())
-}
-
-/// Generates a key off the async runtime and stores it with an audit event.
-pub async fn create(
-    store: &dyn crate::store::Store,
-    kek: &Kek,
-    alg: &str,
-    now: i64,
-    activates_at: i64,
-    actor: &str,
-) -> anyhow::Result<SigningKeyRecord> {
-    let (kek, alg_owned) = (kek.clone(), alg.to_owned());
-    let record = tokio::task::spawn_blocking(move || generate(&alg_owned, &kek, now, activates_at))
-        .await??;
-    let audit = crate::audit::AuditEvent::new(crate::audit::AuditKind::KeyCreated, actor, now)
-        .details(serde_json::json!({ "kid": record.kid, "alg": record.alg, "activates_at": activates_at }));
-    store.insert_signing_key(&record, &audit).await?;
-    Ok(record)
 }
 
 /// The left half of the hash of `token` that OIDC Core §3.1.3.6 (`at_hash`) asks for, with

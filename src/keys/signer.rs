@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use josekit::jwt::JwtPayload;
 
-use crate::crypto::keys::{KeyCache, KeySet};
+use super::KeyCache;
+use crate::crypto::keys::KeySet;
 use crate::store::Store;
 
 /// Signs with the current keys; cheap to clone.
@@ -22,7 +23,7 @@ impl Signer {
         Signer { cache, store }
     }
 
-    /// The keys as of `now` (cached; see `crypto::keys::CACHE_SECS`), to verify with or to
+    /// The keys as of `now` (cached; see `keys::CACHE_SECS`), to verify with or to
     /// publish.
     pub async fn keys(&self, now: i64) -> anyhow::Result<Arc<KeySet>> {
         self.cache.current(self.store.as_ref(), now).await

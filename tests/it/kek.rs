@@ -209,7 +209,7 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
 
         // The operator's fix: a new ES256 key under the right key takes over signing.
         let now = state.clock.now();
-        keys::create(
+        tessera::keys::create(
             state.store.as_ref(),
             &state.kek,
             "ES256",

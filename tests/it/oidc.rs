@@ -346,7 +346,7 @@ async fn key_rotation_never_signs_with_a_key_missing_from_a_fresh_jwks() {
     // Rotate: the new key is published at once but does not sign until the lead time passes.
     let lead = server.state.config.tokens.key_rotation_lead;
     let now = server.state.clock.now();
-    let new = keys::create(
+    let new = tessera::keys::create(
         server.state.store.as_ref(),
         &server.state.kek,
         "RS256",
