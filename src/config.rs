@@ -45,6 +45,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
+    setting("header_read_timeout_secs", "10", "longest time a client may take to send a request head (and the TLS handshake before it); also how long an idle keep-alive connection stays open"),
+    setting("max_connections", "4096", "most connections served at once; further clients wait in the listen backlog"),
     setting("access_token_ttl_secs", "3600", "lifetime of an access token"),
     setting("id_token_ttl_secs", "3600", "lifetime of an ID token"),
     setting("default_resource", "", "`aud` of JWT access tokens (RFC 9068 §3 default resource); default: the issuer"),
@@ -119,6 +121,13 @@ pub struct Config {
     pub request_body_limit: usize,
     /// Longest time a request may take.
     pub request_timeout: Duration,
+    /// Longest time a client may take to send a request head, or to finish the TLS handshake
+    /// before it. Bounds slow clients (slowloris) and idle keep-alive connections, both of
+    /// which would otherwise hold a connection slot for as long as they like.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further clients wait in the kernel's listen backlog,
+    /// so a flood of connections cannot exhaust file descriptors or memory.
+    pub max_connections: usize,
     /// How long start-up keeps retrying a store that does not answer.
     pub store_startup_timeout: Duration,
     /// Token lifetimes.
@@ -428,6 +437,32 @@ impl Config {
             None => issuer.as_str().trim_end_matches('/').to_owned(),
         };
 
+        let header_read_timeout_secs: u64 = required(
+            raw.get("header_read_timeout_secs")?,
+            "header_read_timeout_secs",
+        )?;
+        // hyper adds the timeout to the current instant, which panics on overflow; an hour is
+        // already far past any client worth waiting for.
+        if !(1..=MAX_HEADER_READ_TIMEOUT_SECS).contains(&header_read_timeout_secs) {
+            return Err(ConfigError::setting(
+                "header_read_timeout_secs",
+                &raw.source("header_read_timeout_secs"),
+                format!("must be between 1 and {MAX_HEADER_READ_TIMEOUT_SECS} seconds"),
+            ));
+        }
+        let max_connections: usize = required(raw.get("max_connections")?, "max_connections")?;
+        // tokio's semaphore refuses (panics on) more permits than MAX_PERMITS.
+        if !(1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&max_connections) {
+            return Err(ConfigError::setting(
+                "max_connections",
+                &raw.source("max_connections"),
+                format!(
+                    "must be between 1 and {}",
+                    tokio::sync::Semaphore::MAX_PERMITS
+                ),
+            ));
+        }
+
         Ok(Config {
             issuer,
             bind: required(raw.get("bind")?, "bind")?,
@@ -443,6 +478,8 @@ impl Config {
                 raw.get("request_timeout_secs")?,
                 "request_timeout_secs",
             )?),
+            header_read_timeout: Duration::from_secs(header_read_timeout_secs),
+            max_connections,
             tokens: TokenPolicy {
                 access_token_ttl: positive(
                     raw.get("access_token_ttl_secs")?,
@@ -486,6 +523,9 @@ impl Config {
         self.key_encryption_key.as_ref().map(|k| k.expose_secret())
     }
 }
+
+/// Upper bound of `header_read_timeout_secs`.
+const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 3600;
 
 /// A setting with a built-in default is always present; this guards the table.
 fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
@@ -700,6 +740,42 @@ mod tests {
             LogFormat::Json
         );
         assert!(load(&[("TESSERA_LOG_FORMAT", "xml")]).is_err());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_bounds() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 4096);
+        let c = load(&[
+            ("TESSERA_HEADER_READ_TIMEOUT_SECS", "3"),
+            ("TESSERA_MAX_CONNECTIONS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_connections, 2);
+        for (var, value, name) in [
+            (
+                "TESSERA_HEADER_READ_TIMEOUT_SECS",
+                "0",
+                "`header_read_timeout_secs`",
+            ),
+            (
+                "TESSERA_HEADER_READ_TIMEOUT_SECS",
+                "-1",
+                "`header_read_timeout_secs`",
+            ),
+            (
+                "TESSERA_HEADER_READ_TIMEOUT_SECS",
+                "3601",
+                "`header_read_timeout_secs`",
+            ),
+            ("TESSERA_MAX_CONNECTIONS", "0", "`max_connections`"),
+            ("TESSERA_MAX_CONNECTIONS", "many", "`max_connections`"),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(var), "{value}: {err}");
+        }
     }
 
     #[test]

@@ -1,27 +1,52 @@
 //! Starting and stopping the HTTP server: store with retry, key-encryption key, listener,
-//! optional TLS, graceful shutdown.
+//! optional TLS, connection limits, graceful shutdown.
+//!
+//! Connections come from our own accept loop over hyper rather than from `axum::serve`, which
+//! gives hyper no timer: a client could take forever to send its headers (slowloris) and there
+//! was no bound on open connections. Here every connection must finish its TLS handshake and
+//! each request head within `header_read_timeout`, and at most `max_connections` are served at
+//! once (docs/decisions/0008-own-accept-loop.md).
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
+use axum::extract::ConnectInfo;
+use axum::middleware::AddExtension;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::Service;
 
 use crate::app::{AppState, Clock};
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::crypto::password::Passwords;
 use crate::store::{self, Store, StoreError};
 
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// How long to stop accepting after an error that is the server's own (out of file
+/// descriptors, say): accepting again at once would only spin on the same error.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
 /// A bound, ready-to-run server.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     state: AppState,
-    tls: Option<RustlsConfig>,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
@@ -37,23 +62,15 @@ impl Server {
         let (kek, _) = crate::keys::kek::load(&config, store.as_ref()).await?;
         let tls = match &config.tls {
             None => None,
-            Some(files) => {
-                // Both TLS stacks in the dependency tree use ring; say so once, explicitly.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                Some(
-                    RustlsConfig::from_pem_file(&files.cert, &files.key)
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "invalid configuration: `tls_cert`/`tls_key` ({}, {})",
-                                files.cert.display(),
-                                files.key.display()
-                            )
-                        })?,
+            Some(files) => Some(tls_acceptor(files).with_context(|| {
+                format!(
+                    "invalid configuration: `tls_cert`/`tls_key` ({}, {})",
+                    files.cert.display(),
+                    files.key.display()
                 )
-            }
+            })?),
         };
-        let listener = tokio::net::TcpListener::bind(config.bind)
+        let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let passwords = Passwords::new(&config.password)?;
@@ -89,38 +106,178 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then drains in-flight requests.
+    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
+    /// finish for up to `DRAIN`; connections still open after that are closed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let addr = self.local_addr()?;
-        let app = crate::http::router(self.state.clone())
-            .into_make_service_with_connect_info::<SocketAddr>();
-        match self.tls {
-            None => {
-                tracing::info!(%addr, issuer = self.state.config.issuer_str(), "listening (http)");
-                axum::serve(self.listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await?;
-            }
-            Some(tls) => {
-                tracing::info!(%addr, issuer = self.state.config.issuer_str(), "listening (https)");
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    stopper.graceful_shutdown(Some(DRAIN));
-                });
-                axum_server::from_tcp_rustls(self.listener.into_std()?, tls)
-                    .handle(handle)
-                    .serve(app)
-                    .await?;
-            }
+        let Server {
+            listener,
+            state,
+            tls,
+        } = self;
+        let addr = listener.local_addr()?;
+        let issuer = state.config.issuer_str();
+        match tls {
+            None => tracing::info!(%addr, issuer, "listening (http)"),
+            Some(_) => tracing::info!(%addr, issuer, "listening (https)"),
         }
+        let connections = Arc::new(Connections::new(&state.config, tls));
+        let limit = Arc::new(Semaphore::new(state.config.max_connections));
+        let mut make_service =
+            crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let graceful = GracefulShutdown::new();
+        let mut tasks = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            // The permit comes before `accept`: while every slot is taken, further clients
+            // wait in the kernel's listen backlog and cost us neither a descriptor nor a task.
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = Arc::clone(&limit).acquire_owned() => permit?,
+            };
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) if is_client_error(&e) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot accept connections; pausing");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            // Reap finished connections here, so the set holds only open ones.
+            while tasks.try_join_next().is_some() {}
+            let service = match make_service.call(peer).await {
+                Ok(service) => service,
+                Err(never) => match never {},
+            };
+            tasks.spawn(Arc::clone(&connections).serve(
+                stream,
+                peer,
+                service,
+                graceful.watcher(),
+                permit,
+            ));
+        }
+        // Closing the listener now makes new clients fail fast instead of queueing for a
+        // server that will not answer them.
+        drop(listener);
+        if tokio::time::timeout(DRAIN, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tasks.len(),
+                "connections still open after the drain period; closing them"
+            );
+        }
+        tasks.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// What a connection task serves: the router, told the client's address (`ConnectInfo`).
+type ConnectionService = AddExtension<Router, ConnectInfo<SocketAddr>>;
+
+/// How every connection is served; shared by all connection tasks.
+struct Connections {
+    http: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+}
+
+impl Connections {
+    fn new(config: &Config, tls: Option<TlsAcceptor>) -> Connections {
+        // HTTP/1.1 only. Left to detect the version itself, the builder first waits for the
+        // HTTP/2 preface with no timeout at all, so a client that connects and sends nothing
+        // would hold its slot forever; and hyper's HTTP/2 server has no header read timeout.
+        let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+        // hyper also applies this timeout while a keep-alive connection waits for its next
+        // request, so idle connections give their slot back too.
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_read_timeout);
+        Connections {
+            http,
+            tls,
+            header_read_timeout: config.header_read_timeout,
+        }
+    }
+
+    /// Serves one connection until it closes; `_permit` frees its slot when this ends.
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        service: ConnectionService,
+        watcher: Watcher,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let Some(acceptor) = &self.tls else {
+            return self.serve_http(stream, peer, service, watcher).await;
+        };
+        // The handshake precedes the first header, so a client could stall there instead.
+        match tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve_http(stream, peer, service, watcher).await,
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_http<I>(
+        &self,
+        io: I,
+        peer: SocketAddr,
+        service: ConnectionService,
+        watcher: Watcher,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = self
+            .http
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        if let Err(e) = watcher.watch(connection).await {
+            // Clients that vanish or time out are routine, not something to act on.
+            tracing::debug!(%peer, error = %e, "connection closed with an error");
+        }
+    }
+}
+
+/// Errors `accept` reports about one client that gave up; the next client is unaffected.
+fn is_client_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A TLS acceptor for the configured PEM files.
+fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading {}", files.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("no certificate in {}", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading {}", files.key.display()))?;
+    // ring, named here rather than installed as the process default: every TLS stack in the
+    // dependency tree uses it, and nothing else then depends on who installed what first.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    // Offer only what `Connections` speaks.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// `tessera serve`: bind and run until SIGTERM or Ctrl-C.

@@ -1,11 +1,16 @@
 //! The server as operators and orchestrators see it: probes, request ids, limits, start-up
-//! validation, store retry, HTTPS, graceful shutdown.
+//! validation, store retry, HTTPS, graceful shutdown, and connection limits seen from raw TCP
+//! (a slow or silent client is exactly what an HTTP client library will not play).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::{binary, http, run_binary, TestDb, TestServer};
 
@@ -357,5 +362,151 @@ fn json_log_format_writes_one_json_object_per_line() {
             v["level"].is_string() && v["fields"]["message"].is_string(),
             "{line}"
         );
+    }
+}
+
+/// A server for `db` with extra `TESSERA_*` settings.
+async fn start_with_settings(db: &TestDb, settings: &[(&str, &str)]) -> TestServer {
+    let mut env = db.env();
+    for (name, value) in settings {
+        env.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let config = tessera::Config::from_sources(Some(Path::new("/dev/null")), &env).unwrap();
+    TestServer::start_with(config).await
+}
+
+fn socket_addr(server: &TestServer) -> SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+const HEALTHZ_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+/// Reads one response with a `Content-Length` body and returns its head; the connection
+/// stays open for the next request.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Whether the server closes `stream` within `bound`.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> bool {
+    let mut rest = Vec::new();
+    // A reset counts as closed as much as an orderly end of stream does.
+    tokio::time::timeout(bound, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn server_closes_connection_with_slow_headers_header_read_timeout() {
+    for db in TestDb::all().await {
+        let server = start_with_settings(&db, &[("TESSERA_HEADER_READ_TIMEOUT_SECS", "1")]).await;
+        let started = Instant::now();
+        let mut slow = TcpStream::connect(socket_addr(&server)).await.unwrap();
+        // A request line and a header, but never the empty line that ends the head.
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+
+        let res = http().get(server.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{}", db.label);
+
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(10)).await,
+            "{}: still open after 10 s",
+            db.label
+        );
+        // Not refused at once: it is the timeout that closes it.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900), "{}: {took:?}", db.label);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn server_closes_silent_and_idle_connections_header_read_timeout() {
+    for db in TestDb::all().await {
+        let server = start_with_settings(&db, &[("TESSERA_HEADER_READ_TIMEOUT_SECS", "1")]).await;
+        // Connects and never sends a byte.
+        let mut silent = TcpStream::connect(socket_addr(&server)).await.unwrap();
+        // One complete keep-alive request, then nothing.
+        let mut idle = TcpStream::connect(socket_addr(&server)).await.unwrap();
+        idle.write_all(HEALTHZ_REQUEST).await.unwrap();
+        let head = read_response(&mut idle).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{}: {head}", db.label);
+
+        for (name, stream) in [("silent", &mut silent), ("idle", &mut idle)] {
+            assert!(
+                closed_within(stream, Duration::from_secs(10)).await,
+                "{}: {name} connection still open after 10 s",
+                db.label
+            );
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn server_bounds_concurrent_connections() {
+    for db in TestDb::all().await {
+        let server = start_with_settings(
+            &db,
+            &[
+                ("TESSERA_MAX_CONNECTIONS", "2"),
+                // Idle connections outlive the test, so only the limit decides who is served.
+                ("TESSERA_HEADER_READ_TIMEOUT_SECS", "120"),
+            ],
+        )
+        .await;
+        let addr = socket_addr(&server);
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut conn = TcpStream::connect(addr).await.unwrap();
+            conn.write_all(HEALTHZ_REQUEST).await.unwrap();
+            let head = read_response(&mut conn).await;
+            assert!(head.starts_with("HTTP/1.1 200"), "{}: {head}", db.label);
+            held.push(conn);
+        }
+
+        // The kernel completes the handshake from its backlog; the server must not take it.
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        third.write_all(HEALTHZ_REQUEST).await.unwrap();
+        let mut byte = [0u8; 1];
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+        assert!(
+            early.is_err(),
+            "{}: a third connection was served while two were open: {early:?}",
+            db.label
+        );
+
+        drop(held.remove(0));
+        let head = tokio::time::timeout(Duration::from_secs(10), read_response(&mut third))
+            .await
+            .unwrap_or_else(|_| panic!("{}: not served after a slot freed up", db.label));
+        assert!(head.starts_with("HTTP/1.1 200"), "{}: {head}", db.label);
+        server.stop().await;
     }
 }
