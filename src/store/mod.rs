@@ -483,6 +483,13 @@ pub trait Store: Send + Sync + 'static {
         key: &SigningKeyRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Adds each key whose algorithm has no key in the store yet, with its audit event, in
+    /// one transaction that excludes concurrent callers; returns the kids added. Of several
+    /// instances starting at once on one store, exactly one key per algorithm is added.
+    async fn insert_first_signing_keys(
+        &self,
+        keys: &[(SigningKeyRecord, AuditEvent)],
+    ) -> Result<Vec<String>, StoreError>;
     /// Every signing key, oldest activation first.
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Replaces the encrypted private JWK of every signing key and records `audit`, in one

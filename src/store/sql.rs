@@ -339,6 +339,27 @@ async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), S
     Ok(())
 }
 
+async fn insert_signing_key_row(
+    conn: &mut AnyConnection,
+    k: &SigningKeyRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into signing_key (kid, alg, public_jwk, private_jwk_encrypted, state, \
+         created_at, activates_at) values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&k.kid)
+    .bind(&k.alg)
+    .bind(&k.public_jwk)
+    .bind(&k.private_jwk_encrypted)
+    .bind(&k.state)
+    .bind(k.created_at)
+    .bind(k.activates_at)
+    .execute(conn)
+    .await
+    .map_err(write_error("signing key"))?;
+    Ok(())
+}
+
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "insert into audit_event \
@@ -983,22 +1004,51 @@ impl Store for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "insert into signing_key (kid, alg, public_jwk, private_jwk_encrypted, state, \
-             created_at, activates_at) values ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(&k.public_jwk)
-        .bind(&k.private_jwk_encrypted)
-        .bind(&k.state)
-        .bind(k.created_at)
-        .bind(k.activates_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error("signing key"))?;
+        insert_signing_key_row(&mut tx, k).await?;
         insert_audit(&mut tx, audit).await?;
         commit(tx).await
+    }
+
+    async fn insert_first_signing_keys(
+        &self,
+        keys: &[(SigningKeyRecord, AuditEvent)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        // Exclude every other caller until commit, so two instances starting together on
+        // one store cannot both add a first key for the same algorithm.
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query("select pg_advisory_xact_lock(7046390135)")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Unavailable)?;
+            }
+            // A write first takes SQLite's one write lock for the whole transaction.
+            Backend::Sqlite => {
+                sqlx::query("update signing_key set state = state where kid = ''")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Unavailable)?;
+            }
+        }
+        let present: Vec<String> = sqlx::query("select distinct alg from signing_key")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .iter()
+            .map(|r| r.try_get::<String, _>("alg").map_err(corrupt))
+            .collect::<Result<_, _>>()?;
+        let mut inserted = Vec::new();
+        for (key, audit) in keys {
+            if present.contains(&key.alg) || inserted.iter().any(|(_, alg)| *alg == &key.alg) {
+                continue;
+            }
+            insert_signing_key_row(&mut tx, key).await?;
+            insert_audit(&mut tx, audit).await?;
+            inserted.push((key.kid.clone(), &key.alg));
+        }
+        commit(tx).await?;
+        Ok(inserted.into_iter().map(|(kid, _)| kid).collect())
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {

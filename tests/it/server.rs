@@ -510,3 +510,39 @@ async fn server_bounds_concurrent_connections() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn first_start_of_several_instances_creates_one_key_per_algorithm() {
+    // The race this guards against needs several instances on one shared store: Postgres.
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let config = || {
+        let mut env = db.env();
+        // Instances sharing a store share the key-encryption key (README).
+        env.insert(
+            "TESSERA_KEY_ENCRYPTION_KEY".into(),
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+        );
+        tessera::Config::from_sources(Some(Path::new("/dev/null")), &env).unwrap()
+    };
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let config = config();
+            tokio::spawn(async move { tessera::Server::bind(config).await.map(|_| ()) })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let store = tessera::store::open(&db.database_url()).await.unwrap();
+    let mut algs: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.alg)
+        .collect();
+    algs.sort();
+    assert_eq!(algs, ["ES256", "EdDSA", "RS256"]);
+}
