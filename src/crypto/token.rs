@@ -19,8 +19,6 @@ use subtle::ConstantTimeEq;
 pub const ACCESS_TOKEN_PREFIX: &str = "tsa_";
 /// Refresh token.
 pub const REFRESH_TOKEN_PREFIX: &str = "tsr_";
-/// API key.
-pub const API_KEY_PREFIX: &str = "tsk_";
 /// Authorization code.
 pub const CODE_PREFIX: &str = "tsc_";
 /// Generated client secret.

@@ -31,7 +31,7 @@ async fn not_ready_because(app: &AppState) -> Option<String> {
         tracing::warn!(error = %e, "not ready: the store does not answer");
         return Some("store unavailable".to_owned());
     }
-    let keys = match app.keys.current(app.store.as_ref(), app.clock.now()).await {
+    let keys = match app.signer.keys(app.clock.now()).await {
         Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(error = %e, "not ready: cannot load signing keys");

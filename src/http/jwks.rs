@@ -7,13 +7,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::respond;
 use crate::app::AppState;
+use crate::oauth::error::ErrorCode;
 
 /// Relying parties may cache the JWKS this long (seconds).
 pub const MAX_AGE: i64 = 300;
 
 pub async fn jwks(State(app): State<AppState>) -> Response {
-    match app.keys.current(app.store.as_ref(), app.clock.now()).await {
+    match app.signer.keys(app.clock.now()).await {
         Ok(set) => {
             let cache = format!(
                 "public, max-age={}",
@@ -27,11 +29,11 @@ pub async fn jwks(State(app): State<AppState>) -> Response {
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot load signing keys");
-            (
+            respond::json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": "temporarily_unavailable" })),
+                ErrorCode::TemporarilyUnavailable,
+                "the signing keys cannot be loaded; try again later",
             )
-                .into_response()
         }
     }
 }

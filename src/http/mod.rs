@@ -59,24 +59,50 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         )
     });
-    Router::new()
-        .route(paths::HEALTHZ, get(health::healthz))
-        .route(paths::READYZ, get(health::readyz))
-        .route(paths::AUTHORIZE, get(authorize::get).post(authorize::post))
+    // Three groups, so that policies which differ by kind of caller (rate limits per client
+    // for the client API, per source address for the pages; metrics for all) each have one
+    // place to attach: `client_api_policies`, `page_policies`, `public_policies`.
+    let client_api = Router::new()
         .route(paths::TOKEN, post(token::token))
-        .route(paths::LOGIN, post(login::post))
-        .route(paths::CONSENT, post(consent::post))
-        .route(paths::STYLESHEET, get(pages::stylesheet))
-        .route(paths::JWKS, get(jwks::jwks))
-        .route(paths::LOGOUT, get(logout::get).post(logout::post))
         .route(paths::INTROSPECT, post(introspect::introspect))
         .route(paths::REVOKE, post(revoke::revoke))
-        .route(paths::USERINFO, get(userinfo::get).post(userinfo::post))
+        .route(paths::USERINFO, get(userinfo::get).post(userinfo::post));
+    let pages = Router::new()
+        .route(paths::AUTHORIZE, get(authorize::get).post(authorize::post))
+        .route(paths::LOGIN, post(login::post))
+        .route(paths::CONSENT, post(consent::post))
+        .route(paths::LOGOUT, get(logout::get).post(logout::post));
+    let public = Router::new()
+        .route(paths::HEALTHZ, get(health::healthz))
+        .route(paths::READYZ, get(health::readyz))
+        .route(paths::STYLESHEET, get(pages::stylesheet))
+        .route(paths::JWKS, get(jwks::jwks))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
-        .route(paths::OAUTH_METADATA, get(discovery::metadata))
+        .route(paths::OAUTH_METADATA, get(discovery::metadata));
+    Router::new()
+        .merge(client_api_policies(client_api, &state))
+        .merge(page_policies(pages, &state))
+        .merge(public_policies(public, &state))
         .with_state(state)
         .layer(tower::util::option_layer(hsts))
         .layer(layers)
+}
+
+/// Layers for `/token`, `/introspect`, `/revoke` and `/userinfo`, inside the common ones (so
+/// they see the request id and the body limit): where per-client rate limits go. None yet.
+fn client_api_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
+    routes
+}
+
+/// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`): where
+/// per-address rate limits go. None yet.
+fn page_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
+    routes
+}
+
+/// Layers for probes, keys and metadata. None yet.
+fn public_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
+    routes
 }
 
 fn request_span<B>(request: &Request<B>) -> tracing::Span {

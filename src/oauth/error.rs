@@ -27,7 +27,6 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     LoginRequired,
     ConsentRequired,
-    InteractionRequired,
     RequestNotSupported,
     RequestUriNotSupported,
 }
@@ -50,7 +49,6 @@ impl ErrorCode {
             ErrorCode::UnsupportedTokenType => "unsupported_token_type",
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::ConsentRequired => "consent_required",
-            ErrorCode::InteractionRequired => "interaction_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
         }
