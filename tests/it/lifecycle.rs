@@ -4,7 +4,7 @@
 
 use tessera::store::AccessTokenFormat;
 
-use crate::support::flow::{AuthorizeUrl, Pkce, TestClient};
+use crate::support::flow::{gateway, inactive, introspect, AuthorizeUrl, Pkce, TestClient};
 use crate::support::{http, TestDb, TestServer};
 
 const SCOPE: &str = "openid profile offline_access api";
@@ -21,17 +21,6 @@ async fn introspecting_app_client(server: &TestServer, id: &str) -> TestClient {
         .client_with(id, false, |c| {
             c.scope = SCOPE.into();
             c.may_introspect = true;
-        })
-        .await
-}
-
-async fn gateway(server: &TestServer) -> TestClient {
-    server
-        .client_with("gateway", false, |c| {
-            c.may_introspect = true;
-            c.grant_types = vec!["client_credentials".into()];
-            c.redirect_uris = vec![];
-            c.scope = "gateway".into();
         })
         .await
 }
@@ -55,19 +44,6 @@ async fn refresh(
         form.push(("scope", s));
     }
     server.token(client, &form).await
-}
-
-async fn introspect(server: &TestServer, gateway: &TestClient, token: &str) -> serde_json::Value {
-    let res = server
-        .token_like("/introspect", gateway, &[("token", token)])
-        .await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    assert_eq!(res.header("cache-control"), Some("no-store"));
-    res.json()
-}
-
-fn inactive() -> serde_json::Value {
-    serde_json::json!({ "active": false })
 }
 
 #[tokio::test]

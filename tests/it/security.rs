@@ -1,7 +1,9 @@
 //! Fixes from the outside security review (issue 9): each test is named after the rule the
 //! defect broke, and runs on every store.
 
-use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, PASSWORD, REDIRECT};
+use crate::support::flow::{
+    gateway, inactive, introspect, AuthorizeUrl, Pkce, TestClient, PASSWORD, REDIRECT,
+};
 use crate::support::{http, TestDb, TestServer};
 
 const SCOPE: &str = "openid profile offline_access api";
@@ -13,29 +15,6 @@ async fn app(server: &TestServer, id: &str, may_introspect: bool) -> TestClient 
             c.may_introspect = may_introspect;
         })
         .await
-}
-
-async fn gateway(server: &TestServer) -> TestClient {
-    server
-        .client_with("gateway", false, |c| {
-            c.may_introspect = true;
-            c.grant_types = vec!["client_credentials".into()];
-            c.redirect_uris = vec![];
-            c.scope = "gateway".into();
-        })
-        .await
-}
-
-async fn introspect(server: &TestServer, caller: &TestClient, token: &str) -> serde_json::Value {
-    let res = server
-        .token_like("/introspect", caller, &[("token", token)])
-        .await;
-    assert_eq!(res.status, 200, "{}", res.body);
-    res.json()
-}
-
-fn inactive() -> serde_json::Value {
-    serde_json::json!({ "active": false })
 }
 
 #[tokio::test]

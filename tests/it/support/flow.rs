@@ -477,3 +477,34 @@ impl AuthorizeUrl {
         format!("/authorize?{}", s.finish())
     }
 }
+
+/// A gateway: a client that may introspect and gets tokens for itself only.
+pub async fn gateway(server: &TestServer) -> TestClient {
+    server
+        .client_with("gateway", false, |c| {
+            c.may_introspect = true;
+            c.grant_types = vec!["client_credentials".into()];
+            c.redirect_uris = vec![];
+            c.scope = "gateway".into();
+        })
+        .await
+}
+
+/// Introspects `token` as `caller`; the answer must be a 200 that is never cached.
+pub async fn introspect(
+    server: &TestServer,
+    gateway: &TestClient,
+    token: &str,
+) -> serde_json::Value {
+    let res = server
+        .token_like("/introspect", gateway, &[("token", token)])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.header("cache-control"), Some("no-store"));
+    res.json()
+}
+
+/// The only answer RFC 7662 §2.2 allows for anything not active.
+pub fn inactive() -> serde_json::Value {
+    serde_json::json!({ "active": false })
+}
