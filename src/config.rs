@@ -44,6 +44,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("argon2_parallelism", "1", "argon2id lanes for password hashes"),
     setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
+    setting("trusted_proxies", "", "comma-separated CIDRs whose Forwarded / X-Forwarded-For headers are believed; default: none"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("header_read_timeout_secs", "10", "longest time a client may take to send a request head (and the TLS handshake before it); also how long an idle keep-alive connection stays open"),
     setting("max_connections", "4096", "most connections served at once; further clients wait in the listen backlog"),
@@ -134,6 +135,8 @@ pub struct Config {
     pub tokens: TokenPolicy,
     /// Lifetime of a browser session, in seconds.
     pub session_ttl_secs: i64,
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`http::client_ip`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
     /// a client id, so an access token can never pass for an ID token.
     pub default_resource: String,
@@ -432,6 +435,12 @@ impl Config {
             ));
         }
 
+        let trusted_proxies = match raw.get::<String>("trusted_proxies")? {
+            None => Vec::new(),
+            Some(list) => parse_networks(&list).map_err(|e| {
+                ConfigError::setting("trusted_proxies", &raw.source("trusted_proxies"), e)
+            })?,
+        };
         let default_resource = match raw.get::<Url>("default_resource")? {
             Some(url) => url.as_str().to_owned(),
             None => issuer.as_str().trim_end_matches('/').to_owned(),
@@ -501,6 +510,7 @@ impl Config {
             },
             session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
             default_resource,
+            trusted_proxies,
             store_startup_timeout: Duration::from_secs(required(
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",
@@ -573,6 +583,18 @@ fn read_file(path: &Path, raw: &mut Raw) -> Result<(), ConfigError> {
             .insert(name, (value, Source::File(path.to_path_buf())));
     }
     Ok(())
+}
+
+/// `10.0.0.0/8, 192.0.2.7, 2001:db8::/32`: networks, or single addresses.
+fn parse_networks(list: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    list.split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("`{item}` is not an address or a CIDR network"))
+        })
+        .collect()
 }
 
 /// RFC 8414 §2 / OIDC Discovery §3: the issuer is an https URL without query or fragment.
@@ -731,6 +753,25 @@ mod tests {
             ]);
             assert!(config.is_ok(), "m={m} t={t}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_or_addresses() {
+        let c = load(&[(
+            "TESSERA_TRUSTED_PROXIES",
+            "10.0.0.0/8, 192.0.2.7 2001:db8::/32",
+        )])
+        .unwrap();
+        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        assert!(load(&[]).unwrap().trusted_proxies.is_empty());
+        let err = load(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`trusted_proxies`") && err.contains("proxy.local"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub async fn post(
             "Choose Approve or Deny.",
         );
     };
-    let origin = request_meta(&headers, Some(peer));
+    let origin = request_meta(&app, &headers, peer);
     match consent::decide(
         app.store.as_ref(),
         &request,

@@ -62,16 +62,19 @@ pub fn pending_query(params: &Params, satisfied: &[&str]) -> String {
     })
 }
 
-/// Source address and user agent, for the audit trail.
+/// Source address (through the trusted-proxy rule, `client_ip`) and user agent, for the
+/// audit trail.
 pub fn request_meta(
+    app: &AppState,
     headers: &HeaderMap,
-    peer: Option<std::net::SocketAddr>,
+    peer: std::net::SocketAddr,
 ) -> (Option<String>, Option<String>) {
     let agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(256).collect());
-    (peer.map(|p| p.ip().to_string()), agent)
+    let ip = super::client_ip::client_ip(&app.config.trusted_proxies, headers, peer);
+    (Some(ip.to_string()), agent)
 }
 
 /// 303 to a path on this server.

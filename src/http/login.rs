@@ -68,7 +68,7 @@ pub async fn post(
     let query = pending_query(&params, &[]);
     let username = form.get("username").unwrap_or("");
     let password = SecretString::from(form.get("password").unwrap_or(""));
-    let origin = request_meta(&headers, Some(peer));
+    let origin = request_meta(&app, &headers, peer);
     let attempt = Attempt {
         username,
         source_ip: origin.0.as_deref(),

@@ -104,7 +104,7 @@ async fn logout(
         if request.needs_confirmation(&account) && !confirmed {
             return confirm_page(app, headers, params, &request, &account);
         }
-        let origin = request_meta(headers, Some(peer));
+        let origin = request_meta(app, headers, peer);
         let ended = request.end_session(app.store.as_ref(), &session_record, &account, now, origin);
         if let Err(e) = ended.await {
             return server_error(e.into());

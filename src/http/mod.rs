@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod client_ip;
 pub mod consent;
 pub mod discovery;
 pub mod error;
@@ -18,6 +19,9 @@ pub mod session;
 pub mod token;
 pub mod userinfo;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -37,10 +41,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.request_body_limit;
     let timeout = state.config.request_timeout;
+    let trusted_proxies = state.config.trusted_proxies.clone();
     let layers = ServiceBuilder::new()
         // Outermost: every response, errors included, carries the request id.
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(move |r: &Request<_>| request_span(&trusted_proxies, r)),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -105,11 +113,19 @@ fn public_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppSta
     routes
 }
 
-fn request_span<B>(request: &Request<B>) -> tracing::Span {
+/// The span every log line of a request carries: its id, method, path and client address
+/// (through the trusted-proxy rule).
+fn request_span<B>(trusted_proxies: &[ipnet::IpNet], request: &Request<B>) -> tracing::Span {
     let id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
+    let source = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| client_ip::client_ip(trusted_proxies, request.headers(), *peer))
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    tracing::info_span!("request", id, method = %request.method(), path = request.uri().path(), source)
 }

@@ -532,3 +532,48 @@ async fn failed_login_audit_never_stores_an_unknown_username_as_typed_asvs_16_2_
         server.stop().await;
     }
 }
+
+/// The source address the newest audit event recorded, after a failed login that claims to
+/// come from 203.0.113.7 through `X-Forwarded-For`.
+async fn audited_source_of_spoofed_login(server: &TestServer, client: &str) -> Option<String> {
+    let web = server.confidential_client(client).await;
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+    let res = browser
+        .http
+        .post(server.url("/login"))
+        .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+        .form(&[
+            ("username", "nobody"),
+            ("password", "wrong password"),
+            ("csrf_token", &page.input("csrf_token")),
+            ("authorize_query", &page.input("authorize_query")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let events = server.state.store.recent_audit(1).await.unwrap();
+    assert_eq!(events[0].event.kind, "login_failed");
+    events[0].event.source_ip.clone()
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    for db in TestDb::all().await {
+        // By default no proxy is trusted: the header is the client's word, and ignored.
+        let server = TestServer::start(&db).await;
+        let source = audited_source_of_spoofed_login(&server, "direct").await;
+        assert_eq!(source.as_deref(), Some("127.0.0.1"), "{}", db.label);
+        server.stop().await;
+        // Behind a trusted proxy (here: loopback), the right-most untrusted address counts.
+        let mut env = db.env();
+        env.insert("TESSERA_TRUSTED_PROXIES".into(), "127.0.0.0/8, ::1".into());
+        let config =
+            tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+        let server = TestServer::start_with(config).await;
+        let source = audited_source_of_spoofed_login(&server, "proxied").await;
+        assert_eq!(source.as_deref(), Some("203.0.113.7"), "{}", db.label);
+        server.stop().await;
+    }
+}
