@@ -43,6 +43,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("argon2_iterations", "2", "argon2id time cost for password hashes"),
     setting("argon2_parallelism", "1", "argon2id lanes for password hashes"),
     setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
+    setting("password_hash_queue", "32", "most login checks waiting for a hashing slot; more get 503 with Retry-After"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("trusted_proxies", "", "comma-separated CIDRs whose Forwarded / X-Forwarded-For headers are believed; default: none"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
@@ -81,6 +82,8 @@ pub struct PasswordPolicy {
     pub parallelism: u32,
     /// Most hashes computed at once; more wait, so a login burst cannot exhaust memory.
     pub concurrency: usize,
+    /// Most login checks waiting for a slot; more are refused at once (503).
+    pub queue: usize,
 }
 
 impl Default for PasswordPolicy {
@@ -90,6 +93,7 @@ impl Default for PasswordPolicy {
             iterations: 2,
             parallelism: 1,
             concurrency: 2,
+            queue: 32,
         }
     }
 }
@@ -399,6 +403,7 @@ impl Config {
                 raw.get("password_hash_concurrency")?,
                 "password_hash_concurrency",
             )?,
+            queue: required(raw.get("password_hash_queue")?, "password_hash_queue")?,
         };
         // A floor on the cost, so a typo cannot make stolen hashes cheap to crack: OWASP's
         // equivalent argon2id settings run from m=47104 KiB, t=1 to m=7168 KiB, t=5; all of

@@ -2,7 +2,10 @@
 //!
 //! Hashing costs tens of milliseconds of CPU and ~19 MiB of memory, so it runs on tokio's
 //! blocking pool, and a semaphore bounds how many run at once: a burst of logins waits rather
-//! than exhausting memory or starving the async workers.
+//! than exhausting memory or starving the async workers. The wait is bounded too: when
+//! `concurrency + queue` checks are already running or waiting, a login check is refused at
+//! once (`PasswordError::Busy`, answered with 503 and `Retry-After`) instead of queueing
+//! without limit behind a flood.
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,6 +26,8 @@ pub enum PasswordError {
     Task(#[from] tokio::task::JoinError),
     #[error("password hashing is shutting down")]
     Closed,
+    #[error("too many password checks are waiting")]
+    Busy,
 }
 
 /// Hashes and verifies passwords off the async runtime, a bounded number at once.
@@ -30,6 +35,8 @@ pub enum PasswordError {
 pub struct Passwords {
     params: Params,
     permits: Arc<Semaphore>,
+    /// Running plus waiting login checks: `concurrency + queue` at most.
+    slots: Arc<Semaphore>,
     /// A hash of a random password with the same parameters, verified when the user does not
     /// exist, so an unknown username costs the same work as a wrong password.
     dummy: Arc<OnceLock<String>>,
@@ -47,6 +54,9 @@ impl Passwords {
         Ok(Passwords {
             params,
             permits: Arc::new(Semaphore::new(policy.concurrency.max(1))),
+            slots: Arc::new(Semaphore::new(
+                policy.concurrency.max(1).saturating_add(policy.queue),
+            )),
             dummy: Arc::new(OnceLock::new()),
         })
     }
@@ -88,6 +98,10 @@ impl Passwords {
         password: SecretString,
         phc: Option<String>,
     ) -> Result<bool, PasswordError> {
+        let _slot = self.slots.try_acquire().map_err(|e| match e {
+            tokio::sync::TryAcquireError::NoPermits => PasswordError::Busy,
+            tokio::sync::TryAcquireError::Closed => PasswordError::Closed,
+        })?;
         let _permit = self
             .permits
             .acquire()
@@ -140,8 +154,27 @@ mod tests {
             iterations: 1,
             parallelism: 1,
             concurrency: 2,
+            queue: 0,
         })
         .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn login_checks_beyond_concurrency_plus_queue_are_refused_at_once() {
+        let p = Passwords::new(&PasswordPolicy {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            concurrency: 1,
+            queue: 1,
+        })
+        .unwrap();
+        // Hold both slots (one running, one waiting) by holding their permits here.
+        let held = p.slots.clone().try_acquire_many_owned(2).unwrap();
+        let refused = p.verify(SecretString::from("x"), None).await;
+        assert!(matches!(refused, Err(PasswordError::Busy)));
+        drop(held);
+        assert!(!p.verify(SecretString::from("x"), None).await.unwrap());
     }
 
     #[tokio::test]

@@ -89,6 +89,7 @@ pub async fn post(
         Ok(Outcome::Refused | Outcome::Throttled { .. }) => {
             return page(&app, &headers, &request, &query, Some(username))
         }
+        Ok(Outcome::Busy) => return busy(),
         Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     };
     let (value, cookie) = session::new_session_cookie(&app);
@@ -115,5 +116,20 @@ pub async fn post(
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    response
+}
+
+/// 503 with `Retry-After` (RFC 9110 §10.2.3): the password checks are saturated; nothing was
+/// checked, so trying again in a moment is safe.
+fn busy() -> Response {
+    let mut response = pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Too many sign-ins right now",
+        "Please go back and try again in a moment.",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
     response
 }

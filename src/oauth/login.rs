@@ -13,7 +13,7 @@ use super::error::OAuthError;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::kek::Kek;
 use crate::crypto::mac;
-use crate::crypto::password::Passwords;
+use crate::crypto::password::{PasswordError, Passwords};
 use crate::crypto::token::Digest;
 use crate::store::{AccountRecord, SessionRecord, Store, StoreError};
 
@@ -69,6 +69,8 @@ pub enum Outcome {
     Refused,
     /// The gate turned the attempt away before the password was checked.
     Throttled { retry_after_secs: u64 },
+    /// Too many password checks are already running or waiting: try again shortly.
+    Busy,
 }
 
 /// What a login needs from the server.
@@ -96,11 +98,11 @@ impl Authenticator<'_> {
         }
         let account = self.store.account_by_username(attempt.username).await?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-        let verified = self
-            .passwords
-            .verify(password, hash)
-            .await
-            .map_err(OAuthError::server)?;
+        let verified = match self.passwords.verify(password, hash).await {
+            Ok(v) => v,
+            Err(PasswordError::Busy) => return Ok(Outcome::Busy),
+            Err(e) => return Err(OAuthError::server(e)),
+        };
         // Read after the password check, which may have waited for a hashing slot:
         // `auth_time` is when the person finished authenticating.
         let now = clock();

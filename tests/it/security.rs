@@ -577,3 +577,42 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_answers_503_with_retry_after_when_the_hash_queue_is_full() {
+    let db = TestDb::sqlite().await;
+    let mut env = db.env();
+    // One check at a time and one waiting: a burst of 24 must overflow it.
+    env.insert("TESSERA_PASSWORD_HASH_CONCURRENCY".into(), "1".into());
+    env.insert("TESSERA_PASSWORD_HASH_QUEUE".into(), "1".into());
+    let config =
+        tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+    let server = TestServer::start_with(config).await;
+    server.user("ada").await;
+    let web = server.confidential_client("web").await;
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+    let (csrf, query) = (page.input("csrf_token"), page.input("authorize_query"));
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        let form = [
+            ("username", "ada".to_owned()),
+            ("password", "wrong password".to_owned()),
+            ("csrf_token", csrf.clone()),
+            ("authorize_query", query.clone()),
+        ];
+        // Clones share the browser's cookie jar, so every attempt carries its CSRF cookie.
+        let request = browser.http.post(server.url("/login")).form(&form);
+        attempts.spawn(async move { request.send().await.unwrap() });
+    }
+    let answers = attempts.join_all().await;
+    let busy: Vec<_> = answers.iter().filter(|r| r.status() == 503).collect();
+    let checked = answers.iter().filter(|r| r.status() == 401).count();
+    assert!(!busy.is_empty(), "the queue bound was never reached");
+    assert!(checked >= 1, "some attempts were checked");
+    assert_eq!(busy.len() + checked, 24, "only 401 and 503 answers");
+    for r in busy {
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+    server.stop().await;
+}
