@@ -446,8 +446,15 @@ impl Config {
                 ConfigError::setting("trusted_proxies", &raw.source("trusted_proxies"), e)
             })?,
         };
-        let default_resource = match raw.get::<Url>("default_resource")? {
-            Some(url) => url.as_str().to_owned(),
+        // Kept exactly as configured (only checked to be an absolute URI): resource servers
+        // compare `aud` as a string, and `Url` would add a trailing slash to a bare host.
+        let default_resource = match raw.get::<String>("default_resource")? {
+            Some(value) => {
+                Url::parse(&value).map_err(|e| {
+                    ConfigError::setting("default_resource", &raw.source("default_resource"), e)
+                })?;
+                value
+            }
             None => issuer.as_str().trim_end_matches('/').to_owned(),
         };
 
@@ -777,6 +784,14 @@ mod tests {
             err.contains("`trusted_proxies`") && err.contains("proxy.local"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn default_resource_is_kept_exactly_as_configured_rfc9068_3() {
+        let c = load(&[("TESSERA_DEFAULT_RESOURCE", "https://api.example.com")]).unwrap();
+        assert_eq!(c.default_resource, "https://api.example.com");
+        assert_eq!(load(&[]).unwrap().default_resource, "http://127.0.0.1:8080");
+        assert!(load(&[("TESSERA_DEFAULT_RESOURCE", "not a uri")]).is_err());
     }
 
     #[test]

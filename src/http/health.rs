@@ -13,37 +13,52 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers and every advertised algorithm has a signing key this
-/// instance can use, so it can serve every request, ID tokens included.
+/// Readiness: the store answers and at least one signing key can sign. An algorithm without
+/// a usable key is reported in the body (`degraded`) but does not fail the probe: the keys
+/// live in the shared store, so every instance would fail it at once, and the load balancer
+/// would take the whole service down for the clients of one algorithm.
 pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    match not_ready_because(&app).await {
-        None => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Some(reason) => (
+    match readiness(&app).await {
+        Ready::Yes => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ready::Degraded(why) => (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "degraded": why })),
+        ),
+        Ready::No(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "unavailable", "reason": reason })),
         ),
     }
 }
 
-/// Why this instance cannot serve, in words safe to show anyone; the details go to the log.
-async fn not_ready_because(app: &AppState) -> Option<String> {
+enum Ready {
+    Yes,
+    Degraded(String),
+    No(String),
+}
+
+/// How ready this instance is, in words safe to show anyone; the details go to the log.
+async fn readiness(app: &AppState) -> Ready {
     if let Err(e) = app.store.ping().await {
         tracing::warn!(error = %e, "not ready: the store does not answer");
-        return Some("store unavailable".to_owned());
+        return Ready::No("store unavailable".to_owned());
     }
     let keys = match app.signer.keys(app.clock.now()).await {
         Ok(keys) => keys,
         Err(e) => {
             tracing::warn!(error = %e, "not ready: cannot load signing keys");
-            return Some("signing keys cannot be loaded".to_owned());
+            return Ready::No("signing keys cannot be loaded".to_owned());
         }
     };
-    // An instance that cannot sign for an algorithm answers 500 to every client registered
-    // with it; better the load balancer sends those requests to an instance that can.
     let missing = keys.algs_without_signer();
     if missing.is_empty() {
-        return None;
+        return Ready::Yes;
     }
-    tracing::warn!(algs = ?missing, unusable = ?keys.unusable, "not ready: no usable signing key");
-    Some(format!("no usable signing key for {}", missing.join(", ")))
+    tracing::warn!(algs = ?missing, unusable = ?keys.unusable, "no usable signing key");
+    let why = format!("no usable signing key for {}", missing.join(", "));
+    if keys.active.is_empty() {
+        Ready::No(why)
+    } else {
+        Ready::Degraded(why)
+    }
 }

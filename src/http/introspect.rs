@@ -27,7 +27,9 @@ pub async fn introspect(
     body: Bytes,
 ) -> Result<Response, TokenError> {
     let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
-    if !client.may_introspect {
+    // RFC 7662 §2.1: the caller must be authorized, which a public client (no credentials)
+    // never is, whatever its registration says (one made before registration refused it).
+    if !client.may_introspect || client.is_public() {
         return Ok(respond::json_error(
             StatusCode::FORBIDDEN,
             ErrorCode::UnauthorizedClient,

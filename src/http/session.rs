@@ -5,8 +5,10 @@
 //!   and must carry it), `Path=/`, and `Secure` with the `__Host-` prefix when the issuer is
 //!   https.
 //! - CSRF: a separate random cookie; each form carries an HMAC of it under a server key
-//!   (signed double submit). A cross-site page can neither read the cookie nor compute the
-//!   token for a cookie it managed to plant.
+//!   (signed double submit). A cross-site page can neither read the cookie nor compute a
+//!   token for a cookie value of its choosing. What keeps an attacker from planting a whole
+//!   cookie-and-token pair that Tessera handed them is the cookie itself: `__Host-`, `Secure`
+//!   under an https issuer, so no sibling host or plain-http hop can set it.
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
@@ -166,9 +168,8 @@ pub fn form_page(
     response
 }
 
-/// The form token for a CSRF cookie: keyed with a server secret, so that a value an
-/// attacker manages to plant as the cookie (a sibling subdomain over plain http, say) does not
-/// let them compute the matching token.
+/// The form token for a CSRF cookie: keyed with a server secret, so that nobody can compute
+/// the token for a cookie value Tessera did not hand out itself.
 fn form_token(app: &AppState, cookie: &str) -> String {
     use base64::Engine;
     let tag = mac::tag(&app.kek, mac::Purpose::Csrf, cookie.as_bytes());

@@ -199,10 +199,11 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
         assert_eq!(res.status, 500, "{}", res.body);
         assert_eq!(res.json()["error"], "server_error");
 
+        // Other algorithms still sign: ready, and the gap is reported.
         let (status, body) = readyz(&server).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", db.label);
-        assert_eq!(body["status"], "unavailable");
-        assert_eq!(body["reason"], "no usable signing key for ES256");
+        assert_eq!(status, StatusCode::OK, "{}", db.label);
+        assert_eq!(body["status"], "ready");
+        assert_eq!(body["degraded"], "no usable signing key for ES256");
         assert_eq!(key_set(&server).await.unusable, [stray.kid.as_str()]);
         let state = &server.state;
         assert!(state.keys.unusable_total() >= 1);
@@ -221,8 +222,28 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
         .unwrap();
         state.clock.advance(2);
         state.keys.invalidate();
-        assert_eq!(readyz(&server).await.0, StatusCode::OK);
+        assert_eq!(
+            readyz(&server).await.1,
+            serde_json::json!({ "status": "ready" })
+        );
         id_token(&server, &client_for(&server, "ES256-again", "ES256").await).await;
+
+        // When no algorithm can sign at all, the instance is not ready.
+        let now = state.clock.now();
+        let stranger = Kek::generate();
+        for alg in ["RS256", "ES256", "EdDSA"] {
+            let stray = keys::generate(alg, &stranger, now, now).unwrap();
+            let audit = AuditEvent::new(AuditKind::KeyCreated, "test", now);
+            state
+                .store
+                .insert_signing_key(&stray, &audit)
+                .await
+                .unwrap();
+        }
+        state.keys.invalidate();
+        let (status, body) = readyz(&server).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", db.label);
+        assert_eq!(body["status"], "unavailable");
         server.stop().await;
     }
 }

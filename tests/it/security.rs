@@ -266,6 +266,17 @@ async fn client_public_cannot_introspect_rfc7662_2_1() {
             .fails_with("a public client cannot introspect");
         let show = db.tessera(&["client", "show", "spa", "--json"]).json();
         assert_eq!(show["may_introspect"], false, "{}", db.label);
+        // A public client registered with the right before it was refused cannot use it.
+        let server = TestServer::start(&db).await;
+        let legacy = server
+            .client_with("legacy-spa", true, |c| c.may_introspect = true)
+            .await;
+        let res = server
+            .token_like("/introspect", &legacy, &[("token", "tsa_anything")])
+            .await;
+        assert_eq!(res.status, 403, "{}: {}", db.label, res.body);
+        assert_eq!(res.json()["error"], "unauthorized_client");
+        server.stop().await;
     }
 }
 
