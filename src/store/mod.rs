@@ -6,8 +6,10 @@
 //! digests of secrets cross this interface, writes that belong together commit in one
 //! transaction, and time comes in as `now` (Unix seconds) so tests control it.
 //!
-//! The interface is split by concern (`traits.rs`); the records it passes are here.
+//! The interface is split by concern (`traits.rs`); the records it passes are here; the
+//! [`AfterCommit`] hook (`after_commit.rs`) hears about audit events once they are committed.
 
+mod after_commit;
 mod sql;
 mod traits;
 
@@ -19,6 +21,7 @@ use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 use crate::crypto::token::Digest;
 
+pub use after_commit::{AfterCommit, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
     AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, SessionStore, SigningKeyStore,
@@ -362,7 +365,16 @@ pub async fn probe(url: &DatabaseUrl) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens the store named by `url` and applies its migrations.
+/// Opens the store named by `url` and applies its migrations. Committed audit events go to
+/// the log ([`LogAuditEvents`]).
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqlStore::open(url).await?))
+}
+
+/// Like [`open`], with `hook` told about committed audit events instead of the log.
+pub async fn open_with_hook(
+    url: &DatabaseUrl,
+    hook: Arc<dyn AfterCommit>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqlStore::open_with_hook(url, hook).await?))
 }

@@ -11,7 +11,10 @@ use crate::store::{AuditRecord, AuditStore, StoreError};
 impl AuditStore for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await.map_err(StoreError::Unavailable)?;
-        insert_audit(&mut conn, event).await
+        insert_audit(&mut conn, event).await?;
+        // One statement outside a transaction commits by itself: the event is durable now.
+        self.hook.committed(std::slice::from_ref(event));
+        Ok(())
     }
 
     async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {

@@ -25,6 +25,7 @@ mod tokens;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,23 +35,43 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor};
 
 use self::row::{corrupt, Row};
-use super::{Backend, Store, StoreError};
+use super::{AfterCommit, Backend, LogAuditEvents, Store, StoreError};
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// A pool on SQLite or Postgres.
-#[derive(Debug, Clone)]
+/// A pool on SQLite or Postgres, and the hook told about committed audit events.
+#[derive(Clone)]
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    hook: Arc<dyn AfterCommit>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hook is any caller's type and need not be `Debug`.
+        f.debug_struct("SqlStore")
+            .field("pool", &self.pool)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqlStore {
-    /// Connects, creating the SQLite file and its folder if needed, and migrates.
+    /// Connects, creating the SQLite file and its folder if needed, and migrates. Committed
+    /// audit events are logged ([`LogAuditEvents`]).
     pub async fn open(url: &DatabaseUrl) -> Result<SqlStore, StoreError> {
+        SqlStore::open_with_hook(url, Arc::new(LogAuditEvents)).await
+    }
+
+    /// Like [`SqlStore::open`], with `hook` told about committed audit events instead.
+    pub async fn open_with_hook(
+        url: &DatabaseUrl,
+        hook: Arc<dyn AfterCommit>,
+    ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.is_postgres() {
             (Backend::Postgres, url.as_str().to_owned())
@@ -88,13 +109,19 @@ impl SqlStore {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        Ok(SqlStore { pool, backend })
+        Ok(SqlStore {
+            pool,
+            backend,
+            hook,
+        })
     }
 
     /// Starts a transaction. Its first statement should be a write (see the module comment).
     async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
             tx: self.pool.begin().await.map_err(StoreError::Unavailable)?,
+            events: Vec::new(),
+            hook: Arc::clone(&self.hook),
         })
     }
 }
@@ -120,19 +147,30 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     })
 }
 
-/// A transaction. Dropping it without [`Tx::commit`] rolls everything back.
+/// A transaction that remembers the audit events it wrote, so that the hook hears of them
+/// only once they are committed. Dropping it without [`Tx::commit`] rolls everything back,
+/// events included, and the hook hears nothing.
 struct Tx {
     tx: sqlx::Transaction<'static, Any>,
+    events: Vec<AuditEvent>,
+    hook: Arc<dyn AfterCommit>,
 }
 
 impl Tx {
     /// Records `event` in this transaction.
     async fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
-        insert_audit(&mut self.tx, event).await
+        insert_audit(&mut self.tx, event).await?;
+        self.events.push(event.clone());
+        Ok(())
     }
 
+    /// Commits, then tells the hook about the events recorded (if any).
     async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(StoreError::Unavailable)
+        self.tx.commit().await.map_err(StoreError::Unavailable)?;
+        if !self.events.is_empty() {
+            self.hook.committed(&self.events);
+        }
+        Ok(())
     }
 }
 
@@ -172,7 +210,8 @@ fn affected_one(done: sqlx::any::AnyQueryResult, what: &'static str) -> Result<(
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Writes one audit row. Inside a transaction, go through [`Tx::audit`].
+/// Writes one audit row. Inside a transaction, go through [`Tx::audit`] so the hook hears
+/// of the event after the commit.
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     sqlx::query(
         "insert into audit_event \
