@@ -5,19 +5,38 @@
 //! Contracts (fosite's `storage.go` style): methods are named for their guarantee, only
 //! digests of secrets cross this interface, writes that belong together commit in one
 //! transaction, and time comes in as `now` (Unix seconds) so tests control it.
+//!
+//! The interface is split by concern (`traits.rs`); the records it passes are here; the
+//! [`AfterCommit`] hook (`after_commit.rs`) hears about audit events once they are committed.
 
+mod after_commit;
 mod sql;
+mod traits;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 use crate::crypto::token::Digest;
 
+pub use after_commit::{AfterCommit, LogAuditEvents};
 pub use sql::SqlStore;
+pub use traits::{
+    AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, SessionStore, SigningKeyStore,
+    Store, TokenStore,
+};
+
+/// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an
+/// `S: Store`) can call every method without it; a concrete store (`SqlStore`) or a bound on
+/// one concern (`S: ClientStore`) needs the traits in scope.
+pub mod prelude {
+    pub use super::{
+        AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, SessionStore,
+        SigningKeyStore, Store, TokenStore,
+    };
+}
 
 /// Which SQL dialect a store speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +247,7 @@ pub struct GrantRecord {
     pub revoked_at: Option<i64>,
 }
 
-/// An authorization code. Single use: see [`Store::consume_code`].
+/// An authorization code. Single use: see [`GrantStore::consume_code`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CodeRecord {
     pub digest: Digest,
@@ -332,181 +351,6 @@ pub struct AuditRecord {
     pub event: AuditEvent,
 }
 
-/// Everything Tessera keeps. Shared as `Arc<dyn Store>`.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-
-    /// Succeeds when the store answers a trivial query (readiness).
-    async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Inserts a client and its audit event together; `Conflict` if the id is taken.
-    async fn insert_client(
-        &self,
-        client: &ClientRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
-    /// All clients, ordered by id.
-    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
-    /// Replaces every mutable field of the client with `client.id`; `NotFound` if absent.
-    async fn update_client(
-        &self,
-        client: &ClientRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// Deletes the client and, by cascade, its grants, codes, tokens and consents.
-    async fn delete_client(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
-
-    /// Inserts a user; `Conflict` if the id or username is taken.
-    async fn insert_account(
-        &self,
-        account: &AccountRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError>;
-    async fn account_by_username(
-        &self,
-        username: &str,
-    ) -> Result<Option<AccountRecord>, StoreError>;
-    /// All users, ordered by username.
-    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
-    /// Replaces every mutable field of the user with `account.id`; `NotFound` if absent,
-    /// `Conflict` if the new username is taken.
-    async fn update_account(
-        &self,
-        account: &AccountRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// Like [`Store::update_account`], and in the same transaction ends every session of the
-    /// user and revokes every grant and token issued to them (disabling a user, setting a new
-    /// password). `audit` is recorded with the counts added to its details. Nothing ended here
-    /// comes back when the user is enabled again.
-    async fn update_account_ending_access(
-        &self,
-        account: &AccountRecord,
-        now: i64,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens; `audit`
-    /// is recorded with the counts of sessions, grants and tokens that ended.
-    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
-
-    /// Starts a browser session: deletes the session it replaces (a new value at every
-    /// login, against fixation), inserts the new one, resets the user's failed-login count
-    /// and records `audit`, in one transaction.
-    async fn insert_session(
-        &self,
-        session: &SessionRecord,
-        replaces: Option<&Digest>,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// The session with this digest if it has not expired at `now`.
-    async fn session(&self, digest: &Digest, now: i64)
-        -> Result<Option<SessionRecord>, StoreError>;
-    async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
-    /// Counts a failed login against the user (if the username exists) and records `audit`.
-    async fn record_failed_login(
-        &self,
-        account_id: Option<&str>,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-
-    /// The scopes this user has consented to for this client.
-    async fn consent(
-        &self,
-        account_id: &str,
-        client_id: &str,
-    ) -> Result<Option<String>, StoreError>;
-    /// Adds `scope` to the scopes this user has consented to for this client (a union) and
-    /// records `audit`, in one transaction: of concurrent grants, every scope is kept.
-    async fn grant_consent(
-        &self,
-        account_id: &str,
-        client_id: &str,
-        scope: &str,
-        now: i64,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-
-    /// Inserts a grant and its first authorization code together.
-    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError>;
-    /// Marks the code consumed and returns it, in one statement, if it exists and was not
-    /// consumed before: of any number of concurrent calls for one code, at most one gets it.
-    async fn consume_code(
-        &self,
-        digest: &Digest,
-        now: i64,
-    ) -> Result<Option<CodeRecord>, StoreError>;
-    /// The grant of a code that exists, consumed or not (to revoke it on reuse).
-    async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError>;
-    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
-    /// Revokes the grant and every token issued from it, and records `audit`, in one
-    /// transaction. Revoking a revoked grant changes nothing.
-    async fn revoke_grant(
-        &self,
-        grant_id: &str,
-        now: i64,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-
-    /// Inserts tokens (an access token and its refresh token, say) and records `audit`, in
-    /// one transaction.
-    async fn insert_tokens(
-        &self,
-        tokens: &[TokenRecord],
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// Marks the refresh token `old` used and inserts `new`, in one transaction, only if
-    /// `old` was unused and unrevoked: of concurrent rotations of one token at most one
-    /// returns `true`; the others change nothing.
-    async fn rotate_refresh(
-        &self,
-        old: &Digest,
-        new: &[TokenRecord],
-        now: i64,
-        audit: &AuditEvent,
-    ) -> Result<bool, StoreError>;
-    /// Revokes one token (not its grant) and records `audit`; revoking twice changes nothing.
-    async fn revoke_token(
-        &self,
-        digest: &Digest,
-        now: i64,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// The token with this digest; its `revoked_at` includes its grant's revocation.
-    async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
-
-    /// Adds a signing key and records `audit`, in one transaction.
-    async fn insert_signing_key(
-        &self,
-        key: &SigningKeyRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError>;
-    /// Adds each key whose algorithm has no key in the store yet, with its audit event, in
-    /// one transaction that excludes concurrent callers; returns the kids added. Of several
-    /// instances starting at once on one store, exactly one key per algorithm is added.
-    async fn insert_first_signing_keys(
-        &self,
-        keys: &[(SigningKeyRecord, AuditEvent)],
-    ) -> Result<Vec<String>, StoreError>;
-    /// Every signing key, oldest activation first.
-    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
-    /// Replaces the encrypted private JWK of every signing key and records `audit`, in one
-    /// transaction, only if `keys` names every stored key once and each row still holds its
-    /// `previous` ciphertext. Otherwise (a key was added or re-encrypted meanwhile) nothing
-    /// changes and the answer is `false`: no key is ever left under the old KEK.
-    async fn reencrypt_signing_keys(
-        &self,
-        keys: &[ReencryptedKey],
-        audit: &AuditEvent,
-    ) -> Result<bool, StoreError>;
-
-    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
-    /// The newest `limit` events, newest first.
-    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
-}
-
 /// One connection attempt, answering as soon as the server does (or refuses): start-up
 /// retries with this instead of waiting out a pool's acquire timeout on every attempt.
 pub async fn probe(url: &DatabaseUrl) -> Result<(), StoreError> {
@@ -521,7 +365,16 @@ pub async fn probe(url: &DatabaseUrl) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Opens the store named by `url` and applies its migrations.
+/// Opens the store named by `url` and applies its migrations. Committed audit events go to
+/// the log ([`LogAuditEvents`]).
 pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqlStore::open(url).await?))
+}
+
+/// Like [`open`], with `hook` told about committed audit events instead of the log.
+pub async fn open_with_hook(
+    url: &DatabaseUrl,
+    hook: Arc<dyn AfterCommit>,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqlStore::open_with_hook(url, hook).await?))
 }

@@ -13,5 +13,6 @@ mod rp;
 mod security;
 mod server;
 mod store;
+mod store_conformance;
 mod support;
 mod token;

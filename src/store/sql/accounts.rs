@@ -1,0 +1,225 @@
+//! Users: [`AccountStore`] on SQL, and ending a user's access when they change.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+
+use super::{affected_one, to_json, write_error, AnyQuery, Row, SqlStore};
+use crate::audit::AuditEvent;
+use crate::store::{AccountRecord, AccountStore, StoreError};
+
+macro_rules! account_columns {
+    () => {
+        "id, username, password_hash, claims, disabled, failed_login_count, created_at, updated_at"
+    };
+}
+
+fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
+    let row = Row(row);
+    Ok(AccountRecord {
+        id: row.get("id")?,
+        username: row.get("username")?,
+        password_hash: row.get("password_hash")?,
+        claims: row.json("claims")?,
+        disabled: row.flag("disabled")?,
+        failed_login_count: row.get("failed_login_count")?,
+        created_at: row.get("created_at")?,
+        updated_at: row.get("updated_at")?,
+    })
+}
+
+/// Binds `$1`–`$6`: the user's id and every field that insert and update both write.
+fn bind_account<'q>(q: AnyQuery<'q>, a: &'q AccountRecord) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(&a.id)
+        .bind(&a.username)
+        .bind(&a.password_hash)
+        .bind(to_json(&a.claims)?)
+        .bind(a.disabled)
+        .bind(a.failed_login_count))
+}
+
+/// Writes every mutable field of the user; `NotFound` if absent, `Conflict` if the new
+/// username is taken.
+async fn write_account(conn: &mut AnyConnection, a: &AccountRecord) -> Result<(), StoreError> {
+    let done = bind_account(
+        sqlx::query(
+            "update account set username = $2, password_hash = $3, claims = $4, \
+             disabled = $5, failed_login_count = $6, updated_at = $7 where id = $1",
+        ),
+        a,
+    )?
+    .bind(a.updated_at)
+    .execute(conn)
+    .await
+    .map_err(write_error("user"))?;
+    affected_one(done, "user")
+}
+
+/// What [`end_access`] ended, for the audit event of the change that caused it.
+struct AccessEnded {
+    sessions: u64,
+    grants: u64,
+    tokens: u64,
+}
+
+impl AccessEnded {
+    fn recorded_in(&self, audit: &AuditEvent) -> AuditEvent {
+        let mut event = audit.clone();
+        if let serde_json::Value::Object(details) = &mut event.details {
+            details.insert("sessions_ended".into(), self.sessions.into());
+            details.insert("grants_revoked".into(), self.grants.into());
+            details.insert("tokens_revoked".into(), self.tokens.into());
+        }
+        event
+    }
+}
+
+/// Ends every browser session of the user and revokes every grant and every token issued to
+/// them, so that nothing from before survives (ASVS 5.0 7.4.2, 7.4.3).
+async fn end_access(
+    conn: &mut AnyConnection,
+    account_id: &str,
+    now: i64,
+) -> Result<AccessEnded, StoreError> {
+    let sessions = sqlx::query("delete from session where account_id = $1")
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .rows_affected();
+    let grants = sqlx::query(
+        "update oauth_grant set revoked_at = $2 where account_id = $1 and revoked_at is null",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?
+    .rows_affected();
+    let tokens = sqlx::query(
+        "update token set revoked_at = $2 where account_id = $1 and revoked_at is null",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?
+    .rows_affected();
+    Ok(AccessEnded {
+        sessions,
+        grants,
+        tokens,
+    })
+}
+
+#[async_trait]
+impl AccountStore for SqlStore {
+    async fn insert_account(
+        &self,
+        a: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        bind_account(
+            sqlx::query(concat!(
+                "insert into account (",
+                account_columns!(),
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
+            )),
+            a,
+        )?
+        .bind(a.created_at)
+        .bind(a.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("user"))?;
+        tx.audit(audit).await?;
+        tx.commit().await
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn account_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account where username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        sqlx::query(concat!(
+            "select ",
+            account_columns!(),
+            " from account order by username"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .iter()
+        .map(account_from_row)
+        .collect()
+    }
+
+    async fn update_account(
+        &self,
+        a: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        write_account(&mut tx, a).await?;
+        tx.audit(audit).await?;
+        tx.commit().await
+    }
+
+    async fn update_account_ending_access(
+        &self,
+        a: &AccountRecord,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        write_account(&mut tx, a).await?;
+        let ended = end_access(&mut tx, &a.id, now).await?;
+        tx.audit(&ended.recorded_in(audit)).await?;
+        tx.commit().await
+    }
+
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // Counted for the audit trail before the cascade deletes the rows. The time is never
+        // read back: everything revoked here is deleted below.
+        let ended = end_access(&mut tx, id, audit.created_at).await?;
+        let done = sqlx::query("delete from account where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        affected_one(done, "user")?;
+        tx.audit(&ended.recorded_in(audit)).await?;
+        tx.commit().await
+    }
+}

@@ -1,0 +1,159 @@
+//! Grants and authorization codes: [`GrantStore`] on SQL.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+
+use super::{to_json, write_error, Row, SqlStore};
+use crate::audit::AuditEvent;
+use crate::crypto::token::Digest;
+use crate::store::{CodeRecord, GrantRecord, GrantStore, StoreError};
+
+macro_rules! code_columns {
+    () => {
+        "digest, grant_id, client_id, account_id, redirect_uri, scope, nonce, code_challenge, \
+         auth_time, amr, created_at, expires_at, consumed_at"
+    };
+}
+
+fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
+    let row = Row(row);
+    Ok(CodeRecord {
+        digest: row.digest("digest")?,
+        grant_id: row.get("grant_id")?,
+        client_id: row.get("client_id")?,
+        account_id: row.get("account_id")?,
+        redirect_uri: row.get("redirect_uri")?,
+        scope: row.get("scope")?,
+        nonce: row.get("nonce")?,
+        code_challenge: row.get("code_challenge")?,
+        auth_time: row.get("auth_time")?,
+        amr: row.json_list("amr")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        consumed_at: row.get("consumed_at")?,
+    })
+}
+
+fn grant_from_row(row: &AnyRow) -> Result<GrantRecord, StoreError> {
+    let row = Row(row);
+    Ok(GrantRecord {
+        id: row.get("id")?,
+        client_id: row.get("client_id")?,
+        account_id: row.get("account_id")?,
+        scope: row.get("scope")?,
+        auth_time: row.get("auth_time")?,
+        amr: row.opt_json_list("amr")?,
+        created_at: row.get("created_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
+}
+
+#[async_trait]
+impl GrantStore for SqlStore {
+    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
+             revoked_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&grant.id)
+        .bind(&grant.client_id)
+        .bind(&grant.account_id)
+        .bind(&grant.scope)
+        .bind(grant.auth_time)
+        .bind(to_json(&grant.amr)?)
+        .bind(grant.created_at)
+        .bind(grant.revoked_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("grant"))?;
+        sqlx::query(concat!(
+            "insert into authorization_code (",
+            code_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .bind(code.digest.as_bytes())
+        .bind(&code.grant_id)
+        .bind(&code.client_id)
+        .bind(&code.account_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.scope)
+        .bind(&code.nonce)
+        .bind(&code.code_challenge)
+        .bind(code.auth_time)
+        .bind(to_json(&code.amr)?)
+        .bind(code.created_at)
+        .bind(code.expires_at)
+        .bind(code.consumed_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("authorization code"))?;
+        tx.commit().await
+    }
+
+    async fn consume_code(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<CodeRecord>, StoreError> {
+        sqlx::query(concat!(
+            "update authorization_code set consumed_at = $2 \
+             where digest = $1 and consumed_at is null returning ",
+            code_columns!()
+        ))
+        .bind(digest.as_bytes())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(code_from_row)
+        .transpose()
+    }
+
+    async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("select grant_id from authorization_code where digest = $1")
+            .bind(digest.as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        row.as_ref().map(|r| Row(r).get("grant_id")).transpose()
+    }
+
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        sqlx::query(
+            "select id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at \
+             from oauth_grant where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(grant_from_row)
+        .transpose()
+    }
+
+    async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("update oauth_grant set revoked_at = $2 where id = $1 and revoked_at is null")
+            .bind(grant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        sqlx::query("update token set revoked_at = $2 where grant_id = $1 and revoked_at is null")
+            .bind(grant_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        tx.audit(audit).await?;
+        tx.commit().await
+    }
+}

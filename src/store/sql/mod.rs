@@ -1,0 +1,248 @@
+//! The SQL implementation of [`Store`], for SQLite and Postgres alike.
+//!
+//! Both dialects accept the same statements here (`$n` placeholders, `returning`, standard
+//! types), so one implementation over sqlx's `Any` driver serves both, and the two migration
+//! folders keep the schemas the same shape. Where a dialect must differ, branch on
+//! `self.backend` at that spot.
+//!
+//! SQLite note: a transaction that reads before it writes can fail with `SQLITE_BUSY` when
+//! another writer got there first, and no busy timeout helps it. Every transaction here
+//! therefore starts with its write.
+//!
+//! This file holds the pool, the migrations, transactions ([`Tx`]) and the helpers every
+//! concern shares; each concern's queries live in their own file (`clients.rs` … `audit.rs`),
+//! and rows are read through [`Row`] (`row.rs`).
+
+mod accounts;
+mod audit;
+mod clients;
+mod consents;
+mod grants;
+mod keys;
+mod row;
+mod sessions;
+mod tokens;
+
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+
+use self::row::{corrupt, Row};
+use super::{AfterCommit, Backend, LogAuditEvents, Store, StoreError};
+use crate::audit::AuditEvent;
+use crate::config::DatabaseUrl;
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A pool on SQLite or Postgres, and the hook told about committed audit events.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+    hook: Arc<dyn AfterCommit>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hook is any caller's type and need not be `Debug`.
+        f.debug_struct("SqlStore")
+            .field("pool", &self.pool)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlStore {
+    /// Connects, creating the SQLite file and its folder if needed, and migrates. Committed
+    /// audit events are logged ([`LogAuditEvents`]).
+    pub async fn open(url: &DatabaseUrl) -> Result<SqlStore, StoreError> {
+        SqlStore::open_with_hook(url, Arc::new(LogAuditEvents)).await
+    }
+
+    /// Like [`SqlStore::open`], with `hook` told about committed audit events instead.
+    pub async fn open_with_hook(
+        url: &DatabaseUrl,
+        hook: Arc<dyn AfterCommit>,
+    ) -> Result<SqlStore, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.is_postgres() {
+            (Backend::Postgres, url.as_str().to_owned())
+        } else {
+            (Backend::Sqlite, prepare_sqlite(url.as_str())?)
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                // One writer at a time either way; a few readers share the WAL.
+                Backend::Sqlite => 8,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // Durable across power loss with WAL, and much faster than FULL.
+                        conn.execute("pragma synchronous = normal").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if backend == Backend::Sqlite {
+            // Readers do not block the writer and vice versa; the mode is stored in the file.
+            sqlx::query("pragma journal_mode = wal")
+                .execute(&pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&pool).await?;
+        Ok(SqlStore {
+            pool,
+            backend,
+            hook,
+        })
+    }
+
+    /// Starts a transaction. Its first statement should be a write (see the module comment).
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(Tx {
+            tx: self.pool.begin().await.map_err(StoreError::Unavailable)?,
+            events: Vec::new(),
+            hook: Arc::clone(&self.hook),
+        })
+    }
+}
+
+/// Creates the database's folder and makes sure a missing file is created, not an error.
+fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(StoreError::Unavailable)?;
+    if let Some(parent) = options.get_filename().parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(sqlx::Error::Configuration(
+                    format!("cannot create {}: {e}", parent.display()).into(),
+                ))
+            })?;
+        }
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// A transaction that remembers the audit events it wrote, so that the hook hears of them
+/// only once they are committed. Dropping it without [`Tx::commit`] rolls everything back,
+/// events included, and the hook hears nothing.
+struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
+    events: Vec<AuditEvent>,
+    hook: Arc<dyn AfterCommit>,
+}
+
+impl Tx {
+    /// Records `event` in this transaction.
+    async fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        insert_audit(&mut self.tx, event).await?;
+        self.events.push(event.clone());
+        Ok(())
+    }
+
+    /// Commits, then tells the hook about the events recorded (if any).
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.map_err(StoreError::Unavailable)?;
+        if !self.events.is_empty() {
+            self.hook.committed(&self.events);
+        }
+        Ok(())
+    }
+}
+
+/// Queries run on the transaction's connection: `.execute(&mut *tx)`.
+impl Deref for Tx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// Unique violations become `Conflict(what)`; anything else means the store failed.
+fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Unavailable(e),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(corrupt)
+}
+
+fn affected_one(done: sqlx::any::AnyQueryResult, what: &'static str) -> Result<(), StoreError> {
+    if done.rows_affected() == 0 {
+        Err(StoreError::NotFound(what))
+    } else {
+        Ok(())
+    }
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Writes one audit row. Inside a transaction, go through [`Tx::audit`] so the hook hears
+/// of the event after the commit.
+async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
+    sqlx::query(
+        "insert into audit_event \
+         (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(event.created_at)
+    .bind(&event.kind)
+    .bind(&event.actor)
+    .bind(&event.client_id)
+    .bind(&event.account_id)
+    .bind(&event.source_ip)
+    .bind(&event.user_agent)
+    .bind(to_json(&event.details)?)
+    .execute(conn)
+    .await
+    .map_err(StoreError::Unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Browser sessions and failed logins: [`SessionStore`] on SQL.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+
+use super::{to_json, write_error, Row, SqlStore};
+use crate::audit::AuditEvent;
+use crate::crypto::token::Digest;
+use crate::store::{SessionRecord, SessionStore, StoreError};
+
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
+    let row = Row(row);
+    Ok(SessionRecord {
+        id_digest: row.digest("id_digest")?,
+        account_id: row.get("account_id")?,
+        auth_time: row.get("auth_time")?,
+        amr: row.json_list("amr")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+    })
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        replaces: Option<&Digest>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(old) = replaces {
+            sqlx::query("delete from session where id_digest = $1")
+                .bind(old.as_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        sqlx::query(
+            "insert into session (id_digest, account_id, auth_time, amr, created_at, expires_at) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(session.id_digest.as_bytes())
+        .bind(&session.account_id)
+        .bind(session.auth_time)
+        .bind(to_json(&session.amr)?)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("session"))?;
+        sqlx::query("update account set failed_login_count = 0 where id = $1")
+            .bind(&session.account_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        tx.audit(audit).await?;
+        tx.commit().await
+    }
+
+    async fn session(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        sqlx::query(
+            "select id_digest, account_id, auth_time, amr, created_at, expires_at from session \
+             where id_digest = $1 and expires_at > $2",
+        )
+        .bind(digest.as_bytes())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError> {
+        sqlx::query("delete from session where id_digest = $1")
+            .bind(digest.as_bytes())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(())
+    }
+
+    async fn record_failed_login(
+        &self,
+        account_id: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        if let Some(id) = account_id {
+            sqlx::query(
+                "update account set failed_login_count = failed_login_count + 1, \
+                 last_failed_login_at = $2 where id = $1",
+            )
+            .bind(id)
+            .bind(audit.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        }
+        tx.audit(audit).await?;
+        tx.commit().await
+    }
+}

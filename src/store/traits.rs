@@ -1,0 +1,235 @@
+//! The store's interface, one small trait per concern (as Hydra composes its `Persister` from
+//! managers), and [`Store`], which is all of them: callers hold one `Arc<dyn Store>`, on which
+//! every concern's methods resolve, and code that needs only one concern can ask for just it.
+//!
+//! The doc comment of each method is its contract; the conformance suite in
+//! `tests/it/store_conformance.rs` checks the ones the HTTP tests reach only indirectly.
+
+use async_trait::async_trait;
+
+use super::{
+    AccountRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord, ReencryptedKey,
+    SessionRecord, SigningKeyRecord, StoreError, TokenRecord,
+};
+use crate::audit::AuditEvent;
+use crate::crypto::token::Digest;
+
+/// Everything Tessera keeps. Shared as `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store:
+    ClientStore
+    + AccountStore
+    + SessionStore
+    + ConsentStore
+    + GrantStore
+    + TokenStore
+    + SigningKeyStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+    fn backend(&self) -> Backend;
+
+    /// Succeeds when the store answers a trivial query (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Registered clients.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
+    /// Inserts a client and its audit event together; `Conflict` if the id is taken.
+    async fn insert_client(
+        &self,
+        client: &ClientRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// All clients, ordered by id.
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Replaces every mutable field of the client with `client.id`; `NotFound` if absent.
+    async fn update_client(
+        &self,
+        client: &ClientRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes the client and, by cascade, its grants, codes, tokens and consents.
+    async fn delete_client(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+}
+
+/// Users.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Inserts a user; `Conflict` if the id or username is taken.
+    async fn insert_account(
+        &self,
+        account: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    async fn account(&self, id: &str) -> Result<Option<AccountRecord>, StoreError>;
+    async fn account_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<AccountRecord>, StoreError>;
+    /// All users, ordered by username.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// Replaces every mutable field of the user with `account.id`; `NotFound` if absent,
+    /// `Conflict` if the new username is taken.
+    async fn update_account(
+        &self,
+        account: &AccountRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Like [`AccountStore::update_account`], and in the same transaction ends every session
+    /// of the user and revokes every grant and token issued to them (disabling a user, setting
+    /// a new password). `audit` is recorded with the counts added to its details. Nothing
+    /// ended here comes back when the user is enabled again.
+    async fn update_account_ending_access(
+        &self,
+        account: &AccountRecord,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens; `audit`
+    /// is recorded with the counts of sessions, grants and tokens that ended.
+    async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+}
+
+/// Browser sessions at Tessera, and the failed logins that did not start one.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Starts a browser session: deletes the session it replaces (a new value at every
+    /// login, against fixation), inserts the new one, resets the user's failed-login count
+    /// and records `audit`, in one transaction.
+    async fn insert_session(
+        &self,
+        session: &SessionRecord,
+        replaces: Option<&Digest>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// The session with this digest if it has not expired at `now`.
+    async fn session(&self, digest: &Digest, now: i64)
+        -> Result<Option<SessionRecord>, StoreError>;
+    async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
+    /// Counts a failed login against the user (if the username exists) and records `audit`.
+    async fn record_failed_login(
+        &self,
+        account_id: Option<&str>,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+}
+
+/// What each user has consented to, per client.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    /// The scopes this user has consented to for this client.
+    async fn consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+    ) -> Result<Option<String>, StoreError>;
+    /// Adds `scope` to the scopes this user has consented to for this client (a union) and
+    /// records `audit`, in one transaction: of concurrent grants, every scope is kept.
+    async fn grant_consent(
+        &self,
+        account_id: &str,
+        client_id: &str,
+        scope: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+}
+
+/// Grants and the authorization codes that start them.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
+    /// Inserts a grant and its first authorization code together.
+    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError>;
+    /// Marks the code consumed and returns it, in one statement, if it exists and was not
+    /// consumed before: of any number of concurrent calls for one code, at most one gets it.
+    async fn consume_code(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<CodeRecord>, StoreError>;
+    /// The grant of a code that exists, consumed or not (to revoke it on reuse).
+    async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError>;
+    async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
+    /// Revokes the grant and every token issued from it, and records `audit`, in one
+    /// transaction. Revoking a revoked grant changes nothing.
+    async fn revoke_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+}
+
+/// Access tokens, refresh tokens and API keys.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// Inserts tokens (an access token and its refresh token, say) and records `audit`, in
+    /// one transaction.
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Marks the refresh token `old` used and inserts `new`, in one transaction, only if
+    /// `old` was unused and unrevoked: of concurrent rotations of one token at most one
+    /// returns `true`; the others change nothing.
+    async fn rotate_refresh(
+        &self,
+        old: &Digest,
+        new: &[TokenRecord],
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Revokes one token (not its grant) and records `audit`; revoking twice changes nothing.
+    async fn revoke_token(
+        &self,
+        digest: &Digest,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// The token with this digest; its `revoked_at` includes its grant's revocation.
+    async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
+}
+
+/// Signing keys, their private halves encrypted under the key-encryption key.
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    /// Adds a signing key and records `audit`, in one transaction.
+    async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
+    /// Adds each key whose algorithm has no key in the store yet, with its audit event, in
+    /// one transaction that excludes concurrent callers; returns the kids added. Of several
+    /// instances starting at once on one store, exactly one key per algorithm is added.
+    async fn insert_first_signing_keys(
+        &self,
+        keys: &[(SigningKeyRecord, AuditEvent)],
+    ) -> Result<Vec<String>, StoreError>;
+    /// Every signing key, oldest activation first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Replaces the encrypted private JWK of every signing key and records `audit`, in one
+    /// transaction, only if `keys` names every stored key once and each row still holds its
+    /// `previous` ciphertext. Otherwise (a key was added or re-encrypted meanwhile) nothing
+    /// changes and the answer is `false`: no key is ever left under the old KEK.
+    async fn reencrypt_signing_keys(
+        &self,
+        keys: &[ReencryptedKey],
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The audit trail. Most events are written by the other traits' methods, in the transaction
+/// of the change they record; this one takes the rest and reads the trail back.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// The newest `limit` events, newest first.
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}

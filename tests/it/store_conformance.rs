@@ -1,0 +1,642 @@
+//! Store conformance: the contracts in the store traits' doc comments that the HTTP tests
+//! reach only indirectly (single use under concurrency, what a revocation reaches, what the
+//! after-commit hook hears). Each test runs on SQLite and, with `TEST_DATABASE_URL`, on
+//! Postgres, on a fresh database, and is named after the contract it checks (as Hydra's
+//! `persister_test.go` runs one suite against every backend).
+//!
+//! The concurrent tests run on a multi-thread runtime so that the calls really overlap.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use tessera::audit::{AuditEvent, AuditKind};
+use tessera::crypto::token::Digest;
+use tessera::store::{
+    self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, ClientRecord, CodeRecord,
+    GrantRecord, SessionRecord, StandardClaims, Store, StoreError, TokenKind, TokenRecord,
+};
+use tokio::sync::Barrier;
+
+use crate::support::TestDb;
+
+const CLIENT: &str = "web";
+const ADA: &str = "0b5e6a52-0000-4000-8000-00000000000a";
+const BOB: &str = "0b5e6a52-0000-4000-8000-00000000000b";
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    store::open(&db.database_url()).await.unwrap()
+}
+
+fn audit(kind: AuditKind) -> AuditEvent {
+    AuditEvent::new(kind, "test", 3_000)
+}
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        name: format!("Client {id}"),
+        secret_digest: Some(Digest::of("tss_secret")),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scope: "openid profile".into(),
+        token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+        access_token_format: AccessTokenFormat::Opaque,
+        may_introspect: false,
+        first_party: false,
+        require_pkce: true,
+        id_token_signed_response_alg: "ES256".into(),
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn account(id: &str, username: &str) -> AccountRecord {
+    AccountRecord {
+        id: id.into(),
+        username: username.into(),
+        password_hash: None,
+        claims: StandardClaims::default(),
+        disabled: false,
+        failed_login_count: 0,
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn grant(id: &str, account_id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        client_id: CLIENT.into(),
+        account_id: Some(account_id.into()),
+        scope: "openid".into(),
+        auth_time: Some(2_000),
+        amr: vec!["pwd".into()],
+        created_at: 2_000,
+        revoked_at: None,
+    }
+}
+
+fn code(value: &str, grant: &GrantRecord) -> CodeRecord {
+    CodeRecord {
+        digest: Digest::of(value),
+        grant_id: grant.id.clone(),
+        client_id: grant.client_id.clone(),
+        account_id: grant.account_id.clone().unwrap(),
+        redirect_uri: Some("https://app.example/cb".into()),
+        scope: grant.scope.clone(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        auth_time: 2_000,
+        amr: vec!["pwd".into()],
+        created_at: 2_000,
+        expires_at: 2_060,
+        consumed_at: None,
+    }
+}
+
+/// A token of `grant` (or, without one, an API key of the account).
+fn token(value: &str, kind: TokenKind, account_id: &str, grant_id: Option<&str>) -> TokenRecord {
+    TokenRecord {
+        digest: Digest::of(value),
+        kind,
+        jti: format!("jti-{value}"),
+        grant_id: grant_id.map(str::to_owned),
+        client_id: Some(CLIENT.into()),
+        account_id: Some(account_id.into()),
+        scope: "openid".into(),
+        label: None,
+        previous_digest: None,
+        created_at: 2_000,
+        expires_at: None,
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+fn session(value: &str, account_id: &str) -> SessionRecord {
+    SessionRecord {
+        id_digest: Digest::of(value),
+        account_id: account_id.into(),
+        auth_time: 2_000,
+        amr: vec!["pwd".into()],
+        created_at: 2_000,
+        expires_at: 1_000_000,
+    }
+}
+
+/// A store with the client `web` and the users `ada` and `bob`.
+async fn seeded(store: &dyn Store) {
+    store
+        .insert_client(&client(CLIENT), &audit(AuditKind::ClientCreated))
+        .await
+        .unwrap();
+    for (id, name) in [(ADA, "ada"), (BOB, "bob")] {
+        store
+            .insert_account(&account(id, name), &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+    }
+}
+
+/// Inserts a grant (through its first code, the only way grants are made) and its tokens.
+async fn grant_with_tokens(store: &dyn Store, id: &str, account_id: &str, tokens: &[TokenRecord]) {
+    let g = grant(id, account_id);
+    store
+        .insert_code(&g, &code(&format!("code-{id}"), &g))
+        .await
+        .unwrap();
+    store
+        .insert_tokens(tokens, &audit(AuditKind::TokenIssued))
+        .await
+        .unwrap();
+}
+
+async fn audit_count(store: &dyn Store) -> usize {
+    store.recent_audit(10_000).await.unwrap().len()
+}
+
+async fn revoked_at(store: &dyn Store, value: &str) -> Option<i64> {
+    store
+        .token(&Digest::of(value))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("token {value} missing"))
+        .revoked_at
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consume_code_returns_the_code_to_exactly_one_of_many_concurrent_callers() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let g = grant("g1", ADA);
+        let issued = code("the-code", &g);
+        store.insert_code(&g, &issued).await.unwrap();
+
+        let start = Arc::new(Barrier::new(16));
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store.consume_code(&Digest::of("the-code"), 2_010).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for caller in callers {
+            winners.extend(caller.await.unwrap().unwrap());
+        }
+
+        let expected = CodeRecord {
+            consumed_at: Some(2_010),
+            ..issued
+        };
+        assert_eq!(winners, vec![expected], "{}", db.label);
+        assert_eq!(
+            store
+                .consume_code(&Digest::of("the-code"), 2_020)
+                .await
+                .unwrap(),
+            None,
+            "{}: a consumed code stays consumed",
+            db.label
+        );
+        // Reuse detection still finds the grant of a consumed code.
+        assert_eq!(
+            store.code_grant_id(&Digest::of("the-code")).await.unwrap(),
+            Some("g1".into()),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store
+                .consume_code(&Digest::of("unknown"), 2_020)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotate_refresh_succeeds_once_and_a_spent_token_cannot_rotate_again() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let refresh = |v: &str| token(v, TokenKind::Refresh, ADA, Some("g1"));
+        let access = |v: &str| token(v, TokenKind::Access, ADA, Some("g1"));
+        grant_with_tokens(store.as_ref(), "g1", ADA, &[access("a0"), refresh("r0")]).await;
+        let rotated = audit(AuditKind::TokenIssued);
+
+        let r0 = Digest::of("r0");
+        assert!(store
+            .rotate_refresh(&r0, &[access("a1"), refresh("r1")], 4_000, &rotated)
+            .await
+            .unwrap());
+        let spent = store.token(&r0).await.unwrap().unwrap();
+        assert_eq!(spent.used_at, Some(4_000), "{}", db.label);
+        assert!(store.token(&Digest::of("r1")).await.unwrap().is_some());
+
+        let before = audit_count(store.as_ref()).await;
+        assert!(
+            !store
+                .rotate_refresh(&r0, &[access("a2"), refresh("r2")], 4_100, &rotated)
+                .await
+                .unwrap(),
+            "{}: a spent token rotated again",
+            db.label
+        );
+        assert_eq!(store.token(&Digest::of("a2")).await.unwrap(), None);
+        assert_eq!(store.token(&Digest::of("r2")).await.unwrap(), None);
+        assert_eq!(
+            store.token(&r0).await.unwrap().unwrap().used_at,
+            Some(4_000)
+        );
+        // Neither an access token nor a revoked refresh token rotates.
+        assert!(!store
+            .rotate_refresh(&Digest::of("a1"), &[refresh("r3")], 4_100, &rotated)
+            .await
+            .unwrap());
+        assert_eq!(audit_count(store.as_ref()).await, before, "{}", db.label);
+
+        // Eight clients present r1 at once: one wins, the others insert nothing.
+        let start = Arc::new(Barrier::new(8));
+        let rotations: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                let new = [access(&format!("a1-{i}")), refresh(&format!("r1-{i}"))];
+                let rotated = rotated.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    store
+                        .rotate_refresh(&Digest::of("r1"), &new, 5_000, &rotated)
+                        .await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (i, rotation) in rotations.into_iter().enumerate() {
+            if rotation.await.unwrap().unwrap() {
+                won.push(i);
+            }
+        }
+        assert_eq!(won.len(), 1, "{}: winners {won:?}", db.label);
+        for i in 0..8 {
+            for value in [format!("a1-{i}"), format!("r1-{i}")] {
+                let stored = store.token(&Digest::of(&value)).await.unwrap();
+                assert_eq!(stored.is_some(), won == [i], "{}: {value}", db.label);
+            }
+        }
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before + 1,
+            "{}",
+            db.label
+        );
+
+        store
+            .revoke_token(&Digest::of(&format!("r1-{}", won[0])), 5_100, &rotated)
+            .await
+            .unwrap();
+        assert!(
+            !store
+                .rotate_refresh(
+                    &Digest::of(&format!("r1-{}", won[0])),
+                    &[refresh("r4")],
+                    5_200,
+                    &rotated
+                )
+                .await
+                .unwrap(),
+            "{}: a revoked token rotated",
+            db.label
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoke_grant_revokes_every_token_of_the_grant_and_nothing_else() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let of = |v: &str, kind, grant: &str| token(v, kind, ADA, Some(grant));
+        grant_with_tokens(
+            store.as_ref(),
+            "g1",
+            ADA,
+            &[
+                of("g1-a", TokenKind::Access, "g1"),
+                of("g1-r", TokenKind::Refresh, "g1"),
+            ],
+        )
+        .await;
+        grant_with_tokens(
+            store.as_ref(),
+            "g2",
+            ADA,
+            &[
+                of("g2-a", TokenKind::Access, "g2"),
+                of("g2-r", TokenKind::Refresh, "g2"),
+            ],
+        )
+        .await;
+        store
+            .insert_tokens(
+                &[token("key", TokenKind::ApiKey, ADA, None)],
+                &audit(AuditKind::TokenIssued),
+            )
+            .await
+            .unwrap();
+
+        store
+            .revoke_grant("g1", 6_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        let g1 = store.grant("g1").await.unwrap().unwrap();
+        assert_eq!(g1.revoked_at, Some(6_000), "{}", db.label);
+        for value in ["g1-a", "g1-r"] {
+            assert_eq!(
+                revoked_at(store.as_ref(), value).await,
+                Some(6_000),
+                "{}: {value}",
+                db.label
+            );
+        }
+        assert_eq!(store.grant("g2").await.unwrap().unwrap().revoked_at, None);
+        for value in ["g2-a", "g2-r", "key"] {
+            assert_eq!(
+                revoked_at(store.as_ref(), value).await,
+                None,
+                "{}: {value} of another grant",
+                db.label
+            );
+        }
+
+        // Revoking a revoked grant changes nothing: the first time stays.
+        store
+            .revoke_grant("g1", 7_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.grant("g1").await.unwrap().unwrap().revoked_at,
+            Some(6_000)
+        );
+        assert_eq!(revoked_at(store.as_ref(), "g1-r").await, Some(6_000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grant_consent_keeps_every_scope_of_concurrent_grants() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        store
+            .grant_consent(
+                ADA,
+                CLIENT,
+                "openid",
+                2_000,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+        let before = audit_count(store.as_ref()).await;
+
+        let start = Arc::new(Barrier::new(8));
+        let grants: Vec<_> = (0..8)
+            .map(|i| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let scope = format!("scope{i} openid");
+                    store
+                        .grant_consent(
+                            ADA,
+                            CLIENT,
+                            &scope,
+                            3_000 + i,
+                            &audit(AuditKind::ConsentGranted),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for grant in grants {
+            grant.await.unwrap().unwrap();
+        }
+
+        let consent = store.consent(ADA, CLIENT).await.unwrap().unwrap();
+        let scopes: Vec<&str> = consent.split_whitespace().collect();
+        let expected: BTreeSet<String> = std::iter::once("openid".to_owned())
+            .chain((0..8).map(|i| format!("scope{i}")))
+            .collect();
+        assert_eq!(
+            scopes
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<_>>(),
+            expected,
+            "{}: {consent:?}",
+            db.label
+        );
+        assert_eq!(scopes.len(), expected.len(), "{}: no duplicates", db.label);
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before + 8,
+            "{}",
+            db.label
+        );
+        assert_eq!(store.consent(BOB, CLIENT).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn update_account_ending_access_ends_sessions_and_revokes_grants_and_tokens() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        for (value, who) in [("ada-s1", ADA), ("ada-s2", ADA), ("bob-s", BOB)] {
+            store
+                .insert_session(
+                    &session(value, who),
+                    None,
+                    &audit(AuditKind::LoginSucceeded),
+                )
+                .await
+                .unwrap();
+        }
+        grant_with_tokens(
+            store.as_ref(),
+            "ada-g",
+            ADA,
+            &[
+                token("ada-a", TokenKind::Access, ADA, Some("ada-g")),
+                token("ada-r", TokenKind::Refresh, ADA, Some("ada-g")),
+                token("ada-key", TokenKind::ApiKey, ADA, None),
+            ],
+        )
+        .await;
+        grant_with_tokens(
+            store.as_ref(),
+            "bob-g",
+            BOB,
+            &[token("bob-a", TokenKind::Access, BOB, Some("bob-g"))],
+        )
+        .await;
+
+        let mut ada = store.account(ADA).await.unwrap().unwrap();
+        ada.disabled = true;
+        ada.updated_at = 8_000;
+        let disabled = audit(AuditKind::UserDisabled)
+            .account(ADA)
+            .details(serde_json::json!({ "changed": ["disabled"] }));
+        store
+            .update_account_ending_access(&ada, 8_000, &disabled)
+            .await
+            .unwrap();
+
+        assert_eq!(store.account(ADA).await.unwrap(), Some(ada.clone()));
+        for value in ["ada-s1", "ada-s2"] {
+            assert_eq!(
+                store.session(&Digest::of(value), 8_001).await.unwrap(),
+                None,
+                "{}: {value}",
+                db.label
+            );
+        }
+        assert_eq!(
+            store.grant("ada-g").await.unwrap().unwrap().revoked_at,
+            Some(8_000)
+        );
+        for value in ["ada-a", "ada-r", "ada-key"] {
+            assert_eq!(
+                revoked_at(store.as_ref(), value).await,
+                Some(8_000),
+                "{}: {value}",
+                db.label
+            );
+        }
+        // Another user's access is untouched.
+        assert!(store
+            .session(&Digest::of("bob-s"), 8_001)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store.grant("bob-g").await.unwrap().unwrap().revoked_at,
+            None
+        );
+        assert_eq!(revoked_at(store.as_ref(), "bob-a").await, None);
+
+        let recorded = store.recent_audit(1).await.unwrap().remove(0).event;
+        assert_eq!(
+            recorded.details,
+            serde_json::json!({
+                "changed": ["disabled"],
+                "sessions_ended": 2,
+                "grants_revoked": 1,
+                "tokens_revoked": 3,
+            }),
+            "{}",
+            db.label
+        );
+
+        // Enabling the user again brings nothing back.
+        ada.disabled = false;
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        assert_eq!(revoked_at(store.as_ref(), "ada-r").await, Some(8_000));
+        assert_eq!(
+            store.session(&Digest::of("ada-s1"), 8_001).await.unwrap(),
+            None
+        );
+    }
+}
+
+/// Remembers every event the store reports as committed.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<AuditEvent>>);
+
+impl AfterCommit for Recorder {
+    fn committed(&self, events: &[AuditEvent]) {
+        self.0.lock().unwrap().extend_from_slice(events);
+    }
+}
+
+impl Recorder {
+    fn kinds(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn after_commit_hook_sees_committed_events_only() {
+    for db in TestDb::all().await {
+        let recorder = Arc::new(Recorder::default());
+        let store = store::open_with_hook(&db.database_url(), recorder.clone())
+            .await
+            .unwrap();
+        seeded(store.as_ref()).await;
+        assert_eq!(
+            recorder.kinds(),
+            ["client_created", "user_created", "user_created"],
+            "{}",
+            db.label
+        );
+
+        // Writes that fail or change nothing roll back, and the hook hears nothing of them.
+        let err = store
+            .insert_client(&client(CLIENT), &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Conflict("client")), "{err:?}");
+        let err = store
+            .update_client(&client("ghost"), &audit(AuditKind::ClientUpdated))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NotFound("client")), "{err:?}");
+        assert!(!store
+            .rotate_refresh(
+                &Digest::of("unknown"),
+                &[],
+                4_000,
+                &audit(AuditKind::TokenIssued)
+            )
+            .await
+            .unwrap());
+        // A transaction without an audit event commits without telling the hook.
+        let g = grant("g1", ADA);
+        store.insert_code(&g, &code("c", &g)).await.unwrap();
+        assert_eq!(recorder.kinds().len(), 3, "{}", db.label);
+
+        // The hook sees each event as stored, counts added by the store included.
+        store
+            .update_account_ending_access(
+                &account(BOB, "bob"),
+                5_000,
+                &audit(AuditKind::UserPasswordSet),
+            )
+            .await
+            .unwrap();
+        store.append_audit(&audit(AuditKind::Logout)).await.unwrap();
+        let mut trail: Vec<AuditEvent> = store
+            .recent_audit(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        trail.reverse();
+        assert_eq!(*recorder.0.lock().unwrap(), trail, "{}", db.label);
+        assert_eq!(trail.len(), 5);
+    }
+}
