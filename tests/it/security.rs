@@ -156,6 +156,34 @@ async fn user_set_password_ends_sessions_and_grants_asvs_7_4_3() {
         assert_eq!(details["grants_revoked"], 1);
 
         assert_nothing_survives(&server, &web, &browser, &tokens, db.label).await;
+
+        // A code issued just before the reset, still in flight, yields nothing after it.
+        let pkce = Pkce::new();
+        let url = AuthorizeUrl::new(&web).pkce(&pkce).set("scope", SCOPE);
+        let done = server.browser().authorize_through(&url.path(), "ada").await;
+        let code = done.redirect_params()["code"].clone();
+        db.tessera_with_stdin(
+            &["user", "set-password", "ada", "--password-stdin"],
+            Some(&format!("{PASSWORD}\n")),
+        )
+        .succeeds();
+        assert_eq!(
+            last_event(&server, "user_password_set").await["codes_revoked"],
+            1
+        );
+        let res = server
+            .token(
+                &web,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("code_verifier", &pkce.verifier),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, 400, "{}: {}", db.label, res.body);
+        assert_eq!(res.json()["error"], "invalid_grant");
         server.stop().await;
     }
 }

@@ -538,6 +538,7 @@ async fn update_account_ending_access_ends_sessions_and_revokes_grants_and_token
                 "sessions_ended": 2,
                 "grants_revoked": 1,
                 "tokens_revoked": 3,
+                "codes_revoked": 1,
             }),
             "{}",
             db.label

@@ -60,6 +60,7 @@ struct AccessEnded {
     sessions: u64,
     grants: u64,
     tokens: u64,
+    codes: u64,
 }
 
 impl AccessEnded {
@@ -69,13 +70,16 @@ impl AccessEnded {
             details.insert("sessions_ended".into(), self.sessions.into());
             details.insert("grants_revoked".into(), self.grants.into());
             details.insert("tokens_revoked".into(), self.tokens.into());
+            details.insert("codes_revoked".into(), self.codes.into());
         }
         event
     }
 }
 
 /// Ends every browser session of the user and revokes every grant and every token issued to
-/// them, so that nothing from before survives (ASVS 5.0 7.4.2, 7.4.3).
+/// them, and deletes their unredeemed authorization codes (a code in flight would otherwise
+/// still yield tokens for up to a minute), so that nothing from before survives (ASVS 5.0
+/// 7.4.2, 7.4.3). Redeemed codes stay: they are what detects a replay.
 async fn end_access(
     conn: &mut AnyConnection,
     account_id: &str,
@@ -105,10 +109,18 @@ async fn end_access(
     .await
     .map_err(StoreError::Unavailable)?
     .rows_affected();
+    let codes =
+        sqlx::query("delete from authorization_code where account_id = $1 and consumed_at is null")
+            .bind(account_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .rows_affected();
     Ok(AccessEnded {
         sessions,
         grants,
         tokens,
+        codes,
     })
 }
 
