@@ -18,6 +18,11 @@ pub enum AuditKind {
     UserDeleted,
     LoginSucceeded,
     LoginFailed,
+    /// A sign-in refused before its password was checked, because its username or source
+    /// address is blocked for a while after failures.
+    LoginThrottled,
+    /// Failures for a username or source address started a temporary block.
+    LoginBlocked,
     ConsentGranted,
     ConsentDenied,
     TokenIssued,
@@ -46,6 +51,8 @@ impl AuditKind {
             AuditKind::UserDeleted => "user_deleted",
             AuditKind::LoginSucceeded => "login_succeeded",
             AuditKind::LoginFailed => "login_failed",
+            AuditKind::LoginThrottled => "login_throttled",
+            AuditKind::LoginBlocked => "login_blocked",
             AuditKind::ConsentGranted => "consent_granted",
             AuditKind::ConsentDenied => "consent_denied",
             AuditKind::TokenIssued => "token_issued",

@@ -43,6 +43,9 @@ pub const SETTINGS: &[Setting] = &[
     setting("argon2_iterations", "2", "argon2id time cost for password hashes"),
     setting("argon2_parallelism", "1", "argon2id lanes for password hashes"),
     setting("password_hash_concurrency", "2", "most password hashes computed at once; more wait"),
+    setting("login_failures_before_delay", "5", "failed sign-ins for one username before each further attempt must wait"),
+    setting("login_failures_per_address_before_delay", "20", "failed sign-ins from one source address before each further attempt must wait"),
+    setting("login_delay_max_secs", "900", "longest wait after failed sign-ins (the wait doubles from 1 s up to this)"),
     setting("password_hash_queue", "32", "most login checks waiting for a hashing slot; more get 503 with Retry-After"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("trusted_proxies", "", "comma-separated CIDRs whose Forwarded / X-Forwarded-For headers are believed; default: none"),
@@ -141,9 +144,34 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`http::client_ip`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Brute-force protection for the login form (`oauth::login::ThrottleGate`).
+    pub login_throttle: LoginThrottlePolicy,
     /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
     /// a client id, so an access token can never pass for an ID token.
     pub default_resource: String,
+}
+
+/// When failed sign-ins start to cost waiting time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottlePolicy {
+    /// Failures for one username before each further attempt must wait.
+    pub per_username: i64,
+    /// Failures from one source address before each further attempt must wait.
+    pub per_address: i64,
+    /// The wait doubles from one second up to this.
+    pub max_delay_secs: i64,
+}
+
+impl LoginThrottlePolicy {
+    /// The wait after the `failures`-th failure of a key allowed `threshold` free ones.
+    pub fn delay(&self, threshold: i64, failures: i64) -> i64 {
+        let over = failures - threshold;
+        if over <= 0 {
+            return 0;
+        }
+        // 1 s, 2 s, 4 s, … capped; the shift is bounded so it cannot overflow.
+        (1i64 << (over - 1).min(30)).min(self.max_delay_secs)
+    }
 }
 
 /// Lifetimes of what the token endpoint issues, in seconds.
@@ -448,6 +476,17 @@ impl Config {
         };
         // Kept exactly as configured (only checked to be an absolute URI): resource servers
         // compare `aud` as a string, and `Url` would add a trailing slash to a bare host.
+        let login_throttle = LoginThrottlePolicy {
+            per_username: positive(
+                raw.get("login_failures_before_delay")?,
+                "login_failures_before_delay",
+            )?,
+            per_address: positive(
+                raw.get("login_failures_per_address_before_delay")?,
+                "login_failures_per_address_before_delay",
+            )?,
+            max_delay_secs: positive(raw.get("login_delay_max_secs")?, "login_delay_max_secs")?,
+        };
         let default_resource = match raw.get::<String>("default_resource")? {
             Some(value) => {
                 Url::parse(&value).map_err(|e| {
@@ -523,6 +562,7 @@ impl Config {
             session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
             default_resource,
             trusted_proxies,
+            login_throttle,
             store_startup_timeout: Duration::from_secs(required(
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",
@@ -792,6 +832,19 @@ mod tests {
         assert_eq!(c.default_resource, "https://api.example.com");
         assert_eq!(load(&[]).unwrap().default_resource, "http://127.0.0.1:8080");
         assert!(load(&[("TESSERA_DEFAULT_RESOURCE", "not a uri")]).is_err());
+    }
+
+    #[test]
+    fn login_delay_doubles_from_one_second_after_the_free_failures_up_to_the_cap() {
+        let p = load(&[]).unwrap().login_throttle;
+        assert_eq!(
+            (p.per_username, p.per_address, p.max_delay_secs),
+            (5, 20, 900)
+        );
+        let waits: Vec<i64> = (1..=8).map(|f| p.delay(5, f)).collect();
+        assert_eq!(waits, [0, 0, 0, 0, 0, 1, 2, 4]);
+        assert_eq!(p.delay(5, 20), 900);
+        assert_eq!(p.delay(5, i64::MAX), 900);
     }
 
     #[test]

@@ -79,6 +79,11 @@ impl Server {
         crate::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
         let keys = crate::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
         let signer = crate::keys::Signer::new(keys.clone(), store.clone());
+        let login_gate = Arc::new(crate::oauth::login::ThrottleGate {
+            store: store.clone(),
+            kek: kek.clone(),
+            policy: config.login_throttle,
+        });
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -86,7 +91,7 @@ impl Server {
             kek,
             keys,
             signer,
-            login_gate: Arc::new(crate::oauth::login::OpenGate),
+            login_gate,
             clock,
         };
         Ok(Server {

@@ -17,6 +17,7 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum Purpose {
     Csrf,
     AuditUsername,
+    LoginThrottle,
 }
 
 impl Purpose {
@@ -24,6 +25,7 @@ impl Purpose {
         match self {
             Purpose::Csrf => b"tessera/csrf/v1",
             Purpose::AuditUsername => b"tessera/audit-username/v1",
+            Purpose::LoginThrottle => b"tessera/login-throttle/v1",
         }
     }
 }

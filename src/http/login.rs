@@ -28,12 +28,62 @@ pub fn page(
     authorize_query: &str,
     failed: Option<&str>,
 ) -> Response {
-    let username = failed.or(request.login_hint.as_deref()).unwrap_or("");
     let status = if failed.is_some() {
         StatusCode::UNAUTHORIZED
     } else {
         StatusCode::OK
     };
+    let error = failed.map(|_| WRONG.to_owned());
+    page_with(
+        app,
+        headers,
+        request,
+        authorize_query,
+        failed,
+        status,
+        error,
+    )
+}
+
+/// The login page again, after too many failures: 429 with `Retry-After` (RFC 6585 §4),
+/// the same for every username, existing or not.
+fn throttled(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    authorize_query: &str,
+    username: &str,
+    retry_after_secs: u64,
+) -> Response {
+    let error = format!(
+        "Too many failed sign-ins. Wait {retry_after_secs} second{} before trying again.",
+        if retry_after_secs == 1 { "" } else { "s" }
+    );
+    let mut response = page_with(
+        app,
+        headers,
+        request,
+        authorize_query,
+        Some(username),
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(error),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn page_with(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    authorize_query: &str,
+    failed: Option<&str>,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let username = failed.or(request.login_hint.as_deref()).unwrap_or("");
     session::form_page(
         app,
         headers,
@@ -45,7 +95,7 @@ pub fn page(
                 csrf_token,
                 authorize_query,
                 username,
-                error: failed.map(|_| WRONG),
+                error: error.as_deref(),
             }
             .render()
         },
@@ -86,8 +136,9 @@ pub async fn post(
         .await;
     let (account, now) = match outcome {
         Ok(Outcome::SignedIn { account, now }) => (account, now),
-        Ok(Outcome::Refused | Outcome::Throttled { .. }) => {
-            return page(&app, &headers, &request, &query, Some(username))
+        Ok(Outcome::Refused) => return page(&app, &headers, &request, &query, Some(username)),
+        Ok(Outcome::Throttled { retry_after_secs }) => {
+            return throttled(&app, &headers, &request, &query, username, retry_after_secs)
         }
         Ok(Outcome::Busy) => return busy(),
         Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),

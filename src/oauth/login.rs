@@ -11,6 +11,7 @@ use secrecy::SecretString;
 
 use super::error::OAuthError;
 use crate::audit::{AuditEvent, AuditKind};
+use crate::config::LoginThrottlePolicy;
 use crate::crypto::kek::Kek;
 use crate::crypto::mac;
 use crate::crypto::password::{PasswordError, Passwords};
@@ -57,6 +58,91 @@ impl LoginGate for OpenGate {
     }
 }
 
+/// How long failures are remembered: a failure older than this starts the count afresh.
+pub const FAILURE_MEMORY_SECS: i64 = 24 * 3600;
+
+/// Brute-force protection: per typed username (existing or not, so the answer reveals
+/// nothing) and per source address, a number of free failures, then a wait that doubles from
+/// one second up to a cap before each further attempt, which is refused without hashing. The
+/// state is in the store, so every instance sharing it agrees; a success clears the
+/// username's count. Nobody is locked out for good: whoever waits gets an attempt.
+pub struct ThrottleGate {
+    pub store: std::sync::Arc<dyn Store>,
+    pub kek: Kek,
+    pub policy: LoginThrottlePolicy,
+}
+
+impl ThrottleGate {
+    /// The username's key: a keyed tag, so the table never holds what people typed (a
+    /// password, sometimes). Case-folded, as people sign in with either.
+    fn username_key(&self, username: &str) -> String {
+        let tag = mac::tag(
+            &self.kek,
+            mac::Purpose::LoginThrottle,
+            username.to_lowercase().as_bytes(),
+        );
+        let hex: String = tag[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("user:{hex}")
+    }
+
+    fn keys(&self, attempt: &Attempt<'_>) -> Vec<(String, i64)> {
+        let mut keys = vec![(
+            self.username_key(attempt.username),
+            self.policy.per_username,
+        )];
+        if let Some(ip) = attempt.source_ip {
+            keys.push((format!("addr:{ip}"), self.policy.per_address));
+        }
+        keys
+    }
+}
+
+#[async_trait]
+impl LoginGate for ThrottleGate {
+    async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
+        let keys = self.keys(attempt);
+        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        let until = self.store.login_blocked_until(&names).await?;
+        // Times are whole seconds: blocked through the second `until` itself, so a wait is
+        // never shorter than promised (a 1 s wait started at 10.9 lasts until 12.0).
+        Ok(if until >= attempt.now {
+            Gate::Wait {
+                retry_after_secs: (until - attempt.now + 1).unsigned_abs(),
+            }
+        } else {
+            Gate::Proceed
+        })
+    }
+
+    async fn record(&self, attempt: &Attempt<'_>, succeeded: bool) -> Result<(), StoreError> {
+        let keys = self.keys(attempt);
+        if succeeded {
+            return self.store.clear_login_failures(&keys[0].0).await;
+        }
+        for (key, threshold) in &keys {
+            let policy = self.policy;
+            let threshold = *threshold;
+            let delay = move |failures: i64| policy.delay(threshold, failures);
+            let forget_before = attempt.now - FAILURE_MEMORY_SECS;
+            let (failures, until) = self
+                .store
+                .record_login_failure(key, attempt.now, forget_before, &delay)
+                .await?;
+            if until >= attempt.now && failures == threshold + 1 {
+                let audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
+                    .from_request(attempt.source_ip.map(str::to_owned), None)
+                    .details(serde_json::json!({
+                        "key": if key.starts_with("addr:") { "address" } else { "username" },
+                        "failures": failures,
+                        "blocked_until": until,
+                    }));
+                self.store.append_audit(&audit).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How a login ended.
 #[derive(Debug)]
 pub enum Outcome {
@@ -94,6 +180,12 @@ impl Authenticator<'_> {
         clock: impl Fn() -> i64,
     ) -> Result<Outcome, OAuthError> {
         if let Gate::Wait { retry_after_secs } = self.gate.check(&attempt).await? {
+            let (ip, agent) = origin;
+            let audit = AuditEvent::new(AuditKind::LoginThrottled, "anonymous", attempt.now)
+                .client(client_id)
+                .from_request(ip, agent)
+                .details(serde_json::json!({ "retry_after": retry_after_secs }));
+            self.store.append_audit(&audit).await?;
             return Ok(Outcome::Throttled { retry_after_secs });
         }
         let account = self.store.account_by_username(attempt.username).await?;

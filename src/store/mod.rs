@@ -24,8 +24,8 @@ use crate::crypto::token::Digest;
 pub use after_commit::{AfterCommit, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
-    AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, SessionStore, SigningKeyStore,
-    Store, TokenStore,
+    AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, LoginThrottleStore,
+    SessionStore, SigningKeyStore, Store, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an
@@ -33,8 +33,8 @@ pub use traits::{
 /// one concern (`S: ClientStore`) needs the traits in scope.
 pub mod prelude {
     pub use super::{
-        AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, SessionStore,
-        SigningKeyStore, Store, TokenStore,
+        AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, LoginThrottleStore,
+        SessionStore, SigningKeyStore, Store, TokenStore,
     };
 }
 

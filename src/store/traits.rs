@@ -25,6 +25,7 @@ pub trait Store:
     + TokenStore
     + SigningKeyStore
     + AuditStore
+    + LoginThrottleStore
     + Send
     + Sync
     + 'static
@@ -232,4 +233,24 @@ pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.
     async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Failed sign-ins per key (a keyed tag of a typed username, or a source address), shared by
+/// every instance on this store so that they all throttle alike.
+#[async_trait]
+pub trait LoginThrottleStore: Send + Sync {
+    /// The latest `blocked_until` among `keys` (0 when none is known).
+    async fn login_blocked_until(&self, keys: &[&str]) -> Result<i64, StoreError>;
+    /// Counts one more failure for `key` at `now`, atomically; failures older than
+    /// `forget_before` are forgotten first. `delay(failures)` is the block to start, in
+    /// seconds (0: none). Returns the failures counted and the new `blocked_until`.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: i64,
+        forget_before: i64,
+        delay: &(dyn Fn(i64) -> i64 + Sync),
+    ) -> Result<(i64, i64), StoreError>;
+    /// Forgets `key`'s failures (after a successful sign-in).
+    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }

@@ -624,6 +624,12 @@ async fn login_answers_503_with_retry_after_when_the_hash_queue_is_full() {
     // One check at a time and one waiting: a burst of 24 must overflow it.
     env.insert("TESSERA_PASSWORD_HASH_CONCURRENCY".into(), "1".into());
     env.insert("TESSERA_PASSWORD_HASH_QUEUE".into(), "1".into());
+    // This test is about the queue, not about brute-force protection.
+    env.insert("TESSERA_LOGIN_FAILURES_BEFORE_DELAY".into(), "1000".into());
+    env.insert(
+        "TESSERA_LOGIN_FAILURES_PER_ADDRESS_BEFORE_DELAY".into(),
+        "1000".into(),
+    );
     let config =
         tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
     let server = TestServer::start_with(config).await;
@@ -654,4 +660,156 @@ async fn login_answers_503_with_retry_after_when_the_hash_queue_is_full() {
         assert_eq!(r.headers()["retry-after"], "1");
     }
     server.stop().await;
+}
+
+/// One sign-in attempt on the login page of a fresh authorization request.
+async fn try_login(
+    server: &TestServer,
+    client: &TestClient,
+    username: &str,
+    password: &str,
+) -> u16 {
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(client).path()).await;
+    let res = browser.login(&page, username, password).await;
+    if res.status == 429 {
+        let wait: u64 = res.header("retry-after").unwrap().parse().unwrap();
+        assert!(wait >= 1, "Retry-After {wait}");
+        assert!(
+            res.body.contains("Too many failed sign-ins"),
+            "{}",
+            res.body
+        );
+    }
+    res.status
+}
+
+/// The statuses of a fixed sequence of attempts for `username`: five free failures, a sixth
+/// that starts a one-second wait, then each wait sat out and failed again (2 s, 4 s, 8 s),
+/// 24 attempts during the last wait, and the right password once it is over. The clock is
+/// moved, never slept on (a wait of n seconds lasts into the n+1st whole second).
+async fn throttle_sequence(server: &TestServer, client: &TestClient, username: &str) -> Vec<u16> {
+    let clock = &server.state.clock;
+    let wrong = "wrong password";
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(try_login(server, client, username, wrong).await);
+    }
+    statuses.push(try_login(server, client, username, wrong).await);
+    for wait in [1, 2, 4] {
+        clock.advance(wait + 1);
+        statuses.push(try_login(server, client, username, wrong).await);
+        statuses.push(try_login(server, client, username, PASSWORD).await);
+    }
+    for _ in 0..24 {
+        statuses.push(try_login(server, client, username, wrong).await);
+    }
+    clock.advance(8 + 1);
+    statuses.push(try_login(server, client, username, PASSWORD).await);
+    statuses
+}
+
+#[tokio::test]
+async fn login_failures_meet_a_growing_wait_without_a_password_hash_asvs_6_3_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let ada = server.user("ada").await;
+        let web = server.confidential_client("web").await;
+        let statuses = throttle_sequence(&server, &web, "ada").await;
+        let mut expected = vec![401; 6];
+        expected.push(429);
+        // After each wait one more failure doubles it, so even the right password waits…
+        expected.extend([401, 429, 401, 429, 401, 429]);
+        expected.extend([429; 24]);
+        // …and after the wait it works.
+        expected.push(303);
+        assert_eq!(statuses, expected, "{}", db.label);
+        // The refused attempts were never checked: no hash, no failed-login count.
+        let account = server.state.store.account(&ada.id).await.unwrap().unwrap();
+        assert_eq!(account.failed_login_count, 0, "reset by the success");
+        let events = server.state.store.recent_audit(100).await.unwrap();
+        let count = |kind: &str| events.iter().filter(|e| e.event.kind == kind).count();
+        assert_eq!(count("login_failed"), 9, "{}", db.label);
+        assert_eq!(count("login_throttled"), 28);
+        assert!(count("login_blocked") >= 1);
+        let blocked = events
+            .iter()
+            .find(|e| e.event.kind == "login_blocked")
+            .unwrap();
+        assert_eq!(blocked.event.source_ip.as_deref(), Some("127.0.0.1"));
+        // A success starts the count afresh: five free failures again.
+        for _ in 0..5 {
+            assert_eq!(try_login(&server, &web, "ada", "wrong password").await, 401);
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn login_throttle_treats_an_unknown_username_like_a_known_one_asvs_6_3_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = server.confidential_client("web").await;
+        let known = throttle_sequence(&server, &web, "ada").await;
+        let unknown = throttle_sequence(&server, &web, "nobody").await;
+        // The same page statuses, up to the last attempt, where only "ada" has that password.
+        assert_eq!(
+            known[..known.len() - 1],
+            unknown[..unknown.len() - 1],
+            "{}",
+            db.label
+        );
+        assert_eq!(unknown.last(), Some(&401));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn login_throttle_per_address_spans_usernames_asvs_6_3_1() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    server.user("ada").await;
+    let web = server.confidential_client("web").await;
+    // Twenty failures for twenty different names from one address…
+    for i in 0..20 {
+        let name = format!("user{i}");
+        assert_eq!(try_login(&server, &web, &name, "wrong password").await, 401);
+    }
+    // …the twenty-first starts the address's wait, which then holds for every name.
+    assert_eq!(
+        try_login(&server, &web, "user20", "wrong password").await,
+        401
+    );
+    assert_eq!(try_login(&server, &web, "ada", PASSWORD).await, 429);
+    server.state.clock.advance(2);
+    assert_eq!(try_login(&server, &web, "ada", PASSWORD).await, 303);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn login_throttle_is_shared_by_instances_on_one_store() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut env = db.env();
+    env.insert(
+        "TESSERA_KEY_ENCRYPTION_KEY".into(),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+    );
+    let config =
+        || tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+    let first = TestServer::start_with(config()).await;
+    let second = TestServer::start_with(config()).await;
+    first.user("ada").await;
+    let web = first.confidential_client("web").await;
+    for _ in 0..6 {
+        assert_eq!(try_login(&first, &web, "ada", "wrong password").await, 401);
+    }
+    // The other instance knows: the account's state is in the shared store.
+    assert_eq!(try_login(&second, &web, "ada", PASSWORD).await, 429);
+    second.state.clock.advance(2);
+    assert_eq!(try_login(&second, &web, "ada", PASSWORD).await, 303);
+    first.stop().await;
+    second.stop().await;
 }

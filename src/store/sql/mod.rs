@@ -21,6 +21,7 @@ mod grants;
 mod keys;
 mod row;
 mod sessions;
+mod throttle;
 mod tokens;
 
 use std::ops::{Deref, DerefMut};
