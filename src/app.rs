@@ -24,6 +24,8 @@ pub struct AppState {
     pub signer: Signer,
     /// Asked before every password check (brute-force protection plugs in here).
     pub login_gate: Arc<dyn LoginGate>,
+    /// Request-rate limits of this instance.
+    pub rate_limits: Arc<crate::http::rate_limit::RateLimits>,
     pub clock: Clock,
 }
 

@@ -48,6 +48,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("login_delay_max_secs", "900", "longest wait after failed sign-ins (the wait doubles from 1 s up to this)"),
     setting("password_hash_queue", "32", "most login checks waiting for a hashing slot; more get 503 with Retry-After"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
+    setting("rate_limit_client_per_sec", "5000", "requests per second per client at /token, /introspect, /revoke, /userinfo (per instance); `client update --rate-limit` overrides"),
+    setting("rate_limit_address_per_sec", "20", "requests per second per source address at the pages, and for client calls that fail authentication (per instance)"),
     setting("trusted_proxies", "", "comma-separated CIDRs whose Forwarded / X-Forwarded-For headers are believed; default: none"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("header_read_timeout_secs", "10", "longest time a client may take to send a request head (and the TLS handshake before it); also how long an idle keep-alive connection stays open"),
@@ -144,6 +146,10 @@ pub struct Config {
     pub session_ttl_secs: i64,
     /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`http::client_ip`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Default requests per second per client at the client API (`http::rate_limit`).
+    pub rate_limit_client_per_sec: i64,
+    /// Requests per second per source address at the pages.
+    pub rate_limit_address_per_sec: i64,
     /// Brute-force protection for the login form (`oauth::login::ThrottleGate`).
     pub login_throttle: LoginThrottlePolicy,
     /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
@@ -563,6 +569,14 @@ impl Config {
             default_resource,
             trusted_proxies,
             login_throttle,
+            rate_limit_client_per_sec: positive(
+                raw.get("rate_limit_client_per_sec")?,
+                "rate_limit_client_per_sec",
+            )?,
+            rate_limit_address_per_sec: positive(
+                raw.get("rate_limit_address_per_sec")?,
+                "rate_limit_address_per_sec",
+            )?,
             store_startup_timeout: Duration::from_secs(required(
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",

@@ -84,6 +84,10 @@ impl Server {
             kek: kek.clone(),
             policy: config.login_throttle,
         });
+        let rate_limits = Arc::new(crate::http::rate_limit::RateLimits::new(
+            config.rate_limit_client_per_sec,
+            config.rate_limit_address_per_sec,
+        ));
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -92,6 +96,7 @@ impl Server {
             keys,
             signer,
             login_gate,
+            rate_limits,
             clock,
         };
         Ok(Server {

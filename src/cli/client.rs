@@ -94,6 +94,10 @@ pub struct CreateArgs {
     pkce_optional: bool,
     #[arg(long = "id-token-alg", default_value = "RS256")]
     id_token_alg: String,
+    /// Requests per second at /token, /introspect, /revoke, /userinfo (`N/s`); default: the
+    /// configured `rate_limit_client_per_sec`.
+    #[arg(long = "rate-limit", value_name = "N/s", value_parser = parse_rate)]
+    rate_limit: Option<i64>,
     #[arg(long)]
     json: bool,
 }
@@ -123,6 +127,9 @@ pub struct UpdateArgs {
     require_pkce: Option<bool>,
     #[arg(long = "id-token-alg")]
     id_token_alg: Option<String>,
+    /// `N/s`, or `default` for the configured default.
+    #[arg(long = "rate-limit", value_name = "N/s|default")]
+    rate_limit: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -130,6 +137,23 @@ pub struct UpdateArgs {
 fn parse_auth_method(s: &str) -> Result<AuthMethod, String> {
     AuthMethod::parse(s)
         .ok_or_else(|| format!("`{s}` is not client_secret_basic, client_secret_post or none"))
+}
+
+/// `100/s` (or just `100`): requests per second, 1 to 1,000,000.
+fn parse_rate(s: &str) -> Result<i64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    n.parse::<i64>()
+        .ok()
+        .filter(|n| (1..=1_000_000).contains(n))
+        .ok_or_else(|| format!("`{s}` is not a rate like 100/s (1 to 1000000 per second)"))
+}
+
+fn parse_rate_or_default(s: &str) -> Result<Option<i64>, String> {
+    if s == "default" {
+        Ok(None)
+    } else {
+        parse_rate(s).map(Some)
+    }
 }
 
 fn parse_format(s: &str) -> Result<AccessTokenFormat, String> {
@@ -276,6 +300,7 @@ fn build(args: CreateArgs, now: i64) -> Result<(ClientRecord, Option<PlainSecret
         id_token_signed_response_alg: args.id_token_alg,
         created_at: now,
         updated_at: now,
+        rate_limit_per_sec: args.rate_limit,
     };
     validate(&client)?;
     Ok((client, secret))
@@ -324,6 +349,10 @@ fn apply_update(client: &mut ClientRecord, args: UpdateArgs, now: i64) -> Result
     }
     if let Some(v) = args.id_token_alg {
         client.id_token_signed_response_alg = v;
+    }
+    if let Some(v) = args.rate_limit {
+        client.rate_limit_per_sec =
+            parse_rate_or_default(&v).map_err(|e| CliError::new(format!("--rate-limit: {e}")))?;
     }
     client.updated_at = now;
     validate(client)

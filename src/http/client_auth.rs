@@ -6,6 +6,7 @@
 use axum::http::{header, HeaderMap};
 use base64::Engine;
 
+use super::client_ip;
 use super::error::TokenError;
 use crate::app::AppState;
 use crate::oauth::error::OAuthError;
@@ -53,6 +54,7 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, TokenErr
             // RFC 6749 §2.3: "MUST NOT use more than one authentication method".
             error: OAuthError::invalid_request("use one client authentication method, not two"),
             basic: true,
+            limit: None,
         }),
         (Some(value), None) => {
             let (id, secret) =
@@ -63,11 +65,13 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, TokenErr
                     .ok_or_else(|| TokenError {
                         error: OAuthError::invalid_client("malformed Basic credentials"),
                         basic: true,
+                        limit: None,
                     })?;
             if params.get("client_id").is_some_and(|body_id| body_id != id) {
                 return Err(TokenError {
                     error: OAuthError::invalid_client("client_id in body differs from Basic"),
                     basic: true,
+                    limit: None,
                 });
             }
             Ok(Presented::Basic { id, secret })
@@ -89,6 +93,7 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, TokenErr
 pub async fn authenticated_form(
     app: &AppState,
     headers: &HeaderMap,
+    peer: std::net::SocketAddr,
     body: &[u8],
     allowed: &[&str],
 ) -> Result<(Params, ClientRecord), TokenError> {
@@ -100,7 +105,21 @@ pub async fn authenticated_form(
     }
     let params = Params::parse(body, allowed);
     params.reject_malformed()?;
-    let client = authenticate(app, headers, &params).await?;
+    let client = match authenticate(app, headers, &params).await {
+        Ok(client) => client,
+        // Unauthenticated calls count against the caller's address, so guessing secrets
+        // (or ids) is rate limited too.
+        Err(e) => {
+            let addr = client_ip::client_ip(&app.config.trusted_proxies, headers, peer);
+            if let Err(exceeded) = app.rate_limits.check_address(addr) {
+                return Err(TokenError::rate_limited(exceeded));
+            }
+            return Err(e);
+        }
+    };
+    app.rate_limits
+        .check_client(&client.id, client.rate_limit_per_sec)
+        .map_err(TokenError::rate_limited)?;
     Ok((params, client))
 }
 
@@ -119,6 +138,7 @@ pub async fn authenticate(
     let fail = |why| TokenError {
         error: OAuthError::invalid_client(why),
         basic,
+        limit: None,
     };
     let client = app
         .store

@@ -11,6 +11,7 @@ use crate::app::AppState;
 use crate::oauth::authorize::{AuthorizeError, VerifiedRedirect};
 use crate::oauth::error::{ErrorCode, OAuthError};
 
+use super::rate_limit::Exceeded;
 use super::{pages, respond};
 
 /// Logs an error at a level that fits: ours loudly, the client's quietly.
@@ -99,6 +100,8 @@ pub struct TokenError {
     pub error: OAuthError,
     /// The client tried HTTP Basic authentication.
     pub basic: bool,
+    /// Over a rate limit: answered 429 with its headers.
+    pub limit: Option<Exceeded>,
 }
 
 impl From<OAuthError> for TokenError {
@@ -106,6 +109,24 @@ impl From<OAuthError> for TokenError {
         TokenError {
             error,
             basic: false,
+            limit: None,
+        }
+    }
+}
+
+impl TokenError {
+    /// 429 (RFC 6585 §4) with `temporarily_unavailable` (decision 0018).
+    pub fn rate_limited(exceeded: Exceeded) -> TokenError {
+        TokenError {
+            error: OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!(
+                    "too many requests; retry after {} s",
+                    exceeded.retry_after_secs
+                ),
+            ),
+            basic: false,
+            limit: Some(exceeded),
         }
     }
 }
@@ -119,6 +140,15 @@ impl From<crate::store::StoreError> for TokenError {
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
         log(&self.error);
+        if let Some(exceeded) = &self.limit {
+            let mut response = respond::json_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                self.error.code,
+                &self.error.description,
+            );
+            exceeded.apply(response.headers_mut());
+            return response;
+        }
         let status = match self.error.code {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,

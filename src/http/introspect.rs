@@ -7,7 +7,9 @@
 //! gets `403` with `unauthorized_client` (decision 0007).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -23,10 +25,12 @@ const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
 
 pub async fn introspect(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TokenError> {
-    let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
+    let (params, client) =
+        client_auth::authenticated_form(&app, &headers, peer, &body, PARAMS).await?;
     // RFC 7662 §2.1: the caller must be authorized, which a public client (no credentials)
     // never is, whatever its registration says (one made before registration refused it).
     if !client.may_introspect || client.is_public() {

@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod login;
 pub mod logout;
 pub mod pages;
+pub mod rate_limit;
 pub mod respond;
 pub mod revoke;
 pub mod session;
@@ -97,15 +98,19 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Layers for `/token`, `/introspect`, `/revoke` and `/userinfo`, inside the common ones (so
-/// they see the request id and the body limit): where per-client rate limits go. None yet.
+/// they see the request id and the body limit). The per-client rate limit needs the
+/// authenticated client, so it is checked in `client_auth` and `userinfo`, not here.
 fn client_api_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
     routes
 }
 
-/// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`): where
-/// per-address rate limits go. None yet.
-fn page_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
-    routes
+/// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`): the
+/// per-address rate limit.
+fn page_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        rate_limit::limit_pages,
+    ))
 }
 
 /// Layers for probes, keys and metadata. None yet.

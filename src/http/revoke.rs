@@ -2,7 +2,9 @@
 //! `oauth::revocation`. Unknown, invalid or already revoked tokens still get `200` (§2.2).
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -15,10 +17,12 @@ const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secre
 
 pub async fn revoke(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TokenError> {
-    let (params, client) = client_auth::authenticated_form(&app, &headers, &body, PARAMS).await?;
+    let (params, client) =
+        client_auth::authenticated_form(&app, &headers, peer, &body, PARAMS).await?;
     let token = params.required("token")?;
     revocation::revoke(app.store.as_ref(), &client, token, app.clock.now()).await?;
     Ok(respond::no_store(StatusCode::OK.into_response()))

@@ -1,7 +1,9 @@
 //! Token endpoint: RFC 6749 §3.2, §4.1.3, §5.1, §5.2; RFC 7636 §4.5.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -40,12 +42,13 @@ pub struct TokenResponse {
 
 pub async fn token(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, TokenError> {
     // RFC 6749 §3.2: parameters come as application/x-www-form-urlencoded.
     let (params, client) =
-        client_auth::authenticated_form(&app, &headers, &body, TOKEN_PARAMS).await?;
+        client_auth::authenticated_form(&app, &headers, peer, &body, TOKEN_PARAMS).await?;
     let name = params.required("grant_type")?;
     let grant_type = GrantType::parse(name).ok_or_else(|| {
         OAuthError::new(

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::is_form;
+use super::rate_limit::Exceeded;
 use super::respond;
 use crate::app::AppState;
 use crate::oauth::error::ErrorCode;
@@ -22,6 +23,7 @@ pub enum BearerError {
     InvalidRequest(&'static str),
     InvalidToken,
     InsufficientScope,
+    RateLimited(Exceeded),
     Server(anyhow::Error),
 }
 
@@ -41,6 +43,15 @@ impl IntoResponse for BearerError {
                 StatusCode::FORBIDDEN,
                 "Bearer realm=\"tessera\", error=\"insufficient_scope\", scope=\"openid\"".to_owned(),
             ),
+            BearerError::RateLimited(exceeded) => {
+                let mut response = respond::json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TemporarilyUnavailable,
+                    "too many requests",
+                );
+                exceeded.apply(response.headers_mut());
+                return response;
+            }
             BearerError::Server(e) => {
                 tracing::error!(error = %e, "userinfo failed");
                 return respond::json_error(
@@ -119,6 +130,12 @@ async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError
         .active()
         .filter(|c| c.token.kind == TokenKind::Access)
         .ok_or(BearerError::InvalidToken)?;
+    // Per client, at the default rate (its own override would cost a client lookup here);
+    // counted apart from the client's calls to the other endpoints.
+    let client = credential.token.client_id.as_deref().unwrap_or_default();
+    app.rate_limits
+        .check_client(&format!("userinfo:{client}"), None)
+        .map_err(BearerError::RateLimited)?;
     let scope: Vec<&str> = credential.token.scope.split(' ').collect();
     if !scope.contains(&"openid") {
         return Err(BearerError::InsufficientScope);

@@ -138,6 +138,8 @@ pub struct ClientRecord {
     pub id_token_signed_response_alg: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Requests per second at the client endpoints; `None`: the configured default.
+    pub rate_limit_per_sec: Option<i64>,
 }
 
 impl ClientRecord {

@@ -813,3 +813,127 @@ async fn login_throttle_is_shared_by_instances_on_one_store() {
     first.stop().await;
     second.stop().await;
 }
+
+fn config_with(db: &TestDb, settings: &[(&str, &str)]) -> tessera::Config {
+    let mut env = db.env();
+    for (k, v) in settings {
+        env.insert((*k).into(), (*v).into());
+    }
+    tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap()
+}
+
+fn assert_rate_limited(status: u16, headers: &reqwest::header::HeaderMap, policy: &str) {
+    assert_eq!(status, 429);
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1);
+    let policy_header = headers["ratelimit-policy"].to_str().unwrap();
+    assert!(
+        policy_header.starts_with(&format!("\"{policy}\";q=")),
+        "{policy_header}"
+    );
+    assert!(headers["ratelimit"].to_str().unwrap().contains(";r=0;t="));
+}
+
+#[tokio::test]
+async fn client_endpoints_answer_429_over_the_clients_rate_rfc6585_4() {
+    for db in TestDb::all().await {
+        let server = TestServer::start_with(config_with(
+            &db,
+            &[("TESSERA_RATE_LIMIT_CLIENT_PER_SEC", "3")],
+        ))
+        .await;
+        let gw = gateway(&server).await;
+        let mut statuses = Vec::new();
+        let mut limited = None;
+        for _ in 0..6 {
+            let res = server
+                .token_like("/introspect", &gw, &[("token", "tsa_unknown")])
+                .await;
+            statuses.push(res.status);
+            if res.status == 429 {
+                limited = Some(res);
+            }
+        }
+        assert_eq!(&statuses[..3], [200, 200, 200], "{}", db.label);
+        let res = limited.expect("the fourth call within a second is over");
+        assert_rate_limited(res.status, &res.headers, "client");
+        assert_eq!(res.json()["error"], "temporarily_unavailable");
+        assert_eq!(res.header("cache-control"), Some("no-store"));
+        // Another client is not affected; and the limit recovers.
+        let other = server
+            .client_with("other-gw", false, |c| {
+                c.may_introspect = true;
+                c.grant_types = vec!["client_credentials".into()];
+                c.redirect_uris = vec![];
+                c.scope = "gateway".into();
+            })
+            .await;
+        let res = server
+            .token_like("/introspect", &other, &[("token", "tsa_unknown")])
+            .await;
+        assert_eq!(res.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let res = server
+            .token_like("/introspect", &gw, &[("token", "tsa_unknown")])
+            .await;
+        assert_eq!(res.status, 200, "recovered after a second");
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_clients_own_rate_limit_overrides_the_default() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        db.tessera(&[
+            "client",
+            "create",
+            "--id",
+            "batch",
+            "--name",
+            "Batch job",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "reports",
+            "--rate-limit",
+            "2/s",
+            "--json",
+        ])
+        .succeeds();
+        let record = server.state.store.client("batch").await.unwrap().unwrap();
+        assert_eq!(record.rate_limit_per_sec, Some(2), "{}", db.label);
+        db.tessera(&["client", "update", "batch", "--rate-limit", "fast"])
+            .fails_with("not a rate");
+        db.tessera(&["client", "update", "batch", "--rate-limit", "default"])
+            .succeeds();
+        let record = server.state.store.client("batch").await.unwrap().unwrap();
+        assert_eq!(record.rate_limit_per_sec, None);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn pages_answer_429_with_the_styled_page_over_the_address_rate_rfc6585_4() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start_with(config_with(
+        &db,
+        &[("TESSERA_RATE_LIMIT_ADDRESS_PER_SEC", "2")],
+    ))
+    .await;
+    let web = server.confidential_client("web").await;
+    let browser = server.browser();
+    let url = AuthorizeUrl::new(&web).path();
+    let mut last = None;
+    for _ in 0..4 {
+        last = Some(browser.get(&url).await);
+    }
+    let res = last.unwrap();
+    assert_rate_limited(res.status, &res.headers, "address");
+    assert!(res.body.contains("Too many requests"), "{}", res.body);
+    assert!(res.header("content-type").unwrap().starts_with("text/html"));
+    // Discovery and the keys are not pages: they stay reachable.
+    let res = browser.get("/.well-known/openid-configuration").await;
+    assert_eq!(res.status, 200);
+    server.stop().await;
+}

@@ -32,6 +32,7 @@ fn client(id: &str) -> ClientRecord {
         id_token_signed_response_alg: "ES256".into(),
         created_at: 1_000,
         updated_at: 1_000,
+        rate_limit_per_sec: None,
     }
 }
 

@@ -11,7 +11,7 @@ macro_rules! client_columns {
     () => {
         "id, name, secret_digest, redirect_uris, post_logout_redirect_uris, grant_types, scope, \
          token_endpoint_auth_method, access_token_format, may_introspect, first_party, \
-         require_pkce, id_token_signed_response_alg, created_at, updated_at"
+         require_pkce, id_token_signed_response_alg, created_at, updated_at, rate_limit_per_sec"
     };
 }
 
@@ -42,6 +42,7 @@ fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
         id_token_signed_response_alg: row.get("id_token_signed_response_alg")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
+        rate_limit_per_sec: row.get("rate_limit_per_sec")?,
     })
 }
 
@@ -70,12 +71,13 @@ impl ClientStore for SqlStore {
             sqlx::query(concat!(
                 "insert into client (",
                 client_columns!(),
-                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             )),
             c,
         )?
         .bind(c.created_at)
         .bind(c.updated_at)
+        .bind(c.rate_limit_per_sec)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;
@@ -120,11 +122,13 @@ impl ClientStore for SqlStore {
                  post_logout_redirect_uris = $5, grant_types = $6, scope = $7, \
                  token_endpoint_auth_method = $8, access_token_format = $9, \
                  may_introspect = $10, first_party = $11, require_pkce = $12, \
-                 id_token_signed_response_alg = $13, updated_at = $14 where id = $1",
+                 id_token_signed_response_alg = $13, updated_at = $14, \
+                 rate_limit_per_sec = $15 where id = $1",
             ),
             c,
         )?
         .bind(c.updated_at)
+        .bind(c.rate_limit_per_sec)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;

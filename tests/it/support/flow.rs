@@ -58,6 +58,7 @@ impl TestServer {
             id_token_signed_response_alg: "RS256".into(),
             created_at: 0,
             updated_at: 0,
+            rate_limit_per_sec: None,
         };
         change(&mut record);
         let audit = AuditEvent::new(AuditKind::ClientCreated, "test", 0);
