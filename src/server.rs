@@ -35,6 +35,9 @@ use crate::config::{Config, TlsFiles};
 use crate::crypto::password::Passwords;
 use crate::store::{self, Store, StoreError};
 
+/// Largest request head (request line and headers) read, in bytes.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
 /// How long in-flight requests may finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -209,9 +212,12 @@ impl Connections {
         let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
         // hyper also applies this timeout while a keep-alive connection waits for its next
         // request, so idle connections give their slot back too.
+        // The request line and headers must fit in MAX_HEAD_BYTES; beyond, hyper answers
+        // 431 and closes (an identity server's requests carry a cookie or two, not more).
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout);
+            .header_read_timeout(config.header_read_timeout)
+            .max_buf_size(MAX_HEAD_BYTES);
         Connections {
             http,
             tls,

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceBuilder;
@@ -40,7 +41,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Every route in one table, plus the layers every request passes.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.request_body_limit;
     let timeout = state.config.request_timeout;
     let trusted_proxies = state.config.trusted_proxies.clone();
     let layers = ServiceBuilder::new()
@@ -55,7 +55,6 @@ pub fn router(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
@@ -98,24 +97,53 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Layers for `/token`, `/introspect`, `/revoke` and `/userinfo`, inside the common ones (so
-/// they see the request id and the body limit). The per-client rate limit needs the
-/// authenticated client, so it is checked in `client_auth` and `userinfo`, not here.
-fn client_api_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
+/// they see the request id): the body limit, answered in OAuth's JSON. The per-client rate
+/// limit needs the authenticated client, so it is checked in `client_auth` and `userinfo`.
+fn client_api_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes
+        .layer(RequestBodyLimitLayer::new(state.config.request_body_limit))
+        .layer(axum::middleware::map_response(too_large_as_json))
 }
 
 /// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`): the
-/// per-address rate limit.
+/// per-address rate limit, and the body limit answered with the styled page.
 fn page_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
-    routes.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        rate_limit::limit_pages,
-    ))
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_pages,
+        ))
+        .layer(RequestBodyLimitLayer::new(state.config.request_body_limit))
+        .layer(axum::middleware::map_response(too_large_as_page))
 }
 
-/// Layers for probes, keys and metadata. None yet.
-fn public_policies(routes: Router<AppState>, _state: &AppState) -> Router<AppState> {
-    routes
+/// Layers for probes, keys and metadata: the body limit (they take none).
+fn public_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
+    routes.layer(RequestBodyLimitLayer::new(state.config.request_body_limit))
+}
+
+/// The body limit's own 413 is plain text; the client API answers in RFC 6749 §5.2's JSON.
+async fn too_large_as_json(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    respond::json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        crate::oauth::error::ErrorCode::InvalidRequest,
+        "the request body is too large",
+    )
+}
+
+/// The same for the pages: the styled error page.
+async fn too_large_as_page(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    pages::error_page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "This request is too large",
+        "The form sent more than this service accepts.",
+    )
 }
 
 /// The span every log line of a request carries: its id, method, path and client address

@@ -22,7 +22,15 @@ pub struct Params {
 enum Rejection {
     Repeated,
     ControlCharacter,
+    TooLong,
+    TooMany,
 }
+
+/// Longest value kept (the login form carries a whole authorization request in one field;
+/// a signed request parameter would be the longest legitimate value).
+pub const MAX_VALUE_LEN: usize = 16 * 1024;
+/// Most `name=value` pairs read from one request, known names or not.
+pub const MAX_PAIRS: usize = 128;
 
 /// Whether `value` holds a C0 control character or DEL (NUL included).
 pub fn has_control(value: &str) -> bool {
@@ -33,7 +41,13 @@ impl Params {
     /// Parses `application/x-www-form-urlencoded` bytes (a body or a query string).
     pub fn parse(raw: &[u8], allowed: &[&str]) -> Params {
         let mut params = Params::default();
-        for (name, value) in form_urlencoded::parse(raw) {
+        for (i, (name, value)) in form_urlencoded::parse(raw).enumerate() {
+            if i == MAX_PAIRS {
+                params
+                    .rejected
+                    .insert(0, ("(request)".to_owned(), Rejection::TooMany));
+                break;
+            }
             if !allowed.contains(&name.as_ref()) {
                 continue;
             }
@@ -41,6 +55,8 @@ impl Params {
                 Rejection::Repeated
             } else if has_control(&value) {
                 Rejection::ControlCharacter
+            } else if value.len() > MAX_VALUE_LEN {
+                Rejection::TooLong
             } else {
                 params.pairs.push((name.into_owned(), value.into_owned()));
                 continue;
@@ -66,6 +82,12 @@ impl Params {
             ))),
             Some((name, Rejection::ControlCharacter)) => Err(OAuthError::invalid_request(format!(
                 "parameter `{name}` contains a control character"
+            ))),
+            Some((name, Rejection::TooLong)) => Err(OAuthError::invalid_request(format!(
+                "parameter `{name}` is longer than {MAX_VALUE_LEN} bytes"
+            ))),
+            Some((_, Rejection::TooMany)) => Err(OAuthError::invalid_request(format!(
+                "the request has more than {MAX_PAIRS} parameters"
             ))),
             None => Ok(()),
         }
@@ -124,6 +146,26 @@ mod tests {
         assert!(Params::parse(b"a=x+y%C3%A9", ALLOWED)
             .reject_malformed()
             .is_ok());
+    }
+
+    #[test]
+    fn too_long_values_and_too_many_pairs_are_refused() {
+        let long = format!("a={}", "x".repeat(MAX_VALUE_LEN + 1));
+        let p = Params::parse(long.as_bytes(), ALLOWED);
+        assert_eq!(p.get("a"), None);
+        assert!(p
+            .reject_malformed()
+            .unwrap_err()
+            .description
+            .contains("longer"));
+        let many: Vec<String> = (0..=MAX_PAIRS).map(|i| format!("x{i}=1")).collect();
+        let p = Params::parse(format!("a=1&{}", many.join("&")).as_bytes(), ALLOWED);
+        assert!(p.is_rejected("(request)"));
+        assert!(p
+            .reject_malformed()
+            .unwrap_err()
+            .description
+            .contains("more than"));
     }
 
     #[test]

@@ -937,3 +937,64 @@ async fn pages_answer_429_with_the_styled_page_over_the_address_rate_rfc6585_4()
     assert_eq!(res.status, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn over_limit_requests_get_a_clean_4xx_in_the_endpoints_format() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = server.confidential_client("web").await;
+        let label = db.label;
+        // A body over request_body_limit: JSON at the client API, the page at the pages.
+        let big = "token=".to_owned() + &"x".repeat(70 * 1024);
+        let res = http()
+            .post(server.url("/introspect"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 413, "{label}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        let res = http()
+            .post(server.url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 413);
+        assert!(res.text().await.unwrap().contains("too large"));
+        // A parameter over 16 KiB, and over 128 parameters: invalid_request.
+        let long = "y".repeat(17 * 1024);
+        let res = server
+            .token_like("/revoke", &web, &[("token", &long)])
+            .await;
+        assert_eq!(res.status, 400, "{label}: {}", res.body);
+        assert!(res.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("longer"));
+        let many: Vec<(String, String)> = (0..200).map(|i| (format!("x{i}"), "1".into())).collect();
+        let mut form: Vec<(&str, &str)> =
+            many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        form.push(("token", "tsa_x"));
+        let res = server.token_like("/revoke", &web, &form).await;
+        assert_eq!(res.status, 400);
+        assert!(res.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("more than 128"));
+        // Request headers over 16 KiB: 431, and the server goes on serving.
+        let res = http()
+            .get(server.url("/healthz"))
+            .header("x-padding", "z".repeat(20 * 1024))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 431, "{label}");
+        let res = http().get(server.url("/healthz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        server.stop().await;
+    }
+}
