@@ -835,48 +835,83 @@ fn assert_rate_limited(status: u16, headers: &reqwest::header::HeaderMap, policy
 }
 
 #[tokio::test]
-async fn client_endpoints_answer_429_over_the_clients_rate_rfc6585_4() {
+async fn client_endpoints_answer_429_over_the_clients_rate_and_recover_rfc6585_4() {
     for db in TestDb::all().await {
         let server = TestServer::start_with(config_with(
             &db,
             &[("TESSERA_RATE_LIMIT_CLIENT_PER_SEC", "3")],
         ))
         .await;
-        let gw = gateway(&server).await;
-        let mut statuses = Vec::new();
-        let mut limited = None;
-        for _ in 0..6 {
-            let res = server
-                .token_like("/introspect", &gw, &[("token", "tsa_unknown")])
+        let label = db.label;
+        // Each endpoint with a client of its own, so each limit is seen to trip.
+        for (i, path) in ["/token", "/introspect", "/revoke"].into_iter().enumerate() {
+            let gw = server
+                .client_with(&format!("gw{i}"), false, |c| {
+                    c.may_introspect = true;
+                    c.grant_types = vec!["client_credentials".into()];
+                    c.redirect_uris = vec![];
+                    c.scope = "gateway".into();
+                })
                 .await;
-            statuses.push(res.status);
-            if res.status == 429 {
-                limited = Some(res);
+            let form: &[(&str, &str)] = if path == "/token" {
+                &[("grant_type", "client_credentials")]
+            } else {
+                &[("token", "tsa_unknown")]
+            };
+            let mut statuses = Vec::new();
+            let mut limited = None;
+            for _ in 0..5 {
+                let res = server.token_like(path, &gw, form).await;
+                statuses.push(res.status);
+                if res.status == 429 {
+                    limited = Some(res);
+                }
             }
+            assert_eq!(&statuses[..3], [200, 200, 200], "{label} {path}");
+            let res = limited.unwrap_or_else(|| panic!("{path}: never limited"));
+            assert_rate_limited(res.status, &res.headers, "client");
+            assert_eq!(res.json()["error"], "temporarily_unavailable");
+            assert_eq!(res.header("cache-control"), Some("no-store"));
         }
-        assert_eq!(&statuses[..3], [200, 200, 200], "{}", db.label);
-        let res = limited.expect("the fourth call within a second is over");
-        assert_rate_limited(res.status, &res.headers, "client");
-        assert_eq!(res.json()["error"], "temporarily_unavailable");
-        assert_eq!(res.header("cache-control"), Some("no-store"));
-        // Another client is not affected; and the limit recovers.
-        let other = server
-            .client_with("other-gw", false, |c| {
-                c.may_introspect = true;
+        // /userinfo, per the token's client (this token lacks openid: 403 until limited).
+        let gw = server
+            .client_with("gw-userinfo", false, |c| {
                 c.grant_types = vec!["client_credentials".into()];
                 c.redirect_uris = vec![];
                 c.scope = "gateway".into();
             })
             .await;
-        let res = server
-            .token_like("/introspect", &other, &[("token", "tsa_unknown")])
-            .await;
-        assert_eq!(res.status, 200);
+        let token = server
+            .token(&gw, &[("grant_type", "client_credentials")])
+            .await
+            .json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            let res = http()
+                .get(server.url("/userinfo"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(res.status().as_u16());
+            if res.status() == 429 {
+                assert_rate_limited(429, res.headers(), "client");
+            }
+        }
+        assert_eq!(&statuses[..3], [403, 403, 403], "{label}");
+        assert_eq!(statuses[4], 429, "{label}");
+        // Recovery: the limit is a rate, so a second later the client is served again.
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let res = server
-            .token_like("/introspect", &gw, &[("token", "tsa_unknown")])
-            .await;
-        assert_eq!(res.status, 200, "recovered after a second");
+        let res = http()
+            .get(server.url("/userinfo"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "served again after a second");
         server.stop().await;
     }
 }
@@ -932,9 +967,21 @@ async fn pages_answer_429_with_the_styled_page_over_the_address_rate_rfc6585_4()
     assert_rate_limited(res.status, &res.headers, "address");
     assert!(res.body.contains("Too many requests"), "{}", res.body);
     assert!(res.header("content-type").unwrap().starts_with("text/html"));
+    // The allowance is per address, across the pages.
+    for path in ["/logout", "/login", "/consent"] {
+        let res = if path == "/logout" {
+            browser.get(path).await
+        } else {
+            browser.post(path, &[("x", "y")]).await
+        };
+        assert_eq!(res.status, 429, "{path}");
+    }
     // Discovery and the keys are not pages: they stay reachable.
     let res = browser.get("/.well-known/openid-configuration").await;
     assert_eq!(res.status, 200);
+    // And the pages recover.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(browser.get(&url).await.status, 200);
     server.stop().await;
 }
 
