@@ -11,7 +11,7 @@ use tessera::crypto::kek::{Kek, KEK_FILE};
 use tessera::crypto::keys;
 use tessera::Server;
 
-use crate::support::flow::{AuthorizeUrl, Pkce, TestClient, REDIRECT};
+use crate::support::flow::{kid_of, AuthorizeUrl, Pkce, TestClient, REDIRECT};
 use crate::support::{http, run_binary, TestDb, TestServer};
 
 fn kek_file(db: &TestDb) -> PathBuf {
@@ -31,16 +31,6 @@ async fn bind_error(config: Config) -> String {
         Ok(_) => panic!("the server started"),
         Err(e) => format!("{e:#}"),
     }
-}
-
-fn kid_of(jwt: &str) -> String {
-    josekit::jwt::decode_header(jwt)
-        .unwrap()
-        .claim("kid")
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// The server's key set now.

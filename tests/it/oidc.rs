@@ -2,10 +2,9 @@
 //! Discovery 1.0, RFC 7517, RFC 8414, RFC 6750.
 
 use josekit::jwk::Jwk;
-use josekit::jwt;
 use tessera::crypto::keys;
 
-use crate::support::flow::{AuthorizeUrl, Browser, Pkce, TestClient, PASSWORD, REDIRECT};
+use crate::support::flow::{kid_of, AuthorizeUrl, Browser, Pkce, TestClient, PASSWORD, REDIRECT};
 use crate::support::{http, TestDb, TestServer};
 
 async fn jwks(server: &TestServer) -> Vec<Jwk> {
@@ -331,15 +330,6 @@ async fn key_rotation_never_signs_with_a_key_missing_from_a_fresh_jwks() {
     let server = TestServer::start(&db).await;
     server.user("ada").await;
     let client = server.confidential_client("web").await;
-    let kid_of = |token: &str| {
-        jwt::decode_header(token)
-            .unwrap()
-            .claim("kid")
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     let before = tokens(&server, &client, AuthorizeUrl::new(&client), &Pkce::new()).await;
     let old_kid = kid_of(before["id_token"].as_str().unwrap());
 

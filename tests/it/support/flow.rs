@@ -509,3 +509,14 @@ pub async fn introspect(
 pub fn inactive() -> serde_json::Value {
     serde_json::json!({ "active": false })
 }
+
+/// The `kid` in a JWT's header.
+pub fn kid_of(jwt: &str) -> String {
+    josekit::jwt::decode_header(jwt)
+        .unwrap()
+        .claim("kid")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
