@@ -143,12 +143,26 @@ pub async fn post(
         Ok(Outcome::Busy) => return busy(),
         Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     };
-    let (value, cookie) = session::new_session_cookie(&app);
-    let replaces = session::session_digest(&app, &headers);
+    signed_in(&app, &headers, &request, &params, &account, now, origin).await
+}
+
+/// Starts the new session (a new value at every login) and sends the browser back to
+/// `/authorize` to continue the request.
+async fn signed_in(
+    app: &AppState,
+    headers: &HeaderMap,
+    request: &AuthorizeRequest,
+    params: &crate::oauth::params::Params,
+    account: &crate::store::AccountRecord,
+    now: i64,
+    origin: (Option<String>, Option<String>),
+) -> Response {
+    let (value, cookie) = session::new_session_cookie(app);
+    let replaces = session::session_digest(app, headers);
     let ttl = app.config.session_ttl_secs;
     let started = login::start_session(
         app.store.as_ref(),
-        &account,
+        account,
         value.digest(),
         replaces.as_ref(),
         (now, ttl),
@@ -156,13 +170,13 @@ pub async fn post(
         origin,
     );
     if let Err(e) = started.await {
-        return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER);
+        return error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER);
     }
     // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
     // not send the person back to this page because a second passed on the way.
     let mut response = see_other(&format!(
         "/authorize?{}",
-        pending_query(&params, &["login", "select_account", "max_age"])
+        pending_query(params, &["login", "select_account", "max_age"])
     ));
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
