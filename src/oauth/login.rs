@@ -40,8 +40,14 @@ pub enum Gate {
 #[async_trait]
 pub trait LoginGate: Send + Sync {
     async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError>;
-    /// Called after the password check with its outcome.
-    async fn record(&self, attempt: &Attempt<'_>, succeeded: bool) -> Result<(), StoreError>;
+    /// Called after the password check with its outcome, and the user the username names, if
+    /// any (for the audit trail only: the gate's own keys never depend on it).
+    async fn record(
+        &self,
+        attempt: &Attempt<'_>,
+        account_id: Option<&str>,
+        succeeded: bool,
+    ) -> Result<(), StoreError>;
 }
 
 /// Lets every attempt through: the behaviour until brute-force protection exists.
@@ -53,7 +59,12 @@ impl LoginGate for OpenGate {
         Ok(Gate::Proceed)
     }
 
-    async fn record(&self, _attempt: &Attempt<'_>, _succeeded: bool) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        _attempt: &Attempt<'_>,
+        _account_id: Option<&str>,
+        _succeeded: bool,
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 }
@@ -114,7 +125,12 @@ impl LoginGate for ThrottleGate {
         })
     }
 
-    async fn record(&self, attempt: &Attempt<'_>, succeeded: bool) -> Result<(), StoreError> {
+    async fn record(
+        &self,
+        attempt: &Attempt<'_>,
+        account_id: Option<&str>,
+        succeeded: bool,
+    ) -> Result<(), StoreError> {
         let keys = self.keys(attempt);
         if succeeded {
             return self.store.clear_login_failures(&keys[0].0).await;
@@ -129,13 +145,14 @@ impl LoginGate for ThrottleGate {
                 .record_login_failure(key, attempt.now, forget_before, &delay)
                 .await?;
             if until >= attempt.now && failures == threshold + 1 {
-                let audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
-                    .from_request(attempt.source_ip.map(str::to_owned), None)
-                    .details(serde_json::json!({
-                        "key": if key.starts_with("addr:") { "address" } else { "username" },
-                        "failures": failures,
-                        "blocked_until": until,
-                    }));
+                let mut audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
+                    .from_request(attempt.source_ip.map(str::to_owned), None);
+                audit.account_id = account_id.map(str::to_owned);
+                let audit = audit.details(serde_json::json!({
+                    "key": if key.starts_with("addr:") { "address" } else { "username" },
+                    "failures": failures,
+                    "blocked_until": until,
+                }));
                 self.store.append_audit(&audit).await?;
             }
         }
@@ -199,7 +216,8 @@ impl Authenticator<'_> {
         // `auth_time` is when the person finished authenticating.
         let now = clock();
         let signed_in = account.as_ref().is_some_and(|a| verified && !a.disabled);
-        self.gate.record(&attempt, signed_in).await?;
+        let account_id = account.as_ref().map(|a| a.id.as_str());
+        self.gate.record(&attempt, account_id, signed_in).await?;
         match account {
             Some(account) if signed_in => Ok(Outcome::SignedIn {
                 account: Box::new(account),

@@ -737,6 +737,7 @@ async fn login_failures_meet_a_growing_wait_without_a_password_hash_asvs_6_3_1()
             .find(|e| e.event.kind == "login_blocked")
             .unwrap();
         assert_eq!(blocked.event.source_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(blocked.event.account_id.as_deref(), Some(ada.id.as_str()));
         // A success starts the count afresh: five free failures again.
         for _ in 0..5 {
             assert_eq!(try_login(&server, &web, "ada", "wrong password").await, 401);
