@@ -50,7 +50,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("rate_limit_client_per_sec", "5000", "requests per second per client at /token, /introspect, /revoke, /userinfo (per instance); `client update --rate-limit` overrides"),
     setting("rate_limit_address_per_sec", "20", "requests per second per source address at the pages, and for client calls that fail authentication (per instance)"),
-    setting("trusted_proxies", "", "comma-separated CIDRs whose Forwarded / X-Forwarded-For headers are believed; default: none"),
+    setting("trusted_proxies", "", "comma-separated CIDRs whose forwarding header is believed; default: none"),
+    setting("trusted_proxy_header", "x-forwarded-for", "the header the trusted proxies write: `x-forwarded-for` or `forwarded` (RFC 7239); the other is ignored"),
     setting("request_timeout_secs", "30", "longest time one request may take"),
     setting("header_read_timeout_secs", "10", "longest time a client may take to send a request head (and the TLS handshake before it); also how long an idle keep-alive connection stays open"),
     setting("max_connections", "4096", "most connections served at once; further clients wait in the listen backlog"),
@@ -144,8 +145,8 @@ pub struct Config {
     pub tokens: TokenPolicy,
     /// Lifetime of a browser session, in seconds.
     pub session_ttl_secs: i64,
-    /// Proxies whose `Forwarded` / `X-Forwarded-For` name the client (`http::client_ip`).
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Proxies whose forwarding header names the client (`http::client_ip`).
+    pub trusted_proxies: TrustedProxies,
     /// Default requests per second per client at the client API (`http::rate_limit`).
     pub rate_limit_client_per_sec: i64,
     /// Requests per second per source address at the pages.
@@ -155,6 +156,22 @@ pub struct Config {
     /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
     /// a client id, so an access token can never pass for an ID token.
     pub default_resource: String,
+}
+
+/// Which proxies to believe about the client's address, and in which header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies {
+    pub networks: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
+/// The header the trusted proxies write; the other one is never read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239.
+    Forwarded,
 }
 
 /// When failed sign-ins start to cost waiting time.
@@ -474,12 +491,24 @@ impl Config {
             ));
         }
 
-        let trusted_proxies = match raw.get::<String>("trusted_proxies")? {
+        let networks = match raw.get::<String>("trusted_proxies")? {
             None => Vec::new(),
             Some(list) => parse_networks(&list).map_err(|e| {
                 ConfigError::setting("trusted_proxies", &raw.source("trusted_proxies"), e)
             })?,
         };
+        let header = match raw.get::<String>("trusted_proxy_header")?.as_deref() {
+            Some("x-forwarded-for") | None => ForwardedHeader::XForwardedFor,
+            Some("forwarded") => ForwardedHeader::Forwarded,
+            Some(other) => {
+                return Err(ConfigError::setting(
+                    "trusted_proxy_header",
+                    &raw.source("trusted_proxy_header"),
+                    format!("`{other}` is neither `x-forwarded-for` nor `forwarded`"),
+                ))
+            }
+        };
+        let trusted_proxies = TrustedProxies { networks, header };
         // Kept exactly as configured (only checked to be an absolute URI): resource servers
         // compare `aud` as a string, and `Url` would add a trailing slash to a bare host.
         let login_throttle = LoginThrottlePolicy {
@@ -828,9 +857,15 @@ mod tests {
             "10.0.0.0/8, 192.0.2.7 2001:db8::/32",
         )])
         .unwrap();
-        let shown: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let shown: Vec<String> = c
+            .trusted_proxies
+            .networks
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
-        assert!(load(&[]).unwrap().trusted_proxies.is_empty());
+        assert!(load(&[]).unwrap().trusted_proxies.networks.is_empty());
+        assert!(load(&[("TESSERA_TRUSTED_PROXY_HEADER", "via")]).is_err());
         let err = load(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, proxy.local")])
             .unwrap_err()
             .to_string();

@@ -3,8 +3,8 @@
 -- name itself) or `addr:` + a source address. `blocked_until` is 0 when not blocked.
 create table login_throttle (
     key text primary key,
-    failures integer not null,
-    blocked_until integer not null,
-    updated_at integer not null
+    failures bigint not null,
+    blocked_until bigint not null,
+    updated_at bigint not null
 );
 create index login_throttle_updated_idx on login_throttle (updated_at);

@@ -82,13 +82,18 @@ impl Passwords {
 
     /// A PHC string (`$argon2id$v=19$m=…`) with a fresh random salt.
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
-        let _permit = self
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(params, password.expose_secret())).await?
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            hash_blocking(params, password.expose_secret())
+        })
+        .await?
     }
 
     /// Checks `password` against `phc`; with no hash (unknown user, or a user without a
@@ -98,18 +103,26 @@ impl Passwords {
         password: SecretString,
         phc: Option<String>,
     ) -> Result<bool, PasswordError> {
-        let _slot = self.slots.try_acquire().map_err(|e| match e {
-            tokio::sync::TryAcquireError::NoPermits => PasswordError::Busy,
-            tokio::sync::TryAcquireError::Closed => PasswordError::Closed,
-        })?;
-        let _permit = self
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => PasswordError::Busy,
+                tokio::sync::TryAcquireError::Closed => PasswordError::Closed,
+            })?;
+        let permit = self
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
         let dummy = self.dummy.clone();
         tokio::task::spawn_blocking(move || {
+            // Held by the hashing itself: a request that goes away (client gone, timeout)
+            // does not free its slot while its hash still runs.
+            let _held = (slot, permit);
             let (phc, real) = match phc {
                 Some(phc) => (phc, true),
                 None => {

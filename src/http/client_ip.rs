@@ -10,19 +10,29 @@ use std::net::{IpAddr, SocketAddr};
 use axum::http::{header, HeaderMap};
 use ipnet::IpNet;
 
+pub use crate::config::{ForwardedHeader, TrustedProxies};
+
 /// The client's address for a request from `peer`.
-pub fn client_ip(trusted: &[IpNet], headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+pub fn client_ip(proxies: &TrustedProxies, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let trusted = proxies.networks.as_slice();
     let peer = peer.ip();
     if !is_trusted(trusted, peer) {
         return peer;
     }
-    let chain = forwarded_chain(headers).or_else(|| x_forwarded_for_chain(headers));
-    let Some(chain) = chain else {
-        return peer;
+    // Only the header our proxies write: a client can send the other one, and a proxy that
+    // does not know it passes it through untouched.
+    let chain = match proxies.header {
+        ForwardedHeader::Forwarded => forwarded_chain(headers),
+        ForwardedHeader::XForwardedFor => x_forwarded_for_chain(headers),
     };
-    // Right to left: skip our own proxies; the first other address is the client.
+    // Right to left: skip our own proxies; the first other address is the client. Whatever
+    // stands left of it was written by the client and is never read; an entry we cannot read
+    // before reaching it leaves the last address we could vouch for.
     let mut candidate = peer;
     for addr in chain.iter().rev() {
+        let Some(addr) = addr else {
+            return candidate;
+        };
         candidate = *addr;
         if !is_trusted(trusted, *addr) {
             break;
@@ -44,35 +54,39 @@ fn canonical(addr: IpAddr) -> IpAddr {
     }
 }
 
-/// The `for=` addresses of every `Forwarded` header, in order (RFC 7239 §4, §5.2). `None` if
-/// there is none, or one that is not an address (`unknown`, an obfuscated name): a chain we
-/// cannot read whole is not believed at all.
-fn forwarded_chain(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+/// The `for=` addresses of every `Forwarded` header, in order (RFC 7239 §4, §5.2); `None`
+/// for a node that is not an address (`unknown`, an obfuscated name).
+fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut chain = Vec::new();
     for value in headers.get_all(header::FORWARDED) {
-        let value = value.to_str().ok()?;
+        let Ok(value) = value.to_str() else {
+            chain.push(None);
+            continue;
+        };
         for element in value.split(',') {
             let node = element.split(';').find_map(|pair| {
                 let (name, value) = pair.trim().split_once('=')?;
                 name.trim()
                     .eq_ignore_ascii_case("for")
                     .then_some(value.trim())
-            })?;
-            chain.push(parse_node(node.trim_matches('"'))?);
+            });
+            chain.push(node.and_then(|n| parse_node(n.trim_matches('"'))));
         }
     }
-    (!chain.is_empty()).then_some(chain)
+    chain
 }
 
 /// The addresses of every `X-Forwarded-For` header, in order; `None` as for `Forwarded`.
-fn x_forwarded_for_chain(headers: &HeaderMap) -> Option<Vec<IpAddr>> {
+fn x_forwarded_for_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     let mut chain = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        for node in value.to_str().ok()?.split(',') {
-            chain.push(parse_node(node.trim())?);
-        }
+        let Ok(value) = value.to_str() else {
+            chain.push(None);
+            continue;
+        };
+        chain.extend(value.split(',').map(|node| parse_node(node.trim())));
     }
-    (!chain.is_empty()).then_some(chain)
+    chain
 }
 
 /// `192.0.2.60`, `192.0.2.60:4711`, `[2001:db8::17]`, `[2001:db8::17]:4711` or `2001:db8::17`.
@@ -92,8 +106,18 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
-    fn nets(list: &[&str]) -> Vec<IpNet> {
-        list.iter().map(|n| n.parse().unwrap()).collect()
+    fn nets(list: &[&str]) -> TrustedProxies {
+        TrustedProxies {
+            networks: list.iter().map(|n| n.parse().unwrap()).collect(),
+            header: ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    fn forwarded(list: &[&str]) -> TrustedProxies {
+        TrustedProxies {
+            header: ForwardedHeader::Forwarded,
+            ..nets(list)
+        }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -115,7 +139,7 @@ mod tests {
             ("forwarded", "for=198.51.100.1"),
         ]);
         assert_eq!(
-            client_ip(&[], &h, peer("192.0.2.1")),
+            client_ip(&nets(&[]), &h, peer("192.0.2.1")),
             "192.0.2.1".parse::<IpAddr>().unwrap()
         );
         let trusted = nets(&["10.0.0.0/8"]);
@@ -146,8 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_wins_and_understands_ports_quotes_and_ipv6_rfc7239() {
-        let trusted = nets(&["10.0.0.0/8"]);
+    fn only_the_configured_header_is_read_and_forwarded_is_understood_rfc7239() {
         let h = headers(&[
             (
                 "forwarded",
@@ -155,6 +178,12 @@ mod tests {
             ),
             ("x-forwarded-for", "203.0.113.7"),
         ]);
+        // Proxies that write X-Forwarded-For: a client's own Forwarded header is ignored.
+        assert_eq!(
+            client_ip(&nets(&["10.0.0.0/8"]), &h, peer("10.0.0.9")).to_string(),
+            "203.0.113.7"
+        );
+        let trusted = forwarded(&["10.0.0.0/8"]);
         assert_eq!(
             client_ip(&trusted, &h, peer("10.0.0.9")).to_string(),
             "2001:db8:cafe::17"
@@ -167,10 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_chain_is_not_believed() {
+    fn what_stands_left_of_the_client_is_never_read() {
         let trusted = nets(&["10.0.0.0/8"]);
+        // Garbage the client prepended cannot hide its address…
+        let h = headers(&[("x-forwarded-for", "not-an-ip, 203.0.113.7, 10.0.0.5")]);
+        assert_eq!(
+            client_ip(&trusted, &h, peer("10.0.0.9")).to_string(),
+            "203.0.113.7"
+        );
+        // …but an entry we cannot read before reaching the client leaves the last address
+        // we can vouch for.
         for h in [
-            headers(&[("forwarded", "for=unknown")]),
             headers(&[("x-forwarded-for", "203.0.113.7, not-an-ip")]),
             headers(&[]),
         ] {
@@ -179,6 +215,11 @@ mod tests {
                 "10.0.0.9"
             );
         }
+        let h = headers(&[("forwarded", "for=unknown")]);
+        assert_eq!(
+            client_ip(&forwarded(&["10.0.0.0/8"]), &h, peer("10.0.0.9")).to_string(),
+            "10.0.0.9"
+        );
     }
 
     #[test]

@@ -148,7 +148,10 @@ async fn too_large_as_page(response: Response) -> Response {
 
 /// The span every log line of a request carries: its id, method, path and client address
 /// (through the trusted-proxy rule).
-fn request_span<B>(trusted_proxies: &[ipnet::IpNet], request: &Request<B>) -> tracing::Span {
+fn request_span<B>(
+    trusted_proxies: &crate::config::TrustedProxies,
+    request: &Request<B>,
+) -> tracing::Span {
     let id = request
         .headers()
         .get(&REQUEST_ID)

@@ -23,6 +23,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use super::{client_ip, pages};
 use crate::app::AppState;
+use crate::net::address_key;
 
 const RATE_LIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const RATE_LIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -67,10 +68,13 @@ pub struct RateLimits {
     clients: Mutex<HashMap<String, ClientLimiter>>,
     address_rate: NonZeroU32,
     addresses: DefaultKeyedRateLimiter<IpAddr>,
+    checks: std::sync::atomic::AtomicU64,
 }
 
 /// Addresses tracked before idle ones are dropped (each costs a few dozen bytes).
 const MAX_TRACKED_ADDRESSES: usize = 100_000;
+/// How often (in checks) the tracked addresses may be pruned.
+const PRUNE_EVERY: u64 = 10_000;
 
 fn quota(per_second: NonZeroU32) -> Quota {
     // A burst of one second's worth: a client may spend its second at once.
@@ -90,6 +94,7 @@ impl RateLimits {
             clients: Mutex::new(HashMap::new()),
             address_rate,
             addresses: RateLimiter::keyed(quota(address_rate)),
+            checks: Default::default(),
         }
     }
 
@@ -116,9 +121,14 @@ impl RateLimits {
 
     /// One request from `addr`.
     pub fn check_address(&self, addr: IpAddr) -> Result<(), Exceeded> {
-        if self.addresses.len() > MAX_TRACKED_ADDRESSES {
+        // Pruning scans the whole map: at most once per PRUNE_EVERY checks, not on each.
+        let n = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % PRUNE_EVERY == 0 && self.addresses.len() > MAX_TRACKED_ADDRESSES {
             self.addresses.retain_recent();
         }
+        let addr = address_key(addr);
         self.addresses
             .check_key(&addr)
             .map_err(|not_until| Exceeded {
@@ -148,7 +158,8 @@ pub async fn limit_pages(
     match app.rate_limits.check_address(addr) {
         Ok(()) => next.run(request).await,
         Err(exceeded) => {
-            tracing::info!(%addr, "page rate limit exceeded");
+            // Debug: a flood of refused requests must not become a flood of log lines.
+            tracing::debug!(%addr, "page rate limit exceeded");
             let mut response = pages::error_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests",
@@ -187,6 +198,24 @@ mod tests {
         assert!(limits.check_address(a).is_ok());
         assert!(limits.check_address(a).is_err());
         assert!(limits.check_address(b).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let limits = RateLimits::new(1000, 1);
+        assert!(limits
+            .check_address("2001:db8:1:2::1".parse().unwrap())
+            .is_ok());
+        assert!(limits
+            .check_address("2001:db8:1:2::ffff".parse().unwrap())
+            .is_err());
+        assert!(limits
+            .check_address("2001:db8:1:3::1".parse().unwrap())
+            .is_ok());
+        assert_eq!(
+            address_key("::ffff:192.0.2.1".parse().unwrap()).to_string(),
+            "192.0.2.1"
+        );
     }
 
     #[test]

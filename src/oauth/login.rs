@@ -102,7 +102,12 @@ impl ThrottleGate {
             self.policy.per_username,
         )];
         if let Some(ip) = attempt.source_ip {
-            keys.push((format!("addr:{ip}"), self.policy.per_address));
+            // An IPv6 host holds a /64: rotating within it must not buy fresh attempts.
+            let key = match ip.parse() {
+                Ok(addr) => crate::net::address_key(addr).to_string(),
+                Err(_) => ip.to_owned(),
+            };
+            keys.push((format!("addr:{key}"), self.policy.per_address));
         }
         keys
     }
