@@ -27,13 +27,19 @@ pub struct Attempt<'a> {
 }
 
 /// The gate's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
-    Proceed,
+    /// Check the password; hand the ticket back to [`LoginGate::record`].
+    Proceed(Ticket),
     /// Refused without checking the password; try again after this many seconds.
-    Wait {
-        retry_after_secs: u64,
-    },
+    Wait { retry_after_secs: u64 },
+}
+
+/// What the gate noted about an attempt it let through: the blocks that attempt started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ticket {
+    /// (`username` or `address`, failures, blocked until).
+    pub blocks_started: Vec<(&'static str, i64, i64)>,
 }
 
 /// Decides whether a login attempt may be checked at all, and learns how it ended.
@@ -45,6 +51,7 @@ pub trait LoginGate: Send + Sync {
     async fn record(
         &self,
         attempt: &Attempt<'_>,
+        ticket: Ticket,
         account_id: Option<&str>,
         succeeded: bool,
     ) -> Result<(), StoreError>;
@@ -56,12 +63,13 @@ pub struct OpenGate;
 #[async_trait]
 impl LoginGate for OpenGate {
     async fn check(&self, _attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
-        Ok(Gate::Proceed)
+        Ok(Gate::Proceed(Ticket::default()))
     }
 
     async fn record(
         &self,
         _attempt: &Attempt<'_>,
+        _ticket: Ticket,
         _account_id: Option<&str>,
         _succeeded: bool,
     ) -> Result<(), StoreError> {
@@ -115,53 +123,77 @@ impl ThrottleGate {
 
 #[async_trait]
 impl LoginGate for ThrottleGate {
+    /// Every attempt is counted as a failure before its password is checked (and taken back
+    /// if it succeeds), so attempts sent at once cannot all slip past a block that the first
+    /// of them starts.
     async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
         let keys = self.keys(attempt);
         let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
         let until = self.store.login_blocked_until(&names).await?;
-        // Times are whole seconds: blocked through the second `until` itself, so a wait is
-        // never shorter than promised (a 1 s wait started at 10.9 lasts until 12.0).
-        Ok(if until >= attempt.now {
-            Gate::Wait {
-                retry_after_secs: (until - attempt.now + 1).unsigned_abs(),
+        if until >= attempt.now {
+            return Ok(wait(until, attempt.now));
+        }
+        let mut ticket = Ticket::default();
+        let forget_before = attempt.now - FAILURE_MEMORY_SECS;
+        for (key, threshold) in &keys {
+            let (policy, threshold) = (self.policy, *threshold);
+            let delay = move |failures: i64| policy.delay(threshold, failures);
+            let (counted, failures, until) = self
+                .store
+                .count_login_attempt(key, attempt.now, forget_before, &delay)
+                .await?;
+            if !counted {
+                // Another attempt started a block in the meantime.
+                return Ok(wait(until, attempt.now));
             }
-        } else {
-            Gate::Proceed
-        })
+            if until >= attempt.now && failures == threshold + 1 {
+                let kind = if key.starts_with("addr:") {
+                    "address"
+                } else {
+                    "username"
+                };
+                ticket.blocks_started.push((kind, failures, until));
+            }
+        }
+        Ok(Gate::Proceed(ticket))
     }
 
     async fn record(
         &self,
         attempt: &Attempt<'_>,
+        ticket: Ticket,
         account_id: Option<&str>,
         succeeded: bool,
     ) -> Result<(), StoreError> {
         let keys = self.keys(attempt);
         if succeeded {
-            return self.store.clear_login_failures(&keys[0].0).await;
+            // The username starts afresh; the address only takes back this attempt.
+            self.store.clear_login_failures(&keys[0].0).await?;
+            for (key, _) in &keys[1..] {
+                self.store.forgive_login_attempt(key).await?;
+            }
+            return Ok(());
         }
-        for (key, threshold) in &keys {
-            let policy = self.policy;
-            let threshold = *threshold;
-            let delay = move |failures: i64| policy.delay(threshold, failures);
-            let forget_before = attempt.now - FAILURE_MEMORY_SECS;
-            let (failures, until) = self
-                .store
-                .record_login_failure(key, attempt.now, forget_before, &delay)
-                .await?;
-            if until >= attempt.now && failures == threshold + 1 {
-                let mut audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
-                    .from_request(attempt.source_ip.map(str::to_owned), None);
-                audit.account_id = account_id.map(str::to_owned);
-                let audit = audit.details(serde_json::json!({
-                    "key": if key.starts_with("addr:") { "address" } else { "username" },
+        for (kind, failures, until) in ticket.blocks_started {
+            let mut audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
+                .from_request(attempt.source_ip.map(str::to_owned), None)
+                .details(serde_json::json!({
+                    "key": kind,
                     "failures": failures,
                     "blocked_until": until,
                 }));
-                self.store.append_audit(&audit).await?;
-            }
+            audit.account_id = account_id.map(str::to_owned);
+            self.store.append_audit(&audit).await?;
         }
         Ok(())
+    }
+}
+
+/// Times are whole seconds: blocked through the second `until` itself, so a wait is never
+/// shorter than promised (a 1 s wait started at 10.9 lasts until 12.0).
+fn wait(until: i64, now: i64) -> Gate {
+    Gate::Wait {
+        retry_after_secs: (until - now + 1).unsigned_abs(),
     }
 }
 
@@ -201,15 +233,18 @@ impl Authenticator<'_> {
         origin: (Option<String>, Option<String>),
         clock: impl Fn() -> i64,
     ) -> Result<Outcome, OAuthError> {
-        if let Gate::Wait { retry_after_secs } = self.gate.check(&attempt).await? {
-            let (ip, agent) = origin;
-            let audit = AuditEvent::new(AuditKind::LoginThrottled, "anonymous", attempt.now)
-                .client(client_id)
-                .from_request(ip, agent)
-                .details(serde_json::json!({ "retry_after": retry_after_secs }));
-            self.store.append_audit(&audit).await?;
-            return Ok(Outcome::Throttled { retry_after_secs });
-        }
+        let ticket = match self.gate.check(&attempt).await? {
+            Gate::Proceed(ticket) => ticket,
+            Gate::Wait { retry_after_secs } => {
+                let (ip, agent) = origin;
+                let audit = AuditEvent::new(AuditKind::LoginThrottled, "anonymous", attempt.now)
+                    .client(client_id)
+                    .from_request(ip, agent)
+                    .details(serde_json::json!({ "retry_after": retry_after_secs }));
+                self.store.append_audit(&audit).await?;
+                return Ok(Outcome::Throttled { retry_after_secs });
+            }
+        };
         let account = self.store.account_by_username(attempt.username).await?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
         let verified = match self.passwords.verify(password, hash).await {
@@ -222,7 +257,9 @@ impl Authenticator<'_> {
         let now = clock();
         let signed_in = account.as_ref().is_some_and(|a| verified && !a.disabled);
         let account_id = account.as_ref().map(|a| a.id.as_str());
-        self.gate.record(&attempt, account_id, signed_in).await?;
+        self.gate
+            .record(&attempt, ticket, account_id, signed_in)
+            .await?;
         match account {
             Some(account) if signed_in => Ok(Outcome::SignedIn {
                 account: Box::new(account),

@@ -241,16 +241,20 @@ pub trait AuditStore: Send + Sync {
 pub trait LoginThrottleStore: Send + Sync {
     /// The latest `blocked_until` among `keys` (0 when none is known).
     async fn login_blocked_until(&self, keys: &[&str]) -> Result<i64, StoreError>;
-    /// Counts one more failure for `key` at `now`, atomically; failures older than
-    /// `forget_before` are forgotten first. `delay(failures)` is the block to start, in
-    /// seconds (0: none). Returns the failures counted and the new `blocked_until`.
-    async fn record_login_failure(
+    /// Counts an attempt for `key` at `now` as a failure until it proves otherwise, unless
+    /// `key` is blocked at `now` (then nothing changes); atomically, so concurrent attempts
+    /// each see the ones before them. Failures older than `forget_before` are forgotten first.
+    /// `delay(failures)` is the block to start, in seconds (0: none). Returns whether the
+    /// attempt was counted, the failures counted and `blocked_until`.
+    async fn count_login_attempt(
         &self,
         key: &str,
         now: i64,
         forget_before: i64,
         delay: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> Result<(i64, i64), StoreError>;
+    ) -> Result<(bool, i64, i64), StoreError>;
+    /// Takes back one counted attempt of `key` (it succeeded).
+    async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures (after a successful sign-in).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
 }

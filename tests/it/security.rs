@@ -1046,3 +1046,41 @@ async fn over_limit_requests_get_a_clean_4xx_in_the_endpoints_format() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_cannot_slip_past_the_login_throttle_asvs_6_3_1() {
+    for db in TestDb::all().await {
+        let server =
+            TestServer::start_with(config_with(&db, &[("TESSERA_PASSWORD_HASH_QUEUE", "100")]))
+                .await;
+        server.user("ada").await;
+        let web = server.confidential_client("web").await;
+        let browser = server.browser();
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        let (csrf, query) = (page.input("csrf_token"), page.input("authorize_query"));
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let form = [
+                ("username", "ada".to_owned()),
+                ("password", "wrong password".to_owned()),
+                ("csrf_token", csrf.clone()),
+                ("authorize_query", query.clone()),
+            ];
+            let request = browser.http.post(server.url("/login")).form(&form);
+            attempts.spawn(async move { request.send().await.unwrap().status().as_u16() });
+        }
+        let statuses = attempts.join_all().await;
+        let checked = statuses.iter().filter(|s| **s == 401).count();
+        let refused = statuses.iter().filter(|s| **s == 429).count();
+        assert_eq!(checked + refused, 20, "{}: {statuses:?}", db.label);
+        // Five free failures and the one that starts the wait; nothing more got a hash.
+        assert!(checked <= 6, "{}: {checked} passwords checked", db.label);
+        let events = server.state.store.recent_audit(100).await.unwrap();
+        let failed = events
+            .iter()
+            .filter(|e| e.event.kind == "login_failed")
+            .count();
+        assert_eq!(failed, checked);
+        server.stop().await;
+    }
+}

@@ -22,22 +22,26 @@ impl LoginThrottleStore for SqlStore {
         Ok(latest)
     }
 
-    async fn record_login_failure(
+    async fn count_login_attempt(
         &self,
         key: &str,
         now: i64,
         forget_before: i64,
         delay: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> Result<(i64, i64), StoreError> {
+    ) -> Result<(bool, i64, i64), StoreError> {
         let mut tx = self.begin().await?;
-        // The count and its read in one statement that writes first: concurrent failures on
-        // several instances each get their own number.
+        // The count and its read in one statement that writes first (and so locks the row):
+        // concurrent attempts on several instances each see the ones before them, and an
+        // attempt during a block changes nothing.
         let row = sqlx::query(
             "insert into login_throttle (key, failures, blocked_until, updated_at) \
              values ($1, 1, 0, $2) on conflict (key) do update set \
-             failures = case when login_throttle.updated_at < $3 then 1 \
-             else login_throttle.failures + 1 end, updated_at = excluded.updated_at \
-             returning failures, blocked_until",
+             failures = case when login_throttle.blocked_until >= $2 then login_throttle.failures \
+             when login_throttle.updated_at < $3 then 1 \
+             else login_throttle.failures + 1 end, \
+             updated_at = case when login_throttle.blocked_until >= $2 \
+             then login_throttle.updated_at else excluded.updated_at end \
+             returning failures, blocked_until, updated_at",
         )
         .bind(key)
         .bind(now)
@@ -48,6 +52,9 @@ impl LoginThrottleStore for SqlStore {
         let row = Row(&row);
         let failures: i64 = row.get("failures")?;
         let mut blocked_until: i64 = row.get("blocked_until")?;
+        if blocked_until >= now {
+            return Ok((false, failures, blocked_until));
+        }
         let wait = delay(failures);
         if wait > 0 {
             blocked_until = now + wait;
@@ -58,8 +65,26 @@ impl LoginThrottleStore for SqlStore {
                 .await
                 .map_err(StoreError::Unavailable)?;
         }
+        // Forgotten rows go with the writes that would otherwise keep adding to them.
+        sqlx::query("delete from login_throttle where updated_at < $1 and blocked_until < $2")
+            .bind(forget_before)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         tx.commit().await?;
-        Ok((failures, blocked_until))
+        Ok((true, failures, blocked_until))
+    }
+
+    async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "update login_throttle set failures = failures - 1 where key = $1 and failures > 0",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        Ok(())
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
