@@ -94,8 +94,8 @@ pub struct CreateArgs {
     pkce_optional: bool,
     #[arg(long = "id-token-alg", default_value = "RS256")]
     id_token_alg: String,
-    /// Requests per second at /token, /introspect, /revoke, /userinfo (`N/s`); default: the
-    /// configured `rate_limit_client_per_sec`.
+    /// Requests per second at /token, /introspect and /revoke (`N/s`); default: the
+    /// configured `rate_limit_client_per_sec` (which /userinfo always uses).
     #[arg(long = "rate-limit", value_name = "N/s", value_parser = parse_rate)]
     rate_limit: Option<i64>,
     #[arg(long)]

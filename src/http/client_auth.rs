@@ -117,8 +117,20 @@ pub async fn authenticated_form(
             return Err(e);
         }
     };
+    // A public client proves nothing but its (public) id: keyed by id alone, anyone could
+    // spend its whole allowance and lock its users out, so each address gets its own.
+    let key = if client.is_public() {
+        let addr = crate::net::address_key(client_ip::client_ip(
+            &app.config.trusted_proxies,
+            headers,
+            peer,
+        ));
+        format!("{}@{addr}", client.id)
+    } else {
+        client.id.clone()
+    };
     app.rate_limits
-        .check_client(&client.id, client.rate_limit_per_sec)
+        .check_client(&key, client.rate_limit_per_sec)
         .map_err(TokenError::rate_limited)?;
     Ok((params, client))
 }

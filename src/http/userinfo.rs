@@ -1,15 +1,17 @@
 //! `/userinfo`, OIDC Core §5.3: a Bearer access token (RFC 6750 §2.1 header, or §2.2 form
 //! body on POST) with the `openid` scope gets `sub` and the claims its scopes release.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::is_form;
 use super::rate_limit::Exceeded;
-use super::respond;
+use super::{client_ip, respond};
 use crate::app::AppState;
 use crate::oauth::error::ErrorCode;
 use crate::oauth::params::Params;
@@ -110,16 +112,40 @@ fn presented(headers: &HeaderMap, body: Option<&[u8]>) -> Result<String, BearerE
     }
 }
 
-pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, BearerError> {
-    userinfo(&app, presented(&headers, None)?).await
+pub async fn get(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, BearerError> {
+    let token = presented(&headers, None)?;
+    limited_when_invalid(&app, &headers, peer, userinfo(&app, token).await)
 }
 
 pub async fn post(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, BearerError> {
-    userinfo(&app, presented(&headers, Some(&body))?).await
+    let token = presented(&headers, Some(&body))?;
+    limited_when_invalid(&app, &headers, peer, userinfo(&app, token).await)
+}
+
+/// A token that is not valid counts against the caller's address, so guessing tokens is
+/// rate limited too.
+fn limited_when_invalid(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    answer: Result<Response, BearerError>,
+) -> Result<Response, BearerError> {
+    if let Err(BearerError::InvalidToken) = &answer {
+        let addr = client_ip::client_ip(&app.config.trusted_proxies, headers, peer);
+        app.rate_limits
+            .check_address(addr)
+            .map_err(BearerError::RateLimited)?;
+    }
+    answer
 }
 
 async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError> {

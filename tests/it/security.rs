@@ -1084,3 +1084,29 @@ async fn concurrent_guesses_cannot_slip_past_the_login_throttle_asvs_6_3_1() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn guessing_tokens_at_userinfo_is_limited_per_address_rfc6585_4() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start_with(config_with(
+        &db,
+        &[("TESSERA_RATE_LIMIT_ADDRESS_PER_SEC", "3")],
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let res = http()
+            .get(server.url("/userinfo"))
+            .bearer_auth(format!("tsa_guess{i}"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status() == 429 {
+            assert_rate_limited(429, res.headers(), "address");
+        }
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401]);
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+    server.stop().await;
+}
