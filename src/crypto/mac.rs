@@ -18,6 +18,7 @@ pub enum Purpose {
     Csrf,
     AuditUsername,
     LoginThrottle,
+    DeviceCookie,
 }
 
 impl Purpose {
@@ -26,6 +27,7 @@ impl Purpose {
             Purpose::Csrf => b"tessera/csrf/v1",
             Purpose::AuditUsername => b"tessera/audit-username/v1",
             Purpose::LoginThrottle => b"tessera/login-throttle/v1",
+            Purpose::DeviceCookie => b"tessera/device-cookie/v1",
         }
     }
 }

@@ -123,6 +123,7 @@ pub async fn post(
         username,
         source_ip: origin.0.as_deref(),
         now: app.clock.now(),
+        known_device: session::is_known_device(&app, &headers, username),
     };
     let outcome = app
         .authenticator()
@@ -180,6 +181,9 @@ async fn signed_in(
     ));
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some(device) = session::device_cookie(app, &account.username) {
+        response.headers_mut().append(header::SET_COOKIE, device);
     }
     response
 }

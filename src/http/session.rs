@@ -20,6 +20,9 @@ use crate::store::{AccountRecord, SessionRecord, StoreError};
 
 const SESSION: &str = "tessera_session";
 const CSRF: &str = "tessera_csrf";
+const DEVICE: &str = "tessera_device";
+/// How long a browser stays known for a username after a successful sign-in (90 days).
+const DEVICE_TTL_SECS: i64 = 90 * 24 * 3600;
 
 /// `__Host-` binds the cookie to this exact host over https (RFC 6265bis §4.1.3.2).
 fn name(base: &str, secure: bool) -> String {
@@ -173,6 +176,43 @@ pub fn form_page(
 fn form_token(app: &AppState, cookie: &str) -> String {
     use base64::Engine;
     let tag = mac::tag(&app.kek, mac::Purpose::Csrf, cookie.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+}
+
+/// A device cookie (OWASP "device cookies" against account lockout): proof that this browser
+/// signed in successfully as `username` before. The login throttle's per-username wait does
+/// not apply to it, so a stranger failing for someone's name cannot keep that person out of
+/// the browsers they use. Value: a random id and an HMAC of it with the username, under a
+/// KEK-derived key; nothing is stored.
+pub fn device_cookie(app: &AppState, username: &str) -> Option<HeaderValue> {
+    let id = PlainSecret::generate("").expose().to_owned();
+    let value = format!("{id}.{}", device_tag(app, &id, username));
+    set_cookie(
+        &name(DEVICE, secure(app)),
+        &value,
+        secure(app),
+        Some(DEVICE_TTL_SECS),
+    )
+}
+
+/// Whether the browser holds a device cookie for `username`.
+pub fn is_known_device(app: &AppState, headers: &HeaderMap, username: &str) -> bool {
+    let Some(value) = read_cookie(headers, &name(DEVICE, secure(app))) else {
+        return false;
+    };
+    let Some((id, tag)) = value.split_once('.') else {
+        return false;
+    };
+    device_tag(app, id, username)
+        .as_bytes()
+        .ct_eq(tag.as_bytes())
+        .into()
+}
+
+fn device_tag(app: &AppState, id: &str, username: &str) -> String {
+    use base64::Engine;
+    let message = format!("{id}\n{}", username.to_lowercase());
+    let tag = mac::tag(&app.kek, mac::Purpose::DeviceCookie, message.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
 }
 

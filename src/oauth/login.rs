@@ -24,6 +24,9 @@ pub struct Attempt<'a> {
     pub username: &'a str,
     pub source_ip: Option<&'a str>,
     pub now: i64,
+    /// The browser proved an earlier successful sign-in as this username (a device cookie):
+    /// the per-username wait does not apply to it; the per-address one does.
+    pub known_device: bool,
 }
 
 /// The gate's answer.
@@ -105,10 +108,13 @@ impl ThrottleGate {
     }
 
     fn keys(&self, attempt: &Attempt<'_>) -> Vec<(String, i64)> {
-        let mut keys = vec![(
-            self.username_key(attempt.username),
-            self.policy.per_username,
-        )];
+        let mut keys = Vec::new();
+        if !attempt.known_device {
+            keys.push((
+                self.username_key(attempt.username),
+                self.policy.per_username,
+            ));
+        }
         if let Some(ip) = attempt.source_ip {
             // An IPv6 host holds a /64: rotating within it must not buy fresh attempts.
             let key = match ip.parse() {
@@ -168,8 +174,10 @@ impl LoginGate for ThrottleGate {
         let keys = self.keys(attempt);
         if succeeded {
             // The username starts afresh; the address only takes back this attempt.
-            self.store.clear_login_failures(&keys[0].0).await?;
-            for (key, _) in &keys[1..] {
+            self.store
+                .clear_login_failures(&self.username_key(attempt.username))
+                .await?;
+            for (key, _) in keys.iter().filter(|(k, _)| k.starts_with("addr:")) {
                 self.store.forgive_login_attempt(key).await?;
             }
             return Ok(());

@@ -1110,3 +1110,37 @@ async fn guessing_tokens_at_userinfo_is_limited_per_address_rfc6585_4() {
     assert_eq!(statuses[4], 429, "{statuses:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_stranger_cannot_keep_a_user_out_of_her_own_browser_asvs_6_3_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let web = server.confidential_client("web").await;
+        // Ada signs in once in her browser: it becomes a known device for "ada".
+        let hers = server.browser();
+        let page = hers.get(&AuthorizeUrl::new(&web).path()).await;
+        assert_eq!(hers.login(&page, "ada", PASSWORD).await.status, 303);
+        // A stranger fails for her name until the wait starts.
+        for _ in 0..6 {
+            assert_eq!(try_login(&server, &web, "ada", "guess").await, 401);
+        }
+        assert_eq!(try_login(&server, &web, "ada", PASSWORD).await, 429);
+        // In her own browser the per-username wait does not apply.
+        let page = hers
+            .get(&AuthorizeUrl::new(&web).set("prompt", "login").path())
+            .await;
+        let res = hers.login(&page, "ada", PASSWORD).await;
+        assert_eq!(res.status, 303, "{}: {}", db.label, res.body);
+        // The cookie is bound to the name: for another name it proves nothing.
+        server.user("bob").await;
+        for _ in 0..6 {
+            assert_eq!(try_login(&server, &web, "bob", "guess").await, 401);
+        }
+        let page = hers
+            .get(&AuthorizeUrl::new(&web).set("prompt", "login").path())
+            .await;
+        assert_eq!(hers.login(&page, "bob", PASSWORD).await.status, 429);
+        server.stop().await;
+    }
+}
