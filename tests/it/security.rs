@@ -634,23 +634,7 @@ async fn login_answers_503_with_retry_after_when_the_hash_queue_is_full() {
         tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
     let server = TestServer::start_with(config).await;
     server.user("ada").await;
-    let web = server.confidential_client("web").await;
-    let browser = server.browser();
-    let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
-    let (csrf, query) = (page.input("csrf_token"), page.input("authorize_query"));
-    let mut attempts = tokio::task::JoinSet::new();
-    for _ in 0..24 {
-        let form = [
-            ("username", "ada".to_owned()),
-            ("password", "wrong password".to_owned()),
-            ("csrf_token", csrf.clone()),
-            ("authorize_query", query.clone()),
-        ];
-        // Clones share the browser's cookie jar, so every attempt carries its CSRF cookie.
-        let request = browser.http.post(server.url("/login")).form(&form);
-        attempts.spawn(async move { request.send().await.unwrap() });
-    }
-    let answers = attempts.join_all().await;
+    let answers = wrong_logins_at_once(&server, 24).await;
     let busy: Vec<_> = answers.iter().filter(|r| r.status() == 503).collect();
     let checked = answers.iter().filter(|r| r.status() == 401).count();
     assert!(!busy.is_empty(), "the queue bound was never reached");
@@ -1054,22 +1038,8 @@ async fn concurrent_guesses_cannot_slip_past_the_login_throttle_asvs_6_3_1() {
             TestServer::start_with(config_with(&db, &[("TESSERA_PASSWORD_HASH_QUEUE", "100")]))
                 .await;
         server.user("ada").await;
-        let web = server.confidential_client("web").await;
-        let browser = server.browser();
-        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
-        let (csrf, query) = (page.input("csrf_token"), page.input("authorize_query"));
-        let mut attempts = tokio::task::JoinSet::new();
-        for _ in 0..20 {
-            let form = [
-                ("username", "ada".to_owned()),
-                ("password", "wrong password".to_owned()),
-                ("csrf_token", csrf.clone()),
-                ("authorize_query", query.clone()),
-            ];
-            let request = browser.http.post(server.url("/login")).form(&form);
-            attempts.spawn(async move { request.send().await.unwrap().status().as_u16() });
-        }
-        let statuses = attempts.join_all().await;
+        let answers = wrong_logins_at_once(&server, 20).await;
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
         let checked = statuses.iter().filter(|s| **s == 401).count();
         let refused = statuses.iter().filter(|s| **s == 429).count();
         assert_eq!(checked + refused, 20, "{}: {statuses:?}", db.label);
@@ -1143,4 +1113,25 @@ async fn a_stranger_cannot_keep_a_user_out_of_her_own_browser_asvs_6_3_1() {
         assert_eq!(hers.login(&page, "bob", PASSWORD).await.status, 429);
         server.stop().await;
     }
+}
+
+/// `n` wrong passwords for "ada", sent at once from one browser (its clones share the cookie
+/// jar, so every attempt carries the CSRF cookie of the one login page).
+async fn wrong_logins_at_once(server: &TestServer, n: usize) -> Vec<reqwest::Response> {
+    let web = server.confidential_client("web").await;
+    let browser = server.browser();
+    let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+    let (csrf, query) = (page.input("csrf_token"), page.input("authorize_query"));
+    let mut attempts = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let form = [
+            ("username", "ada".to_owned()),
+            ("password", "wrong password".to_owned()),
+            ("csrf_token", csrf.clone()),
+            ("authorize_query", query.clone()),
+        ];
+        let request = browser.http.post(server.url("/login")).form(&form);
+        attempts.spawn(async move { request.send().await.unwrap() });
+    }
+    attempts.join_all().await
 }
