@@ -60,26 +60,6 @@ pub trait LoginGate: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// Lets every attempt through: the behaviour until brute-force protection exists.
-pub struct OpenGate;
-
-#[async_trait]
-impl LoginGate for OpenGate {
-    async fn check(&self, _attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
-        Ok(Gate::Proceed(Ticket::default()))
-    }
-
-    async fn record(
-        &self,
-        _attempt: &Attempt<'_>,
-        _ticket: Ticket,
-        _account_id: Option<&str>,
-        _succeeded: bool,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
 /// How long failures are remembered: a failure older than this starts the count afresh.
 pub const FAILURE_MEMORY_SECS: i64 = 24 * 3600;
 
@@ -87,7 +67,8 @@ pub const FAILURE_MEMORY_SECS: i64 = 24 * 3600;
 /// nothing) and per source address, a number of free failures, then a wait that doubles from
 /// one second up to a cap before each further attempt, which is refused without hashing. The
 /// state is in the store, so every instance sharing it agrees; a success clears the
-/// username's count. Nobody is locked out for good: whoever waits gets an attempt.
+/// username's count. Nobody is locked out for good: whoever waits gets an attempt, and a
+/// browser that signed in as the user before (a device cookie) skips the username's wait.
 pub struct ThrottleGate {
     pub store: std::sync::Arc<dyn Store>,
     pub kek: Kek,
