@@ -35,6 +35,15 @@ pub enum AuditKind {
     Logout,
     /// An authorization code was presented again: its grant is revoked (RFC 6749 §4.1.2).
     CodeReuse,
+    ApiKeyCreated,
+    /// By its owner, an operator, or a leak report (`details.reason`).
+    ApiKeyRevoked,
+    /// A revoked API key was presented (at most one event a minute per key).
+    ApiKeyUsedAfterRevocation,
+    /// An expired API key was presented (at most one event a minute per key).
+    ApiKeyUsedAfterExpiry,
+    /// An API key of a disabled user was presented (at most one event a minute per key).
+    ApiKeyUsedByDisabledUser,
 }
 
 impl AuditKind {
@@ -62,6 +71,11 @@ impl AuditKind {
             AuditKind::TokenRevoked => "token_revoked",
             AuditKind::Logout => "logout",
             AuditKind::CodeReuse => "authorization_code_reuse",
+            AuditKind::ApiKeyCreated => "api_key_created",
+            AuditKind::ApiKeyRevoked => "api_key_revoked",
+            AuditKind::ApiKeyUsedAfterRevocation => "api_key_used_after_revocation",
+            AuditKind::ApiKeyUsedAfterExpiry => "api_key_used_after_expiry",
+            AuditKind::ApiKeyUsedByDisabledUser => "api_key_used_by_disabled_user",
         }
     }
 }

@@ -62,6 +62,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("refresh_token_absolute_ttl_secs", "7776000", "no refresh token outlives its grant's authorization by more than this"),
     setting("key_rotation_lead_secs", "3600", "how long a new signing key is published before it signs; longer than any JWKS cache"),
     setting("session_ttl_secs", "28800", "lifetime of a browser login session at Tessera"),
+    setting("api_key_scopes", "read write roles", "space-separated scopes a user may give an API key (`roles` releases the user's roles and groups)"),
+    setting("api_key_max_per_user", "20", "most live (unrevoked, unexpired) API keys one user may hold"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
 ];
 
@@ -156,6 +158,15 @@ pub struct Config {
     /// The `aud` of JWT access tokens when the request names no resource (RFC 9068 §3): never
     /// a client id, so an access token can never pass for an ID token.
     pub default_resource: String,
+    /// What users may make API keys for.
+    pub api_keys: ApiKeyPolicy,
+}
+
+/// The scopes API keys may carry, and how many one user may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyPolicy {
+    pub scopes: Vec<String>,
+    pub max_per_user: i64,
 }
 
 /// Which proxies to believe about the client's address, and in which header.
@@ -532,6 +543,33 @@ impl Config {
             None => issuer.as_str().trim_end_matches('/').to_owned(),
         };
 
+        let api_key_scopes = required(raw.get::<String>("api_key_scopes")?, "api_key_scopes")?;
+        let scopes: Vec<String> = api_key_scopes.split(' ').map(str::to_owned).collect();
+        // RFC 6749 §3.3 scope-token: printable ASCII but space, `"` and `\`.
+        let scope_token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        };
+        if !scopes.iter().all(|t| scope_token(t)) || scopes.iter().any(|t| t == "openid") {
+            return Err(ConfigError::setting(
+                "api_key_scopes",
+                &raw.source("api_key_scopes"),
+                "must be scope tokens (RFC 6749 §3.3) separated by single spaces, without `openid`",
+            ));
+        }
+        let api_keys = ApiKeyPolicy {
+            scopes,
+            max_per_user: required(raw.get("api_key_max_per_user")?, "api_key_max_per_user")?,
+        };
+        if !(1..=1000).contains(&api_keys.max_per_user) {
+            return Err(ConfigError::setting(
+                "api_key_max_per_user",
+                &raw.source("api_key_max_per_user"),
+                "must be between 1 and 1000",
+            ));
+        }
+
         let header_read_timeout_secs: u64 = required(
             raw.get("header_read_timeout_secs")?,
             "header_read_timeout_secs",
@@ -596,6 +634,7 @@ impl Config {
             },
             session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
             default_resource,
+            api_keys,
             trusted_proxies,
             login_throttle,
             rate_limit_client_per_sec: positive(

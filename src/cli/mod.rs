@@ -2,6 +2,7 @@
 //! commands. Admin commands talk to the store directly; the database URL is the operator's
 //! credential. Every failure prints one line on stderr and exits non-zero.
 
+mod apikey;
 mod client;
 mod kek;
 mod keys;
@@ -42,6 +43,9 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     User(Box<user::UserCommand>),
+    /// Users' API keys.
+    #[command(subcommand)]
+    Apikey(apikey::ApiKeyCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -107,6 +111,7 @@ pub fn main() -> ExitCode {
             }
             Some(Command::Client(c)) => client::run(&config, *c).await,
             Some(Command::User(c)) => user::run(&config, *c).await,
+            Some(Command::Apikey(c)) => apikey::run(&config, c).await,
             Some(Command::Keys(c)) => keys::run(&config, c).await,
             Some(Command::Kek(c)) => kek::run(&config, c).await,
         }

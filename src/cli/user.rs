@@ -131,6 +131,18 @@ pub struct UpdateArgs {
     email_verified: Option<bool>,
     #[arg(long = "phone-verified", value_name = "BOOL", value_parser = parse_bool)]
     phone_verified: Option<bool>,
+    /// Give the user a role (released as the `roles` claim with the `roles` scope); repeatable.
+    #[arg(long = "add-role", value_name = "ROLE")]
+    add_role: Vec<String>,
+    /// Take a role away; repeatable.
+    #[arg(long = "remove-role", value_name = "ROLE")]
+    remove_role: Vec<String>,
+    /// Put the user in a group (the `groups` claim, with the `roles` scope); repeatable.
+    #[arg(long = "add-group", value_name = "GROUP")]
+    add_group: Vec<String>,
+    /// Take the user out of a group; repeatable.
+    #[arg(long = "remove-group", value_name = "GROUP")]
+    remove_group: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -164,6 +176,8 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
                 claims,
                 disabled: false,
                 failed_login_count: 0,
+                roles: Vec::new(),
+                groups: Vec::new(),
                 created_at: now,
                 updated_at: now,
             };
@@ -208,8 +222,20 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
                 account.claims.phone_number_verified = Some(v);
             }
             check_claims(&account.claims)?;
+            let roles_before = (account.roles.clone(), account.groups.clone());
+            edit_names(&mut account.roles, args.add_role, args.remove_role, "role")?;
+            edit_names(
+                &mut account.groups,
+                args.add_group,
+                args.remove_group,
+                "group",
+            )?;
             account.updated_at = now;
-            let audit = AuditEvent::new(AuditKind::UserUpdated, "cli", now).account(&account.id);
+            let mut audit =
+                AuditEvent::new(AuditKind::UserUpdated, "cli", now).account(&account.id);
+            if roles_before != (account.roles.clone(), account.groups.clone()) {
+                audit = audit.details(json!({ "roles": account.roles, "groups": account.groups }));
+            }
             store
                 .update_account(&account, &audit)
                 .await
@@ -283,7 +309,7 @@ async fn set_disabled(
 }
 
 /// By id first (ids are UUIDs, so no username can shadow one), then by username.
-async fn find(store: &dyn Store, user: &str) -> Result<AccountRecord, CliError> {
+pub(super) async fn find(store: &dyn Store, user: &str) -> Result<AccountRecord, CliError> {
     if let Some(a) = store.account(user).await? {
         return Ok(a);
     }
@@ -366,6 +392,31 @@ fn check_claims(claims: &StandardClaims) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Adds and removes role or group names, keeping the list sorted and without repeats. A name
+/// is what a resource server compares, so it must be a plain token: 1–64 characters, no
+/// spaces or controls (it also travels in space-separated places such as logs).
+fn edit_names(
+    names: &mut Vec<String>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    what: &str,
+) -> Result<(), CliError> {
+    for name in add.iter().chain(&remove) {
+        let ok = (1..=64).contains(&name.chars().count())
+            && !name.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(CliError::new(format!(
+                "{what} `{name}` must be 1-64 characters without spaces or control characters"
+            )));
+        }
+    }
+    names.retain(|n| !remove.contains(n));
+    names.extend(add);
+    names.sort();
+    names.dedup();
+    Ok(())
+}
+
 /// The password from stdin's first line, or prompted twice on a terminal.
 fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
     let password = if from_stdin {
@@ -402,7 +453,7 @@ fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
 fn describe(a: &AccountRecord) -> String {
     let claims = serde_json::to_string(&a.claims).unwrap_or_default();
     format!(
-        "id: {}\nusername: {}\nstatus: {}\npassword: {}\nclaims: {claims}",
+        "id: {}\nusername: {}\nstatus: {}\npassword: {}\nclaims: {claims}\nroles: {}\ngroups: {}",
         a.id,
         a.username,
         if a.disabled { "disabled" } else { "active" },
@@ -411,5 +462,7 @@ fn describe(a: &AccountRecord) -> String {
         } else {
             "none"
         },
+        a.roles.join(" "),
+        a.groups.join(" "),
     )
 }

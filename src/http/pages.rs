@@ -46,6 +46,7 @@ const SCOPE_WORDS: &[(&str, &str)] = &[
     ("email", "See your email address"),
     ("address", "See your postal address"),
     ("phone", "See your phone number"),
+    ("roles", "See your roles and groups"),
     (
         "offline_access",
         "Stay connected while you are away (keep access until you revoke it)",

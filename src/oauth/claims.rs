@@ -45,6 +45,15 @@ pub fn for_scope(account: &AccountRecord, scope: &[&str]) -> Map<String, Value> 
     out
 }
 
+/// The user's roles and groups (RFC 9068 §2.2.3.1, after SCIM), for introspection answers
+/// and JWT access tokens whose scope includes `roles` (`scope::ROLES`).
+pub fn roles(account: &AccountRecord) -> [(&'static str, Value); 2] {
+    [
+        ("roles", json!(account.roles)),
+        ("groups", json!(account.groups)),
+    ]
+}
+
 /// Every claim `for_scope` can release, for discovery's `claims_supported`.
 pub const SUPPORTED: &[&str] = &[
     "sub",
@@ -96,6 +105,8 @@ mod tests {
             },
             disabled: false,
             failed_login_count: 0,
+            roles: Vec::new(),
+            groups: Vec::new(),
             created_at: 1,
             updated_at: 2,
         }

@@ -1,11 +1,12 @@
 //! One answer to "is this credential valid, and whose is it?", for every place that is
 //! shown a token: introspection (RFC 7662), userinfo (OIDC Core §5.3), revocation
-//! (RFC 7009) and the refresh grant (RFC 6749 §6) — and API keys when they come.
+//! (RFC 7009), the refresh grant (RFC 6749 §6) and API keys.
 //!
 //! A credential is active when it exists, is neither revoked (itself or its grant) nor
 //! expired, is not a spent refresh token, and its user (if any) exists and is enabled. Each
 //! caller adds only its own rule on top (who may see it, which kind it must be).
 
+use crate::crypto::api_key;
 use crate::crypto::token::Digest;
 use crate::store::{AccountRecord, Store, StoreError, TokenKind, TokenRecord};
 
@@ -48,12 +49,16 @@ impl Resolution {
 }
 
 /// One indexed lookup by digest, plus the user for a user's credential. No cache: a
-/// revocation shows at the next call.
+/// revocation shows at the next call. A value with the API key prefix whose checksum fails
+/// is unknown without a lookup.
 pub async fn resolve(
     store: &dyn Store,
     presented: &str,
     now: i64,
 ) -> Result<Resolution, StoreError> {
+    if api_key::looks_like(presented) && !api_key::is_well_formed(presented) {
+        return Ok(Resolution::Unknown);
+    }
     let Some(token) = store.token(&Digest::of(presented)).await? else {
         return Ok(Resolution::Unknown);
     };

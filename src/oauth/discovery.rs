@@ -25,7 +25,7 @@ pub fn metadata(issuer: &str) -> Value {
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_signing_alg_values_supported": [introspection::ANSWER_ALG],
-        "scopes_supported": scope::OIDC_SCOPES,
+        "scopes_supported": scope::supported(),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": GrantType::names(),

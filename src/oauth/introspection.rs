@@ -12,9 +12,10 @@ use serde_json::{json, Map, Value};
 
 use josekit::jwt::JwtPayload;
 
-use super::credential::{self, ActiveCredential};
+use super::credential::{self, ActiveCredential, Resolution};
 use super::error::OAuthError;
 use super::Context;
+use super::{api_keys, claims, scope};
 use crate::store::{StoreError, TokenKind};
 
 /// The RFC 7662 answer for `token` as seen by the client `caller`.
@@ -24,23 +25,32 @@ pub async fn describe(
     token: &str,
     now: i64,
 ) -> Result<Value, StoreError> {
-    let issuer = ctx.issuer;
-    let Some(ActiveCredential {
+    let inactive = || Ok(json!({ "active": false }));
+    let ActiveCredential {
         token: record,
         account,
-    }) = credential::resolve(ctx.store, token, now).await?.active()
-    else {
-        return Ok(json!({ "active": false }));
+    } = match credential::resolve(ctx.store, token, now).await? {
+        Resolution::Active(c) => *c,
+        Resolution::Inactive(t) if t.kind == TokenKind::ApiKey => {
+            api_keys::note_refused_use(ctx.store, &t, caller, now).await?;
+            return inactive();
+        }
+        _ => return inactive(),
     };
     if record.kind == TokenKind::Refresh && record.client_id.as_deref() != Some(caller) {
-        return Ok(json!({ "active": false }));
+        return inactive();
     }
-    let client_id = record.client_id.clone().unwrap_or_default();
+    if record.kind == TokenKind::ApiKey {
+        api_keys::note_use(ctx.store, &record, now).await;
+    }
     let mut out = Map::new();
     out.insert("active".into(), json!(true));
     out.insert("scope".into(), json!(record.scope));
-    out.insert("client_id".into(), json!(client_id));
-    if let Some(a) = account {
+    // An API key belongs to a user, not to a client: no `client_id`, no `aud`.
+    if let Some(client_id) = &record.client_id {
+        out.insert("client_id".into(), json!(client_id));
+    }
+    if let Some(a) = &account {
         out.insert("username".into(), json!(a.username));
     }
     out.insert("token_type".into(), json!(token_type(record.kind)));
@@ -49,13 +59,19 @@ pub async fn describe(
     }
     out.insert("iat".into(), json!(record.created_at));
     out.insert("nbf".into(), json!(record.created_at));
-    out.insert(
-        "sub".into(),
-        json!(record.account_id.unwrap_or_else(|| client_id.clone())),
-    );
-    out.insert("aud".into(), json!(client_id));
-    out.insert("iss".into(), json!(issuer));
+    let subject = record.account_id.as_ref().or(record.client_id.as_ref());
+    out.insert("sub".into(), json!(subject));
+    if let Some(client_id) = &record.client_id {
+        out.insert("aud".into(), json!(client_id));
+    }
+    out.insert("iss".into(), json!(ctx.issuer));
+    // For an API key, its key id (as the CLI and the account page show it).
     out.insert("jti".into(), json!(record.jti));
+    if let (Some(a), true) = (&account, scope::contains(&record.scope, scope::ROLES)) {
+        for (name, value) in claims::roles(a) {
+            out.insert(name.into(), value);
+        }
+    }
     Ok(Value::Object(out))
 }
 

@@ -18,6 +18,25 @@ pub const OIDC_SCOPES: &[&str] = &[
     "offline_access",
 ];
 
+/// Releases the user's roles and groups (RFC 9068 §2.2.3.1 `roles`, `groups`) in
+/// introspection answers and JWT access tokens; never in ID tokens (docs/api-keys.md).
+pub const ROLES: &str = "roles";
+
+/// Whether a scope describes a person, and so is never granted to a client acting for itself.
+pub fn describes_person(scope: &str) -> bool {
+    OIDC_SCOPES.contains(&scope) || scope == ROLES
+}
+
+/// What discovery lists in `scopes_supported`.
+pub fn supported() -> Vec<&'static str> {
+    OIDC_SCOPES.iter().copied().chain([ROLES]).collect()
+}
+
+/// Whether a space-separated `scope` includes `token`.
+pub fn contains(scope: &str, token: &str) -> bool {
+    scope.split(' ').any(|s| s == token)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error(

@@ -24,8 +24,8 @@ use crate::crypto::token::Digest;
 pub use after_commit::{AfterCommit, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
-    AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, LoginThrottleStore,
-    SessionStore, SigningKeyStore, Store, TokenStore,
+    AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, GrantStore,
+    LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an
@@ -33,8 +33,8 @@ pub use traits::{
 /// one concern (`S: ClientStore`) needs the traits in scope.
 pub mod prelude {
     pub use super::{
-        AccountStore, AuditStore, ClientStore, ConsentStore, GrantStore, LoginThrottleStore,
-        SessionStore, SigningKeyStore, Store, TokenStore,
+        AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, GrantStore,
+        LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
     };
 }
 
@@ -59,6 +59,8 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
+    #[error("too many {0}")]
+    LimitReached(&'static str),
 }
 
 /// How a client authenticates at the token endpoint (RFC 7591 §2 names).
@@ -219,6 +221,10 @@ pub struct AccountRecord {
     pub claims: StandardClaims,
     pub disabled: bool,
     pub failed_login_count: i64,
+    /// Released as the `roles` claim (RFC 9068 §2.2.3.1) with the `roles` scope.
+    pub roles: Vec<String>,
+    /// Released as the `groups` claim with the `roles` scope.
+    pub groups: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -316,6 +322,33 @@ pub struct TokenRecord {
 impl TokenRecord {
     /// Unrevoked (itself and its grant) and unexpired at `now`.
     pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
+    }
+}
+
+/// An API key as its owner and operators see it (a row of `token` with kind `api_key`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyRecord {
+    /// The key id: public, says which key without being it (the token's `jti`).
+    pub id: String,
+    #[serde(skip)]
+    pub digest: Digest,
+    /// The owner (a user id).
+    pub account_id: String,
+    pub label: String,
+    /// The start of the key (`tsk_` and six characters), to recognise it by.
+    pub hint: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    /// Updated at most once a minute (`api_key::TOUCH_INTERVAL_SECS`).
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// Unrevoked and unexpired at `now`.
+    pub fn is_live(&self, now: i64) -> bool {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|exp| now < exp)
     }
 }

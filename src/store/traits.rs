@@ -8,8 +8,8 @@
 use async_trait::async_trait;
 
 use super::{
-    AccountRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord, ReencryptedKey,
-    SessionRecord, SigningKeyRecord, StoreError, TokenRecord,
+    AccountRecord, ApiKeyRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord,
+    ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -23,6 +23,7 @@ pub trait Store:
     + ConsentStore
     + GrantStore
     + TokenStore
+    + ApiKeyStore
     + SigningKeyStore
     + AuditStore
     + LoginThrottleStore
@@ -195,6 +196,48 @@ pub trait TokenStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The token with this digest; its `revoked_at` includes its grant's revocation.
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
+}
+
+/// API keys: the users' own long-lived credentials (rows of the token table, so that the
+/// credential resolver finds them by digest like any token).
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Adds `key` and records `audit`, in one transaction that excludes concurrent changes to
+    /// the owner's keys. With `replaces` (a key id), that unrevoked key of the same owner is
+    /// revoked first (regenerating: the label passes to the new key); `NotFound` if there is
+    /// none. `LimitReached` if the owner would hold more than `max_live` live (unrevoked,
+    /// unexpired) keys; `Conflict` if another unrevoked key of the owner has the label. On any
+    /// error nothing changes.
+    async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        max_live: i64,
+        replaces: Option<&str>,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError>;
+    /// The keys of `owner` (every key when `None`), revoked ones included, newest first.
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// The key with this id, revoked or not.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Revokes the unrevoked key `id` — only if `owner` owns it, when given — and records
+    /// `audit`, in one transaction. `false` (and nothing changed or recorded) when there is
+    /// no such key.
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
+    /// Sets the key's last use to `now` unless it was set less than `interval` seconds ago,
+    /// so that a busy key costs one write a minute, not one per check. Returns whether it
+    /// wrote.
+    async fn touch_api_key(
+        &self,
+        digest: &Digest,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Signing keys, their private halves encrypted under the key-encryption key.

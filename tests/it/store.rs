@@ -49,6 +49,8 @@ fn account(id: &str, username: &str) -> AccountRecord {
         },
         disabled: false,
         failed_login_count: 0,
+        roles: Vec::new(),
+        groups: Vec::new(),
         created_at: 2_000,
         updated_at: 2_000,
     }

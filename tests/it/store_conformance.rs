@@ -60,6 +60,8 @@ fn account(id: &str, username: &str) -> AccountRecord {
         claims: StandardClaims::default(),
         disabled: false,
         failed_login_count: 0,
+        roles: Vec::new(),
+        groups: Vec::new(),
         created_at: 1_000,
         updated_at: 1_000,
     }

@@ -26,10 +26,7 @@ pub async fn issue(
         Some(requested) => {
             scope::check_within(requested, &allowed)
                 .map_err(|e| OAuthError::new(ErrorCode::InvalidScope, e.to_string()))?;
-            if let Some(person) = requested
-                .split(' ')
-                .find(|s| scope::OIDC_SCOPES.contains(s))
-            {
+            if let Some(person) = requested.split(' ').find(|s| scope::describes_person(s)) {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidScope,
                     format!("scope `{person}` describes a person and is not granted to a client acting for itself"),
@@ -41,7 +38,7 @@ pub async fn issue(
         None => {
             let mut own: Vec<&str> = allowed
                 .iter()
-                .filter(|s| !scope::OIDC_SCOPES.contains(s))
+                .filter(|s| !scope::describes_person(s))
                 .collect();
             own.sort_unstable();
             if own.is_empty() {

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::error::OAuthError;
 use super::id_token::IdToken;
 use super::Context;
+use super::{claims, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::store::{AccessTokenFormat, ClientRecord, TokenKind, TokenRecord};
@@ -139,6 +140,16 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
             }
             if let Some(id) = &plan.id_token {
                 let _ = p.set_claim("auth_time", Some(json!(id.auth_time)));
+            }
+            // RFC 9068 §2.2.3.1: the user's roles and groups, when the grant released them.
+            if let (Some(account_id), true) =
+                (plan.account_id, scope::contains(plan.scope, scope::ROLES))
+            {
+                if let Some(account) = ctx.store.account(account_id).await? {
+                    for (name, value) in claims::roles(&account) {
+                        let _ = p.set_claim(name, Some(value));
+                    }
+                }
             }
             let jwt = ctx
                 .signer

@@ -10,7 +10,8 @@ use crate::store::{AccountRecord, AccountStore, StoreError};
 
 macro_rules! account_columns {
     () => {
-        "id, username, password_hash, claims, disabled, failed_login_count, created_at, updated_at"
+        "id, username, password_hash, claims, disabled, failed_login_count, roles, group_names, \
+         created_at, updated_at"
     };
 }
 
@@ -23,19 +24,23 @@ fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
         claims: row.json("claims")?,
         disabled: row.flag("disabled")?,
         failed_login_count: row.get("failed_login_count")?,
+        roles: row.json_list("roles")?,
+        groups: row.json_list("group_names")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
     })
 }
 
-/// Binds `$1`–`$6`: the user's id and every field that insert and update both write.
+/// Binds `$1`–`$8`: the user's id and every field that insert and update both write.
 fn bind_account<'q>(q: AnyQuery<'q>, a: &'q AccountRecord) -> Result<AnyQuery<'q>, StoreError> {
     Ok(q.bind(&a.id)
         .bind(&a.username)
         .bind(&a.password_hash)
         .bind(to_json(&a.claims)?)
         .bind(a.disabled)
-        .bind(a.failed_login_count))
+        .bind(a.failed_login_count)
+        .bind(to_json(&a.roles)?)
+        .bind(to_json(&a.groups)?))
 }
 
 /// Writes every mutable field of the user; `NotFound` if absent, `Conflict` if the new
@@ -44,7 +49,8 @@ async fn write_account(conn: &mut AnyConnection, a: &AccountRecord) -> Result<()
     let done = bind_account(
         sqlx::query(
             "update account set username = $2, password_hash = $3, claims = $4, \
-             disabled = $5, failed_login_count = $6, updated_at = $7 where id = $1",
+             disabled = $5, failed_login_count = $6, roles = $7, group_names = $8, \
+             updated_at = $9 where id = $1",
         ),
         a,
     )?
@@ -136,7 +142,7 @@ impl AccountStore for SqlStore {
             sqlx::query(concat!(
                 "insert into account (",
                 account_columns!(),
-                ") values ($1, $2, $3, $4, $5, $6, $7, $8)"
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             )),
             a,
         )?

@@ -14,6 +14,7 @@
 //! and rows are read through [`Row`] (`row.rs`).
 
 mod accounts;
+mod api_keys;
 mod audit;
 mod clients;
 mod consents;

@@ -98,6 +98,8 @@ impl TestServer {
             claims: StandardClaims::default(),
             disabled: false,
             failed_login_count: 0,
+            roles: Vec::new(),
+            groups: Vec::new(),
             created_at: 0,
             updated_at: 0,
         };

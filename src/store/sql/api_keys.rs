@@ -1,0 +1,173 @@
+//! API keys: [`ApiKeyStore`] on SQL. They are rows of `token` (kind `api_key`), so the one
+//! credential resolver finds them by digest like any token.
+
+use async_trait::async_trait;
+use sqlx::any::AnyRow;
+
+use super::{write_error, Row, SqlStore};
+use crate::audit::AuditEvent;
+use crate::crypto::token::Digest;
+use crate::store::{ApiKeyRecord, ApiKeyStore, StoreError};
+
+const COLUMNS: &str = "digest, jti, account_id, label, hint, scope, created_at, expires_at, \
+                       used_at, revoked_at";
+
+fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
+    let row = Row(row);
+    let required = |v: Option<String>, column: &str| {
+        v.ok_or_else(|| StoreError::Corrupt(format!("api key without {column}")))
+    };
+    Ok(ApiKeyRecord {
+        id: row.get("jti")?,
+        digest: row.digest("digest")?,
+        account_id: required(row.get("account_id")?, "owner")?,
+        label: required(row.get("label")?, "label")?,
+        hint: required(row.get("hint")?, "hint")?,
+        scope: row.get("scope")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        last_used_at: row.get("used_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
+}
+
+#[async_trait]
+impl ApiKeyStore for SqlStore {
+    async fn insert_api_key(
+        &self,
+        key: &ApiKeyRecord,
+        max_live: i64,
+        replaces: Option<&str>,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // A write first: it locks the owner's row on Postgres and takes SQLite's write lock,
+        // so concurrent creations for one owner queue here and each counts the ones before.
+        let owner = sqlx::query("update account set updated_at = updated_at where id = $1")
+            .bind(&key.account_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if owner.rows_affected() == 0 {
+            return Err(StoreError::NotFound("user"));
+        }
+        if let Some(old) = replaces {
+            let revoked = sqlx::query(
+                "update token set revoked_at = $3 where jti = $1 and account_id = $2 \
+                 and kind = 'api_key' and revoked_at is null",
+            )
+            .bind(old)
+            .bind(&key.account_id)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+            if revoked.rows_affected() == 0 {
+                return Err(StoreError::NotFound("api key"));
+            }
+        }
+        let live: i64 = sqlx::query_scalar(
+            "select count(*) from token where account_id = $1 and kind = 'api_key' \
+             and revoked_at is null and (expires_at is null or expires_at > $2)",
+        )
+        .bind(&key.account_id)
+        .bind(key.created_at)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        if live >= max_live {
+            return Err(StoreError::LimitReached("api keys"));
+        }
+        sqlx::query(
+            "insert into token (digest, kind, jti, account_id, scope, label, hint, created_at, \
+             expires_at) values ($1, 'api_key', $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(key.digest.as_bytes())
+        .bind(&key.id)
+        .bind(&key.account_id)
+        .bind(&key.scope)
+        .bind(&key.label)
+        .bind(&key.hint)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(write_error("api key label"))?;
+        for event in audit {
+            tx.audit(event).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn api_keys(&self, owner: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "select {COLUMNS} from token where kind = 'api_key' \
+             and ($1 is null or account_id = $1) order by created_at desc, jti"
+        ))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .iter()
+        .map(api_key_from_row)
+        .collect()
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query(&format!(
+            "select {COLUMNS} from token where kind = 'api_key' and jti = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "update token set revoked_at = $3 where jti = $1 and kind = 'api_key' \
+             and revoked_at is null and ($2 is null or account_id = $2)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        tx.audit(audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn touch_api_key(
+        &self,
+        digest: &Digest,
+        now: i64,
+        interval: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "update token set used_at = $2 where digest = $1 and kind = 'api_key' \
+             and (used_at is null or used_at <= $3)",
+        )
+        .bind(digest.as_bytes())
+        .bind(now)
+        .bind(now - interval)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
