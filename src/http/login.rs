@@ -91,9 +91,10 @@ fn page_with(
         &request.redirect.redirect_uri,
         |csrf_token| {
             pages::LoginPage {
-                client_name: &request.client.name,
+                client_name: Some(&request.client.name),
+                action: crate::paths::LOGIN,
                 csrf_token,
-                authorize_query,
+                authorize_query: Some(authorize_query),
                 username,
                 error: error.as_deref(),
             }
@@ -130,7 +131,7 @@ pub async fn post(
         .authenticate(
             attempt,
             password,
-            &request.client.id,
+            Some(&request.client.id),
             origin.clone(),
             || app.clock.now(),
         )
@@ -167,7 +168,7 @@ async fn signed_in(
         value.digest(),
         replaces.as_ref(),
         (now, ttl),
-        &request.client.id,
+        Some(&request.client.id),
         origin,
     );
     if let Err(e) = started.await {
@@ -190,7 +191,7 @@ async fn signed_in(
 
 /// 503 with `Retry-After` (RFC 9110 §10.2.3): the password checks are saturated; nothing was
 /// checked, so trying again in a moment is safe.
-fn busy() -> Response {
+pub(super) fn busy() -> Response {
     let mut response = pages::error_page(
         StatusCode::SERVICE_UNAVAILABLE,
         "Too many sign-ins right now",

@@ -1,5 +1,6 @@
 //! Everything that knows about HTTP: the route table and the layers every request passes.
 
+pub mod account;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_ip;
@@ -10,6 +11,7 @@ pub mod forms;
 pub mod health;
 pub mod introspect;
 pub mod jwks;
+pub mod leak_report;
 pub mod login;
 pub mod logout;
 pub mod pages;
@@ -74,12 +76,21 @@ pub fn router(state: AppState) -> Router {
         .route(paths::TOKEN, post(token::token))
         .route(paths::INTROSPECT, post(introspect::introspect))
         .route(paths::REVOKE, post(revoke::revoke))
-        .route(paths::USERINFO, get(userinfo::get).post(userinfo::post));
+        .route(paths::USERINFO, get(userinfo::get).post(userinfo::post))
+        .route(
+            paths::APIKEYS_REVOKE_LEAKED,
+            post(leak_report::revoke_leaked),
+        );
     let pages = Router::new()
         .route(paths::AUTHORIZE, get(authorize::get).post(authorize::post))
         .route(paths::LOGIN, post(login::post))
         .route(paths::CONSENT, post(consent::post))
-        .route(paths::LOGOUT, get(logout::get).post(logout::post));
+        .route(paths::LOGOUT, get(logout::get).post(logout::post))
+        .route(paths::ACCOUNT, get(account::get))
+        .route(paths::ACCOUNT_LOGIN, post(account::login))
+        .route(paths::ACCOUNT_KEYS, post(account::create))
+        .route(paths::ACCOUNT_KEYS_REVOKE, post(account::revoke))
+        .route(paths::ACCOUNT_KEYS_REGENERATE, post(account::regenerate));
     let public = Router::new()
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
@@ -96,7 +107,7 @@ pub fn router(state: AppState) -> Router {
         .layer(layers)
 }
 
-/// Layers for `/token`, `/introspect`, `/revoke` and `/userinfo`, inside the common ones (so
+/// Layers for `/token`, `/introspect`, `/revoke`, `/userinfo` (and the leak report), inside the common ones (so
 /// they see the request id): the body limit, answered in OAuth's JSON. The per-client rate
 /// limit needs the authenticated client, so it is checked in `client_auth` and `userinfo`.
 fn client_api_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
@@ -105,7 +116,8 @@ fn client_api_policies(routes: Router<AppState>, state: &AppState) -> Router<App
         .layer(axum::middleware::map_response(too_large_as_json))
 }
 
-/// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`): the
+/// Layers for the pages people use (`/authorize`, `/login`, `/consent`, `/logout`,
+/// `/account`): the
 /// per-address rate limit, and the body limit answered with the styled page.
 fn page_policies(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     routes

@@ -9,9 +9,12 @@ use oxide_auth::primitives::scope::Scope;
 #[derive(Template)]
 #[template(path = "login.html")]
 pub struct LoginPage<'a> {
-    pub client_name: &'a str,
+    /// The client the person signs in for; `None` at the account page.
+    pub client_name: Option<&'a str>,
+    /// Where the form posts: `/login` or `/account/login`.
+    pub action: &'a str,
     pub csrf_token: &'a str,
-    pub authorize_query: &'a str,
+    pub authorize_query: Option<&'a str>,
     pub username: &'a str,
     pub error: Option<&'a str>,
 }

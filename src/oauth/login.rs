@@ -213,12 +213,12 @@ pub struct Authenticator<'a> {
 
 impl Authenticator<'_> {
     /// Checks `password` for `username`; a refusal is audited (`client_id` is the client the
-    /// person was signing in for, `origin` their address and user agent).
+    /// person was signing in for, `None` at the account page, `origin` their address and user agent).
     pub async fn authenticate(
         &self,
         attempt: Attempt<'_>,
         password: SecretString,
-        client_id: &str,
+        client_id: Option<&str>,
         origin: (Option<String>, Option<String>),
         clock: impl Fn() -> i64,
     ) -> Result<Outcome, OAuthError> {
@@ -226,10 +226,11 @@ impl Authenticator<'_> {
             Gate::Proceed(ticket) => ticket,
             Gate::Wait { retry_after_secs } => {
                 let (ip, agent) = origin;
-                let audit = AuditEvent::new(AuditKind::LoginThrottled, "anonymous", attempt.now)
-                    .client(client_id)
-                    .from_request(ip, agent)
-                    .details(serde_json::json!({ "retry_after": retry_after_secs }));
+                let mut audit =
+                    AuditEvent::new(AuditKind::LoginThrottled, "anonymous", attempt.now)
+                        .from_request(ip, agent)
+                        .details(serde_json::json!({ "retry_after": retry_after_secs }));
+                audit.client_id = client_id.map(str::to_owned);
                 self.store.append_audit(&audit).await?;
                 return Ok(Outcome::Throttled { retry_after_secs });
             }
@@ -256,10 +257,10 @@ impl Authenticator<'_> {
             }),
             known => {
                 let (ip, agent) = origin;
-                let audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
-                    .client(client_id)
+                let mut audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)
                     .from_request(ip, agent)
                     .details(self.failed_login_details(known.as_ref(), attempt.username));
+                audit.client_id = client_id.map(str::to_owned);
                 let known_id = known.as_ref().map(|a| a.id.as_str());
                 if let Err(e) = self.store.record_failed_login(known_id, &audit).await {
                     tracing::error!(error = %e, "could not record a failed login");
@@ -298,7 +299,7 @@ pub async fn start_session(
     value: Digest,
     replaces: Option<&Digest>,
     (now, ttl): (i64, i64),
-    client_id: &str,
+    client_id: Option<&str>,
     (ip, agent): (Option<String>, Option<String>),
 ) -> Result<(), StoreError> {
     let record = SessionRecord {
@@ -309,13 +310,13 @@ pub async fn start_session(
         created_at: now,
         expires_at: now + ttl,
     };
-    let audit = AuditEvent::new(
+    let mut audit = AuditEvent::new(
         AuditKind::LoginSucceeded,
         format!("user:{}", account.id),
         now,
     )
     .account(&account.id)
-    .client(client_id)
     .from_request(ip, agent);
+    audit.client_id = client_id.map(str::to_owned);
     store.insert_session(&record, replaces, &audit).await
 }

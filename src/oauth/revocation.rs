@@ -20,6 +20,13 @@ pub async fn revoke(
     let Some(record) = resolution.record() else {
         return Ok(());
     };
+    // §2.2.1: not a kind this endpoint revokes, whoever asks (an API key has no client).
+    if record.kind == TokenKind::ApiKey {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedTokenType,
+            "API keys are revoked by their owner or an operator, not here",
+        ));
+    }
     // §2.1: the server "verifies whether the token was issued to the client making the
     // revocation request. If this validation fails, the request is refused".
     if record.client_id.as_deref() != Some(client.id.as_str()) {
@@ -36,10 +43,6 @@ pub async fn revoke(
     .client(&client.id)
     .details(serde_json::json!({ "jti": record.jti, "kind": record.kind.as_str() }));
     match (record.kind, &record.grant_id) {
-        (TokenKind::ApiKey, _) => Err(OAuthError::new(
-            ErrorCode::UnsupportedTokenType,
-            "API keys are revoked by their owner, not here",
-        )),
         (TokenKind::Refresh, Some(grant_id)) => {
             Ok(store.revoke_grant(grant_id, now, &audit).await?)
         }

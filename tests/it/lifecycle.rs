@@ -639,31 +639,23 @@ async fn revocation_refuses_token_types_it_does_not_handle_rfc7009_2_2_1() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         let client = app_client(&server, "web").await;
-        let key = tessera::crypto::token::PlainSecret::generate("tsk_");
-        let record = tessera::store::TokenRecord {
-            digest: key.digest(),
-            kind: tessera::store::TokenKind::ApiKey,
-            jti: "k1".into(),
-            grant_id: None,
-            client_id: Some("web".into()),
-            account_id: None,
-            scope: "api".into(),
-            label: Some("ci".into()),
-            previous_digest: None,
-            created_at: 0,
-            expires_at: None,
-            used_at: None,
-            revoked_at: None,
+        let ada = server.user("ada").await;
+        let new = tessera::oauth::api_keys::NewKey {
+            label: "ci",
+            scopes: None,
+            ttl_secs: None,
         };
-        server
-            .state
-            .store
-            .insert_tokens(
-                &[record],
-                &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::TokenIssued, "test", 0),
-            )
-            .await
-            .unwrap();
+        let (key, _) = tessera::oauth::api_keys::create(
+            server.state.store.as_ref(),
+            &server.state.config.api_keys,
+            &ada,
+            new,
+            None,
+            &Default::default(),
+            0,
+        )
+        .await
+        .unwrap();
         let res = server
             .token_like("/revoke", &client, &[("token", key.expose())])
             .await;

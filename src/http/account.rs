@@ -1,0 +1,623 @@
+//! `/account`: a person's own page at Tessera, behind its login session. It lists their API
+//! keys, makes one (shown once), regenerates and revokes them, each behind a confirmation.
+//! Every form carries the CSRF token; the rules are in `oauth::api_keys`.
+//!
+//! Signing in here is the login form of `/authorize` without a client: the same
+//! authenticator, throttle and session (`oauth::login`).
+
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use secrecy::SecretString;
+
+use super::forms::{expired_form, request_meta, see_other};
+use super::{error, pages, session};
+use crate::app::AppState;
+use crate::oauth::api_keys::{self, Actor, ApiKeyError, NewKey};
+use crate::oauth::login::{self, Attempt, Outcome};
+use crate::oauth::params::Params;
+use crate::paths;
+use crate::store::{AccountRecord, ApiKeyRecord, StoreError};
+
+const LOGIN_FIELDS: &[&str] = &["username", "password", "csrf_token"];
+const KEY_FIELDS: &[&str] = &["csrf_token", "key_id", "confirm"];
+const WRONG: &str = "Wrong username or password.";
+/// The lifetimes offered on the page: `expires_in` values and their words.
+const EXPIRIES: &[(&str, &str)] = &[
+    ("30d", "In 30 days"),
+    ("90d", "In 90 days"),
+    ("365d", "In a year"),
+    ("never", "Never"),
+];
+const DEFAULT_EXPIRY: &str = "90d";
+/// Plain words for the API-key scopes Tessera ships with; others are named as they are.
+const SCOPE_WORDS: &[(&str, &str)] = &[
+    ("read", "read through APIs as you"),
+    ("write", "change things through APIs as you"),
+    ("roles", "tell APIs your roles and groups"),
+];
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    username: &'a str,
+    csrf_token: &'a str,
+    error: Option<&'a str>,
+    new_key: Option<NewKeyView>,
+    keys: Vec<KeyView>,
+    label: &'a str,
+    scopes: Vec<ScopeChoice>,
+    expiries: &'static [(&'static str, &'static str)],
+    expires_in: &'a str,
+    max_keys: i64,
+}
+
+#[derive(Template)]
+#[template(path = "account_confirm.html")]
+struct ConfirmPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    action: &'a str,
+    button: &'a str,
+    csrf_token: &'a str,
+    key_id: &'a str,
+}
+
+struct NewKeyView {
+    key: String,
+    label: String,
+}
+
+struct KeyView {
+    id: String,
+    label: String,
+    hint: String,
+    scope: String,
+    created: String,
+    last_used: String,
+    expires: String,
+    state: &'static str,
+    live: bool,
+    revocable: bool,
+}
+
+struct ScopeChoice {
+    name: String,
+    field: String,
+    description: String,
+    checked: bool,
+}
+
+/// What the create form asked for, to show it again after an error.
+struct Draft<'a> {
+    label: &'a str,
+    scopes: Option<Vec<String>>,
+    expires_in: &'a str,
+}
+
+impl Default for Draft<'_> {
+    fn default() -> Self {
+        Draft {
+            label: "",
+            scopes: None,
+            expires_in: DEFAULT_EXPIRY,
+        }
+    }
+}
+
+/// GET /account: the keys, or the sign-in form.
+pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let now = app.clock.now();
+    match session::current(&app, &headers, now).await {
+        Ok(Some((_, account))) => {
+            page(
+                &app,
+                &headers,
+                &account,
+                StatusCode::OK,
+                None,
+                None,
+                Draft::default(),
+            )
+            .await
+        }
+        Ok(None) => sign_in_page(&app, &headers, StatusCode::OK, "", None),
+        Err(e) => store_failed(e),
+    }
+}
+
+/// POST /account/login: the sign-in form; on success a new session and back to `/account`.
+pub async fn login(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = Params::parse(&body, LOGIN_FIELDS);
+    if !error::is_form(&headers) || form.reject_malformed().is_err() {
+        return bad_form();
+    }
+    if !session::Csrf::verify(&app, &headers, form.get("csrf_token")) {
+        return expired_form();
+    }
+    let username = form.get("username").unwrap_or("");
+    let password = SecretString::from(form.get("password").unwrap_or(""));
+    let origin = request_meta(&app, &headers, peer);
+    let attempt = Attempt {
+        username,
+        source_ip: origin.0.as_deref(),
+        now: app.clock.now(),
+        known_device: session::is_known_device(&app, &headers, username),
+    };
+    let outcome = app
+        .authenticator()
+        .authenticate(attempt, password, None, origin.clone(), || app.clock.now())
+        .await;
+    let (account, now) = match outcome {
+        Ok(Outcome::SignedIn { account, now }) => (account, now),
+        Ok(Outcome::Refused) => {
+            return sign_in_page(
+                &app,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                username,
+                Some(WRONG),
+            )
+        }
+        Ok(Outcome::Throttled { retry_after_secs }) => {
+            let message = format!(
+                "Too many failed sign-ins. Wait {retry_after_secs} second{} before trying again.",
+                if retry_after_secs == 1 { "" } else { "s" }
+            );
+            let mut response = sign_in_page(
+                &app,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                username,
+                Some(&message),
+            );
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return response;
+        }
+        Ok(Outcome::Busy) => return super::login::busy(),
+        Err(e) => {
+            tracing::error!(error = %e, "account sign-in failed");
+            return failed_page();
+        }
+    };
+    let (value, cookie) = session::new_session_cookie(&app);
+    let replaces = session::session_digest(&app, &headers);
+    let started = login::start_session(
+        app.store.as_ref(),
+        &account,
+        value.digest(),
+        replaces.as_ref(),
+        (now, app.config.session_ttl_secs),
+        None,
+        origin,
+    );
+    if let Err(e) = started.await {
+        return store_failed(e);
+    }
+    let mut response = see_other(paths::ACCOUNT);
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    if let Some(device) = session::device_cookie(&app, &account.username) {
+        response.headers_mut().append(header::SET_COOKIE, device);
+    }
+    response
+}
+
+/// POST /account/keys: makes a key and shows it, this once.
+pub async fn create(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let policy = &app.config.api_keys;
+    let scope_fields: Vec<String> = policy.scopes.iter().map(|s| scope_field(s)).collect();
+    let mut fields = vec!["csrf_token", "label", "expires_in"];
+    fields.extend(scope_fields.iter().map(String::as_str));
+    let (form, account) = match signed_in_form(&app, &headers, &body, &fields).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    let chosen: Vec<String> = policy
+        .scopes
+        .iter()
+        .filter(|s| form.get(&scope_field(s)).is_some())
+        .cloned()
+        .collect();
+    let draft = Draft {
+        label: form.get("label").unwrap_or(""),
+        scopes: Some(chosen.clone()),
+        expires_in: form.get("expires_in").unwrap_or(DEFAULT_EXPIRY),
+    };
+    let ttl_secs = match EXPIRIES.iter().find(|(v, _)| *v == draft.expires_in) {
+        Some((value, _)) => api_keys::parse_ttl(value).ok().flatten(),
+        None => {
+            let e = ApiKeyError::InvalidExpiry;
+            return refused(&app, &headers, &account, e, draft).await;
+        }
+    };
+    let new = NewKey {
+        label: draft.label,
+        scopes: Some(chosen),
+        ttl_secs,
+    };
+    let actor = actor(&app, &headers, peer, &account);
+    let now = app.clock.now();
+    match api_keys::create(app.store.as_ref(), policy, &account, new, None, &actor, now).await {
+        Ok((key, record)) => {
+            let shown = NewKeyView {
+                key: key.expose().to_owned(),
+                label: record.label,
+            };
+            let draft = Draft::default();
+            page(
+                &app,
+                &headers,
+                &account,
+                StatusCode::OK,
+                None,
+                Some(shown),
+                draft,
+            )
+            .await
+        }
+        Err(e) => refused(&app, &headers, &account, e, draft).await,
+    }
+}
+
+/// POST /account/keys/revoke: asks first; with `confirm=yes`, revokes and goes back.
+pub async fn revoke(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, account, key) = match own_key(&app, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    if form.get("confirm") != Some("yes") {
+        let message = format!(
+            "Scripts using the key “{}” ({}…) stop working at once. This cannot be undone.",
+            key.label, key.hint
+        );
+        return confirm_page(
+            &app,
+            &headers,
+            ("Revoke this API key?", &message),
+            (paths::ACCOUNT_KEYS_REVOKE, "Revoke key"),
+            &key.id,
+        );
+    }
+    let actor = actor(&app, &headers, peer, &account);
+    let now = app.clock.now();
+    let revoked = api_keys::revoke(
+        app.store.as_ref(),
+        &key,
+        Some(&account.id),
+        "owner",
+        &actor,
+        now,
+    );
+    match revoked.await {
+        // Already revoked (a second click, another tab): the result the person wanted.
+        Ok(()) | Err(ApiKeyError::NotFound) => see_other(paths::ACCOUNT),
+        Err(ApiKeyError::Store(e)) => store_failed(e),
+        Err(e) => refused(&app, &headers, &account, e, Draft::default()).await,
+    }
+}
+
+/// POST /account/keys/regenerate: asks first; with `confirm=yes`, revokes the key and makes
+/// a new one with its label, scope and lifetime, shown once.
+pub async fn regenerate(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (form, account, old) = match own_key(&app, &headers, &body).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    if form.get("confirm") != Some("yes") {
+        let message = format!(
+            "A new key replaces “{}” ({}…), with the same label and scope. The old key stops working at once: update the scripts that use it.",
+            old.label, old.hint
+        );
+        return confirm_page(
+            &app,
+            &headers,
+            ("Regenerate this API key?", &message),
+            (paths::ACCOUNT_KEYS_REGENERATE, "Regenerate key"),
+            &old.id,
+        );
+    }
+    let scopes = old.scope.split(' ').map(str::to_owned).collect();
+    let new = NewKey {
+        label: &old.label,
+        scopes: Some(scopes),
+        ttl_secs: old.expires_at.map(|exp| exp - old.created_at),
+    };
+    let actor = actor(&app, &headers, peer, &account);
+    let now = app.clock.now();
+    let policy = &app.config.api_keys;
+    let created = api_keys::create(
+        app.store.as_ref(),
+        policy,
+        &account,
+        new,
+        Some(&old),
+        &actor,
+        now,
+    );
+    match created.await {
+        Ok((key, record)) => {
+            let shown = NewKeyView {
+                key: key.expose().to_owned(),
+                label: record.label,
+            };
+            let draft = Draft::default();
+            page(
+                &app,
+                &headers,
+                &account,
+                StatusCode::OK,
+                None,
+                Some(shown),
+                draft,
+            )
+            .await
+        }
+        Err(ApiKeyError::NotFound) => not_found(),
+        Err(e) => refused(&app, &headers, &account, e, Draft::default()).await,
+    }
+}
+
+/// A form post from the signed-in person: a form, without repeated fields, with this
+/// browser's CSRF token (checked before anything else), from a live session. Without a
+/// session, back to the sign-in form.
+async fn signed_in_form(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    fields: &[&str],
+) -> Result<(Params, AccountRecord), Response> {
+    let form = Params::parse(body, fields);
+    if !error::is_form(headers) || form.reject_malformed().is_err() {
+        return Err(bad_form());
+    }
+    if !session::Csrf::verify(app, headers, form.get("csrf_token")) {
+        return Err(expired_form());
+    }
+    match session::current(app, headers, app.clock.now()).await {
+        Ok(Some((_, account))) => Ok((form, account)),
+        Ok(None) => Err(see_other(paths::ACCOUNT)),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+/// The key named by the form's `key_id`, if it is the signed-in person's and not revoked.
+/// Another person's key is answered exactly like a key that does not exist.
+async fn own_key(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Params, AccountRecord, ApiKeyRecord), Response> {
+    let (form, account) = signed_in_form(app, headers, body, KEY_FIELDS).await?;
+    let Some(id) = form.get("key_id") else {
+        return Err(bad_form());
+    };
+    match app.store.api_key(id).await {
+        Ok(Some(key)) if key.account_id == account.id && key.revoked_at.is_none() => {
+            Ok((form, account, key))
+        }
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(store_failed(e)),
+    }
+}
+
+fn actor(app: &AppState, headers: &HeaderMap, peer: SocketAddr, account: &AccountRecord) -> Actor {
+    let (source_ip, user_agent) = request_meta(app, headers, peer);
+    Actor {
+        actor: format!("user:{}", account.id),
+        source_ip,
+        user_agent,
+    }
+}
+
+/// The page again with what went wrong; the draft stays filled in.
+async fn refused(
+    app: &AppState,
+    headers: &HeaderMap,
+    account: &AccountRecord,
+    e: ApiKeyError,
+    draft: Draft<'_>,
+) -> Response {
+    let status = match &e {
+        ApiKeyError::Store(_) => {
+            tracing::error!(error = %e, "API key change failed");
+            return failed_page();
+        }
+        ApiKeyError::NotFound => return not_found(),
+        ApiKeyError::LabelTaken(_) | ApiKeyError::LimitReached(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let message = e.to_string();
+    page(app, headers, account, status, Some(&message), None, draft).await
+}
+
+async fn page(
+    app: &AppState,
+    headers: &HeaderMap,
+    account: &AccountRecord,
+    status: StatusCode,
+    error: Option<&str>,
+    new_key: Option<NewKeyView>,
+    draft: Draft<'_>,
+) -> Response {
+    let now = app.clock.now();
+    let records = match app.store.api_keys(Some(&account.id)).await {
+        Ok(r) => r,
+        Err(e) => return store_failed(e),
+    };
+    // Revoked keys are history the owner can do nothing with; the audit trail keeps them.
+    let keys: Vec<KeyView> = records
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .map(|k| key_view(k, now))
+        .collect();
+    let policy = &app.config.api_keys;
+    let scopes = policy
+        .scopes
+        .iter()
+        .map(|s| ScopeChoice {
+            name: s.clone(),
+            field: scope_field(s),
+            description: SCOPE_WORDS.iter().find(|(n, _)| n == s).map_or_else(
+                || format!("use the permission “{s}”"),
+                |(_, w)| (*w).to_owned(),
+            ),
+            checked: draft
+                .scopes
+                .as_ref()
+                .is_none_or(|chosen| chosen.contains(s)),
+        })
+        .collect();
+    let expires_in = if EXPIRIES.iter().any(|(v, _)| *v == draft.expires_in) {
+        draft.expires_in
+    } else {
+        DEFAULT_EXPIRY
+    };
+    session::form_page(app, headers, status, "", |csrf_token| {
+        AccountPage {
+            username: &account.username,
+            csrf_token,
+            error,
+            new_key,
+            keys,
+            label: draft.label,
+            scopes,
+            expiries: EXPIRIES,
+            expires_in,
+            max_keys: policy.max_per_user,
+        }
+        .render()
+    })
+}
+
+fn key_view(k: &ApiKeyRecord, now: i64) -> KeyView {
+    let live = k.is_live(now);
+    KeyView {
+        id: k.id.clone(),
+        label: k.label.clone(),
+        hint: k.hint.clone(),
+        scope: k.scope.clone(),
+        created: date(k.created_at),
+        last_used: k.last_used_at.map_or_else(|| "Never".to_owned(), date),
+        expires: k.expires_at.map_or_else(|| "Never".to_owned(), date),
+        state: if live { "active" } else { "expired" },
+        live,
+        revocable: k.revoked_at.is_none(),
+    }
+}
+
+/// `2026-12-02 14:05 UTC`: one time zone for everyone, as the audit trail keeps.
+fn date(unix: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02} {:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute()
+        ),
+        Err(_) => unix.to_string(),
+    }
+}
+
+/// A checkbox per scope, so that no field repeats (repeats are refused as malformed).
+fn scope_field(scope: &str) -> String {
+    format!("scope_{scope}")
+}
+
+fn sign_in_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    session::form_page(app, headers, status, "", |csrf_token| {
+        pages::LoginPage {
+            client_name: None,
+            action: paths::ACCOUNT_LOGIN,
+            csrf_token,
+            authorize_query: None,
+            username,
+            error,
+        }
+        .render()
+    })
+}
+
+fn confirm_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    (title, message): (&str, &str),
+    (action, button): (&str, &str),
+    key_id: &str,
+) -> Response {
+    session::form_page(app, headers, StatusCode::OK, "", |csrf_token| {
+        ConfirmPage {
+            title,
+            message,
+            action,
+            button,
+            csrf_token,
+            key_id,
+        }
+        .render()
+    })
+}
+
+fn bad_form() -> Response {
+    pages::error_page(
+        StatusCode::BAD_REQUEST,
+        "The form was not sent correctly",
+        "Go back to your account page and try again.",
+    )
+}
+
+fn not_found() -> Response {
+    pages::error_page(
+        StatusCode::NOT_FOUND,
+        "No such API key",
+        "It may have been revoked already. Go back to your account page to see your keys.",
+    )
+}
+
+fn failed_page() -> Response {
+    pages::error_page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong",
+        "Your keys were not changed. Please try again later.",
+    )
+}
+
+fn store_failed(e: StoreError) -> Response {
+    tracing::error!(error = %e, "account page: store failed");
+    failed_page()
+}
