@@ -215,7 +215,7 @@ fn revoked_event(actor: &Actor, key: &ApiKeyRecord, reason: &str, now: i64) -> A
 /// Notes that an active key was used: its last use, at most once a minute.
 pub async fn note_use(store: &dyn Store, key: &TokenRecord, now: i64) {
     if let Err(e) = store
-        .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS)
+        .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS, false)
         .await
     {
         // The answer stands: a missed last-use time is not worth failing a gateway's check.
@@ -224,8 +224,8 @@ pub async fn note_use(store: &dyn Store, key: &TokenRecord, now: i64) {
 }
 
 /// Notes that a key that is not active was presented (by `caller`): audited as used after
-/// revocation, after expiry, or by a disabled user — at most once a minute per key, the same
-/// write that keeps its last use, so a script retrying a dead key cannot flood the trail.
+/// revocation, after expiry, or by a disabled user — at most once a minute per key (one write
+/// to the key's row decides), so a script retrying a dead key cannot flood the trail.
 pub async fn note_refused_use(
     store: &dyn Store,
     key: &TokenRecord,
@@ -233,17 +233,23 @@ pub async fn note_refused_use(
     now: i64,
 ) -> Result<(), StoreError> {
     if !store
-        .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS)
+        .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS, true)
         .await?
     {
         return Ok(());
     }
-    let kind = if key.revoked_at.is_some() {
-        AuditKind::ApiKeyUsedAfterRevocation
-    } else if !key.is_active(now) {
-        AuditKind::ApiKeyUsedAfterExpiry
-    } else {
+    // The owner first: disabling a user also revokes their keys, and "disabled user" is
+    // what the operator needs to read.
+    let owner_enabled = match &key.account_id {
+        Some(id) => store.account(id).await?.is_some_and(|a| !a.disabled),
+        None => false,
+    };
+    let kind = if !owner_enabled {
         AuditKind::ApiKeyUsedByDisabledUser
+    } else if key.revoked_at.is_some() {
+        AuditKind::ApiKeyUsedAfterRevocation
+    } else {
+        AuditKind::ApiKeyUsedAfterExpiry
     };
     let mut event = AuditEvent::new(kind, format!("client:{caller}"), now)
         .client(caller)

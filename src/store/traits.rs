@@ -229,14 +229,15 @@ pub trait ApiKeyStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
-    /// Sets the key's last use to `now` unless it was set less than `interval` seconds ago,
-    /// so that a busy key costs one write a minute, not one per check. Returns whether it
-    /// wrote.
+    /// Sets the key's last use — or, with `refused`, the last time it was presented while
+    /// not usable — to `now`, unless it was set less than `interval` seconds ago, so that a
+    /// busy key costs one write a minute, not one per check. Returns whether it wrote.
     async fn touch_api_key(
         &self,
         digest: &Digest,
         now: i64,
         interval: i64,
+        refused: bool,
     ) -> Result<bool, StoreError>;
 }
 

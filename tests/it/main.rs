@@ -4,6 +4,7 @@
 // A panic in a test is a failed test, not a crashed server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api_keys;
 mod authorize;
 mod cli;
 mod kek;

@@ -157,17 +157,22 @@ impl ApiKeyStore for SqlStore {
         digest: &Digest,
         now: i64,
         interval: i64,
+        refused: bool,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let sql = if refused {
+            "update token set refused_at = $2 where digest = $1 and kind = 'api_key' \
+             and (refused_at is null or refused_at <= $3)"
+        } else {
             "update token set used_at = $2 where digest = $1 and kind = 'api_key' \
-             and (used_at is null or used_at <= $3)",
-        )
-        .bind(digest.as_bytes())
-        .bind(now)
-        .bind(now - interval)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?;
+             and (used_at is null or used_at <= $3)"
+        };
+        let done = sqlx::query(sql)
+            .bind(digest.as_bytes())
+            .bind(now)
+            .bind(now - interval)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
         Ok(done.rows_affected() > 0)
     }
 }
