@@ -659,3 +659,127 @@ async fn roles_scope_releases_roles_in_jwt_access_tokens_and_introspection_not_i
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn api_keys_never_appear_in_log_lines_or_audit_records() {
+    for db in TestDb::all().await {
+        let port = crate::support::free_port();
+        let mut env = db.env();
+        env.insert("TESSERA_BIND".into(), format!("127.0.0.1:{port}"));
+        // Everything every layer logs, request and store internals included.
+        env.insert("TESSERA_LOG_FILTER".into(), "trace".into());
+        let mut child = std::process::Command::new(crate::support::binary())
+            .env_clear()
+            .envs(&env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Read the log as it comes: a full pipe would stall the server.
+        let mut stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut log = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
+            log
+        });
+        let base = format!("http://127.0.0.1:{port}");
+        crate::support::wait_healthy(&crate::support::http(), &format!("{base}/healthz")).await;
+        db.tessera_with_stdin(
+            &["user", "create", "--username", "ada", "--password-stdin"],
+            Some(PASSWORD),
+        )
+        .succeeds();
+        let gw = db
+            .tessera(&[
+                "client",
+                "create",
+                "--id",
+                "gw",
+                "--name",
+                "Gateway",
+                "--introspect",
+                "--grant-type",
+                "client_credentials",
+                "--scope",
+                "gateway",
+                "--json",
+            ])
+            .json();
+        let gw_secret = gw["client_secret"].as_str().unwrap().to_owned();
+        let introspect = |key: String| {
+            let (url, secret) = (format!("{base}/introspect"), gw_secret.clone());
+            async move {
+                let res = crate::support::http()
+                    .post(url)
+                    .basic_auth("gw", Some(secret))
+                    .form(&[("token", key)])
+                    .send()
+                    .await
+                    .unwrap();
+                res.json::<Value>().await.unwrap()
+            }
+        };
+
+        // A key made on the page, used, revoked there, used again.
+        let browser = Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.clone(),
+        };
+        let page = account_sign_in(&browser, "ada").await;
+        let from_page = shown_key(&create_on_page(&browser, &page, "page", &["read"]).await);
+        assert_eq!(introspect(from_page.clone()).await["active"], true);
+        let list = browser.get("/account").await;
+        let id = key_id_on_page(&list, "page");
+        let csrf = list.input("csrf_token");
+        let form = [
+            ("csrf_token", csrf.as_str()),
+            ("key_id", &id),
+            ("confirm", "yes"),
+        ];
+        assert_eq!(
+            browser.post("/account/keys/revoke", &form).await.status,
+            303
+        );
+        assert_eq!(introspect(from_page.clone()).await, inactive());
+
+        // A key made with the CLI, used, reported as leaked, used again.
+        let run = db.tessera(&[
+            "apikey", "create", "--user", "ada", "--label", "cli", "--json",
+        ]);
+        let from_cli = run.json()["key"].as_str().unwrap().to_owned();
+        assert_eq!(introspect(from_cli.clone()).await["active"], true);
+        let res = crate::support::http()
+            .post(format!("{base}/apikeys/revoke-leaked"))
+            .json(&json!({ "token": from_cli }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(introspect(from_cli.clone()).await, inactive());
+
+        let status = std::process::Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(child.wait().unwrap().success());
+        let log = reader.join().unwrap();
+        assert!(
+            log.contains("api_key_revoked"),
+            "audit events are logged: {log}"
+        );
+        let store = tessera::store::open(&db.database_url()).await.unwrap();
+        let trail = serde_json::to_string(&store.recent_audit(1000).await.unwrap()).unwrap();
+        assert!(trail.contains("api_key_created") && trail.contains("reported_leaked"));
+        for key in [&from_page, &from_cli] {
+            // The random part alone, in case something strips the prefix.
+            let secret = &key[4..47];
+            assert!(!log.contains(secret), "the key is in the log");
+            assert!(!trail.contains(secret), "the key is in the audit trail");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{binary, http, run_binary, TestDb, TestServer};
+use crate::support::{binary, free_port, http, run_binary, wait_healthy, TestDb, TestServer};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_on_every_backend() {
@@ -79,30 +79,6 @@ async fn oversized_request_body_is_refused_before_it_is_read() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     server.stop().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_healthy(client: &reqwest::Client, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(res) = client.get(url).send().await {
-            if res.status() == StatusCode::OK {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server at {url} never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
