@@ -644,3 +644,144 @@ async fn after_commit_hook_sees_committed_events_only() {
         assert_eq!(trail.len(), 5);
     }
 }
+
+fn api_key(id: &str, owner: &str, label: &str) -> tessera::store::ApiKeyRecord {
+    tessera::store::ApiKeyRecord {
+        id: id.into(),
+        digest: Digest::of(&format!("tsk_{id}")),
+        account_id: owner.into(),
+        label: label.into(),
+        hint: "tsk_abcdef".into(),
+        scope: "read".into(),
+        created_at: 2_000,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn insert_api_key_never_passes_the_limit_under_concurrent_creations() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let before = audit_count(store.as_ref()).await;
+        let start = Arc::new(Barrier::new(12));
+        let callers: Vec<_> = (0..12)
+            .map(|i| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let key = api_key(&format!("k{i}"), ADA, &format!("label {i}"));
+                    let events = [audit(AuditKind::ApiKeyCreated)];
+                    store.insert_api_key(&key, 3, None, &events).await
+                })
+            })
+            .collect();
+        let mut made = 0;
+        for caller in callers {
+            match caller.await.unwrap() {
+                Ok(()) => made += 1,
+                Err(StoreError::LimitReached(_)) => {}
+                Err(e) => panic!("{}: {e}", db.label),
+            }
+        }
+        assert_eq!(made, 3, "{}", db.label);
+        assert_eq!(store.api_keys(Some(ADA)).await.unwrap().len(), 3);
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before + 3,
+            "{}",
+            db.label
+        );
+        // Another owner has a limit of their own.
+        let bobs = api_key("b1", BOB, "label 0");
+        store.insert_api_key(&bobs, 3, None, &[]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn api_key_labels_revocation_and_touch_keep_their_contracts() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let first = api_key("k1", ADA, "ci");
+        store.insert_api_key(&first, 20, None, &[]).await.unwrap();
+        let clash = store
+            .insert_api_key(&api_key("k2", ADA, "ci"), 20, None, &[])
+            .await;
+        assert!(
+            matches!(clash, Err(StoreError::Conflict(_))),
+            "{}",
+            db.label
+        );
+        // Replacing frees the label in the same transaction; a wrong owner finds nothing.
+        let wrong = store
+            .insert_api_key(&api_key("k3", BOB, "ci"), 20, Some("k1"), &[])
+            .await;
+        assert!(
+            matches!(wrong, Err(StoreError::NotFound(_))),
+            "{}",
+            db.label
+        );
+        store
+            .insert_api_key(&api_key("k2", ADA, "ci"), 20, Some("k1"), &[])
+            .await
+            .unwrap();
+        assert!(store
+            .api_key("k1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
+        assert!(
+            store.api_key("k3").await.unwrap().is_none(),
+            "nothing half-written"
+        );
+
+        let e = audit(AuditKind::ApiKeyRevoked);
+        assert!(!store
+            .revoke_api_key("k2", Some(BOB), 2_100, &e)
+            .await
+            .unwrap());
+        assert!(store
+            .api_key("k2")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none());
+        assert!(store
+            .revoke_api_key("k2", Some(ADA), 2_100, &e)
+            .await
+            .unwrap());
+        assert!(!store.revoke_api_key("k2", None, 2_200, &e).await.unwrap());
+        assert_eq!(
+            store.api_key("k2").await.unwrap().unwrap().revoked_at,
+            Some(2_100)
+        );
+
+        let digest = Digest::of("tsk_k2");
+        assert!(store
+            .touch_api_key(&digest, 3_000, 60, false)
+            .await
+            .unwrap());
+        assert!(!store
+            .touch_api_key(&digest, 3_059, 60, false)
+            .await
+            .unwrap());
+        assert!(store
+            .touch_api_key(&digest, 3_060, 60, false)
+            .await
+            .unwrap());
+        assert!(
+            store.touch_api_key(&digest, 3_061, 60, true).await.unwrap(),
+            "apart"
+        );
+        assert_eq!(
+            store.api_key("k2").await.unwrap().unwrap().last_used_at,
+            Some(3_060)
+        );
+    }
+}
