@@ -10,6 +10,7 @@ mod cli;
 mod kek;
 mod lifecycle;
 mod oidc;
+mod pages;
 mod rp;
 mod security;
 mod server;

@@ -13,6 +13,7 @@ use tessera::config::Config;
 use tessera::Server;
 use tokio::sync::oneshot;
 
+pub mod browser;
 /// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
 pub mod flow;
 
