@@ -783,3 +783,33 @@ async fn api_keys_never_appear_in_log_lines_or_audit_records() {
         }
     }
 }
+
+#[tokio::test]
+async fn api_key_revoked_at_one_instance_is_inactive_at_another_at_once() {
+    for db in TestDb::all().await {
+        let one = TestServer::start(&db).await;
+        let other = TestServer::start(&db).await;
+        one.user("ada").await;
+        let gw = gateway(&one).await;
+        let browser = one.browser();
+        let page = account_sign_in(&browser, "ada").await;
+        let key = shown_key(&create_on_page(&browser, &page, "k", &["read"]).await);
+        assert_eq!(introspect(&other, &gw, &key).await["active"], true);
+        let list = browser.get("/account").await;
+        let id = key_id_on_page(&list, "k");
+        let form = [
+            ("csrf_token", list.input("csrf_token")),
+            ("key_id", id),
+            ("confirm", "yes".to_owned()),
+        ];
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            browser.post("/account/keys/revoke", &form).await.status,
+            303
+        );
+        // No cache anywhere: the very next check at the other instance sees it.
+        assert_eq!(introspect(&other, &gw, &key).await, inactive());
+        one.stop().await;
+        other.stop().await;
+    }
+}

@@ -104,6 +104,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
     }
 
+    /// Clicks the element matching `css` (a form's button) and waits until the browser has
+    /// left the page: until then the old page's elements would still answer.
+    pub async fn submit(&self, css: &str) {
+        let old = self.find("html").await;
+        self.click(css).await;
+        let deadline = Instant::now() + WAIT;
+        // The old document's root goes stale once the next page replaces it.
+        while old.tag_name().await.is_ok() {
+            assert!(Instant::now() < deadline, "{css} did not leave the page");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The visible text of the element matching `css`.
     pub async fn text(&self, css: &str) -> String {
         self.find(css).await.text().await.unwrap()
@@ -133,6 +146,11 @@ impl Browser {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Resizes the window (a screenshot shows only what fits in it).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.unwrap();
     }
 
     /// Writes a PNG of the window to `path`.
