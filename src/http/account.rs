@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use secrecy::SecretString;
 
@@ -169,21 +169,10 @@ pub async fn login(
             )
         }
         Ok(Outcome::Throttled { retry_after_secs }) => {
-            let message = format!(
-                "Too many failed sign-ins. Wait {retry_after_secs} second{} before trying again.",
-                if retry_after_secs == 1 { "" } else { "s" }
-            );
-            let mut response = sign_in_page(
-                &app,
-                &headers,
-                StatusCode::TOO_MANY_REQUESTS,
-                username,
-                Some(&message),
-            );
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return response;
+            let message = super::login::throttled_message(retry_after_secs);
+            let status = StatusCode::TOO_MANY_REQUESTS;
+            let response = sign_in_page(&app, &headers, status, username, Some(&message));
+            return super::login::with_retry_after(response, retry_after_secs);
         }
         Ok(Outcome::Busy) => return super::login::busy(),
         Err(e) => {

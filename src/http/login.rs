@@ -55,20 +55,29 @@ fn throttled(
     username: &str,
     retry_after_secs: u64,
 ) -> Response {
-    let error = format!(
-        "Too many failed sign-ins. Wait {retry_after_secs} second{} before trying again.",
-        if retry_after_secs == 1 { "" } else { "s" }
-    );
-    let mut response = page_with(
+    let response = page_with(
         app,
         headers,
         request,
         authorize_query,
         Some(username),
         StatusCode::TOO_MANY_REQUESTS,
-        Some(error),
+        Some(throttled_message(retry_after_secs)),
     );
-    if let Ok(value) = axum::http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+    with_retry_after(response, retry_after_secs)
+}
+
+/// What a throttled sign-in is told, on every sign-in form.
+pub(super) fn throttled_message(retry_after_secs: u64) -> String {
+    format!(
+        "Too many failed sign-ins. Wait {retry_after_secs} second{} before trying again.",
+        if retry_after_secs == 1 { "" } else { "s" }
+    )
+}
+
+/// Adds `Retry-After` (RFC 9110 §10.2.3) to a throttled sign-in's answer.
+pub(super) fn with_retry_after(mut response: Response, secs: u64) -> Response {
+    if let Ok(value) = axum::http::HeaderValue::from_str(&secs.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response

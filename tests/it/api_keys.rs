@@ -813,3 +813,42 @@ async fn api_key_revoked_at_one_instance_is_inactive_at_another_at_once() {
         other.stop().await;
     }
 }
+
+#[tokio::test]
+async fn account_sign_in_is_throttled_like_the_login_page_asvs_6_3_1() {
+    for db in TestDb::all().await {
+        let mut config = db.config();
+        config.login_throttle.per_username = 2;
+        let server = TestServer::start_with(config).await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            let form = browser.get("/account").await;
+            let res = browser
+                .post(
+                    "/account/login",
+                    &[
+                        ("username", "ada"),
+                        ("password", "wrong password"),
+                        ("csrf_token", &form.input("csrf_token")),
+                    ],
+                )
+                .await;
+            statuses.push(res.status);
+            if res.status == 429 {
+                assert!(res.header("retry-after").is_some());
+                assert!(
+                    res.body.contains("Too many failed sign-ins"),
+                    "{}",
+                    res.body
+                );
+            }
+        }
+        // As at /login: the failures past the allowance start a wait (security.rs).
+        assert_eq!(statuses, [401, 401, 401, 429], "{}", db.label);
+        let kinds = audit_kinds(server.state.store.as_ref(), 1).await;
+        assert_eq!(kinds, ["login_throttled"]);
+        server.stop().await;
+    }
+}
