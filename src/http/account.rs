@@ -82,7 +82,6 @@ struct KeyView {
     expires: String,
     state: &'static str,
     live: bool,
-    revocable: bool,
 }
 
 struct ScopeChoice {
@@ -230,9 +229,13 @@ pub async fn create(
         scopes: Some(chosen.clone()),
         expires_in: form.get("expires_in").unwrap_or(DEFAULT_EXPIRY),
     };
-    let ttl_secs = match EXPIRIES.iter().find(|(v, _)| *v == draft.expires_in) {
-        Some((value, _)) => api_keys::parse_ttl(value).ok().flatten(),
-        None => {
+    let parsed = EXPIRIES
+        .iter()
+        .find(|(v, _)| *v == draft.expires_in)
+        .map(|(value, _)| api_keys::parse_ttl(value));
+    let ttl_secs = match parsed {
+        Some(Ok(ttl)) => ttl,
+        _ => {
             let e = ApiKeyError::InvalidExpiry;
             return refused(&app, &headers, &account, e, draft).await;
         }
@@ -518,7 +521,6 @@ fn key_view(k: &ApiKeyRecord, now: i64) -> KeyView {
         expires: k.expires_at.map_or_else(|| "Never".to_owned(), date),
         state: if live { "active" } else { "expired" },
         live,
-        revocable: k.revoked_at.is_none(),
     }
 }
 

@@ -9,7 +9,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::config::ApiKeyPolicy;
 use crate::crypto::api_key;
 use crate::crypto::token::{Digest, PlainSecret};
-use crate::store::{AccountRecord, ApiKeyRecord, Store, StoreError, TokenRecord};
+use crate::store::{AccountRecord, ApiKeyRecord, Store, StoreError, TokenKind, TokenRecord};
 
 /// A key's last use is written at most this often, so a busy key costs one write a minute.
 pub const TOUCH_INTERVAL_SECS: i64 = 60;
@@ -33,6 +33,8 @@ pub enum ApiKeyError {
     LimitReached(i64),
     #[error("no such key")]
     NotFound,
+    #[error("the user is disabled")]
+    OwnerDisabled,
     #[error(transparent)]
     Store(StoreError),
 }
@@ -110,6 +112,9 @@ pub async fn create(
     actor: &Actor,
     now: i64,
 ) -> Result<(PlainSecret, ApiKeyRecord), ApiKeyError> {
+    if owner.disabled {
+        return Err(ApiKeyError::OwnerDisabled);
+    }
     let label = check_label(new.label)?;
     let scope = check_scopes(policy, new.scopes.as_deref())?;
     if new
@@ -157,6 +162,7 @@ pub async fn create(
         Ok(()) => Ok((key, record)),
         Err(StoreError::Conflict(_)) => Err(ApiKeyError::LabelTaken(label)),
         Err(StoreError::LimitReached(_)) => Err(ApiKeyError::LimitReached(policy.max_per_user)),
+        Err(StoreError::NotFound("user")) => Err(ApiKeyError::OwnerDisabled),
         Err(StoreError::NotFound(_)) => Err(ApiKeyError::NotFound),
         Err(e) => Err(e.into()),
     }
@@ -195,14 +201,16 @@ pub async fn report_leaked(
     let Some(token) = store.token(&Digest::of(presented)).await? else {
         return Ok(());
     };
-    let Some(key) = store.api_key(&token.jti).await? else {
-        return Ok(()); // some other kind of token with an API key's shape: not ours to revoke
+    let Some(owner) = token.account_id.filter(|_| token.kind == TokenKind::ApiKey) else {
+        return Ok(()); // not an API key: not this endpoint's to revoke
     };
-    match revoke(store, &key, None, "reported_leaked", actor, now).await {
-        Ok(()) | Err(ApiKeyError::NotFound) => Ok(()),
-        Err(ApiKeyError::Store(e)) => Err(e),
-        Err(e) => Err(StoreError::Corrupt(e.to_string())),
-    }
+    let audit = actor
+        .event(AuditKind::ApiKeyRevoked, now)
+        .account(&owner)
+        .details(json!({ "key_id": token.jti, "label": token.label, "reason": "reported_leaked" }));
+    // Already revoked: nothing changes and nothing is recorded.
+    store.revoke_api_key(&token.jti, None, now, &audit).await?;
+    Ok(())
 }
 
 fn revoked_event(actor: &Actor, key: &ApiKeyRecord, reason: &str, now: i64) -> AuditEvent {
@@ -214,6 +222,11 @@ fn revoked_event(actor: &Actor, key: &ApiKeyRecord, reason: &str, now: i64) -> A
 
 /// Notes that an active key was used: its last use, at most once a minute.
 pub async fn note_use(store: &dyn Store, key: &TokenRecord, now: i64) {
+    // Decided from the row already read: no statement at all for a key used this minute (on
+    // SQLite even an update that matches nothing takes the write lock).
+    if key.used_at.is_some_and(|t| t > now - TOUCH_INTERVAL_SECS) {
+        return;
+    }
     if let Err(e) = store
         .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS, false)
         .await
@@ -275,10 +288,9 @@ pub fn parse_ttl(value: &str) -> Result<Option<i64>, ApiKeyError> {
     if value == "never" {
         return Ok(None);
     }
-    let (number, unit) = value.split_at(value.len().saturating_sub(1));
-    let seconds = match unit {
-        "d" => 86_400,
-        "h" => 3600,
+    let (number, seconds) = match (value.strip_suffix('d'), value.strip_suffix('h')) {
+        (Some(n), _) => (n, 86_400),
+        (_, Some(n)) => (n, 3600),
         _ => return Err(ApiKeyError::InvalidExpiry),
     };
     let n: i64 = number.parse().map_err(|_| ApiKeyError::InvalidExpiry)?;
@@ -332,6 +344,7 @@ mod tests {
             "99999999999999999d",
             "3651d",
             "1.5d",
+            "9é",
         ] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }

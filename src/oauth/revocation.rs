@@ -6,6 +6,7 @@
 use super::credential;
 use super::error::{ErrorCode, OAuthError};
 use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::api_key;
 use crate::store::{ClientRecord, Store, TokenKind};
 
 /// Revokes `token` for `client`. The token type hint is advisory (§2.1) and not needed: one
@@ -16,17 +17,18 @@ pub async fn revoke(
     token: &str,
     now: i64,
 ) -> Result<(), OAuthError> {
-    let resolution = credential::resolve(store, token, now).await?;
-    let Some(record) = resolution.record() else {
-        return Ok(());
-    };
-    // §2.2.1: not a kind this endpoint revokes, whoever asks (an API key has no client).
-    if record.kind == TokenKind::ApiKey {
+    // §2.2.1: not a kind this endpoint revokes, whoever asks — decided by the prefix, before
+    // any lookup, so the answer says nothing about whether such a key exists.
+    if api_key::looks_like(token) {
         return Err(OAuthError::new(
             ErrorCode::UnsupportedTokenType,
             "API keys are revoked by their owner or an operator, not here",
         ));
     }
+    let resolution = credential::resolve(store, token, now).await?;
+    let Some(record) = resolution.record() else {
+        return Ok(());
+    };
     // §2.1: the server "verifies whether the token was issued to the client making the
     // revocation request. If this validation fails, the request is refused".
     if record.client_id.as_deref() != Some(client.id.as_str()) {

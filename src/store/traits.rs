@@ -204,8 +204,8 @@ pub trait TokenStore: Send + Sync {
 pub trait ApiKeyStore: Send + Sync {
     /// Adds `key` and records `audit`, in one transaction that excludes concurrent changes to
     /// the owner's keys. With `replaces` (a key id), that unrevoked key of the same owner is
-    /// revoked first (regenerating: the label passes to the new key); `NotFound` if there is
-    /// none. `LimitReached` if the owner would hold more than `max_live` live (unrevoked,
+    /// revoked first (regenerating: the label passes to the new key); `NotFound("api key")` if
+    /// there is none, `NotFound("user")` if the owner is gone or disabled. `LimitReached` if the owner would hold more than `max_live` live (unrevoked,
     /// unexpired) keys; `Conflict` if another unrevoked key of the owner has the label. On any
     /// error nothing changes.
     async fn insert_api_key(

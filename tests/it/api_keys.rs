@@ -366,6 +366,8 @@ async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited() {
             ["api_key_used_by_disabled_user"]
         );
         // Enabling the user brings nothing back (decision 0012).
+        db.tessera(&["apikey", "create", "--user", "bob", "--label", "c"])
+            .fails_with("disabled");
         db.tessera(&["user", "enable", "bob"]).succeeds();
         assert_eq!(introspect(&server, &gw, &bobs).await, inactive());
         server.stop().await;
@@ -472,26 +474,38 @@ async fn api_key_forms_without_csrf_token_change_nothing_owasp_csrf() {
         let key = shown_key(&create_on_page(&browser, &page, "k", &["read"]).await);
         let id = key_id_on_page(&browser.get("/account").await, "k");
 
-        for csrf in ["", "forged"] {
-            let create = browser
-                .post(
-                    "/account/keys",
-                    &[
-                        ("csrf_token", csrf),
-                        ("label", "sneaky"),
-                        ("scope_read", "on"),
-                    ],
-                )
-                .await;
-            assert_eq!(create.status, 403, "{}", create.body);
-            let revoke = browser
-                .post(
-                    "/account/keys/revoke",
-                    &[("csrf_token", csrf), ("key_id", &id), ("confirm", "yes")],
-                )
-                .await;
-            assert_eq!(revoke.status, 403, "{}", revoke.body);
+        // Missing, empty and forged tokens alike.
+        for csrf in [None, Some(""), Some("forged")] {
+            let with = |mut form: Vec<(&'static str, String)>| {
+                if let Some(token) = csrf {
+                    form.push(("csrf_token", token.to_owned()));
+                }
+                form
+            };
+            let create = with(vec![
+                ("label", "sneaky".into()),
+                ("scope_read", "on".into()),
+            ]);
+            let change = with(vec![("key_id", id.clone()), ("confirm", "yes".into())]);
+            for (path, form) in [
+                ("/account/keys", create),
+                ("/account/keys/revoke", change.clone()),
+                ("/account/keys/regenerate", change),
+            ] {
+                let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let res = browser.post(path, &form).await;
+                assert_eq!(res.status, 403, "{path} {csrf:?}: {}", res.body);
+            }
         }
+        // The sign-in form too: a login CSRF would sign the victim into the attacker's account.
+        let login = server
+            .browser()
+            .post(
+                "/account/login",
+                &[("username", "ada"), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(login.status, 403);
         assert_eq!(key_count(&server, &ada.id).await, 1);
         assert_eq!(introspect(&server, &gw, &key).await["active"], true);
         server.stop().await;

@@ -66,6 +66,7 @@ struct AccessEnded {
     sessions: u64,
     grants: u64,
     tokens: u64,
+    api_keys: u64,
     codes: u64,
 }
 
@@ -76,6 +77,7 @@ impl AccessEnded {
             details.insert("sessions_ended".into(), self.sessions.into());
             details.insert("grants_revoked".into(), self.grants.into());
             details.insert("tokens_revoked".into(), self.tokens.into());
+            details.insert("api_keys_revoked".into(), self.api_keys.into());
             details.insert("codes_revoked".into(), self.codes.into());
         }
         event
@@ -106,6 +108,17 @@ async fn end_access(
     .await
     .map_err(StoreError::Unavailable)?
     .rows_affected();
+    // API keys first, to count them apart: the operator reads which keys a change ended.
+    let api_keys = sqlx::query(
+        "update token set revoked_at = $2 where account_id = $1 and kind = 'api_key' \
+         and revoked_at is null",
+    )
+    .bind(account_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::Unavailable)?
+    .rows_affected();
     let tokens = sqlx::query(
         "update token set revoked_at = $2 where account_id = $1 and revoked_at is null",
     )
@@ -126,6 +139,7 @@ async fn end_access(
         sessions,
         grants,
         tokens,
+        api_keys,
         codes,
     })
 }

@@ -43,11 +43,15 @@ impl ApiKeyStore for SqlStore {
         let mut tx = self.begin().await?;
         // A write first: it locks the owner's row on Postgres and takes SQLite's write lock,
         // so concurrent creations for one owner queue here and each counts the ones before.
-        let owner = sqlx::query("update account set updated_at = updated_at where id = $1")
-            .bind(&key.account_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        // Only an enabled owner: a key made while the user was being disabled must not
+        // outlive the disabling (decision 0012).
+        let owner = sqlx::query(
+            "update account set updated_at = updated_at where id = $1 and disabled = 0",
+        )
+        .bind(&key.account_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
         if owner.rows_affected() == 0 {
             return Err(StoreError::NotFound("user"));
         }
