@@ -7,6 +7,7 @@
 mod api_keys;
 mod authorize;
 mod cli;
+mod instances;
 mod kek;
 mod lifecycle;
 mod oidc;

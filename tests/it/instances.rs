@@ -1,0 +1,246 @@
+//! Several instances over one Postgres database (issue 13, docs/scaling.md): two real
+//! `tessera serve` processes on different ports, started at the same moment, must behave as one
+//! server. Postgres only: that is the store instances share.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::flow::{AuthorizeUrl, Browser, Pkce, Reply, TestClient, PASSWORD, REDIRECT};
+use crate::support::{binary, free_port, http, wait_healthy, TestDb};
+
+/// A `tessera serve` child process; killed when dropped.
+struct Instance {
+    base: String,
+    child: Child,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Instance {
+    fn spawn(env: &BTreeMap<String, String>) -> Instance {
+        let port = free_port();
+        let child = Command::new(binary())
+            .env_clear()
+            .envs(env)
+            .env("TESSERA_BIND", format!("127.0.0.1:{port}"))
+            .env("TESSERA_LOG_FILTER", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Instance {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+
+    fn browser(&self) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: self.base.clone(),
+        }
+    }
+
+    /// POSTs `form` to `path`, authenticating as `client` with HTTP Basic.
+    async fn call(&self, path: &str, client: &TestClient, form: &[(&str, &str)]) -> Reply {
+        let res = http()
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&client.record.id, client.secret.as_deref())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Reply::from(res).await
+    }
+
+    async fn introspect(&self, gateway: &TestClient, token: &str) -> Value {
+        let res = self.call("/introspect", gateway, &[("token", token)]).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        res.json()
+    }
+
+    async fn jwks_kids(&self) -> Vec<String> {
+        let jwks: Value = http()
+            .get(format!("{}/jwks", self.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A client made with the CLI, read back from the store.
+async fn cli_client(db: &TestDb, args: &[&str]) -> TestClient {
+    let out = db.tessera(args).json();
+    let id = out["client"]["id"].as_str().unwrap();
+    let store = tessera::store::open(&db.database_url()).await.unwrap();
+    TestClient {
+        record: store.client(id).await.unwrap().unwrap(),
+        secret: out["client_secret"].as_str().map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn two_instances_on_one_postgres_act_as_one_server() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let mut env = db.env();
+    // Instances sharing a store share the key-encryption key (README, docs/scaling.md).
+    env.insert(
+        "TESSERA_KEY_ENCRYPTION_KEY".into(),
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+    );
+    // Both start at once on an empty database: migrations and first-start keys race.
+    let (a, b) = (Instance::spawn(&env), Instance::spawn(&env));
+    wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
+    wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
+    let store = tessera::store::open(&db.database_url()).await.unwrap();
+    let mut algs: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.alg)
+        .collect();
+    algs.sort();
+    assert_eq!(
+        algs,
+        ["ES256", "EdDSA", "RS256"],
+        "one first key per algorithm"
+    );
+    let mut kids_a = a.jwks_kids().await;
+    let mut kids_b = b.jwks_kids().await;
+    kids_a.sort();
+    kids_b.sort();
+    assert_eq!(kids_a, kids_b);
+
+    let dbe = &db;
+    dbe.tessera_with_stdin(
+        &["user", "create", "--username", "ada", "--password-stdin"],
+        Some(PASSWORD),
+    )
+    .succeeds();
+    let web = cli_client(
+        dbe,
+        &[
+            "client",
+            "create",
+            "--id",
+            "web",
+            "--name",
+            "Web",
+            "--redirect-uri",
+            REDIRECT,
+            "--scope",
+            "openid profile offline_access",
+            "--json",
+        ],
+    )
+    .await;
+    let gateway = cli_client(
+        dbe,
+        &[
+            "client",
+            "create",
+            "--id",
+            "gw",
+            "--name",
+            "Gateway",
+            "--introspect",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            "gateway",
+            "--json",
+        ],
+    )
+    .await;
+
+    // A code issued by A is redeemed at B.
+    let pkce = Pkce::new();
+    let url = AuthorizeUrl::new(&web)
+        .set("scope", "openid profile offline_access")
+        .pkce(&pkce);
+    let done = a.browser().authorize_through(&url.path(), "ada").await;
+    let code = done.redirect_params()["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
+    let tokens = b.call("/token", &web, &form).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.body);
+    let tokens = tokens.json();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+
+    // A token issued by B is active at A, and inactive there as soon as B revokes it:
+    // no cache, so the documented bound is the next request.
+    assert_eq!(a.introspect(&gateway, &access).await["active"], true);
+    let revoked = b.call("/revoke", &web, &[("token", access.as_str())]).await;
+    assert_eq!(revoked.status, 200);
+    assert_eq!(a.introspect(&gateway, &access).await["active"], false);
+
+    // A refresh token rotated at A is detected as reused at B, which ends the grant.
+    let rotate = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let rotated = a.call("/token", &web, &rotate).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let new_refresh = rotated.json()["refresh_token"].as_str().unwrap().to_owned();
+    let reused = b.call("/token", &web, &rotate).await;
+    assert_eq!(reused.status, 400);
+    assert_eq!(reused.json()["error"], "invalid_grant");
+    let after = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", new_refresh.as_str()),
+    ];
+    assert_eq!(
+        a.call("/token", &web, &after).await.status,
+        400,
+        "grant revoked"
+    );
+    // The code, spent at B, cannot be redeemed at A either.
+    assert_eq!(a.call("/token", &web, &form).await.status, 400);
+
+    // A key rotation made through one is served in the JWKS of both (each reloads its key
+    // set at most every `keys::CACHE_SECS`).
+    let rotate = ["keys", "rotate", "--alg", "ES256", "--json"];
+    let rotated = crate::support::run_binary(&rotate, &env, None).json();
+    let kid = rotated["kid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now()
+        + Duration::from_secs(u64::try_from(tessera::keys::CACHE_SECS).unwrap() + 10);
+    for instance in [&a, &b] {
+        while !instance.jwks_kids().await.contains(&kid) {
+            assert!(
+                Instant::now() < deadline,
+                "{kid} never published at {}",
+                instance.base
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
