@@ -46,9 +46,10 @@ impl ApiKeyStore for SqlStore {
         // Only an enabled owner: a key made while the user was being disabled must not
         // outlive the disabling (decision 0012).
         let owner = sqlx::query(
-            "update account set updated_at = updated_at where id = $1 and disabled = 0",
+            "update account set updated_at = updated_at where id = $1 and disabled = $2",
         )
         .bind(&key.account_id)
+        .bind(false)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
