@@ -215,23 +215,35 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 /// Writes one audit row. Inside a transaction, go through [`Tx::audit`] so the hook hears
 /// of the event after the commit.
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
-    sqlx::query(
+    bind_audit(sqlx::query(&audit_insert_sql(1)), event)?
+        .execute(conn)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    Ok(())
+}
+
+/// The audit insert with its eight placeholders numbered from `first`, so that it can close a
+/// statement that writes other rows first.
+fn audit_insert_sql(first: usize) -> String {
+    let values: Vec<String> = (first..first + 8).map(|i| format!("${i}")).collect();
+    format!(
         "insert into audit_event \
          (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8)",
+         values ({})",
+        values.join(", ")
     )
-    .bind(event.created_at)
-    .bind(&event.kind)
-    .bind(&event.actor)
-    .bind(&event.client_id)
-    .bind(&event.account_id)
-    .bind(&event.source_ip)
-    .bind(&event.user_agent)
-    .bind(to_json(&event.details)?)
-    .execute(conn)
-    .await
-    .map_err(StoreError::Unavailable)?;
-    Ok(())
+}
+
+/// Binds an audit event's eight values, in `audit_insert_sql` order.
+fn bind_audit<'q>(q: AnyQuery<'q>, event: &'q AuditEvent) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(event.created_at)
+        .bind(&event.kind)
+        .bind(&event.actor)
+        .bind(&event.client_id)
+        .bind(&event.account_id)
+        .bind(&event.source_ip)
+        .bind(&event.user_agent)
+        .bind(to_json(&event.details)?))
 }
 
 #[async_trait]

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
-use super::{write_error, Row, SqlStore};
+use super::{audit_insert_sql, bind_audit, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
+use crate::store::Backend;
 use crate::store::{StoreError, TokenKind, TokenRecord, TokenStore};
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
@@ -28,29 +29,84 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
+const TOKEN_COLUMNS: &str = "digest, kind, grant_id, client_id, account_id, scope, label, \
+                             previous_digest, created_at, expires_at, used_at, revoked_at, jti";
+/// Values per token row.
+const TOKEN_VALUES: usize = 13;
+
+/// Binds one token row's values, in `TOKEN_COLUMNS` order.
+fn bind_token<'q>(q: AnyQuery<'q>, t: &'q TokenRecord) -> AnyQuery<'q> {
+    q.bind(t.digest.as_bytes())
+        .bind(t.kind.as_str())
+        .bind(&t.grant_id)
+        .bind(&t.client_id)
+        .bind(&t.account_id)
+        .bind(&t.scope)
+        .bind(&t.label)
+        .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.used_at)
+        .bind(t.revoked_at)
+        .bind(&t.jti)
+}
+
+/// `($first, …)` for `count` consecutive placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    format!("({})", list.join(", "))
+}
+
 async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), StoreError> {
-    sqlx::query(
-        "insert into token (digest, kind, grant_id, client_id, account_id, scope, label, \
-         previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-    )
-    .bind(t.digest.as_bytes())
-    .bind(t.kind.as_str())
-    .bind(&t.grant_id)
-    .bind(&t.client_id)
-    .bind(&t.account_id)
-    .bind(&t.scope)
-    .bind(&t.label)
-    .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
-    .bind(t.created_at)
-    .bind(t.expires_at)
-    .bind(t.used_at)
-    .bind(t.revoked_at)
-    .bind(&t.jti)
-    .execute(conn)
-    .await
-    .map_err(write_error("token"))?;
+    let sql = format!(
+        "insert into token ({TOKEN_COLUMNS}) values {}",
+        placeholders(1, TOKEN_VALUES)
+    );
+    bind_token(sqlx::query(&sql), t)
+        .execute(conn)
+        .await
+        .map_err(write_error("token"))?;
     Ok(())
+}
+
+/// Postgres: a refresh rotation in one statement. The conditional update is the guard (of
+/// concurrent rotations of one token, one finds it unspent; the others wait for its row lock,
+/// then find it spent); the new rows and the audit event are written only if it matched.
+/// `$1` the old digest, `$2` now, then the new rows, then the audit event.
+fn rotate_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| placeholders(3 + i * TOKEN_VALUES, TOKEN_VALUES))
+        .collect();
+    let audit_first = 3 + rows * TOKEN_VALUES;
+    let audit_values: Vec<String> = (audit_first..audit_first + 8)
+        .map(|i| format!("${i}"))
+        .collect();
+    format!(
+        "with spent as (update token set used_at = $2 where digest = $1 and kind = 'refresh' \
+         and used_at is null and revoked_at is null returning 1), \
+         t as (insert into token ({TOKEN_COLUMNS}) select * from (values {}) as v ({TOKEN_COLUMNS}) \
+         where exists (select 1 from spent)), \
+         a as (insert into audit_event \
+         (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
+         select {} where exists (select 1 from spent)) \
+         select count(*) from spent",
+        values.join(", "),
+        audit_values.join(", ")
+    )
+}
+
+/// Postgres: the token rows and their audit event in one statement — one round trip and one
+/// implicit transaction instead of begin, an insert per row, the audit insert and commit.
+/// (SQLite has no data-modifying `with`, and its statements cost no round trip.)
+fn insert_tokens_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| placeholders(1 + i * TOKEN_VALUES, TOKEN_VALUES))
+        .collect();
+    format!(
+        "with t as (insert into token ({TOKEN_COLUMNS}) values {}) {}",
+        values.join(", "),
+        audit_insert_sql(1 + rows * TOKEN_VALUES)
+    )
 }
 
 #[async_trait]
@@ -60,6 +116,19 @@ impl TokenStore for SqlStore {
         tokens: &[TokenRecord],
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres && !tokens.is_empty() {
+            let sql = insert_tokens_statement(tokens.len());
+            let mut q = sqlx::query(&sql);
+            for t in tokens {
+                q = bind_token(q, t);
+            }
+            bind_audit(q, audit)?
+                .execute(&self.pool)
+                .await
+                .map_err(write_error("token"))?;
+            self.hook.committed(std::slice::from_ref(audit));
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         for t in tokens {
             insert_token(&mut tx, t).await?;
@@ -75,6 +144,22 @@ impl TokenStore for SqlStore {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
+        if self.backend == Backend::Postgres && !new.is_empty() {
+            let sql = rotate_statement(new.len());
+            let mut q = sqlx::query(&sql).bind(old.as_bytes()).bind(now);
+            for t in new {
+                q = bind_token(q, t);
+            }
+            let row = bind_audit(q, audit)?
+                .fetch_one(&self.pool)
+                .await
+                .map_err(write_error("token"))?;
+            let spent: i64 = sqlx::Row::try_get(&row, 0).map_err(StoreError::Unavailable)?;
+            if spent > 0 {
+                self.hook.committed(std::slice::from_ref(audit));
+            }
+            return Ok(spent > 0);
+        }
         let mut tx = self.begin().await?;
         // The guard and the spend in one statement: a concurrent rotation finds used_at set.
         let done = sqlx::query(
