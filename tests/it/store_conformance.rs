@@ -689,6 +689,20 @@ async fn insert_api_key_never_passes_the_limit_under_concurrent_creations() {
         }
         assert_eq!(made, 3, "{}", db.label);
         assert_eq!(store.api_keys(Some(ADA)).await.unwrap().len(), 3);
+        // The refused ones ended their transactions at once: no session of the pool sits
+        // idle in a transaction holding the owner's row lock.
+        if db.label == "postgres" {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            let stuck: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity where datname = current_database() \
+                 and state like 'idle in transaction%'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(stuck, 0, "sessions left idle in a transaction");
+        }
         assert_eq!(
             audit_count(store.as_ref()).await,
             before + 3,

@@ -54,6 +54,7 @@ impl ApiKeyStore for SqlStore {
         .await
         .map_err(StoreError::Unavailable)?;
         if owner.rows_affected() == 0 {
+            tx.rollback().await?;
             return Err(StoreError::NotFound("user"));
         }
         if let Some(old) = replaces {
@@ -68,6 +69,7 @@ impl ApiKeyStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
             if revoked.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Err(StoreError::NotFound("api key"));
             }
         }
@@ -81,9 +83,10 @@ impl ApiKeyStore for SqlStore {
         .await
         .map_err(StoreError::Unavailable)?;
         if live >= max_live {
+            tx.rollback().await?;
             return Err(StoreError::LimitReached("api keys"));
         }
-        sqlx::query(
+        let inserted = sqlx::query(
             "insert into token (digest, kind, jti, account_id, scope, label, hint, created_at, \
              expires_at) values ($1, 'api_key', $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -96,8 +99,12 @@ impl ApiKeyStore for SqlStore {
         .bind(key.created_at)
         .bind(key.expires_at)
         .execute(&mut *tx)
-        .await
-        .map_err(write_error("api key label"))?;
+        .await;
+        if let Err(e) = inserted {
+            // A label clash aborts the transaction; end it now, not at the connection's reuse.
+            tx.rollback().await?;
+            return Err(write_error("api key label")(e));
+        }
         for event in audit {
             tx.audit(event).await?;
         }
@@ -150,6 +157,7 @@ impl ApiKeyStore for SqlStore {
         .await
         .map_err(StoreError::Unavailable)?;
         if done.rows_affected() == 0 {
+            tx.rollback().await?;
             return Ok(false);
         }
         tx.audit(audit).await?;

@@ -126,7 +126,7 @@ impl SigningKeyStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
             if done.rows_affected() != 1 {
-                // Dropping the transaction rolls it back: nothing changed.
+                tx.rollback().await?;
                 return Ok(false);
             }
         }
@@ -137,6 +137,7 @@ impl SigningKeyStore for SqlStore {
             .map_err(StoreError::Unavailable)?;
         let stored: i64 = Row(&count).get("n")?;
         if usize::try_from(stored).ok() != Some(keys.len()) {
+            tx.rollback().await?;
             return Ok(false);
         }
         tx.audit(audit).await?;

@@ -166,6 +166,13 @@ impl Tx {
         Ok(())
     }
 
+    /// Rolls back now and gives the connection back clean. Dropping a `Tx` rolls back too, but
+    /// only when the connection is next used: until then a Postgres session sits `idle in
+    /// transaction`, holding the row locks it took.
+    async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await.map_err(StoreError::Unavailable)
+    }
+
     /// Commits, then tells the hook about the events recorded (if any).
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(StoreError::Unavailable)?;

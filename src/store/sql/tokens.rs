@@ -172,7 +172,7 @@ impl TokenStore for SqlStore {
         .await
         .map_err(StoreError::Unavailable)?;
         if done.rows_affected() == 0 {
-            // Dropping the transaction rolls it back: nothing changed.
+            tx.rollback().await?;
             return Ok(false);
         }
         for t in new {
