@@ -58,6 +58,9 @@ pub trait LoginGate: Send + Sync {
         account_id: Option<&str>,
         succeeded: bool,
     ) -> Result<(), StoreError>;
+    /// Called instead of `record` when the password was never checked (the server was too
+    /// busy): the attempt is taken back, as if it had not been made.
+    async fn release(&self, attempt: &Attempt<'_>, ticket: Ticket) -> Result<(), StoreError>;
 }
 
 /// How long failures are remembered: a failure older than this starts the count afresh.
@@ -176,6 +179,14 @@ impl LoginGate for ThrottleGate {
         }
         Ok(())
     }
+    async fn release(&self, attempt: &Attempt<'_>, _ticket: Ticket) -> Result<(), StoreError> {
+        // A refusal for load says nothing about the password: no key keeps it. (A block this
+        // very attempt started stays until it runs out: rare, and only ever seconds at first.)
+        for (key, _) in self.keys(attempt) {
+            self.store.forgive_login_attempt(&key).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Times are whole seconds: blocked through the second `until` itself, so a wait is never
@@ -239,8 +250,14 @@ impl Authenticator<'_> {
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
         let verified = match self.passwords.verify(password, hash).await {
             Ok(v) => v,
-            Err(PasswordError::Busy) => return Ok(Outcome::Busy),
-            Err(e) => return Err(OAuthError::server(e)),
+            Err(e) => {
+                // Not checked: the attempt must not count against the person.
+                self.gate.release(&attempt, ticket).await?;
+                return match e {
+                    PasswordError::Busy => Ok(Outcome::Busy),
+                    e => Err(OAuthError::server(e)),
+                };
+            }
         };
         // Read after the password check, which may have waited for a hashing slot:
         // `auth_time` is when the person finished authenticating.

@@ -646,6 +646,41 @@ async fn login_answers_503_with_retry_after_when_the_hash_queue_is_full() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_login_turned_away_busy_does_not_count_as_a_failure() {
+    let db = TestDb::sqlite().await;
+    let mut env = db.env();
+    env.insert("TESSERA_PASSWORD_HASH_CONCURRENCY".into(), "1".into());
+    env.insert("TESSERA_PASSWORD_HASH_QUEUE".into(), "1".into());
+    // No blocks in the way: the test reads the counts themselves.
+    env.insert("TESSERA_LOGIN_FAILURES_BEFORE_DELAY".into(), "1000".into());
+    env.insert(
+        "TESSERA_LOGIN_FAILURES_PER_ADDRESS_BEFORE_DELAY".into(),
+        "1000".into(),
+    );
+    let config =
+        tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap();
+    let server = TestServer::start_with(config).await;
+    server.user("ada").await;
+    let answers = logins_at_once(&server, 24, PASSWORD).await;
+    let busy = answers.iter().filter(|r| r.status() == 503).count();
+    assert!(busy >= 1, "the queue bound was never reached");
+    assert!(answers
+        .iter()
+        .all(|r| [303, 503].contains(&r.status().as_u16())));
+    // Every attempt counts until it proves itself; the signed-in ones were taken back, and
+    // the busy ones — never checked — must be too: no failure is left for the username or
+    // the address.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    let left: Option<i64> = sqlx::query_scalar("select sum(failures) from login_throttle")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left.unwrap_or(0), 0, "{busy} busy refusals");
+    server.stop().await;
+}
+
 /// One sign-in attempt on the login page of a fresh authorization request.
 async fn try_login(
     server: &TestServer,
@@ -1118,6 +1153,11 @@ async fn a_stranger_cannot_keep_a_user_out_of_her_own_browser_asvs_6_3_1() {
 /// `n` wrong passwords for "ada", sent at once from one browser (its clones share the cookie
 /// jar, so every attempt carries the CSRF cookie of the one login page).
 async fn wrong_logins_at_once(server: &TestServer, n: usize) -> Vec<reqwest::Response> {
+    logins_at_once(server, n, "wrong password").await
+}
+
+/// `n` sign-ins as "ada" with `password`, sent at once from one browser.
+async fn logins_at_once(server: &TestServer, n: usize, password: &str) -> Vec<reqwest::Response> {
     let web = server.confidential_client("web").await;
     let browser = server.browser();
     let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
@@ -1126,7 +1166,7 @@ async fn wrong_logins_at_once(server: &TestServer, n: usize) -> Vec<reqwest::Res
     for _ in 0..n {
         let form = [
             ("username", "ada".to_owned()),
-            ("password", "wrong password".to_owned()),
+            ("password", password.to_owned()),
             ("csrf_token", csrf.clone()),
             ("authorize_query", query.clone()),
         ];
