@@ -803,7 +803,12 @@ class Bench:
                     "SQL statements per operation not measured: pg_stat_statements is not "
                     f"loaded on this server ({self.stats.statements_why}). Commits, rows "
                     "written and table scans per operation come from pg_stat_database and "
-                    "pg_stat_user_tables instead.")
+                    "pg_stat_user_tables instead (add pg_stat_statements to shared_preload_libraries "
+                    "and restart Postgres to get them).")
+        else:
+            r["notes"].append(
+                "SQLite runs inside the tessera process: its CPU is in the server CPU figure, "
+                "and there are no separate database CPU, commit or statement counts.")
         log("filling the token pools")
         t = time.monotonic()
         access_file = self.access_pool() if {"introspection_json", "introspection_jwt"} & set(self.a.workloads) else None
