@@ -911,6 +911,11 @@ def machine(args):
     return info, versions
 
 
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
 def proc_meminfo_mib():
     with open("/proc/meminfo") as f:
         for line in f:
@@ -951,6 +956,7 @@ def main():
         args.port = free_port()
     bench = Bench(args)
     started = time.time()
+    load_start = loadavg()
     try:
         result = bench.run()
     finally:
@@ -968,6 +974,8 @@ def main():
                               "bench/bench.py threads, one per concurrent browser",
             "workloads": args.workloads,
             "total_s": round(time.time() - started, 1),
+            "loadavg_1min_start": load_start,
+            "loadavg_1min_end": loadavg(),
         },
     )
     doc = {}

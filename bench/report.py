@@ -189,6 +189,13 @@ def section_md(section):
         f"median of {meth.get('runs')} run{'s' if meth.get('runs') != 1 else ''} "
         f"(the whole script took {num(meth.get('total_s'))} s)."
     )
+    if meth.get("loadavg_1min_start") is not None:
+        out.append("")
+        out.append(
+            f"Load average (1 min) of the machine when the script started: {meth['loadavg_1min_start']:.2f}, "
+            f"when it ended: {meth['loadavg_1min_end']:.2f} (the script itself adds about 1 to 2; more "
+            "means other work shared the cores and the throughputs are low by that much)."
+        )
     out.append("")
     out.append(table(section))
     out.append("")
