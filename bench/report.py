@@ -192,9 +192,9 @@ def section_md(section):
     if meth.get("loadavg_1min_start") is not None:
         out.append("")
         out.append(
-            f"Load average (1 min) of the machine when the script started: {meth['loadavg_1min_start']:.2f}, "
-            f"when it ended: {meth['loadavg_1min_end']:.2f} (the script itself adds about 1 to 2; more "
-            "means other work shared the cores and the throughputs are low by that much)."
+            f"Load average (1 min) when the script started: {meth['loadavg_1min_start']:.2f}, before any "
+            f"load of its own; when it ended: {meth['loadavg_1min_end']:.2f}, its own included. Other work "
+            "on the machine takes cores from the throughputs, not from the CPU-per-operation figures."
         )
     out.append("")
     out.append(table(section))
