@@ -250,10 +250,15 @@ from a clean clone:
    at the end), or a fresh SQLite file in a temporary folder.
 3. Provisions with the CLI: confidential `client_credentials` clients with opaque and with JWT
    access tokens, a gateway client with `--introspect`, a code-flow client
-   (`openid profile email offline_access`, not first-party) and a user (`--password-stdin`).
+   (`openid profile email offline_access`, not first-party) and one user per concurrent
+   browser of the code flow (`--password-stdin`), since concurrent sign-ins for one username
+   are throttled by design.
 4. Starts `tessera serve` (`TESSERA_LOG_FILTER=warn`, the per-client and per-address rate
-   limits raised to 1,000,000/s so the limiter refuses nothing; every other setting is the
-   default) and times spawn → `/readyz` 200. The store was migrated by the CLI just before;
+   limits raised to 1,000,000/s so the limiter refuses nothing, and
+   `login_failures_per_address_before_delay` raised to 1,000,000, since every browser comes
+   from 127.0.0.1 and an attempt counts as failed until its password checks out; every other
+   setting is the default, `password_hash_concurrency` 2 and `password_hash_queue` 32
+   included) and times spawn → `/readyz` 200. The store was migrated by the CLI just before;
    the signing keys are made by this first start.
 5. Fills the pools: 10,000 live opaque access tokens (client_credentials over HTTP) for
    introspection, and for every refresh run its own file of unspent refresh tokens (one
@@ -263,10 +268,10 @@ from a clean clone:
    the 10,000 and counts any JSON answer that is not `"active":true` as an error. Refresh
    keeps the rotated tokens on a stack, so each request sends the newest unspent token and no
    token is ever sent twice (reuse detection would revoke the grant). The whole code flow is
-   driven by `bench/bench.py`: one thread per concurrent browser, each flow a fresh browser
-   (no cookies): `GET /authorize` (with `prompt=consent`) → login page → `POST /login`
-   (argon2id) → `/authorize` → consent page → `POST /consent` → `/authorize` → code →
-   `POST /token`; a 503 (password-hash queue full) is an error, after which that browser
+   driven by `bench/bench.py`: one thread per concurrent browser, each signing in as its own
+   user, each flow a fresh browser (no cookies): `GET /authorize` (with `prompt=consent`) →
+   login page → `POST /login` (argon2id) → `/authorize` → consent page → `POST /consent` →
+   `/authorize` → code → `POST /token`; a 503 (password-hash queue full) is an error, after which that browser
    waits its `Retry-After` before the next flow.
 7. Per run: throughput (operations in the run / its duration), p50 and p99 latency (from
    wrk; per flow for the code flow), errors (non-2xx/3xx answers, socket errors, wrong
