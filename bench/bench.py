@@ -209,8 +209,10 @@ class PgStats:
     def read(self):
         row = psql(
             self.admin_url,
-            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted "
-            f"FROM pg_stat_database WHERE datname = '{self.db}'",
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = d.datname "
+            "AND state LIKE 'idle in transaction%') "
+            f"FROM pg_stat_database d WHERE datname = '{self.db}'",
         ).split("|")
         stmt = "0"
         if self.statements:
@@ -223,8 +225,9 @@ class PgStats:
             "SELECT coalesce(sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)), 0), "
             f"{stmt} FROM pg_stat_user_tables",
         ).split("|")
-        commit, rollback, ins, upd, dele = (int(x) for x in row)
+        commit, rollback, ins, upd, dele, idle_in_xact = (int(x) for x in row)
         return {
+            "idle_in_transaction": idle_in_xact,
             "commits": commit,
             "rollbacks": rollback,
             "rows_written": ins + upd + dele,
@@ -234,6 +237,9 @@ class PgStats:
 
     def delta(self, before, after):
         d = {k: after[k] - before[k] for k in before}
+        # Not a counter: the bench database's connections still inside a transaction when
+        # the statistics are read, seconds after the run ended (none, if all is well).
+        d["idle_in_transaction"] = after["idle_in_transaction"]
         d["commits"] -= 1  # the bench-database reading of `before`
         if self.statements:
             d["statements"] -= 1
@@ -719,7 +725,9 @@ class Bench:
                 log(f"  c={c} run {r + 1}: {res['per_s']}/s p50 {res['p50_ms']} ms "
                     f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
                     f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
-                    f"ms/op rss {res['peak_rss_mib']} MiB")
+                    f"ms/op rss {res['peak_rss_mib']} MiB"
+                    + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
+                       if res.get("pg", {}).get("idle_in_transaction") else ""))
             out[str(c)] = {"median": summarize(runs), "runs": runs}
         return out
 

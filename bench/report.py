@@ -218,6 +218,25 @@ def section_md(section):
             k = level["median"].get("error_kinds")
             if k:
                 kinds.append(f"- {SHORT.get(name, name)} at c={c}: " + ", ".join(f"`{a}` × {b}" for a, b in sorted(k.items())))
+    stuck = []
+    for name, w in section.get("workloads", {}).items():
+        for c, level in w["levels"].items():
+            n = max((x.get("pg", {}).get("idle_in_transaction") or 0) for x in level["runs"])
+            if n:
+                stuck.append(f"- after {SHORT.get(name, name)} at c={c}: {n}")
+    if stuck:
+        out.append("### Connections left inside a transaction")
+        out.append("")
+        out.append(
+            "Connections of Tessera's pool that were still `idle in transaction` in "
+            "`pg_stat_activity` when the statistics were read, seconds after the run ended "
+            "(a request cancelled mid-transaction, when wrk closed its connections at the end "
+            "of the run, left its connection inside the transaction). Such a connection holds "
+            "its locks and is handed to later requests; the runs after it are affected."
+        )
+        out.append("")
+        out.extend(stuck)
+        out.append("")
     if kinds:
         out.append("### Errors by kind")
         out.append("")
