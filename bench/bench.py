@@ -637,7 +637,8 @@ class Bench:
         session: login as the thread's own user, then consent with prompt=consent, then
         the code at /token). A
         503 (the password-hash queue is full) counts as an error; that thread then waits
-        its Retry-After before starting a new flow, as a browser user would."""
+        its Retry-After before starting a new flow, as a browser user would; any other failure
+        counts as an error and the next flow starts at once."""
         secret = self.secrets["bench-code"]
         deadline = time.monotonic() + self.a.duration
         t0 = time.monotonic()

@@ -290,8 +290,9 @@ from a clean clone:
    driven by `bench/bench.py`: one thread per concurrent browser, each signing in as its own
    user, each flow a fresh browser (no cookies): `GET /authorize` (with `prompt=consent`) →
    login page → `POST /login` (argon2id) → `/authorize` → consent page → `POST /consent` →
-   `/authorize` → code → `POST /token`; a 503 (password-hash queue full) is an error, after which that browser
-   waits its `Retry-After` before the next flow.
+   `/authorize` → code → `POST /token`. A 503 (password-hash queue full) is an error, after
+   which that browser waits its `Retry-After` (1 s) before the next flow; any other failure
+   (a 429 from the sign-in throttle, say) is an error and the next flow starts at once.
 7. Per run: throughput (operations in the run / its duration), p50 and p99 latency (from
    wrk; per flow for the code flow), errors (non-2xx/3xx answers, socket errors, wrong
    answers), **server CPU ms/op** (utime + stime of the `tessera` process from
