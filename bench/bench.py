@@ -1,0 +1,1019 @@
+#!/usr/bin/env python3
+"""Tessera's benchmark driver, started by `bench/run` (which builds the binaries and makes
+the fresh database). It starts `tessera serve`, provisions it with the CLI, fills token
+pools, drives every workload with wrk (one thread, closed loop) or, for the whole code flow,
+with threads of its own, measures the ceilings, and writes the results into a JSON file
+(one section per store; the other store's section is kept).
+
+Only the Python standard library is used.
+"""
+
+import argparse
+import base64
+import hashlib
+import html
+import http.client
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HERE = os.path.dirname(os.path.abspath(__file__))
+LUA = os.path.join(HERE, "lua")
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+PASSWORD = "correct horse battery staple"
+USERNAME = "bench"
+ACCESS_POOL = 10_000
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# /proc
+
+
+def proc_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks; None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def ppid(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+        return int(s[s.rindex(")") + 2 :].split()[1])
+    except OSError:
+        return None
+
+
+AUX = ("walwriter", "checkpointer", "background writer", "autovacuum launcher")
+
+
+class PgCpu:
+    """CPU time of the Postgres processes that serve the bench database: its backends
+    (found by the database name in their process title) plus the shared auxiliary
+    processes (WAL writer, checkpointer, background writer). Also, for reference, every
+    child of the postmaster. Sampled during a run, so that backends which exit before the
+    end still count up to their last sample."""
+
+    def __init__(self, db):
+        self.db = db
+        self.postmaster = None
+        for name in os.listdir("/proc"):
+            if name.isdigit() and comm(name) == "postgres" and f" {db} " in cmdline(name):
+                self.postmaster = ppid(name)
+                break
+
+    def children(self):
+        if self.postmaster is None:
+            return []
+        try:
+            with open(f"/proc/{self.postmaster}/task/{self.postmaster}/children") as f:
+                return f.read().split()
+        except OSError:
+            return [p for p in os.listdir("/proc") if p.isdigit() and ppid(p) == self.postmaster]
+
+    def scan(self):
+        ours, every = {}, {}
+        for pid in self.children():
+            ticks = proc_ticks(pid)
+            if ticks is None:
+                continue
+            every[pid] = ticks
+            title = cmdline(pid)
+            if f" {self.db} " in title or any(title.rstrip().endswith(a) for a in AUX):
+                ours[pid] = ticks
+        return ours, every
+
+    def start(self):
+        self.base_ours, self.base_all = self.scan()
+        self.last_ours, self.last_all = dict(self.base_ours), dict(self.base_all)
+
+    def sample(self):
+        ours, every = self.scan()
+        self.last_ours.update(ours)
+        self.last_all.update(every)
+
+    def result_ms(self):
+        def total(last, base):
+            return sum(t - base.get(p, 0) for p, t in last.items()) * 1000.0 / CLK_TCK
+
+        return total(self.last_ours, self.base_ours), total(self.last_all, self.base_all)
+
+
+class Sampler(threading.Thread):
+    """Samples the server's VmRSS every 50 ms (and Postgres CPU every 100 ms)."""
+
+    def __init__(self, pid, pg):
+        super().__init__(daemon=True)
+        self.pid, self.pg = pid, pg
+        self.peak_kib = 0
+        self.stop_event = threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.stop_event.is_set():
+            rss = proc_status_kib(self.pid, "VmRSS") if self.pid else None
+            if rss:
+                self.peak_kib = max(self.peak_kib, rss)
+            if self.pg and n % 2 == 0:
+                self.pg.sample()
+            n += 1
+            self.stop_event.wait(0.05)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join()
+        rss = proc_status_kib(self.pid, "VmRSS") if self.pid else None
+        if rss:
+            self.peak_kib = max(self.peak_kib, rss)
+
+
+# ---------------------------------------------------------------------------------------
+# Postgres statistics
+
+
+def psql(url, sql):
+    out = subprocess.run(
+        ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", url, "-c", sql],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return out.stdout.strip()
+
+
+class PgStats:
+    """Per-database counters from pg_stat_database (read from the admin database, so the
+    reading adds nothing), table scans from pg_stat_user_tables and, when the extension is
+    loaded, statement calls from pg_stat_statements (read from the bench database: that
+    reading is one statement and one commit, subtracted)."""
+
+    def __init__(self, admin_url, db_url, db):
+        self.admin_url, self.db_url, self.db = admin_url, db_url, db
+        self.statements = False
+        self.statements_why = ""
+        try:
+            psql(db_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            psql(db_url, "SELECT count(*) FROM pg_stat_statements")
+            self.statements = True
+        except RuntimeError as e:
+            self.statements_why = str(e).splitlines()[0] if str(e) else "unavailable"
+
+    def read(self):
+        row = psql(
+            self.admin_url,
+            "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = d.datname "
+            "AND state LIKE 'idle in transaction%') "
+            f"FROM pg_stat_database d WHERE datname = '{self.db}'",
+        ).split("|")
+        stmt = "0"
+        if self.statements:
+            stmt = (
+                "(SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()))"
+            )
+        scans = psql(
+            self.db_url,
+            "SELECT coalesce(sum(coalesce(seq_scan, 0) + coalesce(idx_scan, 0)), 0), "
+            f"{stmt} FROM pg_stat_user_tables",
+        ).split("|")
+        commit, rollback, ins, upd, dele, idle_in_xact = (int(x) for x in row)
+        return {
+            "idle_in_transaction": idle_in_xact,
+            "commits": commit,
+            "rollbacks": rollback,
+            "rows_written": ins + upd + dele,
+            "scans": int(scans[0]),
+            "statements": int(float(scans[1])),
+        }
+
+    def delta(self, before, after):
+        d = {k: after[k] - before[k] for k in before}
+        # Not a counter: the bench database's connections still inside a transaction when
+        # the statistics are read, seconds after the run ended (none, if all is well).
+        d["idle_in_transaction"] = after["idle_in_transaction"]
+        d["commits"] -= 1  # the bench-database reading of `before`
+        if self.statements:
+            d["statements"] -= 1
+        else:
+            d["statements"] = None
+        return d
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP
+
+
+def basic(client_id, secret):
+    raw = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+class Browser:
+    """One browser: a keep-alive connection and a cookie jar."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+        self.jar = {}
+
+    def request(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
+        if self.jar:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                break
+            except (http.client.HTTPException, OSError):
+                self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    raise
+        for cookie in resp.headers.get_all("Set-Cookie") or []:
+            pair = cookie.split(";", 1)[0]
+            name, _, value = pair.partition("=")
+            if "max-age=0" in cookie.lower().replace(" ", ""):
+                self.jar.pop(name.strip(), None)
+            else:
+                self.jar[name.strip()] = value.strip()
+        return resp, data
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+
+
+class FlowError(Exception):
+    def __init__(self, status, where):
+        super().__init__(f"{where}: HTTP {status}")
+        self.status, self.where = status, where
+
+
+def hidden(page, name):
+    m = re.search(rb'name="' + name.encode() + rb'" value="([^"]*)"', page)
+    if not m:
+        return None
+    return html.unescape(m.group(1).decode())
+
+
+def user(i):
+    return f"{USERNAME}{i}"
+
+
+def code_flow(browser, client_id, secret, prompt_consent=True, username=None):
+    """authorize -> (login form) -> (consent form) -> code -> token; the token answer."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid offline_access",
+        "state": secrets.token_urlsafe(12),
+        "nonce": secrets.token_urlsafe(12),
+        "code_challenge": challenge.decode(),
+        "code_challenge_method": "S256",
+    }
+    if prompt_consent:
+        params["prompt"] = "consent"
+    path = "/authorize?" + urllib.parse.urlencode(params)
+    method, body = "GET", None
+    code = None
+    for _ in range(8):
+        resp, data = browser.request(method, path, body)
+        if resp.status in (302, 303):
+            location = resp.headers.get("Location", "")
+            if location.startswith(REDIRECT_URI):
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+                if "code" not in query:
+                    raise FlowError(resp.status, "redirect without code")
+                code = query["code"][0]
+                break
+            path, method, body = location, "GET", None
+            continue
+        if resp.status != 200:
+            raise FlowError(resp.status, path.split("?")[0])
+        csrf = hidden(data, "csrf_token")
+        pending = hidden(data, "authorize_query")
+        if csrf is None or pending is None:
+            raise FlowError(resp.status, "page without form")
+        if b'name="password"' in data:
+            path = "/login"
+            form = {"username": username or user(0), "password": PASSWORD}
+        else:
+            path = "/consent"
+            form = {"decision": "approve"}
+        form.update(csrf_token=csrf, authorize_query=pending)
+        method, body = "POST", urllib.parse.urlencode(form)
+    if code is None:
+        raise FlowError(0, "too many steps")
+    resp, data = browser.request(
+        "POST",
+        "/token",
+        urllib.parse.urlencode(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier,
+            }
+        ),
+        {"Authorization": basic(client_id, secret)},
+    )
+    if resp.status != 200:
+        raise FlowError(resp.status, "/token")
+    return json.loads(data)
+
+
+def parallel(n_threads, fn):
+    """Runs fn(i) on n_threads threads; the results in order."""
+    out = [None] * n_threads
+
+    def run(i):
+        out[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The bench
+
+
+def pct(values, p):
+    if not values:
+        return None
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.port = args.port
+        self.base = f"127.0.0.1:{self.port}"
+        self.tmp = args.tmp
+        self.env = dict(os.environ)
+        for key in list(self.env):
+            if key.startswith("TESSERA_") or key == "DATABASE_URL":
+                del self.env[key]
+        self.env.update(
+            TESSERA_BIND=self.base,
+            TESSERA_ISSUER=f"http://{self.base}",
+            TESSERA_DATA_DIR=os.path.join(self.tmp, "data"),
+            TESSERA_LOG_FILTER="warn",
+            TESSERA_RATE_LIMIT_CLIENT_PER_SEC="1000000",
+            TESSERA_RATE_LIMIT_ADDRESS_PER_SEC="1000000",
+            # Every browser comes from 127.0.0.1, and the sign-in throttle counts an attempt
+            # as failed until its password checks out: with the default of 20, more than 20
+            # logins at once from one address are refused with 429. Each browser signs in as
+            # its own user, so the per-username threshold keeps its default.
+            TESSERA_LOGIN_FAILURES_PER_ADDRESS_BEFORE_DELAY="1000000",
+        )
+        if args.store == "postgres":
+            self.env["DATABASE_URL"] = args.db_url
+        self.server = None
+        self.secrets = {}
+        self.result = {"store": args.store, "notes": []}
+        self.pg = None
+        self.stats = None
+
+    # -- processes --------------------------------------------------------------------
+
+    def cli(self, *argv, stdin=None):
+        out = subprocess.run(
+            [self.a.tessera, *argv],
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"tessera {' '.join(argv)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def get(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def start_server(self):
+        logf = open(os.path.join(self.tmp, "tessera.log"), "ab")
+        t0 = time.monotonic()
+        self.server = subprocess.Popen(
+            [self.a.tessera, "serve"], env=self.env, stdout=logf, stderr=subprocess.STDOUT
+        )
+        while True:
+            if self.server.poll() is not None:
+                raise RuntimeError(f"tessera serve exited; see {self.tmp}/tessera.log")
+            try:
+                status, _ = self.get("/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() - t0 > 60:
+                raise RuntimeError("tessera serve not ready within 60 s")
+            time.sleep(0.005)
+        return (time.monotonic() - t0) * 1000.0
+
+    def stop_server(self):
+        if self.server and self.server.poll() is None:
+            self.server.send_signal(signal.SIGTERM)
+            try:
+                self.server.wait(10)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
+
+    # -- provisioning -----------------------------------------------------------------
+
+    def provision(self):
+        def client(cid, name, *extra):
+            secret = "bench-" + secrets.token_urlsafe(32)
+            self.cli("client", "create", "--id", cid, "--name", name, "--secret", secret, *extra)
+            self.secrets[cid] = secret
+
+        cc = ("--grant-type", "client_credentials", "--scope", "api")
+        client("bench-cc", "Bench client credentials", *cc)
+        client("bench-cc-jwt", "Bench client credentials JWT", *cc, "--access-token-format", "jwt")
+        client("bench-gateway", "Bench gateway", *cc, "--introspect")
+        client(
+            "bench-code",
+            "Bench app",
+            "--redirect-uri",
+            REDIRECT_URI,
+            "--grant-type",
+            "authorization_code",
+            "refresh_token",
+            "--scope",
+            "openid profile email offline_access",
+        )
+        # One user per concurrent browser (the code flow), since concurrent sign-ins for
+        # one username are throttled by design.
+        for i in range(max(self.a.concurrency)):
+            self.cli(
+                "user", "create", "--username", user(i), "--email", f"{user(i)}@example.com",
+                "--password-stdin", stdin=PASSWORD + "\n",
+            )
+
+    def access_pool(self):
+        """10,000 live opaque access tokens, by client_credentials over HTTP."""
+        path = os.path.join(self.tmp, "access_tokens.txt")
+        auth = basic("bench-cc", self.secrets["bench-cc"])
+        threads = 4
+        per = ACCESS_POOL // threads
+
+        def fill(_):
+            b = Browser(self.port)
+            out = []
+            for _ in range(per):
+                resp, data = b.request(
+                    "POST", "/token", "grant_type=client_credentials", {"Authorization": auth}
+                )
+                if resp.status != 200:
+                    raise RuntimeError(f"client_credentials for the pool: HTTP {resp.status}")
+                out.append(json.loads(data)["access_token"])
+            b.close()
+            return out
+
+        tokens = [t for chunk in parallel(threads, fill) for t in chunk]
+        with open(path, "w") as f:
+            f.write("\n".join(tokens) + "\n")
+        return path
+
+    def refresh_pools(self, levels, runs):
+        """For every refresh run, its own file of unspent refresh tokens: one per wrk
+        connection and some to spare. Made by one signed-in browser (one login, consent
+        given once), each by an authorize -> code -> token round."""
+        b = Browser(self.port)
+        secret = self.secrets["bench-code"]
+        code_flow(b, "bench-code", secret)  # signs in and consents once
+        files = {}
+        for c in levels:
+            for r in range(runs):
+                n = c + max(4, c // 4)
+                tokens = [code_flow(b, "bench-code", secret, False)["refresh_token"] for _ in range(n)]
+                path = os.path.join(self.tmp, f"refresh_{c}_{r}.txt")
+                with open(path, "w") as f:
+                    f.write("\n".join(tokens) + "\n")
+                files[(c, r)] = path
+        b.close()
+        return files
+
+    # -- measuring --------------------------------------------------------------------
+
+    def measured(self, pid, fn, pg=True):
+        """Runs fn() and returns its result with the server's CPU and peak RSS and, on
+        Postgres, the database's CPU and counters over the run."""
+        pg = pg and self.pg is not None
+        stats_before = self.stats.read() if pg else None
+        if pg:
+            self.pg.start()
+        cpu_before = proc_ticks(pid) if pid else 0
+        sampler = Sampler(pid, self.pg if pg else None)
+        sampler.start()
+        t0 = time.monotonic()
+        out = fn()
+        wall = time.monotonic() - t0
+        sampler.stop()
+        cpu_after = proc_ticks(pid) if pid else 0
+        if pg:
+            self.pg.sample()
+        out["wall_s"] = round(wall, 3)
+        if pid:
+            out["server_cpu_ms"] = (cpu_after - cpu_before) * 1000.0 / CLK_TCK
+            out["peak_rss_mib"] = round(sampler.peak_kib / 1024.0, 1)
+        if pg:
+            ours, every = self.pg.result_ms()
+            out["pg_cpu_ms"] = ours
+            out["pg_cpu_all_ms"] = every
+            # An idle Postgres 15 backend reports what it counted since its last report
+            # (at most once a second while busy) only after PGSTAT_IDLE_INTERVAL, 10 s:
+            # wait for that, or the end of this run would be counted in the next one.
+            time.sleep(self.a.stats_settle)
+            out["pg"] = self.stats.delta(stats_before, self.stats.read())
+        ops = out.get("ops") or 0
+        if ops and pid:
+            out["server_cpu_ms_per_op"] = round(out["server_cpu_ms"] / ops, 4)
+        if ops:
+            if pg:
+                out["pg_cpu_ms_per_op"] = round(out["pg_cpu_ms"] / ops, 4)
+                out["pg_cpu_all_ms_per_op"] = round(out["pg_cpu_all_ms"] / ops, 4)
+                for k, v in out["pg"].items():
+                    if v is not None:
+                        out[f"{k}_per_op"] = round(v / ops, 3)
+        return out
+
+    def wrk(self, script, url, c, extra_env=None):
+        env = dict(os.environ, BENCH_LUA_DIR=LUA, **(extra_env or {}))
+        cmd = [
+            "wrk", "-t1", f"-c{c}", f"-d{self.a.duration}s", "--latency", "--timeout", "10s",
+            "-s", os.path.join(LUA, script), url,
+        ]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                             timeout=self.a.duration + 60)
+        line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+        if line is None:
+            raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
+        r = json.loads(line[len("BENCH_JSON "):])
+        e = r["errors"]
+        return {
+            "ops": r["requests"],
+            "per_s": round(r["requests"] / (r["duration_us"] / 1e6), 1),
+            "p50_ms": r["latency_us"]["p50"] / 1000.0,
+            "p99_ms": r["latency_us"]["p99"] / 1000.0,
+            "non_2xx": e["status"],
+            "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
+            "bad_answers": r["bad"],
+        }
+
+    def flows(self, c):
+        """The whole code flow, by c threads each acting as a fresh browser per flow (no
+        session: login as the thread's own user, then consent with prompt=consent, then
+        the code at /token). A
+        503 (the password-hash queue is full) counts as an error; that thread then waits
+        its Retry-After before starting a new flow, as a browser user would; any other failure
+        counts as an error and the next flow starts at once."""
+        secret = self.secrets["bench-code"]
+        deadline = time.monotonic() + self.a.duration
+        t0 = time.monotonic()
+
+        def worker(i):
+            ok, errors, latencies, statuses = 0, 0, [], {}
+            while time.monotonic() < deadline:
+                b = Browser(self.port)
+                start = time.monotonic()
+                try:
+                    code_flow(b, "bench-code", secret, username=user(i))
+                    ok += 1
+                    latencies.append(time.monotonic() - start)
+                except FlowError as e:
+                    errors += 1
+                    key = f"{e.where} {e.status}"
+                    statuses[key] = statuses.get(key, 0) + 1
+                    if e.status == 503:
+                        time.sleep(1.0)
+                except (OSError, http.client.HTTPException) as e:
+                    errors += 1
+                    statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
+                finally:
+                    b.close()
+            return ok, errors, latencies, statuses
+
+        results = parallel(c, worker)
+        elapsed = time.monotonic() - t0
+        ok = sum(r[0] for r in results)
+        errors = sum(r[1] for r in results)
+        lat = [x for r in results for x in r[2]]
+        statuses = {}
+        for r in results:
+            for k, v in r[3].items():
+                statuses[k] = statuses.get(k, 0) + v
+        return {
+            "ops": ok,
+            "per_s": round(ok / elapsed, 2),
+            "p50_ms": round(pct(lat, 50) * 1000, 1) if lat else None,
+            "p99_ms": round(pct(lat, 99) * 1000, 1) if lat else None,
+            "non_2xx": errors,
+            "socket_errors": 0,
+            "bad_answers": 0,
+            "error_kinds": statuses,
+        }
+
+    # -- workloads --------------------------------------------------------------------
+
+    def workloads(self, access_file, refresh_files):
+        url = f"http://{self.base}"
+        gateway = basic("bench-gateway", self.secrets["bench-gateway"])
+        code_auth = basic("bench-code", self.secrets["bench-code"])
+        w = [
+            ("discovery", "GET /.well-known/openid-configuration",
+             lambda c, r: self.wrk("get.lua", url + "/.well-known/openid-configuration", c)),
+            ("jwks", "GET /jwks", lambda c, r: self.wrk("get.lua", url + "/jwks", c)),
+            ("client_credentials_opaque", "client_credentials, opaque access token",
+             lambda c, r: self.wrk("client_credentials.lua", url + "/token", c,
+                                   {"BENCH_AUTH": basic("bench-cc", self.secrets["bench-cc"])})),
+            ("client_credentials_jwt", "client_credentials, JWT access token (RS256)",
+             lambda c, r: self.wrk("client_credentials.lua", url + "/token", c,
+                                   {"BENCH_AUTH": basic("bench-cc-jwt", self.secrets["bench-cc-jwt"])})),
+            ("introspection_json", "introspection, random token of 10,000, JSON answer",
+             lambda c, r: self.wrk("introspect.lua", url + "/introspect", c,
+                                   {"BENCH_AUTH": gateway, "BENCH_TOKENS": access_file})),
+            ("introspection_jwt", "introspection, random token of 10,000, RFC 9701 JWT answer",
+             lambda c, r: self.wrk("introspect.lua", url + "/introspect", c,
+                                   {"BENCH_AUTH": gateway, "BENCH_TOKENS": access_file,
+                                    "BENCH_ACCEPT": "application/token-introspection+jwt"})),
+            ("refresh", "refresh_token with rotation (openid offline_access; new ID token)",
+             lambda c, r: self.wrk("refresh.lua", url + "/token", c,
+                                   {"BENCH_AUTH": code_auth, "BENCH_TOKENS": refresh_files[(c, r)]})),
+            ("code_flow", "whole code flow: authorize, login (argon2id), consent, code, token; flows",
+             lambda c, r: self.flows(c)),
+        ]
+        return [x for x in w if x[0] in self.a.workloads]
+
+    def levels_of(self, fn, pid, pg=True):
+        out = {}
+        for c in self.a.concurrency:
+            runs = []
+            for r in range(self.a.runs):
+                res = self.measured(pid, lambda: fn(c, r), pg)
+                runs.append(res)
+                log(f"  c={c} run {r + 1}: {res['per_s']}/s p50 {res['p50_ms']} ms "
+                    f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
+                    f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
+                    f"ms/op rss {res['peak_rss_mib']} MiB"
+                    + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
+                       if res.get("pg", {}).get("idle_in_transaction") else ""))
+            out[str(c)] = {"median": summarize(runs), "runs": runs}
+        return out
+
+    # -- ceilings ---------------------------------------------------------------------
+
+    def hello(self):
+        port = free_port()
+        proc = subprocess.Popen([self.a.hello_bin, f"127.0.0.1:{port}"])
+        try:
+            for _ in range(400):
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                    conn.request("GET", "/")
+                    conn.getresponse().read()
+                    conn.close()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+            return self.levels_of(
+                lambda c, r: self.wrk("get.lua", f"http://127.0.0.1:{port}/", c), proc.pid, pg=False
+            )
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    def pgbench(self):
+        u = urllib.parse.urlsplit(self.a.db_url)
+        conn = ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432),
+                "-U", u.username or "postgres", u.path.lstrip("/")]
+        psql(self.a.db_url,
+             "DROP TABLE IF EXISTS bench_ceiling; "
+             "CREATE TABLE bench_ceiling (id bigserial PRIMARY KEY, digest bytea NOT NULL, "
+             "created_at bigint NOT NULL); "
+             "INSERT INTO bench_ceiling (digest, created_at) "
+             "SELECT sha256(g::text::bytea), g FROM generate_series(1, 100000) g; "
+             "CREATE UNIQUE INDEX ON bench_ceiling (digest); ANALYZE bench_ceiling")
+        scripts = {
+            "insert": "INSERT INTO bench_ceiling (digest, created_at) "
+                      "VALUES (sha256(random()::text::bytea), 1);\n",
+            "select": "\\set g random(1, 100000)\n"
+                      "SELECT * FROM bench_ceiling WHERE digest = sha256(:g::text::bytea);\n",
+        }
+        out = {}
+        for name, body in scripts.items():
+            path = os.path.join(self.tmp, f"pgbench_{name}.sql")
+            with open(path, "w") as f:
+                f.write(body)
+
+            def run():
+                p = subprocess.run(
+                    ["pgbench", "-n", "-M", "prepared", "-c", "16", "-j", "1",
+                     "-T", str(self.a.duration), "-f", path, *conn],
+                    capture_output=True, text=True)
+                tps = re.search(r"tps = ([\d.]+) \(without initial", p.stdout)
+                lat = re.search(r"latency average = ([\d.]+) ms", p.stdout)
+                done = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
+                if not tps:
+                    raise RuntimeError(f"pgbench: {p.stdout}\n{p.stderr}")
+                return {"per_s": float(tps.group(1)),
+                        "latency_avg_ms": float(lat.group(1)) if lat else None,
+                        "ops": int(done.group(1)) if done else 0}
+
+            runs = []
+            for _ in range(self.a.runs):
+                res = self.measured(None, run)
+                runs.append(res)
+                log(f"  pgbench {name}: {res['per_s']:.0f}/s, pg {res.get('pg_cpu_ms_per_op')} ms/op")
+            out[name] = {"median": summarize(runs), "runs": runs, "clients": 16}
+        psql(self.a.db_url, "DROP TABLE bench_ceiling")
+        return out
+
+    # -- main -------------------------------------------------------------------------
+
+    def run(self):
+        r = self.result
+        log("provisioning with the CLI")
+        t = time.monotonic()
+        self.provision()
+        r["provision_s"] = round(time.monotonic() - t, 2)
+        log("starting tessera serve")
+        r["start_to_ready_ms"] = round(self.start_server(), 1)
+        time.sleep(1.0)
+        pid = self.server.pid
+        r["idle_rss_mib_after_start"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        log(f"ready in {r['start_to_ready_ms']} ms, idle RSS {r['idle_rss_mib_after_start']} MiB")
+        if self.a.store == "postgres":
+            self.pg = PgCpu(self.a.db_name)
+            self.stats = PgStats(self.a.admin_url, self.a.db_url, self.a.db_name)
+            if self.pg.postmaster is None:
+                r["notes"].append("Postgres processes not found in /proc: no Postgres CPU figures.")
+                self.pg = None
+            if not self.stats.statements:
+                r["notes"].append(
+                    "SQL statements per operation not measured: pg_stat_statements is not "
+                    f"loaded on this server ({self.stats.statements_why}). Commits, rows "
+                    "written and table scans per operation come from pg_stat_database and "
+                    "pg_stat_user_tables instead (add pg_stat_statements to shared_preload_libraries "
+                    "and restart Postgres to get them).")
+        else:
+            r["notes"].append(
+                "SQLite runs inside the tessera process: its CPU is in the server CPU figure, "
+                "and there are no separate database CPU, commit or statement counts.")
+        log("filling the token pools")
+        t = time.monotonic()
+        access_file = self.access_pool() if {"introspection_json", "introspection_jwt"} & set(self.a.workloads) else None
+        refresh_files = self.refresh_pools(self.a.concurrency, self.a.runs) if "refresh" in self.a.workloads else {}
+        r["pools_s"] = round(time.monotonic() - t, 2)
+        if self.stats is not None:
+            time.sleep(self.a.stats_settle)  # the pools' statistics, before the first run
+        r["idle_rss_mib_after_pools"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        r["workloads"] = {}
+        for name, label, fn in self.workloads(access_file, refresh_files):
+            log(f"workload {name}")
+            r["workloads"][name] = {"label": label, "levels": self.levels_of(fn, pid)}
+        time.sleep(2.0)
+        r["idle_rss_mib_after_all"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        r["peak_rss_mib_lifetime"] = round(proc_status_kib(pid, "VmHWM") / 1024.0, 1)
+        log(f"idle RSS after the workloads {r['idle_rss_mib_after_all']} MiB")
+        self.stop_server()
+
+        if not self.a.no_ceilings:
+            ceil = r["ceilings"] = {}
+            log("ceiling: bare axum hello")
+            ceil["hello"] = self.hello()
+            log("ceiling: argon2id and RS256")
+            p = subprocess.run([self.a.ceilings_bin, "3"], capture_output=True, text=True, check=True)
+            ceil.update(json.loads(p.stdout))
+            if self.a.store == "postgres":
+                log("ceiling: pgbench")
+                ceil["pgbench"] = self.pgbench()
+            else:
+                r["notes"].append("No database ceiling on SQLite: pgbench measures Postgres only.")
+        return r
+
+
+def summarize(runs):
+    """The median of every numeric figure over the runs; peak RSS is the maximum."""
+    out = {}
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for k in keys:
+        vals = [x[k] for x in runs if isinstance(x.get(k), (int, float))]
+        if not vals:
+            continue
+        out[k] = max(vals) if k == "peak_rss_mib" else statistics.median(vals)
+    pg = [x["pg"] for x in runs if x.get("pg")]
+    if pg:
+        out["pg"] = {k: (statistics.median([d[k] for d in pg]) if pg[0][k] is not None else None)
+                     for k in pg[0]}
+    kinds = {}
+    for x in runs:
+        for k, v in (x.get("error_kinds") or {}).items():
+            kinds[k] = kinds.get(k, 0) + v
+    if kinds:
+        out["error_kinds"] = kinds
+    return out
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def first_line(cmd):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        return (p.stdout or p.stderr).strip().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def machine(args):
+    cpu = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = proc_meminfo_mib()
+    info = {
+        "nproc": os.cpu_count() and int(first_line(["nproc"]) or os.cpu_count()),
+        "cpu_model": cpu,
+        "memory_mib": mem,
+        "kernel": platform.release(),
+    }
+    versions = {
+        "tessera": first_line([args.tessera, "--version"]),
+        "tessera_commit": first_line(["git", "-C", os.path.dirname(HERE), "rev-parse", "--short", "HEAD"]),
+        "rustc": first_line(["rustc", "--version"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "python": platform.python_version(),
+    }
+    if args.store == "postgres":
+        versions["postgres"] = psql(args.admin_url, "SHOW server_version")
+        versions["pgbench"] = first_line(["pgbench", "--version"])
+        settings = {}
+        for s in ("synchronous_commit", "shared_buffers", "max_connections", "fsync"):
+            settings[s] = psql(args.admin_url, f"SHOW {s}")
+        info["postgres_settings"] = settings
+    return info, versions
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def proc_meminfo_mib():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    return None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tessera", required=True)
+    p.add_argument("--hello-bin", required=True)
+    p.add_argument("--ceilings-bin", required=True)
+    p.add_argument("--store", choices=["postgres", "sqlite"], required=True)
+    p.add_argument("--db-url")
+    p.add_argument("--db-name")
+    p.add_argument("--admin-url")
+    p.add_argument("--tmp", required=True)
+    p.add_argument("--port", type=int, default=0, help="0: a free port")
+    p.add_argument("--concurrency", default="1,16,64")
+    p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--workloads", default="all")
+    p.add_argument("--no-ceilings", action="store_true")
+    p.add_argument("--stats-settle", type=float, default=11.0,
+                   help="seconds to wait after a Postgres run for the statistics to arrive")
+    p.add_argument("--json", required=True)
+    args = p.parse_args()
+    args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
+    every = ["discovery", "jwks", "client_credentials_opaque", "client_credentials_jwt",
+             "introspection_json", "introspection_jwt", "refresh", "code_flow"]
+    args.workloads = every if args.workloads == "all" else args.workloads.split(",")
+    unknown = set(args.workloads) - set(every)
+    if unknown:
+        p.error(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(every)})")
+
+    if args.port == 0:
+        args.port = free_port()
+    bench = Bench(args)
+    started = time.time()
+    load_start = loadavg()
+    try:
+        result = bench.run()
+    finally:
+        bench.stop_server()
+    info, versions = machine(args)
+    result.update(
+        date=time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+        machine=info,
+        versions=versions,
+        method={
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "load_generator": "wrk -t1 (closed loop) with bench/lua/*.lua; the code flow with "
+                              "bench/bench.py threads, one per concurrent browser",
+            "workloads": args.workloads,
+            "total_s": round(time.time() - started, 1),
+            "loadavg_1min_start": load_start,
+            "loadavg_1min_end": loadavg(),
+        },
+    )
+    doc = {}
+    if os.path.exists(args.json):
+        try:
+            with open(args.json) as f:
+                doc = json.load(f)
+        except (OSError, json.JSONDecodeError):
+            doc = {}
+    doc[args.store] = result
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=2, sort_keys=True)
+        f.write("\n")
+    log(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Formats the benchmark's JSON (bench/bench.py) as markdown: `report.py IN.json OUT.md`."""
+
+import json
+import sys
+
+ORDER = [
+    "client_credentials_opaque",
+    "client_credentials_jwt",
+    "introspection_json",
+    "introspection_jwt",
+    "refresh",
+    "code_flow",
+    "discovery",
+    "jwks",
+]
+SHORT = {
+    "client_credentials_opaque": "client_credentials, opaque",
+    "client_credentials_jwt": "client_credentials, JWT (RS256)",
+    "introspection_json": "introspection, random of 10,000, JSON",
+    "introspection_jwt": "introspection, random of 10,000, RFC 9701 JWT",
+    "refresh": "refresh_token with rotation (openid offline_access)",
+    "code_flow": "whole code flow (flows)",
+    "discovery": "discovery",
+    "jwks": "JWKS",
+}
+
+
+def num(v, digits=0):
+    if v is None:
+        return "—"
+    if isinstance(v, (int, float)):
+        if digits == 0:
+            return f"{v:,.0f}"
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def ms(v):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def cpu(v):
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}"
+
+
+def ceiling_text(name, c, ceil):
+    if not ceil:
+        return "—"
+    parts = []
+    hello = ceil.get("hello", {}).get(str(c), {}).get("median", {}).get("per_s")
+    argon = ceil.get("argon2id", {})
+    rs = ceil.get("rs256", {})
+    pgb = ceil.get("pgbench", {})
+    ins = pgb.get("insert", {}).get("median", {}).get("per_s")
+    sel = pgb.get("select", {}).get("median", {}).get("per_s")
+    if name == "code_flow":
+        if argon:
+            parts.append(f"argon2id {num(argon.get('per_s_all_cores'), 1)}/s on {argon_cores(ceil)} cores")
+    else:
+        if hello is not None:
+            parts.append(f"HTTP hello {num(hello)}/s")
+    if name in ("client_credentials_opaque", "client_credentials_jwt", "refresh") and ins:
+        parts.append(f"PG insert {num(ins)}/s")
+    if name.startswith("introspection") and sel:
+        parts.append(f"PG select {num(sel)}/s")
+    if name in ("client_credentials_jwt", "introspection_jwt", "refresh") and rs:
+        parts.append(f"RS256 {num(rs.get('per_s_all_cores'))}/s")
+    return "; ".join(parts) or "—"
+
+
+def argon_cores(ceil):
+    return ceil.get("cores", "all")
+
+
+def share(name, c, med, ceil):
+    """Throughput as a share of the ceiling that bounds it most directly."""
+    if not ceil or not med.get("per_s"):
+        return "—"
+    if name == "code_flow":
+        bound = ceil.get("argon2id", {}).get("per_s_all_cores")
+    else:
+        bound = ceil.get("hello", {}).get(str(c), {}).get("median", {}).get("per_s")
+    if not bound:
+        return "—"
+    return f"{100.0 * med['per_s'] / bound:.0f} %"
+
+
+def table(section):
+    pg = section["store"] == "postgres"
+    ceil = section.get("ceilings")
+    head = ["workload", "c", "throughput /s", "p50 ms", "p99 ms", "errors", "server CPU ms/op"]
+    if pg:
+        head += ["Postgres CPU ms/op", "commits/op", "statements/op", "rows written/op", "table scans/op"]
+    head += ["peak RSS MiB", "ceiling", "share of ceiling"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---", "---:"]) + "|"]
+    workloads = section.get("workloads", {})
+    for name in ORDER + [n for n in workloads if n not in ORDER]:
+        if name not in workloads:
+            continue
+        for c, level in workloads[name]["levels"].items():
+            m = level["median"]
+            errors = (m.get("non_2xx") or 0) + (m.get("socket_errors") or 0) + (m.get("bad_answers") or 0)
+            row = [
+                SHORT.get(name, name),
+                c,
+                num(m.get("per_s"), 1 if name == "code_flow" else 0),
+                ms(m.get("p50_ms")),
+                ms(m.get("p99_ms")),
+                num(errors),
+                cpu(m.get("server_cpu_ms_per_op")),
+            ]
+            if pg:
+                stm = m.get("statements_per_op")
+                row += [
+                    cpu(m.get("pg_cpu_ms_per_op")),
+                    num(m.get("commits_per_op"), 2),
+                    num(stm, 2) if stm is not None else "n/a",
+                    num(m.get("rows_written_per_op"), 2),
+                    num(m.get("scans_per_op"), 2),
+                ]
+            row += [num(m.get("peak_rss_mib"), 1), ceiling_text(name, c, ceil), share(name, c, m, ceil)]
+            lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    return "\n".join(lines)
+
+
+def ceilings(section):
+    ceil = section.get("ceilings")
+    if not ceil:
+        return "Not measured in this run (`--no-ceilings`).\n"
+    out = []
+    hello = ceil.get("hello", {})
+    if hello:
+        out.append("| ceiling | c | figure | p50 ms | p99 ms | CPU ms/op |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for c, level in hello.items():
+            m = level["median"]
+            out.append(
+                f"| bare axum hello (`bench/hello`), wrk -t1 | {c} | {num(m.get('per_s'))} /s | "
+                f"{ms(m.get('p50_ms'))} | {ms(m.get('p99_ms'))} | {cpu(m.get('server_cpu_ms_per_op'))} |"
+            )
+    else:
+        out.append("| ceiling | c | figure | p50 ms | p99 ms | CPU ms/op |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+    a = ceil.get("argon2id")
+    if a:
+        out.append(
+            f"| argon2id m={a['m_kib']} t={a['t']} p={a['p']}, one thread | — | {num(a['per_s_1_thread'], 1)} hashes/s | | | "
+            f"{cpu(1000.0 / a['per_s_1_thread'])} |"
+        )
+        out.append(f"| argon2id, {ceil.get('cores')} threads | — | {num(a['per_s_all_cores'], 1)} hashes/s | | | |")
+    r = ceil.get("rs256")
+    if r:
+        out.append(
+            f"| RS256 ({r['bits']}-bit) JWT signature, one thread | — | {num(r['per_s_1_thread'])} /s | | | "
+            f"{cpu(1000.0 / r['per_s_1_thread'])} |"
+        )
+        out.append(f"| RS256, {ceil.get('cores')} threads | — | {num(r['per_s_all_cores'])} /s | | | |")
+    for name, label in (("insert", "single-row INSERT (autocommit)"), ("select", "indexed SELECT by digest")):
+        p = ceil.get("pgbench", {}).get(name)
+        if p:
+            m = p["median"]
+            out.append(
+                f"| Postgres {label}, pgbench -M prepared -c {p.get('clients', 16)} -j 1 | {p.get('clients', 16)} | "
+                f"{num(m.get('per_s'))} /s | {ms(m.get('latency_avg_ms'))} (mean) | | "
+                f"{cpu(m.get('pg_cpu_ms_per_op'))} (Postgres) |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def section_md(section):
+    store = section["store"]
+    title = "Postgres" if store == "postgres" else "SQLite (embedded)"
+    meth = section.get("method", {})
+    mach = section.get("machine", {})
+    ver = section.get("versions", {})
+    out = [f"## {title}", ""]
+    out.append(
+        f"Run {section.get('date')} at Tessera {ver.get('tessera_commit') or '?'}: concurrency "
+        f"{', '.join(str(c) for c in meth.get('concurrency', []))}, {meth.get('duration_s')} s per run, "
+        f"median of {meth.get('runs')} run{'s' if meth.get('runs') != 1 else ''} "
+        f"(the whole script took {num(meth.get('total_s'))} s)."
+    )
+    if meth.get("loadavg_1min_start") is not None:
+        out.append("")
+        out.append(
+            f"Load average (1 min) when the script started: {meth['loadavg_1min_start']:.2f}, before any "
+            f"load of its own; when it ended: {meth['loadavg_1min_end']:.2f}, its own included. Other work "
+            "on the machine takes cores from the throughputs, not from the CPU-per-operation figures."
+        )
+    out.append("")
+    out.append(table(section))
+    out.append("")
+    out.append("### Start and memory")
+    out.append("")
+    out.append("| figure | value |")
+    out.append("|---|---:|")
+    out.append(f"| start to ready (spawn of `tessera serve` to the first `/readyz` 200) | {ms(section.get('start_to_ready_ms'))} ms |")
+    out.append(f"| idle RSS 1 s after ready | {num(section.get('idle_rss_mib_after_start'), 1)} MiB |")
+    out.append(f"| idle RSS after the token pools were filled | {num(section.get('idle_rss_mib_after_pools'), 1)} MiB |")
+    out.append(f"| idle RSS 2 s after all workloads | {num(section.get('idle_rss_mib_after_all'), 1)} MiB |")
+    out.append(f"| peak RSS over the process's life (VmHWM) | {num(section.get('peak_rss_mib_lifetime'), 1)} MiB |")
+    out.append("")
+    out.append("### Ceilings (same machine, same script)")
+    out.append("")
+    out.append(ceilings(section))
+    kinds = []
+    for name, w in section.get("workloads", {}).items():
+        for c, level in w["levels"].items():
+            k = level["median"].get("error_kinds")
+            if k:
+                kinds.append(f"- {SHORT.get(name, name)} at c={c}: " + ", ".join(f"`{a}` × {b}" for a, b in sorted(k.items())))
+    stuck = []
+    for name, w in section.get("workloads", {}).items():
+        for c, level in w["levels"].items():
+            n = max((x.get("pg", {}).get("idle_in_transaction") or 0) for x in level["runs"])
+            if n:
+                stuck.append(f"- after {SHORT.get(name, name)} at c={c}: {n}")
+    if stuck:
+        out.append("### Connections left inside a transaction")
+        out.append("")
+        out.append(
+            "Connections of Tessera's pool that were still `idle in transaction` in "
+            "`pg_stat_activity` when the statistics were read, seconds after the run ended "
+            "(a request cancelled mid-transaction, when wrk closed its connections at the end "
+            "of the run, left its connection inside the transaction). Such a connection holds "
+            "its locks and is handed to later requests; the runs after it are affected."
+        )
+        out.append("")
+        out.extend(stuck)
+        out.append("")
+    if kinds:
+        out.append("### Errors by kind")
+        out.append("")
+        out.extend(kinds)
+        out.append("")
+    if section.get("notes"):
+        out.append("### Not measured")
+        out.append("")
+        for n in section["notes"]:
+            out.append(f"- {n}")
+        out.append("")
+    settings = mach.get("postgres_settings")
+    if settings:
+        out.append(
+            "Postgres settings: " + ", ".join(f"`{k}={v}`" for k, v in sorted(settings.items())) + " (left as found)."
+        )
+        out.append("")
+    return "\n".join(out)
+
+
+METHOD = """\
+## Method
+
+`bench/run` (add `--sqlite` for the embedded store; `--help` lists the options) does it all
+from a clean clone:
+
+1. Builds Tessera with `cargo build --release --locked` and the ceilings crate `bench/hello`
+   (its own `Cargo.toml`, lock file and target folder; not part of Tessera's build).
+2. Creates a fresh Postgres database `tessera_bench_<time>_<pid>` on the local server (dropped
+   at the end), or a fresh SQLite file in a temporary folder.
+3. Provisions with the CLI: confidential `client_credentials` clients with opaque and with JWT
+   access tokens, a gateway client with `--introspect`, a code-flow client
+   (`openid profile email offline_access`, not first-party) and one user per concurrent
+   browser of the code flow (`--password-stdin`), since concurrent sign-ins for one username
+   are throttled by design.
+4. Starts `tessera serve` (`TESSERA_LOG_FILTER=warn`, the per-client and per-address rate
+   limits raised to 1,000,000/s so the limiter refuses nothing, and
+   `login_failures_per_address_before_delay` raised to 1,000,000, since every browser comes
+   from 127.0.0.1 and an attempt counts as failed until its password checks out; every other
+   setting is the default, `password_hash_concurrency` 2 and `password_hash_queue` 32
+   included) and times spawn → `/readyz` 200. The store was migrated by the CLI just before;
+   the signing keys are made by this first start.
+5. Fills the pools: 10,000 live opaque access tokens (client_credentials over HTTP) for
+   introspection, and for every refresh run its own file of unspent refresh tokens (one
+   signed-in browser, each from an authorize → code → token round).
+6. Drives each workload at each concurrency with `wrk -t1 -c<c> -d<s>s --latency` (one
+   thread, closed loop; Lua scripts in `bench/lua/`). Introspection sends a random token of
+   the 10,000 and counts any JSON answer that is not `"active":true` as an error. Refresh
+   keeps the rotated tokens on a stack, so each request sends the newest unspent token and no
+   token is ever sent twice (reuse detection would revoke the grant). The whole code flow is
+   driven by `bench/bench.py`: one thread per concurrent browser, each signing in as its own
+   user, each flow a fresh browser (no cookies): `GET /authorize` (with `prompt=consent`) →
+   login page → `POST /login` (argon2id) → `/authorize` → consent page → `POST /consent` →
+   `/authorize` → code → `POST /token`. A 503 (password-hash queue full) is an error, after
+   which that browser waits its `Retry-After` (1 s) before the next flow; any other failure
+   (a 429 from the sign-in throttle, say) is an error and the next flow starts at once.
+7. Per run: throughput (operations in the run / its duration), p50 and p99 latency (from
+   wrk; per flow for the code flow), errors (non-2xx/3xx answers, socket errors, wrong
+   answers), **server CPU ms/op** (utime + stime of the `tessera` process from
+   `/proc/<pid>/stat`, before and after, divided by the operations), **Postgres CPU ms/op**
+   (the same for the Postgres backends serving the bench database, found by the database
+   name in their process title, plus the shared WAL writer, checkpointer and background
+   writer; sampled every 100 ms so that exiting backends still count), commits and rows
+   written per operation (`pg_stat_database` deltas of the bench database), table scans per
+   operation (`pg_stat_user_tables`, sequential + index), SQL statements per operation
+   (`pg_stat_statements`, when the server loads it) and the peak RSS of `tessera` (VmRSS
+   sampled every 50 ms). The Postgres counters are read 11 s after each run, since an idle
+   Postgres 15 backend reports its last second of counts only after 10 s. A figure is the
+   median over the runs; peak RSS is the maximum.
+8. Ceilings, measured by the same script on the same machine: a bare axum hello server
+   (`bench/hello`, the same tokio runtime, driven by the same wrk command), argon2id hashes/s
+   at Tessera's parameters (m=19456 KiB, t=2, p=1) on one thread and on every core, RS256
+   (2048-bit) JWT signatures/s with josekit as Tessera signs, and single-row INSERT and
+   indexed SELECT rates on the same Postgres (`pgbench -n -M prepared -c 16 -j 1`, custom
+   scripts on a 100,000-row table with a unique index on a 32-byte digest).
+9. Writes `docs/benchmarks.json` (one section per store; a run replaces only its own
+   store's section) and this file from it (`bench/report.py`).
+
+Everything runs on the same machine, so wrk, the browser threads and Postgres take CPU from
+Tessera; the CPU-per-operation figures do not depend on that, the throughputs do. The
+throughput share is against the HTTP hello ceiling at the same concurrency, and for the code
+flow against argon2id on every core (Tessera hashes at most `password_hash_concurrency`
+= 2 passwords at once).
+"""
+
+
+def main():
+    src, dst = sys.argv[1], sys.argv[2]
+    with open(src) as f:
+        doc = json.load(f)
+    any_section = doc.get("postgres") or doc.get("sqlite") or {}
+    mach = any_section.get("machine", {})
+    ver = dict(any_section.get("versions", {}))
+    for s in doc.values():
+        ver.update({k: v for k, v in s.get("versions", {}).items() if v})
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `bench/run` (`bench/report.py` from `docs/benchmarks.json`); do not edit by",
+        "hand, run the benchmark again. The targets are in issue 13.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {mach.get('cpu_model')}, `nproc` = {mach.get('nproc')}",
+        f"- Memory: {num(mach.get('memory_mib'))} MiB",
+        f"- Kernel: Linux {mach.get('kernel')}",
+        f"- {ver.get('rustc')}; Tessera `{ver.get('tessera')}` at commit {ver.get('tessera_commit')}",
+    ]
+    if ver.get("postgres"):
+        out.append(f"- PostgreSQL {ver.get('postgres')} on the same machine; {ver.get('pgbench')}")
+    out.append(f"- {ver.get('wrk')}; Python {ver.get('python')}")
+    out.append("")
+    for store in ("postgres", "sqlite"):
+        if store in doc:
+            out.append(section_md(doc[store]))
+    out.append(METHOD)
+    with open(dst, "w") as f:
+        f.write("\n".join(out).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
