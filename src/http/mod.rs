@@ -103,8 +103,32 @@ pub fn router(state: AppState) -> Router {
         .merge(page_policies(pages, &state))
         .merge(public_policies(public, &state))
         .with_state(state)
+        .layer(axum::middleware::from_fn(run_to_completion))
         .layer(tower::util::option_layer(hsts))
         .layer(layers)
+}
+
+/// Runs the rest of the request in its own task, so that a client that goes away (or the
+/// request timeout) cannot cancel a handler half-way through a store operation. A future
+/// dropped while sqlx sends `BEGIN` leaves its Postgres connection inside a transaction
+/// (a known issue of sqlx 0.8.6, its #4393): the next request on that connection would then write
+/// into a transaction nobody commits. The benchmark saw such connections after clients
+/// dropped in-flight requests. The answer of a finished task is simply discarded.
+async fn run_to_completion(
+    request: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            respond::json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::oauth::error::ErrorCode::ServerError,
+                "the request could not be completed",
+            )
+        }
+    }
 }
 
 /// Layers for `/token`, `/introspect`, `/revoke`, `/userinfo` (and the leak report), inside the common ones (so
