@@ -26,6 +26,8 @@ pub struct AppState {
     pub login_gate: Arc<dyn LoginGate>,
     /// Request-rate limits of this instance.
     pub rate_limits: Arc<crate::http::rate_limit::RateLimits>,
+    /// Clients as client authentication reads them, for at most a second.
+    pub clients: Arc<crate::http::client_cache::ClientCache>,
     pub clock: Clock,
 }
 

@@ -100,6 +100,7 @@ impl Server {
             signer,
             login_gate,
             rate_limits,
+            clients: Default::default(),
             clock,
         };
         Ok(Server {

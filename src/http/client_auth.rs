@@ -153,10 +153,11 @@ pub async fn authenticate(
         limit: None,
     };
     let client = app
-        .store
-        .client(id)
+        .clients
+        .get(app.store.as_ref(), id)
         .await?
         .ok_or_else(|| fail("unknown client"))?;
+    let client = ClientRecord::clone(&client);
     if client.token_endpoint_auth_method != method {
         return Err(fail(
             "client used an authentication method it is not registered for",

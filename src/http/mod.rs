@@ -3,6 +3,7 @@
 pub mod account;
 pub mod authorize;
 pub mod client_auth;
+pub mod client_cache;
 pub mod client_ip;
 pub mod consent;
 pub mod discovery;

@@ -1175,3 +1175,31 @@ async fn logins_at_once(server: &TestServer, n: usize, password: &str) -> Vec<re
     }
     attempts.join_all().await
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_stops_working_within_the_client_cache_bound() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let mut gw = gateway(&server).await;
+        let form = [("token", "tsa_anything")];
+        assert_eq!(
+            server.token_like("/introspect", &gw, &form).await.status,
+            200
+        );
+        let rotated = db
+            .tessera(&["client", "rotate-secret", "gateway", "--json"])
+            .json();
+        tokio::time::sleep(
+            tessera::http::client_cache::MAX_AGE + std::time::Duration::from_millis(100),
+        )
+        .await;
+        let old = server.token_like("/introspect", &gw, &form).await;
+        assert_eq!(old.status, 401, "{}: the old secret is refused", db.label);
+        gw.secret = rotated["client_secret"].as_str().map(str::to_owned);
+        assert_eq!(
+            server.token_like("/introspect", &gw, &form).await.status,
+            200
+        );
+        server.stop().await;
+    }
+}
