@@ -445,3 +445,27 @@ async fn token_refuses_code_of_a_user_disabled_since_authorization() {
         .await;
     assert_eq!(res.json()["error"], "invalid_grant");
 }
+
+#[tokio::test]
+async fn client_credentials_for_a_client_deleted_a_moment_ago_is_invalid_client_rfc6749_5_2() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gw = crate::support::flow::gateway(&server).await;
+        let form = [("grant_type", "client_credentials")];
+        // Authenticated once, so this instance holds the client for up to a second.
+        assert_eq!(server.token(&gw, &form).await.status, 200);
+        let audit =
+            tessera::audit::AuditEvent::new(tessera::audit::AuditKind::ClientDeleted, "test", 0);
+        server
+            .state
+            .store
+            .delete_client(&gw.record.id, &audit)
+            .await
+            .unwrap();
+        // Within the cache's second and after it alike: invalid_client, never a 500.
+        let res = server.token(&gw, &form).await;
+        assert_eq!(res.status, 401, "{}: {}", db.label, res.body);
+        assert_eq!(res.json()["error"], "invalid_client");
+        server.stop().await;
+    }
+}

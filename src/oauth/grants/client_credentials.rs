@@ -7,7 +7,7 @@ use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::oauth::Context;
-use crate::store::ClientRecord;
+use crate::store::{ClientRecord, StoreError};
 
 pub async fn issue(
     ctx: Context<'_>,
@@ -64,6 +64,11 @@ pub async fn issue(
         now,
     )
     .await?;
-    ctx.store.insert_tokens(&minted.rows, &minted.audit).await?;
-    Ok(minted.issued)
+    match ctx.store.insert_tokens(&minted.rows, &minted.audit).await {
+        Ok(()) => Ok(minted.issued),
+        // Deleted since client authentication read it (clients are cached for up to a
+        // second, `http::client_cache`): the client no longer exists (RFC 6749 §5.2).
+        Err(StoreError::NotFound(_)) => Err(OAuthError::invalid_client("unknown client")),
+        Err(e) => Err(e.into()),
+    }
 }

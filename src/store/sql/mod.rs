@@ -197,10 +197,14 @@ impl DerefMut for Tx {
     }
 }
 
-/// Unique violations become `Conflict(what)`; anything else means the store failed.
+/// Unique violations become `Conflict(what)`; a row that refers to one deleted meanwhile (a
+/// foreign-key violation) `NotFound("referenced row")`; anything else means the store failed.
 fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+            StoreError::NotFound("referenced row")
+        }
         _ => StoreError::Unavailable(e),
     }
 }
