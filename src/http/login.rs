@@ -15,7 +15,10 @@ use super::forms::{pending_form, pending_query, request_meta, see_other};
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::oauth::authorize::AuthorizeRequest;
+use crate::oauth::error::OAuthError;
 use crate::oauth::login::{self, Attempt, Outcome};
+use crate::oauth::params::Params;
+use crate::store::{AccountRecord, StoreError};
 
 const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
 const WRONG: &str = "Wrong username or password.";
@@ -127,24 +130,8 @@ pub async fn post(
         };
     let query = pending_query(&params, &[]);
     let username = form.get("username").unwrap_or("");
-    let password = SecretString::from(form.get("password").unwrap_or(""));
-    let origin = request_meta(&app, &headers, peer);
-    let attempt = Attempt {
-        username,
-        source_ip: origin.0.as_deref(),
-        now: app.clock.now(),
-        known_device: session::is_known_device(&app, &headers, username),
-    };
-    let outcome = app
-        .authenticator()
-        .authenticate(
-            attempt,
-            password,
-            Some(&request.client.id),
-            origin.clone(),
-            || app.clock.now(),
-        )
-        .await;
+    let (outcome, origin) =
+        check_password(&app, &headers, peer, &form, Some(&request.client.id)).await;
     let (account, now) = match outcome {
         Ok(Outcome::SignedIn { account, now }) => (account, now),
         Ok(Outcome::Refused) => return page(&app, &headers, &request, &query, Some(username)),
@@ -164,10 +151,64 @@ async fn signed_in(
     headers: &HeaderMap,
     request: &AuthorizeRequest,
     params: &crate::oauth::params::Params,
-    account: &crate::store::AccountRecord,
+    account: &AccountRecord,
     now: i64,
-    origin: (Option<String>, Option<String>),
+    origin: Origin,
 ) -> Response {
+    // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
+    // not send the person back to this page because a second passed on the way.
+    let next = see_other(&format!(
+        "/authorize?{}",
+        pending_query(params, &["login", "select_account", "max_age"])
+    ));
+    let client_id = Some(request.client.id.as_str());
+    match start_session(app, headers, account, now, client_id, origin, next).await {
+        Ok(response) => response,
+        Err(e) => error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER),
+    }
+}
+
+/// Source address and user agent of a request, for the audit trail (`forms::request_meta`).
+pub(super) type Origin = (Option<String>, Option<String>);
+
+/// Checks a sign-in form's `username` and `password` — the throttle first, then the hash —
+/// for `client_id` (`None` at the account page). Every sign-in form goes through here.
+pub(super) async fn check_password(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    form: &Params,
+    client_id: Option<&str>,
+) -> (Result<Outcome, OAuthError>, Origin) {
+    let username = form.get("username").unwrap_or("");
+    let password = SecretString::from(form.get("password").unwrap_or(""));
+    let origin = request_meta(app, headers, peer);
+    let attempt = Attempt {
+        username,
+        source_ip: origin.0.as_deref(),
+        now: app.clock.now(),
+        known_device: session::is_known_device(app, headers, username),
+    };
+    let outcome = app
+        .authenticator()
+        .authenticate(attempt, password, client_id, origin.clone(), || {
+            app.clock.now()
+        })
+        .await;
+    (outcome, origin)
+}
+
+/// Starts a new session for `account` (a new value at every login, replacing the one the
+/// browser had) and adds its cookie, and the device cookie, to `response`.
+pub(super) async fn start_session(
+    app: &AppState,
+    headers: &HeaderMap,
+    account: &AccountRecord,
+    now: i64,
+    client_id: Option<&str>,
+    origin: Origin,
+    mut response: Response,
+) -> Result<Response, StoreError> {
     let (value, cookie) = session::new_session_cookie(app);
     let replaces = session::session_digest(app, headers);
     let ttl = app.config.session_ttl_secs;
@@ -177,25 +218,17 @@ async fn signed_in(
         value.digest(),
         replaces.as_ref(),
         (now, ttl),
-        Some(&request.client.id),
+        client_id,
         origin,
     );
-    if let Err(e) = started.await {
-        return error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER);
-    }
-    // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
-    // not send the person back to this page because a second passed on the way.
-    let mut response = see_other(&format!(
-        "/authorize?{}",
-        pending_query(params, &["login", "select_account", "max_age"])
-    ));
+    started.await?;
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     if let Some(device) = session::device_cookie(app, &account.username) {
         response.headers_mut().append(header::SET_COOKIE, device);
     }
-    response
+    Ok(response)
 }
 
 /// 503 with `Retry-After` (RFC 9110 §10.2.3): the password checks are saturated; nothing was
