@@ -10,15 +10,15 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use secrecy::SecretString;
 
 use super::forms::{expired_form, request_meta, see_other};
 use super::{error, pages, session};
 use crate::app::AppState;
+use crate::crypto::token::PlainSecret;
 use crate::oauth::api_keys::{self, Actor, ApiKeyError, NewKey};
-use crate::oauth::login::{self, Attempt, Outcome};
+use crate::oauth::login::Outcome;
 use crate::oauth::params::Params;
 use crate::paths;
 use crate::store::{AccountRecord, ApiKeyRecord, StoreError};
@@ -144,18 +144,7 @@ pub async fn login(
         return expired_form();
     }
     let username = form.get("username").unwrap_or("");
-    let password = SecretString::from(form.get("password").unwrap_or(""));
-    let origin = request_meta(&app, &headers, peer);
-    let attempt = Attempt {
-        username,
-        source_ip: origin.0.as_deref(),
-        now: app.clock.now(),
-        known_device: session::is_known_device(&app, &headers, username),
-    };
-    let outcome = app
-        .authenticator()
-        .authenticate(attempt, password, None, origin.clone(), || app.clock.now())
-        .await;
+    let (outcome, origin) = super::login::check_password(&app, &headers, peer, &form, None).await;
     let (account, now) = match outcome {
         Ok(Outcome::SignedIn { account, now }) => (account, now),
         Ok(Outcome::Refused) => {
@@ -179,28 +168,11 @@ pub async fn login(
             return failed_page();
         }
     };
-    let (value, cookie) = session::new_session_cookie(&app);
-    let replaces = session::session_digest(&app, &headers);
-    let started = login::start_session(
-        app.store.as_ref(),
-        &account,
-        value.digest(),
-        replaces.as_ref(),
-        (now, app.config.session_ttl_secs),
-        None,
-        origin,
-    );
-    if let Err(e) = started.await {
-        return store_failed(e);
+    let next = see_other(paths::ACCOUNT);
+    match super::login::start_session(&app, &headers, &account, now, None, origin, next).await {
+        Ok(response) => response,
+        Err(e) => store_failed(e),
     }
-    let mut response = see_other(paths::ACCOUNT);
-    if let Some(cookie) = cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    if let Some(device) = session::device_cookie(&app, &account.username) {
-        response.headers_mut().append(header::SET_COOKIE, device);
-    }
-    response
 }
 
 /// POST /account/keys: makes a key and shows it, this once.
@@ -248,23 +220,7 @@ pub async fn create(
     let actor = actor(&app, &headers, peer, &account);
     let now = app.clock.now();
     match api_keys::create(app.store.as_ref(), policy, &account, new, None, &actor, now).await {
-        Ok((key, record)) => {
-            let shown = NewKeyView {
-                key: key.expose().to_owned(),
-                label: record.label,
-            };
-            let draft = Draft::default();
-            page(
-                &app,
-                &headers,
-                &account,
-                StatusCode::OK,
-                None,
-                Some(shown),
-                draft,
-            )
-            .await
-        }
+        Ok((key, record)) => show_new_key(&app, &headers, &account, &key, &record).await,
         Err(e) => refused(&app, &headers, &account, e, draft).await,
     }
 }
@@ -276,37 +232,27 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, account, key) = match own_key(&app, &headers, &body).await {
+    let ask = Confirm {
+        title: "Revoke this API key?",
+        action: paths::ACCOUNT_KEYS_REVOKE,
+        button: "Revoke key",
+        message: |k: &ApiKeyRecord| {
+            format!(
+                "Scripts using the key “{}” ({}…) stop working at once. This cannot be undone.",
+                k.label, k.hint
+            )
+        },
+    };
+    let (account, key) = match confirmed_key(&app, &headers, &body, ask).await {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    if form.get("confirm") != Some("yes") {
-        let message = format!(
-            "Scripts using the key “{}” ({}…) stop working at once. This cannot be undone.",
-            key.label, key.hint
-        );
-        return confirm_page(
-            &app,
-            &headers,
-            ("Revoke this API key?", &message),
-            (paths::ACCOUNT_KEYS_REVOKE, "Revoke key"),
-            &key.id,
-        );
-    }
     let actor = actor(&app, &headers, peer, &account);
     let now = app.clock.now();
-    let revoked = api_keys::revoke(
-        app.store.as_ref(),
-        &key,
-        Some(&account.id),
-        "owner",
-        &actor,
-        now,
-    );
-    match revoked.await {
+    let owner = Some(account.id.as_str());
+    match api_keys::revoke(app.store.as_ref(), &key, owner, "owner", &actor, now).await {
         // Already revoked (a second click, another tab): the result the person wanted.
         Ok(()) | Err(ApiKeyError::NotFound) => see_other(paths::ACCOUNT),
-        Err(ApiKeyError::Store(e)) => store_failed(e),
         Err(e) => refused(&app, &headers, &account, e, Draft::default()).await,
     }
 }
@@ -319,62 +265,99 @@ pub async fn regenerate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, account, old) = match own_key(&app, &headers, &body).await {
+    let ask = Confirm {
+        title: "Regenerate this API key?",
+        action: paths::ACCOUNT_KEYS_REGENERATE,
+        button: "Regenerate key",
+        message: |k: &ApiKeyRecord| {
+            format!(
+                "A new key replaces “{}” ({}…), with the same label and scope. The old key stops working at once: update the scripts that use it.",
+                k.label, k.hint
+            )
+        },
+    };
+    let (account, old) = match confirmed_key(&app, &headers, &body, ask).await {
         Ok(parts) => parts,
         Err(response) => return response,
     };
-    if form.get("confirm") != Some("yes") {
-        let message = format!(
-            "A new key replaces “{}” ({}…), with the same label and scope. The old key stops working at once: update the scripts that use it.",
-            old.label, old.hint
-        );
-        return confirm_page(
-            &app,
-            &headers,
-            ("Regenerate this API key?", &message),
-            (paths::ACCOUNT_KEYS_REGENERATE, "Regenerate key"),
-            &old.id,
-        );
-    }
-    let scopes = old.scope.split(' ').map(str::to_owned).collect();
     let new = NewKey {
         label: &old.label,
-        scopes: Some(scopes),
+        scopes: Some(old.scope.split(' ').map(str::to_owned).collect()),
         ttl_secs: old.expires_at.map(|exp| exp - old.created_at),
     };
     let actor = actor(&app, &headers, peer, &account);
     let now = app.clock.now();
     let policy = &app.config.api_keys;
-    let created = api_keys::create(
-        app.store.as_ref(),
-        policy,
-        &account,
-        new,
-        Some(&old),
-        &actor,
-        now,
-    );
-    match created.await {
-        Ok((key, record)) => {
-            let shown = NewKeyView {
-                key: key.expose().to_owned(),
-                label: record.label,
-            };
-            let draft = Draft::default();
-            page(
-                &app,
-                &headers,
-                &account,
-                StatusCode::OK,
-                None,
-                Some(shown),
-                draft,
-            )
-            .await
-        }
-        Err(ApiKeyError::NotFound) => not_found(),
+    let store = app.store.as_ref();
+    match api_keys::create(store, policy, &account, new, Some(&old), &actor, now).await {
+        Ok((key, record)) => show_new_key(&app, &headers, &account, &key, &record).await,
         Err(e) => refused(&app, &headers, &account, e, Draft::default()).await,
     }
+}
+
+/// What a key action asks before it acts.
+struct Confirm<M> {
+    title: &'static str,
+    action: &'static str,
+    button: &'static str,
+    message: M,
+}
+
+/// The signed-in person's key named by the form, once they have confirmed (`confirm=yes`);
+/// before that, the page that asks them.
+async fn confirmed_key<M: FnOnce(&ApiKeyRecord) -> String>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    ask: Confirm<M>,
+) -> Result<(AccountRecord, ApiKeyRecord), Response> {
+    let (form, account, key) = own_key(app, headers, body).await?;
+    if form.get("confirm") == Some("yes") {
+        return Ok((account, key));
+    }
+    let message = (ask.message)(&key);
+    Err(session::form_page(
+        app,
+        headers,
+        StatusCode::OK,
+        "",
+        |csrf_token| {
+            ConfirmPage {
+                title: ask.title,
+                message: &message,
+                action: ask.action,
+                button: ask.button,
+                csrf_token,
+                key_id: &key.id,
+            }
+            .render()
+        },
+    ))
+}
+
+/// The account page with a key just made, shown this once.
+async fn show_new_key(
+    app: &AppState,
+    headers: &HeaderMap,
+    account: &AccountRecord,
+    key: &PlainSecret,
+    record: &ApiKeyRecord,
+) -> Response {
+    let shown = NewKeyView {
+        key: key.expose().to_owned(),
+        label: record.label.clone(),
+    };
+    let draft = Draft::default();
+    page(
+        app,
+        headers,
+        account,
+        StatusCode::OK,
+        None,
+        Some(shown),
+        draft,
+    )
+    .await
 }
 
 /// A form post from the signed-in person: a form, without repeated fields, with this
@@ -559,26 +542,6 @@ fn sign_in_page(
             authorize_query: None,
             username,
             error,
-        }
-        .render()
-    })
-}
-
-fn confirm_page(
-    app: &AppState,
-    headers: &HeaderMap,
-    (title, message): (&str, &str),
-    (action, button): (&str, &str),
-    key_id: &str,
-) -> Response {
-    session::form_page(app, headers, StatusCode::OK, "", |csrf_token| {
-        ConfirmPage {
-            title,
-            message,
-            action,
-            button,
-            csrf_token,
-            key_id,
         }
         .render()
     })
