@@ -233,15 +233,28 @@ async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<()
     Ok(())
 }
 
-/// The audit insert with its eight placeholders numbered from `first`, so that it can close a
+const AUDIT_COLUMNS: &str =
+    "created_at, kind, actor, client_id, account_id, source_ip, user_agent, details";
+/// Values per audit row.
+const AUDIT_VALUES: usize = 8;
+
+/// `$first, …` for `count` consecutive placeholders.
+fn placeholder_list(first: usize, count: usize) -> String {
+    let list: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
+    list.join(", ")
+}
+
+/// `($first, …)`: one row's values.
+fn placeholders(first: usize, count: usize) -> String {
+    format!("({})", placeholder_list(first, count))
+}
+
+/// The audit insert with its placeholders numbered from `first`, so that it can close a
 /// statement that writes other rows first.
 fn audit_insert_sql(first: usize) -> String {
-    let values: Vec<String> = (first..first + 8).map(|i| format!("${i}")).collect();
     format!(
-        "insert into audit_event \
-         (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
-         values ({})",
-        values.join(", ")
+        "insert into audit_event ({AUDIT_COLUMNS}) values {}",
+        placeholders(first, AUDIT_VALUES)
     )
 }
 

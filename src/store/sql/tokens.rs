@@ -4,7 +4,10 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
-use super::{audit_insert_sql, bind_audit, write_error, AnyQuery, Row, SqlStore};
+use super::{
+    audit_insert_sql, bind_audit, placeholder_list, placeholders, write_error, AnyQuery, Row,
+    SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
+};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
@@ -51,12 +54,6 @@ fn bind_token<'q>(q: AnyQuery<'q>, t: &'q TokenRecord) -> AnyQuery<'q> {
         .bind(&t.jti)
 }
 
-/// `($first, …)` for `count` consecutive placeholders.
-fn placeholders(first: usize, count: usize) -> String {
-    let list: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();
-    format!("({})", list.join(", "))
-}
-
 async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), StoreError> {
     let sql = format!(
         "insert into token ({TOKEN_COLUMNS}) values {}",
@@ -77,21 +74,16 @@ fn rotate_statement(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|i| placeholders(3 + i * TOKEN_VALUES, TOKEN_VALUES))
         .collect();
-    let audit_first = 3 + rows * TOKEN_VALUES;
-    let audit_values: Vec<String> = (audit_first..audit_first + 8)
-        .map(|i| format!("${i}"))
-        .collect();
     format!(
         "with spent as (update token set used_at = $2 where digest = $1 and kind = 'refresh' \
          and used_at is null and revoked_at is null returning 1), \
          t as (insert into token ({TOKEN_COLUMNS}) select * from (values {}) as v ({TOKEN_COLUMNS}) \
          where exists (select 1 from spent)), \
          a as (insert into audit_event \
-         (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details) \
-         select {} where exists (select 1 from spent)) \
+         ({AUDIT_COLUMNS}) select {} where exists (select 1 from spent)) \
          select count(*) from spent",
         values.join(", "),
-        audit_values.join(", ")
+        placeholder_list(3 + rows * TOKEN_VALUES, AUDIT_VALUES)
     )
 }
 
