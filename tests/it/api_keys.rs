@@ -321,7 +321,7 @@ async fn api_key_cli_refuses_bad_input_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited() {
+async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited_rfc7662_2_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         let ada = server.user("ada").await;
@@ -375,7 +375,7 @@ async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited() {
 }
 
 #[tokio::test]
-async fn api_key_with_a_wrong_checksum_is_inactive_without_a_lookup() {
+async fn api_key_with_a_wrong_checksum_is_inactive_without_a_lookup_rfc7662_2_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
         server.user("ada").await;
