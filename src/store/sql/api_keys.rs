@@ -179,6 +179,7 @@ impl ApiKeyStore for SqlStore {
             "update token set used_at = $2 where digest = $1 and kind = 'api_key' \
              and (used_at is null or used_at <= $3)"
         };
+        let _turn = self.write_turn().await;
         let done = sqlx::query(sql)
             .bind(digest.as_bytes())
             .bind(now)

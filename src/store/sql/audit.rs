@@ -10,6 +10,7 @@ use crate::store::{AuditRecord, AuditStore, StoreError};
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await.map_err(StoreError::Unavailable)?;
         insert_audit(&mut conn, event).await?;
         // One statement outside a transaction commits by itself: the event is durable now.

@@ -96,6 +96,7 @@ impl GrantStore for SqlStore {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<CodeRecord>, StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(concat!(
             "update authorization_code set consumed_at = $2 \
              where digest = $1 and consumed_at is null returning ",

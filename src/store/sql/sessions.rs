@@ -78,6 +78,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("delete from session where id_digest = $1")
             .bind(digest.as_bytes())
             .execute(&self.pool)

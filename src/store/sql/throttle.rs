@@ -77,6 +77,7 @@ impl LoginThrottleStore for SqlStore {
     }
 
     async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "update login_throttle set failures = failures - 1 where key = $1 and failures > 0",
         )
@@ -88,6 +89,7 @@ impl LoginThrottleStore for SqlStore {
     }
 
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("delete from login_throttle where key = $1")
             .bind(key)
             .execute(&self.pool)
