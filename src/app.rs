@@ -28,6 +28,8 @@ pub struct AppState {
     pub rate_limits: Arc<crate::http::rate_limit::RateLimits>,
     /// Clients as client authentication reads them, for at most a second.
     pub clients: Arc<crate::http::client_cache::ClientCache>,
+    /// Introspection answers of active access tokens, within the bound of decision 0022.
+    pub introspection: Arc<crate::http::introspection_cache::TokenCache>,
     pub clock: Clock,
 }
 

@@ -61,7 +61,16 @@ impl Server {
                 "issuer is plain http: acceptable for loopback development only"
             );
         }
-        let store = open_store_with_retry(&config).await?;
+        let introspection = Arc::new(if config.database_url.is_postgres() {
+            crate::http::introspection_cache::TokenCache::notified()
+        } else {
+            crate::http::introspection_cache::TokenCache::ttl()
+        });
+        let hook = Arc::new(crate::http::introspection_cache::InvalidateOnCommit {
+            cache: Arc::clone(&introspection),
+            next: Arc::new(store::LogAuditEvents),
+        });
+        let store = open_store_with_retry(&config, hook).await?;
         let (kek, _) = crate::keys::kek::load(&config, store.as_ref()).await?;
         let tls = match &config.tls {
             None => None,
@@ -101,6 +110,7 @@ impl Server {
             login_gate,
             rate_limits,
             clients: Default::default(),
+            introspection,
             clock,
         };
         Ok(Server {
@@ -137,6 +147,13 @@ impl Server {
             None => tracing::info!(%addr, issuer, "listening (http)"),
             Some(_) => tracing::info!(%addr, issuer, "listening (https)"),
         }
+        // Postgres: the introspection cache's change listener, for as long as we serve.
+        let changes = state.config.database_url.is_postgres().then(|| {
+            tokio::spawn(crate::http::introspection_cache::listen(
+                state.config.database_url.as_str().to_owned(),
+                Arc::clone(&state.introspection),
+            ))
+        });
         let connections = Arc::new(Connections::new(&state.config, tls));
         let limit = Arc::new(Semaphore::new(state.config.max_connections));
         let mut make_service =
@@ -190,6 +207,9 @@ impl Server {
             );
         }
         tasks.shutdown().await;
+        if let Some(changes) = changes {
+            changes.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -329,12 +349,15 @@ pub async fn shutdown_signal() {
 
 /// A store that is down at start-up (Postgres still booting, say) is retried with
 /// exponential backoff until `store_startup_timeout`, each failure logged.
-pub async fn open_store_with_retry(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store_with_retry(
+    config: &Config,
+    hook: Arc<dyn store::AfterCommit>,
+) -> Result<Arc<dyn Store>, StoreError> {
     let deadline = Instant::now() + config.store_startup_timeout;
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = match store::probe(&config.database_url).await {
-            Ok(()) => store::open(&config.database_url).await,
+            Ok(()) => store::open_with_hook(&config.database_url, Arc::clone(&hook)).await,
             Err(e) => Err(e),
         };
         match attempt {

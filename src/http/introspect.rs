@@ -12,12 +12,14 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+
+use std::sync::Arc;
 
 use super::error::TokenError;
 use super::{client_auth, respond};
 use crate::app::AppState;
-use crate::oauth::error::ErrorCode;
+use crate::crypto::token::Digest;
+use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::introspection;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
@@ -42,7 +44,7 @@ pub async fn introspect(
     }
     let token = params.required("token")?;
     let now = app.clock.now();
-    let answer = introspection::describe(app.oauth(), &client.id, token, now).await?;
+    let answer = cached_describe(&app, &client.id, token, now).await?;
 
     let wants_jwt = headers
         .get(header::ACCEPT)
@@ -55,8 +57,12 @@ pub async fn introspect(
             })
         });
     if !wants_jwt {
-        return Ok(respond::no_store(Json(answer).into_response()));
+        let json = [(header::CONTENT_TYPE, "application/json")];
+        return Ok(respond::no_store(
+            (json, answer.to_string()).into_response(),
+        ));
     }
+    let answer = serde_json::from_str(&answer).map_err(OAuthError::server)?;
     let jwt = introspection::sign_answer(app.oauth(), &client.id, answer, now).await?;
     let mut response = jwt.into_response();
     response.headers_mut().insert(
@@ -64,4 +70,29 @@ pub async fn introspect(
         HeaderValue::from_static(JWT_MEDIA_TYPE),
     );
     Ok(respond::no_store(response))
+}
+
+/// The RFC 7662 answer as JSON text: from this instance's cache when it holds the token
+/// (decision 0022), else from the store. Only access tokens' active answers are kept: they
+/// do not depend on the caller, and change only by revocation or expiry.
+async fn cached_describe(
+    app: &AppState,
+    caller: &str,
+    token: &str,
+    now: i64,
+) -> Result<Arc<str>, TokenError> {
+    let digest = Digest::of(token);
+    if let Some(answer) = app.introspection.get(&digest, now) {
+        return Ok(answer);
+    }
+    // Taken before the lookup: a revocation committed meanwhile keeps this answer out.
+    let ticket = app.introspection.ticket();
+    let answer = introspection::describe(app.oauth(), caller, token, now).await?;
+    let text: Arc<str> = Arc::from(answer.to_string());
+    if answer["active"] == true && answer["token_type"] == introspection::ACCESS_TOKEN_TYPE {
+        let expires_at = answer["exp"].as_i64();
+        app.introspection
+            .put(ticket, digest, Arc::clone(&text), expires_at);
+    }
+    Ok(text)
 }

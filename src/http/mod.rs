@@ -11,6 +11,7 @@ pub mod error;
 pub mod forms;
 pub mod health;
 pub mod introspect;
+pub mod introspection_cache;
 pub mod jwks;
 pub mod leak_report;
 pub mod login;

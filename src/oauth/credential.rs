@@ -48,8 +48,9 @@ impl Resolution {
     }
 }
 
-/// One indexed lookup by digest, plus the user for a user's credential. No cache: a
-/// revocation shows at the next call. A value with the API key prefix whose checksum fails
+/// One indexed lookup by digest, plus the user for a user's credential. No cache here (a
+/// revocation shows at the next call); introspection keeps its answers under the bound of
+/// decision 0022. A value with the API key prefix whose checksum fails
 /// is unknown without a lookup.
 pub async fn resolve(
     store: &dyn Store,

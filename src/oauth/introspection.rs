@@ -78,11 +78,14 @@ pub async fn describe(
     Ok(Value::Object(out))
 }
 
+/// The `token_type` of an access token's answer.
+pub const ACCESS_TOKEN_TYPE: &str = "Bearer";
+
 /// RFC 7662 §2.2 `token_type`: `Bearer` for access tokens (RFC 6750); for the others the
 /// names RFC 7009 §2.1 registered as token type hints.
 fn token_type(kind: TokenKind) -> &'static str {
     match kind {
-        TokenKind::Access => "Bearer",
+        TokenKind::Access => ACCESS_TOKEN_TYPE,
         TokenKind::Refresh => "refresh_token",
         TokenKind::ApiKey => "api_key",
     }

@@ -756,3 +756,31 @@ async fn gateway_scenario_opaque_token_introspected_then_revoked() {
         server.stop().await;
     }
 }
+
+/// Decision 0022: introspection answers are kept per instance, and a change made outside the
+/// server (here the CLI disabling the user, on the same store) shows within one second.
+#[tokio::test]
+async fn introspection_cache_follows_a_cli_change_within_one_second() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let gw = gateway(&server).await;
+        let tokens = code_tokens(&server, &client, "openid api").await;
+        let access = tokens["access_token"].as_str().unwrap();
+        for _ in 0..3 {
+            assert_eq!(introspect(&server, &gw, access).await["active"], true);
+        }
+        db.tessera(&["user", "disable", "ada"]).succeeds();
+        let since = std::time::Instant::now();
+        while introspect(&server, &gw, access).await["active"] == true {
+            assert!(
+                since.elapsed() < std::time::Duration::from_secs(1),
+                "{}: still active a second after the CLI disabled the user",
+                db.label
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        server.stop().await;
+    }
+}

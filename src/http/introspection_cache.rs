@@ -1,0 +1,411 @@
+//! Introspection answers for active access tokens, kept per instance (decision 0022).
+//!
+//! A gateway introspects the same token on every API call it forwards; the answer changes
+//! only when the token is revoked (itself, its grant, its user) or expires. The bound, as
+//! docs/scaling.md states it: a revocation made anywhere — this instance, another one, the
+//! CLI — shows in every instance's answers within one second.
+//!
+//! - This instance's own changes empty the cache before the response that made them is sent
+//!   ([`TokenCache::committed`], an after-commit hook), so a revocation is seen here at once.
+//! - On Postgres, triggers (migration 0006) notify every instance of every revocation, and a
+//!   listener task removes what they name ([`listen`]). Answers are served from the cache only
+//!   while the listener proves itself live: it sends itself a notification every
+//!   [`BEAT`] and the cache is used only while one sent less than [`FRESH`] ago has come back.
+//!   Notifications arrive in commit order, so when a beat sent at `S` comes back every
+//!   revocation committed before `S` has been applied. A lost connection empties the cache.
+//! - On SQLite (one server; the CLI may write the same file) an answer is kept for at most
+//!   [`FRESH`].
+//!
+//! Only access tokens are kept: refresh tokens change at every use, and API keys record their
+//! use. Each entry also carries the token's expiry, checked at every hit.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::token::Digest;
+use crate::store::AfterCommit;
+
+/// The longest a cached answer may lag a revocation made elsewhere (docs/scaling.md says one
+/// second; this leaves room for the time a request takes).
+pub const FRESH: Duration = Duration::from_millis(800);
+/// How often the Postgres listener checks that it is live.
+pub const BEAT: Duration = Duration::from_millis(100);
+/// More entries than this and the cache starts afresh (each is a few hundred bytes).
+const MAX_ENTRIES: usize = 50_000;
+/// Even with a live listener, an answer is looked up again after this long.
+const MAX_AGE: Duration = Duration::from_secs(60);
+
+struct Entry {
+    /// The RFC 7662 answer as JSON text.
+    answer: Arc<str>,
+    expires_at: Option<i64>,
+    loaded: Instant,
+}
+
+/// How freshness is proven.
+enum Mode {
+    /// Every entry is at most [`FRESH`] old.
+    Ttl,
+    /// While a beat sent less than [`FRESH`] ago has come back (Postgres).
+    Notified,
+}
+
+pub struct TokenCache {
+    entries: Mutex<HashMap<Digest, Entry>>,
+    mode: Mode,
+    /// Bumped by every invalidation: a lookup that started before one may not store its
+    /// answer, which could predate the change.
+    epoch: AtomicU64,
+    /// When the newest beat that came back was sent, in ns since `base` (0: none yet).
+    confirmed: AtomicU64,
+    base: Instant,
+}
+
+impl TokenCache {
+    /// A cache whose entries live at most [`FRESH`] (SQLite).
+    pub fn ttl() -> TokenCache {
+        TokenCache::new(Mode::Ttl)
+    }
+
+    /// A cache used only while a [`listen`] task proves it live (Postgres).
+    pub fn notified() -> TokenCache {
+        TokenCache::new(Mode::Notified)
+    }
+
+    fn new(mode: Mode) -> TokenCache {
+        TokenCache {
+            entries: Mutex::new(HashMap::new()),
+            mode,
+            epoch: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
+
+    /// The cached answer for `digest`, if it may still be served at `now` (Unix seconds).
+    pub fn get(&self, digest: &Digest, now: i64) -> Option<Arc<str>> {
+        if !self.live() {
+            return None;
+        }
+        let entries = self.lock();
+        let entry = entries.get(digest)?;
+        let max_age = match self.mode {
+            Mode::Ttl => FRESH,
+            Mode::Notified => MAX_AGE,
+        };
+        if entry.loaded.elapsed() >= max_age || entry.expires_at.is_some_and(|exp| exp <= now) {
+            return None;
+        }
+        Some(Arc::clone(&entry.answer))
+    }
+
+    /// Where a lookup starts: pass it to [`TokenCache::put`] with what the lookup found.
+    pub fn ticket(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Keeps `answer` unless anything was invalidated since `ticket` was taken.
+    pub fn put(&self, ticket: u64, digest: Digest, answer: Arc<str>, expires_at: Option<i64>) {
+        if !self.live() {
+            return;
+        }
+        let mut entries = self.lock();
+        // Under the lock: invalidations bump the epoch while holding it too.
+        if self.epoch.load(Ordering::Acquire) != ticket {
+            return;
+        }
+        if entries.len() >= MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            digest,
+            Entry {
+                answer,
+                expires_at,
+                loaded: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets one token.
+    pub fn forget(&self, digest: &Digest) {
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.remove(digest);
+    }
+
+    /// Forgets everything.
+    pub fn forget_all(&self) {
+        let mut entries = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        entries.clear();
+        entries.shrink_to(0);
+    }
+
+    /// Entries held now (tests, metrics).
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn live(&self) -> bool {
+        match self.mode {
+            Mode::Ttl => true,
+            Mode::Notified => {
+                let sent = self.confirmed.load(Ordering::Acquire);
+                sent != 0 && self.since_base().saturating_sub(sent) < FRESH.as_nanos() as u64
+            }
+        }
+    }
+
+    /// A beat sent at `sent` came back.
+    fn confirm(&self, sent: Instant) {
+        // A beat from before this cache existed proves nothing about it.
+        if let Some(since) = sent.checked_duration_since(self.base) {
+            let at = since.as_nanos() as u64 + 1;
+            self.confirmed.fetch_max(at, Ordering::AcqRel);
+        }
+    }
+
+    /// The listener lost its connection: nothing cached can be trusted until it is back.
+    fn disconnected(&self) {
+        self.confirmed.store(0, Ordering::Release);
+        self.forget_all();
+    }
+
+    fn since_base(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Digest, Entry>> {
+        // A panic while holding the lock leaves a map that is still valid.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Audit events of changes that never turn an active access token inactive nor change its
+/// answer; any other committed event empties this instance's cache (an unknown kind too).
+fn harmless(kind: &str) -> bool {
+    const HARMLESS: &[AuditKind] = &[
+        AuditKind::TokenIssued,
+        AuditKind::LoginSucceeded,
+        AuditKind::LoginFailed,
+        AuditKind::LoginThrottled,
+        AuditKind::LoginBlocked,
+        AuditKind::ConsentGranted,
+        AuditKind::ConsentDenied,
+        AuditKind::ClientCreated,
+        AuditKind::UserCreated,
+        AuditKind::UserPasswordSet,
+        AuditKind::KeyCreated,
+        AuditKind::ApiKeyCreated,
+        AuditKind::ApiKeyUsedAfterRevocation,
+        AuditKind::ApiKeyUsedAfterExpiry,
+        AuditKind::ApiKeyUsedByDisabledUser,
+    ];
+    HARMLESS.iter().any(|k| k.as_str() == kind)
+}
+
+/// Hears this instance's committed changes (before their response is sent) and passes them on.
+pub struct InvalidateOnCommit {
+    pub cache: Arc<TokenCache>,
+    pub next: Arc<dyn AfterCommit>,
+}
+
+impl AfterCommit for InvalidateOnCommit {
+    fn committed(&self, events: &[AuditEvent]) {
+        if events.iter().any(|e| !harmless(&e.kind)) {
+            self.cache.forget_all();
+        }
+        self.next.committed(events);
+    }
+}
+
+/// Postgres: applies the change notifications of migration 0006 to `cache` and proves the
+/// listener live with a beat every [`BEAT`]. Runs until the process ends; a lost connection
+/// empties the cache, and the listener connects again.
+pub async fn listen(url: String, cache: Arc<TokenCache>) {
+    use sqlx::postgres::PgListener;
+
+    const CHANNEL: &str = "tessera_changes";
+    // Beats carry this instance's mark and a number, so each comes back to its sender only.
+    let mark = format!(
+        "beat:{}:",
+        crate::crypto::token::PlainSecret::generate("").expose()
+    );
+    let sender = match sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy(&url)
+    {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "change listener cannot start; introspection uncached");
+            return;
+        }
+    };
+    loop {
+        let mut listener = match PgListener::connect(&url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "change listener cannot connect; introspection uncached");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "change listener cannot listen; introspection uncached");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything cached before this connection may have missed a notification.
+        cache.forget_all();
+        let sent: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+        // Stopped with this task (the server aborts it when it stops serving).
+        let _beats = AbortOnDrop(tokio::spawn(send_beats(
+            sender.clone(),
+            mark.clone(),
+            Arc::clone(&sent),
+        )));
+        while let Ok(Some(n)) = listener.try_recv().await {
+            let payload = n.payload();
+            if let Some(seq) = payload.strip_prefix(mark.as_str()) {
+                let at = seq.parse::<u64>().ok().and_then(|s| lock(&sent).remove(&s));
+                if let Some(at) = at {
+                    cache.confirm(at);
+                }
+            } else if payload.starts_with("beat:") {
+                // Another instance's beat.
+            } else if let Some(digest) = parse_hex_digest(payload) {
+                cache.forget(&digest);
+            } else {
+                cache.forget_all();
+            }
+        }
+        cache.disconnected();
+        tracing::warn!("change listener lost its connection; introspection uncached until back");
+        tokio::time::sleep(BEAT).await;
+    }
+}
+
+async fn send_beats(pool: sqlx::PgPool, mark: String, sent: Arc<Mutex<HashMap<u64, Instant>>>) {
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for seq in 0u64.. {
+        tick.tick().await;
+        {
+            let mut sent = lock(&sent);
+            // Beats lost on the way never come back; keep only the recent ones.
+            sent.retain(|_, at| at.elapsed() < FRESH);
+            sent.insert(seq, Instant::now());
+        }
+        let payload = format!("{mark}{seq}");
+        if let Err(e) = sqlx::query("select pg_notify('tessera_changes', $1)")
+            .bind(payload)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "change listener beat not sent");
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn parse_hex_digest(hex: &str) -> Option<Digest> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(Digest(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> Arc<str> {
+        Arc::from(r#"{"active":true}"#)
+    }
+
+    #[test]
+    fn a_lookup_that_raced_an_invalidation_is_not_kept() {
+        let cache = TokenCache::ttl();
+        let d = Digest::of("t");
+        let ticket = cache.ticket();
+        cache.forget(&Digest::of("other"));
+        cache.put(ticket, d, answer(), None);
+        assert!(cache.get(&d, 0).is_none());
+        cache.put(cache.ticket(), d, answer(), None);
+        assert!(cache.get(&d, 0).is_some());
+    }
+
+    #[test]
+    fn expired_tokens_are_never_served() {
+        let cache = TokenCache::ttl();
+        let d = Digest::of("t");
+        cache.put(cache.ticket(), d, answer(), Some(100));
+        assert!(cache.get(&d, 99).is_some());
+        assert!(cache.get(&d, 100).is_none());
+    }
+
+    #[test]
+    fn a_notified_cache_serves_only_while_a_recent_beat_came_back() {
+        let cache = TokenCache::notified();
+        let d = Digest::of("t");
+        cache.put(cache.ticket(), d, answer(), None);
+        assert!(cache.get(&d, 0).is_none(), "no beat yet: nothing kept");
+        cache.confirm(Instant::now());
+        cache.put(cache.ticket(), d, answer(), None);
+        assert!(cache.get(&d, 0).is_some());
+        cache.disconnected();
+        assert!(cache.get(&d, 0).is_none());
+        std::thread::sleep(FRESH);
+        cache.confirm(Instant::now() - FRESH);
+        assert!(!cache.live(), "a beat sent FRESH ago proves nothing now");
+        cache.confirm(Instant::now());
+        assert!(cache.live());
+    }
+
+    #[test]
+    fn any_event_but_the_harmless_ones_empties_the_cache() {
+        let cache = Arc::new(TokenCache::ttl());
+        let hook = InvalidateOnCommit {
+            cache: Arc::clone(&cache),
+            next: Arc::new(crate::store::LogAuditEvents),
+        };
+        let d = Digest::of("t");
+        cache.put(cache.ticket(), d, answer(), None);
+        hook.committed(&[AuditEvent::new(AuditKind::TokenIssued, "c", 1)]);
+        assert_eq!(cache.len(), 1);
+        hook.committed(&[AuditEvent::new(AuditKind::TokenRevoked, "c", 1)]);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn hex_digests_round_trip() {
+        let d = Digest::of("t");
+        let hex: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_hex_digest(&hex), Some(d));
+        assert_eq!(parse_hex_digest("flush"), None);
+        assert_eq!(parse_hex_digest(&"zz".repeat(32)), None);
+    }
+}
