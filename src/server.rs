@@ -87,6 +87,7 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let passwords = Passwords::new(&config.password)?;
         passwords.warm_up().await?;
+        passwords.trim_in_background();
         let clock = Clock::default();
         crate::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
         let keys = crate::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());

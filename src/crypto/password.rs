@@ -6,13 +6,21 @@
 //! `concurrency + queue` checks are already running or waiting, a login check is refused at
 //! once (`PasswordError::Busy`, answered with 503 and `Retry-After`) instead of queueing
 //! without limit behind a flood.
+//!
+//! Each check needs `memory_kib` of working memory. Allocated afresh, every check paid for
+//! zeroing it and for a page fault per 4 KiB (a sixth of a login's CPU in the benchmark's
+//! profile), and the allocator handed it back to the kernel in between. So the buffers of
+//! finished checks are kept in an [`Arena`] for the next one, and dropped once no check
+//! has used them for [`Arena::IDLE`]: a busy server reuses them, an idle one holds none.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
 use crate::config::PasswordPolicy;
@@ -40,6 +48,43 @@ pub struct Passwords {
     /// A hash of a random password with the same parameters, verified when the user does not
     /// exist, so an unknown username costs the same work as a wrong password.
     dummy: Arc<OnceLock<String>>,
+    arena: Arc<Arena>,
+}
+
+/// Working memory of finished password checks, kept for the next (see the module comment).
+#[derive(Default)]
+struct Arena {
+    free: Mutex<Vec<(Vec<Block>, Instant)>>,
+}
+
+impl Arena {
+    /// How long a buffer is kept without being used.
+    const IDLE: Duration = Duration::from_secs(1);
+
+    /// A buffer of at least `blocks` blocks; its content is whatever the last check left.
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        let reused = {
+            let mut free = self.lock();
+            free.iter()
+                .position(|(b, _)| b.len() >= blocks)
+                .map(|i| free.swap_remove(i).0)
+        };
+        reused.unwrap_or_else(|| vec![Block::default(); blocks])
+    }
+
+    fn give(&self, buffer: Vec<Block>) {
+        self.lock().push((buffer, Instant::now()));
+    }
+
+    /// Drops the buffers unused for [`Arena::IDLE`].
+    fn trim(&self) {
+        self.lock().retain(|(_, used)| used.elapsed() < Self::IDLE);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Vec<Block>, Instant)>> {
+        // The list stays valid even if a holder panicked.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Passwords {
@@ -58,7 +103,24 @@ impl Passwords {
                 policy.concurrency.max(1).saturating_add(policy.queue),
             )),
             dummy: Arc::new(OnceLock::new()),
+            arena: Arc::default(),
         })
+    }
+
+    /// Drops idle argon2 buffers every [`Arena::IDLE`], for as long as these `Passwords` live.
+    /// Call once from within the runtime (the server does at start-up).
+    pub fn trim_in_background(&self) {
+        let arena: Weak<Arena> = Arc::downgrade(&self.arena);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Arena::IDLE);
+            loop {
+                tick.tick().await;
+                match arena.upgrade() {
+                    Some(arena) => arena.trim(),
+                    None => return,
+                }
+            }
+        });
     }
 
     /// Computes the dummy hash now, so that even the first unknown-user login costs exactly
@@ -119,6 +181,7 @@ impl Passwords {
             .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
         let dummy = self.dummy.clone();
+        let arena = Arc::clone(&self.arena);
         tokio::task::spawn_blocking(move || {
             // Held by the hashing itself: a request that goes away (client gone, timeout)
             // does not free its slot while its hash still runs.
@@ -136,17 +199,41 @@ impl Passwords {
                     (phc, false)
                 }
             };
-            let parsed =
-                PasswordHash::new(&phc).map_err(|e| PasswordError::Argon2(e.to_string()))?;
-            // Verification reads the parameters from the stored hash, so hashes made under an
-            // older policy keep working after the policy changes.
-            let ok = Self::argon2(params)
-                .verify_password(password.expose_secret().as_bytes(), &parsed)
-                .is_ok();
+            let ok = verify_blocking(&arena, password.expose_secret().as_bytes(), &phc)?;
             Ok(ok && real)
         })
         .await?
     }
+}
+
+/// Recomputes the PHC string's hash of `password` in a buffer from `arena`, and compares in
+/// constant time. The parameters come from the stored hash, so hashes made under an older
+/// policy keep working after the policy changes.
+fn verify_blocking(arena: &Arena, password: &[u8], phc: &str) -> Result<bool, PasswordError> {
+    let bad = |e: &dyn std::fmt::Display| PasswordError::Argon2(e.to_string());
+    let parsed = PasswordHash::new(phc).map_err(|e| bad(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| bad(&e))?;
+    let version = match parsed.version {
+        Some(v) => Version::try_from(v).map_err(|e| bad(&e))?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(&parsed).map_err(|e| bad(&e))?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Err(bad(&"stored hash without salt or output"));
+    };
+    let mut salt_bytes = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| bad(&e))?;
+    let mut out = vec![0u8; expected.len()];
+    let mut memory = arena.take(params.block_count());
+    let done = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password,
+        salt,
+        &mut out,
+        &mut memory,
+    );
+    arena.give(memory);
+    done.map_err(|e| bad(&e))?;
+    Ok(out.ct_eq(expected.as_bytes()).into())
 }
 
 fn hash_blocking(params: Params, password: &str) -> Result<String, PasswordError> {
@@ -200,6 +287,41 @@ mod tests {
             .await
             .unwrap());
         assert!(!p.verify("wrong".into(), Some(phc)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn verification_reuses_buffers_and_matches_the_reference_implementation() {
+        let arena = Arena::default();
+        // Hashes made by the argon2 crate's own API, under several variants and parameters
+        // (bigger and smaller than a buffer already in the arena).
+        let salt = SaltString::generate(&mut OsRng);
+        for (algorithm, m) in [
+            (Algorithm::Argon2id, 64),
+            (Algorithm::Argon2i, 256),
+            (Algorithm::Argon2d, 32),
+        ] {
+            let params = Params::new(m, 2, 1, None).unwrap();
+            let phc = Argon2::new(algorithm, Version::V0x13, params)
+                .hash_password(b"correct horse", &salt)
+                .unwrap()
+                .to_string();
+            for _ in 0..2 {
+                assert!(
+                    verify_blocking(&arena, b"correct horse", &phc).unwrap(),
+                    "{phc}"
+                );
+                assert!(!verify_blocking(&arena, b"correct horsf", &phc).unwrap());
+            }
+        }
+        let buffers = arena.lock().len();
+        assert!((1..=3).contains(&buffers), "kept for reuse: {buffers}");
+        let arena = Arena::default();
+        let buffer = arena.take(64);
+        let at = buffer.as_ptr();
+        arena.give(buffer);
+        let again = arena.take(64);
+        assert_eq!(again.as_ptr(), at, "a kept buffer is handed out again");
+        assert!(verify_blocking(&arena, b"x", "$argon2id$v=19$m=64,t=1,p=1$bad").is_err());
     }
 
     #[tokio::test]
