@@ -8,7 +8,9 @@
 
 use crate::crypto::api_key;
 use crate::crypto::token::Digest;
-use crate::store::{AccountRecord, Store, StoreError, TokenKind, TokenRecord};
+use crate::store::{
+    AccountRecord, GrantRecord, Store, StoreError, StoredCredential, TokenKind, TokenRecord,
+};
 
 /// A credential that may be used now, and the user it speaks for.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct ActiveCredential {
     pub token: TokenRecord,
     /// `None` for a client's own token (client_credentials).
     pub account: Option<AccountRecord>,
+    /// The grant it was issued under (unrevoked); `None` for client_credentials and API keys.
+    pub grant: Option<GrantRecord>,
 }
 
 /// What a presented value is.
@@ -48,7 +52,7 @@ impl Resolution {
     }
 }
 
-/// One indexed lookup by digest, plus the user for a user's credential. No cache here (a
+/// One indexed lookup by digest, which also reads the grant and the user. No cache here (a
 /// revocation shows at the next call); introspection keeps its answers under the bound of
 /// decision 0022. A value with the API key prefix whose checksum fails
 /// is unknown without a lookup.
@@ -60,22 +64,28 @@ pub async fn resolve(
     if api_key::looks_like(presented) && !api_key::is_well_formed(presented) {
         return Ok(Resolution::Unknown);
     }
-    let Some(token) = store.token(&Digest::of(presented)).await? else {
+    let Some(StoredCredential {
+        token,
+        grant,
+        account,
+    }) = store.credential(&Digest::of(presented)).await?
+    else {
         return Ok(Resolution::Unknown);
     };
     let spent = token.kind == TokenKind::Refresh && token.used_at.is_some();
     if !token.is_active(now) || spent {
         return Ok(Resolution::Inactive(Box::new(token)));
     }
-    let account = match &token.account_id {
-        None => None,
-        Some(id) => match store.account(id).await? {
-            Some(a) if !a.disabled => Some(a),
-            _ => return Ok(Resolution::Inactive(Box::new(token))),
-        },
+    let account = match (&token.account_id, account) {
+        (None, _) => None,
+        (Some(_), Some(a)) if !a.disabled => Some(a),
+        (Some(_), _) => return Ok(Resolution::Inactive(Box::new(token))),
     };
+    // `token.is_active` has checked the grant's revocation (the token's `revoked_at`
+    // includes it).
     Ok(Resolution::Active(Box::new(ActiveCredential {
         token,
         account,
+        grant,
     })))
 }

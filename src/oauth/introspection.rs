@@ -29,6 +29,7 @@ pub async fn describe(
     let ActiveCredential {
         token: record,
         account,
+        ..
     } = match credential::resolve(ctx.store, token, now).await? {
         Resolution::Active(c) => *c,
         Resolution::Inactive(t) if t.kind == TokenKind::ApiKey => {

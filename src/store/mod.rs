@@ -299,6 +299,14 @@ impl TokenKind {
     }
 }
 
+/// A token with its grant and its user, as one lookup by digest finds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCredential {
+    pub token: TokenRecord,
+    pub grant: Option<GrantRecord>,
+    pub account: Option<AccountRecord>,
+}
+
 /// An access token, refresh token or API key. Only its digest is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, ApiKeyRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord,
-    ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, TokenRecord,
+    ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, StoredCredential, TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -196,6 +196,9 @@ pub trait TokenStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// The token with this digest; its `revoked_at` includes its grant's revocation.
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError>;
+    /// The token with this digest as [`TokenStore::token`] reads it, with its grant and its
+    /// user (if any, and if they still exist), in one round trip.
+    async fn credential(&self, digest: &Digest) -> Result<Option<StoredCredential>, StoreError>;
 }
 
 /// API keys: the users' own long-lived credentials (rows of the token table, so that the

@@ -390,6 +390,49 @@ async fn revoke_grant_revokes_every_token_of_the_grant_and_nothing_else() {
     }
 }
 
+#[tokio::test]
+async fn credential_reads_a_token_with_its_grant_and_user_in_one_lookup() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let mut ada = store.account(ADA).await.unwrap().unwrap();
+        ada.roles = vec!["admin".into()];
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        let access = token("g1-a", TokenKind::Access, ADA, Some("g1"));
+        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&access)).await;
+        let key = token("key", TokenKind::ApiKey, ADA, None);
+        let mut own = token("cc", TokenKind::Access, ADA, None);
+        own.account_id = None;
+        store
+            .insert_tokens(&[key.clone(), own.clone()], &audit(AuditKind::TokenIssued))
+            .await
+            .unwrap();
+
+        let found = store.credential(&access.digest).await.unwrap().unwrap();
+        assert_eq!(found.token, access, "{}", db.label);
+        assert_eq!(found.grant, store.grant("g1").await.unwrap());
+        assert_eq!(found.account.as_ref(), Some(&ada), "{}", db.label);
+        let found = store.credential(&key.digest).await.unwrap().unwrap();
+        assert_eq!((found.token, found.grant), (key, None));
+        assert_eq!(found.account.map(|a| a.id).as_deref(), Some(ADA));
+        let found = store.credential(&own.digest).await.unwrap().unwrap();
+        assert_eq!((found.token, found.grant, found.account), (own, None, None));
+        assert_eq!(store.credential(&Digest::of("nope")).await.unwrap(), None);
+
+        // A revoked grant shows in the token, as `token` reads it.
+        store
+            .revoke_grant("g1", 6_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        let found = store.credential(&access.digest).await.unwrap().unwrap();
+        assert_eq!(found.token.revoked_at, Some(6_000), "{}", db.label);
+        assert_eq!(found.grant.unwrap().revoked_at, Some(6_000));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn grant_consent_keeps_every_scope_of_concurrent_grants() {
     for db in TestDb::all().await {

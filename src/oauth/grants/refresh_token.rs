@@ -61,15 +61,14 @@ pub async fn rotate(
     }
     let Some(ActiveCredential {
         account: Some(account),
+        grant,
         ..
     }) = resolution.active()
     else {
         return Err(OAuthError::invalid_grant("user deleted or disabled"));
     };
     let account_id = account.id;
-    let grant = store
-        .grant(&grant_id)
-        .await?
+    let grant = grant
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("grant revoked"))?;
     // RFC 6749 §6: the scope may narrow, never widen.

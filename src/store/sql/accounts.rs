@@ -15,8 +15,14 @@ macro_rules! account_columns {
     };
 }
 
+/// The columns [`account_from`] reads.
+pub(super) const ACCOUNT_COLUMNS: &str = account_columns!();
+
 fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
-    let row = Row(row);
+    account_from(Row::new(row))
+}
+
+pub(super) fn account_from(row: Row<'_>) -> Result<AccountRecord, StoreError> {
     Ok(AccountRecord {
         id: row.get("id")?,
         username: row.get("username")?,

@@ -13,7 +13,7 @@ const COLUMNS: &str = "digest, jti, account_id, label, hint, scope, created_at, 
                        used_at, revoked_at";
 
 fn api_key_from_row(row: &AnyRow) -> Result<ApiKeyRecord, StoreError> {
-    let row = Row(row);
+    let row = Row::new(row);
     let required = |v: Option<String>, column: &str| {
         v.ok_or_else(|| StoreError::Corrupt(format!("api key without {column}")))
     };

@@ -29,7 +29,7 @@ impl AuditStore for SqlStore {
         .map_err(StoreError::Unavailable)?;
         rows.iter()
             .map(|row| {
-                let row = Row(row);
+                let row = Row::new(row);
                 Ok(AuditRecord {
                     id: row.get("id")?,
                     event: AuditEvent {

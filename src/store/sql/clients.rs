@@ -16,7 +16,7 @@ macro_rules! client_columns {
 }
 
 fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
-    let row = Row(row);
+    let row = Row::new(row);
     let grant_types: String = row.get("grant_types")?;
     Ok(ClientRecord {
         id: row.get("id")?,

@@ -19,7 +19,7 @@ impl ConsentStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?;
-        row.as_ref().map(|r| Row(r).get("scope")).transpose()
+        row.as_ref().map(|r| Row::new(r).get("scope")).transpose()
     }
 
     async fn grant_consent(
@@ -50,7 +50,7 @@ impl ConsentStore for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        let before: String = Row(&row).get("scope")?;
+        let before: String = Row::new(&row).get("scope")?;
         let mut merged: Vec<&str> = before.split_whitespace().collect();
         for s in scope.split_whitespace() {
             if !merged.contains(&s) {

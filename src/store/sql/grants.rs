@@ -16,7 +16,7 @@ macro_rules! code_columns {
 }
 
 fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
-    let row = Row(row);
+    let row = Row::new(row);
     Ok(CodeRecord {
         digest: row.digest("digest")?,
         grant_id: row.get("grant_id")?,
@@ -34,8 +34,20 @@ fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
     })
 }
 
+macro_rules! grant_columns {
+    () => {
+        "id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at"
+    };
+}
+
+/// The columns [`grant_from`] reads.
+pub(super) const GRANT_COLUMNS: &str = grant_columns!();
+
 fn grant_from_row(row: &AnyRow) -> Result<GrantRecord, StoreError> {
-    let row = Row(row);
+    grant_from(Row::new(row))
+}
+
+pub(super) fn grant_from(row: Row<'_>) -> Result<GrantRecord, StoreError> {
     Ok(GrantRecord {
         id: row.get("id")?,
         client_id: row.get("client_id")?,
@@ -118,14 +130,17 @@ impl GrantStore for SqlStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?;
-        row.as_ref().map(|r| Row(r).get("grant_id")).transpose()
+        row.as_ref()
+            .map(|r| Row::new(r).get("grant_id"))
+            .transpose()
     }
 
     async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
-        sqlx::query(
-            "select id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at \
-             from oauth_grant where id = $1",
-        )
+        sqlx::query(concat!(
+            "select ",
+            grant_columns!(),
+            " from oauth_grant where id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await

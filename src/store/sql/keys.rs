@@ -68,7 +68,7 @@ impl SigningKeyStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?
             .iter()
-            .map(|r| Row(r).get("alg"))
+            .map(|r| Row::new(r).get("alg"))
             .collect::<Result<_, _>>()?;
         let mut inserted = Vec::new();
         for (key, audit) in keys {
@@ -93,7 +93,7 @@ impl SigningKeyStore for SqlStore {
         .map_err(StoreError::Unavailable)?;
         rows.iter()
             .map(|row| {
-                let row = Row(row);
+                let row = Row::new(row);
                 Ok(SigningKeyRecord {
                     kid: row.get("kid")?,
                     alg: row.get("alg")?,
@@ -135,7 +135,7 @@ impl SigningKeyStore for SqlStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        let stored: i64 = Row(&count).get("n")?;
+        let stored: i64 = Row::new(&count).get("n")?;
         if usize::try_from(stored).ok() != Some(keys.len()) {
             tx.rollback().await?;
             return Ok(false);

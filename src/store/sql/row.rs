@@ -13,24 +13,45 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// A row of any query, read by column name.
+/// A row of any query, read by column name; with a prefix, `get("id")` reads `a_id` (a join
+/// that returns two tables' columns aliases one table's with a prefix).
 #[derive(Clone, Copy)]
-pub(super) struct Row<'r>(pub(super) &'r AnyRow);
+pub(super) struct Row<'r> {
+    row: &'r AnyRow,
+    prefix: &'static str,
+}
 
 impl<'r> Row<'r> {
+    pub(super) fn new(row: &'r AnyRow) -> Row<'r> {
+        Row { row, prefix: "" }
+    }
+
+    pub(super) fn prefixed(row: &'r AnyRow, prefix: &'static str) -> Row<'r> {
+        Row { row, prefix }
+    }
+
+    fn column(self, name: &str) -> std::borrow::Cow<'_, str> {
+        if self.prefix.is_empty() {
+            std::borrow::Cow::Borrowed(name)
+        } else {
+            std::borrow::Cow::Owned(format!("{}{name}", self.prefix))
+        }
+    }
+
     /// The column as `T` (`Option<T>` for a nullable one).
     pub(super) fn get<T>(self, column: &str) -> Result<T, StoreError>
     where
         T: Decode<'r, Any> + Type<Any>,
     {
-        self.0.try_get(column).map_err(corrupt)
+        self.row.try_get(&*self.column(column)).map_err(corrupt)
     }
 
     /// A flag: `boolean` on Postgres, a 0/1 integer on SQLite (see the migrations).
     pub(super) fn flag(self, column: &str) -> Result<bool, StoreError> {
-        self.0
-            .try_get::<bool, _>(column)
-            .or_else(|_| self.0.try_get::<i64, _>(column).map(|v| v != 0))
+        let column = self.column(column);
+        self.row
+            .try_get::<bool, _>(&*column)
+            .or_else(|_| self.row.try_get::<i64, _>(&*column).map(|v| v != 0))
             .map_err(corrupt)
     }
 

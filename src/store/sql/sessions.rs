@@ -9,7 +9,7 @@ use crate::crypto::token::Digest;
 use crate::store::{SessionRecord, SessionStore, StoreError};
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
-    let row = Row(row);
+    let row = Row::new(row);
     Ok(SessionRecord {
         id_digest: row.digest("id_digest")?,
         account_id: row.get("account_id")?,

@@ -16,7 +16,7 @@ impl LoginThrottleStore for SqlStore {
                 .await
                 .map_err(StoreError::Unavailable)?;
             if let Some(row) = row {
-                latest = latest.max(Row(&row).get::<i64>("blocked_until")?);
+                latest = latest.max(Row::new(&row).get::<i64>("blocked_until")?);
             }
         }
         Ok(latest)
@@ -49,7 +49,7 @@ impl LoginThrottleStore for SqlStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
-        let row = Row(&row);
+        let row = Row::new(&row);
         let failures: i64 = row.get("failures")?;
         let mut blocked_until: i64 = row.get("blocked_until")?;
         if blocked_until >= now {

@@ -4,6 +4,10 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
+use std::sync::LazyLock;
+
+use super::accounts::{account_from, ACCOUNT_COLUMNS};
+use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
     audit_insert_sql, bind_audit, placeholder_list, placeholders, write_error, AnyQuery, Row,
     SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
@@ -11,10 +15,10 @@ use super::{
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
-use crate::store::{StoreError, TokenKind, TokenRecord, TokenStore};
+use crate::store::{StoreError, StoredCredential, TokenKind, TokenRecord, TokenStore};
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
-    let row = Row(row);
+    let row = Row::new(row);
     Ok(TokenRecord {
         digest: row.digest("digest")?,
         kind: row.parsed("kind", "token kind", TokenKind::parse)?,
@@ -194,18 +198,69 @@ impl TokenStore for SqlStore {
 
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
         // One indexed lookup; the grant join makes a revoked grant revoke the token too.
-        sqlx::query(
-            "select t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, t.scope, t.label, \
-             t.previous_digest, t.created_at, t.expires_at, t.used_at, \
-             coalesce(t.revoked_at, g.revoked_at) as revoked_at \
-             from token t left join oauth_grant g on g.id = t.grant_id where t.digest = $1",
-        )
-        .bind(digest.as_bytes())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?
-        .as_ref()
-        .map(token_from_row)
-        .transpose()
+        let sql = format!(
+            "select {TOKEN_SELECT} from token t left join oauth_grant g on g.id = t.grant_id \
+             where t.digest = $1"
+        );
+        sqlx::query(&sql)
+            .bind(digest.as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
     }
+
+    async fn credential(&self, digest: &Digest) -> Result<Option<StoredCredential>, StoreError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {TOKEN_SELECT}, {}, {} from token t \
+                 left join oauth_grant g on g.id = t.grant_id \
+                 left join account a on a.id = t.account_id where t.digest = $1",
+                aliased("g", GRANT_COLUMNS),
+                aliased("a", ACCOUNT_COLUMNS)
+            )
+        });
+        let Some(row) = sqlx::query(&SQL)
+            .bind(digest.as_bytes())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+        else {
+            return Ok(None);
+        };
+        let grant = Row::prefixed(&row, "g_");
+        let account = Row::prefixed(&row, "a_");
+        Ok(Some(StoredCredential {
+            token: token_from_row(&row)?,
+            grant: match grant.get::<Option<String>>("id")? {
+                Some(_) => Some(grant_from(grant)?),
+                None => None,
+            },
+            account: match account.get::<Option<String>>("id")? {
+                Some(_) => Some(account_from(account)?),
+                None => None,
+            },
+        }))
+    }
+}
+
+/// The token's columns as [`token_from_row`] reads them, from `token t` joined with its grant
+/// `g`: a revoked grant revokes the token too.
+const TOKEN_SELECT: &str = "t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, \
+     t.scope, t.label, t.previous_digest, t.created_at, t.expires_at, t.used_at, \
+     coalesce(t.revoked_at, g.revoked_at) as revoked_at";
+
+/// `g.id as g_id, g.scope as g_scope, …`: a joined table's columns under a prefix, for
+/// [`Row::prefixed`].
+fn aliased(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            format!("{table}.{c} as {table}_{c}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
