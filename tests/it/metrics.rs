@@ -221,3 +221,53 @@ async fn admin_listener_can_be_turned_off() {
     assert_eq!(res.status(), 200);
     server.stop().await;
 }
+
+/// docs/grafana-dashboard.json reads what Tessera exports, under the names it exports.
+#[test]
+fn grafana_dashboard_reads_only_metrics_tessera_exports() {
+    use tessera::metrics::*;
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exported = [
+        HTTP_REQUESTS,
+        HTTP_REQUEST_DURATION,
+        TOKENS_ISSUED,
+        LOGINS,
+        RATE_LIMIT_TRIPS,
+        AUDIT_EVENTS,
+        AUDIT_APPEND,
+        STORE_ERRORS,
+        DB_POOL_CONNECTIONS,
+        DB_POOL_MAX_CONNECTIONS,
+        PASSWORD_HASH_RUNNING,
+        PASSWORD_HASH_QUEUE_DEPTH,
+    ];
+    let mut read = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("tessera_"));
+            for name in names {
+                let name = name.strip_suffix("_bucket").unwrap_or(name);
+                assert!(exported.contains(&name), "{name} is not exported");
+                read.insert(name.to_owned());
+            }
+        }
+    }
+    for needed in [
+        HTTP_REQUESTS,
+        HTTP_REQUEST_DURATION,
+        TOKENS_ISSUED,
+        LOGINS,
+        RATE_LIMIT_TRIPS,
+        STORE_ERRORS,
+        DB_POOL_CONNECTIONS,
+        PASSWORD_HASH_QUEUE_DEPTH,
+    ] {
+        assert!(read.contains(needed), "no panel reads {needed}");
+    }
+}
