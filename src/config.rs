@@ -32,6 +32,8 @@ const fn setting(name: &'static str, default: &'static str, doc: &'static str) -
 pub const SETTINGS: &[Setting] = &[
     setting("issuer", "http://127.0.0.1:8080", "Public base URL of this server; https except for loopback development"),
     setting("bind", "127.0.0.1:8080", "Address and port to listen on"),
+    setting("admin_bind", "127.0.0.1:9464", "Address and port of the admin listener (Prometheus `/metrics`); `off` disables it; beyond loopback only with metrics_bearer_token"),
+    setting("metrics_bearer_token", "", "when set, `/metrics` requires `Authorization: Bearer <token>` (at least 32 characters of base64url/base64)"),
     setting("data_dir", "data", "Folder for the SQLite database and the generated key-encryption key"),
     setting("database_url", "", "sqlite://… or postgres://…; also read from DATABASE_URL; default: SQLite in data_dir"),
     setting("log_format", "text", "`text` (human) or `json`"),
@@ -116,6 +118,11 @@ pub struct Config {
     pub issuer: Url,
     /// Listen address.
     pub bind: SocketAddr,
+    /// The admin listener (Prometheus `/metrics`), apart from the public one so that metrics
+    /// are never served to the internet by accident; `None` when turned off.
+    pub admin_bind: Option<SocketAddr>,
+    /// Required of scrapers when set; required when `admin_bind` is not loopback.
+    pub metrics_bearer_token: Option<Secret>,
     /// Folder for the embedded database and generated secrets.
     pub data_dir: PathBuf,
     /// Store location; its scheme selects the backend.
@@ -596,9 +603,14 @@ impl Config {
             ));
         }
 
+        let bind: SocketAddr = required(raw.get("bind")?, "bind")?;
+        let (admin_bind, metrics_bearer_token) = admin_settings(raw, bind)?;
+
         Ok(Config {
             issuer,
-            bind: required(raw.get("bind")?, "bind")?,
+            bind,
+            admin_bind,
+            metrics_bearer_token,
             data_dir,
             database_url,
             log_format,
@@ -666,6 +678,66 @@ impl Config {
     pub fn configured_kek(&self) -> Option<&str> {
         self.key_encryption_key.as_ref().map(|k| k.expose_secret())
     }
+}
+
+/// Shortest `metrics_bearer_token` accepted: 32 base64 characters carry 192 bits, beyond
+/// guessing even at the rate an exposed admin port could be probed.
+pub const METRICS_TOKEN_MIN_LEN: usize = 32;
+
+/// `admin_bind` and `metrics_bearer_token`, checked together: metrics name routes, clients'
+/// traffic and failure rates, so an address beyond loopback needs the token.
+fn admin_settings(
+    raw: &Raw,
+    bind: SocketAddr,
+) -> Result<(Option<SocketAddr>, Option<Secret>), ConfigError> {
+    let token = match raw.get::<String>("metrics_bearer_token")? {
+        None => None,
+        Some(t) if t.is_empty() => None,
+        Some(t) => {
+            // RFC 6750 §2.1's b64token, so the header a scraper sends is well-formed.
+            let b64token = t.trim_end_matches('=').bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+            });
+            if !b64token || t.len() < METRICS_TOKEN_MIN_LEN {
+                return Err(ConfigError::setting(
+                    "metrics_bearer_token",
+                    &raw.source("metrics_bearer_token"),
+                    format!(
+                        "must be at least {METRICS_TOKEN_MIN_LEN} characters of base64 or \
+                         base64url (e.g. `openssl rand -hex 32`)"
+                    ),
+                ));
+            }
+            Some(Secret::from(t.into_boxed_str()))
+        }
+    };
+    let source = || raw.source("admin_bind");
+    let admin_bind = match raw.get::<String>("admin_bind")?.as_deref().map(str::trim) {
+        None | Some("") | Some("off") => None,
+        Some(value) => Some(value.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::setting("admin_bind", &source(), format!("{e} (or `off`)"))
+        })?),
+    };
+    if let Some(admin) = admin_bind {
+        if !admin.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::setting(
+                "admin_bind",
+                &source(),
+                format!(
+                    "{admin} is not a loopback address: set `metrics_bearer_token` to serve \
+                     metrics beyond this host"
+                ),
+            ));
+        }
+        if admin.port() != 0 && admin == bind {
+            return Err(ConfigError::setting(
+                "admin_bind",
+                &source(),
+                "must differ from `bind`: metrics are never served on the public listener",
+            ));
+        }
+    }
+    Ok((admin_bind, token))
 }
 
 /// Upper bound of `header_read_timeout_secs`.
@@ -996,6 +1068,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown setting `isuer`"), "{err}");
+    }
+
+    #[test]
+    fn admin_listener_is_on_loopback_by_default_and_can_be_turned_off() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.admin_bind, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(c.metrics_bearer_token.is_none());
+        for off in ["off", ""] {
+            assert_eq!(
+                load(&[("TESSERA_ADMIN_BIND", off)]).unwrap().admin_bind,
+                None
+            );
+        }
+        let err = load(&[("TESSERA_ADMIN_BIND", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`admin_bind`") && err.contains("$TESSERA_ADMIN_BIND"),
+            "{err}"
+        );
+        let err = load(&[
+            ("TESSERA_BIND", "127.0.0.1:9000"),
+            ("TESSERA_ADMIN_BIND", "127.0.0.1:9000"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("must differ from `bind`"), "{err}");
+    }
+
+    #[test]
+    fn admin_listener_beyond_loopback_requires_a_metrics_bearer_token() {
+        let err = load(&[("TESSERA_ADMIN_BIND", "0.0.0.0:9464")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`admin_bind`") && err.contains("metrics_bearer_token"),
+            "{err}"
+        );
+        let token = "a".repeat(METRICS_TOKEN_MIN_LEN);
+        let c = load(&[
+            ("TESSERA_ADMIN_BIND", "0.0.0.0:9464"),
+            ("TESSERA_METRICS_BEARER_TOKEN", &token),
+        ])
+        .unwrap();
+        assert_eq!(c.admin_bind, Some("0.0.0.0:9464".parse().unwrap()));
+        assert!(!format!("{c:?}").contains(&token), "the token never prints");
+        load(&[("TESSERA_ADMIN_BIND", "[::1]:0")]).unwrap();
+    }
+
+    #[test]
+    fn metrics_bearer_token_must_be_long_and_header_safe_rfc6750_2_1() {
+        for bad in ["short".to_owned(), format!("{} x", "a".repeat(40))] {
+            let err = load(&[("TESSERA_METRICS_BEARER_TOKEN", &bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`metrics_bearer_token`"), "{err}");
+        }
+        let hex = "0123456789abcdef".repeat(4);
+        let c = load(&[("TESSERA_METRICS_BEARER_TOKEN", &hex)]).unwrap();
+        assert_eq!(
+            c.metrics_bearer_token.as_ref().map(|t| t.expose_secret()),
+            Some(hex.as_str())
+        );
+        load(&[(
+            "TESSERA_METRICS_BEARER_TOKEN",
+            "AbC-_.~+/0123456789abcdefghijklmnop==",
+        )])
+        .unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod paths;

@@ -3,6 +3,8 @@
 
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
+/// On the admin listener only (`admin_bind`), never on the public one.
+pub const METRICS: &str = "/metrics";
 pub const AUTHORIZE: &str = "/authorize";
 pub const TOKEN: &str = "/token";
 pub const LOGIN: &str = "/login";

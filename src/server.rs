@@ -45,9 +45,18 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// descriptors, say): accepting again at once would only spin on the same error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// Most connections the admin listener serves at once: a scraper or two, and an operator.
+const ADMIN_MAX_CONNECTIONS: usize = 16;
+
+/// How often the metrics recorder folds recorded samples into its histograms. Scrapes do it
+/// too; this bounds the memory samples take when nobody scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// A bound, ready-to-run server.
 pub struct Server {
     listener: TcpListener,
+    /// Metrics (`admin_bind`), unless turned off.
+    admin: Option<TcpListener>,
     state: AppState,
     tls: Option<TlsAcceptor>,
 }
@@ -68,7 +77,7 @@ impl Server {
         });
         let hook = Arc::new(crate::http::introspection_cache::InvalidateOnCommit {
             cache: Arc::clone(&introspection),
-            next: Arc::new(store::LogAuditEvents),
+            next: Arc::new((store::LogAuditEvents, store::AuditMetrics)),
         });
         let store = open_store_with_retry(&config, hook).await?;
         let (kek, _) = crate::keys::kek::load(&config, store.as_ref()).await?;
@@ -85,6 +94,18 @@ impl Server {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let admin = match config.admin_bind {
+            None => None,
+            Some(addr) => {
+                // Before any request, so that none goes uncounted.
+                crate::metrics::recorder();
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on {addr} (`admin_bind`)"))?,
+                )
+            }
+        };
         let passwords = Passwords::new(&config.password)?;
         passwords.warm_up().await?;
         passwords.trim_in_background();
@@ -116,6 +137,7 @@ impl Server {
         };
         Ok(Server {
             listener,
+            admin,
             state,
             tls,
         })
@@ -124,6 +146,11 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The admin listener's address, if it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The state handlers will see; tests use it to move the clock or reach the store.
@@ -139,6 +166,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let Server {
             listener,
+            admin,
             state,
             tls,
         } = self;
@@ -156,64 +184,129 @@ impl Server {
             ))
         });
         let connections = Arc::new(Connections::new(&state.config, tls));
-        let limit = Arc::new(Semaphore::new(state.config.max_connections));
-        let mut make_service =
-            crate::http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let graceful = GracefulShutdown::new();
-        let mut tasks = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            // The permit comes before `accept`: while every slot is taken, further clients
-            // wait in the kernel's listen backlog and cost us neither a descriptor nor a task.
-            let permit = tokio::select! {
-                () = &mut shutdown => break,
-                permit = Arc::clone(&limit).acquire_owned() => permit?,
-            };
-            let (stream, peer) = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) if is_client_error(&e) => continue,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot accept connections; pausing");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                        continue;
-                    }
-                },
-            };
-            // Reap finished connections here, so the set holds only open ones.
-            while tasks.try_join_next().is_some() {}
-            let service = match make_service.call(peer).await {
-                Ok(service) => service,
-                Err(never) => match never {},
-            };
-            tasks.spawn(Arc::clone(&connections).serve(
-                stream,
-                peer,
-                service,
-                graceful.watcher(),
-                permit,
-            ));
+        // The admin listener stops when the public one is told to.
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let admin = match admin {
+            None => None,
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "admin listener: metrics at /metrics");
+                Some(tokio::spawn(serve_admin(
+                    listener,
+                    crate::http::admin::router(state.clone()),
+                    Arc::clone(&connections),
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                )))
+            }
+        };
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping.send(true);
+        };
+        serve_listener(
+            listener,
+            crate::http::router(state.clone()),
+            state.config.max_connections,
+            Arc::clone(&connections),
+            shutdown,
+        )
+        .await?;
+        if let Some(admin) = admin {
+            admin.await??;
         }
-        // Closing the listener now makes new clients fail fast instead of queueing for a
-        // server that will not answer them.
-        drop(listener);
-        if tokio::time::timeout(DRAIN, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tasks.len(),
-                "connections still open after the drain period; closing them"
-            );
-        }
-        tasks.shutdown().await;
         if let Some(changes) = changes {
             changes.abort();
         }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The admin listener, with the metrics recorder's upkeep for as long as it serves.
+async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let upkeep = async {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            if let Some(recorder) = crate::metrics::recorder() {
+                recorder.run_upkeep();
+            }
+        }
+    };
+    tokio::select! {
+        served = serve_listener(listener, router, ADMIN_MAX_CONNECTIONS, connections, shutdown) => served,
+        () = upkeep => Ok(()),
+    }
+}
+
+/// Serves `router` on `listener`, at most `max_connections` at once, until `shutdown`
+/// completes; then stops accepting and lets in-flight requests finish for up to `DRAIN`.
+async fn serve_listener(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // The permit comes before `accept`: while every slot is taken, further clients
+        // wait in the kernel's listen backlog and cost us neither a descriptor nor a task.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = Arc::clone(&limit).acquire_owned() => permit?,
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if is_client_error(&e) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot accept connections; pausing");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections here, so the set holds only open ones.
+        while tasks.try_join_next().is_some() {}
+        let service = match make_service.call(peer).await {
+            Ok(service) => service,
+            Err(never) => match never {},
+        };
+        tasks.spawn(Arc::clone(&connections).serve(
+            stream,
+            peer,
+            service,
+            graceful.watcher(),
+            permit,
+        ));
+    }
+    // Closing the listener now makes new clients fail fast instead of queueing for a
+    // server that will not answer them.
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "connections still open after the drain period; closing them"
+        );
+    }
+    tasks.shutdown().await;
+    Ok(())
 }
 
 /// What a connection task serves: the router, told the client's address (`ConnectInfo`).

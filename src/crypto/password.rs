@@ -45,6 +45,9 @@ pub struct Passwords {
     permits: Arc<Semaphore>,
     /// Running plus waiting login checks: `concurrency + queue` at most.
     slots: Arc<Semaphore>,
+    /// The semaphores' sizes, to tell how many of their permits are out.
+    concurrency: usize,
+    slot_count: usize,
     /// A hash of a random password with the same parameters, verified when the user does not
     /// exist, so an unknown username costs the same work as a wrong password.
     dummy: Arc<OnceLock<String>>,
@@ -96,12 +99,14 @@ impl Passwords {
             None,
         )
         .map_err(|e| PasswordError::Argon2(e.to_string()))?;
+        let concurrency = policy.concurrency.max(1);
+        let slot_count = concurrency.saturating_add(policy.queue);
         Ok(Passwords {
             params,
-            permits: Arc::new(Semaphore::new(policy.concurrency.max(1))),
-            slots: Arc::new(Semaphore::new(
-                policy.concurrency.max(1).saturating_add(policy.queue),
-            )),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            slots: Arc::new(Semaphore::new(slot_count)),
+            concurrency,
+            slot_count,
             dummy: Arc::new(OnceLock::new()),
             arena: Arc::default(),
         })
@@ -121,6 +126,19 @@ impl Passwords {
                 }
             }
         });
+    }
+
+    /// How busy hashing is now: (hashes running, login checks waiting for a slot), read from
+    /// the semaphores without taking anything. A hash outside a login (setting a password)
+    /// runs without a queue slot, so while one runs the waiting count reads one low.
+    pub fn load(&self) -> (usize, usize) {
+        let running = self
+            .concurrency
+            .saturating_sub(self.permits.available_permits());
+        let checks = self
+            .slot_count
+            .saturating_sub(self.slots.available_permits());
+        (running, checks.saturating_sub(running))
     }
 
     /// Computes the dummy hash now, so that even the first unknown-user login costs exactly
@@ -271,10 +289,16 @@ mod tests {
         .unwrap();
         // Hold both slots (one running, one waiting) by holding their permits here.
         let held = p.slots.clone().try_acquire_many_owned(2).unwrap();
+        assert_eq!(
+            p.load(),
+            (0, 2),
+            "two checks hold slots, none a hashing permit"
+        );
         let refused = p.verify(SecretString::from("x"), None).await;
         assert!(matches!(refused, Err(PasswordError::Busy)));
         drop(held);
         assert!(!p.verify(SecretString::from("x"), None).await.unwrap());
+        assert_eq!(p.load(), (0, 0));
     }
 
     #[tokio::test]

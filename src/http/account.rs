@@ -421,7 +421,8 @@ async fn refused(
     draft: Draft<'_>,
 ) -> Response {
     let status = match &e {
-        ApiKeyError::Store(_) => {
+        ApiKeyError::Store(store) => {
+            crate::metrics::store_error(store.kind());
             tracing::error!(error = %e, "API key change failed");
             return failed_page();
         }
@@ -572,6 +573,7 @@ fn failed_page() -> Response {
 }
 
 fn store_failed(e: StoreError) -> Response {
+    crate::metrics::store_error(e.kind());
     tracing::error!(error = %e, "account page: store failed");
     failed_page()
 }

@@ -40,6 +40,7 @@ enum Ready {
 /// How ready this instance is, in words safe to show anyone; the details go to the log.
 async fn readiness(app: &AppState) -> Ready {
     if let Err(e) = app.store.ping().await {
+        crate::metrics::store_error(e.kind());
         tracing::warn!(error = %e, "not ready: the store does not answer");
         return Ready::No("store unavailable".to_owned());
     }

@@ -28,6 +28,7 @@ pub async fn jwks(State(app): State<AppState>) -> Response {
                 .into_response()
         }
         Err(e) => {
+            crate::store::count_failure(&e);
             tracing::error!(error = %e, "cannot load signing keys");
             respond::json_error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -148,6 +148,7 @@ fn confirm_page(
 }
 
 fn server_error(e: anyhow::Error) -> Response {
+    crate::store::count_failure(&e);
     tracing::error!(error = %e, "logout failed");
     pages::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,

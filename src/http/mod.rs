@@ -1,6 +1,7 @@
 //! Everything that knows about HTTP: the route table and the layers every request passes.
 
 pub mod account;
+pub mod admin;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_cache;
@@ -18,6 +19,7 @@ pub mod login;
 pub mod logout;
 pub mod pages;
 pub mod rate_limit;
+pub mod request_metrics;
 pub mod respond;
 pub mod revoke;
 pub mod session;
@@ -108,6 +110,9 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(run_to_completion))
         .layer(tower::util::option_layer(hsts))
         .layer(layers)
+        // Outermost, so the figures include the timeout's 503 and the body limit's 413. Layers
+        // of a `Router` run after routing, so the matched route is known here.
+        .layer(axum::middleware::from_fn(request_metrics::record))
 }
 
 /// Runs the rest of the request in its own task, so that a client that goes away (or the

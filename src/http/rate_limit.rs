@@ -112,11 +112,16 @@ impl RateLimits {
                 }
             }
         };
-        limiter.check().map_err(|not_until| Exceeded {
-            policy: "client",
-            per_second: per_second.get(),
-            retry_after_secs: wait_secs(not_until.wait_time_from(DefaultClock::default().now())),
-        })
+        limiter
+            .check()
+            .map_err(|not_until| Exceeded {
+                policy: "client",
+                per_second: per_second.get(),
+                retry_after_secs: wait_secs(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                ),
+            })
+            .inspect_err(|e| crate::metrics::rate_limit_tripped(e.policy))
     }
 
     /// One request from `addr`.
@@ -138,6 +143,7 @@ impl RateLimits {
                     not_until.wait_time_from(DefaultClock::default().now()),
                 ),
             })
+            .inspect_err(|e| crate::metrics::rate_limit_tripped(e.policy))
     }
 }
 

@@ -55,6 +55,7 @@ impl IntoResponse for BearerError {
                 return response;
             }
             BearerError::Server(e) => {
+                crate::store::count_failure(e);
                 tracing::error!(error = %e, "userinfo failed");
                 return respond::json_error(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -231,6 +231,7 @@ pub async fn note_use(store: &dyn Store, key: &TokenRecord, now: i64) {
         .touch_api_key(&key.digest, now, TOUCH_INTERVAL_SECS, false)
         .await
     {
+        crate::metrics::store_error(e.kind());
         // The answer stands: a missed last-use time is not worth failing a gateway's check.
         tracing::warn!(error = %e, key_id = %key.jti, "could not record an API key's use");
     }

@@ -123,7 +123,9 @@ impl OAuthError {
 }
 
 impl From<StoreError> for OAuthError {
+    /// Where most store failures end up on their way to an answer: counted here, once.
     fn from(e: StoreError) -> Self {
+        crate::metrics::store_error(e.kind());
         OAuthError::server(e)
     }
 }

@@ -34,6 +34,7 @@ pub async fn describe(
         Resolution::Active(c) => *c,
         Resolution::Inactive(t) if t.kind == TokenKind::ApiKey => {
             if let Err(e) = api_keys::note_refused_use(ctx.store, &t, caller, now).await {
+                crate::metrics::store_error(e.kind());
                 // The answer stands; only the trail missed a line, which the log keeps.
                 tracing::error!(error = %e, key_id = %t.jti, "could not audit a dead API key's use");
             }

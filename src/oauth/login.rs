@@ -254,7 +254,10 @@ impl Authenticator<'_> {
                 // Not checked: the attempt must not count against the person.
                 self.gate.release(&attempt, ticket).await?;
                 return match e {
-                    PasswordError::Busy => Ok(Outcome::Busy),
+                    PasswordError::Busy => {
+                        crate::metrics::rate_limit_tripped("password_hash_queue");
+                        Ok(Outcome::Busy)
+                    }
                     e => Err(OAuthError::server(e)),
                 };
             }
@@ -280,6 +283,7 @@ impl Authenticator<'_> {
                 audit.client_id = client_id.map(str::to_owned);
                 let known_id = known.as_ref().map(|a| a.id.as_str());
                 if let Err(e) = self.store.record_failed_login(known_id, &audit).await {
+                    crate::metrics::store_error(e.kind());
                     tracing::error!(error = %e, "could not record a failed login");
                 }
                 Ok(Outcome::Refused)

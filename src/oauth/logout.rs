@@ -130,6 +130,7 @@ impl LogoutRequest {
         audit.client_id = self.client_id.clone();
         store.delete_session(&session.id_digest).await?;
         if let Err(e) = store.append_audit(&audit).await {
+            crate::metrics::store_error(e.kind());
             tracing::error!(error = %e, "could not record a logout");
         }
         Ok(())

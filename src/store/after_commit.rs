@@ -14,6 +14,14 @@ pub trait AfterCommit: Send + Sync {
     fn committed(&self, events: &[AuditEvent]);
 }
 
+/// Two hooks, told in order: `(LogAuditEvents, AuditMetrics)` logs and counts.
+impl<A: AfterCommit, B: AfterCommit> AfterCommit for (A, B) {
+    fn committed(&self, events: &[AuditEvent]) {
+        self.0.committed(events);
+        self.1.committed(events);
+    }
+}
+
 /// The default hook: one structured `info` line per event on the `audit` target, so the
 /// trail also reaches the log collector (`log_filter = "audit=info,warn"` keeps just these).
 ///
@@ -37,6 +45,18 @@ impl AfterCommit for LogAuditEvents {
                 "audit event"
             );
         }
+    }
+}
+
+/// Derives the audit figures (`crate::metrics::audit_committed`): events by kind, tokens
+/// issued by grant type, sign-ins by result. Composed with the log: `(LogAuditEvents,
+/// AuditMetrics)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditMetrics;
+
+impl AfterCommit for AuditMetrics {
+    fn committed(&self, events: &[AuditEvent]) {
+        crate::metrics::audit_committed(events);
     }
 }
 

@@ -21,7 +21,7 @@ use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 use crate::crypto::token::Digest;
 
-pub use after_commit::{AfterCommit, LogAuditEvents};
+pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, GrantStore,
@@ -61,6 +61,40 @@ pub enum StoreError {
     Corrupt(String),
     #[error("too many {0}")]
     LimitReached(&'static str),
+}
+
+impl StoreError {
+    /// A short, fixed name for metrics (`tessera_store_errors_total{kind}`): a pool that ran
+    /// out of connections is told apart from a database that does not answer.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Unavailable(sqlx::Error::PoolTimedOut) => "pool_timeout",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Migration(_) => "migration",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::LimitReached(_) => "limit_reached",
+        }
+    }
+}
+
+/// Counts `e` in `tessera_store_errors_total` if it is a store failure; for the error
+/// responders that hold failures as `anyhow::Error`.
+pub fn count_failure(e: &anyhow::Error) {
+    if let Some(e) = e.downcast_ref::<StoreError>() {
+        crate::metrics::store_error(e.kind());
+    }
+}
+
+/// A connection pool's state at one moment (for the pool gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
 }
 
 /// How a client authenticates at the token endpoint (RFC 7591 §2 names).

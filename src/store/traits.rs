@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, ApiKeyRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord,
-    ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, StoredCredential, TokenRecord,
+    PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, StoredCredential,
+    TokenRecord,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -32,6 +33,9 @@ pub trait Store:
     + 'static
 {
     fn backend(&self) -> Backend;
+
+    /// The connection pool's state now; cheap (no I/O), read when metrics are scraped.
+    fn pool_status(&self) -> PoolStatus;
 
     /// Succeeds when the store answers a trivial query (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -10,6 +10,7 @@ mod cli;
 mod instances;
 mod kek;
 mod lifecycle;
+mod metrics;
 mod oidc;
 mod pages;
 mod rp;

@@ -82,6 +82,8 @@ impl TestDb {
                 self.dir.path().join("data").display().to_string(),
             ),
             ("TESSERA_BIND".into(), "127.0.0.1:0".into()),
+            // Every server its own admin port, so parallel tests never collide.
+            ("TESSERA_ADMIN_BIND".into(), "127.0.0.1:0".into()),
             ("TESSERA_ARGON2_MEMORY_KIB".into(), "7168".into()),
             ("TESSERA_ARGON2_ITERATIONS".into(), "5".into()),
             // Every test speaks from loopback, faster than any person: the rate-limit tests
@@ -190,6 +192,8 @@ pub fn run_binary(args: &[&str], env: &BTreeMap<String, String>, stdin: Option<&
 /// The real server, in this process, on an ephemeral port.
 pub struct TestServer {
     pub base: String,
+    /// The admin listener's base URL (`/metrics`), when it is on.
+    pub admin: Option<String>,
     pub state: AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -203,6 +207,7 @@ impl TestServer {
     pub async fn start_with(config: Config) -> TestServer {
         let server = Server::bind(config).await.unwrap();
         let addr = server.local_addr().unwrap();
+        let admin = server.admin_addr().map(|a| format!("http://{a}"));
         let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -210,6 +215,7 @@ impl TestServer {
         }));
         TestServer {
             base: format!("http://{addr}"),
+            admin,
             state,
             stop: Some(stop),
             task: Some(task),
