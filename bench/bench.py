@@ -421,7 +421,8 @@ class Bench:
             TESSERA_BIND=self.base,
             TESSERA_ISSUER=f"http://{self.base}",
             TESSERA_DATA_DIR=os.path.join(self.tmp, "data"),
-            TESSERA_LOG_FILTER="warn",
+            # BENCH_LOG_FILTER=sqlx::query=debug lists every statement (counting them on SQLite).
+            TESSERA_LOG_FILTER=os.environ.get("BENCH_LOG_FILTER", "warn"),
             TESSERA_RATE_LIMIT_CLIENT_PER_SEC="1000000",
             TESSERA_RATE_LIMIT_ADDRESS_PER_SEC="1000000",
             # Every browser comes from 127.0.0.1, and the sign-in throttle counts an attempt

@@ -27,7 +27,7 @@ pub struct AppState {
     /// Request-rate limits of this instance.
     pub rate_limits: Arc<crate::http::rate_limit::RateLimits>,
     /// Clients as client authentication reads them, for at most a second.
-    pub clients: Arc<crate::http::client_cache::ClientCache>,
+    pub clients: Arc<crate::store::client_cache::ClientCache>,
     /// Introspection answers of active access tokens, within the bound of decision 0022.
     pub introspection: Arc<crate::http::introspection_cache::TokenCache>,
     pub clock: Clock,

@@ -46,7 +46,7 @@ async fn step(
     headers: &HeaderMap,
     params: &Params,
 ) -> Result<Response, AuthorizeError> {
-    let mut request = authorize::validate(app.store.as_ref(), params).await?;
+    let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
     if let Some(hint) = params.get("id_token_hint") {
         let keys = app

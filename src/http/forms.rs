@@ -36,7 +36,7 @@ pub async fn pending_form(
         form.get("authorize_query").unwrap_or("").as_bytes(),
         AUTHORIZE_PARAMS,
     );
-    match authorize::validate(app.store.as_ref(), &params).await {
+    match authorize::validate(app.store.as_ref(), &app.clients, &params).await {
         Ok(request) => Ok((form, params, request)),
         Err(e) => Err(error::authorize_error(app, e, StatusCode::SEE_OTHER)),
     }

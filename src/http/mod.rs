@@ -4,7 +4,6 @@ pub mod account;
 pub mod admin;
 pub mod authorize;
 pub mod client_auth;
-pub mod client_cache;
 pub mod client_ip;
 pub mod consent;
 pub mod discovery;

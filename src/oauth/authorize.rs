@@ -13,6 +13,7 @@ use super::params::Params;
 use super::{id_token, pkce, redirect_uri, scope};
 use crate::crypto::keys::KeySet;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
+use crate::store::client_cache::ClientCache;
 use crate::store::{
     AccountRecord, ClientRecord, CodeRecord, GrantRecord, SessionRecord, Store, StoreError,
 };
@@ -151,6 +152,7 @@ impl AuthorizeRequest {
 /// Checks the request in spec order; see the module docs for where errors go.
 pub async fn validate(
     store: &dyn Store,
+    clients: &ClientCache,
     params: &Params,
 ) -> Result<AuthorizeRequest, AuthorizeError> {
     // Zone 1: client and redirect URI. A repeated or malformed client_id or redirect_uri
@@ -164,10 +166,11 @@ pub async fn validate(
     let client_id = params
         .get("client_id")
         .ok_or_else(|| page("the request has no client_id"))?;
-    let client = store
-        .client(client_id)
+    let client = clients
+        .get(store, client_id)
         .await?
         .ok_or_else(|| page("the application is not registered here"))?;
+    let client = ClientRecord::clone(&client);
     let (redirect_uri, sent) = match params.get("redirect_uri") {
         Some(requested) => (
             redirect_uri::find_exact(requested, &client.redirect_uris)

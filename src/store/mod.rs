@@ -10,6 +10,7 @@
 //! [`AfterCommit`] hook (`after_commit.rs`) hears about audit events once they are committed.
 
 mod after_commit;
+pub mod client_cache;
 mod sql;
 mod traits;
 

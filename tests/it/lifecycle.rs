@@ -314,7 +314,7 @@ async fn refresh_token_for_a_deleted_client_is_gone() {
             at_once.body
         );
         tokio::time::sleep(
-            tessera::http::client_cache::MAX_AGE + std::time::Duration::from_millis(100),
+            tessera::store::client_cache::MAX_AGE + std::time::Duration::from_millis(100),
         )
         .await;
         assert_eq!(refresh(&server, &client, presented, None).await.status, 401);

@@ -1190,7 +1190,7 @@ async fn a_rotated_client_secret_stops_working_within_the_client_cache_bound() {
             .tessera(&["client", "rotate-secret", "gateway", "--json"])
             .json();
         tokio::time::sleep(
-            tessera::http::client_cache::MAX_AGE + std::time::Duration::from_millis(100),
+            tessera::store::client_cache::MAX_AGE + std::time::Duration::from_millis(100),
         )
         .await;
         let old = server.token_like("/introspect", &gw, &form).await;

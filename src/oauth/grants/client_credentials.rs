@@ -67,7 +67,7 @@ pub async fn issue(
     match ctx.store.insert_tokens(&minted.rows, &minted.audit).await {
         Ok(()) => Ok(minted.issued),
         // Deleted since client authentication read it (clients are cached for up to a
-        // second, `http::client_cache`): the client no longer exists (RFC 6749 §5.2).
+        // second, `store::client_cache`): the client no longer exists (RFC 6749 §5.2).
         Err(StoreError::NotFound(_)) => Err(OAuthError::invalid_client("unknown client")),
         Err(e) => Err(e.into()),
     }

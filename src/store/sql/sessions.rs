@@ -49,11 +49,14 @@ impl SessionStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(write_error("session"))?;
-        sqlx::query("update account set failed_login_count = 0 where id = $1")
-            .bind(&session.account_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        // Conditional: most sign-ins follow no failure, and then the row is not written.
+        sqlx::query(
+            "update account set failed_login_count = 0 where id = $1 and failed_login_count <> 0",
+        )
+        .bind(&session.account_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
         tx.audit(audit).await?;
         tx.commit().await
     }

@@ -1,6 +1,8 @@
-//! Registered clients as client authentication reads them, kept per instance for at most
-//! [`MAX_AGE`]. Every call to `/token`, `/introspect` and `/revoke` authenticates its client,
-//! and that lookup was one of the two statements of a token issue or an introspection.
+//! Registered clients as client authentication and authorization requests read them, kept
+//! per instance for at most [`MAX_AGE`]. Every call to `/token`, `/introspect` and `/revoke`
+//! authenticates its client, and that lookup was one of the two statements of a token issue
+//! or an introspection; every step of a sign-in (authorize, login form, consent form)
+//! validates the authorization request, which names its client.
 //!
 //! The bound (docs/scaling.md): a client changed or deleted — by the CLI or through another
 //! instance — is seen as changed by every instance within one second. A rotated secret is
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::store::{ClientRecord, Store, StoreError};
+use super::{ClientRecord, Store, StoreError};
 
 /// How long a loaded client is used without asking the store again.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
