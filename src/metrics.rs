@@ -29,6 +29,7 @@ pub const AUDIT_APPEND: &str = "tessera_audit_append_seconds";
 pub const STORE_ERRORS: &str = "tessera_store_errors_total";
 pub const DB_POOL_CONNECTIONS: &str = "tessera_db_pool_connections";
 pub const DB_POOL_MAX_CONNECTIONS: &str = "tessera_db_pool_max_connections";
+pub const STORE_WRITES: &str = "tessera_store_writes_total";
 pub const PASSWORD_HASH_RUNNING: &str = "tessera_password_hash_running";
 pub const PASSWORD_HASH_QUEUE_DEPTH: &str = "tessera_password_hash_queue_depth";
 
@@ -115,6 +116,10 @@ fn describe() {
         "Database pool connections, idle or in use (at the last scrape)"
     );
     describe_gauge!(DB_POOL_MAX_CONNECTIONS, "Most connections the pool opens");
+    describe_counter!(
+        STORE_WRITES,
+        "Write transactions the store began (a single-statement write counts one)"
+    );
     describe_gauge!(
         PASSWORD_HASH_RUNNING,
         "Password hashes being computed (at the last scrape)"
@@ -196,6 +201,7 @@ pub fn pool(status: crate::store::PoolStatus) {
     gauge!(DB_POOL_CONNECTIONS, "state" => "idle").set(f64::from(status.idle));
     gauge!(DB_POOL_CONNECTIONS, "state" => "in_use").set(f64::from(in_use));
     gauge!(DB_POOL_MAX_CONNECTIONS).set(f64::from(status.max));
+    counter!(STORE_WRITES).absolute(status.writes);
 }
 
 /// Password hashing now: hashes running and sign-ins waiting for a slot.
@@ -271,8 +277,10 @@ mod tests {
                 size: 5,
                 idle: 2,
                 max: 16,
+                writes: 7,
             })
         });
+        assert!(text.contains("tessera_store_writes_total 7"), "{text}");
         assert!(text.contains(r#"tessera_db_pool_connections{state="in_use"} 3"#));
         assert!(text.contains(r#"tessera_db_pool_connections{state="idle"} 2"#));
         assert!(text.contains("tessera_db_pool_max_connections 16"));

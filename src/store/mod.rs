@@ -96,6 +96,9 @@ pub struct PoolStatus {
     pub idle: u32,
     /// Most connections the pool opens.
     pub max: u32,
+    /// Write transactions begun since the store was opened (a single-statement write counts
+    /// one): what the benchmark's writes-per-flow invariant counts.
+    pub writes: u64,
 }
 
 /// How a client authenticates at the token endpoint (RFC 7591 §2 names).

@@ -720,3 +720,34 @@ async fn session_cookie_is_secure_with_host_prefix_under_an_https_issuer() {
     }
     assert!(!cookie.contains("Domain="), "{cookie}");
 }
+
+/// Writes per whole code flow (authorize with `prompt=consent`, sign-in, consent, token), the
+/// invariant docs/benchmarks.md states; a write is one transaction or one single-statement
+/// write (`PoolStatus::writes`). Five belong to the sign-in (the login throttle's bookkeeping
+/// and the session), then one each for the consent, the code with its grant, the code's
+/// redemption and the tokens. A change that adds a write must change this number, on purpose.
+const WRITES_PER_CODE_FLOW: u64 = 9;
+
+#[tokio::test]
+async fn a_whole_code_flow_costs_a_fixed_number_of_writes() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = server
+            .client_with("web", false, |c| {
+                c.scope = "openid profile email offline_access".into();
+            })
+            .await;
+        let url = AuthorizeUrl::new(&client)
+            .set("scope", "openid profile email offline_access")
+            .set("prompt", "consent");
+        let writes = || server.state.store.pool_status().writes;
+        let before = writes();
+        let tokens = server
+            .code_flow(&server.browser(), &client, url, &Pkce::new())
+            .await;
+        assert!(tokens["refresh_token"].is_string());
+        assert_eq!(writes() - before, WRITES_PER_CODE_FLOW, "{}", db.label);
+        server.stop().await;
+    }
+}

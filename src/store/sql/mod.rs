@@ -31,6 +31,7 @@ mod tokens;
 
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub struct SqlStore {
     hook: Arc<dyn AfterCommit>,
     /// SQLite: one permit, held by the one writer (see the module comment).
     writer: Option<Arc<Semaphore>>,
+    /// Writes begun ([`SqlStore::write_turn`] counts them).
+    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -123,6 +126,7 @@ impl SqlStore {
             backend,
             hook,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
+            writes: Arc::default(),
         })
     }
 
@@ -139,7 +143,9 @@ impl SqlStore {
 
     /// SQLite: waits for this process's turn to write, in arrival order; hold the result
     /// until the write has committed. Postgres: no wait (row locks order its writers).
+    /// Every write starts here, so this also counts them ([`PoolStatus::writes`]).
     async fn write_turn(&self) -> Option<OwnedSemaphorePermit> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
         // The semaphore is never closed, so acquiring fails never.
         Arc::clone(self.writer.as_ref()?).acquire_owned().await.ok()
     }
@@ -305,6 +311,7 @@ impl Store for SqlStore {
             size: self.pool.size(),
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
+            writes: self.writes.load(Ordering::Relaxed),
         }
     }
 

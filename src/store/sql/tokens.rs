@@ -113,6 +113,7 @@ impl TokenStore for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres && !tokens.is_empty() {
+            let _turn = self.write_turn().await;
             let sql = insert_tokens_statement(tokens.len());
             let mut q = sqlx::query(&sql);
             for t in tokens {
@@ -141,6 +142,7 @@ impl TokenStore for SqlStore {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         if self.backend == Backend::Postgres && !new.is_empty() {
+            let _turn = self.write_turn().await;
             let sql = rotate_statement(new.len());
             let mut q = sqlx::query(&sql).bind(old.as_bytes()).bind(now);
             for t in new {
