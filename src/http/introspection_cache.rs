@@ -191,6 +191,7 @@ impl TokenCache {
 
 /// Audit events of changes that never turn an active access token inactive nor change its
 /// answer; any other committed event empties this instance's cache (an unknown kind too).
+/// Not here, for instance: a password set, which ends the user's access.
 fn harmless(kind: &str) -> bool {
     const HARMLESS: &[AuditKind] = &[
         AuditKind::TokenIssued,
@@ -202,7 +203,6 @@ fn harmless(kind: &str) -> bool {
         AuditKind::ConsentDenied,
         AuditKind::ClientCreated,
         AuditKind::UserCreated,
-        AuditKind::UserPasswordSet,
         AuditKind::KeyCreated,
         AuditKind::ApiKeyCreated,
         AuditKind::ApiKeyUsedAfterRevocation,

@@ -75,6 +75,27 @@ impl Instance {
         res.json()
     }
 
+    /// Signs ada in at this instance for `client` and `scope`, and redeems the code at
+    /// `redeem_at`: the token endpoint's reply, and the form that redeemed the code.
+    async fn code_flow(
+        &self,
+        redeem_at: &Instance,
+        client: &TestClient,
+        scope: &str,
+    ) -> (Reply, [(&'static str, String); 4]) {
+        let pkce = Pkce::new();
+        let url = AuthorizeUrl::new(client).set("scope", scope).pkce(&pkce);
+        let done = self.browser().authorize_through(&url.path(), "ada").await;
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", done.redirect_params()["code"].clone()),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("code_verifier", pkce.verifier.clone()),
+        ];
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        (redeem_at.call("/token", client, &pairs).await, form)
+    }
+
     /// Polls introspection of `token` until it is inactive; fails if that takes `bound`.
     async fn inactive_within(&self, gateway: &TestClient, token: &str, bound: Duration) {
         let since = Instant::now();
@@ -115,6 +136,25 @@ async fn cli_client(db: &TestDb, args: &[&str]) -> TestClient {
         record: store.client(id).await.unwrap().unwrap(),
         secret: out["client_secret"].as_str().map(str::to_owned),
     }
+}
+
+/// A gateway client `gw` that may introspect, made with the CLI.
+async fn cli_gateway(db: &TestDb) -> TestClient {
+    let args = [
+        "client",
+        "create",
+        "--id",
+        "gw",
+        "--name",
+        "Gateway",
+        "--introspect",
+        "--grant-type",
+        "client_credentials",
+        "--scope",
+        "gateway",
+        "--json",
+    ];
+    cli_client(db, &args).await
 }
 
 #[tokio::test]
@@ -175,39 +215,11 @@ async fn two_instances_on_one_postgres_act_as_one_server() {
         ],
     )
     .await;
-    let gateway = cli_client(
-        dbe,
-        &[
-            "client",
-            "create",
-            "--id",
-            "gw",
-            "--name",
-            "Gateway",
-            "--introspect",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            "gateway",
-            "--json",
-        ],
-    )
-    .await;
+    let gateway = cli_gateway(dbe).await;
 
     // A code issued by A is redeemed at B.
-    let pkce = Pkce::new();
-    let url = AuthorizeUrl::new(&web)
-        .set("scope", "openid profile offline_access")
-        .pkce(&pkce);
-    let done = a.browser().authorize_through(&url.path(), "ada").await;
-    let code = done.redirect_params()["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", pkce.verifier.as_str()),
-    ];
-    let tokens = b.call("/token", &web, &form).await;
+    let (tokens, form) = a.code_flow(&b, &web, "openid profile offline_access").await;
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     assert_eq!(tokens.status, 200, "{}", tokens.body);
     let tokens = tokens.json();
     let access = tokens["access_token"].as_str().unwrap().to_owned();
@@ -278,24 +290,7 @@ async fn revocations_reach_every_instances_introspection_cache_within_one_second
         Some(PASSWORD),
     )
     .succeeds();
-    let gateway = cli_client(
-        &db,
-        &[
-            "client",
-            "create",
-            "--id",
-            "gw",
-            "--name",
-            "Gateway",
-            "--introspect",
-            "--grant-type",
-            "client_credentials",
-            "--scope",
-            "gateway",
-            "--json",
-        ],
-    )
-    .await;
+    let gateway = cli_gateway(&db).await;
     let (a, b) = (Instance::spawn(&env), Instance::spawn(&env));
     wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
@@ -320,17 +315,7 @@ async fn revocations_reach_every_instances_introspection_cache_within_one_second
     .await;
     let mut tokens = Vec::new();
     for _ in 0..3 {
-        let pkce = Pkce::new();
-        let url = AuthorizeUrl::new(&web).set("scope", "openid").pkce(&pkce);
-        let done = a.browser().authorize_through(&url.path(), "ada").await;
-        let code = done.redirect_params()["code"].clone();
-        let form = [
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", pkce.verifier.as_str()),
-        ];
-        let reply = a.call("/token", &web, &form).await;
+        let (reply, _) = a.code_flow(&a, &web, "openid").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
         tokens.push(reply.json()["access_token"].as_str().unwrap().to_owned());
     }
