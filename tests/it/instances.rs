@@ -138,6 +138,24 @@ async fn cli_client(db: &TestDb, args: &[&str]) -> TestClient {
     }
 }
 
+/// A confidential client `web` for `REDIRECT` and `scope`, made with the CLI.
+async fn cli_web(db: &TestDb, scope: &str) -> TestClient {
+    let args = [
+        "client",
+        "create",
+        "--id",
+        "web",
+        "--name",
+        "Web",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        scope,
+        "--json",
+    ];
+    cli_client(db, &args).await
+}
+
 /// A gateway client `gw` that may introspect, made with the CLI.
 async fn cli_gateway(db: &TestDb) -> TestClient {
     let args = [
@@ -198,23 +216,7 @@ async fn two_instances_on_one_postgres_act_as_one_server() {
         Some(PASSWORD),
     )
     .succeeds();
-    let web = cli_client(
-        dbe,
-        &[
-            "client",
-            "create",
-            "--id",
-            "web",
-            "--name",
-            "Web",
-            "--redirect-uri",
-            REDIRECT,
-            "--scope",
-            "openid profile offline_access",
-            "--json",
-        ],
-    )
-    .await;
+    let web = cli_web(dbe, "openid profile offline_access").await;
     let gateway = cli_gateway(dbe).await;
 
     // A code issued by A is redeemed at B.
@@ -296,23 +298,7 @@ async fn revocations_reach_every_instances_introspection_cache_within_one_second
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
 
     // Access tokens of ada's, issued at A.
-    let web = cli_client(
-        &db,
-        &[
-            "client",
-            "create",
-            "--id",
-            "web",
-            "--name",
-            "Web",
-            "--redirect-uri",
-            REDIRECT,
-            "--scope",
-            "openid",
-            "--json",
-        ],
-    )
-    .await;
+    let web = cli_web(&db, "openid").await;
     let mut tokens = Vec::new();
     for _ in 0..3 {
         let (reply, _) = a.code_flow(&a, &web, "openid").await;

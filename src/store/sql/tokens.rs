@@ -200,11 +200,13 @@ impl TokenStore for SqlStore {
 
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
         // One indexed lookup; the grant join makes a revoked grant revoke the token too.
-        let sql = format!(
-            "select {TOKEN_SELECT} from token t left join oauth_grant g on g.id = t.grant_id \
-             where t.digest = $1"
-        );
-        sqlx::query(&sql)
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {TOKEN_SELECT} from token t left join oauth_grant g on g.id = t.grant_id \
+                 where t.digest = $1"
+            )
+        });
+        sqlx::query(&SQL)
             .bind(digest.as_bytes())
             .fetch_optional(&self.pool)
             .await
