@@ -67,6 +67,8 @@ pub const SETTINGS: &[Setting] = &[
     setting("api_key_scopes", "read write roles", "space-separated scopes a user may give an API key (`roles` releases the user's roles and groups)"),
     setting("api_key_max_per_user", "20", "most live (unrevoked, unexpired) API keys one user may hold"),
     setting("store_startup_timeout_secs", "60", "how long start-up retries an unreachable store"),
+    setting("audit_retention_days", "365", "audit events older than this are purged (the chain stays verifiable from a checkpoint); 0 keeps them forever"),
+    setting("purge_interval_secs", "600", "how often each instance purges expired codes, sessions, tokens, grants and audit events past retention, in small batches; 0 turns it off (`tessera purge` runs it by hand)"),
 ];
 
 /// Least argon2id memory cost accepted, in KiB (OWASP's smallest equivalent setting).
@@ -167,6 +169,17 @@ pub struct Config {
     pub default_resource: String,
     /// What users may make API keys for.
     pub api_keys: ApiKeyPolicy,
+    /// What housekeeping deletes, and how often (`crate::housekeeping`).
+    pub housekeeping: HousekeepingPolicy,
+}
+
+/// Housekeeping: expired rows and old audit events go, in small batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HousekeepingPolicy {
+    /// Audit events older than this many seconds are purged; `None` keeps them forever.
+    pub audit_retention: Option<i64>,
+    /// Between two purges by this instance; `None`: only `tessera purge`.
+    pub purge_interval: Option<Duration>,
 }
 
 /// The scopes API keys may carry, and how many one user may hold.
@@ -661,6 +674,23 @@ impl Config {
                 raw.get("store_startup_timeout_secs")?,
                 "store_startup_timeout_secs",
             )?),
+            housekeeping: HousekeepingPolicy {
+                audit_retention: match required(
+                    raw.get::<u64>("audit_retention_days")?,
+                    "audit_retention_days",
+                )? {
+                    0 => None,
+                    // More than a thousand centuries is forever too.
+                    days => Some(i64::try_from(days.min(36_500_000)).unwrap_or(i64::MAX) * 86_400),
+                },
+                purge_interval: match required(
+                    raw.get::<u64>("purge_interval_secs")?,
+                    "purge_interval_secs",
+                )? {
+                    0 => None,
+                    secs => Some(Duration::from_secs(secs)),
+                },
+            },
         })
     }
 

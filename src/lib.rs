@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod housekeeping;
 pub mod http;
 pub mod keys;
 pub mod metrics;

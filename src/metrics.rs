@@ -32,6 +32,9 @@ pub const DB_POOL_MAX_CONNECTIONS: &str = "tessera_db_pool_max_connections";
 pub const STORE_WRITES: &str = "tessera_store_writes_total";
 pub const PASSWORD_HASH_RUNNING: &str = "tessera_password_hash_running";
 pub const PASSWORD_HASH_QUEUE_DEPTH: &str = "tessera_password_hash_queue_depth";
+pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
+pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
+pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 
 /// Request latency buckets, in seconds: from a cached JWKS answer (well under a millisecond)
 /// to a login that waited for an argon2 slot, up to the default request timeout.
@@ -128,6 +131,15 @@ fn describe() {
         PASSWORD_HASH_QUEUE_DEPTH,
         "Sign-ins waiting for a password hashing slot (at the last scrape)"
     );
+    describe_counter!(
+        PURGED_ROWS,
+        "Rows deleted by housekeeping, by table (codes, sessions, tokens, grants, login_throttle, audit_events)"
+    );
+    describe_counter!(PURGE_RUNS, "Housekeeping runs, by result (ok, error)");
+    describe_counter!(
+        AUDIT_SEALED,
+        "Audit events linked into the hash chain by this instance"
+    );
     for result in ["succeeded", "failed", "throttled"] {
         counter!(LOGINS, "result" => result).increment(0);
     }
@@ -151,6 +163,21 @@ pub fn request_answered(route: String, method: &'static str, status: u16, elapse
 /// A request refused by the limit named `limit` (one of [`LIMITS`]).
 pub fn rate_limit_tripped(limit: &'static str) {
     counter!(RATE_LIMIT_TRIPS, "limit" => limit).increment(1);
+}
+
+/// Housekeeping deleted `rows` rows of `table`.
+pub fn purged(table: &'static str, rows: u64) {
+    counter!(PURGED_ROWS, "table" => table).increment(rows);
+}
+
+/// A housekeeping run ended, `ok` or not.
+pub fn purge_run(ok: bool) {
+    counter!(PURGE_RUNS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// This instance sealed `count` audit events.
+pub fn audit_sealed(count: usize) {
+    counter!(AUDIT_SEALED).increment(u64::try_from(count).unwrap_or(u64::MAX));
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

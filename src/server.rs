@@ -183,6 +183,12 @@ impl Server {
                 Arc::clone(&state.introspection),
             ))
         });
+        let housekeeping = tokio::spawn(crate::housekeeping::run(
+            state.store.clone(),
+            state.kek.clone(),
+            state.clock.clone(),
+            state.config.housekeeping,
+        ));
         let connections = Arc::new(Connections::new(&state.config, tls));
         // The admin listener stops when the public one is told to.
         let (stopping, mut stopped) = tokio::sync::watch::channel(false);
@@ -219,6 +225,7 @@ impl Server {
         if let Some(changes) = changes {
             changes.abort();
         }
+        housekeeping.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! credential. Every failure prints one line on stderr and exits non-zero.
 
 mod apikey;
+mod audit;
 mod client;
 mod kek;
 mod keys;
@@ -52,6 +53,15 @@ enum Command {
     /// The key-encryption key that protects signing keys at rest.
     #[command(subcommand)]
     Kek(kek::KekCommand),
+    /// The audit trail: tail, search, export, verify its hash chain.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Delete expired codes, sessions, tokens and grants, and audit events past retention,
+    /// now (the server also does it every purge_interval_secs).
+    Purge {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A command's failure: one line for the operator.
@@ -114,12 +124,33 @@ pub fn main() -> ExitCode {
             Some(Command::Apikey(c)) => apikey::run(&config, c).await,
             Some(Command::Keys(c)) => keys::run(&config, c).await,
             Some(Command::Kek(c)) => kek::run(&config, c).await,
+            Some(Command::Audit(c)) => audit::run(&config, c).await,
+            Some(Command::Purge { json }) => purge(&config, json).await,
         }
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+async fn purge(config: &Config, json: bool) -> Result<(), CliError> {
+    let store = open(config).await?;
+    let (kek, _) = crate::keys::kek::load(config, store.as_ref()).await?;
+    let now = crate::app::Clock::default().now();
+    let report =
+        crate::housekeeping::purge(store.as_ref(), &kek, &config.housekeeping, now).await?;
+    print(json, &report, || {
+        format!(
+            "purged {} codes, {} sessions, {} tokens, {} grants, {} login-throttle entries, {} audit events",
+            report.codes,
+            report.sessions,
+            report.tokens,
+            report.grants,
+            report.login_throttle,
+            report.audit_events
+        )
+    })
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

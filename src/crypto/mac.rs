@@ -19,6 +19,8 @@ pub enum Purpose {
     AuditUsername,
     LoginThrottle,
     DeviceCookie,
+    /// The audit chain's head and checkpoints (decision 0023).
+    AuditChain,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
             Purpose::AuditUsername => b"tessera/audit-username/v1",
             Purpose::LoginThrottle => b"tessera/login-throttle/v1",
             Purpose::DeviceCookie => b"tessera/device-cookie/v1",
+            Purpose::AuditChain => b"tessera/audit-chain/v1",
         }
     }
 }

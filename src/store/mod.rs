@@ -25,8 +25,8 @@ use crate::crypto::token::Digest;
 pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
-    AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, GrantStore,
-    LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
+    AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
+    HousekeepingStore, LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an
@@ -35,7 +35,7 @@ pub use traits::{
 pub mod prelude {
     pub use super::{
         AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, GrantStore,
-        LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
+        HousekeepingStore, LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
     };
 }
 
@@ -430,6 +430,31 @@ pub struct AuditRecord {
     pub id: i64,
     #[serde(flatten)]
     pub event: AuditEvent,
+    /// The event's place in the hash chain and its hash, once sealed (decision 0023): an
+    /// export carries them so that a SIEM can check the links too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+/// Which audit events to read: every condition set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub account_id: Option<String>,
+    pub client_id: Option<String>,
+    pub kind: Option<String>,
+    /// Created at or after (unix seconds).
+    pub since: Option<i64>,
+    /// Created before (unix seconds).
+    pub until: Option<i64>,
+    /// Ids above this one only (following a trail as it grows).
+    pub after_id: Option<i64>,
+    /// Newest first (the last `limit` events) instead of oldest first.
+    pub newest_first: bool,
+    pub limit: i64,
 }
 
 /// One connection attempt, answering as soon as the server does (or refuses): start-up

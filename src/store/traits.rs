@@ -8,10 +8,11 @@
 use async_trait::async_trait;
 
 use super::{
-    AccountRecord, ApiKeyRecord, AuditRecord, Backend, ClientRecord, CodeRecord, GrantRecord,
-    PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError, StoredCredential,
-    TokenRecord,
+    AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeRecord,
+    GrantRecord, PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError,
+    StoredCredential, TokenRecord,
 };
+use crate::audit::chain::{ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 
@@ -28,6 +29,7 @@ pub trait Store:
     + SigningKeyStore
     + AuditStore
     + LoginThrottleStore
+    + HousekeepingStore
     + Send
     + Sync
     + 'static
@@ -283,7 +285,36 @@ pub trait SigningKeyStore: Send + Sync {
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
     /// The newest `limit` events, newest first.
-    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        self.search_audit(&AuditFilter {
+            newest_first: true,
+            limit,
+            ..AuditFilter::default()
+        })
+        .await
+    }
+    /// Events matching `filter`.
+    async fn search_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Links up to `limit` unsealed events into the hash chain, oldest first, and moves its
+    /// head, tagged with `tag(seq, hash)` (decision 0023); returns how many it sealed.
+    /// Concurrent sealers (instances, the CLI) take turns on the head row.
+    async fn seal_audit(&self, limit: i64, now: i64, tag: &Tagger<'_>)
+        -> Result<usize, StoreError>;
+    /// The chain's head, the latest purge checkpoint, and how many events wait to be sealed.
+    async fn audit_chain(&self) -> Result<(ChainHead, Option<Checkpoint>, i64), StoreError>;
+    /// Sealed events with `seq > after`, in `seq` order, at most `limit`.
+    async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError>;
+    /// Deletes up to `limit` of the oldest sealed events created before `before`, keeping
+    /// the chain verifiable: a checkpoint tagged `tag(seq, hash)` records where it now
+    /// starts, in the same transaction. Returns how many were deleted.
+    async fn purge_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+        tag: &Tagger<'_>,
+    ) -> Result<usize, StoreError>;
 }
 
 /// Failed sign-ins per key (a keyed tag of a typed username, or a source address), shared by
@@ -308,4 +339,55 @@ pub trait LoginThrottleStore: Send + Sync {
     async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures (after a successful sign-in).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// Rows that housekeeping deletes once they can no longer matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// Authorization codes that expired before the cutoff.
+    Codes,
+    /// Browser sessions that expired before the cutoff.
+    Sessions,
+    /// Access and refresh tokens and API keys that expired before the cutoff.
+    Tokens,
+    /// Grants made before the cutoff that no code or token refers to any more.
+    Grants,
+    /// Login-throttle counters last touched before the cutoff and not blocking.
+    LoginThrottle,
+}
+
+impl Expired {
+    pub const ALL: [Expired; 5] = [
+        Expired::Codes,
+        Expired::Sessions,
+        Expired::Tokens,
+        Expired::Grants,
+        Expired::LoginThrottle,
+    ];
+
+    /// The name in logs, metrics and `tessera purge`'s report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expired::Codes => "codes",
+            Expired::Sessions => "sessions",
+            Expired::Tokens => "tokens",
+            Expired::Grants => "grants",
+            Expired::LoginThrottle => "login_throttle",
+        }
+    }
+}
+
+/// Housekeeping's deletes, a small batch per call, so that no statement holds locks for
+/// long; safe with several instances purging at once.
+#[async_trait]
+pub trait HousekeepingStore: Send + Sync {
+    /// Deletes at most `limit` rows of `what` that ended before `cutoff` (unix seconds);
+    /// returns how many.
+    async fn purge_expired(
+        &self,
+        what: Expired,
+        cutoff: i64,
+        now: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError>;
 }

@@ -1,11 +1,59 @@
 //! The audit trail: [`AuditStore`] on SQL. Events that belong to a change are written by
-//! that change's transaction ([`super::Tx::audit`]); these are the stand-alone ones.
+//! that change's transaction ([`super::Tx::audit`]); these are the stand-alone ones, the
+//! readers, and the hash chain's sealer and purge (decision 0023).
 
 use async_trait::async_trait;
+use sqlx::any::AnyRow;
 
 use super::{insert_audit, Row, SqlStore};
+use crate::audit::chain::{self, ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
-use crate::store::{AuditRecord, AuditStore, StoreError};
+use crate::store::{AuditFilter, AuditRecord, AuditStore, StoreError};
+
+const CHAIN_COLUMNS: &str = "id, seq, prev_hash, hash, created_at, kind, actor, client_id, \
+                             account_id, source_ip, user_agent, details";
+
+/// Rows per `update … from (values …)` when sealing: four values each, well under both
+/// dialects' limits on bound parameters.
+const SEAL_BATCH: usize = 500;
+
+fn chain_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
+    let row = Row::new(row);
+    Ok(ChainRow {
+        id: row.get("id")?,
+        seq: row.get("seq")?,
+        prev_hash: row.get("prev_hash")?,
+        hash: row.get("hash")?,
+        created_at: row.get("created_at")?,
+        kind: row.get("kind")?,
+        actor: row.get("actor")?,
+        client_id: row.get("client_id")?,
+        account_id: row.get("account_id")?,
+        source_ip: row.get("source_ip")?,
+        user_agent: row.get("user_agent")?,
+        details: row.get("details")?,
+    })
+}
+
+fn record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+    let chained = chain_row(row)?;
+    Ok(AuditRecord {
+        id: chained.id,
+        event: AuditEvent {
+            created_at: chained.created_at,
+            kind: chained.kind,
+            actor: chained.actor,
+            client_id: chained.client_id,
+            account_id: chained.account_id,
+            source_ip: chained.source_ip,
+            user_agent: chained.user_agent,
+            details: Row::new(row).json("details")?,
+        },
+        seq: chained.seq,
+        prev_hash: chained.prev_hash,
+        hash: chained.hash,
+    })
+}
 
 #[async_trait]
 impl AuditStore for SqlStore {
@@ -18,32 +66,262 @@ impl AuditStore for SqlStore {
         Ok(())
     }
 
-    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select id, created_at, kind, actor, client_id, account_id, source_ip, user_agent, \
-             details from audit_event order by id desc limit $1",
+    async fn search_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut texts: Vec<&str> = Vec::new();
+        let mut numbers: Vec<i64> = Vec::new();
+        for (column, value) in [
+            ("account_id", &filter.account_id),
+            ("client_id", &filter.client_id),
+            ("kind", &filter.kind),
+        ] {
+            if let Some(v) = value {
+                texts.push(v);
+                conditions.push(format!("{column} = ${}", texts.len()));
+            }
+        }
+        for (condition, value) in [
+            ("created_at >=", filter.since),
+            ("created_at <", filter.until),
+            ("id >", filter.after_id),
+        ] {
+            if let Some(v) = value {
+                numbers.push(v);
+                conditions.push(format!("{condition} ${}", texts.len() + numbers.len()));
+            }
+        }
+        let sql = format!(
+            "select {CHAIN_COLUMNS} from audit_event {} order by id {} limit ${}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("where {}", conditions.join(" and "))
+            },
+            if filter.newest_first { "desc" } else { "asc" },
+            texts.len() + numbers.len() + 1
+        );
+        let mut q = sqlx::query(&sql);
+        for t in texts {
+            q = q.bind(t);
+        }
+        for n in numbers {
+            q = q.bind(n);
+        }
+        let rows = q
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn seal_audit(
+        &self,
+        limit: i64,
+        now: i64,
+        tag: &Tagger<'_>,
+    ) -> Result<usize, StoreError> {
+        // Most rounds find nothing: a read answers that without a write or a commit.
+        let pending: Option<i64> =
+            sqlx::query_scalar("select id from audit_event where seq is null limit 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        if pending.is_none() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_housekeeping().await?;
+        // The head row first: a write (SQLite's rule, see mod.rs) that makes concurrent
+        // sealers take turns, each seeing the chain as the one before it left it.
+        let head =
+            sqlx::query("update audit_chain set sealed_at = $1 where id = 1 returning seq, hash")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        let head = Row::new(&head);
+        let (mut seq, mut hash): (i64, String) = (head.get("seq")?, head.get("hash")?);
+        let rows = sqlx::query(&format!(
+            "select {CHAIN_COLUMNS} from audit_event where seq is null order by id limit $1"
+        ))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let mut links = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let row = chain_row(row)?;
+            seq += 1;
+            let next = chain::link(&hash, &row, seq);
+            links.push((
+                row.id,
+                seq,
+                std::mem::replace(&mut hash, next.clone()),
+                next,
+            ));
+        }
+        for batch in links.chunks(SEAL_BATCH) {
+            let values: Vec<String> = (0..batch.len())
+                .map(|i| {
+                    let p = 4 * i;
+                    format!(
+                        "(cast(${} as bigint), cast(${} as bigint), ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4
+                    )
+                })
+                .collect();
+            // Columns of a `values` list are column1, column2 … in both dialects.
+            let sql = format!(
+                "update audit_event set seq = v.column2, prev_hash = v.column3, \
+                 hash = v.column4 from (values {}) as v where audit_event.id = v.column1",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, seq, prev, hash) in batch {
+                q = q
+                    .bind(*id)
+                    .bind(*seq)
+                    .bind(prev.as_str())
+                    .bind(hash.as_str());
+            }
+            q.execute(&mut *tx).await.map_err(StoreError::Unavailable)?;
+        }
+        sqlx::query("update audit_chain set seq = $1, hash = $2, tag = $3 where id = 1")
+            .bind(seq)
+            .bind(&hash)
+            .bind(tag(seq, &hash))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        tx.commit().await?;
+        Ok(links.len())
+    }
+
+    async fn audit_chain(&self) -> Result<(ChainHead, Option<Checkpoint>, i64), StoreError> {
+        let head = sqlx::query("select seq, hash, tag from audit_chain where id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let head = Row::new(&head);
+        let head = ChainHead {
+            seq: head.get("seq")?,
+            hash: head.get("hash")?,
+            tag: head.get("tag")?,
+        };
+        let checkpoint = sqlx::query(
+            "select seq, hash, tag, created_at from audit_checkpoint order by seq desc limit 1",
         )
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let checkpoint = match checkpoint {
+            None => None,
+            Some(row) => {
+                let row = Row::new(&row);
+                Some(Checkpoint {
+                    seq: row.get("seq")?,
+                    hash: row.get("hash")?,
+                    tag: row.get("tag")?,
+                    created_at: row.get("created_at")?,
+                })
+            }
+        };
+        let unsealed: i64 =
+            sqlx::query_scalar("select count(*) from audit_event where seq is null")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        Ok((head, checkpoint, unsealed))
+    }
+
+    async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "select {CHAIN_COLUMNS} from audit_event where seq > $1 order by seq limit $2"
+        ))
+        .bind(after)
         .bind(limit)
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::Unavailable)?;
-        rows.iter()
-            .map(|row| {
-                let row = Row::new(row);
-                Ok(AuditRecord {
-                    id: row.get("id")?,
-                    event: AuditEvent {
-                        created_at: row.get("created_at")?,
-                        kind: row.get("kind")?,
-                        actor: row.get("actor")?,
-                        client_id: row.get("client_id")?,
-                        account_id: row.get("account_id")?,
-                        source_ip: row.get("source_ip")?,
-                        user_agent: row.get("user_agent")?,
-                        details: row.json("details")?,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(chain_row).collect()
+    }
+
+    async fn purge_audit(
+        &self,
+        before: i64,
+        limit: i64,
+        now: i64,
+        tag: &Tagger<'_>,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_housekeeping().await?;
+        // The head row first, as the sealer does: purges and seals take turns.
+        let head: i64 = sqlx::query_scalar(
+            "update audit_chain set sealed_at = sealed_at where id = 1 returning seq",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let start: Option<i64> = sqlx::query_scalar("select max(seq) from audit_checkpoint")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let start = start.unwrap_or(0);
+        // Only a prefix of the chain can go: up to the first sealed event still within
+        // retention (events are sealed about in the order they happen, not exactly).
+        let first_kept: Option<i64> = sqlx::query_scalar(
+            "select min(seq) from audit_event where seq is not null and created_at >= $1",
+        )
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let cut = first_kept
+            .map_or(head, |first| first - 1)
+            .min(start + limit);
+        if cut <= start {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        let hash: Option<String> =
+            sqlx::query_scalar("select hash from audit_event where seq = $1")
+                .bind(cut)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?
+                .flatten();
+        let Some(hash) = hash else {
+            // The event the checkpoint would name is gone: the chain is already broken, and
+            // purging would hide where. `tessera audit verify` says more.
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!(
+                "audit event seq {cut} is missing; not purging (run `tessera audit verify`)"
+            )));
+        };
+        let deleted = sqlx::query("delete from audit_event where seq <= $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .rows_affected();
+        sqlx::query("delete from audit_checkpoint where seq < $1")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        sqlx::query(
+            "insert into audit_checkpoint (seq, hash, tag, created_at) values ($1, $2, $3, $4)",
+        )
+        .bind(cut)
+        .bind(&hash)
+        .bind(tag(cut, &hash))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        tx.commit().await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
     }
 }

@@ -23,6 +23,7 @@ mod audit;
 mod clients;
 mod consents;
 mod grants;
+mod housekeeping;
 mod keys;
 mod row;
 mod sessions;
@@ -141,11 +142,29 @@ impl SqlStore {
         })
     }
 
+    /// A transaction of the server's own upkeep (sealing the audit chain, purging), which
+    /// takes its write turn like any other but is not counted among the writes requests
+    /// make ([`PoolStatus::writes`]).
+    async fn begin_housekeeping(&self) -> Result<Tx, StoreError> {
+        let turn = self.turn().await;
+        Ok(Tx {
+            tx: self.pool.begin().await.map_err(StoreError::Unavailable)?,
+            events: Vec::new(),
+            hook: Arc::clone(&self.hook),
+            _turn: turn,
+        })
+    }
+
     /// SQLite: waits for this process's turn to write, in arrival order; hold the result
     /// until the write has committed. Postgres: no wait (row locks order its writers).
-    /// Every write starts here, so this also counts them ([`PoolStatus::writes`]).
+    /// Every write a request makes starts here, so this also counts them
+    /// ([`PoolStatus::writes`]).
     async fn write_turn(&self) -> Option<OwnedSemaphorePermit> {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        self.turn().await
+    }
+
+    async fn turn(&self) -> Option<OwnedSemaphorePermit> {
         // The semaphore is never closed, so acquiring fails never.
         Arc::clone(self.writer.as_ref()?).acquire_owned().await.ok()
     }

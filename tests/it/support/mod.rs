@@ -104,6 +104,30 @@ impl TestDb {
     pub fn tessera_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
         run_binary(args, &self.env(), stdin)
     }
+
+    /// Runs one SQL statement on this database directly, as someone with database access
+    /// and nothing else would (tampering, counting); returns the rows it changed.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        let done = sqlx::query(statement).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        done.rows_affected()
+    }
+
+    /// The one integer a query answers (a count, a max).
+    pub async fn number(&self, query: &str) -> i64 {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        let n: Option<i64> = sqlx::query_scalar(query)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+        n.unwrap_or(0)
+    }
 }
 
 /// What a run of the binary produced.

@@ -130,3 +130,5 @@ impl AuditEvent {
         self
     }
 }
+
+pub mod chain;

@@ -1,0 +1,381 @@
+//! The audit trail an operator reads and trusts (issue 14): the server seals every event into
+//! a hash chain within a second; `tessera audit verify` names the first link that someone
+//! with database access broke; `tail`, `search` and `export` read the trail; housekeeping
+//! purges expired rows and old events without breaking the chain. On both stores.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tessera::config::HousekeepingPolicy;
+
+use crate::support::flow::{gateway, TestClient};
+use crate::support::{TestDb, TestServer};
+
+/// Client credentials tokens for `client`: each one an audit event (token_issued).
+async fn issue(server: &TestServer, client: &TestClient, count: usize) {
+    for _ in 0..count {
+        let res = server
+            .token(client, &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+}
+
+/// Waits until the server's sealer has linked every event: it runs every second.
+async fn sealed(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, _, unsealed) = server.state.store.audit_chain().await.unwrap();
+        if unsealed == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{unsealed} events still unsealed after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn verify(db: &TestDb) -> Result<serde_json::Value, String> {
+    let run = db.tessera(&["audit", "verify", "--json"]);
+    if run.ok() {
+        Ok(run.json())
+    } else {
+        Err(run.stderr())
+    }
+}
+
+#[tokio::test]
+async fn the_server_seals_every_event_and_verify_names_the_first_broken_link() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gateway = gateway(&server).await;
+        issue(&server, &gateway, 6).await;
+        sealed(&server).await;
+        let events = db.number("select count(*) from audit_event").await;
+        assert!(events >= 6, "{}: {events} events", db.label);
+        let ok = verify(&db).unwrap();
+        assert_eq!(ok["ok"], true, "{}", db.label);
+        assert_eq!(ok["events"], events, "{}: every event checked", db.label);
+        assert_eq!(ok["unsealed"], 0);
+
+        // An event edited after it was sealed: named by its seq; put back, the chain holds.
+        let original = db
+            .number("select count(*) from audit_event where seq = 2 and account_id is null")
+            .await;
+        assert_eq!(original, 1, "{}: event 2 names no user", db.label);
+        db.sql("update audit_event set account_id = 'someone-else' where seq = 2")
+            .await;
+        let err = verify(&db).unwrap_err();
+        assert!(
+            err.contains("event seq 2") && err.contains("changed after it was sealed"),
+            "{}: {err}",
+            db.label
+        );
+        db.sql("update audit_event set account_id = null where seq = 2")
+            .await;
+        verify(&db).unwrap();
+
+        // The newest event deleted: the head still names it.
+        let last = db.number("select max(seq) from audit_event").await;
+        db.sql(&format!("delete from audit_event where seq = {last}"))
+            .await;
+        let err = verify(&db).unwrap_err();
+        assert!(
+            err.contains(&format!("ends at seq {}", last - 1))
+                && err.contains("deleted from the end"),
+            "{}: {err}",
+            db.label
+        );
+
+        // An event deleted from the middle: the first gap is named.
+        db.sql("delete from audit_event where seq = 3").await;
+        let err = verify(&db).unwrap_err();
+        assert!(
+            err.contains("event seq 3 is missing"),
+            "{}: {err}",
+            db.label
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_head_moved_back_without_the_kek_is_detected() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gateway = gateway(&server).await;
+        issue(&server, &gateway, 3).await;
+        sealed(&server).await;
+        let last = db.number("select max(seq) from audit_event").await;
+        // Someone with the database but not the KEK cuts the last event and moves the head
+        // back onto the one before it, copying that event's hash.
+        db.sql(&format!("delete from audit_event where seq = {last}"))
+            .await;
+        db.sql(&format!(
+            "update audit_chain set seq = {}, hash = (select hash from audit_event where seq = {}) \
+             where id = 1",
+            last - 1,
+            last - 1
+        ))
+        .await;
+        let err = verify(&db).unwrap_err();
+        assert!(err.contains("wrong tag"), "{}: {err}", db.label);
+        server.stop().await;
+    }
+}
+
+/// JSON lines on stdout, parsed.
+fn lines(run: &crate::support::Run) -> Vec<serde_json::Value> {
+    assert!(run.ok(), "{}", run.stderr());
+    run.stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_search_tail_and_export_filter_by_user_client_kind_and_time() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gateway = gateway(&server).await;
+        let ada = server.user("ada").await;
+        issue(&server, &gateway, 3).await;
+
+        let issued = lines(&db.tessera(&[
+            "audit",
+            "search",
+            "--kind",
+            "token_issued",
+            "--client",
+            "gateway",
+            "--json",
+        ]));
+        assert_eq!(issued.len(), 3, "{}", db.label);
+        assert!(issued
+            .iter()
+            .all(|e| e["kind"] == "token_issued" && e["client_id"] == "gateway"));
+        assert!(
+            issued
+                .windows(2)
+                .all(|w| w[0]["id"].as_i64() < w[1]["id"].as_i64()),
+            "oldest first"
+        );
+
+        // A user by username (the trail keeps ids).
+        db.sql(&format!(
+            "insert into audit_event (created_at, kind, actor, account_id, details) \
+             values (1000, 'logout', 'user:{0}', '{0}', '{{}}')",
+            ada.id
+        ))
+        .await;
+        let by_user = lines(&db.tessera(&[
+            "audit", "search", "--user", "ada", "--kind", "logout", "--json",
+        ]));
+        assert_eq!(by_user.len(), 1, "{}", db.label);
+        assert_eq!(by_user[0]["account_id"], ada.id.as_str());
+
+        // Time: the event at 1000 is the only one from 1970-01-01 00:10 to 1970-01-02 (the
+        // fixtures' own events are at 0); everything else is from the last hour.
+        let old = lines(&db.tessera(&[
+            "audit",
+            "search",
+            "--since",
+            "1970-01-01T00:10:00Z",
+            "--until",
+            "1970-01-02",
+            "--json",
+        ]));
+        assert_eq!(old.len(), 1, "{}: {old:?}", db.label);
+        let recent = lines(&db.tessera(&["audit", "search", "--since", "1h", "--json"]));
+        let all = db
+            .number("select count(*) from audit_event where created_at > 1000")
+            .await;
+        assert!(all >= 3);
+        assert_eq!(recent.len() as i64, all, "{}", db.label);
+        let bad = db.tessera(&["audit", "search", "--since", "last tuesday"]);
+        assert!(
+            !bad.ok() && bad.stderr().contains("--since"),
+            "{}",
+            bad.stderr()
+        );
+
+        // Tail: the newest two, oldest first, readable by default.
+        let tail = lines(&db.tessera(&["audit", "tail", "-n", "2", "--json"]));
+        assert_eq!(tail.len(), 2);
+        assert_eq!(tail[1]["kind"], "logout", "{}", db.label);
+        let text = db.tessera(&["audit", "tail", "-n", "1"]);
+        assert!(
+            text.stdout().contains("logout") && text.stdout().contains("1970-01-01T00:16:40Z"),
+            "{}",
+            text.stdout()
+        );
+
+        // Export: JSON lines with their place in the chain, once sealed.
+        sealed(&server).await;
+        let exported = lines(&db.tessera(&["audit", "export", "--since", "1h"]));
+        assert_eq!(exported.len() as i64, all);
+        assert!(exported
+            .iter()
+            .all(|e| e["seq"].is_i64() && e["hash"].as_str().is_some_and(|h| h.len() == 64)));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn audit_tail_follow_prints_new_events_as_they_are_recorded() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gateway = gateway(&server).await;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["audit", "tail", "-n", "0", "--follow", "--json"])
+            .env_clear()
+            .envs(db.env())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap()).is_err() {
+                    break;
+                }
+            }
+        });
+        // Give it a moment to find the newest event, then record one.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        issue(&server, &gateway, 1).await;
+        let line = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(5)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("no event followed"));
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["kind"], "token_issued", "{}: {line}", db.label);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn purge_removes_what_expired_keeps_what_lives_and_the_chain_still_verifies() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = server
+            .client_with("web", false, |c| {
+                c.scope = "openid offline_access".into();
+            })
+            .await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let url = crate::support::flow::AuthorizeUrl::new(&web)
+            .set("scope", "openid offline_access")
+            .set("prompt", "consent");
+        let tokens = server
+            .code_flow(&browser, &web, url, &crate::support::flow::Pkce::new())
+            .await;
+        assert!(tokens["refresh_token"].is_string(), "{tokens}");
+        sealed(&server).await;
+        let store = server.state.store.as_ref();
+        let kek = &server.state.kek;
+        let now = server.state.clock.now();
+        let count = |table: &'static str| {
+            let db = &db;
+            async move { db.number(&format!("select count(*) from {table}")).await }
+        };
+        assert_eq!(count("authorization_code").await, 1);
+        assert_eq!(count("session").await, 1);
+
+        // Nothing has expired yet: nothing goes, whatever the retention.
+        let policy = HousekeepingPolicy {
+            audit_retention: Some(86_400),
+            purge_interval: None,
+        };
+        let report = tessera::housekeeping::purge(store, kek, &policy, now)
+            .await
+            .unwrap();
+        assert_eq!(report, Default::default(), "{}", db.label);
+
+        // Two days on: the code (60 s), the access token (1 h) and the session (8 h) are
+        // past their day of grace; the refresh token (14 days idle) and its grant live on;
+        // the events (a day's retention) go, and a checkpoint says where the chain resumes.
+        let later = now + 2 * 86_400 + 60;
+        let (first, second) = tokio::join!(
+            tessera::housekeeping::purge(store, kek, &policy, later),
+            tessera::housekeeping::purge(store, kek, &policy, later),
+        );
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert_eq!(first.codes + second.codes, 1, "{}", db.label);
+        assert_eq!(first.sessions + second.sessions, 1);
+        assert_eq!(first.tokens + second.tokens, 1, "the access token only");
+        assert_eq!(
+            first.grants + second.grants,
+            0,
+            "the refresh token keeps its grant"
+        );
+        assert!(first.audit_events + second.audit_events > 0);
+        assert_eq!(count("authorization_code").await, 0);
+        assert_eq!(count("session").await, 0);
+        assert_eq!(count("token").await, 1, "{}", db.label);
+        assert_eq!(count("oauth_grant").await, 1);
+        assert_eq!(count("audit_event").await, 0, "{}", db.label);
+        assert_eq!(count("audit_checkpoint").await, 1);
+
+        // The refresh token still works, and the chain goes on from the checkpoint.
+        let refreshed = server
+            .token(
+                &web,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        let ok = verify(&db).unwrap();
+        assert_eq!(ok["ok"], true);
+        assert!(ok["purged_through_seq"].as_i64().unwrap() > 0, "{ok}");
+        assert!(ok["events"].as_i64().unwrap() >= 1, "{ok}");
+
+        // A forged checkpoint (moving where purged history ends) is detected.
+        db.sql("update audit_checkpoint set seq = seq + 1").await;
+        let err = verify(&db).unwrap_err();
+        assert!(
+            err.contains("checkpoint") && err.contains("wrong tag"),
+            "{err}"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_purges_on_its_interval_and_tessera_purge_runs_it_by_hand() {
+    for db in TestDb::all().await {
+        let mut config = db.config();
+        config.housekeeping.purge_interval = Some(Duration::from_secs(1));
+        let server = TestServer::start_with(config).await;
+        let gateway = gateway(&server).await;
+        issue(&server, &gateway, 2).await;
+        assert_eq!(db.number("select count(*) from token").await, 2);
+        // Past the tokens' hour and the day of grace: the next run deletes them.
+        server.state.clock.advance(86_400 + 3_600 + 60);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while db.number("select count(*) from token").await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{}: not purged within 5 s",
+                db.label
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        let by_hand = db.tessera(&["purge", "--json"]).json();
+        assert_eq!(by_hand["tokens"], 0, "{}", db.label);
+        assert!(by_hand.get("audit_events").is_some());
+        server.stop().await;
+    }
+}
