@@ -14,6 +14,9 @@ pub enum AuditKind {
     UserCreated,
     UserUpdated,
     UserPasswordSet,
+    /// A password hash made under weaker argon2 parameters was replaced at sign-in by one
+    /// under the configured parameters (same password; nothing else changes).
+    UserPasswordRehashed,
     UserDisabled,
     UserDeleted,
     LoginSucceeded,
@@ -56,6 +59,7 @@ impl AuditKind {
             AuditKind::UserCreated => "user_created",
             AuditKind::UserUpdated => "user_updated",
             AuditKind::UserPasswordSet => "user_password_set",
+            AuditKind::UserPasswordRehashed => "user_password_rehashed",
             AuditKind::UserDisabled => "user_disabled",
             AuditKind::UserDeleted => "user_deleted",
             AuditKind::LoginSucceeded => "login_succeeded",

@@ -183,6 +183,17 @@ impl Passwords {
         password: SecretString,
         phc: Option<String>,
     ) -> Result<bool, PasswordError> {
+        Ok(self.verify_upgrading(password, phc).await?.0)
+    }
+
+    /// Like [`Passwords::verify`]; when the password is right but `phc` was made with weaker
+    /// parameters than the configured ones, also a new hash of it under the configured ones,
+    /// computed in the same hashing slot, for the caller to store.
+    pub async fn verify_upgrading(
+        &self,
+        password: SecretString,
+        phc: Option<String>,
+    ) -> Result<(bool, Option<String>), PasswordError> {
         let slot = self
             .slots
             .clone()
@@ -218,7 +229,12 @@ impl Passwords {
                 }
             };
             let ok = verify_blocking(&arena, password.expose_secret().as_bytes(), &phc)?;
-            Ok(ok && real)
+            let upgraded = if ok && real && weaker_than(&phc, &params) {
+                Some(hash_blocking(params, password.expose_secret())?)
+            } else {
+                None
+            };
+            Ok((ok && real, upgraded))
         })
         .await?
     }
@@ -254,6 +270,23 @@ fn verify_blocking(arena: &Arena, password: &[u8], phc: &str) -> Result<bool, Pa
     Ok(out.ct_eq(expected.as_bytes()).into())
 }
 
+/// Whether `phc` was made with anything weaker than argon2id v1.3 under `params`: another
+/// algorithm or version, or less memory, fewer iterations or fewer lanes. (A hash that cannot
+/// be read is not a candidate: it never verifies.)
+fn weaker_than(phc: &str, params: &Params) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let Ok(stored) = Params::try_from(&parsed) else {
+        return false;
+    };
+    Algorithm::try_from(parsed.algorithm) != Ok(Algorithm::Argon2id)
+        || parsed.version != Some(Version::V0x13.into())
+        || stored.m_cost() < params.m_cost()
+        || stored.t_cost() < params.t_cost()
+        || stored.p_cost() < params.p_cost()
+}
+
 fn hash_blocking(params: Params, password: &str) -> Result<String, PasswordError> {
     let salt = SaltString::generate(&mut OsRng);
     Passwords::argon2(params)
@@ -265,6 +298,23 @@ fn hash_blocking(params: Params, password: &str) -> Result<String, PasswordError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hashes_weaker_than_the_configured_parameters_are_upgraded() {
+        let configured = Params::new(256, 2, 2, None).unwrap();
+        let made = |m, t, p| hash_blocking(Params::new(m, t, p, None).unwrap(), "pw").unwrap();
+        assert!(!weaker_than(&made(256, 2, 2), &configured));
+        assert!(!weaker_than(&made(512, 3, 2), &configured));
+        assert!(weaker_than(&made(128, 2, 2), &configured));
+        assert!(weaker_than(&made(512, 1, 2), &configured));
+        assert!(weaker_than(&made(512, 2, 1), &configured));
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, configured.clone())
+            .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(weaker_than(&argon2i, &configured));
+        assert!(!weaker_than("not a hash", &configured));
+    }
 
     fn cheap() -> Passwords {
         Passwords::new(&PasswordPolicy {

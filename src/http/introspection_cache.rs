@@ -203,6 +203,7 @@ fn harmless(kind: &str) -> bool {
         AuditKind::ConsentDenied,
         AuditKind::ClientCreated,
         AuditKind::UserCreated,
+        AuditKind::UserPasswordRehashed,
         AuditKind::KeyCreated,
         AuditKind::ApiKeyCreated,
         AuditKind::ApiKeyUsedAfterRevocation,

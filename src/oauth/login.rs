@@ -248,7 +248,7 @@ impl Authenticator<'_> {
         };
         let account = self.store.account_by_username(attempt.username).await?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
-        let verified = match self.passwords.verify(password, hash).await {
+        let (verified, upgraded) = match self.passwords.verify_upgrading(password, hash).await {
             Ok(v) => v,
             Err(e) => {
                 // Not checked: the attempt must not count against the person.
@@ -271,10 +271,36 @@ impl Authenticator<'_> {
             .record(&attempt, ticket, account_id, signed_in)
             .await?;
         match account {
-            Some(account) if signed_in => Ok(Outcome::SignedIn {
-                account: Box::new(account),
-                now,
-            }),
+            Some(mut account) if signed_in => {
+                if let (Some(new), Some(old)) = (upgraded, account.password_hash.as_deref()) {
+                    // The sign-in succeeds whether or not the upgrade is stored: it is
+                    // tried again at the next one.
+                    let (ip, agent) = origin;
+                    let audit = AuditEvent::new(
+                        AuditKind::UserPasswordRehashed,
+                        format!("user:{}", account.id),
+                        now,
+                    )
+                    .account(&account.id)
+                    .from_request(ip, agent);
+                    match self
+                        .store
+                        .upgrade_password_hash(&account.id, old, &new, &audit)
+                        .await
+                    {
+                        Ok(true) => account.password_hash = Some(new),
+                        Ok(false) => {}
+                        Err(e) => {
+                            crate::metrics::store_error(e.kind());
+                            tracing::warn!(error = %e, "could not store an upgraded password hash");
+                        }
+                    }
+                }
+                Ok(Outcome::SignedIn {
+                    account: Box::new(account),
+                    now,
+                })
+            }
             known => {
                 let (ip, agent) = origin;
                 let mut audit = AuditEvent::new(AuditKind::LoginFailed, "anonymous", now)

@@ -88,6 +88,16 @@ pub trait AccountStore: Send + Sync {
         account: &AccountRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Replaces the user's password hash with `new` (the same password under the configured,
+    /// stronger argon2 parameters), only if it is still `old`: a password changed meanwhile
+    /// wins. Sessions and tokens stay. Returns whether it changed.
+    async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
     /// Like [`AccountStore::update_account`], and in the same transaction ends every session
     /// of the user and revokes every grant and token issued to them (disabling a user, setting
     /// a new password). `audit` is recorded with the counts added to its details. Nothing

@@ -1203,3 +1203,62 @@ async fn a_rotated_client_secret_stops_working_within_the_client_cache_bound() {
         server.stop().await;
     }
 }
+
+/// Issue 14: a password hash made under weaker argon2 parameters than the configured ones
+/// (here 7168 KiB × 4 against the tests' 7168 KiB × 5) is replaced at the next successful
+/// sign-in, the person stays signed in and can sign in again, and a wrong password upgrades
+/// nothing. OWASP Password Storage Cheat Sheet, "Upgrading legacy hashes".
+#[tokio::test]
+async fn a_password_hash_under_weaker_argon2_parameters_is_upgraded_at_sign_in() {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = app(&server, "web", false).await;
+        let mut ada = server.user("ada").await;
+        let weak = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(7168, 4, 1, None).unwrap(),
+        )
+        .hash_password(
+            crate::support::flow::PASSWORD.as_bytes(),
+            &SaltString::generate(&mut OsRng),
+        )
+        .unwrap()
+        .to_string();
+        ada.password_hash = Some(weak.clone());
+        let audit =
+            tessera::audit::AuditEvent::new(tessera::audit::AuditKind::UserUpdated, "test", 0);
+        server
+            .state
+            .store
+            .update_account(&ada, &audit)
+            .await
+            .unwrap();
+        let stored = || async {
+            let a = server.state.store.account(&ada.id).await.unwrap().unwrap();
+            a.password_hash.unwrap()
+        };
+
+        // A wrong password: nothing changes.
+        let browser = server.browser();
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        let refused = browser.login(&page, "ada", "not the password").await;
+        assert_eq!(refused.status, 401, "{}", db.label);
+        assert_eq!(stored().await, weak, "{}", db.label);
+
+        let (_, tokens) = signed_in(&server, &web).await;
+        assert!(tokens["access_token"].is_string());
+        let upgraded = stored().await;
+        assert!(
+            upgraded.contains("m=7168,t=5,p=1"),
+            "{}: {upgraded}",
+            db.label
+        );
+        last_event(&server, "user_password_rehashed").await;
+        // The same password still works, and is not hashed again.
+        signed_in(&server, &web).await;
+        assert_eq!(stored().await, upgraded, "{}", db.label);
+        server.stop().await;
+    }
+}

@@ -233,6 +233,32 @@ impl AccountStore for SqlStore {
         tx.commit().await
     }
 
+    async fn upgrade_password_hash(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "update account set password_hash = $1 where id = $2 and password_hash = $3",
+        )
+        .bind(new)
+        .bind(id)
+        .bind(old)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.audit(audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn update_account_ending_access(
         &self,
         a: &AccountRecord,
