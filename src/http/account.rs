@@ -574,6 +574,10 @@ fn failed_page() -> Response {
 
 fn store_failed(e: StoreError) -> Response {
     crate::metrics::store_error(e.kind());
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "account page: store unavailable");
+        return super::error::unavailable_page();
+    }
     tracing::error!(error = %e, "account page: store failed");
     failed_page()
 }

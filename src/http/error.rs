@@ -18,6 +18,8 @@ use super::{pages, respond};
 pub fn log(e: &OAuthError) {
     if e.code == ErrorCode::ServerError {
         tracing::error!(error = %e, "request failed");
+    } else if e.code == ErrorCode::TemporarilyUnavailable && e.detail.is_some() {
+        tracing::warn!(error = %e, "request failed: the store is unavailable");
     } else {
         tracing::info!(error = %e, "request refused");
     }
@@ -69,6 +71,9 @@ pub fn authorize_error(app: &AppState, e: AuthorizeError, status: StatusCode) ->
                     "Something went wrong",
                     "The sign-in service could not complete the request. Please try again later.",
                 );
+            }
+            if e.code == ErrorCode::TemporarilyUnavailable {
+                return unavailable_page();
             }
             pages::error_page(
                 StatusCode::BAD_REQUEST,
@@ -156,6 +161,9 @@ impl IntoResponse for TokenError {
             _ => StatusCode::BAD_REQUEST,
         };
         let mut response = respond::json_error(status, self.error.code, &self.error.description);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER);
+        }
         // RFC 6749 §5.2: a client that tried the Authorization header gets a challenge back.
         if self.basic && self.error.code == ErrorCode::InvalidClient {
             response.headers_mut().insert(
@@ -165,6 +173,21 @@ impl IntoResponse for TokenError {
         }
         response
     }
+}
+
+/// How long a client should wait after a 503 for a store that was away (RFC 9110 §10.2.3):
+/// restarts and failovers take seconds.
+pub const RETRY_AFTER: HeaderValue = HeaderValue::from_static("2");
+
+/// The page for a person when the store is away: 503, try again in a moment.
+pub fn unavailable_page() -> Response {
+    let mut response = pages::error_page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The sign-in service is briefly unavailable. Nothing was changed. Please try again in a moment.",
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER);
+    response
 }
 
 /// Whether the request body is `application/x-www-form-urlencoded` (parameters allowed).

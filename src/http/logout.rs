@@ -149,6 +149,10 @@ fn confirm_page(
 
 fn server_error(e: anyhow::Error) -> Response {
     crate::store::count_failure(&e);
+    if crate::store::StoreError::unavailable_in(&e) {
+        tracing::warn!(error = %e, "logout failed: the store is unavailable");
+        return super::error::unavailable_page();
+    }
     tracing::error!(error = %e, "logout failed");
     pages::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,

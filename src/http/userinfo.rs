@@ -56,6 +56,18 @@ impl IntoResponse for BearerError {
             }
             BearerError::Server(e) => {
                 crate::store::count_failure(e);
+                if crate::store::StoreError::unavailable_in(e) {
+                    tracing::warn!(error = %e, "userinfo failed: the store is unavailable");
+                    let mut response = respond::json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::TemporarilyUnavailable,
+                        "the service is temporarily unavailable; retry shortly",
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, super::error::RETRY_AFTER);
+                    return response;
+                }
                 tracing::error!(error = %e, "userinfo failed");
                 return respond::json_error(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -112,6 +112,16 @@ impl OAuthError {
             .detail(anyhow::anyhow!(why))
     }
 
+    /// The store is away for a moment (RFC 6749 §4.1.2.1 and §5.2 `temporarily_unavailable`,
+    /// 503): fixed description, cause logged.
+    pub fn unavailable(detail: impl Into<anyhow::Error>) -> Self {
+        OAuthError::new(
+            ErrorCode::TemporarilyUnavailable,
+            "the service is temporarily unavailable; retry shortly",
+        )
+        .detail(detail)
+    }
+
     /// A failure of ours: fixed description, cause logged.
     pub fn server(detail: impl Into<anyhow::Error>) -> Self {
         OAuthError::new(
@@ -126,6 +136,10 @@ impl From<StoreError> for OAuthError {
     /// Where most store failures end up on their way to an answer: counted here, once.
     fn from(e: StoreError) -> Self {
         crate::metrics::store_error(e.kind());
-        OAuthError::server(e)
+        if e.is_unavailable() {
+            OAuthError::unavailable(e)
+        } else {
+            OAuthError::server(e)
+        }
     }
 }

@@ -67,6 +67,22 @@ pub enum StoreError {
 impl StoreError {
     /// A short, fixed name for metrics (`tessera_store_errors_total{kind}`): a pool that ran
     /// out of connections is told apart from a database that does not answer.
+    /// The store could not be reached or did not answer (down, restarting, locked, out of
+    /// connections): a moment later the same request may well succeed, so callers answer
+    /// 503 rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// Whether `e` is, or wraps, a store that is unavailable.
+    pub fn unavailable_in(e: &anyhow::Error) -> bool {
+        e.chain().any(|cause| {
+            cause
+                .downcast_ref::<StoreError>()
+                .is_some_and(StoreError::is_unavailable)
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             StoreError::NotFound(_) => "not_found",

@@ -13,6 +13,7 @@ mod kek;
 mod lifecycle;
 mod metrics;
 mod oidc;
+mod outage;
 mod pages;
 mod rp;
 mod security;
