@@ -238,7 +238,9 @@ async fn postgres_stopped_and_started_mid_traffic_answers_503_recovers_and_loses
     tokio::time::sleep(Duration::from_millis(800)).await;
     // `fast`: open connections are cut mid-session, as when the server goes down.
     pg.stop("fast");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Longer than the pool's acquire timeout (5 s), which retries a refused connection
+    // until then: a shorter outage only delays answers, this one must be answered 503.
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     pg.start_again();
     // Recovers by itself: tokens flow again without anyone restarting Tessera.
     let deadline = Instant::now() + Duration::from_secs(20);
