@@ -30,6 +30,9 @@ pub struct AppState {
     pub clients: Arc<crate::store::client_cache::ClientCache>,
     /// Introspection answers of active access tokens, within the bound of decision 0022.
     pub introspection: Arc<crate::http::introspection_cache::TokenCache>,
+    /// Events that a flood would repeat (refused introspection, a full hashing queue),
+    /// recorded once a minute per key by this instance.
+    pub floods: Arc<crate::audit::OncePerMinute>,
     pub clock: Clock,
 }
 
@@ -41,6 +44,7 @@ impl AppState {
             passwords: &self.passwords,
             gate: self.login_gate.as_ref(),
             kek: &self.kek,
+            floods: &self.floods,
         }
     }
 

@@ -118,10 +118,13 @@ impl Server {
             kek: kek.clone(),
             policy: config.login_throttle,
         });
-        let rate_limits = Arc::new(crate::http::rate_limit::RateLimits::new(
-            config.rate_limit_client_per_sec,
-            config.rate_limit_address_per_sec,
-        ));
+        let rate_limits = Arc::new(
+            crate::http::rate_limit::RateLimits::new(
+                config.rate_limit_client_per_sec,
+                config.rate_limit_address_per_sec,
+            )
+            .reporting_to(store.clone(), clock.clone()),
+        );
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -133,6 +136,7 @@ impl Server {
             rate_limits,
             clients: Default::default(),
             introspection,
+            floods: Default::default(),
             clock,
         };
         Ok(Server {

@@ -1,7 +1,12 @@
 //! Typed audit events. Everything security-relevant is recorded (DESIGN.md): logins, consents,
 //! tokens issued, refreshed, revoked, reuse detected, clients, users and keys changed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::Serialize;
+
+use crate::store::Store;
 
 /// What happened. The wire names are stable: operators search the trail by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,6 +33,14 @@ pub enum AuditKind {
     LoginBlocked,
     ConsentGranted,
     ConsentDenied,
+    /// An authorization code was issued (its redemption is the `token_issued` event with
+    /// `grant_type` authorization_code; a second redemption is `authorization_code_reuse`).
+    CodeIssued,
+    /// A client that may not introspect called the introspection endpoint (at most one
+    /// event a minute per client).
+    IntrospectionRefused,
+    /// A rate limit refused requests (at most one event a minute per limit and key).
+    RateLimitTripped,
     TokenIssued,
     KeyCreated,
     /// Every signing key was re-encrypted under a new key-encryption key.
@@ -68,6 +81,9 @@ impl AuditKind {
             AuditKind::LoginBlocked => "login_blocked",
             AuditKind::ConsentGranted => "consent_granted",
             AuditKind::ConsentDenied => "consent_denied",
+            AuditKind::CodeIssued => "authorization_code_issued",
+            AuditKind::IntrospectionRefused => "introspection_refused",
+            AuditKind::RateLimitTripped => "rate_limit_tripped",
             AuditKind::TokenIssued => "token_issued",
             AuditKind::KeyCreated => "key_created",
             AuditKind::KekRotated => "kek_rotated",
@@ -136,3 +152,56 @@ impl AuditEvent {
 }
 
 pub mod chain;
+
+/// Remembers when an event was last recorded per key, so that a flood (a client hammering past
+/// its limit, a misconfigured gateway) is audited once a minute per key, not once a request:
+/// the trail shows that it happened without becoming the attacker's write amplifier.
+#[derive(Debug, Default)]
+pub struct OncePerMinute {
+    last: Mutex<HashMap<String, i64>>,
+}
+
+impl OncePerMinute {
+    /// Keys remembered before the stale ones are dropped.
+    const MAX_KEYS: usize = 10_000;
+
+    /// Whether an event for `key` at `now` (unix seconds) is due, and if so notes it.
+    pub fn due(&self, key: &str, now: i64) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() >= Self::MAX_KEYS {
+            last.retain(|_, at| now - *at < 60);
+        }
+        match last.get(key) {
+            Some(at) if now - *at < 60 => false,
+            _ => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+/// Appends `event` off the request path: the answer does not wait for the write, and a
+/// failed write is logged (the store is away) rather than turned into an error.
+pub fn record_in_background(store: Arc<dyn Store>, event: AuditEvent) {
+    tokio::spawn(async move {
+        if let Err(e) = store.append_audit(&event).await {
+            crate::metrics::store_error(e.kind());
+            tracing::warn!(error = %e, kind = %event.kind, "could not record an audit event");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_per_minute_per_key() {
+        let once = OncePerMinute::default();
+        assert!(once.due("a", 1_000));
+        assert!(!once.due("a", 1_059));
+        assert!(once.due("b", 1_059));
+        assert!(once.due("a", 1_060));
+    }
+}

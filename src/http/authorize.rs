@@ -1,8 +1,10 @@
 //! Authorization endpoint: RFC 6749 §4.1.1–§4.1.2, RFC 7636 §4.3, RFC 9207, OIDC Core
 //! §3.1.2. GET and POST (Core §3.1.2.1) read the same parameters.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
@@ -15,14 +17,20 @@ use crate::store::{AccountRecord, SessionRecord};
 
 pub async fn get(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes(), AUTHORIZE_PARAMS);
-    run(&app, &headers, &params).await
+    run(&app, &headers, &params, peer).await
 }
 
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !error::is_form(&headers) {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
@@ -31,11 +39,11 @@ pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
         );
     }
     let params = Params::parse(&body, AUTHORIZE_PARAMS);
-    run(&app, &headers, &params).await
+    run(&app, &headers, &params, peer).await
 }
 
-async fn run(app: &AppState, headers: &HeaderMap, params: &Params) -> Response {
-    match step(app, headers, params).await {
+async fn run(app: &AppState, headers: &HeaderMap, params: &Params, peer: SocketAddr) -> Response {
+    match step(app, headers, params, peer).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, e, StatusCode::FOUND),
     }
@@ -45,6 +53,7 @@ async fn step(
     app: &AppState,
     headers: &HeaderMap,
     params: &Params,
+    peer: SocketAddr,
 ) -> Result<Response, AuthorizeError> {
     let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
@@ -74,7 +83,8 @@ async fn step(
         Decision::Login => login::page(app, headers, &request, &query, None),
         Decision::Consent(account) => consent::page(app, headers, &request, &query, &account),
         Decision::Issue(session, account) => {
-            issue_code(app, &request, &session, &account, now).await?
+            let origin = super::forms::request_meta(app, headers, peer);
+            issue_code(app, &request, &session, &account, now, origin).await?
         }
     })
 }
@@ -86,8 +96,9 @@ async fn issue_code(
     session: &SessionRecord,
     account: &AccountRecord,
     now: i64,
+    origin: (Option<String>, Option<String>),
 ) -> Result<Response, AuthorizeError> {
-    let code = authorize::issue_code(app.store.as_ref(), request, session, account, now)
+    let code = authorize::issue_code(app.store.as_ref(), request, session, account, now, origin)
         .await
         .map_err(|e| request.fail(e.into()))?;
     Ok(error::redirect_to_client(

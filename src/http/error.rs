@@ -162,7 +162,9 @@ impl IntoResponse for TokenError {
         };
         let mut response = respond::json_error(status, self.error.code, &self.error.description);
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, RETRY_AFTER);
         }
         // RFC 6749 §5.2: a client that tried the Authorization header gets a challenge back.
         if self.basic && self.error.code == ErrorCode::InvalidClient {
@@ -186,7 +188,9 @@ pub fn unavailable_page() -> Response {
         "Temporarily unavailable",
         "The sign-in service is briefly unavailable. Nothing was changed. Please try again in a moment.",
     );
-    response.headers_mut().insert(header::RETRY_AFTER, RETRY_AFTER);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, RETRY_AFTER);
     response
 }
 

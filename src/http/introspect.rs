@@ -18,11 +18,13 @@ use std::sync::Arc;
 use super::error::TokenError;
 use super::{client_auth, respond};
 use crate::app::AppState;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::introspection;
 
 const PARAMS: &[&str] = &["token", "token_type_hint", "client_id", "client_secret"];
+
 const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
 
 pub async fn introspect(
@@ -36,6 +38,22 @@ pub async fn introspect(
     // RFC 7662 §2.1: the caller must be authorized, which a public client (no credentials)
     // never is, whatever its registration says (one made before registration refused it).
     if !client.may_introspect || client.is_public() {
+        let now = app.clock.now();
+        // Audited once a minute per client: a misconfigured gateway may call every second.
+        if app
+            .floods
+            .due(&format!("introspection_refused:{}", client.id), now)
+        {
+            let origin = super::forms::request_meta(&app, &headers, peer);
+            let event = AuditEvent::new(
+                AuditKind::IntrospectionRefused,
+                format!("client:{}", client.id),
+                now,
+            )
+            .client(&client.id)
+            .from_request(origin.0, origin.1);
+            crate::audit::record_in_background(app.store.clone(), event);
+        }
         return Ok(respond::json_error(
             StatusCode::FORBIDDEN,
             ErrorCode::UnauthorizedClient,

@@ -195,6 +195,9 @@ impl TokenCache {
 fn harmless(kind: &str) -> bool {
     const HARMLESS: &[AuditKind] = &[
         AuditKind::TokenIssued,
+        AuditKind::CodeIssued,
+        AuditKind::IntrospectionRefused,
+        AuditKind::RateLimitTripped,
         AuditKind::LoginSucceeded,
         AuditKind::LoginFailed,
         AuditKind::LoginThrottled,

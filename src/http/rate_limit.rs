@@ -64,6 +64,9 @@ type ClientLimiter = (u32, Arc<DefaultDirectRateLimiter>);
 
 /// Every limiter of one instance.
 pub struct RateLimits {
+    /// Where trips are audited (once a minute per limit and key); none in unit tests.
+    reporter: Option<(Arc<dyn crate::store::Store>, crate::app::Clock)>,
+    reported: crate::audit::OncePerMinute,
     client_default: NonZeroU32,
     clients: Mutex<HashMap<String, ClientLimiter>>,
     address_rate: NonZeroU32,
@@ -90,12 +93,51 @@ impl RateLimits {
     pub fn new(client_per_sec: i64, address_per_sec: i64) -> RateLimits {
         let address_rate = rate(address_per_sec);
         RateLimits {
+            reporter: None,
+            reported: Default::default(),
             client_default: rate(client_per_sec),
             clients: Mutex::new(HashMap::new()),
             address_rate,
             addresses: RateLimiter::keyed(quota(address_rate)),
             checks: Default::default(),
         }
+    }
+
+    /// Audits trips into `store` from now on.
+    pub fn reporting_to(
+        mut self,
+        store: Arc<dyn crate::store::Store>,
+        clock: crate::app::Clock,
+    ) -> Self {
+        self.reporter = Some((store, clock));
+        self
+    }
+
+    /// Counts a trip, and audits it when it is the first for this limit and key this minute.
+    fn tripped(&self, e: &Exceeded, client: Option<&str>, address: Option<IpAddr>) {
+        crate::metrics::rate_limit_tripped(e.policy);
+        let Some((store, clock)) = &self.reporter else {
+            return;
+        };
+        let now = clock.now();
+        let key = format!(
+            "{}:{}",
+            e.policy,
+            client.map_or_else(
+                || address.map(|a| a.to_string()).unwrap_or_default(),
+                str::to_owned
+            )
+        );
+        if !self.reported.due(&key, now) {
+            return;
+        }
+        let actor = client.map_or_else(|| "anonymous".to_owned(), |c| format!("client:{c}"));
+        let mut event =
+            crate::audit::AuditEvent::new(crate::audit::AuditKind::RateLimitTripped, actor, now)
+                .from_request(address.map(|a| a.to_string()), None)
+                .details(serde_json::json!({ "limit": e.policy, "per_second": e.per_second }));
+        event.client_id = client.map(str::to_owned);
+        crate::audit::record_in_background(Arc::clone(store), event);
     }
 
     /// One request by client `id`, whose registration says `per_sec` (or the default).
@@ -121,7 +163,7 @@ impl RateLimits {
                     not_until.wait_time_from(DefaultClock::default().now()),
                 ),
             })
-            .inspect_err(|e| crate::metrics::rate_limit_tripped(e.policy))
+            .inspect_err(|e| self.tripped(e, Some(id), None))
     }
 
     /// One request from `addr`.
@@ -143,7 +185,7 @@ impl RateLimits {
                     not_until.wait_time_from(DefaultClock::default().now()),
                 ),
             })
-            .inspect_err(|e| crate::metrics::rate_limit_tripped(e.policy))
+            .inspect_err(|e| self.tripped(e, None, Some(addr)))
     }
 }
 

@@ -11,6 +11,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::grants::GrantType;
 use super::params::Params;
 use super::{id_token, pkce, redirect_uri, scope};
+use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::keys::KeySet;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
 use crate::store::client_cache::ClientCache;
@@ -377,6 +378,7 @@ pub async fn issue_code(
     session: &SessionRecord,
     account: &AccountRecord,
     now: i64,
+    (ip, agent): (Option<String>, Option<String>),
 ) -> Result<PlainSecret, StoreError> {
     let code = PlainSecret::generate(CODE_PREFIX);
     let grant = GrantRecord {
@@ -406,6 +408,11 @@ pub async fn issue_code(
         expires_at: now + CODE_TTL_SECS,
         consumed_at: None,
     };
-    store.insert_code(&grant, &record).await?;
+    let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{}", account.id), now)
+        .client(&request.client.id)
+        .account(&account.id)
+        .from_request(ip, agent)
+        .details(serde_json::json!({ "grant_id": grant.id, "scope": grant.scope }));
+    store.insert_code(&grant, &record, &audit).await?;
     Ok(code)
 }

@@ -220,6 +220,8 @@ pub struct Authenticator<'a> {
     pub gate: &'a dyn LoginGate,
     /// Keys the audit trail's stand-in for unknown usernames.
     pub kek: &'a Kek,
+    /// A full hashing queue is audited once a minute.
+    pub floods: &'a crate::audit::OncePerMinute,
 }
 
 impl Authenticator<'_> {
@@ -256,6 +258,21 @@ impl Authenticator<'_> {
                 return match e {
                     PasswordError::Busy => {
                         crate::metrics::rate_limit_tripped("password_hash_queue");
+                        // Audited once a minute; the metric counts every refusal.
+                        if self.floods.due("password_hash_queue", attempt.now) {
+                            let (ip, agent) = origin;
+                            let event = AuditEvent::new(
+                                AuditKind::RateLimitTripped,
+                                "anonymous",
+                                attempt.now,
+                            )
+                            .from_request(ip, agent)
+                            .details(serde_json::json!({ "limit": "password_hash_queue" }));
+                            if let Err(e) = self.store.append_audit(&event).await {
+                                crate::metrics::store_error(e.kind());
+                                tracing::warn!(error = %e, "could not record a rate limit trip");
+                            }
+                        }
                         Ok(Outcome::Busy)
                     }
                     e => Err(OAuthError::server(e)),

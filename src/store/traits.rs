@@ -161,8 +161,13 @@ pub trait ConsentStore: Send + Sync {
 /// Grants and the authorization codes that start them.
 #[async_trait]
 pub trait GrantStore: Send + Sync {
-    /// Inserts a grant and its first authorization code together.
-    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError>;
+    /// Inserts a grant, its first authorization code and `audit` together.
+    async fn insert_code(
+        &self,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Marks the code consumed and returns it, in one statement, if it exists and was not
     /// consumed before: of any number of concurrent calls for one code, at most one gets it.
     async fn consume_code(

@@ -379,3 +379,123 @@ async fn the_server_purges_on_its_interval_and_tessera_purge_runs_it_by_hand() {
         server.stop().await;
     }
 }
+
+/// The kinds of `recent` events, newest first, as a list of strings.
+async fn kinds(server: &TestServer) -> Vec<String> {
+    server
+        .state
+        .store
+        .recent_audit(200)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.kind)
+        .collect()
+}
+
+/// Waits for an event recorded off the request path.
+async fn eventually(server: &TestServer, kind: &str) -> tessera::store::AuditRecord {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let found = server
+            .state
+            .store
+            .recent_audit(200)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.event.kind == kind);
+        if let Some(found) = found {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "no {kind} event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_code_flow_records_sign_in_consent_code_and_token_with_user_client_and_source() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = server.confidential_client("web").await;
+        let ada = server.user("ada").await;
+        let url = crate::support::flow::AuthorizeUrl::new(&web);
+        server
+            .code_flow(
+                &server.browser(),
+                &web,
+                url,
+                &crate::support::flow::Pkce::new(),
+            )
+            .await;
+        let trail = server.state.store.recent_audit(20).await.unwrap();
+        for kind in [
+            "login_succeeded",
+            "consent_granted",
+            "authorization_code_issued",
+            "token_issued",
+        ] {
+            let e = &trail
+                .iter()
+                .find(|r| r.event.kind == kind)
+                .unwrap_or_else(|| panic!("{}: no {kind} in {:?}", db.label, kinds_of(&trail)))
+                .event;
+            assert_eq!(e.account_id.as_deref(), Some(ada.id.as_str()), "{kind}");
+            assert_eq!(e.client_id.as_deref(), Some("web"), "{kind}");
+            if kind != "token_issued" {
+                // The browser's steps carry its address and user agent.
+                assert_eq!(e.source_ip.as_deref(), Some("127.0.0.1"), "{kind}");
+            }
+        }
+        server.stop().await;
+    }
+}
+
+fn kinds_of(trail: &[tessera::store::AuditRecord]) -> Vec<&str> {
+    trail.iter().map(|r| r.event.kind.as_str()).collect()
+}
+
+#[tokio::test]
+async fn refused_introspection_and_tripped_rate_limits_are_audited_once_a_minute() {
+    for db in TestDb::all().await {
+        let mut config = db.config();
+        config.rate_limit_client_per_sec = 2;
+        let server = TestServer::start_with(config).await;
+        let web = server.confidential_client("web").await;
+        for _ in 0..2 {
+            let refused = server
+                .token_like("/introspect", &web, &[("token", "anything")])
+                .await;
+            assert_eq!(refused.status, 403, "{}", refused.body);
+        }
+        let e = eventually(&server, "introspection_refused").await.event;
+        assert_eq!(e.client_id.as_deref(), Some("web"), "{}", db.label);
+        assert_eq!(e.source_ip.as_deref(), Some("127.0.0.1"));
+
+        let gateway = gateway(&server).await;
+        let mut statuses = Vec::new();
+        for _ in 0..8 {
+            let res = server
+                .token(&gateway, &[("grant_type", "client_credentials")])
+                .await;
+            statuses.push(res.status);
+        }
+        assert!(statuses.contains(&429), "{}: {statuses:?}", db.label);
+        let e = eventually(&server, "rate_limit_tripped").await.event;
+        assert_eq!(e.client_id.as_deref(), Some("gateway"), "{}", db.label);
+        assert_eq!(e.details["limit"], "client");
+
+        // However many refusals, one event each this minute.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let all = kinds(&server).await;
+        for kind in ["introspection_refused", "rate_limit_tripped"] {
+            assert_eq!(
+                all.iter().filter(|k| *k == kind).count(),
+                1,
+                "{}: {kind} in {all:?}",
+                db.label
+            );
+        }
+        server.stop().await;
+    }
+}

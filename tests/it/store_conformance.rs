@@ -146,7 +146,11 @@ async fn seeded(store: &dyn Store) {
 async fn grant_with_tokens(store: &dyn Store, id: &str, account_id: &str, tokens: &[TokenRecord]) {
     let g = grant(id, account_id);
     store
-        .insert_code(&g, &code(&format!("code-{id}"), &g))
+        .insert_code(
+            &g,
+            &code(&format!("code-{id}"), &g),
+            &audit(AuditKind::CodeIssued),
+        )
         .await
         .unwrap();
     store
@@ -175,7 +179,10 @@ async fn consume_code_returns_the_code_to_exactly_one_of_many_concurrent_callers
         seeded(store.as_ref()).await;
         let g = grant("g1", ADA);
         let issued = code("the-code", &g);
-        store.insert_code(&g, &issued).await.unwrap();
+        store
+            .insert_code(&g, &issued, &audit(AuditKind::CodeIssued))
+            .await
+            .unwrap();
 
         let start = Arc::new(Barrier::new(16));
         let callers: Vec<_> = (0..16)
@@ -661,10 +668,13 @@ async fn after_commit_hook_sees_committed_events_only() {
             )
             .await
             .unwrap());
-        // A transaction without an audit event commits without telling the hook.
+        // A code is issued with its event, in one transaction.
         let g = grant("g1", ADA);
-        store.insert_code(&g, &code("c", &g)).await.unwrap();
-        assert_eq!(recorder.kinds().len(), 3, "{}", db.label);
+        store
+            .insert_code(&g, &code("c", &g), &audit(AuditKind::CodeIssued))
+            .await
+            .unwrap();
+        assert_eq!(recorder.kinds().len(), 4, "{}", db.label);
 
         // The hook sees each event as stored, counts added by the store included.
         store
@@ -685,7 +695,7 @@ async fn after_commit_hook_sees_committed_events_only() {
             .collect();
         trail.reverse();
         assert_eq!(*recorder.0.lock().unwrap(), trail, "{}", db.label);
-        assert_eq!(trail.len(), 5);
+        assert_eq!(trail.len(), 6);
     }
 }
 

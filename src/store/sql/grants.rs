@@ -62,7 +62,12 @@ pub(super) fn grant_from(row: Row<'_>) -> Result<GrantRecord, StoreError> {
 
 #[async_trait]
 impl GrantStore for SqlStore {
-    async fn insert_code(&self, grant: &GrantRecord, code: &CodeRecord) -> Result<(), StoreError> {
+    async fn insert_code(
+        &self,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
@@ -100,6 +105,7 @@ impl GrantStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(write_error("authorization code"))?;
+        tx.audit(audit).await?;
         tx.commit().await
     }
 
