@@ -10,7 +10,7 @@ use oxide_auth::primitives::scope::Scope;
 use super::error::{ErrorCode, OAuthError};
 use super::grants::GrantType;
 use super::params::Params;
-use super::{id_token, pkce, redirect_uri, scope};
+use super::{acr, id_token, pkce, redirect_uri, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::keys::KeySet;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
@@ -284,6 +284,12 @@ pub async fn validate(
         )));
     }
     let prompt = Prompt::parse(params.get("prompt")).map_err(fail)?;
+    // OIDC Core §5.5 and §5.5.1.1: a malformed `claims` parameter, or an essential `acr`
+    // that no sign-in here can prove, ends the request now.
+    let claims = acr::parse_claims(params.get("claims")).map_err(fail)?;
+    acr::Requested::parse(params.get("acr_values"), claims.as_ref())
+        .and_then(|r| r.check())
+        .map_err(fail)?;
     let max_age = match params.get("max_age") {
         None => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::grants::GrantType;
-use super::{claims, introspection, scope};
+use super::{acr, claims, introspection, scope};
 use crate::crypto::keys::ALGS;
 use crate::paths;
 
@@ -35,6 +35,7 @@ pub fn metadata(issuer: &str) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "claims_supported": claims::SUPPORTED,
+        "acr_values_supported": acr::SUPPORTED,
         "claims_parameter_supported": false,
         "request_parameter_supported": false,
         "request_uri_parameter_supported": false,

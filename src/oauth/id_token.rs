@@ -1,5 +1,5 @@
 //! ID tokens, OIDC Core §2 and §3.1.3.6: `iss`, `sub`, `aud`, `exp`, `iat`, `auth_time`,
-//! `nonce` (only when the request had one), `amr`, and `at_hash`; signed with the client's
+//! `nonce` (only when the request had one), `amr`, `acr`, and `at_hash`; signed with the client's
 //! registered algorithm, `kid` and `typ: JWT` in the header. Claims that the `profile`,
 //! `email`, `address` and `phone` scopes ask for come from `/userinfo` in the code flow
 //! (Core §5.4), so they are not repeated here.
@@ -42,6 +42,9 @@ impl IdToken<'_> {
         }
         if !self.amr.is_empty() {
             let _ = p.set_claim("amr", Some(json!(self.amr)));
+        }
+        if let Some(acr) = super::acr::of_session(self.amr) {
+            let _ = p.set_claim("acr", Some(json!(acr)));
         }
         if let Some(nonce) = self.nonce {
             let _ = p.set_claim("nonce", Some(json!(nonce)));

@@ -3,6 +3,7 @@
 //! Rules get a [`Context`] with exactly what they may use (the store, the signer, the token
 //! policy, the issuer), never the whole application state.
 
+pub mod acr;
 pub mod api_keys;
 pub mod authorize;
 pub mod claims;

@@ -685,3 +685,104 @@ async fn userinfo_refuses_a_token_whose_grant_was_revoked_rfc6750_3_1() {
         .unwrap()
         .contains("invalid_token"));
 }
+
+/// NIST SP 800-63B AAL1, the level a password sign-in proves (decision 0024).
+const AAL1: &str = "http://idmanagement.gov/ns/assurance/aal/1";
+
+#[tokio::test]
+async fn id_token_carries_acr_and_amr_of_the_sign_in_oidc_2_rfc8176() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        server.user("ada").await;
+        // acr_values is a preference (Core §3.1.2.1): one that cannot be met changes nothing.
+        for url in [
+            AuthorizeUrl::new(&client),
+            AuthorizeUrl::new(&client).set("acr_values", &format!("urn:example:mfa {AAL1}")),
+            AuthorizeUrl::new(&client).set("acr_values", "urn:example:mfa"),
+        ] {
+            let t = tokens(&server, &client, url, &Pkce::new()).await;
+            let (claims, _) = verify(&server, t["id_token"].as_str().unwrap()).await;
+            assert_eq!(
+                claims.claim("acr"),
+                Some(&serde_json::json!(AAL1)),
+                "{}",
+                db.label
+            );
+            assert_eq!(claims.claim("amr"), Some(&serde_json::json!(["pwd"])));
+        }
+        let metadata: serde_json::Value = http()
+            .get(server.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(metadata["acr_values_supported"], serde_json::json!([AAL1]));
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_essential_acr_that_cannot_be_met_is_unmet_authentication_requirements_oidc_5_5_1_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        server.user("ada").await;
+        let claims = r#"{"id_token":{"acr":{"essential":true,"values":["urn:example:mfa"]}}}"#;
+        let url = AuthorizeUrl::new(&client)
+            .pkce(&Pkce::new())
+            .set("claims", claims)
+            .set("state", "s-1");
+        let res = server.browser().get(&url.path()).await;
+        assert_eq!(res.status, 302, "{}: {}", db.label, res.body);
+        let params = res.redirect_params();
+        assert_eq!(params["error"], "unmet_authentication_requirements");
+        assert_eq!(params["state"], "s-1");
+        assert!(!params.contains_key("code"));
+
+        // The level Tessera proves, asked for as essential, is met.
+        let met = format!(r#"{{"id_token":{{"acr":{{"essential":true,"value":"{AAL1}"}}}}}}"#);
+        let t = tokens(
+            &server,
+            &client,
+            AuthorizeUrl::new(&client).set("claims", &met),
+            &Pkce::new(),
+        )
+        .await;
+        let (claims, _) = verify(&server, t["id_token"].as_str().unwrap()).await;
+        assert_eq!(
+            claims.claim("acr"),
+            Some(&serde_json::json!(AAL1)),
+            "{}",
+            db.label
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_claims_parameter_is_invalid_request_oidc_5_5() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let client = server.confidential_client("web").await;
+    for claims in [
+        "not json",
+        "[]",
+        r#"{"id_token":"acr"}"#,
+        r#"{"userinfo":{"email":true}}"#,
+    ] {
+        let url = AuthorizeUrl::new(&client)
+            .pkce(&Pkce::new())
+            .set("claims", claims);
+        let res = server.browser().get(&url.path()).await;
+        assert_eq!(res.status, 302, "{claims}: {}", res.body);
+        assert_eq!(
+            res.redirect_params()["error"],
+            "invalid_request",
+            "{claims}"
+        );
+    }
+    server.stop().await;
+}
