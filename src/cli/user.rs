@@ -98,6 +98,21 @@ pub struct ClaimArgs {
     /// E.164 is recommended, e.g. +44 20 7946 0000.
     #[arg(long = "phone")]
     phone_number: Option<String>,
+    /// The whole postal address as it is displayed (OIDC Core §5.1.1 `formatted`).
+    #[arg(long = "address-formatted")]
+    address_formatted: Option<String>,
+    #[arg(long = "street-address")]
+    street_address: Option<String>,
+    /// City or locality.
+    #[arg(long)]
+    locality: Option<String>,
+    /// State, province, prefecture or region.
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long = "postal-code")]
+    postal_code: Option<String>,
+    #[arg(long)]
+    country: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -362,6 +377,15 @@ fn apply_claims(claims: &mut StandardClaims, args: ClaimArgs) {
     set(&mut claims.zoneinfo, args.zoneinfo);
     set(&mut claims.locale, args.locale);
     set(&mut claims.phone_number, args.phone_number);
+    let mut address = claims.address.take().unwrap_or_default();
+    set(&mut address.formatted, args.address_formatted);
+    set(&mut address.street_address, args.street_address);
+    set(&mut address.locality, args.locality);
+    set(&mut address.region, args.region);
+    set(&mut address.postal_code, args.postal_code);
+    set(&mut address.country, args.country);
+    // An address with no part left is no address (Core §5.1.1 has no empty one).
+    claims.address = (address != Default::default()).then_some(address);
     // A verification flag says something about one value; it goes when the value goes.
     if claims.email.is_none() {
         claims.email_verified = None;
@@ -383,6 +407,29 @@ fn check_claims(claims: &StandardClaims) -> Result<(), CliError> {
             )));
         }
     }
+    for (flag, url) in [
+        ("--profile", &claims.profile),
+        ("--picture", &claims.picture),
+        ("--website", &claims.website),
+    ] {
+        // Core §5.1: URLs a relying party will link to or load; nothing but http(s).
+        if let Some(url) = url {
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            if !ok {
+                return Err(CliError::new(format!(
+                    "{flag} `{url}` is not an http(s) URL"
+                )));
+            }
+        }
+    }
+    if let Some(birthdate) = &claims.birthdate {
+        if !birthdate_ok(birthdate) {
+            return Err(CliError::new(format!(
+                "--birthdate `{birthdate}` must be YYYY-MM-DD, YYYY, or 0000-MM-DD (OIDC Core §5.1)"
+            )));
+        }
+    }
     if claims.email.is_none() && claims.email_verified == Some(true) {
         return Err(CliError::new("--email-verified needs --email"));
     }
@@ -390,6 +437,21 @@ fn check_claims(claims: &StandardClaims) -> Result<(), CliError> {
         return Err(CliError::new("--phone-verified needs --phone"));
     }
     Ok(())
+}
+
+/// Core §5.1 `birthdate`: ISO 8601 YYYY-MM-DD, a year alone, or 0000 for an undisclosed
+/// year.
+fn birthdate_ok(value: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_digit());
+    match value.split('-').collect::<Vec<_>>()[..] {
+        [y] => digits(y, 4),
+        [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => {
+            let month = m.parse::<u8>().unwrap_or(0);
+            let day = d.parse::<u8>().unwrap_or(0);
+            (1..=12).contains(&month) && (1..=31).contains(&day)
+        }
+        _ => false,
+    }
 }
 
 /// Adds and removes role or group names, keeping the list sorted and without repeats. A name
@@ -465,4 +527,26 @@ fn describe(a: &AccountRecord) -> String {
         a.roles.join(" "),
         a.groups.join(" "),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn birthdates_as_oidc_5_1_allows() {
+        for ok in ["1815-12-10", "1815", "0000-12-10"] {
+            assert!(birthdate_ok(ok), "{ok}");
+        }
+        for bad in [
+            "10/12/1815",
+            "1815-13-10",
+            "1815-12",
+            "18151210",
+            "1815-12-1x",
+            "",
+        ] {
+            assert!(!birthdate_ok(bad), "{bad}");
+        }
+    }
 }

@@ -21,7 +21,11 @@ pub fn for_scope(account: &AccountRecord, scope: &[&str]) -> Map<String, Value> 
         put("family_name", json!(c.family_name));
         put("middle_name", json!(c.middle_name));
         put("nickname", json!(c.nickname));
-        put("preferred_username", json!(c.preferred_username));
+        // Core §5.1: the name the person wants to be shown as; the username until they say.
+        put(
+            "preferred_username",
+            json!(c.preferred_username.as_ref().unwrap_or(&account.username)),
+        );
         put("profile", json!(c.profile));
         put("picture", json!(c.picture));
         put("website", json!(c.website));
@@ -129,5 +133,33 @@ mod tests {
         );
         let phone = for_scope(&ada(), &["phone"]);
         assert_eq!(phone["phone_number"], "+1 555");
+    }
+
+    #[test]
+    fn preferred_username_defaults_to_the_username_oidc_5_1() {
+        assert_eq!(for_scope(&ada(), &["profile"])["preferred_username"], "ada");
+        let mut chosen = ada();
+        chosen.claims.preferred_username = Some("Countess".into());
+        assert_eq!(
+            for_scope(&chosen, &["profile"])["preferred_username"],
+            "Countess"
+        );
+        assert!(!for_scope(&ada(), &["email"]).contains_key("preferred_username"));
+    }
+
+    #[test]
+    fn the_address_scope_releases_the_structured_address_oidc_5_1_1() {
+        let mut a = ada();
+        a.claims.address = Some(crate::store::Address {
+            locality: Some("London".into()),
+            country: Some("GB".into()),
+            ..Default::default()
+        });
+        let out = for_scope(&a, &["address"]);
+        assert_eq!(
+            out["address"],
+            json!({ "locality": "London", "country": "GB" })
+        );
+        assert!(!for_scope(&a, &["profile"]).contains_key("address"));
     }
 }

@@ -552,3 +552,102 @@ async fn cli_migrate_applies_migrations_and_is_idempotent() {
         }
     }
 }
+
+/// OIDC Core §5.1 and §5.1.1: every standard claim can be set from the CLI, the address as
+/// its structured parts, and malformed ones are refused with one line and no change.
+#[tokio::test]
+async fn cli_sets_every_standard_claim_and_refuses_malformed_ones_oidc_5_1() {
+    for db in TestDb::all().await {
+        let created = db.tessera_with_stdin(
+            &[
+                "user",
+                "create",
+                "--username",
+                "ada",
+                "--password-stdin",
+                "--json",
+            ],
+            Some("a long enough password\n"),
+        );
+        assert!(created.ok(), "{}", created.stderr());
+        let set = db.tessera(&[
+            "user",
+            "update",
+            "ada",
+            "--nickname",
+            "Countess",
+            "--middle-name",
+            "Augusta",
+            "--profile",
+            "https://example.com/ada",
+            "--picture",
+            "https://example.com/ada.png",
+            "--website",
+            "https://ada.example",
+            "--gender",
+            "female",
+            "--birthdate",
+            "1815-12-10",
+            "--zoneinfo",
+            "Europe/London",
+            "--locale",
+            "en-GB",
+            "--phone",
+            "+44 20 7946 0000",
+            "--phone-verified",
+            "true",
+            "--street-address",
+            "12 St James's Square",
+            "--locality",
+            "London",
+            "--postal-code",
+            "SW1Y 4JH",
+            "--country",
+            "GB",
+            "--json",
+        ]);
+        assert!(set.ok(), "{}: {}", db.label, set.stderr());
+        let shown = db.tessera(&["user", "show", "ada", "--json"]).json();
+        let c = &shown["claims"];
+        assert_eq!(c["nickname"], "Countess", "{}", db.label);
+        assert_eq!(c["birthdate"], "1815-12-10");
+        assert_eq!(c["phone_number_verified"], true);
+        assert_eq!(
+            c["address"],
+            serde_json::json!({
+                "street_address": "12 St James's Square",
+                "locality": "London",
+                "postal_code": "SW1Y 4JH",
+                "country": "GB"
+            })
+        );
+        for bad in [
+            ["--birthdate", "10/12/1815"],
+            ["--picture", "javascript:alert(1)"],
+            ["--website", "ada.example"],
+        ] {
+            let refused = db.tessera(&["user", "update", "ada", bad[0], bad[1]]);
+            assert!(!refused.ok(), "{bad:?} accepted");
+            assert!(refused.stderr().contains(bad[0]), "{}", refused.stderr());
+        }
+        let unchanged = db.tessera(&["user", "show", "ada", "--json"]).json();
+        assert_eq!(unchanged["claims"], shown["claims"], "{}", db.label);
+        // Emptying every part removes the address.
+        let cleared = db.tessera(&[
+            "user",
+            "update",
+            "ada",
+            "--street-address",
+            "",
+            "--locality",
+            "",
+            "--postal-code",
+            "",
+            "--country",
+            "",
+        ]);
+        assert!(cleared.ok(), "{}", cleared.stderr());
+        let after = db.tessera(&["user", "show", "ada", "--json"]).json();
+        assert!(after["claims"].get("address").is_none(), "{after}");
+    }
+}
