@@ -396,6 +396,7 @@ pub async fn issue_code(
         amr: session.amr.clone(),
         created_at: now,
         revoked_at: None,
+        sid: session.sid.clone(),
     };
     let record = CodeRecord {
         digest: code.digest(),
@@ -413,6 +414,7 @@ pub async fn issue_code(
         created_at: now,
         expires_at: now + CODE_TTL_SECS,
         consumed_at: None,
+        sid: session.sid.clone(),
     };
     let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{}", account.id), now)
         .client(&request.client.id)

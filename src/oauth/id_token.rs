@@ -19,6 +19,9 @@ pub struct IdToken<'a> {
     pub auth_time: i64,
     pub nonce: Option<&'a str>,
     pub amr: &'a [String],
+    /// OIDC Front-Channel and Back-Channel Logout §2: the session, for the relying party to
+    /// match logout requests against.
+    pub sid: Option<&'a str>,
     pub access_token: &'a str,
     pub now: i64,
     pub ttl: i64,
@@ -45,6 +48,9 @@ impl IdToken<'_> {
         }
         if let Some(acr) = super::acr::of_session(self.amr) {
             let _ = p.set_claim("acr", Some(json!(acr)));
+        }
+        if let Some(sid) = self.sid {
+            let _ = p.set_claim("sid", Some(json!(sid)));
         }
         if let Some(nonce) = self.nonce {
             let _ = p.set_claim("nonce", Some(json!(nonce)));

@@ -373,6 +373,7 @@ pub async fn start_session(
         amr: vec!["pwd".to_owned()],
         created_at: now,
         expires_at: now + ttl,
+        sid: Some(crate::oauth::grants::new_jti()),
     };
     let mut audit = AuditEvent::new(
         AuditKind::LoginSucceeded,

@@ -294,6 +294,8 @@ pub struct SessionRecord {
     pub amr: Vec<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    /// The public session id (OIDC `sid`); `None` for sessions from before it existed.
+    pub sid: Option<String>,
 }
 
 /// One authorization of a client by a user; codes and tokens hang off it.
@@ -307,6 +309,8 @@ pub struct GrantRecord {
     pub amr: Vec<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// The browser session that granted it (OIDC `sid`), if any.
+    pub sid: Option<String>,
 }
 
 /// An authorization code. Single use: see [`GrantStore::consume_code`].
@@ -327,6 +331,8 @@ pub struct CodeRecord {
     pub created_at: i64,
     pub expires_at: i64,
     pub consumed_at: Option<i64>,
+    /// The browser session it was issued in (OIDC `sid`), if any.
+    pub sid: Option<String>,
 }
 
 /// What a token is.

@@ -786,3 +786,82 @@ async fn a_malformed_claims_parameter_is_invalid_request_oidc_5_5() {
     }
     server.stop().await;
 }
+
+async fn sid_of(server: &TestServer, tokens: &serde_json::Value) -> String {
+    let (claims, _) = server
+        .verify_jwt(tokens["id_token"].as_str().unwrap())
+        .await;
+    claims
+        .claim("sid")
+        .and_then(|s| s.as_str())
+        .unwrap()
+        .to_owned()
+}
+
+/// OIDC Back-Channel Logout 1.0 §2 (and Front-Channel §2): ID tokens carry the session's
+/// `sid`, the same for every client the browser signs into, kept when a refresh makes a new
+/// ID token, and different for another session.
+#[tokio::test]
+async fn id_tokens_carry_the_sessions_sid_backchannel_logout_2() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = server
+            .client_with("web", false, |c| {
+                c.scope = "openid offline_access".into();
+            })
+            .await;
+        let other = server.confidential_client("other").await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let url = AuthorizeUrl::new(&web)
+            .set("scope", "openid offline_access")
+            .set("prompt", "consent");
+        let first = tokens_in(&server, &browser, &web, url, &Pkce::new()).await;
+        let sid = sid_of(&server, &first).await;
+        assert!(sid.len() >= 22, "{}: {sid}", db.label);
+        let second = tokens_in(
+            &server,
+            &browser,
+            &other,
+            AuthorizeUrl::new(&other),
+            &Pkce::new(),
+        )
+        .await;
+        assert_eq!(
+            sid_of(&server, &second).await,
+            sid,
+            "{}: one session, one sid",
+            db.label
+        );
+        let refreshed = server
+            .token(
+                &web,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", first["refresh_token"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+        assert_eq!(
+            sid_of(&server, &refreshed.json()).await,
+            sid,
+            "{}",
+            db.label
+        );
+        let elsewhere = tokens(
+            &server,
+            &web,
+            AuthorizeUrl::new(&web).set("scope", "openid"),
+            &Pkce::new(),
+        )
+        .await;
+        assert_ne!(
+            sid_of(&server, &elsewhere).await,
+            sid,
+            "{}: another session",
+            db.label
+        );
+        server.stop().await;
+    }
+}

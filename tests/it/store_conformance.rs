@@ -77,6 +77,7 @@ fn grant(id: &str, account_id: &str) -> GrantRecord {
         amr: vec!["pwd".into()],
         created_at: 2_000,
         revoked_at: None,
+        sid: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn code(value: &str, grant: &GrantRecord) -> CodeRecord {
         created_at: 2_000,
         expires_at: 2_060,
         consumed_at: None,
+        sid: None,
     }
 }
 
@@ -125,6 +127,7 @@ fn session(value: &str, account_id: &str) -> SessionRecord {
         amr: vec!["pwd".into()],
         created_at: 2_000,
         expires_at: 1_000_000,
+        sid: None,
     }
 }
 

@@ -91,6 +91,7 @@ pub async fn redeem(
                 auth_time: record.auth_time,
                 amr: &record.amr,
                 nonce: record.nonce.as_deref(),
+                sid: record.sid.as_deref(),
             }),
         },
         now,

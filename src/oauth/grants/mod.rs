@@ -93,6 +93,8 @@ pub struct IdTokenPlan<'a> {
     pub auth_time: i64,
     pub amr: &'a [String],
     pub nonce: Option<&'a str>,
+    /// The browser session (Front-/Back-Channel Logout §2 `sid`), if known.
+    pub sid: Option<&'a str>,
 }
 
 /// Tokens ready to store (in one transaction, by the caller) and to hand out.
@@ -204,6 +206,7 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
                 auth_time: id.auth_time,
                 nonce: id.nonce,
                 amr: id.amr,
+                sid: id.sid,
                 access_token: access_token.expose(),
                 now,
                 ttl: policy.id_token_ttl,

@@ -99,6 +99,7 @@ pub async fn rotate(
                 auth_time: grant.auth_time.unwrap_or(grant.created_at),
                 amr: &grant.amr,
                 nonce: None,
+                sid: grant.sid.as_deref(),
             }),
         },
         now,

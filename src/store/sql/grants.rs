@@ -11,7 +11,7 @@ use crate::store::{CodeRecord, GrantRecord, GrantStore, StoreError};
 macro_rules! code_columns {
     () => {
         "digest, grant_id, client_id, account_id, redirect_uri, scope, nonce, code_challenge, \
-         auth_time, amr, created_at, expires_at, consumed_at"
+         auth_time, amr, created_at, expires_at, consumed_at, sid"
     };
 }
 
@@ -31,12 +31,13 @@ fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
         created_at: row.get("created_at")?,
         expires_at: row.get("expires_at")?,
         consumed_at: row.get("consumed_at")?,
+        sid: row.get("sid")?,
     })
 }
 
 macro_rules! grant_columns {
     () => {
-        "id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at"
+        "id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at, sid"
     };
 }
 
@@ -57,6 +58,7 @@ pub(super) fn grant_from(row: Row<'_>) -> Result<GrantRecord, StoreError> {
         amr: row.opt_json_list("amr")?,
         created_at: row.get("created_at")?,
         revoked_at: row.get("revoked_at")?,
+        sid: row.get("sid")?,
     })
 }
 
@@ -71,7 +73,7 @@ impl GrantStore for SqlStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
-             revoked_at) values ($1, $2, $3, $4, $5, $6, $7, $8)",
+             revoked_at, sid) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&grant.id)
         .bind(&grant.client_id)
@@ -81,13 +83,14 @@ impl GrantStore for SqlStore {
         .bind(to_json(&grant.amr)?)
         .bind(grant.created_at)
         .bind(grant.revoked_at)
+        .bind(&grant.sid)
         .execute(&mut *tx)
         .await
         .map_err(write_error("grant"))?;
         sqlx::query(concat!(
             "insert into authorization_code (",
             code_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(code.digest.as_bytes())
         .bind(&code.grant_id)
@@ -102,6 +105,7 @@ impl GrantStore for SqlStore {
         .bind(code.created_at)
         .bind(code.expires_at)
         .bind(code.consumed_at)
+        .bind(&code.sid)
         .execute(&mut *tx)
         .await
         .map_err(write_error("authorization code"))?;

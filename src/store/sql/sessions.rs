@@ -17,6 +17,7 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         amr: row.json_list("amr")?,
         created_at: row.get("created_at")?,
         expires_at: row.get("expires_at")?,
+        sid: row.get("sid")?,
     })
 }
 
@@ -37,8 +38,8 @@ impl SessionStore for SqlStore {
                 .map_err(StoreError::Unavailable)?;
         }
         sqlx::query(
-            "insert into session (id_digest, account_id, auth_time, amr, created_at, expires_at) \
-             values ($1, $2, $3, $4, $5, $6)",
+            "insert into session (id_digest, account_id, auth_time, amr, created_at, expires_at, \
+             sid) values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(session.id_digest.as_bytes())
         .bind(&session.account_id)
@@ -46,6 +47,7 @@ impl SessionStore for SqlStore {
         .bind(to_json(&session.amr)?)
         .bind(session.created_at)
         .bind(session.expires_at)
+        .bind(&session.sid)
         .execute(&mut *tx)
         .await
         .map_err(write_error("session"))?;
@@ -67,7 +69,7 @@ impl SessionStore for SqlStore {
         now: i64,
     ) -> Result<Option<SessionRecord>, StoreError> {
         sqlx::query(
-            "select id_digest, account_id, auth_time, amr, created_at, expires_at from session \
+            "select id_digest, account_id, auth_time, amr, created_at, expires_at, sid from session \
              where id_digest = $1 and expires_at > $2",
         )
         .bind(digest.as_bytes())
