@@ -5,6 +5,7 @@
 mod apikey;
 mod audit;
 mod client;
+mod doctor;
 mod kek;
 mod keys;
 mod user;
@@ -59,6 +60,12 @@ enum Command {
     /// Delete expired codes, sessions, tokens and grants, and audit events past retention,
     /// now (the server also does it every purge_interval_secs).
     Purge {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check this deployment against RFC 9700 and OWASP: findings by severity; exits
+    /// non-zero when one is high.
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -126,6 +133,7 @@ pub fn main() -> ExitCode {
             Some(Command::Kek(c)) => kek::run(&config, c).await,
             Some(Command::Audit(c)) => audit::run(&config, c).await,
             Some(Command::Purge { json }) => purge(&config, json).await,
+            Some(Command::Doctor { json }) => doctor::run(&config, json).await,
         }
     });
     match outcome {

@@ -479,6 +479,43 @@ pub struct AuditFilter {
     pub limit: i64,
 }
 
+/// The schema's migrations as the store records them against those this binary carries
+/// ([`SqlStore::migration_status`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationStatus {
+    /// Versions this binary carries, in order.
+    pub known: Vec<i64>,
+    /// Versions the store records as applied, in order.
+    pub applied: Vec<i64>,
+    /// Applied versions whose recorded checksum is not this binary's: the file was edited
+    /// after it ran somewhere.
+    pub changed: Vec<i64>,
+    /// A migration that started and did not finish.
+    pub failed: Option<i64>,
+}
+
+impl MigrationStatus {
+    /// Known, not applied yet.
+    pub fn pending(&self) -> Vec<i64> {
+        let applied = &self.applied;
+        self.known
+            .iter()
+            .copied()
+            .filter(|v| !applied.contains(v))
+            .collect()
+    }
+
+    /// Applied, unknown to this binary: the store was migrated by a newer Tessera.
+    pub fn unknown(&self) -> Vec<i64> {
+        let known = &self.known;
+        self.applied
+            .iter()
+            .copied()
+            .filter(|v| !known.contains(v))
+            .collect()
+    }
+}
+
 /// One connection attempt, answering as soon as the server does (or refuses): start-up
 /// retries with this instead of waiting out a pool's acquire timeout on every attempt.
 pub async fn probe(url: &DatabaseUrl) -> Result<(), StoreError> {

@@ -44,7 +44,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::row::{corrupt, Row};
-use super::{AfterCommit, Backend, LogAuditEvents, PoolStatus, Store, StoreError};
+use super::{AfterCommit, Backend, LogAuditEvents, MigrationStatus, PoolStatus, Store, StoreError};
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 
@@ -85,11 +85,38 @@ impl SqlStore {
         url: &DatabaseUrl,
         hook: Arc<dyn AfterCommit>,
     ) -> Result<SqlStore, StoreError> {
+        let store = SqlStore::connect(url, hook, true).await?;
+        if store.backend == Backend::Sqlite {
+            // Readers do not block the writer and vice versa; the mode is stored in the file.
+            sqlx::query("pragma journal_mode = wal")
+                .execute(&store.pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        store.migrator().run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// Connects and changes nothing: no migration, no SQLite file or folder created where
+    /// none is, no journal mode set. For `tessera doctor`, which inspects a deployment and
+    /// must not repair it behind the operator's back; check [`SqlStore::migration_status`]
+    /// before reading records, which assume the current schema.
+    pub async fn open_unmigrated(url: &DatabaseUrl) -> Result<SqlStore, StoreError> {
+        SqlStore::connect(url, Arc::new(LogAuditEvents), false).await
+    }
+
+    async fn connect(
+        url: &DatabaseUrl,
+        hook: Arc<dyn AfterCommit>,
+        create: bool,
+    ) -> Result<SqlStore, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.is_postgres() {
             (Backend::Postgres, url.as_str().to_owned())
-        } else {
+        } else if create {
             (Backend::Sqlite, prepare_sqlite(url.as_str())?)
+        } else {
+            (Backend::Sqlite, existing_sqlite(url.as_str()))
         };
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
@@ -110,18 +137,6 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
-        if backend == Backend::Sqlite {
-            // Readers do not block the writer and vice versa; the mode is stored in the file.
-            sqlx::query("pragma journal_mode = wal")
-                .execute(&pool)
-                .await
-                .map_err(StoreError::Unavailable)?;
-        }
-        let migrator = match backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&pool).await?;
         Ok(SqlStore {
             pool,
             backend,
@@ -129,6 +144,76 @@ impl SqlStore {
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
             writes: Arc::default(),
         })
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The migrations this binary knows against those the store records as applied, read
+    /// without taking the migration lock or creating sqlx's bookkeeping table.
+    pub async fn migration_status(&self) -> Result<MigrationStatus, StoreError> {
+        use sqlx::migrate::Migrate;
+        let known: Vec<(i64, Vec<u8>)> = self
+            .migrator()
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        let mut status = MigrationStatus {
+            known: known.iter().map(|(v, _)| *v).collect(),
+            ..MigrationStatus::default()
+        };
+        let mut conn = self.pool.acquire().await.map_err(StoreError::Unavailable)?;
+        // sqlx creates its table with the first migration, and asking it about a store
+        // without one would fail: no table means nothing applied.
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                "select count(*) from sqlite_master \
+                 where type = 'table' and name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "select cast(case when to_regclass('_sqlx_migrations') is null then 0 else 1 end \
+                 as bigint)"
+            }
+        };
+        let tables: i64 = sqlx::query_scalar(exists)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if tables == 0 {
+            return Ok(status);
+        }
+        for applied in conn.list_applied_migrations().await? {
+            status.applied.push(applied.version);
+            let same = known
+                .iter()
+                .any(|(v, sum)| *v == applied.version && sum[..] == applied.checksum[..]);
+            if !same && status.known.contains(&applied.version) {
+                status.changed.push(applied.version);
+            }
+        }
+        status.failed = conn.dirty_version().await?;
+        Ok(status)
+    }
+
+    /// The database server's clock, in Unix seconds with a fraction; `None` on SQLite,
+    /// whose clock is this host's.
+    pub async fn database_time(&self) -> Result<Option<f64>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            return Ok(None);
+        }
+        // `clock_timestamp()`, not `now()`: the latter is the transaction's start.
+        let time: f64 = sqlx::query_scalar(
+            "select cast(extract(epoch from clock_timestamp()) as double precision)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        Ok(Some(time))
     }
 
     /// Starts a transaction. Its first statement should be a write (see the module comment).
@@ -189,6 +274,11 @@ fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
     } else {
         format!("{url}?mode=rwc")
     })
+}
+
+/// The URL of a SQLite file that must already exist: `mode=rwc` would create an empty one.
+fn existing_sqlite(url: &str) -> String {
+    url.replace("mode=rwc", "mode=rw")
 }
 
 /// A transaction that remembers the audit events it wrote, so that the hook hears of them
