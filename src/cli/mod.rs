@@ -8,6 +8,7 @@ mod client;
 mod doctor;
 mod kek;
 mod keys;
+mod session;
 mod user;
 
 use std::path::PathBuf;
@@ -54,6 +55,9 @@ enum Command {
     /// The key-encryption key that protects signing keys at rest.
     #[command(subcommand)]
     Kek(kek::KekCommand),
+    /// Users' browser sessions: list them, end one.
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// The audit trail: tail, search, export, verify its hash chain.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -132,6 +136,7 @@ pub fn main() -> ExitCode {
             Some(Command::Keys(c)) => keys::run(&config, c).await,
             Some(Command::Kek(c)) => kek::run(&config, c).await,
             Some(Command::Audit(c)) => audit::run(&config, c).await,
+            Some(Command::Session(c)) => session::run(&config, c).await,
             Some(Command::Purge { json }) => purge(&config, json).await,
             Some(Command::Doctor { json }) => doctor::run(&config, json).await,
         }

@@ -129,6 +129,22 @@ pub trait SessionStore: Send + Sync {
     async fn session(&self, digest: &Digest, now: i64)
         -> Result<Option<SessionRecord>, StoreError>;
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
+    /// The user's sessions that have not expired at `now`, newest first.
+    async fn sessions_of(
+        &self,
+        account_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Ends the session with public id `sid` and, with `grants`, revokes every grant made in
+    /// it and their tokens; records `audit` with the counts in its details, in one
+    /// transaction. `NotFound` when no such session exists.
+    async fn end_session(
+        &self,
+        sid: &str,
+        grants: bool,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError>;
     /// Counts a failed login against the user (if the username exists) and records `audit`.
     async fn record_failed_login(
         &self,

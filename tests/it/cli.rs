@@ -1,6 +1,8 @@
 //! The admin CLI, run as a process against each backend: it creates, lists, shows, updates
 //! and deletes clients and users, and refuses bad input with one clear line and no change.
 
+use std::time::Duration;
+
 use tessera::crypto::token::Digest;
 use tessera::store;
 
@@ -649,5 +651,95 @@ async fn cli_sets_every_standard_claim_and_refuses_malformed_ones_oidc_5_1() {
         assert!(cleared.ok(), "{}", cleared.stderr());
         let after = db.tessera(&["user", "show", "ada", "--json"]).json();
         assert!(after["claims"].get("address").is_none(), "{after}");
+    }
+}
+
+/// Issue 15, session management: `tessera session list` shows a user's sessions by their
+/// `sid` (the one in ID tokens); `session revoke` ends one (the browser must sign in again,
+/// what it authorized lives on), and with `--grants` also revokes what it authorized.
+#[tokio::test]
+async fn cli_lists_and_revokes_sessions_by_sid() {
+    use crate::support::flow::{gateway, introspect, AuthorizeUrl, Pkce};
+    for db in TestDb::all().await {
+        let server = crate::support::TestServer::start(&db).await;
+        let web = server
+            .client_with("web", false, |c| {
+                c.scope = "openid offline_access".into();
+            })
+            .await;
+        let gateway = gateway(&server).await;
+        server.user("ada").await;
+        let url = || {
+            AuthorizeUrl::new(&web)
+                .set("scope", "openid offline_access")
+                .set("prompt", "consent")
+        };
+        let browser = server.browser();
+        let first = server.code_flow(&browser, &web, url(), &Pkce::new()).await;
+        let (claims, _) = server.verify_jwt(first["id_token"].as_str().unwrap()).await;
+        let sid = claims.claim("sid").unwrap().as_str().unwrap().to_owned();
+
+        let listed = db
+            .tessera(&["session", "list", "--user", "ada", "--json"])
+            .json();
+        assert_eq!(
+            listed.as_array().unwrap().len(),
+            1,
+            "{}: {listed}",
+            db.label
+        );
+        assert_eq!(listed[0]["sid"], sid.as_str());
+
+        // Ended alone: the browser signs in again, the tokens it got still work.
+        let ended = db.tessera(&["session", "revoke", &sid, "--json"]).json();
+        assert_eq!(ended["grants_revoked"], 0);
+        let page = browser.get(&url().pkce(&Pkce::new()).path()).await;
+        assert!(page.body.contains("name=\"password\""), "{}", db.label);
+        let refresh = |tokens: &serde_json::Value| {
+            let token = tokens["refresh_token"].as_str().unwrap().to_owned();
+            let (server, web) = (&server, &web);
+            async move {
+                server
+                    .token(
+                        web,
+                        &[("grant_type", "refresh_token"), ("refresh_token", &token)],
+                    )
+                    .await
+            }
+        };
+        assert_eq!(refresh(&first).await.status, 200, "{}", db.label);
+
+        // With --grants: what the session authorized is revoked too.
+        let second = server.code_flow(&browser, &web, url(), &Pkce::new()).await;
+        let (claims, _) = server
+            .verify_jwt(second["id_token"].as_str().unwrap())
+            .await;
+        let sid2 = claims.claim("sid").unwrap().as_str().unwrap().to_owned();
+        assert_ne!(sid2, sid);
+        let ended = db
+            .tessera(&["session", "revoke", &sid2, "--grants", "--json"])
+            .json();
+        assert_eq!(ended["grants_revoked"], 1, "{}", db.label);
+        let refused = refresh(&second).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert_eq!(refused.json()["error"], "invalid_grant");
+        // Within the introspection cache's bound (decision 0022).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let answer = introspect(&server, &gateway, second["access_token"].as_str().unwrap()).await;
+        assert_eq!(answer["active"], false, "{}: {answer}", db.label);
+
+        let unknown = db.tessera(&["session", "revoke", "no-such-sid"]);
+        assert!(
+            !unknown.ok() && unknown.stderr().contains("no session"),
+            "{}",
+            unknown.stderr()
+        );
+        let events = server.state.store.recent_audit(10).await.unwrap();
+        let logout = events
+            .iter()
+            .find(|e| e.event.kind == "logout" && e.event.details["sid"] == sid2.as_str())
+            .expect("an audited logout");
+        assert_eq!(logout.event.actor, "cli");
+        server.stop().await;
     }
 }

@@ -92,6 +92,71 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
+    async fn sessions_of(
+        &self,
+        account_id: &str,
+        now: i64,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select id_digest, account_id, auth_time, amr, created_at, expires_at, sid from session \
+             where account_id = $1 and expires_at > $2 order by created_at desc",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn end_session(
+        &self,
+        sid: &str,
+        grants: bool,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let ended = sqlx::query("delete from session where sid = $1")
+            .bind(sid)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        if ended.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("session"));
+        }
+        let mut revoked = 0;
+        if grants {
+            revoked = sqlx::query(
+                "update oauth_grant set revoked_at = $2 where sid = $1 and revoked_at is null",
+            )
+            .bind(sid)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .rows_affected();
+            sqlx::query(
+                "update token set revoked_at = $2 where revoked_at is null and grant_id in \
+                 (select id from oauth_grant where sid = $1)",
+            )
+            .bind(sid)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        }
+        let mut audit = audit.clone();
+        if let serde_json::Value::Object(details) = &mut audit.details {
+            details.insert("sid".into(), sid.into());
+            details.insert("grants_revoked".into(), revoked.into());
+        }
+        tx.audit(&audit).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
     async fn record_failed_login(
         &self,
         account_id: Option<&str>,
