@@ -136,6 +136,15 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, ErrorPage { title, message }.render(), None)
 }
 
+/// Any path no route serves.
+pub async fn not_found() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is nothing at this address. Go back to the application you came from.",
+    )
+}
+
 /// The stylesheet, compiled in so the binary runs from any working directory.
 pub async fn stylesheet() -> Response {
     (
