@@ -56,22 +56,41 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(move |r: &Request<_>| request_span(&trusted_proxies, r)),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        // The headers below go on every answer, whoever made it (a handler, the framework's
+        // 404 or 405, the timeout's 503, which is why they sit outside the timeout): any
+        // answer may end up shown in a browser. Pages set their own, with a CSP that lets
+        // their styles and forms work; everything else gets one that allows nothing, as
+        // GitHub's API does.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(pages::NOTHING_ALLOWED_CSP),
+        ))
+        // RFC 6797: with an https issuer, browsers must never talk to us over plain http
+        // again. Sent on every answer (a TLS-terminating proxy passes it on); browsers ignore
+        // it over http. No `includeSubDomains`: the issuer's host may be a name (even an apex,
+        // with the issuer on a path) whose other subdomains are not ours to pin to https.
+        .option_layer((!state.config.is_insecure_issuer()).then(|| {
+            SetResponseHeaderLayer::if_not_present(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            )
+        }))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ));
-    // RFC 6797: with an https issuer, browsers must never talk to us over plain http again.
-    // Sent on every answer (a TLS-terminating proxy passes it on); browsers ignore it over http.
-    let hsts = (!state.config.is_insecure_issuer()).then(|| {
-        SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000"),
-        )
-    });
     // Three groups, so that policies which differ by kind of caller (rate limits per client
     // for the client API, per source address for the pages; metrics for all) each have one
     // place to attach: `client_api_policies`, `page_policies`, `public_policies`.
@@ -110,7 +129,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(pages::not_found)
         .with_state(state)
         .layer(axum::middleware::from_fn(run_to_completion))
-        .layer(tower::util::option_layer(hsts))
         .layer(layers)
         // Outermost, so the figures include the timeout's 503 and the body limit's 413. Layers
         // of a `Router` run after routing, so the matched route is known here.

@@ -89,6 +89,10 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
     }
 }
 
+/// The CSP of every answer that is not a page (JSON, the stylesheet, empty answers): nothing
+/// may load, run or frame it. Pages send their own (`security_headers`).
+pub const NOTHING_ALLOWED_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
 /// A rendered page with the security headers every HTML response carries.
 pub fn html(
     status: StatusCode,
