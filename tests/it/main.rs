@@ -11,6 +11,7 @@ mod cli;
 mod instances;
 mod kek;
 mod lifecycle;
+mod logs;
 mod malformed;
 mod metrics;
 mod oidc;

@@ -454,10 +454,16 @@ impl AuthorizeUrl {
     /// S256 challenge of [`Pkce::fixed`] (every client requires PKCE); `.pkce(..)` replaces it,
     /// `.without_pkce()` drops it.
     pub fn new(client: &TestClient) -> AuthorizeUrl {
+        AuthorizeUrl::for_client_id(&client.record.id)
+    }
+
+    /// The same for a client known only by its id (one made with the CLI of a server in
+    /// another process).
+    pub fn for_client_id(client_id: &str) -> AuthorizeUrl {
         AuthorizeUrl {
             pairs: vec![
                 ("response_type".into(), "code".into()),
-                ("client_id".into(), client.record.id.clone()),
+                ("client_id".into(), client_id.to_owned()),
                 ("redirect_uri".into(), REDIRECT.into()),
                 ("scope".into(), "openid profile".into()),
                 ("state".into(), "st-123".into()),
