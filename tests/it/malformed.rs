@@ -8,8 +8,9 @@
 //! deepest checks yet changes nothing) and [`cases`] (what is done to that request). Every
 //! case runs against every target; a new endpoint or a new kind of garbage is one entry.
 
-use base64::Engine;
 use std::collections::BTreeMap;
+
+use base64::Engine;
 use tessera::store::AuthMethod;
 use url::form_urlencoded::byte_serialize;
 
@@ -50,6 +51,8 @@ enum Success {
     Revoked,
     /// 200 with a JSON object.
     Json,
+    /// 200 with the stylesheet.
+    Stylesheet,
 }
 
 /// One endpoint and a harmless request to it.
@@ -257,6 +260,17 @@ fn cases() -> Vec<Case> {
             "markup",
             EachValue(|| b"%3Cscript%3Ealert(1)%3C%2Fscript%3E".to_vec()),
         ),
+        // JWT-shaped: the ID token hints, the assertions a client might try.
+        case(
+            "unsigned JWT",
+            EachValue(|| b"eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIiwiaXNzIjoiaHR0cDovL3gifQ.".to_vec()),
+        ),
+        case(
+            "JWT with an injected kid",
+            EachValue(|| {
+                b"eyJhbGciOiJSUzI1NiIsImtpZCI6Iicgb3IgMT0xIC0tIn0.eyJzdWIiOiIxIn0.c2ln".to_vec()
+            }),
+        ),
         case("empty value", EachValue(Vec::new)),
         case("17 KiB value", EachValue(|| vec![b'a'; 17 * 1024])),
         case("1 MiB value", EachValue(|| vec![b'a'; MIB])),
@@ -391,7 +405,7 @@ fn cases() -> Vec<Case> {
             "Accept garbage",
             Header("accept", b"application/token-introspection+jwt;q=\xff, */*"),
         ),
-        // A body cut off mid-chunk: the handler cannot read it.
+        // A chunked body whose chunk size is not hex: the handler cannot read it.
         case(
             "broken chunked body",
             Header("transfer-encoding", b"chunked"),
@@ -527,6 +541,9 @@ fn judge(
         (Success::Json, 200) => {
             serde_json::from_slice::<serde_json::Value>(&res.body).is_ok_and(|v| v.is_object())
         }
+        (Success::Stylesheet, 200) => res
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/css")),
         _ => false,
     };
     if ok {
@@ -740,10 +757,17 @@ async fn targets(server: &TestServer) -> Vec<Target> {
         Success::PageOrErrorRedirect,
         &[200],
     );
+    // Signed in, without consent yet: as far as the consent page (the code needs consent).
+    let mut authorize_signed_in = Target::new("authorize GET, signed in", "GET", "/authorize")
+        .header("cookie", &account_cookie)
+        .answers(Format::Page, Success::PageOrErrorRedirect, &[200]);
     for (name, value) in &authorize_pairs {
         authorize_get = authorize_get.param(name, value);
         authorize_post = authorize_post.param(name, value);
+        authorize_signed_in = authorize_signed_in.param(name, value);
     }
+    // A key that passes the checksum but was never issued: the leak report looks it up.
+    let unknown_key = tessera::crypto::api_key::generate().expose().to_owned();
     let code = [
         ("grant_type", "authorization_code"),
         ("code", "tsc_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
@@ -767,6 +791,7 @@ async fn targets(server: &TestServer) -> Vec<Target> {
     vec![
         authorize_get,
         authorize_post,
+        authorize_signed_in,
         Target::new("login", "POST", "/login")
             .header("cookie", &cookie)
             .param("username", "ada")
@@ -875,15 +900,12 @@ async fn targets(server: &TestServer) -> Vec<Target> {
             .param("confirm", "no")
             .answers(Format::Page, Success::Page, &[200]),
         Target::new("leak report, form", "POST", "/apikeys/revoke-leaked")
-            .param(
-                "token",
-                "tsk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-            )
+            .param("token", &unknown_key)
             .answers(Format::OAuthJson, Success::Json, &[200]),
         Target {
             body: Some((
                 "application/json",
-                br#"[{"token": "tsk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}]"#.to_vec(),
+                format!(r#"[{{"token": "{unknown_key}"}}, {{"token": "tsk_AAAA"}}]"#).into_bytes(),
             )),
             ..Target::new("leak report, JSON", "POST", "/apikeys/revoke-leaked").answers(
                 Format::OAuthJson,
@@ -892,6 +914,10 @@ async fn targets(server: &TestServer) -> Vec<Target> {
             )
         },
         Target::new("healthz", "GET", "/healthz").answers(Format::Json, Success::Json, &[200]),
+        Target::new("readyz", "GET", "/readyz").answers(Format::Json, Success::Json, &[200]),
+        Target::new("stylesheet", "GET", "/static/tessera.css")
+            .param("v", "1")
+            .answers(Format::Json, Success::Stylesheet, &[200]),
         Target::new("unknown path", "GET", "/no-such-page")
             .param("x", "1")
             .answers(Format::Page, Success::None, &[404]),
