@@ -89,6 +89,10 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
     }
 }
 
+/// The CSP of every answer that is not a page (JSON, the stylesheet, empty answers): nothing
+/// may load, run or frame it. Pages send their own (`security_headers`).
+pub const NOTHING_ALLOWED_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
 /// A rendered page with the security headers every HTML response carries.
 pub fn html(
     status: StatusCode,
@@ -134,6 +138,15 @@ fn security_headers(headers: &mut HeaderMap, form_target: Option<&str>) {
 /// An error page for the person at the browser.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     html(status, ErrorPage { title, message }.render(), None)
+}
+
+/// Any path no route serves.
+pub async fn not_found() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is nothing at this address. Go back to the application you came from.",
+    )
 }
 
 /// The stylesheet, compiled in so the binary runs from any working directory.

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -138,8 +139,19 @@ pub async fn post(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, BearerError> {
+    let body = match body {
+        Ok(body) => body,
+        // Over the limit: the client API's 413, as for every endpoint (`http::router`).
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Ok(e.into_response()),
+        // RFC 6750 §3.1: a malformed request is `invalid_request`, in the challenge.
+        Err(_) => {
+            return Err(BearerError::InvalidRequest(
+                "the request body could not be read",
+            ))
+        }
+    };
     let token = presented(&headers, Some(&body))?;
     limited_when_invalid(&app, &headers, peer, userinfo(&app, token).await)
 }

@@ -12,6 +12,8 @@ mod doctor;
 mod instances;
 mod kek;
 mod lifecycle;
+mod logs;
+mod malformed;
 mod metrics;
 mod oidc;
 mod outage;

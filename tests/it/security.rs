@@ -468,28 +468,165 @@ fn https_config(db: &TestDb) -> tessera::Config {
     tessera::Config::from_sources(Some(std::path::Path::new("/dev/null")), &env).unwrap()
 }
 
+/// One request of each kind of answer: successes, the pages' errors, the client API's JSON
+/// errors, a Bearer challenge, the framework's own refusals (no route, a method the route
+/// lacks, a body over the limit). `(method, path, content type, body, answered with a page)`;
+/// a body of `BIG` is one over `request_body_limit`.
+const EVERY_KIND_OF_ANSWER: &[(&str, &str, &str, &str, bool)] = &[
+    ("GET", "/healthz", "", "", false),
+    ("GET", "/.well-known/openid-configuration", "", "", false),
+    ("GET", "/jwks", "", "", false),
+    ("GET", "/static/tessera.css", "", "", false),
+    ("GET", "/account", "", "", true),
+    ("GET", "/authorize", "", "", true),
+    (
+        "GET",
+        "/authorize?client_id=nobody&response_type=code",
+        "",
+        "",
+        true,
+    ),
+    ("GET", "/logout?id_token_hint=not-a-jwt", "", "", true),
+    ("POST", "/login", FORM, "username=ada", true),
+    ("POST", "/account/keys", FORM, "label=x", true),
+    ("POST", "/token", FORM, "grant_type=password", false),
+    ("POST", "/token", "application/json", "{}", false),
+    ("POST", "/introspect", FORM, "token=x", false),
+    ("GET", "/userinfo", "", "", false),
+    ("GET", "/no-such-page", "", "", true),
+    ("GET", "/token/", "", "", true),
+    ("PUT", "/token", "", "", false),
+    ("DELETE", "/authorize", "", "", true),
+    ("PATCH", "/jwks", "", "", false),
+    ("POST", "/login", FORM, "BIG", true),
+    ("POST", "/revoke", FORM, "BIG", false),
+];
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Sends one of [`EVERY_KIND_OF_ANSWER`].
+async fn answer_of(
+    server: &TestServer,
+    (method, path, content_type, body, _): (&str, &str, &str, &str, bool),
+) -> reqwest::Response {
+    let body = if body == "BIG" {
+        format!("token={}", "x".repeat(70 * 1024))
+    } else {
+        body.to_owned()
+    };
+    let mut request = http().request(method.parse().unwrap(), server.url(path));
+    if !content_type.is_empty() {
+        request = request.header("content-type", content_type);
+    }
+    request.body(body).send().await.unwrap()
+}
+
+/// The request timeout's own 503: a body announced and never sent.
+async fn timed_out(server: &TestServer) -> crate::support::raw::RawResponse {
+    let request = crate::support::raw::RawRequest {
+        method: "POST".into(),
+        target: b"/token".to_vec(),
+        headers: vec![
+            ("content-type".into(), FORM.as_bytes().to_vec()),
+            ("content-length".into(), b"100".to_vec()),
+        ],
+        body: b"grant_type=".to_vec(),
+    };
+    let res = crate::support::raw::send(server.base.trim_start_matches("http://"), &request).await;
+    assert_eq!(res.status, 503, "{}", res.text());
+    res
+}
+
 #[tokio::test]
-async fn responses_carry_hsts_under_an_https_issuer_rfc6797_7_1() {
+async fn every_answer_carries_hsts_under_an_https_issuer_errors_included_rfc6797_7_1() {
     let db = TestDb::sqlite().await;
-    let server = TestServer::start_with(https_config(&db)).await;
-    for path in [
-        "/healthz",
-        "/.well-known/openid-configuration",
-        "/authorize",
-    ] {
-        let res = http().get(server.url(path)).send().await.unwrap();
+    let mut config = https_config(&db);
+    config.request_timeout = std::time::Duration::from_secs(1);
+    let server = TestServer::start_with(config).await;
+    for &request in EVERY_KIND_OF_ANSWER {
+        let res = answer_of(&server, request).await;
         assert_eq!(
-            res.headers()["strict-transport-security"],
-            "max-age=31536000",
-            "{path}"
+            res.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "{request:?}: {}",
+            res.status()
         );
     }
+    let res = timed_out(&server).await;
+    assert_eq!(
+        res.header("strict-transport-security"),
+        Some("max-age=31536000")
+    );
+    assert_eq!(res.header("x-frame-options"), Some("DENY"));
     server.stop().await;
     // A loopback http issuer (development): no HSTS, which would pin localhost to https.
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db).await;
-    let res = http().get(server.url("/healthz")).send().await.unwrap();
-    assert!(res.headers().get("strict-transport-security").is_none());
+    for &request in EVERY_KIND_OF_ANSWER {
+        let res = answer_of(&server, request).await;
+        assert!(
+            res.headers().get("strict-transport-security").is_none(),
+            "{request:?}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn error_pages_and_404s_carry_the_headers_of_every_page_rfc7034_2() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    for &request in EVERY_KIND_OF_ANSWER {
+        let res = answer_of(&server, request).await;
+        let status = res.status();
+        let headers = res.headers().clone();
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let content_type = header("content-type").unwrap_or("").to_owned();
+        let body = res.text().await.unwrap();
+        // A browser may be shown any answer, JSON and empty ones too: none may be framed,
+        // sniffed, or leak the URL it came from.
+        assert_eq!(
+            header("x-frame-options"),
+            Some("DENY"),
+            "{request:?} {status}"
+        );
+        assert_eq!(
+            header("x-content-type-options"),
+            Some("nosniff"),
+            "{request:?}"
+        );
+        assert_eq!(
+            header("referrer-policy"),
+            Some("no-referrer"),
+            "{request:?}"
+        );
+        let csp = header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "{request:?}: {csp:?}"
+        );
+        if request.4 {
+            // The pages, their errors, every 404 and the 405s of page routes: the styled
+            // page, with all the headers of a page.
+            assert!(
+                content_type.starts_with("text/html"),
+                "{request:?}: {content_type}"
+            );
+            assert!(body.contains("<html"), "{request:?}: {body}");
+            let missing = crate::support::page_headers_missing(header);
+            assert_eq!(missing, None, "{request:?} {status}");
+        }
+    }
+    // The 404 is the styled page, and says what happened.
+    let res = http()
+        .get(server.url("/no-such-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(res.text().await.unwrap().contains("not found"));
     server.stop().await;
 }
 

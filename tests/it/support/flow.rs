@@ -278,6 +278,13 @@ impl Reply {
     }
 }
 
+/// The `Cookie` header a browser with `jar` sends to `base`.
+pub fn cookie_header(jar: &reqwest::cookie::Jar, base: &str) -> String {
+    reqwest::cookie::CookieStore::cookies(jar, &base.parse().unwrap())
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
 /// Undoes HTML escaping of attribute values: numeric (`&#38;`, `&#x26;`) and the common
 /// named entities.
 fn unescape(s: &str) -> String {
@@ -322,6 +329,21 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser at `base` whose cookies the test can read through the jar (to copy them
+    /// into hand-made requests, or to look for them in a log).
+    pub fn with_jar(base: &str) -> (Browser, std::sync::Arc<reqwest::cookie::Jar>) {
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let browser = Browser {
+            http: reqwest::Client::builder()
+                .cookie_provider(std::sync::Arc::clone(&jar))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+        };
+        (browser, jar)
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         let url = if path.starts_with("http") {
             path.to_owned()
@@ -432,10 +454,16 @@ impl AuthorizeUrl {
     /// S256 challenge of [`Pkce::fixed`] (every client requires PKCE); `.pkce(..)` replaces it,
     /// `.without_pkce()` drops it.
     pub fn new(client: &TestClient) -> AuthorizeUrl {
+        AuthorizeUrl::for_client_id(&client.record.id)
+    }
+
+    /// The same for a client known only by its id (one made with the CLI of a server in
+    /// another process).
+    pub fn for_client_id(client_id: &str) -> AuthorizeUrl {
         AuthorizeUrl {
             pairs: vec![
                 ("response_type".into(), "code".into()),
-                ("client_id".into(), client.record.id.clone()),
+                ("client_id".into(), client_id.to_owned()),
                 ("redirect_uri".into(), REDIRECT.into()),
                 ("scope".into(), "openid profile".into()),
                 ("state".into(), "st-123".into()),

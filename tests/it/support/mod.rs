@@ -14,8 +14,8 @@ use tessera::Server;
 use tokio::sync::oneshot;
 
 pub mod browser;
-/// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
 pub mod flow;
+pub mod raw;
 
 /// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
 pub struct TestDb {
@@ -66,6 +66,29 @@ impl TestDb {
         let mut dbs = vec![TestDb::sqlite().await];
         dbs.extend(TestDb::postgres().await);
         dbs
+    }
+
+    /// Every row `sql` selects, each column as text (integers written out, NULL as `None`):
+    /// for tests that look into the database past the store's own methods.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await.unwrap();
+        let rows = sqlx::query(sql).fetch_all(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+        rows.iter()
+            .map(|row| {
+                (0..row.columns().len())
+                    .map(|i| match row.try_get::<Option<String>, _>(i) {
+                        Ok(text) => text,
+                        Err(_) => row
+                            .try_get::<Option<i64>, _>(i)
+                            .unwrap()
+                            .map(|n| n.to_string()),
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     pub fn database_url(&self) -> tessera::config::DatabaseUrl {
@@ -270,6 +293,32 @@ pub async fn audit_kinds(store: &dyn tessera::store::Store, n: i64) -> Vec<Strin
         .into_iter()
         .map(|r| r.event.kind)
         .collect()
+}
+
+/// Why a page's answer lacks the headers every HTML response carries (`http::pages`), if it
+/// does: a CSP that forbids framing, scripts and plugins, no framing for older browsers, no
+/// sniffing, no referrer, no caching. `header` reads a response header by name.
+pub fn page_headers_missing<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let csp = header("content-security-policy").unwrap_or("");
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    ] {
+        if !csp.contains(directive) {
+            return Some(format!("CSP {csp:?} lacks {directive}"));
+        }
+    }
+    let fixed = [
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ];
+    fixed
+        .into_iter()
+        .find(|(name, value)| header(name) != Some(*value))
+        .map(|(name, value)| format!("{name} is {:?}, not {value:?}", header(name)))
 }
 
 /// An HTTP client as a browser-less client app would use: no redirects followed.
