@@ -67,6 +67,28 @@ fn material(jwk: &Map<String, Value>) -> Vec<Option<&Value>> {
         .collect()
 }
 
+/// Equal JSON, except that a number beyond the integers may come back a rounding apart:
+/// serde_json (without its `float_roundtrip` feature) does not read every float back exactly
+/// as it wrote it, e.g. `3e27` (found by this target; Tessera signs only integer dates).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            );
+            x == y || (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let w = world();
     let Some((&mode, rest)) = data.split_first() else {
@@ -102,7 +124,15 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let verified = w.keys.verify(&token).expect("what we sign verifies");
-            assert_eq!(verified.claims_set(), payload.claims_set());
+            assert!(
+                same(
+                    &Value::Object(verified.claims_set().clone()),
+                    &Value::Object(payload.claims_set().clone())
+                ),
+                "{:?} became {:?}",
+                payload.claims_set(),
+                verified.claims_set()
+            );
             let hint = verify_hint(&w.keys, ISSUER, &token);
             let looks_like_id_token = claims.get("iss").and_then(Value::as_str) == Some(ISSUER)
                 && typ.eq_ignore_ascii_case("JWT")
