@@ -28,7 +28,9 @@ fn form_decode(s: &str) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-fn parse_basic(value: &str) -> Option<(String, String)> {
+/// Public only for the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub fn parse_basic(value: &str) -> Option<(String, String)> {
     let (scheme, encoded) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;

@@ -66,7 +66,9 @@ pub async fn revoke_leaked(
     ))
 }
 
-fn reported_values(headers: &HeaderMap, body: &[u8]) -> Result<Vec<String>, OAuthError> {
+/// The reported values, from a form or JSON body. Public only for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn reported_values(headers: &HeaderMap, body: &[u8]) -> Result<Vec<String>, OAuthError> {
     if error::is_form(headers) {
         let form = Params::parse(body, &["token"]);
         form.reject_malformed()?;

@@ -7,9 +7,19 @@ use oxide_auth::primitives::registrar::ExactUrl;
 use url::Url;
 
 use crate::config::is_loopback_host;
+use crate::oauth::params::has_control;
 
 /// Checks a redirect URI an operator registers; the error says what is wrong with it.
 pub fn check_registration(uri: &str) -> Result<(), String> {
+    // The URL parser drops tabs and newlines anywhere, and control characters and spaces at
+    // either end; it percent-encodes other control characters. Such a URI would be kept as
+    // written yet mean another, and no request could name it exactly (a parameter holding a
+    // control character is refused at parsing).
+    if has_control(uri) || uri.starts_with(' ') || uri.ends_with(' ') {
+        return Err(format!(
+            "{uri:?} must not hold control characters or start or end with a space"
+        ));
+    }
     let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI ({e})"))?;
     // RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component."
     if url.fragment().is_some() {
@@ -81,6 +91,25 @@ mod tests {
         ] {
             assert!(check_registration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn registration_refuses_control_characters_and_surrounding_spaces() {
+        // Found by fuzz/fuzz_targets/redirect_uri.rs: the URL parser accepted these, so they
+        // were registered although no request can name them.
+        for bad in [
+            "com.example.app:u\0\0\0th2redirect",
+            "https://app.example.com/cb\0",
+            "https://app.example.com/c\tb",
+            "https://app.example.com/cb\n",
+            "https://app.example.com/cb\u{7f}",
+            " https://app.example.com/cb",
+            "https://app.example.com/cb ",
+        ] {
+            let err = check_registration(bad).unwrap_err();
+            assert!(err.contains("control characters"), "{bad:?}: {err}");
+        }
+        assert_eq!(check_registration("https://app.example.com/c b"), Ok(()));
     }
 
     #[test]
