@@ -32,6 +32,7 @@ pub const DB_POOL_MAX_CONNECTIONS: &str = "tessera_db_pool_max_connections";
 pub const STORE_WRITES: &str = "tessera_store_writes_total";
 pub const PASSWORD_HASH_RUNNING: &str = "tessera_password_hash_running";
 pub const PASSWORD_HASH_QUEUE_DEPTH: &str = "tessera_password_hash_queue_depth";
+pub const DB_POOL_ACQUIRE: &str = "tessera_db_pool_acquire_seconds";
 pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
@@ -80,7 +81,8 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
             Matcher::Full(HTTP_REQUEST_DURATION.to_owned()),
             REQUEST_BUCKETS,
         )?
-        .set_buckets_for_metric(Matcher::Full(AUDIT_APPEND.to_owned()), AUDIT_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(AUDIT_APPEND.to_owned()), AUDIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.to_owned()), AUDIT_BUCKETS)
 }
 
 /// `# HELP` lines, and a zero for every label value known in advance, so that a rate over a
@@ -131,6 +133,11 @@ fn describe() {
         PASSWORD_HASH_QUEUE_DEPTH,
         "Sign-ins waiting for a password hashing slot (at the last scrape)"
     );
+    describe_histogram!(
+        DB_POOL_ACQUIRE,
+        Unit::Seconds,
+        "Time a write waited for its turn and a database connection (the pool's wait)"
+    );
     describe_counter!(
         PURGED_ROWS,
         "Rows deleted by housekeeping, by table (codes, sessions, tokens, grants, login_throttle, audit_events)"
@@ -163,6 +170,11 @@ pub fn request_answered(route: String, method: &'static str, status: u16, elapse
 /// A request refused by the limit named `limit` (one of [`LIMITS`]).
 pub fn rate_limit_tripped(limit: &'static str) {
     counter!(RATE_LIMIT_TRIPS, "limit" => limit).increment(1);
+}
+
+/// A write waited `elapsed` for its turn and a connection.
+pub fn pool_acquired(elapsed: Duration) {
+    histogram!(DB_POOL_ACQUIRE).record(elapsed);
 }
 
 /// Housekeeping deleted `rows` rows of `table`.

@@ -218,9 +218,12 @@ impl SqlStore {
 
     /// Starts a transaction. Its first statement should be a write (see the module comment).
     async fn begin(&self) -> Result<Tx, StoreError> {
+        let started = std::time::Instant::now();
         let turn = self.write_turn().await;
+        let tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
+        crate::metrics::pool_acquired(started.elapsed());
         Ok(Tx {
-            tx: self.pool.begin().await.map_err(StoreError::Unavailable)?,
+            tx,
             events: Vec::new(),
             hook: Arc::clone(&self.hook),
             _turn: turn,
