@@ -33,6 +33,9 @@ pub struct AppState {
     /// Events that a flood would repeat (refused introspection, a full hashing queue),
     /// recorded once a minute per key by this instance.
     pub floods: Arc<crate::audit::OncePerMinute>,
+    /// Logout tokens on their way to relying parties (OIDC Back-Channel Logout), off the
+    /// request path.
+    pub backchannel: crate::oauth::backchannel::Queue,
     pub clock: Clock,
 }
 

@@ -36,6 +36,10 @@ pub const DB_POOL_ACQUIRE: &str = "tessera_db_pool_acquire_seconds";
 pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
+pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
+
+/// How a back-channel logout delivery ended.
+pub const BACKCHANNEL_RESULTS: &[&str] = &["delivered", "gave_up", "queue_full", "worker_stopped"];
 
 /// Request latency buckets, in seconds: from a cached JWKS answer (well under a millisecond)
 /// to a login that waited for an argon2 slot, up to the default request timeout.
@@ -147,6 +151,13 @@ fn describe() {
         AUDIT_SEALED,
         "Audit events linked into the hash chain by this instance"
     );
+    describe_counter!(
+        BACKCHANNEL_LOGOUTS,
+        "Logout tokens for relying parties (OIDC Back-Channel Logout), by result (delivered, gave_up, queue_full, worker_stopped)"
+    );
+    for result in BACKCHANNEL_RESULTS {
+        counter!(BACKCHANNEL_LOGOUTS, "result" => *result).increment(0);
+    }
     for result in ["succeeded", "failed", "throttled"] {
         counter!(LOGINS, "result" => result).increment(0);
     }
@@ -190,6 +201,11 @@ pub fn purge_run(ok: bool) {
 /// This instance sealed `count` audit events.
 pub fn audit_sealed(count: usize) {
     counter!(AUDIT_SEALED).increment(u64::try_from(count).unwrap_or(u64::MAX));
+}
+
+/// A back-channel logout delivery ended with `result` (one of [`BACKCHANNEL_RESULTS`]).
+pub fn backchannel_logout(result: &'static str) {
+    counter!(BACKCHANNEL_LOGOUTS, "result" => result).increment(1);
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

@@ -59,6 +59,9 @@ pub struct Server {
     admin: Option<TcpListener>,
     state: AppState,
     tls: Option<TlsAcceptor>,
+    /// The back-channel logout queue's receiving end, for the worker `run` starts.
+    backchannel: tokio::sync::mpsc::Receiver<crate::oauth::backchannel::Delivery>,
+    backchannel_http: reqwest::Client,
 }
 
 impl Server {
@@ -125,6 +128,9 @@ impl Server {
             )
             .reporting_to(store.clone(), clock.clone()),
         );
+        let (backchannel, backchannel_rx) = crate::oauth::backchannel::Queue::new();
+        let backchannel_http = crate::oauth::backchannel::http_client()
+            .context("cannot build the back-channel logout HTTP client")?;
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -137,6 +143,7 @@ impl Server {
             clients: Default::default(),
             introspection,
             floods: Default::default(),
+            backchannel,
             clock,
         };
         Ok(Server {
@@ -144,6 +151,8 @@ impl Server {
             admin,
             state,
             tls,
+            backchannel: backchannel_rx,
+            backchannel_http,
         })
     }
 
@@ -173,6 +182,8 @@ impl Server {
             admin,
             state,
             tls,
+            backchannel,
+            backchannel_http,
         } = self;
         let addr = listener.local_addr()?;
         let issuer = state.config.issuer_str();
@@ -192,6 +203,10 @@ impl Server {
             state.kek.clone(),
             state.clock.clone(),
             state.config.housekeeping,
+        ));
+        let logouts = tokio::spawn(crate::oauth::backchannel::run(
+            backchannel,
+            backchannel_http,
         ));
         let connections = Arc::new(Connections::new(&state.config, tls));
         // The admin listener stops when the public one is told to.
@@ -230,6 +245,8 @@ impl Server {
             changes.abort();
         }
         housekeeping.abort();
+        // Logout tokens still queued are lost with the process, like any in-memory queue.
+        logouts.abort();
         tracing::info!("stopped");
         Ok(())
     }

@@ -98,6 +98,18 @@ pub struct CreateArgs {
     /// configured `rate_limit_client_per_sec` (which /userinfo always uses).
     #[arg(long = "rate-limit", value_name = "N/s", value_parser = parse_rate)]
     rate_limit: Option<i64>,
+    /// Where logout tokens are POSTed when a session the client signed into ends (OIDC
+    /// Back-Channel Logout); https, or plain http on loopback.
+    #[arg(long = "backchannel-logout-uri", value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in its logout tokens.
+    #[arg(
+        long = "backchannel-logout-session-required",
+        value_name = "BOOL",
+        value_parser = parse_bool,
+        default_value = "false"
+    )]
+    backchannel_logout_session_required: bool,
     #[arg(long)]
     json: bool,
 }
@@ -130,6 +142,15 @@ pub struct UpdateArgs {
     /// `N/s`, or `default` for the configured default.
     #[arg(long = "rate-limit", value_name = "N/s|default")]
     rate_limit: Option<String>,
+    /// A URI, or `none` to stop back-channel logout for the client.
+    #[arg(long = "backchannel-logout-uri", value_name = "URI|none")]
+    backchannel_logout_uri: Option<String>,
+    #[arg(
+        long = "backchannel-logout-session-required",
+        value_name = "BOOL",
+        value_parser = parse_bool
+    )]
+    backchannel_logout_session_required: Option<bool>,
     #[arg(long)]
     json: bool,
 }
@@ -301,6 +322,8 @@ fn build(args: CreateArgs, now: i64) -> Result<(ClientRecord, Option<PlainSecret
         created_at: now,
         updated_at: now,
         rate_limit_per_sec: args.rate_limit,
+        backchannel_logout_uri: args.backchannel_logout_uri,
+        backchannel_logout_session_required: args.backchannel_logout_session_required,
     };
     validate(&client)?;
     Ok((client, secret))
@@ -353,6 +376,12 @@ fn apply_update(client: &mut ClientRecord, args: UpdateArgs, now: i64) -> Result
     if let Some(v) = args.rate_limit {
         client.rate_limit_per_sec =
             parse_rate_or_default(&v).map_err(|e| CliError::new(format!("--rate-limit: {e}")))?;
+    }
+    if let Some(v) = args.backchannel_logout_uri {
+        client.backchannel_logout_uri = (v != "none").then_some(v);
+    }
+    if let Some(v) = args.backchannel_logout_session_required {
+        client.backchannel_logout_session_required = v;
     }
     client.updated_at = now;
     validate(client)
@@ -442,6 +471,10 @@ pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
         redirect_uri::check_registration(uri)
             .map_err(|e| CliError::new(format!("redirect URI {e}")))?;
     }
+    if let Some(uri) = &c.backchannel_logout_uri {
+        redirect_uri::check_backchannel_logout_uri(uri)
+            .map_err(|e| CliError::new(format!("--backchannel-logout-uri {e}")))?;
+    }
     scope::parse(&c.scope).map_err(|e| CliError::new(format!("--scope: {e}")))?;
     if !ALGS.contains(&c.id_token_signed_response_alg.as_str()) {
         return Err(CliError::new(format!(
@@ -471,7 +504,8 @@ fn describe(c: &ClientRecord) -> String {
     format!(
         "id: {}\nname: {}\ntype: {} ({})\nredirect_uris: {}\npost_logout_redirect_uris: {}\n\
          grant_types: {}\nscope: {}\naccess_token_format: {}\nintrospect: {}\nfirst_party: {}\n\
-         require_pkce: {}\nid_token_alg: {}",
+         require_pkce: {}\nid_token_alg: {}\nbackchannel_logout_uri: {}\n\
+         backchannel_logout_session_required: {}",
         c.id,
         c.name,
         kind(c),
@@ -485,6 +519,8 @@ fn describe(c: &ClientRecord) -> String {
         c.first_party,
         c.require_pkce,
         c.id_token_signed_response_alg,
+        c.backchannel_logout_uri.as_deref().unwrap_or("-"),
+        c.backchannel_logout_session_required,
     )
 }
 

@@ -953,6 +953,8 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             rate_limit_per_sec: None,
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         }
     }
 

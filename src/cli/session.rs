@@ -6,7 +6,11 @@ use serde_json::json;
 use super::{open, print, CliError};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
-use crate::store::StoreError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::oauth::backchannel::{self, Delivery};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
@@ -67,6 +71,8 @@ pub async fn run(config: &Config, command: SessionCommand) -> Result<(), CliErro
             })
         }
         SessionCommand::Revoke { sid, grants, json } => {
+            // Signed before the session ends: a failure here must not leave it half done.
+            let deliveries = logout_tokens(config, &store, &sid, now).await?;
             let audit = AuditEvent::new(AuditKind::Logout, "cli", now)
                 .details(json!({ "reason": "revoked by an operator" }));
             let revoked = match store.end_session(&sid, grants, now, &audit).await {
@@ -75,14 +81,77 @@ pub async fn run(config: &Config, command: SessionCommand) -> Result<(), CliErro
                 }
                 other => other?,
             };
-            let out = json!({ "sid": sid, "ended": true, "grants_revoked": revoked });
+            let notified = notify(&deliveries).await;
+            let out = json!({ "sid": sid, "ended": true, "grants_revoked": revoked,
+                              "clients_notified": notified, "clients_to_notify": deliveries.len() });
             print(json, &out, || {
-                if grants {
+                let ended = if grants {
                     format!("ended session {sid} and revoked {revoked} grants with their tokens")
                 } else {
                     format!("ended session {sid}")
+                };
+                if deliveries.is_empty() {
+                    ended
+                } else {
+                    format!(
+                        "{ended}; {notified} of {} clients took the logout token",
+                        deliveries.len()
+                    )
                 }
             })
         }
     }
+}
+
+/// Most time the CLI spends telling relying parties. Deliveries run at once, and the retry
+/// schedule takes at most 4 × 5 s + 7 s = 27 s each, so this is a backstop against a
+/// connection that hangs past its timeout.
+const NOTIFY_BOUND: Duration = Duration::from_secs(30);
+
+/// Logout tokens for the clients of session `sid` (OIDC Back-Channel Logout §2.7), signed
+/// with the store's keys: the CLI has no server, hence no queue.
+async fn logout_tokens(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    sid: &str,
+    now: i64,
+) -> Result<Vec<Delivery>, CliError> {
+    // Most sessions have no such client: no key-encryption key to load for them.
+    if store.backchannel_clients(sid).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (kek, _) = crate::keys::kek::load(config, store.as_ref()).await?;
+    let cache = crate::keys::KeyCache::new(kek, config.tokens.max_ttl());
+    let signer = crate::keys::Signer::new(cache, Arc::clone(store));
+    Ok(backchannel::deliveries(store.as_ref(), &signer, config.issuer_str(), sid, now).await?)
+}
+
+/// Sends the tokens directly, with the server's retry policy, within [`NOTIFY_BOUND`]; how
+/// many were taken.
+async fn notify(deliveries: &[Delivery]) -> usize {
+    if deliveries.is_empty() {
+        return 0;
+    }
+    let http = match backchannel::http_client() {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot send logout tokens");
+            return 0;
+        }
+    };
+    let mut sends = tokio::task::JoinSet::new();
+    for d in deliveries {
+        let (http, d) = (http.clone(), d.clone());
+        sends.spawn(
+            async move { backchannel::deliver(&http, &d, &backchannel::RETRY_DELAYS).await },
+        );
+    }
+    let mut taken = 0;
+    let _ = tokio::time::timeout(NOTIFY_BOUND, async {
+        while let Some(done) = sends.join_next().await {
+            taken += usize::from(matches!(done, Ok(true)));
+        }
+    })
+    .await;
+    taken
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::forms::{expired_form, request_meta};
 use super::{error, pages, session};
 use crate::app::AppState;
+use crate::oauth::backchannel;
 use crate::oauth::logout::{self, LogoutError, LogoutRequest, LOGOUT_PARAMS};
 use crate::oauth::params::Params;
 use crate::store::AccountRecord;
@@ -109,6 +110,9 @@ async fn logout(
         if let Err(e) = ended.await {
             return server_error(e.into());
         }
+        if let Some(sid) = &session_record.sid {
+            notify_relying_parties(app, sid, now).await;
+        }
     }
     let mut response = match request.redirect_url() {
         Some(url) => {
@@ -124,6 +128,24 @@ async fn logout(
         response.headers_mut().append(header::SET_COOKIE, clear);
     }
     response
+}
+
+/// OIDC Back-Channel Logout §2.7: tells each client of the ended session. Signing is here,
+/// sending is the worker's; a failure loses only the notices, never the logout itself, so it
+/// is logged and the person is signed out all the same.
+async fn notify_relying_parties(app: &AppState, sid: &str, now: i64) {
+    let issuer = app.config.issuer_str();
+    match backchannel::deliveries(app.store.as_ref(), &app.signer, issuer, sid, now).await {
+        Ok(deliveries) => {
+            for d in deliveries {
+                app.backchannel.enqueue(d);
+            }
+        }
+        Err(e) => {
+            crate::metrics::store_error(e.kind());
+            tracing::error!(error = %e, "cannot find the clients to tell of a logout");
+        }
+    }
 }
 
 /// §2: asks the signed-in person to confirm; the request rides along in the form.

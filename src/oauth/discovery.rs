@@ -41,5 +41,9 @@ pub fn metadata(issuer: &str) -> Value {
         "request_uri_parameter_supported": false,
         "authorization_response_iss_parameter_supported": true,
         "ui_locales_supported": ["en"],
+        // OIDC Back-Channel Logout 1.0 §2.1: logout tokens are POSTed to the clients of an
+        // ending session, and always carry its `sid` when it has one.
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     })
 }

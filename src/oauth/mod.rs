@@ -6,6 +6,7 @@
 pub mod acr;
 pub mod api_keys;
 pub mod authorize;
+pub mod backchannel;
 pub mod claims;
 pub mod consent;
 pub mod credential;

@@ -51,6 +51,27 @@ pub fn check_registration(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a `backchannel_logout_uri` (OIDC Back-Channel Logout §2.2): Tessera POSTs logout
+/// tokens to it, so unlike a redirect URI it is never a private-use scheme, and plain http is
+/// allowed only where the token cannot leave the machine.
+pub fn check_backchannel_logout_uri(uri: &str) -> Result<(), String> {
+    let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI ({e})"))?;
+    // §2.2: the URL "MUST be absolute and MUST NOT include a fragment component".
+    if url.fragment().is_some() {
+        return Err(format!("`{uri}` must not have a fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("`{uri}` must not carry credentials"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback_host(&url) => Ok(()),
+        _ => Err(format!(
+            "`{uri}` must use https (plain http only for 127.0.0.1, [::1] or localhost)"
+        )),
+    }
+}
+
 /// The registered URI that `requested` equals exactly, if any: no normalisation, no
 /// trailing-slash or port leniency (RFC 9700 §2.1, OIDC Core §3.1.2.1).
 pub fn find_exact<'a>(requested: &str, registered: &'a [String]) -> Option<&'a str> {
@@ -63,6 +84,27 @@ pub fn find_exact<'a>(requested: &str, registered: &'a [String]) -> Option<&'a s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backchannel_logout_uri_is_https_or_loopback_http_backchannel_logout_2_2() {
+        for ok in [
+            "https://rp.example.com/logout",
+            "https://rp.example.com:8443/bcl?x=1",
+            "http://127.0.0.1:7777/bcl",
+            "http://localhost/bcl",
+        ] {
+            assert!(check_backchannel_logout_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://rp.example.com/logout",
+            "https://rp.example.com/logout#f",
+            "https://u:p@rp.example.com/logout",
+            "com.example.app:/logout",
+            "/logout",
+        ] {
+            assert!(check_backchannel_logout_uri(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn registration_accepts_https_loopback_and_private_use_rfc8252() {

@@ -196,6 +196,11 @@ pub struct ClientRecord {
     pub updated_at: i64,
     /// Requests per second at the client endpoints; `None`: the configured default.
     pub rate_limit_per_sec: Option<i64>,
+    /// Where logout tokens are POSTed (OIDC Back-Channel Logout §2.2); `None`: never.
+    pub backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in its logout tokens (§2.2); Tessera always sends it when the
+    /// session has one, so this is informational.
+    pub backchannel_logout_session_required: bool,
 }
 
 impl ClientRecord {

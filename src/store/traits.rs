@@ -145,6 +145,14 @@ pub trait SessionStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<u64, StoreError>;
+    /// The clients that signed in through session `sid` and registered a
+    /// `backchannel_logout_uri`, each with the account it signed in: who to tell when the
+    /// session ends (OIDC Back-Channel Logout §2.7). Revoked grants count: the RP may still
+    /// hold a session of its own from them.
+    async fn backchannel_clients(
+        &self,
+        sid: &str,
+    ) -> Result<Vec<(ClientRecord, String)>, StoreError>;
     /// Counts a failed login against the user (if the username exists) and records `audit`.
     async fn record_failed_login(
         &self,

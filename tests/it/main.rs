@@ -7,6 +7,7 @@
 mod api_keys;
 mod audit_trail;
 mod authorize;
+mod backchannel;
 mod cli;
 mod doctor;
 mod instances;

@@ -33,6 +33,8 @@ fn client(id: &str) -> ClientRecord {
         created_at: 1_000,
         updated_at: 1_000,
         rate_limit_per_sec: None,
+        backchannel_logout_uri: None,
+        backchannel_logout_session_required: false,
     }
 }
 

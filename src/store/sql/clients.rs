@@ -11,7 +11,8 @@ macro_rules! client_columns {
     () => {
         "id, name, secret_digest, redirect_uris, post_logout_redirect_uris, grant_types, scope, \
          token_endpoint_auth_method, access_token_format, may_introspect, first_party, \
-         require_pkce, id_token_signed_response_alg, created_at, updated_at, rate_limit_per_sec"
+         require_pkce, id_token_signed_response_alg, created_at, updated_at, rate_limit_per_sec, \
+         backchannel_logout_uri, backchannel_logout_session_required"
     };
 }
 
@@ -43,6 +44,8 @@ fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
         rate_limit_per_sec: row.get("rate_limit_per_sec")?,
+        backchannel_logout_uri: row.get("backchannel_logout_uri")?,
+        backchannel_logout_session_required: row.flag("backchannel_logout_session_required")?,
     })
 }
 
@@ -71,13 +74,15 @@ impl ClientStore for SqlStore {
             sqlx::query(concat!(
                 "insert into client (",
                 client_columns!(),
-                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
             )),
             c,
         )?
         .bind(c.created_at)
         .bind(c.updated_at)
         .bind(c.rate_limit_per_sec)
+        .bind(&c.backchannel_logout_uri)
+        .bind(c.backchannel_logout_session_required)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;
@@ -123,12 +128,15 @@ impl ClientStore for SqlStore {
                  token_endpoint_auth_method = $8, access_token_format = $9, \
                  may_introspect = $10, first_party = $11, require_pkce = $12, \
                  id_token_signed_response_alg = $13, updated_at = $14, \
-                 rate_limit_per_sec = $15 where id = $1",
+                 rate_limit_per_sec = $15, backchannel_logout_uri = $16, \
+                 backchannel_logout_session_required = $17 where id = $1",
             ),
             c,
         )?
         .bind(c.updated_at)
         .bind(c.rate_limit_per_sec)
+        .bind(&c.backchannel_logout_uri)
+        .bind(c.backchannel_logout_session_required)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;

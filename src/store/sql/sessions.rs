@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use super::{to_json, write_error, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
-use crate::store::{SessionRecord, SessionStore, StoreError};
+use crate::store::{ClientRecord, ClientStore, SessionRecord, SessionStore, StoreError};
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     let row = Row::new(row);
@@ -155,6 +155,33 @@ impl SessionStore for SqlStore {
         tx.audit(&audit).await?;
         tx.commit().await?;
         Ok(revoked)
+    }
+
+    async fn backchannel_clients(
+        &self,
+        sid: &str,
+    ) -> Result<Vec<(ClientRecord, String)>, StoreError> {
+        let rows = sqlx::query(
+            "select distinct g.client_id, g.account_id from oauth_grant g \
+             join client c on c.id = g.client_id \
+             where g.sid = $1 and g.account_id is not null \
+             and c.backchannel_logout_uri is not null order by g.client_id",
+        )
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let row = Row::new(row);
+            let client_id: String = row.get("client_id")?;
+            let account_id: String = row.get("account_id")?;
+            // Deleted between the two reads: nobody left to tell.
+            if let Some(client) = self.client(&client_id).await? {
+                found.push((client, account_id));
+            }
+        }
+        Ok(found)
     }
 
     async fn record_failed_login(

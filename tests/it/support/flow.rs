@@ -59,6 +59,8 @@ impl TestServer {
             created_at: 0,
             updated_at: 0,
             rate_limit_per_sec: None,
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
         };
         change(&mut record);
         let audit = AuditEvent::new(AuditKind::ClientCreated, "test", 0);
