@@ -53,6 +53,8 @@ fn client(
         created_at: 0,
         updated_at: 0,
         rate_limit_per_sec: None,
+        backchannel_logout_uri: None,
+        backchannel_logout_session_required: false,
     }
 }
 
