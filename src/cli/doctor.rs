@@ -101,6 +101,10 @@ const REF_REDIRECT: &str = "RFC 6749 §3.1.2; RFC 8252 §7";
 const REF_ARGON2: &str = "OWASP Password Storage Cheat Sheet: Argon2id";
 const REF_STORE: &str = "Tessera README: Postgres (migrations)";
 const REF_CLOCK: &str = "RFC 7519 §4.1.4";
+const REF_SECRET_AGE: &str = "OWASP Secrets Management Cheat Sheet: Rotation";
+
+/// A client secret older than this should be rotated.
+const SECRET_MAX_AGE_SECS: i64 = 365 * 86_400;
 
 const DAY: i64 = 86_400;
 /// A certificate this close to its end is a finding: renewal has failed or was forgotten.
@@ -669,6 +673,51 @@ pub fn client_pkce(clients: &[ClientRecord]) -> Vec<Finding> {
 /// Registered redirect URIs against today's registration rules. The CLI refuses plain http
 /// off loopback, so one found here came in another way (SQL, an older version) and sends
 /// codes across the network unencrypted.
+/// Confidential clients whose secret was set more than [`SECRET_MAX_AGE_SECS`] ago: at the
+/// latest `client_secret_rotated` event in `rotated` (client id → time), else at the client's
+/// creation. (Tessera keeps only digests, so age is what can be judged; every secret is at
+/// least 32 characters, generated ones 256 random bits.)
+pub fn client_secret_age(
+    clients: &[ClientRecord],
+    rotated: &std::collections::HashMap<String, i64>,
+    now: i64,
+) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = clients
+        .iter()
+        .filter(|c| !c.is_public())
+        .filter_map(|c| {
+            let set_at = rotated
+                .get(&c.id)
+                .copied()
+                .unwrap_or(c.created_at)
+                .max(c.created_at);
+            let days = (now - set_at) / 86_400;
+            (now - set_at > SECRET_MAX_AGE_SECS).then(|| {
+                Finding::new(
+                    "client_secret_age",
+                    Severity::Medium,
+                    REF_SECRET_AGE,
+                    format!(
+                        "client `{}` has had its secret for {days} days: tessera client \
+                         rotate-secret {}",
+                        c.id, c.id
+                    ),
+                )
+                .about(c.id.clone())
+            })
+        })
+        .collect();
+    if findings.is_empty() {
+        findings.push(Finding::new(
+            "client_secret_age",
+            Severity::Ok,
+            REF_SECRET_AGE,
+            "no client secret is older than a year".to_owned(),
+        ));
+    }
+    findings
+}
+
 pub fn client_redirect_uris(clients: &[ClientRecord]) -> Vec<Finding> {
     let mut findings = Vec::new();
     for client in clients {
@@ -776,6 +825,33 @@ pub async fn run(config: &Config, json: bool) -> Result<(), CliError> {
             Ok(clients) => {
                 findings.extend(client_pkce(&clients));
                 findings.extend(client_redirect_uris(&clients));
+                let filter = crate::store::AuditFilter {
+                    kind: Some(
+                        crate::audit::AuditKind::ClientSecretRotated
+                            .as_str()
+                            .to_owned(),
+                    ),
+                    limit: 100_000,
+                    ..Default::default()
+                };
+                match store.search_audit(&filter).await {
+                    Ok(events) => {
+                        let mut rotated = std::collections::HashMap::new();
+                        for e in events {
+                            if let Some(id) = e.event.client_id {
+                                let at = rotated.entry(id).or_insert(e.event.created_at);
+                                *at = (*at).max(e.event.created_at);
+                            }
+                        }
+                        findings.extend(client_secret_age(&clients, &rotated, now));
+                    }
+                    Err(e) => findings.push(unreadable(
+                        "client_secret_age",
+                        REF_SECRET_AGE,
+                        "the audit trail",
+                        &e,
+                    )),
+                }
             }
             Err(e) => findings.push(unreadable("client_pkce", REF_PKCE, "clients", &e)),
         }
@@ -1371,5 +1447,24 @@ mod tests {
         assert!(report(std::slice::from_ref(&ok), true).is_ok());
         let err = report(&[ok, high], true).unwrap_err().to_string();
         assert_eq!(err, "1 high-severity finding: kek_file");
+    }
+
+    #[test]
+    fn client_secrets_older_than_a_year_are_medium() {
+        let now = 400 * 86_400;
+        let mut old = client("old", &["https://a.example/cb"]);
+        old.created_at = 0;
+        let mut rotated_recently = client("rotated", &["https://a.example/cb"]);
+        rotated_recently.created_at = 0;
+        let mut public = client("public", &["https://a.example/cb"]);
+        public.created_at = 0;
+        public.secret_digest = None;
+        let rotated = std::collections::HashMap::from([("rotated".to_owned(), now - 86_400)]);
+        let findings = client_secret_age(&[old, rotated_recently, public], &rotated, now);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert_eq!(findings[0].severity, Severity::Medium);
+        assert_eq!(findings[0].subject.as_deref(), Some("old"));
+        let fresh = client_secret_age(&[client("new", &[])], &Default::default(), 0);
+        assert_eq!(fresh[0].severity, Severity::Ok);
     }
 }
