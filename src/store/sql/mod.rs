@@ -364,7 +364,8 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 /// of the event after the commit.
 ///
 /// Its duration is `tessera_audit_append_seconds`: the one statement every stand-alone and
-/// in-transaction event goes through (tokens write theirs within their own statement).
+/// in-transaction event goes through. (On Postgres, tokens write theirs within their own
+/// statement, and that statement's time is recorded instead.)
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     bind_audit(sqlx::query(&audit_insert_sql(1)), event)?

@@ -119,10 +119,14 @@ impl TokenStore for SqlStore {
             for t in tokens {
                 q = bind_token(q, t);
             }
+            // The audit row is written by this statement with the tokens: its time is the
+            // audit append's time (tessera_audit_append_seconds), the commit included.
+            let started = std::time::Instant::now();
             bind_audit(q, audit)?
                 .execute(&self.pool)
                 .await
                 .map_err(write_error("token"))?;
+            crate::metrics::audit_appended(started.elapsed());
             self.hook.committed(std::slice::from_ref(audit));
             return Ok(());
         }
@@ -148,10 +152,12 @@ impl TokenStore for SqlStore {
             for t in new {
                 q = bind_token(q, t);
             }
+            let started = std::time::Instant::now();
             let row = bind_audit(q, audit)?
                 .fetch_one(&self.pool)
                 .await
                 .map_err(write_error("token"))?;
+            crate::metrics::audit_appended(started.elapsed());
             let spent: i64 = sqlx::Row::try_get(&row, 0).map_err(StoreError::Unavailable)?;
             if spent > 0 {
                 self.hook.committed(std::slice::from_ref(audit));
