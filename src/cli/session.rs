@@ -126,9 +126,26 @@ async fn logout_tokens(
     Ok(backchannel::deliveries(store.as_ref(), &signer, config.issuer_str(), sid, now).await?)
 }
 
+/// Logout tokens for every live session of a user, signed before the change that ends them
+/// (disabling, deleting or a new password end every session: Back-Channel Logout §2.7).
+pub(super) async fn logout_tokens_for_user(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    account_id: &str,
+    now: i64,
+) -> Result<Vec<Delivery>, CliError> {
+    let mut all = Vec::new();
+    for session in store.sessions_of(account_id, now).await? {
+        if let Some(sid) = &session.sid {
+            all.extend(logout_tokens(config, store, sid, now).await?);
+        }
+    }
+    Ok(all)
+}
+
 /// Sends the tokens directly, with the server's retry policy, within [`NOTIFY_BOUND`]; how
 /// many were taken.
-async fn notify(deliveries: &[Delivery]) -> usize {
+pub(super) async fn notify(deliveries: &[Delivery]) -> usize {
     if deliveries.is_empty() {
         return 0;
     }

@@ -270,23 +270,30 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
             let audit =
                 AuditEvent::new(AuditKind::UserPasswordSet, "cli", now).account(&account.id);
             // ASVS 5.0 7.4.3: a new password ends what the old one (or its thief) started.
+            let logouts =
+                super::session::logout_tokens_for_user(config, &store, &account.id, now).await?;
             store
                 .update_account_ending_access(&account, now, &audit)
                 .await?;
+            super::session::notify(&logouts).await;
             print(json, &json!({ "password_set": account.id }), || {
                 format!("password set for `{}`", account.username)
             })
         }
         UserCommand::Disable { user, json } => {
-            set_disabled(store.as_ref(), &user, true, json, now).await
+            set_disabled(config, &store, &user, true, json, now).await
         }
         UserCommand::Enable { user, json } => {
-            set_disabled(store.as_ref(), &user, false, json, now).await
+            set_disabled(config, &store, &user, false, json, now).await
         }
         UserCommand::Delete { user, json } => {
             let account = find(store.as_ref(), &user).await?;
             let audit = AuditEvent::new(AuditKind::UserDeleted, "cli", now).account(&account.id);
+            // Signed while the sessions and grants that name the clients still exist.
+            let logouts =
+                super::session::logout_tokens_for_user(config, &store, &account.id, now).await?;
             store.delete_account(&account.id, &audit).await?;
+            super::session::notify(&logouts).await;
             print(json, &json!({ "deleted": account.id }), || {
                 format!("deleted user `{}`", account.username)
             })
@@ -295,13 +302,14 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
 }
 
 async fn set_disabled(
-    store: &dyn Store,
+    config: &Config,
+    store: &std::sync::Arc<dyn Store>,
     user: &str,
     disabled: bool,
     json: bool,
     now: i64,
 ) -> Result<(), CliError> {
-    let mut account = find(store, user).await?;
+    let mut account = find(store.as_ref(), user).await?;
     account.disabled = disabled;
     account.updated_at = now;
     let kind = if disabled {
@@ -314,9 +322,12 @@ async fn set_disabled(
         .details(json!({ "disabled": disabled }));
     if disabled {
         // ASVS 5.0 7.4.2: disabling ends every session and grant; enabling restores none.
+        let logouts =
+            super::session::logout_tokens_for_user(config, store, &account.id, now).await?;
         store
             .update_account_ending_access(&account, now, &audit)
             .await?;
+        super::session::notify(&logouts).await;
     } else {
         store.update_account(&account, &audit).await?;
     }

@@ -312,3 +312,33 @@ async fn session_revoke_sends_logout_tokens_itself_backchannel_logout_2_5() {
     check_logout_token(&server, &posts[1].1, "web", &ada.id, &sid).await;
     server.stop().await;
 }
+
+/// Back-Channel Logout §2.7: disabling a user ends every session of theirs, and each client
+/// the sessions signed into hears of it, from the CLI process that made the change.
+#[tokio::test]
+async fn user_disable_sends_logout_tokens_for_every_session_backchannel_logout_2_7() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let rp = TestRp::start(0).await;
+    let (_browser, _id_token, sid) = signed_in_to_three(&server, &rp).await;
+    let env = db.env();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::support::run_binary(&["user", "disable", "ada", "--json"], &env, None)
+    })
+    .await
+    .unwrap();
+    assert!(out.ok(), "{}", out.stderr());
+    let mut posts = rp.posts(2, Duration::from_secs(1)).await;
+    posts.sort();
+    let ada = server
+        .state
+        .store
+        .account_by_username("ada")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ada.disabled);
+    check_logout_token(&server, &posts[0].1, "app", &ada.id, &sid).await;
+    check_logout_token(&server, &posts[1].1, "web", &ada.id, &sid).await;
+    server.stop().await;
+}
