@@ -59,6 +59,8 @@ impl AppState {
             tokens: &self.config.tokens,
             issuer: self.config.issuer_str(),
             default_resource: &self.config.default_resource,
+            source_ip: None,
+            user_agent: None,
         }
     }
 }

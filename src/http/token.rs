@@ -64,15 +64,21 @@ pub async fn token(
         .into());
     }
     let now = app.clock.now();
+    let (source_ip, user_agent) = super::forms::request_meta(&app, &headers, peer);
+    let ctx = crate::oauth::Context {
+        source_ip: source_ip.as_deref(),
+        user_agent: user_agent.as_deref(),
+        ..app.oauth()
+    };
     let issued = match grant_type {
         GrantType::AuthorizationCode => {
-            grants::authorization_code::redeem(app.oauth(), &client, &params, now).await?
+            grants::authorization_code::redeem(ctx, &client, &params, now).await?
         }
         GrantType::RefreshToken => {
-            grants::refresh_token::rotate(app.oauth(), &client, &params, now).await?
+            grants::refresh_token::rotate(ctx, &client, &params, now).await?
         }
         GrantType::ClientCredentials => {
-            grants::client_credentials::issue(app.oauth(), &client, &params, now).await?
+            grants::client_credentials::issue(ctx, &client, &params, now).await?
         }
     };
     Ok(respond(issued))

@@ -33,4 +33,18 @@ pub struct Context<'a> {
     pub issuer: &'a str,
     /// The `aud` of JWT access tokens (RFC 9068 §3).
     pub default_resource: &'a str,
+    /// Where the request came from (through the trusted-proxy rule) and its user agent, for
+    /// the audit events it causes; none outside a request.
+    pub source_ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl Context<'_> {
+    /// An audit event of this request: its source address and user agent filled in.
+    pub fn audited(&self, event: crate::audit::AuditEvent) -> crate::audit::AuditEvent {
+        event.from_request(
+            self.source_ip.map(str::to_owned),
+            self.user_agent.map(str::to_owned),
+        )
+    }
 }

@@ -442,10 +442,8 @@ async fn a_code_flow_records_sign_in_consent_code_and_token_with_user_client_and
                 .event;
             assert_eq!(e.account_id.as_deref(), Some(ada.id.as_str()), "{kind}");
             assert_eq!(e.client_id.as_deref(), Some("web"), "{kind}");
-            if kind != "token_issued" {
-                // The browser's steps carry its address and user agent.
-                assert_eq!(e.source_ip.as_deref(), Some("127.0.0.1"), "{kind}");
-            }
+            // The browser's steps, and the client's call at /token, carry their address.
+            assert_eq!(e.source_ip.as_deref(), Some("127.0.0.1"), "{kind}");
         }
         server.stop().await;
     }

@@ -29,7 +29,12 @@ pub async fn redeem(
         // authorization server MUST deny the request and SHOULD revoke (when possible) all
         // tokens previously issued based on that authorization code."
         if let Some(grant_id) = store.code_grant_id(&digest).await? {
-            let audit = AuditEvent::new(AuditKind::CodeReuse, format!("client:{}", client.id), now)
+            let audit = ctx
+                .audited(AuditEvent::new(
+                    AuditKind::CodeReuse,
+                    format!("client:{}", client.id),
+                    now,
+                ))
                 .client(&client.id)
                 .details(serde_json::json!({ "grant_id": grant_id }));
             store.revoke_grant(&grant_id, now, &audit).await?;

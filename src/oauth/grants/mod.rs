@@ -216,7 +216,12 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
         ),
         _ => None,
     };
-    let mut audit = AuditEvent::new(AuditKind::TokenIssued, format!("client:{}", client.id), now)
+    let mut audit = ctx
+        .audited(AuditEvent::new(
+            AuditKind::TokenIssued,
+            format!("client:{}", client.id),
+            now,
+        ))
         .client(&client.id)
         .details(json!({
             "grant_type": plan.grant_type.as_str(),
