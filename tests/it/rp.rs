@@ -1,13 +1,18 @@
 //! An independent OpenID Connect relying party — the `openidconnect` crate, used exactly as
 //! its documentation shows, with no special casing — discovers Tessera, runs the code flow
-//! with PKCE and a nonce, validates the ID token against the JWKS, and calls userinfo.
+//! with PKCE and a nonce, asks for an authentication context (`acr_values`), validates the ID
+//! token against the JWKS, and calls userinfo.
+
+/// The level a password sign-in proves (decision 0024).
+const AAL1: &str = "http://idmanagement.gov/ns/assurance/aal/1";
 
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreProviderMetadata, CoreUserInfoClaims,
 };
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse,
+    AccessTokenHash, AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret,
+    CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, RedirectUrl, Scope,
+    TokenResponse,
 };
 
 use crate::support::flow::REDIRECT;
@@ -52,6 +57,14 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
         )
         .await
         .unwrap_or_else(|e| panic!("{}: discovery failed: {e:?}", db.label));
+        assert_eq!(
+            metadata
+                .acr_values_supported()
+                .map(|v| v.iter().map(|a| a.as_str().to_owned()).collect::<Vec<_>>()),
+            Some(vec![AAL1.to_owned()]),
+            "{}",
+            db.label
+        );
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new("rp".into()),
@@ -68,6 +81,7 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
             )
             .add_scope(Scope::new("profile".into()))
             .add_scope(Scope::new("email".into()))
+            .add_auth_context_value(AuthenticationContextClass::new(AAL1.into()))
             .set_pkce_challenge(challenge)
             .url();
 
@@ -95,6 +109,15 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
             .claims(&verifier, &nonce)
             .unwrap_or_else(|e| panic!("{}: ID token rejected: {e:?}", db.label));
         assert_eq!(claims.subject().as_str(), ada.id);
+        assert_eq!(
+            claims.auth_context_ref().map(|a| a.as_str()),
+            Some(AAL1),
+            "{}",
+            db.label
+        );
+        assert!(claims
+            .auth_method_refs()
+            .is_some_and(|m| m.iter().any(|m| m.as_str() == "pwd")));
         let expected_hash = AccessTokenHash::from_token(
             response.access_token(),
             id_token.signing_alg().unwrap(),
