@@ -85,11 +85,22 @@ impl LogoutToken<'_> {
 }
 
 /// One logout token on its way to one client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Delivery {
     pub client_id: String,
     pub uri: String,
     pub token: String,
+}
+
+/// Never the token: a logout token is a bearer credential for ending someone's session at
+/// the client until it expires, and `Debug` output ends up in logs.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("client_id", &self.client_id)
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Signs a logout token for each client that signed in through session `sid` and asked to
@@ -219,6 +230,20 @@ pub async fn deliver(http: &reqwest::Client, d: &Delivery, delays: &[Duration]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_never_shows_its_token_in_debug_output() {
+        let d = Delivery {
+            client_id: "web".into(),
+            uri: "https://web.example/bcl".into(),
+            token: "eyJ.secret.token".into(),
+        };
+        let shown = format!("{d:?}");
+        assert!(
+            shown.contains("web") && !shown.contains("secret"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn logout_token_claims_backchannel_logout_2_4() {
