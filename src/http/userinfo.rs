@@ -62,7 +62,7 @@ impl IntoResponse for BearerError {
                     let mut response = respond::json_error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         ErrorCode::TemporarilyUnavailable,
-                        "the service is temporarily unavailable; retry shortly",
+                        crate::oauth::error::UNAVAILABLE,
                     );
                     response
                         .headers_mut()

@@ -35,10 +35,7 @@ pub struct Requested {
 impl Requested {
     /// Reads `acr_values` and, from the `claims` parameter, `id_token.acr` or `userinfo.acr`
     /// (Core §5.5.1.1); an essential request wins over a voluntary one.
-    pub fn parse(
-        acr_values: Option<&str>,
-        claims: Option<&Value>,
-    ) -> Result<Requested, OAuthError> {
+    pub fn parse(acr_values: Option<&str>, claims: Option<&Value>) -> Requested {
         let mut requested = Requested {
             essential: false,
             values: acr_values
@@ -82,7 +79,7 @@ impl Requested {
                 };
             }
         }
-        Ok(requested)
+        requested
     }
 
     /// Refuses a request that insists on a level no sign-in here can prove.
@@ -139,7 +136,7 @@ mod tests {
 
     #[test]
     fn acr_values_are_voluntary_oidc_3_1_2_1() {
-        let r = Requested::parse(Some("urn:example:mfa urn:example:hwk"), None).unwrap();
+        let r = Requested::parse(Some("urn:example:mfa urn:example:hwk"), None);
         assert!(!r.essential);
         assert_eq!(r.values.len(), 2);
         assert!(r.check().is_ok());
@@ -149,16 +146,13 @@ mod tests {
     fn an_essential_acr_that_cannot_be_met_is_refused_oidc_5_5_1_1() {
         let claims =
             json!({ "id_token": { "acr": { "essential": true, "values": ["urn:example:mfa"] } } });
-        let r = Requested::parse(None, Some(&claims)).unwrap();
+        let r = Requested::parse(None, Some(&claims));
         let err = r.check().unwrap_err();
         assert_eq!(err.code, ErrorCode::UnmetAuthenticationRequirements);
         let met = json!({ "id_token": { "acr": { "essential": true, "value": PASSWORD } } });
-        assert!(Requested::parse(None, Some(&met)).unwrap().check().is_ok());
+        assert!(Requested::parse(None, Some(&met)).check().is_ok());
         let voluntary = json!({ "id_token": { "acr": { "values": ["urn:example:mfa"] } } });
-        assert!(Requested::parse(None, Some(&voluntary))
-            .unwrap()
-            .check()
-            .is_ok());
+        assert!(Requested::parse(None, Some(&voluntary)).check().is_ok());
     }
 
     #[test]

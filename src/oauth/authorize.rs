@@ -288,7 +288,7 @@ pub async fn validate(
     // that no sign-in here can prove, ends the request now.
     let claims = acr::parse_claims(params.get("claims")).map_err(fail)?;
     acr::Requested::parse(params.get("acr_values"), claims.as_ref())
-        .and_then(|r| r.check())
+        .check()
         .map_err(fail)?;
     let max_age = match params.get("max_age") {
         None => None,

@@ -59,6 +59,9 @@ impl ErrorCode {
     }
 }
 
+/// What a client is told while the store is away (the cause is logged).
+pub const UNAVAILABLE: &str = "the service is temporarily unavailable; retry shortly";
+
 /// An error to report in the spec's format.
 #[derive(Debug)]
 pub struct OAuthError {
@@ -119,11 +122,7 @@ impl OAuthError {
     /// The store is away for a moment (RFC 6749 §4.1.2.1 and §5.2 `temporarily_unavailable`,
     /// 503): fixed description, cause logged.
     pub fn unavailable(detail: impl Into<anyhow::Error>) -> Self {
-        OAuthError::new(
-            ErrorCode::TemporarilyUnavailable,
-            "the service is temporarily unavailable; retry shortly",
-        )
-        .detail(detail)
+        OAuthError::new(ErrorCode::TemporarilyUnavailable, UNAVAILABLE).detail(detail)
     }
 
     /// A failure of ours: fixed description, cause logged.

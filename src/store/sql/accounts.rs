@@ -250,13 +250,7 @@ impl AccountStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.audit(audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        tx.commit_audited_if(done, audit).await
     }
 
     async fn update_account_ending_access(

@@ -156,13 +156,7 @@ impl ApiKeyStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.audit(audit).await?;
-        tx.commit().await?;
-        Ok(true)
+        tx.commit_audited_if(done, audit).await
     }
 
     async fn touch_api_key(

@@ -310,6 +310,22 @@ impl Tx {
         self.tx.rollback().await.map_err(StoreError::Unavailable)
     }
 
+    /// A conditional write's end: when `done` changed a row, records `audit` and commits;
+    /// otherwise rolls back (nothing happened, so nothing is audited). Whether it changed.
+    async fn commit_audited_if(
+        mut self,
+        done: sqlx::any::AnyQueryResult,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        if done.rows_affected() == 0 {
+            self.rollback().await?;
+            return Ok(false);
+        }
+        self.audit(audit).await?;
+        self.commit().await?;
+        Ok(true)
+    }
+
     /// Commits, then tells the hook about the events recorded (if any).
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await.map_err(StoreError::Unavailable)?;
