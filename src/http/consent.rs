@@ -34,7 +34,7 @@ pub fn page(
             pages::ConsentPage {
                 client_name: &request.client.name,
                 username: &account.username,
-                scopes: pages::scope_views(&request.scope),
+                scopes: pages::scope_views(&request.consent_scope),
                 csrf_token,
                 authorize_query,
             }

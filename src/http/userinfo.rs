@@ -195,6 +195,7 @@ async fn userinfo(app: &AppState, token: String) -> Result<Response, BearerError
         .account
         .as_ref()
         .ok_or(BearerError::InsufficientScope)?;
-    let body = claims::for_scope(account, &scope);
+    let requested = credential.grant.as_ref().map(|g| &g.claims);
+    let body = claims::for_userinfo(account, &scope, requested.unwrap_or(&Default::default()));
     Ok(respond::no_store(Json(body).into_response()))
 }

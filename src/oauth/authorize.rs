@@ -10,13 +10,14 @@ use oxide_auth::primitives::scope::Scope;
 use super::error::{ErrorCode, OAuthError};
 use super::grants::GrantType;
 use super::params::Params;
-use super::{acr, id_token, pkce, redirect_uri, scope};
+use super::{acr, claims, id_token, pkce, redirect_uri, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::keys::KeySet;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
 use crate::store::client_cache::ClientCache;
 use crate::store::{
-    AccountRecord, ClientRecord, CodeRecord, GrantRecord, SessionRecord, Store, StoreError,
+    AccountRecord, ClientRecord, CodeRecord, GrantRecord, RequestedClaims, SessionRecord, Store,
+    StoreError,
 };
 
 /// Parameters `/authorize` reads; anything else is ignored (RFC 6749 §3.1).
@@ -123,8 +124,13 @@ pub struct AuthorizeRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
-    /// The subject of a verified `id_token_hint`, set by the caller (it needs the keys).
+    /// Who the answer may be for: the subject of a verified `id_token_hint` (set by the
+    /// caller, which has the keys) or of a `sub` claim requested with a value (Core §5.5.1).
     pub hint_subject: Option<String>,
+    /// The claims asked for by name with the `claims` parameter (Core §5.5).
+    pub claims: RequestedClaims,
+    /// What consent must cover: the scope, plus the scopes whose claims `claims` asks for.
+    pub consent_scope: Scope,
 }
 
 impl AuthorizeRequest {
@@ -145,6 +151,16 @@ impl AuthorizeRequest {
                 "id_token_hint is not an ID token issued here",
             ))
         })?;
+        // Two different people named: no one could be signed in for both.
+        if self
+            .hint_subject
+            .as_ref()
+            .is_some_and(|sub| *sub != verified.subject)
+        {
+            return Err(self.fail(OAuthError::invalid_request(
+                "id_token_hint and the sub claim requested name different users",
+            )));
+        }
         self.hint_subject = Some(verified.subject);
         Ok(())
     }
@@ -290,6 +306,10 @@ pub async fn validate(
     acr::Requested::parse(params.get("acr_values"), claims.as_ref())
         .check()
         .map_err(fail)?;
+    // The parameter is OpenID Connect's (Core §5.5): a plain OAuth request releases no claims.
+    let claims = claims.filter(|_| scope.iter().any(|s| s == "openid"));
+    let requested_claims = claims::requested(claims.as_ref(), &allowed);
+    let consent_scope = consent_scope(&scope, &requested_claims).map_err(fail)?;
     let max_age = match params.get("max_age") {
         None => None,
         Some(v) => Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
@@ -310,8 +330,24 @@ pub async fn validate(
         prompt,
         max_age,
         login_hint: params.get("login_hint").map(str::to_owned),
-        hint_subject: None,
+        hint_subject: claims::requested_subject(claims.as_ref()),
+        claims: requested_claims,
+        consent_scope,
     })
+}
+
+/// The scope plus the scopes whose claims were asked for by name, so that consent to the
+/// scope is consent to those claims too.
+fn consent_scope(scope: &Scope, requested: &RequestedClaims) -> Result<Scope, OAuthError> {
+    let mut names: Vec<&str> = scope.iter().collect();
+    for claim in requested.id_token.iter().chain(&requested.userinfo) {
+        if let Some(s) = claims::scope_of(claim) {
+            if !names.contains(&s) {
+                names.push(s);
+            }
+        }
+    }
+    scope::parse(&names.join(" ")).map_err(|e| OAuthError::server(anyhow::anyhow!("{e}")))
 }
 
 /// Whether the request asks for the `openid` scope (read before the scope is validated, to
@@ -363,7 +399,12 @@ pub fn decide(
     let covered = request.client.first_party
         || consented
             .and_then(|c| scope::parse(c).ok())
-            .is_some_and(|granted| request.scope.iter().all(|s| granted.iter().any(|g| g == s)));
+            .is_some_and(|granted| {
+                request
+                    .consent_scope
+                    .iter()
+                    .all(|s| granted.iter().any(|g| g == s))
+            });
     if covered && !p.consent {
         return Ok(Decision::Issue(session, account));
     }
@@ -397,6 +438,7 @@ pub async fn issue_code(
         created_at: now,
         revoked_at: None,
         sid: session.sid.clone(),
+        claims: request.claims.clone(),
     };
     let record = CodeRecord {
         digest: code.digest(),
@@ -415,6 +457,7 @@ pub async fn issue_code(
         expires_at: now + CODE_TTL_SECS,
         consumed_at: None,
         sid: session.sid.clone(),
+        claims: request.claims.clone(),
     };
     let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{}", account.id), now)
         .client(&request.client.id)

@@ -37,19 +37,21 @@ pub async fn decide(
     now: i64,
     (ip, agent): Origin,
 ) -> Result<(), OAuthError> {
+    // The scopes whose claims the request asked for by name are consented to with the rest.
+    let scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
     let audit = |kind| {
         AuditEvent::new(kind, format!("user:{}", account.id), now)
             .account(&account.id)
             .client(&request.client.id)
             .from_request(ip.clone(), agent.clone())
-            .details(serde_json::json!({ "scope": request.scope_str }))
+            .details(serde_json::json!({ "scope": scope }))
     };
     match decision {
         Decision::Approve => Ok(store
             .grant_consent(
                 &account.id,
                 &request.client.id,
-                &request.scope_str,
+                &scope,
                 now,
                 &audit(AuditKind::ConsentGranted),
             )

@@ -2,10 +2,11 @@
 //! `nonce` (only when the request had one), `amr`, `acr`, and `at_hash`; signed with the client's
 //! registered algorithm, `kid` and `typ: JWT` in the header. Claims that the `profile`,
 //! `email`, `address` and `phone` scopes ask for come from `/userinfo` in the code flow
-//! (Core §5.4), so they are not repeated here.
+//! (Core §5.4), so they are not repeated here; only those the `claims` parameter asks for
+//! in the ID token by name are (Core §5.5).
 
 use josekit::jwt::JwtPayload;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::error::OAuthError;
 use crate::crypto::keys::{half_hash, KeySet};
@@ -22,6 +23,8 @@ pub struct IdToken<'a> {
     /// OIDC Front-Channel and Back-Channel Logout §2: the session, for the relying party to
     /// match logout requests against.
     pub sid: Option<&'a str>,
+    /// User claims asked for by name with the `claims` parameter (Core §5.5).
+    pub claims: &'a Map<String, Value>,
     pub access_token: &'a str,
     pub now: i64,
     pub ttl: i64,
@@ -30,6 +33,10 @@ pub struct IdToken<'a> {
 impl IdToken<'_> {
     fn payload(&self, alg: &str) -> JwtPayload {
         let mut p = JwtPayload::new();
+        // First, so that none of the protocol's claims below can be displaced by one.
+        for (name, value) in self.claims {
+            let _ = p.set_claim(name, Some(value.clone()));
+        }
         p.set_issuer(self.issuer);
         p.set_subject(self.subject);
         p.set_audience(vec![self.client_id]);

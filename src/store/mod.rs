@@ -316,6 +316,25 @@ pub struct GrantRecord {
     pub revoked_at: Option<i64>,
     /// The browser session that granted it (OIDC `sid`), if any.
     pub sid: Option<String>,
+    /// The claims the authorization request asked for by name (OIDC Core §5.5), for the ID
+    /// tokens of later refreshes and for userinfo.
+    pub claims: RequestedClaims,
+}
+
+/// Claims asked for one by one with the OIDC `claims` request parameter (Core §5.5), by
+/// where they go; limited to user claims the grant may release (`oauth::claims::requested`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestedClaims {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub id_token: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub userinfo: Vec<String>,
+}
+
+impl RequestedClaims {
+    pub fn is_empty(&self) -> bool {
+        self.id_token.is_empty() && self.userinfo.is_empty()
+    }
 }
 
 /// An authorization code. Single use: see [`GrantStore::consume_code`].
@@ -338,6 +357,8 @@ pub struct CodeRecord {
     pub consumed_at: Option<i64>,
     /// The browser session it was issued in (OIDC `sid`), if any.
     pub sid: Option<String>,
+    /// As the grant's: the claims asked for by name.
+    pub claims: RequestedClaims,
 }
 
 /// What a token is.

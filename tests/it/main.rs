@@ -8,6 +8,7 @@ mod api_keys;
 mod audit_trail;
 mod authorize;
 mod backchannel;
+mod claims;
 mod cli;
 mod doctor;
 mod instances;

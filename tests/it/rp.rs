@@ -1,7 +1,8 @@
 //! An independent OpenID Connect relying party — the `openidconnect` crate, used exactly as
 //! its documentation shows, with no special casing — discovers Tessera, runs the code flow
-//! with PKCE and a nonce, asks for an authentication context (`acr_values`), validates the ID
-//! token against the JWKS, and calls userinfo.
+//! with PKCE and a nonce, asks for an authentication context (`acr_values`) and for claims in
+//! the ID token (the `claims` parameter), validates the ID token against the JWKS, and calls
+//! userinfo.
 
 /// The level a password sign-in proves (decision 0024).
 const AAL1: &str = "http://idmanagement.gov/ns/assurance/aal/1";
@@ -36,6 +37,7 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
         let registered = server.confidential_client("rp").await;
         let mut ada = server.user("ada").await;
         ada.claims.email = Some("ada@example.com".into());
+        ada.claims.name = Some("Ada Lovelace".into());
         server
             .state
             .store
@@ -65,6 +67,7 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
             "{}",
             db.label
         );
+        assert_eq!(metadata.claims_parameter_supported(), Some(true));
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new("rp".into()),
@@ -82,6 +85,11 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
             .add_scope(Scope::new("profile".into()))
             .add_scope(Scope::new("email".into()))
             .add_auth_context_value(AuthenticationContextClass::new(AAL1.into()))
+            // OIDC Core §5.5: the email address and name in the ID token itself.
+            .add_extra_param(
+                "claims",
+                r#"{"id_token":{"email":{"essential":true},"name":null}}"#,
+            )
             .set_pkce_challenge(challenge)
             .url();
 
@@ -114,6 +122,16 @@ async fn openidconnect_crate_runs_the_code_flow_against_tessera_unmodified() {
             Some(AAL1),
             "{}",
             db.label
+        );
+        assert_eq!(
+            claims.email().map(|e| e.as_str()),
+            Some("ada@example.com"),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            claims.name().and_then(|n| n.get(None)).map(|n| n.as_str()),
+            Some("Ada Lovelace")
         );
         assert!(claims
             .auth_method_refs()

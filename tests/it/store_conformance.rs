@@ -13,7 +13,8 @@ use tessera::audit::{AuditEvent, AuditKind};
 use tessera::crypto::token::Digest;
 use tessera::store::{
     self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, ClientRecord, CodeRecord,
-    GrantRecord, SessionRecord, StandardClaims, Store, StoreError, TokenKind, TokenRecord,
+    GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError, TokenKind,
+    TokenRecord,
 };
 use tokio::sync::Barrier;
 
@@ -80,6 +81,7 @@ fn grant(id: &str, account_id: &str) -> GrantRecord {
         created_at: 2_000,
         revoked_at: None,
         sid: None,
+        claims: RequestedClaims::default(),
     }
 }
 
@@ -99,6 +101,11 @@ fn code(value: &str, grant: &GrantRecord) -> CodeRecord {
         expires_at: 2_060,
         consumed_at: None,
         sid: None,
+        // Round-trips through the store's JSON column.
+        claims: RequestedClaims {
+            id_token: vec!["email".into()],
+            userinfo: vec!["address".into(), "name".into()],
+        },
     }
 }
 

@@ -62,15 +62,15 @@ pub async fn redeem(
         record.code_challenge.as_deref(),
         params.get("code_verifier"),
     )?;
-    let usable = store
+    let Some(account) = store
         .account(&record.account_id)
         .await?
-        .is_some_and(|a| !a.disabled);
-    if !usable {
+        .filter(|a| !a.disabled)
+    else {
         return Err(OAuthError::invalid_grant(
             "user deleted or disabled since authorization",
         ));
-    }
+    };
 
     // OIDC Core §11: for OpenID requests a refresh token only with offline_access (granted
     // on Tessera's consent page, which lists it; decision 0006). Plain OAuth: whenever the
@@ -97,6 +97,7 @@ pub async fn redeem(
                 amr: &record.amr,
                 nonce: record.nonce.as_deref(),
                 sid: record.sid.as_deref(),
+                claims: IdTokenPlan::requested(&account, &record.claims),
             }),
         },
         now,

@@ -7,7 +7,7 @@ pub mod refresh_token;
 use base64::Engine;
 use josekit::jwt::JwtPayload;
 use rand::RngCore;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 
 use super::error::OAuthError;
 use super::id_token::IdToken;
@@ -15,7 +15,9 @@ use super::Context;
 use super::{claims, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
-use crate::store::{AccessTokenFormat, ClientRecord, TokenKind, TokenRecord};
+use crate::store::{
+    AccessTokenFormat, AccountRecord, ClientRecord, RequestedClaims, TokenKind, TokenRecord,
+};
 
 /// The grant types Tessera serves (RFC 6749 §4.1.3, §4.4, §6): one list for the token
 /// endpoint, client registration and discovery.
@@ -95,6 +97,18 @@ pub struct IdTokenPlan<'a> {
     pub nonce: Option<&'a str>,
     /// The browser session (Front-/Back-Channel Logout §2 `sid`), if known.
     pub sid: Option<&'a str>,
+    /// User claims asked for by name for the ID token (OIDC Core §5.5).
+    pub claims: Map<String, Value>,
+}
+
+impl IdTokenPlan<'_> {
+    /// The values of the claims the request asked for in the ID token, as the user's
+    /// account holds them now (Core §12.2: a refreshed ID token says what is current).
+    pub fn requested(account: &AccountRecord, requested: &RequestedClaims) -> Map<String, Value> {
+        let mut out = claims::named(account, requested.id_token.iter().map(String::as_str));
+        out.remove("sub");
+        out
+    }
 }
 
 /// Tokens ready to store (in one transaction, by the caller) and to hand out.
@@ -207,6 +221,7 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
                 nonce: id.nonce,
                 amr: id.amr,
                 sid: id.sid,
+                claims: &id.claims,
                 access_token: access_token.expose(),
                 now,
                 ttl: policy.id_token_ttl,

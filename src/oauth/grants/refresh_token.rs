@@ -67,7 +67,6 @@ pub async fn rotate(
     else {
         return Err(OAuthError::invalid_grant("user deleted or disabled"));
     };
-    let account_id = account.id;
     let grant = grant
         .filter(|g| g.revoked_at.is_none())
         .ok_or_else(|| OAuthError::invalid_grant("grant revoked"))?;
@@ -86,7 +85,7 @@ pub async fn rotate(
         Plan {
             grant_type: GrantType::RefreshToken,
             client,
-            account_id: Some(&account_id),
+            account_id: Some(&account.id),
             grant_id: Some(&grant.id),
             scope: &access_scope,
             refresh: Some(RefreshPlan {
@@ -100,6 +99,7 @@ pub async fn rotate(
                 amr: &grant.amr,
                 nonce: None,
                 sid: grant.sid.as_deref(),
+                claims: IdTokenPlan::requested(&account, &grant.claims),
             }),
         },
         now,

@@ -6,12 +6,12 @@ use sqlx::any::AnyRow;
 use super::{to_json, write_error, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
-use crate::store::{CodeRecord, GrantRecord, GrantStore, StoreError};
+use crate::store::{CodeRecord, GrantRecord, GrantStore, RequestedClaims, StoreError};
 
 macro_rules! code_columns {
     () => {
         "digest, grant_id, client_id, account_id, redirect_uri, scope, nonce, code_challenge, \
-         auth_time, amr, created_at, expires_at, consumed_at, sid"
+         auth_time, amr, created_at, expires_at, consumed_at, sid, claims"
     };
 }
 
@@ -32,12 +32,13 @@ fn code_from_row(row: &AnyRow) -> Result<CodeRecord, StoreError> {
         expires_at: row.get("expires_at")?,
         consumed_at: row.get("consumed_at")?,
         sid: row.get("sid")?,
+        claims: row.opt_json("claims")?.unwrap_or_default(),
     })
 }
 
 macro_rules! grant_columns {
     () => {
-        "id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at, sid"
+        "id, client_id, account_id, scope, auth_time, amr, created_at, revoked_at, sid, claims"
     };
 }
 
@@ -59,7 +60,13 @@ pub(super) fn grant_from(row: Row<'_>) -> Result<GrantRecord, StoreError> {
         created_at: row.get("created_at")?,
         revoked_at: row.get("revoked_at")?,
         sid: row.get("sid")?,
+        claims: row.opt_json("claims")?.unwrap_or_default(),
     })
+}
+
+/// Null when the request asked for no claims by name, as for rows from before.
+fn requested_claims(claims: &RequestedClaims) -> Result<Option<String>, StoreError> {
+    (!claims.is_empty()).then(|| to_json(claims)).transpose()
 }
 
 #[async_trait]
@@ -73,7 +80,7 @@ impl GrantStore for SqlStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
-             revoked_at, sid) values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             revoked_at, sid, claims) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&grant.id)
         .bind(&grant.client_id)
@@ -84,13 +91,14 @@ impl GrantStore for SqlStore {
         .bind(grant.created_at)
         .bind(grant.revoked_at)
         .bind(&grant.sid)
+        .bind(requested_claims(&grant.claims)?)
         .execute(&mut *tx)
         .await
         .map_err(write_error("grant"))?;
         sqlx::query(concat!(
             "insert into authorization_code (",
             code_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(code.digest.as_bytes())
         .bind(&code.grant_id)
@@ -106,6 +114,7 @@ impl GrantStore for SqlStore {
         .bind(code.expires_at)
         .bind(code.consumed_at)
         .bind(&code.sid)
+        .bind(requested_claims(&code.claims)?)
         .execute(&mut *tx)
         .await
         .map_err(write_error("authorization code"))?;

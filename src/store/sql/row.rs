@@ -74,6 +74,16 @@ impl<'r> Row<'r> {
         serde_json::from_str(&text).map_err(corrupt)
     }
 
+    /// A nullable value stored as JSON text.
+    pub(super) fn opt_json<T: DeserializeOwned>(
+        self,
+        column: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| serde_json::from_str(&t).map_err(corrupt))
+            .transpose()
+    }
+
     /// A list stored as JSON text.
     pub(super) fn json_list(self, column: &str) -> Result<Vec<String>, StoreError> {
         self.json(column)
