@@ -254,3 +254,96 @@ async fn discovery_says_the_claims_parameter_is_supported_oidc_discovery_3() {
     }
     server.stop().await;
 }
+
+/// Every standard claim Tessera stores, by the scope that releases it (Core §5.4).
+const BY_SCOPE: &[(&str, &[&str])] = &[
+    (
+        "profile",
+        &[
+            "name",
+            "given_name",
+            "family_name",
+            "middle_name",
+            "nickname",
+            "preferred_username",
+            "profile",
+            "picture",
+            "website",
+            "gender",
+            "birthdate",
+            "zoneinfo",
+            "locale",
+            "updated_at",
+        ],
+    ),
+    ("email", &["email", "email_verified"]),
+    ("address", &["address"]),
+    ("phone", &["phone_number", "phone_number_verified"]),
+];
+
+#[tokio::test]
+async fn every_standard_claim_by_scope_at_userinfo_and_by_name_in_the_id_token_oidc_5_4() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let mut ada = ada(&server).await;
+        let c = &mut ada.claims;
+        c.given_name = Some("Ada".into());
+        c.family_name = Some("Lovelace".into());
+        c.middle_name = Some("Augusta".into());
+        c.nickname = Some("Countess".into());
+        c.preferred_username = Some("ada.l".into());
+        c.profile = Some("https://example.com/ada".into());
+        c.picture = Some("https://example.com/ada.png".into());
+        c.website = Some("https://ada.example".into());
+        c.gender = Some("female".into());
+        c.birthdate = Some("1815-12-10".into());
+        c.zoneinfo = Some("Europe/London".into());
+        c.locale = Some("en-GB".into());
+        c.phone_number_verified = Some(false);
+        save(&server, &ada).await;
+        let client = server
+            .client_with("web", false, |c| {
+                c.scope = "openid profile email address phone".into();
+            })
+            .await;
+        let browser = server.browser();
+        for (scope, names) in BY_SCOPE {
+            let url = AuthorizeUrl::new(&client).set("scope", &format!("openid {scope}"));
+            let body = server.code_flow(&browser, &client, url, &Pkce::new()).await;
+            let info = userinfo(&server, body["access_token"].as_str().unwrap()).await;
+            let mut got: Vec<&str> = info
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut want: Vec<&str> = names.iter().copied().chain(["sub"]).collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "{}: scope {scope}", db.label);
+            // In the code flow, scope claims stay at userinfo (§5.4).
+            let (id, _) = server.verify_jwt(body["id_token"].as_str().unwrap()).await;
+            for name in *names {
+                assert!(id.claim(name).is_none(), "{name} in the ID token");
+            }
+        }
+        // Every one of them, by name, in the ID token (§5.5).
+        let all: serde_json::Map<String, serde_json::Value> = BY_SCOPE
+            .iter()
+            .flat_map(|(_, names)| names.iter())
+            .map(|n| ((*n).to_owned(), serde_json::Value::Null))
+            .collect();
+        let url = AuthorizeUrl::new(&client)
+            .set("scope", "openid")
+            .set("claims", &json!({ "id_token": all }).to_string());
+        let body = server.code_flow(&browser, &client, url, &Pkce::new()).await;
+        let (id, _) = server.verify_jwt(body["id_token"].as_str().unwrap()).await;
+        for name in all.keys() {
+            assert!(id.claim(name).is_some(), "{}: {name} missing", db.label);
+        }
+        assert_eq!(id.claim("birthdate"), Some(&json!("1815-12-10")));
+        assert_eq!(id.claim("phone_number_verified"), Some(&json!(false)));
+        assert_eq!(id.claim("preferred_username"), Some(&json!("ada.l")));
+        server.stop().await;
+    }
+}
