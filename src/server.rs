@@ -110,10 +110,16 @@ impl Server {
             }
         };
         let passwords = Passwords::new(&config.password)?;
-        passwords.warm_up().await?;
-        passwords.trim_in_background();
         let clock = Clock::default();
-        crate::keys::ensure_initial(store.as_ref(), &kek, clock.now()).await?;
+        // Both are on the path to ready and both wait on the blocking pool (a first start
+        // makes an RSA key): side by side, start-up costs the longer of the two, not the sum.
+        let (warmed, keys) = tokio::join!(
+            passwords.warm_up(),
+            crate::keys::ensure_initial(store.as_ref(), &kek, clock.now())
+        );
+        warmed?;
+        keys?;
+        passwords.trim_in_background();
         let keys = crate::keys::KeyCache::new(kek.clone(), config.tokens.max_ttl());
         let signer = crate::keys::Signer::new(keys.clone(), store.clone());
         let login_gate = Arc::new(crate::oauth::login::ThrottleGate {
