@@ -399,7 +399,7 @@ from a clean clone:
    limits raised to 1,000,000/s so the limiter refuses nothing, and
    `login_failures_per_address_before_delay` raised to 1,000,000, since every browser comes
    from 127.0.0.1 and an attempt counts as failed until its password checks out; every other
-   setting is the default, `password_hash_concurrency` 2 and `password_hash_queue` 32
+   setting is the default, `password_hash_concurrency` 2 and `password_hash_queue` 128
    included) and times spawn → `/readyz` 200. The store was migrated by the CLI just before;
    the signing keys are made by this first start.
 5. Fills the pools: 10,000 live opaque access tokens (client_credentials over HTTP) for

@@ -48,7 +48,7 @@ pub const SETTINGS: &[Setting] = &[
     setting("login_failures_before_delay", "5", "failed sign-ins for one username before each further attempt must wait"),
     setting("login_failures_per_address_before_delay", "20", "failed sign-ins from one source address before each further attempt must wait"),
     setting("login_delay_max_secs", "900", "longest wait after failed sign-ins (the wait doubles from 1 s up to this)"),
-    setting("password_hash_queue", "32", "most login checks waiting for a hashing slot; more get 503 with Retry-After"),
+    setting("password_hash_queue", "128", "most login checks waiting for a hashing slot; more get 503 with Retry-After"),
     setting("request_body_limit", "65536", "largest accepted request body in bytes"),
     setting("rate_limit_client_per_sec", "5000", "requests per second per client at /token, /introspect, /revoke, /userinfo (per instance); `client update --rate-limit` overrides"),
     setting("rate_limit_address_per_sec", "20", "requests per second per source address at the pages, and for client calls that fail authentication (per instance)"),
@@ -105,7 +105,7 @@ impl Default for PasswordPolicy {
             iterations: 2,
             parallelism: 1,
             concurrency: 2,
-            queue: 32,
+            queue: 128,
         }
     }
 }
