@@ -16,7 +16,7 @@ use crate::crypto::kek::Kek;
 use crate::crypto::mac;
 use crate::crypto::password::{PasswordError, Passwords};
 use crate::crypto::token::Digest;
-use crate::store::{AccountRecord, SessionRecord, Store, StoreError};
+use crate::store::{AccountRecord, LoginCount, SessionRecord, Store, StoreError, ThrottleKey};
 
 /// One login attempt, as the gate sees it.
 #[derive(Debug, Clone, Copy)]
@@ -118,24 +118,29 @@ impl LoginGate for ThrottleGate {
     /// of them starts.
     async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError> {
         let keys = self.keys(attempt);
-        let names: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        let until = self.store.login_blocked_until(&names).await?;
-        if until >= attempt.now {
-            return Ok(wait(until, attempt.now));
-        }
-        let mut ticket = Ticket::default();
+        let throttled: Vec<ThrottleKey<'_>> = keys
+            .iter()
+            .map(|(key, threshold)| ThrottleKey {
+                key,
+                threshold: *threshold,
+            })
+            .collect();
         let forget_before = attempt.now - FAILURE_MEMORY_SECS;
-        for (key, threshold) in &keys {
-            let (policy, threshold) = (self.policy, *threshold);
-            let delay = move |failures: i64| policy.delay(threshold, failures);
-            let (counted, failures, until) = self
-                .store
-                .count_login_attempt(key, attempt.now, forget_before, &delay)
-                .await?;
-            if !counted {
-                // Another attempt started a block in the meantime.
-                return Ok(wait(until, attempt.now));
-            }
+        let counts = match self
+            .store
+            .count_login_attempt(
+                &throttled,
+                attempt.now,
+                forget_before,
+                self.policy.max_delay_secs,
+            )
+            .await?
+        {
+            LoginCount::Blocked { until } => return Ok(wait(until, attempt.now)),
+            LoginCount::Counted(counts) => counts,
+        };
+        let mut ticket = Ticket::default();
+        for ((key, threshold), (failures, until)) in keys.iter().zip(counts) {
             if until >= attempt.now && failures == threshold + 1 {
                 let kind = if key.starts_with("addr:") {
                     "address"

@@ -26,7 +26,8 @@ pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
-    HousekeepingStore, LoginThrottleStore, SessionStore, SigningKeyStore, Store, TokenStore,
+    HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SigningKeyStore, Store,
+    ThrottleKey, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an

@@ -360,24 +360,41 @@ pub trait AuditStore: Send + Sync {
 /// every instance on this store so that they all throttle alike.
 #[async_trait]
 pub trait LoginThrottleStore: Send + Sync {
-    /// The latest `blocked_until` among `keys` (0 when none is known).
-    async fn login_blocked_until(&self, keys: &[&str]) -> Result<i64, StoreError>;
-    /// Counts an attempt for `key` at `now` as a failure until it proves otherwise, unless
-    /// `key` is blocked at `now` (then nothing changes); atomically, so concurrent attempts
-    /// each see the ones before them. Failures older than `forget_before` are forgotten first.
-    /// `delay(failures)` is the block to start, in seconds (0: none). Returns whether the
-    /// attempt was counted, the failures counted and `blocked_until`.
+    /// Counts an attempt at `now` against every one of `keys` as a failure until it proves
+    /// otherwise, unless one of them is blocked at `now` (then nothing changes). Each key's
+    /// count and the block it starts are one atomic statement, so that of concurrent
+    /// attempts on several instances each sees the ones before it, and none slips past a
+    /// block another just started. Failures older than `forget_before` are forgotten first;
+    /// after `threshold` failures a key is blocked for 1 s, 2 s, 4 s, … up to `max_delay`
+    /// (`LoginThrottlePolicy::delay`).
     async fn count_login_attempt(
         &self,
-        key: &str,
+        keys: &[ThrottleKey<'_>],
         now: i64,
         forget_before: i64,
-        delay: &(dyn Fn(i64) -> i64 + Sync),
-    ) -> Result<(bool, i64, i64), StoreError>;
+        max_delay: i64,
+    ) -> Result<LoginCount, StoreError>;
     /// Takes back one counted attempt of `key` (it succeeded).
     async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError>;
     /// Forgets `key`'s failures (after a successful sign-in).
     async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+}
+
+/// A login-throttle key and the failures it is allowed before its first block.
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleKey<'a> {
+    pub key: &'a str,
+    pub threshold: i64,
+}
+
+/// What [`LoginThrottleStore::count_login_attempt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCount {
+    /// A key was blocked; nothing was counted (but see the SQL store: a key counted just
+    /// before another was found blocked by a concurrent attempt stays counted).
+    Blocked { until: i64 },
+    /// Counted: per key, in order, the failures and `blocked_until` (0 or past: none).
+    Counted(Vec<(i64, i64)>),
 }
 
 /// Rows that housekeeping deletes once they can no longer matter.

@@ -865,3 +865,73 @@ async fn api_key_labels_revocation_and_touch_keep_their_contracts() {
         );
     }
 }
+
+/// The login throttle's one-statement count computes the same blocks as the policy: free
+/// failures, then 1 s, 2 s, 4 s, … up to the cap; nothing counted while any key is blocked;
+/// a count older than the memory starts afresh.
+#[tokio::test]
+async fn login_attempts_count_and_block_as_the_policy_says() {
+    use tessera::config::LoginThrottlePolicy;
+    use tessera::store::{LoginCount, ThrottleKey};
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let policy = LoginThrottlePolicy {
+            per_username: 2,
+            per_address: 5,
+            max_delay_secs: 4,
+        };
+        let keys = [
+            ThrottleKey {
+                key: "user:a",
+                threshold: 2,
+            },
+            ThrottleKey {
+                key: "addr:b",
+                threshold: 5,
+            },
+        ];
+        let mut now = 10_000;
+        for failures in 1..=9 {
+            let count = store
+                .count_login_attempt(&keys, now, now - 3_600, policy.max_delay_secs)
+                .await
+                .unwrap();
+            let expected = |threshold: i64| {
+                let wait = policy.delay(threshold, failures);
+                (failures, if wait > 0 { now + wait } else { 0 })
+            };
+            assert_eq!(
+                count,
+                LoginCount::Counted(vec![expected(2), expected(5)]),
+                "{}: failure {failures}",
+                db.label
+            );
+            if policy.delay(2, failures) > 0 {
+                // During the block: nothing counted, on either key.
+                let blocked = store
+                    .count_login_attempt(&keys, now, now - 3_600, policy.max_delay_secs)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    blocked,
+                    LoginCount::Blocked {
+                        until: expected(2).1
+                    }
+                );
+            }
+            now += 10;
+        }
+        // Remembered no longer: the count starts again at one.
+        now += 7_200;
+        let fresh = store
+            .count_login_attempt(&keys, now, now - 3_600, policy.max_delay_secs)
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh,
+            LoginCount::Counted(vec![(1, 0), (1, 0)]),
+            "{}",
+            db.label
+        );
+    }
+}
