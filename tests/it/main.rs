@@ -10,6 +10,7 @@ mod authorize;
 mod backchannel;
 mod cli;
 mod doctor;
+mod frontchannel;
 mod instances;
 mod kek;
 mod lifecycle;
