@@ -20,12 +20,12 @@ pub struct Frame {
     pub origin: String,
 }
 
-/// The client's `uri` with `iss` and `sid` appended to whatever query it already has.
-/// §2: the OP "MUST" add them when the client registered `frontchannel_logout_session_required`;
-/// Tessera adds them for every client, as §3's `frontchannel_logout_session_supported`
-/// promises, since an RP that does not need them ignores them. `None` when `uri` is not an
-/// http(s) URL: registration refuses those, but a record written by other means must not put
-/// a `javascript:` URL into an iframe.
+/// The client's `uri` with `iss` and `sid` appended to the query it already has (§2: that
+/// query "MUST be retained when adding additional query parameters"). Both always: a client
+/// that registered `frontchannel_logout_session_required` must get them, §2 has "if either is
+/// included, both MUST be", and a client that does not need them ignores them. `None` when
+/// `uri` is not an http(s) URL: registration refuses those, but a record written by other
+/// means must not put a `javascript:` URL into an iframe.
 pub fn logout_frame(client_id: &str, uri: &str, issuer: &str, sid: &str) -> Option<Frame> {
     let mut url = Url::parse(uri).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
