@@ -10,6 +10,9 @@ pub const TOKEN: &str = "/token";
 pub const LOGIN: &str = "/login";
 pub const CONSENT: &str = "/consent";
 pub const STYLESHEET: &str = "/static/tessera.css";
+/// The signed-out page's script: on to the post-logout redirect once the front-channel
+/// logout iframes have loaded.
+pub const FRONTCHANNEL_SCRIPT: &str = "/static/frontchannel-logout.js";
 pub const JWKS: &str = "/jwks";
 pub const LOGOUT: &str = "/logout";
 pub const INTROSPECT: &str = "/introspect";

@@ -110,6 +110,19 @@ pub struct CreateArgs {
         default_value = "false"
     )]
     backchannel_logout_session_required: bool,
+    /// The page loaded in a hidden iframe when a session the client signed into ends (OIDC
+    /// Front-Channel Logout), with `iss` and `sid` added; https (plain http on loopback), on
+    /// the origin of one of its redirect URIs.
+    #[arg(long = "frontchannel-logout-uri", value_name = "URI")]
+    frontchannel_logout_uri: Option<String>,
+    /// The client needs `iss` and `sid` on its front-channel logout URI.
+    #[arg(
+        long = "frontchannel-logout-session-required",
+        value_name = "BOOL",
+        value_parser = parse_bool,
+        default_value = "false"
+    )]
+    frontchannel_logout_session_required: bool,
     #[arg(long)]
     json: bool,
 }
@@ -151,6 +164,15 @@ pub struct UpdateArgs {
         value_parser = parse_bool
     )]
     backchannel_logout_session_required: Option<bool>,
+    /// A URI, or `none` to stop front-channel logout for the client.
+    #[arg(long = "frontchannel-logout-uri", value_name = "URI|none")]
+    frontchannel_logout_uri: Option<String>,
+    #[arg(
+        long = "frontchannel-logout-session-required",
+        value_name = "BOOL",
+        value_parser = parse_bool
+    )]
+    frontchannel_logout_session_required: Option<bool>,
     #[arg(long)]
     json: bool,
 }
@@ -324,6 +346,8 @@ fn build(args: CreateArgs, now: i64) -> Result<(ClientRecord, Option<PlainSecret
         rate_limit_per_sec: args.rate_limit,
         backchannel_logout_uri: args.backchannel_logout_uri,
         backchannel_logout_session_required: args.backchannel_logout_session_required,
+        frontchannel_logout_uri: args.frontchannel_logout_uri,
+        frontchannel_logout_session_required: args.frontchannel_logout_session_required,
     };
     validate(&client)?;
     Ok((client, secret))
@@ -382,6 +406,12 @@ fn apply_update(client: &mut ClientRecord, args: UpdateArgs, now: i64) -> Result
     }
     if let Some(v) = args.backchannel_logout_session_required {
         client.backchannel_logout_session_required = v;
+    }
+    if let Some(v) = args.frontchannel_logout_uri {
+        client.frontchannel_logout_uri = (v != "none").then_some(v);
+    }
+    if let Some(v) = args.frontchannel_logout_session_required {
+        client.frontchannel_logout_session_required = v;
     }
     client.updated_at = now;
     validate(client)
@@ -475,6 +505,10 @@ pub fn validate(c: &ClientRecord) -> Result<(), CliError> {
         redirect_uri::check_backchannel_logout_uri(uri)
             .map_err(|e| CliError::new(format!("--backchannel-logout-uri {e}")))?;
     }
+    if let Some(uri) = &c.frontchannel_logout_uri {
+        redirect_uri::check_frontchannel_logout_uri(uri, &c.redirect_uris)
+            .map_err(|e| CliError::new(format!("--frontchannel-logout-uri {e}")))?;
+    }
     scope::parse(&c.scope).map_err(|e| CliError::new(format!("--scope: {e}")))?;
     if !ALGS.contains(&c.id_token_signed_response_alg.as_str()) {
         return Err(CliError::new(format!(
@@ -505,7 +539,8 @@ fn describe(c: &ClientRecord) -> String {
         "id: {}\nname: {}\ntype: {} ({})\nredirect_uris: {}\npost_logout_redirect_uris: {}\n\
          grant_types: {}\nscope: {}\naccess_token_format: {}\nintrospect: {}\nfirst_party: {}\n\
          require_pkce: {}\nid_token_alg: {}\nbackchannel_logout_uri: {}\n\
-         backchannel_logout_session_required: {}",
+         backchannel_logout_session_required: {}\nfrontchannel_logout_uri: {}\n\
+         frontchannel_logout_session_required: {}",
         c.id,
         c.name,
         kind(c),
@@ -521,6 +556,8 @@ fn describe(c: &ClientRecord) -> String {
         c.id_token_signed_response_alg,
         c.backchannel_logout_uri.as_deref().unwrap_or("-"),
         c.backchannel_logout_session_required,
+        c.frontchannel_logout_uri.as_deref().unwrap_or("-"),
+        c.frontchannel_logout_session_required,
     )
 }
 

@@ -1031,6 +1031,8 @@ mod tests {
             rate_limit_per_sec: None,
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
+            frontchannel_logout_uri: None,
+            frontchannel_logout_session_required: false,
         }
     }
 

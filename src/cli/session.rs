@@ -24,6 +24,9 @@ pub enum SessionCommand {
     },
     /// End a session: the browser must sign in again. With --grants, also revoke everything
     /// the session authorized (its grants and their tokens).
+    ///
+    /// Clients that registered a back-channel logout URI are sent a logout token. Front-channel
+    /// logout cannot happen here: it needs the person's browser on the signed-out page.
     Revoke {
         /// The session's `sid` (from `session list`, or an ID token). Base64url: it may
         /// start with `-`.

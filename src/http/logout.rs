@@ -13,6 +13,7 @@ use super::forms::{expired_form, request_meta};
 use super::{error, pages, session};
 use crate::app::AppState;
 use crate::oauth::backchannel;
+use crate::oauth::frontchannel::{self, Frame};
 use crate::oauth::logout::{self, LogoutError, LogoutRequest, LOGOUT_PARAMS};
 use crate::oauth::params::Params;
 use crate::store::AccountRecord;
@@ -27,9 +28,14 @@ struct ConfirmPage<'a> {
     logout_query: &'a str,
 }
 
+/// The signed-out page; with front-channel logout `frames`, they load in hidden iframes and
+/// the page's script sends the person on to `next` (the post-logout redirect) afterwards.
 #[derive(Template)]
 #[template(path = "signed_out.html")]
-struct SignedOutPage;
+struct SignedOutPage<'a> {
+    frames: &'a [Frame],
+    next: Option<&'a str>,
+}
 
 pub async fn get(
     State(app): State<AppState>,
@@ -101,9 +107,13 @@ async fn logout(
         Ok(s) => s,
         Err(e) => return server_error(e.into()),
     };
+    let mut frames = Vec::new();
     if let Some((session_record, account)) = signed_in {
         if request.needs_confirmation(&account) && !confirmed {
             return confirm_page(app, headers, params, &request, &account);
+        }
+        if let Some(sid) = &session_record.sid {
+            frames = logout_frames(app, sid).await;
         }
         let origin = request_meta(app, headers, peer);
         let ended = request.end_session(app.store.as_ref(), &session_record, &account, now, origin);
@@ -114,15 +124,18 @@ async fn logout(
             notify_relying_parties(app, sid, now).await;
         }
     }
-    let mut response = match request.redirect_url() {
-        Some(url) => {
+    let redirect = request.redirect_url();
+    let mut response = match redirect {
+        // A redirect would leave before any iframe loaded: the page goes first when it has
+        // front-channel logouts to run.
+        Some(url) if frames.is_empty() => {
             let mut r = redirect_status.into_response();
             if let Ok(v) = HeaderValue::from_str(url.as_str()) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             r
         }
-        None => pages::html(StatusCode::OK, SignedOutPage.render(), None),
+        next => signed_out_page(&frames, next.as_ref().map(url::Url::as_str)),
     };
     if let Some(clear) = session::clear_session_cookie(app) {
         response.headers_mut().append(header::SET_COOKIE, clear);
@@ -146,6 +159,34 @@ async fn notify_relying_parties(app: &AppState, sid: &str, now: i64) {
             tracing::error!(error = %e, "cannot find the clients to tell of a logout");
         }
     }
+}
+
+/// OIDC Front-Channel Logout §2: the iframes for the clients session `sid` signed into, read
+/// before the session ends. A failure costs only the iframes, never the logout, so it is
+/// logged and the person is signed out all the same.
+async fn logout_frames(app: &AppState, sid: &str) -> Vec<Frame> {
+    let issuer = app.config.issuer_str();
+    match frontchannel::frames(app.store.as_ref(), issuer, sid).await {
+        Ok(frames) => frames,
+        Err(e) => {
+            crate::metrics::store_error(e.kind());
+            tracing::error!(error = %e, "cannot find the clients for front-channel logout");
+            Vec::new()
+        }
+    }
+}
+
+/// The signed-out page. Its CSP lets it frame exactly the origins of `frames` and, when it
+/// sends the person on to `next`, run Tessera's own script that does it.
+fn signed_out_page(frames: &[Frame], next: Option<&str>) -> Response {
+    let origins = frontchannel::origins(frames);
+    let page = SignedOutPage { frames, next };
+    let allow = pages::Allow {
+        form_target: None,
+        frames: &origins,
+        scripts: next.is_some(),
+    };
+    pages::html_allowing(StatusCode::OK, page.render(), allow)
 }
 
 /// §2: asks the signed-in person to confirm; the request rides along in the form.

@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route(paths::HEALTHZ, get(health::healthz))
         .route(paths::READYZ, get(health::readyz))
         .route(paths::STYLESHEET, get(pages::stylesheet))
+        .route(paths::FRONTCHANNEL_SCRIPT, get(pages::frontchannel_script))
         .route(paths::JWKS, get(jwks::jwks))
         .route(paths::OPENID_CONFIGURATION, get(discovery::metadata))
         .route(paths::OAUTH_METADATA, get(discovery::metadata));

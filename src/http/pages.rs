@@ -93,11 +93,39 @@ pub fn form_action_source(redirect_uri: &str) -> Option<String> {
 /// may load, run or frame it. Pages send their own (`security_headers`).
 pub const NOTHING_ALLOWED_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+/// What a page may load beyond what every page may: most pages need nothing more.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Allow<'a> {
+    /// Where a form's follow-up redirect may go (`form-action`).
+    pub form_target: Option<&'a str>,
+    /// Origins the page may load in iframes (`frame-src`): the signed-out page's
+    /// front-channel logout iframes, and nowhere else.
+    pub frames: &'a [&'a str],
+    /// The page runs Tessera's own scripts (`script-src 'self'`).
+    pub scripts: bool,
+}
+
 /// A rendered page with the security headers every HTML response carries.
 pub fn html(
     status: StatusCode,
     rendered: askama::Result<String>,
     form_target: Option<&str>,
+) -> Response {
+    html_allowing(
+        status,
+        rendered,
+        Allow {
+            form_target,
+            ..Allow::default()
+        },
+    )
+}
+
+/// [`html`] for a page that may load more than the others (see [`Allow`]).
+pub fn html_allowing(
+    status: StatusCode,
+    rendered: askama::Result<String>,
+    allow: Allow,
 ) -> Response {
     let body = match rendered {
         Ok(body) => body,
@@ -107,17 +135,27 @@ pub fn html(
         }
     };
     let mut response = (status, body).into_response();
-    security_headers(response.headers_mut(), form_target);
+    security_headers(response.headers_mut(), allow);
     response
 }
 
-fn security_headers(headers: &mut HeaderMap, form_target: Option<&str>) {
-    let form_action = match form_target.and_then(form_action_source) {
+fn security_headers(headers: &mut HeaderMap, allow: Allow) {
+    let form_action = match allow.form_target.and_then(form_action_source) {
         Some(target) => format!("form-action 'self' {target}"),
         None => "form-action 'self'".to_owned(),
     };
+    let script = if allow.scripts {
+        "script-src 'self'; "
+    } else {
+        ""
+    };
+    let frames = if allow.frames.is_empty() {
+        String::new()
+    } else {
+        format!("frame-src {}; ", allow.frames.join(" "))
+    };
     let csp = format!(
-        "default-src 'none'; style-src 'self'; img-src 'self'; {form_action}; \
+        "default-src 'none'; {script}style-src 'self'; img-src 'self'; {frames}{form_action}; \
          frame-ancestors 'none'; base-uri 'none'"
     );
     let fixed = [
@@ -157,6 +195,18 @@ pub async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         include_str!("../../static/tessera.css"),
+    )
+        .into_response()
+}
+
+/// The signed-out page's script, compiled in like the stylesheet.
+pub async fn frontchannel_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../static/frontchannel-logout.js"),
     )
         .into_response()
 }

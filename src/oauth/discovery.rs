@@ -45,5 +45,9 @@ pub fn metadata(issuer: &str) -> Value {
         // ending session, and always carry its `sid` when it has one.
         "backchannel_logout_supported": true,
         "backchannel_logout_session_supported": true,
+        // OIDC Front-Channel Logout 1.0 §3: the signed-out page loads each client's
+        // `frontchannel_logout_uri` in an iframe, always with `iss` and `sid`.
+        "frontchannel_logout_supported": true,
+        "frontchannel_logout_session_supported": true,
     })
 }

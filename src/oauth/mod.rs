@@ -12,6 +12,7 @@ pub mod consent;
 pub mod credential;
 pub mod discovery;
 pub mod error;
+pub mod frontchannel;
 pub mod grants;
 pub mod id_token;
 pub mod introspection;

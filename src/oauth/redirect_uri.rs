@@ -55,8 +55,36 @@ pub fn check_registration(uri: &str) -> Result<(), String> {
 /// tokens to it, so unlike a redirect URI it is never a private-use scheme, and plain http is
 /// allowed only where the token cannot leave the machine.
 pub fn check_backchannel_logout_uri(uri: &str) -> Result<(), String> {
+    check_logout_uri(uri).map(drop)
+}
+
+/// Checks a `frontchannel_logout_uri` (OIDC Front-Channel Logout §2): the same rules as the
+/// back-channel URI, since the browser carries the session's `sid` to it, and its origin must
+/// be that of one of the client's `redirect_uris`.
+pub fn check_frontchannel_logout_uri(uri: &str, redirect_uris: &[String]) -> Result<(), String> {
+    let url = check_logout_uri(uri)?;
+    // §2: "The domain, port, and scheme of this URL MUST be the same as that of a registered
+    // Redirection URI value." An origin is exactly those three.
+    let origin = url.origin();
+    let registered = redirect_uris
+        .iter()
+        .filter_map(|r| Url::parse(r).ok())
+        .any(|r| r.origin() == origin);
+    if registered {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{uri}` must have the scheme, host and port of one of the client's redirect URIs"
+        ))
+    }
+}
+
+/// The rules both logout URIs share: absolute, no fragment, no credentials, https (plain
+/// http only on loopback).
+fn check_logout_uri(uri: &str) -> Result<Url, String> {
     let url = Url::parse(uri).map_err(|e| format!("`{uri}` is not an absolute URI ({e})"))?;
-    // §2.2: the URL "MUST be absolute and MUST NOT include a fragment component".
+    // Back-Channel §2.2 and Front-Channel §2: the URL "MUST be absolute and MUST NOT include
+    // a fragment component".
     if url.fragment().is_some() {
         return Err(format!("`{uri}` must not have a fragment"));
     }
@@ -64,8 +92,8 @@ pub fn check_backchannel_logout_uri(uri: &str) -> Result<(), String> {
         return Err(format!("`{uri}` must not carry credentials"));
     }
     match url.scheme() {
-        "https" if url.host().is_some() => Ok(()),
-        "http" if is_loopback_host(&url) => Ok(()),
+        "https" if url.host().is_some() => Ok(url),
+        "http" if is_loopback_host(&url) => Ok(url),
         _ => Err(format!(
             "`{uri}` must use https (plain http only for 127.0.0.1, [::1] or localhost)"
         )),
@@ -103,6 +131,40 @@ mod tests {
             "/logout",
         ] {
             assert!(check_backchannel_logout_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn frontchannel_logout_uri_shares_an_origin_with_a_redirect_uri_frontchannel_logout_2() {
+        let redirects = [
+            "https://rp.example.com/cb".to_owned(),
+            "http://127.0.0.1:7777/cb".to_owned(),
+            "com.example.app:/cb".to_owned(),
+        ];
+        for ok in [
+            "https://rp.example.com/fcl",
+            "https://rp.example.com:443/fcl?x=1",
+            "http://127.0.0.1:7777/fcl",
+        ] {
+            assert!(
+                check_frontchannel_logout_uri(ok, &redirects).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "https://other.example.com/fcl",
+            "https://rp.example.com:8443/fcl",
+            "http://127.0.0.1:7778/fcl",
+            "http://rp.example.com/fcl",
+            "https://rp.example.com/fcl#f",
+            "https://u:p@rp.example.com/fcl",
+            "com.example.app:/fcl",
+            "/fcl",
+        ] {
+            assert!(
+                check_frontchannel_logout_uri(bad, &redirects).is_err(),
+                "{bad}"
+            );
         }
     }
 

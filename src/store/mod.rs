@@ -202,6 +202,12 @@ pub struct ClientRecord {
     /// The client needs `sid` in its logout tokens (§2.2); Tessera always sends it when the
     /// session has one, so this is informational.
     pub backchannel_logout_session_required: bool,
+    /// The page the signed-out page loads in a hidden iframe (OIDC Front-Channel Logout §2);
+    /// `None`: no iframe.
+    pub frontchannel_logout_uri: Option<String>,
+    /// The client needs `iss` and `sid` on that iframe's URL (§2); Tessera always adds them,
+    /// so this is informational.
+    pub frontchannel_logout_session_required: bool,
 }
 
 impl ClientRecord {

@@ -153,6 +153,11 @@ pub trait SessionStore: Send + Sync {
         &self,
         sid: &str,
     ) -> Result<Vec<(ClientRecord, String)>, StoreError>;
+    /// The clients that signed in through session `sid` and registered a
+    /// `frontchannel_logout_uri`, ordered by id: the iframes of the signed-out page (OIDC
+    /// Front-Channel Logout §2). Like [`SessionStore::backchannel_clients`], revoked grants
+    /// count.
+    async fn frontchannel_clients(&self, sid: &str) -> Result<Vec<ClientRecord>, StoreError>;
     /// Counts a failed login against the user (if the username exists) and records `audit`.
     async fn record_failed_login(
         &self,

@@ -11,6 +11,7 @@ mod backchannel;
 mod claims;
 mod cli;
 mod doctor;
+mod frontchannel;
 mod instances;
 mod kek;
 mod lifecycle;

@@ -60,6 +60,50 @@ async fn discovery_advertises_only_what_the_server_does_oidc_discovery_3() {
         .await
         .unwrap();
     assert_eq!(doc, rfc8414);
+    // Exactly these members: a new one is a new promise, to be added here with its test.
+    let mut members: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        [
+            "acr_values_supported",
+            "authorization_endpoint",
+            "authorization_response_iss_parameter_supported",
+            "backchannel_logout_session_supported",
+            "backchannel_logout_supported",
+            "claims_parameter_supported",
+            "claims_supported",
+            "code_challenge_methods_supported",
+            "end_session_endpoint",
+            "frontchannel_logout_session_supported",
+            "frontchannel_logout_supported",
+            "grant_types_supported",
+            "id_token_signing_alg_values_supported",
+            "introspection_endpoint",
+            "introspection_endpoint_auth_methods_supported",
+            "introspection_signing_alg_values_supported",
+            "issuer",
+            "jwks_uri",
+            "prompt_values_supported",
+            "request_parameter_supported",
+            "request_uri_parameter_supported",
+            "response_modes_supported",
+            "response_types_supported",
+            "revocation_endpoint",
+            "revocation_endpoint_auth_methods_supported",
+            "scopes_supported",
+            "subject_types_supported",
+            "token_endpoint",
+            "token_endpoint_auth_methods_supported",
+            "ui_locales_supported",
+            "userinfo_endpoint",
+        ]
+    );
     let issuer = server.state.config.issuer_str();
     assert_eq!(doc["issuer"], issuer);
     // Every advertised endpoint exists on this server (an error for an empty request, not 404).

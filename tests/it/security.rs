@@ -477,6 +477,7 @@ const EVERY_KIND_OF_ANSWER: &[(&str, &str, &str, &str, bool)] = &[
     ("GET", "/.well-known/openid-configuration", "", "", false),
     ("GET", "/jwks", "", "", false),
     ("GET", "/static/tessera.css", "", "", false),
+    ("GET", "/static/frontchannel-logout.js", "", "", false),
     ("GET", "/account", "", "", true),
     ("GET", "/authorize", "", "", true),
     (

@@ -35,6 +35,8 @@ fn client(id: &str) -> ClientRecord {
         rate_limit_per_sec: None,
         backchannel_logout_uri: None,
         backchannel_logout_session_required: false,
+        frontchannel_logout_uri: None,
+        frontchannel_logout_session_required: false,
     }
 }
 

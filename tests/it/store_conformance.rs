@@ -52,6 +52,8 @@ fn client(id: &str) -> ClientRecord {
         rate_limit_per_sec: None,
         backchannel_logout_uri: None,
         backchannel_logout_session_required: false,
+        frontchannel_logout_uri: None,
+        frontchannel_logout_session_required: false,
     }
 }
 
@@ -931,6 +933,88 @@ async fn login_attempts_count_and_block_as_the_policy_says() {
             fresh,
             LoginCount::Counted(vec![(1, 0), (1, 0)]),
             "{}",
+            db.label
+        );
+    }
+}
+
+/// `frontchannel_clients`: the clients with a front-channel logout URI that signed in
+/// through the session, once each, by id; revoked grants count, other sessions' do not. The
+/// new client fields round-trip through insert, update and read.
+#[tokio::test]
+async fn frontchannel_clients_are_those_the_session_signed_into_with_a_uri() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        for (id, uri) in [
+            ("zeta", Some("https://zeta.example/fcl?x=1")),
+            ("alpha", Some("https://alpha.example/fcl")),
+            ("plain", None),
+            ("elsewhere", Some("https://elsewhere.example/fcl")),
+        ] {
+            let mut c = client(id);
+            c.frontchannel_logout_uri = uri.map(str::to_owned);
+            c.frontchannel_logout_session_required = id == "zeta";
+            store
+                .insert_client(&c, &audit(AuditKind::ClientCreated))
+                .await
+                .unwrap();
+        }
+        let zeta = store.client("zeta").await.unwrap().unwrap();
+        assert_eq!(
+            zeta.frontchannel_logout_uri.as_deref(),
+            Some("https://zeta.example/fcl?x=1"),
+            "{}",
+            db.label
+        );
+        assert!(zeta.frontchannel_logout_session_required);
+        for (grant_id, client_id, sid) in [
+            ("g-zeta", "zeta", "sid-1"),
+            ("g-zeta-again", "zeta", "sid-1"),
+            ("g-alpha", "alpha", "sid-1"),
+            ("g-plain", "plain", "sid-1"),
+            ("g-elsewhere", "elsewhere", "sid-2"),
+        ] {
+            let mut g = grant(grant_id, ADA);
+            g.client_id = client_id.into();
+            g.sid = Some(sid.into());
+            let mut c = code(&format!("code-{grant_id}"), &g);
+            c.sid = g.sid.clone();
+            store
+                .insert_code(&g, &c, &audit(AuditKind::CodeIssued))
+                .await
+                .unwrap();
+        }
+        store
+            .revoke_grant("g-alpha", 6_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        let ids = |clients: Vec<ClientRecord>| -> Vec<String> {
+            clients.into_iter().map(|c| c.id).collect()
+        };
+        assert_eq!(
+            ids(store.frontchannel_clients("sid-1").await.unwrap()),
+            ["alpha", "zeta"],
+            "{}",
+            db.label
+        );
+        assert!(store
+            .frontchannel_clients("sid-none")
+            .await
+            .unwrap()
+            .is_empty());
+
+        let mut alpha = store.client("alpha").await.unwrap().unwrap();
+        alpha.frontchannel_logout_uri = None;
+        store
+            .update_client(&alpha, &audit(AuditKind::ClientUpdated))
+            .await
+            .unwrap();
+        assert_eq!(store.client("alpha").await.unwrap().unwrap(), alpha);
+        assert_eq!(
+            ids(store.frontchannel_clients("sid-1").await.unwrap()),
+            ["zeta"],
+            "{}: no URI, no iframe",
             db.label
         );
     }

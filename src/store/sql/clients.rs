@@ -12,7 +12,8 @@ macro_rules! client_columns {
         "id, name, secret_digest, redirect_uris, post_logout_redirect_uris, grant_types, scope, \
          token_endpoint_auth_method, access_token_format, may_introspect, first_party, \
          require_pkce, id_token_signed_response_alg, created_at, updated_at, rate_limit_per_sec, \
-         backchannel_logout_uri, backchannel_logout_session_required"
+         backchannel_logout_uri, backchannel_logout_session_required, frontchannel_logout_uri, \
+         frontchannel_logout_session_required"
     };
 }
 
@@ -46,6 +47,8 @@ fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
         rate_limit_per_sec: row.get("rate_limit_per_sec")?,
         backchannel_logout_uri: row.get("backchannel_logout_uri")?,
         backchannel_logout_session_required: row.flag("backchannel_logout_session_required")?,
+        frontchannel_logout_uri: row.get("frontchannel_logout_uri")?,
+        frontchannel_logout_session_required: row.flag("frontchannel_logout_session_required")?,
     })
 }
 
@@ -74,7 +77,7 @@ impl ClientStore for SqlStore {
             sqlx::query(concat!(
                 "insert into client (",
                 client_columns!(),
-                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
             )),
             c,
         )?
@@ -83,6 +86,8 @@ impl ClientStore for SqlStore {
         .bind(c.rate_limit_per_sec)
         .bind(&c.backchannel_logout_uri)
         .bind(c.backchannel_logout_session_required)
+        .bind(&c.frontchannel_logout_uri)
+        .bind(c.frontchannel_logout_session_required)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;
@@ -129,7 +134,8 @@ impl ClientStore for SqlStore {
                  may_introspect = $10, first_party = $11, require_pkce = $12, \
                  id_token_signed_response_alg = $13, updated_at = $14, \
                  rate_limit_per_sec = $15, backchannel_logout_uri = $16, \
-                 backchannel_logout_session_required = $17 where id = $1",
+                 backchannel_logout_session_required = $17, frontchannel_logout_uri = $18, \
+                 frontchannel_logout_session_required = $19 where id = $1",
             ),
             c,
         )?
@@ -137,6 +143,8 @@ impl ClientStore for SqlStore {
         .bind(c.rate_limit_per_sec)
         .bind(&c.backchannel_logout_uri)
         .bind(c.backchannel_logout_session_required)
+        .bind(&c.frontchannel_logout_uri)
+        .bind(c.frontchannel_logout_session_required)
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;

@@ -184,6 +184,27 @@ impl SessionStore for SqlStore {
         Ok(found)
     }
 
+    async fn frontchannel_clients(&self, sid: &str) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query(
+            "select distinct g.client_id from oauth_grant g \
+             join client c on c.id = g.client_id \
+             where g.sid = $1 and c.frontchannel_logout_uri is not null order by g.client_id",
+        )
+        .bind(sid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let client_id: String = Row::new(row).get("client_id")?;
+            // Deleted between the two reads: no page of theirs to load.
+            if let Some(client) = self.client(&client_id).await? {
+                found.push(client);
+            }
+        }
+        Ok(found)
+    }
+
     async fn record_failed_login(
         &self,
         account_id: Option<&str>,

@@ -61,6 +61,8 @@ impl TestServer {
             rate_limit_per_sec: None,
             backchannel_logout_uri: None,
             backchannel_logout_session_required: false,
+            frontchannel_logout_uri: None,
+            frontchannel_logout_session_required: false,
         };
         change(&mut record);
         let audit = AuditEvent::new(AuditKind::ClientCreated, "test", 0);
