@@ -349,8 +349,9 @@ NOTES = """\
 ## Writes per code flow: a tested invariant
 
 A whole code flow (authorize with `prompt=consent` → sign-in → consent → code → token) makes
-exactly **9 writes** (transactions, or single-statement writes) on either store: five for the
-sign-in (the login throttle's bookkeeping and the session), then one each for the consent, the
+exactly **7 writes** (transactions, or single-statement writes) on either store: three for the
+sign-in (the login throttle's count, its take-back once the password checks out, and the
+session), then one each for the consent, the
 code with its grant, the code's redemption and the tokens. The store counts the writes it
 begins (`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
 `tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
@@ -367,10 +368,10 @@ page-faulting each check's fresh 19 MiB buffer (`memset`, `exc_page_fault`, jema
 `madvise`) 16 %, everything else (HTTP, templates, SQL, RS256) under 15 %. The buffers are
 now reused (`crypto::password::Arena`), which removes the second item. Next to cut:
 
-- **Code flow**: the reads. A flow runs about 18 reads beside its 9 writes (the session and
-  its user on each `/authorize` step, the consent, the login throttle's checks); the Postgres
-  CPU per flow stays above the 2 ms target until the session, user and consent come from one
-  query per step and the throttle's five statements per sign-in become one.
+- **Code flow**: the reads. A flow runs about 10 reads beside its 7 writes (the session with
+  its user, then the consent, on each `/authorize` step; the user at sign-in and at the
+  token); the login throttle is down to two counting statements and one take-back per
+  sign-in. The consent's merge (insert, read, update) could become one statement.
 - **Refresh**: two statements now (one lookup of token, grant and user; one rotation), so
   what is left is the RS256 ID token (0.27 ms of CPU each on this machine, a third of the
   server's share) and Postgres's cost of the rotation statement (two inserted rows with

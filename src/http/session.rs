@@ -74,15 +74,11 @@ pub async fn current(
     let Some(digest) = session_digest(app, headers) else {
         return Ok(None);
     };
-    let Some(session) = app.store.session(&digest, now).await? else {
-        return Ok(None);
-    };
     Ok(app
         .store
-        .account(&session.account_id)
+        .signed_in(&digest, now)
         .await?
-        .filter(|a| !a.disabled)
-        .map(|a| (session, a)))
+        .filter(|(_, a)| !a.disabled))
 }
 
 /// A new session value and the `Set-Cookie` header that hands it to the browser.

@@ -163,12 +163,14 @@ impl LoginGate for ThrottleGate {
         let keys = self.keys(attempt);
         if succeeded {
             // The username starts afresh; the address only takes back this attempt.
+            let addresses: Vec<&str> = keys
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .filter(|k| k.starts_with("addr:"))
+                .collect();
             self.store
-                .clear_login_failures(&self.username_key(attempt.username))
+                .take_back_login_attempt(Some(&self.username_key(attempt.username)), &addresses)
                 .await?;
-            for (key, _) in keys.iter().filter(|(k, _)| k.starts_with("addr:")) {
-                self.store.forgive_login_attempt(key).await?;
-            }
             return Ok(());
         }
         for (kind, failures, until) in ticket.blocks_started {
@@ -187,10 +189,9 @@ impl LoginGate for ThrottleGate {
     async fn release(&self, attempt: &Attempt<'_>, _ticket: Ticket) -> Result<(), StoreError> {
         // A refusal for load says nothing about the password: no key keeps it. (A block this
         // very attempt started stays until it runs out: rare, and only ever seconds at first.)
-        for (key, _) in self.keys(attempt) {
-            self.store.forgive_login_attempt(&key).await?;
-        }
-        Ok(())
+        let keys = self.keys(attempt);
+        let keys: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+        self.store.take_back_login_attempt(None, &keys).await
     }
 }
 

@@ -128,6 +128,13 @@ pub trait SessionStore: Send + Sync {
     /// The session with this digest if it has not expired at `now`.
     async fn session(&self, digest: &Digest, now: i64)
         -> Result<Option<SessionRecord>, StoreError>;
+    /// The unexpired session and its user, in one lookup: what every step of a sign-in
+    /// reads first (the user may be disabled; the caller decides what that means).
+    async fn signed_in(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<(SessionRecord, AccountRecord)>, StoreError>;
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
     /// The user's sessions that have not expired at `now`, newest first.
     async fn sessions_of(
@@ -379,10 +386,13 @@ pub trait LoginThrottleStore: Send + Sync {
         forget_before: i64,
         max_delay: i64,
     ) -> Result<LoginCount, StoreError>;
-    /// Takes back one counted attempt of `key` (it succeeded).
-    async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError>;
-    /// Forgets `key`'s failures (after a successful sign-in).
-    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError>;
+    /// Takes back one counted attempt of each `forgive` key and forgets every failure of
+    /// `clear` (the attempt succeeded, or was never checked): one write.
+    async fn take_back_login_attempt(
+        &self,
+        clear: Option<&str>,
+        forgive: &[&str],
+    ) -> Result<(), StoreError>;
 }
 
 /// A login-throttle key and the failures it is allowed before its first block.

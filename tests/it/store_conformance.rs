@@ -1019,3 +1019,38 @@ async fn frontchannel_clients_are_those_the_session_signed_into_with_a_uri() {
         );
     }
 }
+
+/// `signed_in`: the session with its user in one lookup, only while it has not expired; a
+/// disabled user comes back as such (the caller refuses it).
+#[tokio::test]
+async fn signed_in_reads_a_live_session_with_its_user() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let record = session("ada-live", ADA);
+        store
+            .insert_session(&record, None, &audit(AuditKind::LoginSucceeded))
+            .await
+            .unwrap();
+        let (found, account) = store
+            .signed_in(&Digest::of("ada-live"), 2_001)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, record, "{}", db.label);
+        assert_eq!(Some(account), store.account(ADA).await.unwrap());
+        assert_eq!(
+            store
+                .signed_in(&Digest::of("ada-live"), record.expires_at)
+                .await
+                .unwrap(),
+            None,
+            "{}: expired",
+            db.label
+        );
+        assert_eq!(
+            store.signed_in(&Digest::of("nobody"), 2_001).await.unwrap(),
+            None
+        );
+    }
+}

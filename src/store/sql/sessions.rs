@@ -3,13 +3,28 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
+use std::sync::LazyLock;
+
+use super::accounts::{account_from, ACCOUNT_COLUMNS};
+use super::tokens::aliased;
 use super::{to_json, write_error, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
-use crate::store::{ClientRecord, ClientStore, SessionRecord, SessionStore, StoreError};
+use crate::store::{
+    AccountRecord, ClientRecord, ClientStore, SessionRecord, SessionStore, StoreError,
+};
+
+macro_rules! session_columns {
+    () => {
+        "id_digest, account_id, auth_time, amr, created_at, expires_at, sid"
+    };
+}
 
 fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
-    let row = Row::new(row);
+    session_from(Row::new(row))
+}
+
+fn session_from(row: Row<'_>) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
         id_digest: row.digest("id_digest")?,
         account_id: row.get("account_id")?,
@@ -80,6 +95,34 @@ impl SessionStore for SqlStore {
         .as_ref()
         .map(session_from_row)
         .transpose()
+    }
+
+    async fn signed_in(
+        &self,
+        digest: &Digest,
+        now: i64,
+    ) -> Result<Option<(SessionRecord, AccountRecord)>, StoreError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {}, {} from session s join account a on a.id = s.account_id \
+                 where s.id_digest = $1 and s.expires_at > $2",
+                aliased("s", session_columns!()),
+                aliased("a", ACCOUNT_COLUMNS)
+            )
+        });
+        let Some(row) = sqlx::query(&SQL)
+            .bind(digest.as_bytes())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            session_from(Row::prefixed(&row, "s_"))?,
+            account_from(Row::prefixed(&row, "a_"))?,
+        )))
     }
 
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError> {

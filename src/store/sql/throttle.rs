@@ -112,25 +112,29 @@ impl LoginThrottleStore for SqlStore {
         Ok(LoginCount::Counted(counted))
     }
 
-    async fn forgive_login_attempt(&self, key: &str) -> Result<(), StoreError> {
+    async fn take_back_login_attempt(
+        &self,
+        clear: Option<&str>,
+        forgive: &[&str],
+    ) -> Result<(), StoreError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
-            "update login_throttle set failures = failures - 1 where key = $1 and failures > 0",
-        )
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        Ok(())
-    }
-
-    async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query("delete from login_throttle where key = $1")
-            .bind(key)
+        if let Some(key) = clear {
+            sqlx::query("delete from login_throttle where key = $1")
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        }
+        for key in forgive {
+            sqlx::query(
+                "update login_throttle set failures = failures - 1 \
+                 where key = $1 and failures > 0",
+            )
+            .bind(*key)
             .execute(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?;
+        }
         Ok(())
     }
 }

@@ -264,7 +264,7 @@ const TOKEN_SELECT: &str = "t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.
 
 /// `g.id as g_id, g.scope as g_scope, …`: a joined table's columns under a prefix, for
 /// [`Row::prefixed`].
-fn aliased(table: &str, columns: &str) -> String {
+pub(super) fn aliased(table: &str, columns: &str) -> String {
     columns
         .split(',')
         .map(|c| {
