@@ -157,8 +157,8 @@ pub fn roles(account: &AccountRecord) -> [(&'static str, Value); 2] {
     ]
 }
 
-/// Every claim `for_scope` can release, for discovery's `claims_supported`.
-pub const SUPPORTED: &[&str] = &[
+/// The claims of the ID token itself (Core §2, Front-/Back-Channel Logout §2 `sid`).
+const PROTOCOL: &[&str] = &[
     "sub",
     "iss",
     "aud",
@@ -170,26 +170,16 @@ pub const SUPPORTED: &[&str] = &[
     "amr",
     "sid",
     "at_hash",
-    "name",
-    "given_name",
-    "family_name",
-    "middle_name",
-    "nickname",
-    "preferred_username",
-    "profile",
-    "picture",
-    "website",
-    "gender",
-    "birthdate",
-    "zoneinfo",
-    "locale",
-    "updated_at",
-    "email",
-    "email_verified",
-    "address",
-    "phone_number",
-    "phone_number_verified",
 ];
+
+/// Every claim Tessera can return, for discovery's `claims_supported`.
+pub fn supported() -> Vec<&'static str> {
+    PROTOCOL
+        .iter()
+        .chain(BY_SCOPE.iter().flat_map(|(_, claims)| claims.iter()))
+        .copied()
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

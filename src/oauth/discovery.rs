@@ -34,7 +34,7 @@ pub fn metadata(issuer: &str) -> Value {
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent", "select_account"],
-        "claims_supported": claims::SUPPORTED,
+        "claims_supported": claims::supported(),
         "acr_values_supported": acr::SUPPORTED,
         "claims_parameter_supported": true,
         "request_parameter_supported": false,

@@ -112,15 +112,7 @@ async fn named_claims_go_to_the_id_token_and_userinfo_as_asked_oidc_5_5() {
         // Core §12.2: a refreshed ID token carries the same claims, as they are now.
         ada.claims.name = Some("Augusta Ada King".into());
         save(&server, &ada).await;
-        let refreshed = server
-            .token(
-                &client,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", body["refresh_token"].as_str().unwrap()),
-                ],
-            )
-            .await;
+        let refreshed = server.refresh(&client, &body["refresh_token"]).await;
         assert_eq!(refreshed.status, 200, "{}", refreshed.body);
         let refreshed = refreshed.json();
         let (id, _) = server

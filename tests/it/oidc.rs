@@ -877,15 +877,7 @@ async fn id_tokens_carry_the_sessions_sid_backchannel_logout_2() {
             "{}: one session, one sid",
             db.label
         );
-        let refreshed = server
-            .token(
-                &web,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("refresh_token", first["refresh_token"].as_str().unwrap()),
-                ],
-            )
-            .await;
+        let refreshed = server.refresh(&web, &first["refresh_token"]).await;
         assert_eq!(refreshed.status, 200, "{}", refreshed.body);
         assert_eq!(
             sid_of(&server, &refreshed.json()).await,

@@ -194,6 +194,16 @@ impl TestServer {
         }
     }
 
+    /// `grant_type=refresh_token` with `refresh_token`, as `client`.
+    pub async fn refresh(&self, client: &TestClient, refresh_token: &serde_json::Value) -> Reply {
+        let token = refresh_token.as_str().expect("a refresh token");
+        self.token(
+            client,
+            &[("grant_type", "refresh_token"), ("refresh_token", token)],
+        )
+        .await
+    }
+
     /// POSTs a form to the token endpoint, authenticating as the client does.
     pub async fn token(&self, client: &TestClient, form: &[(&str, &str)]) -> Reply {
         self.token_like("/token", client, form).await
