@@ -119,6 +119,8 @@ const GROUPS: &[(&str, &[Field])] = &[
 struct ProfilePage<'a> {
     username: &'a str,
     csrf_token: &'a str,
+    /// `oauth::profile::version` of the claims the form is filled from.
+    version: String,
     problem: Option<&'a str>,
     errors: Vec<ErrorView>,
     groups: Vec<GroupView>,
@@ -172,14 +174,14 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some((csrf_token, edit)) = error::is_form(&headers).then(|| parse(&body)).flatten() else {
+    let Some(form) = error::is_form(&headers).then(|| parse(&body)).flatten() else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
             "The form was not sent correctly",
             "Go back to your profile and try again.",
         );
     };
-    if !session::Csrf::verify(&app, &headers, csrf_token.as_deref()) {
+    if !session::Csrf::verify(&app, &headers, form.csrf_token.as_deref()) {
         return expired_form();
     }
     let now = app.clock.now();
@@ -188,11 +190,17 @@ pub async fn post(
         Ok(None) => return see_other(paths::ACCOUNT),
         Err(e) => return store_failed(e),
     };
+    let edit = &form.edit;
     let before = &account.claims;
+    // Filled in before the claims changed elsewhere (another tab, the operator): saving it
+    // would undo that change unseen, so the person looks again.
+    if form.version.as_deref() != Some(profile::version(before).as_str()) {
+        return page(&app, &headers, &account, Shown::Stale(edit));
+    }
     let after = edit.applied_to(before);
     let errors = profile::check(before, &after);
     if !errors.is_empty() {
-        return page(&app, &headers, &account, Shown::Refused(&edit, &errors));
+        return page(&app, &headers, &account, Shown::Refused(edit, &errors));
     }
     let changed = profile::changed(before, &after);
     if changed.is_empty() {
@@ -210,29 +218,45 @@ pub async fn post(
         .await
     {
         Ok(true) => see_other(SAVED),
-        Ok(false) => page(&app, &headers, &account, Shown::Stale(&edit)),
+        Ok(false) => page(&app, &headers, &account, Shown::Stale(edit)),
         // Disabled or deleted since the session was read: the account page says what is left.
         Err(StoreError::NotFound(_)) => see_other(paths::ACCOUNT),
         Err(e) => store_failed(e),
     }
 }
 
-/// The form's `csrf_token` and the claims it sets; `None` if it is not the form this page
-/// sends: a field it does not have (the e-mail address, a verification flag), a field
+/// The profile form as sent.
+struct Form {
+    csrf_token: Option<String>,
+    version: Option<String>,
+    edit: ClaimEdit,
+}
+
+/// The form's fields; `None` if it is not the form this page sends: a field it does not have (the e-mail address, a verification flag), a field
 /// twice, too many fields or an overlong value. Browsers send a textarea's line breaks as
 /// CRLF; the address keeps them as LF (Core §5.1.1).
-fn parse(body: &[u8]) -> Option<(Option<String>, ClaimEdit)> {
-    let mut csrf_token = None;
+fn parse(body: &[u8]) -> Option<Form> {
+    let mut form = Form {
+        csrf_token: None,
+        version: None,
+        edit: ClaimEdit::default(),
+    };
     let mut seen: Vec<String> = Vec::new();
-    let mut edit = ClaimEdit::default();
     for (i, (name, value)) in form_urlencoded::parse(body).enumerate() {
         if i == MAX_PAIRS || value.len() > MAX_VALUE_LEN || seen.iter().any(|s| *s == name) {
             return None;
         }
         seen.push(name.to_string());
-        if name == "csrf_token" {
-            csrf_token = Some(value.into_owned());
-            continue;
+        match name.as_ref() {
+            "csrf_token" => {
+                form.csrf_token = Some(value.into_owned());
+                continue;
+            }
+            "version" => {
+                form.version = Some(value.into_owned());
+                continue;
+            }
+            _ => {}
         }
         let claim = Claim::ALL
             .iter()
@@ -243,9 +267,9 @@ fn parse(body: &[u8]) -> Option<(Option<String>, ClaimEdit)> {
         } else {
             value.into_owned()
         };
-        edit.set(claim, Some(value));
+        form.edit.set(claim, Some(value));
     }
-    Some((csrf_token, edit))
+    Some(form)
 }
 
 /// What the form shows.
@@ -254,7 +278,8 @@ enum Shown<'a> {
     Stored,
     /// The person's entries, refused for these reasons (400).
     Refused(&'a ClaimEdit, &'a [ClaimError]),
-    /// The person's entries, not saved because the stored claims changed meanwhile (409).
+    /// The person's entries, not saved because the stored claims changed since the form
+    /// was filled (409).
     Stale(&'a ClaimEdit),
 }
 
@@ -356,6 +381,7 @@ fn page(
         ProfilePage {
             username: &account.username,
             csrf_token,
+            version: profile::version(&account.claims),
             problem,
             errors,
             groups,
@@ -392,9 +418,11 @@ mod tests {
 
     #[test]
     fn the_form_is_read_strictly() {
-        let (csrf, edit) =
-            parse(b"csrf_token=t&name=Ada&street_address=1+Main%0D%0AFlat+2").unwrap();
-        assert_eq!(csrf.as_deref(), Some("t"));
+        let form =
+            parse(b"csrf_token=t&version=v&name=Ada&street_address=1+Main%0D%0AFlat+2").unwrap();
+        assert_eq!(form.csrf_token.as_deref(), Some("t"));
+        assert_eq!(form.version.as_deref(), Some("v"));
+        let edit = form.edit;
         assert_eq!(edit.get(Claim::Name), Some("Ada"));
         assert_eq!(edit.get(Claim::StreetAddress), Some("1 Main\nFlat 2"));
         assert_eq!(
@@ -408,6 +436,7 @@ mod tests {
             b"csrf_token=t&phone_number=1",
             b"csrf_token=t&name=A&name=B",
             b"csrf_token=t&csrf_token=u",
+            b"version=v&version=w",
             b"csrf_token=t&extra=1",
         ] {
             assert!(

@@ -219,6 +219,16 @@ pub fn changed(before: &StandardClaims, after: &StandardClaims) -> Vec<Claim> {
         .collect()
 }
 
+/// A fingerprint of `claims`, for a form to carry the claims it was filled from: a save from
+/// a form filled before the claims changed elsewhere is asked again, not let overwrite them.
+pub fn version(claims: &StandardClaims) -> String {
+    use base64::Engine;
+    // Serialising these plain fields cannot fail; were it to, every form would just be stale.
+    let json = serde_json::to_string(claims).unwrap_or_default();
+    let digest = crate::crypto::token::Digest::of(&json);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest.as_bytes()[..16])
+}
+
 /// Why a claim's value is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {

@@ -45,10 +45,11 @@ async fn profile_form(server: &TestServer) -> (Browser, Reply) {
     (browser, page)
 }
 
-/// Posts `fields` with the page's CSRF token.
+/// Posts `fields` with the page's CSRF token and the version of the claims it shows.
 async fn save(browser: &Browser, page: &Reply, fields: &[(&str, &str)]) -> Reply {
     let csrf = page.input("csrf_token");
-    let mut form = vec![("csrf_token", csrf.as_str())];
+    let version = page.input("version");
+    let mut form = vec![("csrf_token", csrf.as_str()), ("version", version.as_str())];
     form.extend_from_slice(fields);
     browser.post("/account/profile", &form).await
 }
@@ -217,6 +218,7 @@ async fn account_profile_saves_audits_and_removes_emptied_claims_oidc_5_1() {
 
         // The same values again: nothing to save, nothing recorded, `updated_at` stays.
         server.state.clock.advance(10);
+        let page = browser.get("/account/profile").await;
         let res = save(&browser, &page, &fields).await;
         assert_eq!(res.location(), "/account?profile=unchanged", "{}", res.body);
         assert_eq!(stored(&server, &ada.id).await, saved, "{}", db.label);
@@ -224,6 +226,7 @@ async fn account_profile_saves_audits_and_removes_emptied_claims_oidc_5_1() {
 
         // An emptied field removes its claim; the address goes with its last part.
         let clearing = server.state.clock.now();
+        let page = browser.get("/account/profile").await;
         let res = save(
             &browser,
             &page,
@@ -345,7 +348,13 @@ async fn account_profile_without_the_csrf_token_or_a_session_changes_nothing_owa
         // A browser with a form token but no session is sent to sign in.
         let (stranger, _) = Browser::with_jar(&server.base);
         let form = stranger.get("/account").await;
-        let res = save(&stranger, &form, &[("name", "Mallory")]).await;
+        let csrf = form.input("csrf_token");
+        let res = stranger
+            .post(
+                "/account/profile",
+                &[("csrf_token", &csrf), ("name", "Mallory")],
+            )
+            .await;
         assert_eq!(res.status, 303, "{}", res.body);
         assert_eq!(res.location(), "/account");
         assert_eq!(
@@ -353,6 +362,41 @@ async fn account_profile_without_the_csrf_token_or_a_session_changes_nothing_owa
             "/account"
         );
         assert_eq!(stored(&server, &ada.id).await, before, "{}", db.label);
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn account_profile_filled_before_a_change_elsewhere_is_asked_again_with_409() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let ada = ada(&server).await;
+        let (browser, page) = profile_form(&server).await;
+        // While the form is open, the operator names her.
+        let mut named = stored(&server, &ada.id).await;
+        named.claims.name = Some("Ada King".into());
+        let audit = AuditEvent::new(AuditKind::UserUpdated, "cli", 0);
+        server
+            .state
+            .store
+            .update_account(&named, &audit)
+            .await
+            .unwrap();
+        let events = audit_count(&server).await;
+
+        let res = save(&browser, &page, &[("name", ""), ("nickname", "Countess")]).await;
+        assert_eq!(res.status, 409, "{}: {}", db.label, res.body);
+        assert!(res.body.contains("changed elsewhere"), "{}", res.body);
+        assert_eq!(res.input("nickname"), "Countess", "the entries are kept");
+        assert_eq!(stored(&server, &ada.id).await, named, "{}", db.label);
+        assert_eq!(audit_count(&server).await, events);
+
+        // Saved from the page that said so, it is the person's considered choice.
+        let res = save(&browser, &res, &[("name", ""), ("nickname", "Countess")]).await;
+        assert_eq!(res.status, 303, "{}", res.body);
+        let saved = stored(&server, &ada.id).await;
+        assert_eq!(saved.claims.name, None, "{}", db.label);
+        assert_eq!(saved.claims.nickname.as_deref(), Some("Countess"));
         server.stop().await;
     }
 }
