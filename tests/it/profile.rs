@@ -101,6 +101,26 @@ async fn a_person_edits_their_profile_on_the_account_page_in_chromium_oidc_5_1()
         for (field, value) in entries {
             chromium.fill(field, value).await;
         }
+        // A day that does not exist: the form comes back saying so, the entries kept.
+        chromium.fill("#birthdate", "1815-02-30").await;
+        chromium.submit("form.profile button[type=submit]").await;
+        assert_eq!(chromium.text("h1").await, "Your profile");
+        let said = chromium.text("#birthdate-error").await;
+        assert!(said.starts_with("Birthdate must be YYYY-MM-DD"), "{said}");
+        assert!(chromium
+            .text("[role=alert]")
+            .await
+            .contains("was not saved"));
+        assert_eq!(chromium.value("#birthdate").await, "1815-02-30");
+        assert_eq!(chromium.value("#street_address").await, entries[11].1);
+        if db.label == "sqlite" {
+            chromium.resize(1000, 3000).await;
+            let shot = crate::pages::screenshot_path(&db, "profile.png");
+            chromium.screenshot(&shot).await;
+            chromium.resize(1000, 900).await;
+            assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+        }
+        chromium.fill("#birthdate", "1815-12-10").await;
         server.state.clock.advance(60);
         let saving = server.state.clock.now();
         chromium.submit("form.profile button[type=submit]").await;
