@@ -126,8 +126,8 @@ pub async fn get(
 ) -> Response {
     let now = app.clock.now();
     let banner = match query.as_deref() {
-        Some("profile=saved") => Banner::Notice("Your profile was saved."),
-        Some("profile=unchanged") => Banner::Notice("Your profile had no changes to save."),
+        Some(super::profile::SAVED) => Banner::Notice("Your profile was saved."),
+        Some(super::profile::UNCHANGED) => Banner::Notice("Your profile had no changes to save."),
         _ => Banner::Quiet,
     };
     match session::current(&app, &headers, now).await {

@@ -26,10 +26,10 @@ use crate::oauth::profile::{self, Claim, ClaimEdit, ClaimError};
 use crate::paths;
 use crate::store::{AccountRecord, StoreError};
 
-/// Where a save lands: the account page, saying what happened (a fixed word, never text
-/// from the request).
-pub const SAVED: &str = "/account?profile=saved";
-pub const UNCHANGED: &str = "/account?profile=unchanged";
+/// Where a save lands: the account page, with a query saying what happened, which it matches
+/// to fixed words (never text from the request).
+pub const SAVED: &str = "profile=saved";
+pub const UNCHANGED: &str = "profile=unchanged";
 
 /// One input of the form.
 struct Field {
@@ -204,7 +204,7 @@ pub async fn post(
     }
     let changed = profile::changed(before, &after);
     if changed.is_empty() {
-        return see_other(UNCHANGED);
+        return see_other(&format!("{}?{UNCHANGED}", paths::ACCOUNT));
     }
     let (source_ip, user_agent) = request_meta(&app, &headers, peer);
     let names: Vec<&str> = changed.iter().map(|c| c.as_str()).collect();
@@ -217,7 +217,7 @@ pub async fn post(
         .update_account_claims(&account.id, before, &after, now, &audit)
         .await
     {
-        Ok(true) => see_other(SAVED),
+        Ok(true) => see_other(&format!("{}?{SAVED}", paths::ACCOUNT)),
         Ok(false) => page(&app, &headers, &account, Shown::Stale(edit)),
         // Disabled or deleted since the session was read: the account page says what is left.
         Err(StoreError::NotFound(_)) => see_other(paths::ACCOUNT),
