@@ -5,7 +5,8 @@
 //!
 //! The form is read strictly: a field the page does not show, or a field sent twice, refuses
 //! the whole form, and nothing is written. A refused value shows the form again with the
-//! person's entries and what is wrong next to each.
+//! person's entries and what is wrong next to each; so does a form filled in before the
+//! claims changed elsewhere, rather than undo that change (decision 0030).
 
 use std::net::SocketAddr;
 
@@ -232,9 +233,10 @@ struct Form {
     edit: ClaimEdit,
 }
 
-/// The form's fields; `None` if it is not the form this page sends: a field it does not have (the e-mail address, a verification flag), a field
-/// twice, too many fields or an overlong value. Browsers send a textarea's line breaks as
-/// CRLF; the address keeps them as LF (Core §5.1.1).
+/// The form's fields; `None` if it is not the form this page sends: a field it does not have
+/// (the e-mail address, a verification flag), a field twice, too many fields or an overlong
+/// value. Browsers send a textarea's line breaks as CRLF; the address keeps them as LF (Core
+/// §5.1.1).
 fn parse(body: &[u8]) -> Option<Form> {
     let mut form = Form {
         csrf_token: None,
