@@ -22,6 +22,7 @@ pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
 pub const ACCOUNT: &str = "/account";
 pub const ACCOUNT_LOGIN: &str = "/account/login";
+pub const ACCOUNT_PROFILE: &str = "/account/profile";
 pub const ACCOUNT_KEYS: &str = "/account/keys";
 pub const ACCOUNT_KEYS_REVOKE: &str = "/account/keys/revoke";
 pub const ACCOUNT_KEYS_REGENERATE: &str = "/account/keys/regenerate";

@@ -10,6 +10,7 @@ use super::{open, parse_bool, print, CliError};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Config;
 use crate::crypto::password::Passwords;
+use crate::oauth::profile::{self, Claim, ClaimEdit, Problem};
 use crate::store::{AccountRecord, StandardClaims, Store, StoreError};
 
 /// NIST SP 800-63B §5.1.1.2: at least 8 characters; the upper bound keeps hashing cost fixed.
@@ -175,15 +176,14 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
                 let password = read_password(args.password_stdin)?;
                 Some(passwords.hash(password).await?)
             };
-            let mut claims = StandardClaims::default();
-            apply_claims(&mut claims, args.claims);
+            let mut claims = args.claims.edit().applied_to(&StandardClaims::default());
             if args.email_verified {
                 claims.email_verified = Some(true);
             }
             if args.phone_verified {
                 claims.phone_number_verified = Some(true);
             }
-            check_claims(&claims)?;
+            check_claims(&StandardClaims::default(), &claims)?;
             let account = AccountRecord {
                 id: uuid::Uuid::new_v4().to_string(),
                 username: args.username,
@@ -229,14 +229,15 @@ pub async fn run(config: &Config, command: UserCommand) -> Result<(), CliError> 
                 check_username(&username)?;
                 account.username = username;
             }
-            apply_claims(&mut account.claims, args.claims);
+            let before = account.claims.clone();
+            account.claims = args.claims.edit().applied_to(&before);
             if let Some(v) = args.email_verified {
                 account.claims.email_verified = Some(v);
             }
             if let Some(v) = args.phone_verified {
                 account.claims.phone_number_verified = Some(v);
             }
-            check_claims(&account.claims)?;
+            check_claims(&before, &account.claims)?;
             let roles_before = (account.roles.clone(), account.groups.clone());
             edit_names(&mut account.roles, args.add_role, args.remove_role, "role")?;
             edit_names(
@@ -366,103 +367,57 @@ fn check_username(username: &str) -> Result<(), CliError> {
     }
 }
 
-/// Sets each claim given; an empty value removes it.
-fn apply_claims(claims: &mut StandardClaims, args: ClaimArgs) {
-    let set = |slot: &mut Option<String>, value: Option<String>| {
-        if let Some(v) = value {
-            *slot = if v.is_empty() { None } else { Some(v) };
+impl ClaimArgs {
+    /// The claims given, as an edit: an empty value removes its claim.
+    fn edit(self) -> ClaimEdit {
+        let mut edit = ClaimEdit::default();
+        for (claim, value) in [
+            (Claim::Email, self.email),
+            (Claim::Name, self.name),
+            (Claim::GivenName, self.given_name),
+            (Claim::FamilyName, self.family_name),
+            (Claim::MiddleName, self.middle_name),
+            (Claim::Nickname, self.nickname),
+            (Claim::PreferredUsername, self.preferred_username),
+            (Claim::Profile, self.profile),
+            (Claim::Picture, self.picture),
+            (Claim::Website, self.website),
+            (Claim::Gender, self.gender),
+            (Claim::Birthdate, self.birthdate),
+            (Claim::Zoneinfo, self.zoneinfo),
+            (Claim::Locale, self.locale),
+            (Claim::PhoneNumber, self.phone_number),
+            (Claim::Formatted, self.address_formatted),
+            (Claim::StreetAddress, self.street_address),
+            (Claim::Locality, self.locality),
+            (Claim::Region, self.region),
+            (Claim::PostalCode, self.postal_code),
+            (Claim::Country, self.country),
+        ] {
+            edit.set(claim, value);
         }
+        edit
+    }
+}
+
+/// The rules of `oauth::profile`, for the claims that `after` changes; the first claim
+/// refused is named by its flag.
+fn check_claims(before: &StandardClaims, after: &StandardClaims) -> Result<(), CliError> {
+    let Some(e) = profile::check(before, after).into_iter().next() else {
+        return Ok(());
     };
-    set(&mut claims.email, args.email);
-    set(&mut claims.name, args.name);
-    set(&mut claims.given_name, args.given_name);
-    set(&mut claims.family_name, args.family_name);
-    set(&mut claims.middle_name, args.middle_name);
-    set(&mut claims.nickname, args.nickname);
-    set(&mut claims.preferred_username, args.preferred_username);
-    set(&mut claims.profile, args.profile);
-    set(&mut claims.picture, args.picture);
-    set(&mut claims.website, args.website);
-    set(&mut claims.gender, args.gender);
-    set(&mut claims.birthdate, args.birthdate);
-    set(&mut claims.zoneinfo, args.zoneinfo);
-    set(&mut claims.locale, args.locale);
-    set(&mut claims.phone_number, args.phone_number);
-    let mut address = claims.address.take().unwrap_or_default();
-    set(&mut address.formatted, args.address_formatted);
-    set(&mut address.street_address, args.street_address);
-    set(&mut address.locality, args.locality);
-    set(&mut address.region, args.region);
-    set(&mut address.postal_code, args.postal_code);
-    set(&mut address.country, args.country);
-    // An address with no part left is no address (Core §5.1.1 has no empty one).
-    claims.address = (address != Default::default()).then_some(address);
-    // A verification flag says something about one value; it goes when the value goes.
-    if claims.email.is_none() {
-        claims.email_verified = None;
-    }
-    if claims.phone_number.is_none() {
-        claims.phone_number_verified = None;
-    }
-}
-
-fn check_claims(claims: &StandardClaims) -> Result<(), CliError> {
-    if let Some(email) = &claims.email {
-        let ok = email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !ok {
-            return Err(CliError::new(format!(
-                "--email `{email}` is not an e-mail address"
-            )));
+    let flag = match e.claim {
+        Claim::PhoneNumber => "--phone".to_owned(),
+        Claim::Formatted => "--address-formatted".to_owned(),
+        claim => format!("--{}", claim.as_str().replace('_', "-")),
+    };
+    Err(CliError::new(match e.problem {
+        Problem::VerifiedWithoutValue => format!("{flag}-verified needs {flag}"),
+        problem => {
+            let value = e.claim.value(after).unwrap_or("");
+            format!("{flag} `{value}` {problem}")
         }
-    }
-    for (flag, url) in [
-        ("--profile", &claims.profile),
-        ("--picture", &claims.picture),
-        ("--website", &claims.website),
-    ] {
-        // Core §5.1: URLs a relying party will link to or load; nothing but http(s).
-        if let Some(url) = url {
-            let ok = url::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
-            if !ok {
-                return Err(CliError::new(format!(
-                    "{flag} `{url}` is not an http(s) URL"
-                )));
-            }
-        }
-    }
-    if let Some(birthdate) = &claims.birthdate {
-        if !birthdate_ok(birthdate) {
-            return Err(CliError::new(format!(
-                "--birthdate `{birthdate}` must be YYYY-MM-DD, YYYY, or 0000-MM-DD (OIDC Core §5.1)"
-            )));
-        }
-    }
-    if claims.email.is_none() && claims.email_verified == Some(true) {
-        return Err(CliError::new("--email-verified needs --email"));
-    }
-    if claims.phone_number.is_none() && claims.phone_number_verified == Some(true) {
-        return Err(CliError::new("--phone-verified needs --phone"));
-    }
-    Ok(())
-}
-
-/// Core §5.1 `birthdate`: ISO 8601 YYYY-MM-DD, a year alone, or 0000 for an undisclosed
-/// year.
-fn birthdate_ok(value: &str) -> bool {
-    let digits = |s: &str, n: usize| s.len() == n && s.chars().all(|c| c.is_ascii_digit());
-    match value.split('-').collect::<Vec<_>>()[..] {
-        [y] => digits(y, 4),
-        [y, m, d] if digits(y, 4) && digits(m, 2) && digits(d, 2) => {
-            let month = m.parse::<u8>().unwrap_or(0);
-            let day = d.parse::<u8>().unwrap_or(0);
-            (1..=12).contains(&month) && (1..=31).contains(&day)
-        }
-        _ => false,
-    }
+    }))
 }
 
 /// Adds and removes role or group names, keeping the list sorted and without repeats. A name
@@ -538,26 +493,4 @@ fn describe(a: &AccountRecord) -> String {
         a.roles.join(" "),
         a.groups.join(" "),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn birthdates_as_oidc_5_1_allows() {
-        for ok in ["1815-12-10", "1815", "0000-12-10"] {
-            assert!(birthdate_ok(ok), "{ok}");
-        }
-        for bad in [
-            "10/12/1815",
-            "1815-13-10",
-            "1815-12",
-            "18151210",
-            "1815-12-1x",
-            "",
-        ] {
-            assert!(!birthdate_ok(bad), "{bad}");
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! `/account`: a person's own page at Tessera, behind its login session. It lists their API
-//! keys, makes one (shown once), regenerates and revokes them, each behind a confirmation.
+//! keys, makes one (shown once), regenerates and revokes them, each behind a confirmation,
+//! and links to their profile (`profile.rs`).
 //! Every form carries the CSRF token; the rules are in `oauth::api_keys`.
 //!
 //! Signing in here is the login form of `/authorize` without a client: the same
@@ -9,7 +10,7 @@ use std::net::SocketAddr;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
@@ -47,6 +48,7 @@ struct AccountPage<'a> {
     username: &'a str,
     csrf_token: &'a str,
     error: Option<&'a str>,
+    notice: Option<&'a str>,
     new_key: Option<NewKeyView>,
     keys: Vec<KeyView>,
     label: &'a str,
@@ -108,9 +110,26 @@ impl Default for Draft<'_> {
     }
 }
 
-/// GET /account: the keys, or the sign-in form.
-pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+/// What the page says above the keys.
+enum Banner<'a> {
+    Quiet,
+    Refused(&'a str),
+    /// Fixed words, never text from the request.
+    Notice(&'static str),
+}
+
+/// GET /account: the keys, or the sign-in form. After the profile form, its outcome.
+pub async fn get(
+    State(app): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let now = app.clock.now();
+    let banner = match query.as_deref() {
+        Some(super::profile::SAVED) => Banner::Notice("Your profile was saved."),
+        Some(super::profile::UNCHANGED) => Banner::Notice("Your profile had no changes to save."),
+        _ => Banner::Quiet,
+    };
     match session::current(&app, &headers, now).await {
         Ok(Some((_, account))) => {
             page(
@@ -118,7 +137,7 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
                 &headers,
                 &account,
                 StatusCode::OK,
-                None,
+                banner,
                 None,
                 Draft::default(),
             )
@@ -353,7 +372,7 @@ async fn show_new_key(
         headers,
         account,
         StatusCode::OK,
-        None,
+        Banner::Quiet,
         Some(shown),
         draft,
     )
@@ -431,7 +450,8 @@ async fn refused(
         _ => StatusCode::BAD_REQUEST,
     };
     let message = e.to_string();
-    page(app, headers, account, status, Some(&message), None, draft).await
+    let banner = Banner::Refused(&message);
+    page(app, headers, account, status, banner, None, draft).await
 }
 
 async fn page(
@@ -439,10 +459,15 @@ async fn page(
     headers: &HeaderMap,
     account: &AccountRecord,
     status: StatusCode,
-    error: Option<&str>,
+    banner: Banner<'_>,
     new_key: Option<NewKeyView>,
     draft: Draft<'_>,
 ) -> Response {
+    let (error, notice) = match banner {
+        Banner::Quiet => (None, None),
+        Banner::Refused(error) => (Some(error), None),
+        Banner::Notice(notice) => (None, Some(notice)),
+    };
     let now = app.clock.now();
     let records = match app.store.api_keys(Some(&account.id)).await {
         Ok(r) => r,
@@ -481,6 +506,7 @@ async fn page(
             username: &account.username,
             csrf_token,
             error,
+            notice,
             new_key,
             keys,
             label: draft.label,
@@ -564,20 +590,32 @@ fn not_found() -> Response {
     )
 }
 
+const NOT_CHANGED: &str = "Your keys were not changed. Please try again later.";
+
 fn failed_page() -> Response {
+    failed_page_saying(NOT_CHANGED)
+}
+
+fn failed_page_saying(message: &str) -> Response {
     pages::error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong",
-        "Your keys were not changed. Please try again later.",
+        message,
     )
 }
 
 fn store_failed(e: StoreError) -> Response {
+    store_failed_saying(e, NOT_CHANGED)
+}
+
+/// The answer to a store failure on the account's pages: 503 while the store is
+/// unavailable, else 500 with `message` (what was not changed).
+pub(super) fn store_failed_saying(e: StoreError, message: &str) -> Response {
     crate::metrics::store_error(e.kind());
     if e.is_unavailable() {
         tracing::warn!(error = %e, "account page: store unavailable");
         return super::error::unavailable_page();
     }
     tracing::error!(error = %e, "account page: store failed");
-    failed_page()
+    failed_page_saying(message)
 }

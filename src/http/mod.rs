@@ -17,6 +17,7 @@ pub mod leak_report;
 pub mod login;
 pub mod logout;
 pub mod pages;
+pub mod profile;
 pub mod rate_limit;
 pub mod request_metrics;
 pub mod respond;
@@ -110,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route(paths::LOGOUT, get(logout::get).post(logout::post))
         .route(paths::ACCOUNT, get(account::get))
         .route(paths::ACCOUNT_LOGIN, post(account::login))
+        .route(
+            paths::ACCOUNT_PROFILE,
+            get(profile::get).post(profile::post),
+        )
         .route(paths::ACCOUNT_KEYS, post(account::create))
         .route(paths::ACCOUNT_KEYS_REVOKE, post(account::revoke))
         .route(paths::ACCOUNT_KEYS_REGENERATE, post(account::regenerate));

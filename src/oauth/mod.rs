@@ -20,6 +20,7 @@ pub mod login;
 pub mod logout;
 pub mod params;
 pub mod pkce;
+pub mod profile;
 pub mod redirect_uri;
 pub mod revocation;
 pub mod scope;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeRecord,
-    GrantRecord, PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StoreError,
-    StoredCredential, TokenRecord,
+    GrantRecord, PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StandardClaims,
+    StoreError, StoredCredential, TokenRecord,
 };
 use crate::audit::chain::{ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
@@ -88,6 +88,20 @@ pub trait AccountStore: Send + Sync {
         account: &AccountRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Replaces the user's standard claims with `new` and sets `updated_at` to `now`, only if
+    /// they are still `expected` (compared as claims, not as stored text), and records
+    /// `audit`, in one transaction. Nothing else of the user is written, so a password set or
+    /// a role given meanwhile stays. Returns whether it changed: `false` when the claims
+    /// changed meanwhile (another tab, the CLI), and the caller decides again from what is
+    /// stored now. `NotFound` if there is no such user or the user is disabled.
+    async fn update_account_claims(
+        &self,
+        id: &str,
+        expected: &StandardClaims,
+        new: &StandardClaims,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError>;
     /// Replaces the user's password hash with `new` (the same password under the configured,
     /// stronger argon2 parameters), only if it is still `old`: a password changed meanwhile
     /// wins. Sessions and tokens stay. Returns whether it changed.

@@ -25,7 +25,7 @@ async fn with_roles(server: &TestServer, user: &AccountRecord, roles: &[&str], g
 }
 
 /// Signs in on the account page through its form; returns the page with the keys.
-async fn account_sign_in(browser: &Browser, username: &str) -> Reply {
+pub(crate) async fn account_sign_in(browser: &Browser, username: &str) -> Reply {
     let form = browser.get("/account").await;
     assert_eq!(form.status, 200, "{}", form.body);
     assert!(

@@ -21,6 +21,7 @@ mod metrics;
 mod oidc;
 mod outage;
 mod pages;
+mod profile;
 mod rp;
 mod security;
 mod server;

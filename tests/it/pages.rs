@@ -76,9 +76,9 @@ async fn a_person_signs_in_and_consents_in_chromium() {
     server.stop().await;
 }
 
-/// Set `TESSERA_SCREENSHOT_DIR=docs/screenshots` to refresh the documentation's picture of the
-/// account page from this test.
-fn screenshot_path(db: &TestDb, name: &str) -> std::path::PathBuf {
+/// Set `TESSERA_SCREENSHOT_DIR=docs/screenshots` to refresh the documentation's pictures of the
+/// account pages from the tests that take them.
+pub(crate) fn screenshot_path(db: &TestDb, name: &str) -> std::path::PathBuf {
     match std::env::var_os("TESSERA_SCREENSHOT_DIR") {
         Some(dir) => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(dir)

@@ -1054,3 +1054,72 @@ async fn signed_in_reads_a_live_session_with_its_user() {
         );
     }
 }
+
+/// `update_account_claims`: a compare-and-set on the claims alone. A stale `expected` changes
+/// nothing and records nothing; a password or role set meanwhile survives the write.
+#[tokio::test]
+async fn update_account_claims_writes_only_claims_and_only_if_unchanged_meanwhile() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let mut ada = store.account(ADA).await.unwrap().unwrap();
+        let before = ada.claims.clone();
+        // Meanwhile, the operator sets a password and a role.
+        ada.password_hash = Some("$argon2id$stand-in".into());
+        ada.roles = vec!["admin".into()];
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        let events = audit_count(store.as_ref()).await;
+        let named = StandardClaims {
+            name: Some("Ada Lovelace".into()),
+            ..Default::default()
+        };
+        let changed = store
+            .update_account_claims(ADA, &before, &named, 9_000, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        assert!(changed, "{}", db.label);
+        let now = store.account(ADA).await.unwrap().unwrap();
+        assert_eq!(now.claims, named, "{}", db.label);
+        assert_eq!(now.updated_at, 9_000);
+        assert_eq!(now.password_hash, ada.password_hash, "the password stays");
+        assert_eq!(now.roles, ["admin"], "the roles stay");
+        assert_eq!(audit_count(store.as_ref()).await, events + 1);
+
+        // Written from claims that are no longer stored: refused, nothing recorded.
+        let stale = store
+            .update_account_claims(ADA, &before, &before, 9_500, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        assert!(!stale, "{}", db.label);
+        let still = store.account(ADA).await.unwrap().unwrap();
+        assert_eq!((still.claims, still.updated_at), (named.clone(), 9_000));
+        assert_eq!(audit_count(store.as_ref()).await, events + 1);
+
+        // A user that does not exist, or is disabled, is not written.
+        let mut bob = store.account(BOB).await.unwrap().unwrap();
+        bob.disabled = true;
+        store
+            .update_account(&bob, &audit(AuditKind::UserDisabled))
+            .await
+            .unwrap();
+        for id in [BOB, "no-such-user"] {
+            let refused = store
+                .update_account_claims(
+                    id,
+                    &bob.claims,
+                    &named,
+                    9_600,
+                    &audit(AuditKind::UserUpdated),
+                )
+                .await;
+            assert!(
+                matches!(refused, Err(StoreError::NotFound(_))),
+                "{}: {refused:?}",
+                db.label
+            );
+        }
+    }
+}

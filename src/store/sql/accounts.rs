@@ -6,7 +6,7 @@ use sqlx::AnyConnection;
 
 use super::{affected_one, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
-use crate::store::{AccountRecord, AccountStore, StoreError};
+use crate::store::{AccountRecord, AccountStore, StandardClaims, StoreError};
 
 macro_rules! account_columns {
     () => {
@@ -231,6 +231,50 @@ impl AccountStore for SqlStore {
         write_account(&mut tx, a).await?;
         tx.audit(audit).await?;
         tx.commit().await
+    }
+
+    async fn update_account_claims(
+        &self,
+        id: &str,
+        expected: &StandardClaims,
+        new: &StandardClaims,
+        now: i64,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // A write that changes nothing, first: it takes the row's lock (Postgres) or the
+        // database's (SQLite), so the claims read next stay as read until the commit.
+        let locked =
+            sqlx::query("update account set claims = claims where id = $1 and disabled = $2")
+                .bind(id)
+                .bind(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+        if locked.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound("user"));
+        }
+        let row = sqlx::query("select claims from account where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let current: StandardClaims = Row::new(&row).json("claims")?;
+        if current != *expected {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("update account set claims = $1, updated_at = $2 where id = $3")
+            .bind(to_json(new)?)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        tx.audit(audit).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn upgrade_password_hash(

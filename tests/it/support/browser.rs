@@ -122,6 +122,16 @@ impl Browser {
         self.find(css).await.text().await.unwrap()
     }
 
+    /// The current value of the form field matching `css` (what the person sees in it).
+    pub async fn value(&self, css: &str) -> String {
+        self.find(css)
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+    }
+
     /// The current page's HTML.
     pub async fn source(&self) -> String {
         self.client.source().await.unwrap()
