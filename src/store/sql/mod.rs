@@ -125,14 +125,6 @@ impl SqlStore {
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(5))
-            // An idle SQLite connection keeps its page cache and prepared statements in this
-            // process's memory; after a burst, give them back within a minute (Postgres
-            // keeps its connections, which live in the database's processes and are dear to
-            // reopen).
-            .idle_timeout(match backend {
-                Backend::Sqlite => Some(Duration::from_secs(30)),
-                Backend::Postgres => Some(Duration::from_secs(600)),
-            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
