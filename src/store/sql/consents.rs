@@ -32,24 +32,19 @@ impl ConsentStore for SqlStore {
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         // The write first: it creates the row or locks it (Postgres) / takes the write lock
-        // (SQLite), so a concurrent grant waits here and then reads what this one wrote.
-        sqlx::query(
+        // (SQLite), so a concurrent grant waits here and then reads what this one wrote; it
+        // hands back the scope consented to so far (empty for a new row).
+        let row = sqlx::query(
             "insert into consent (account_id, client_id, scope, created_at, updated_at) \
              values ($1, $2, '', $3, $3) on conflict (account_id, client_id) \
-             do update set updated_at = excluded.updated_at",
+             do update set updated_at = excluded.updated_at returning scope",
         )
         .bind(account_id)
         .bind(client_id)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
-        let row = sqlx::query("select scope from consent where account_id = $1 and client_id = $2")
-            .bind(account_id)
-            .bind(client_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
         let before: String = Row::new(&row).get("scope")?;
         let mut merged: Vec<&str> = before.split_whitespace().collect();
         for s in scope.split_whitespace() {
