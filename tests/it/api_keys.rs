@@ -219,7 +219,7 @@ async fn api_key_regenerate_replaces_the_key_under_the_same_label() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_through_the_cli_is_introspected_listed_and_revoked() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -297,7 +297,7 @@ async fn api_key_through_the_cli_is_introspected_listed_and_revoked() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_cli_refuses_bad_input_and_changes_nothing() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -320,7 +320,7 @@ async fn api_key_cli_refuses_bad_input_and_changes_nothing() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited_rfc7662_2_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -374,7 +374,7 @@ async fn api_key_expired_or_of_a_disabled_user_is_inactive_and_audited_rfc7662_2
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_with_a_wrong_checksum_is_inactive_without_a_lookup_rfc7662_2_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -557,7 +557,7 @@ async fn api_key_of_another_user_cannot_be_revoked_or_regenerated() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_reported_as_leaked_is_revoked_and_the_answer_says_nothing() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;

@@ -136,7 +136,7 @@ fn lines(run: &crate::support::Run) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_search_tail_and_export_filter_by_user_client_kind_and_time() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -352,7 +352,7 @@ async fn purge_removes_what_expired_keeps_what_lives_and_the_chain_still_verifie
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_purges_on_its_interval_and_tessera_purge_runs_it_by_hand() {
     for db in TestDb::all().await {
         let mut config = db.config();

@@ -269,7 +269,7 @@ async fn authorize_requires_pkce_from_every_client_by_default_rfc9700_2_1_1() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_pkce_opt_out_needs_an_openid_nonce_rfc9700_2_1_1() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;

@@ -315,7 +315,7 @@ async fn session_revoke_sends_logout_tokens_itself_backchannel_logout_2_5() {
 
 /// Back-Channel Logout §2.7: disabling a user ends every session of theirs, and each client
 /// the sessions signed into hears of it, from the CLI process that made the change.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_disable_sends_logout_tokens_for_every_session_backchannel_logout_2_7() {
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db).await;

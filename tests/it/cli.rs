@@ -657,7 +657,7 @@ async fn cli_sets_every_standard_claim_and_refuses_malformed_ones_oidc_5_1() {
 /// Issue 15, session management: `tessera session list` shows a user's sessions by their
 /// `sid` (the one in ID tokens); `session revoke` ends one (the browser must sign in again,
 /// what it authorized lives on), and with `--grants` also revokes what it authorized.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_lists_and_revokes_sessions_by_sid() {
     use crate::support::flow::{gateway, introspect, AuthorizeUrl, Pkce};
     for db in TestDb::all().await {

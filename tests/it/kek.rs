@@ -75,7 +75,7 @@ async fn id_token(server: &TestServer, client: &TestClient) -> String {
     token
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_to_start_when_kek_file_is_missing_but_keys_exist() {
     for db in TestDb::all().await {
         TestServer::start(&db).await.stop().await;
@@ -105,7 +105,7 @@ async fn serve_refuses_to_start_when_kek_file_is_missing_but_keys_exist() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_to_start_with_a_wrong_kek() {
     for db in TestDb::all().await {
         TestServer::start(&db).await.stop().await;
@@ -238,7 +238,7 @@ async fn undecryptable_key_is_skipped_and_others_still_sign() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kek_rotate_reencrypts_every_key_in_one_transaction() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;

@@ -759,7 +759,7 @@ async fn gateway_scenario_opaque_token_introspected_then_revoked() {
 
 /// Decision 0022: introspection answers are kept per instance, and a change made outside the
 /// server (here the CLI disabling the user, on the same store) shows within one second.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn introspection_cache_follows_a_cli_change_within_one_second() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;

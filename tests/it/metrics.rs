@@ -151,7 +151,7 @@ async fn metrics_count_rate_limit_trips() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_require_the_configured_bearer_token_rfc6750_3() {
     let db = TestDb::sqlite().await;
     let token = "0123456789abcdef".repeat(4);

@@ -424,7 +424,7 @@ async fn key_rotation_never_signs_with_a_key_missing_from_a_fresh_jwks() {
     assert!(published.contains(&new.kid));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_keys_list_and_rotate() {
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db).await;

@@ -108,7 +108,7 @@ async fn last_event(server: &TestServer, kind: &str) -> serde_json::Value {
     event.event.details
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_disable_ends_sessions_and_grants_and_enable_restores_nothing_asvs_7_4_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -138,7 +138,7 @@ async fn user_disable_ends_sessions_and_grants_and_enable_restores_nothing_asvs_
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_set_password_ends_sessions_and_grants_asvs_7_4_3() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -188,7 +188,7 @@ async fn user_set_password_ends_sessions_and_grants_asvs_7_4_3() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_delete_ends_sessions_and_grants_asvs_7_4_2() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -262,7 +262,7 @@ async fn nul_and_control_characters_are_invalid_request_not_server_error_rfc6749
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_public_cannot_introspect_rfc7662_2_1() {
     for db in TestDb::all().await {
         db.tessera(&[
@@ -1074,7 +1074,7 @@ async fn client_endpoints_answer_429_over_the_clients_rate_and_recover_rfc6585_4
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clients_own_rate_limit_overrides_the_default() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
@@ -1314,7 +1314,7 @@ async fn logins_at_once(server: &TestServer, n: usize, password: &str) -> Vec<re
     attempts.join_all().await
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_client_secret_stops_working_within_the_client_cache_bound() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;

@@ -256,7 +256,7 @@ async fn server_serves_https_with_the_configured_certificate() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_when_the_store_goes_away_while_healthz_stays_up() {
     // Only Postgres can be taken away from under a running server.
     let Some(db) = TestDb::postgres().await else {
