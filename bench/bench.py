@@ -191,7 +191,7 @@ def psql(url, sql):
 
 class PgStats:
     """Per-database counters from pg_stat_database (read from the admin database, so the
-    reading adds nothing), table scans from pg_stat_user_tables and, when the extension is
+    reading adds nothing), table accesses (seq_scan + idx_scan) from pg_stat_user_tables and, when the extension is
     loaded, statement calls from pg_stat_statements (read from the bench database: that
     reading is one statement and one commit, subtracted)."""
 
@@ -825,7 +825,7 @@ class Bench:
                 r["notes"].append(
                     "SQL statements per operation not measured: pg_stat_statements is not "
                     f"loaded on this server ({self.stats.statements_why}). Commits, rows "
-                    "written and table scans per operation come from pg_stat_database and "
+                    "written and table accesses (sequential and index scans) per operation come from pg_stat_database and "
                     "pg_stat_user_tables instead (add pg_stat_statements to shared_preload_libraries "
                     "and restart Postgres to get them).")
         else:

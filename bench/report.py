@@ -99,7 +99,7 @@ def table(section):
     ceil = section.get("ceilings")
     head = ["workload", "c", "throughput /s", "p50 ms", "p99 ms", "errors", "server CPU ms/op"]
     if pg:
-        head += ["Postgres CPU ms/op", "commits/op", "statements/op", "rows written/op", "table scans/op"]
+        head += ["Postgres CPU ms/op", "commits/op", "statements/op", "rows written/op", "table accesses/op"]
     head += ["peak RSS MiB", "ceiling", "share of ceiling"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 3) + ["---", "---:"]) + "|"]
     workloads = section.get("workloads", {})
@@ -424,7 +424,7 @@ from a clean clone:
    (the same for the Postgres backends serving the bench database, found by the database
    name in their process title, plus the shared WAL writer, checkpointer and background
    writer; sampled every 100 ms so that exiting backends still count), commits and rows
-   written per operation (`pg_stat_database` deltas of the bench database), table scans per
+   written per operation (`pg_stat_database` deltas of the bench database), table accesses per
    operation (`pg_stat_user_tables`, sequential + index), SQL statements per operation
    (`pg_stat_statements`, when the server loads it) and the peak RSS of `tessera` (VmRSS
    sampled every 50 ms). The Postgres counters are read 11 s after each run, since an idle
