@@ -243,23 +243,19 @@ impl AccountStore for SqlStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         // A write that changes nothing, first: it takes the row's lock (Postgres) or the
-        // database's (SQLite), so the claims read next stay as read until the commit.
-        let locked =
-            sqlx::query("update account set claims = claims where id = $1 and disabled = $2")
-                .bind(id)
-                .bind(false)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Unavailable)?;
-        if locked.rows_affected() == 0 {
+        // database's (SQLite), so the claims it hands back stay as read until the commit.
+        let Some(row) = sqlx::query(
+            "update account set claims = claims where id = $1 and disabled = $2 returning claims",
+        )
+        .bind(id)
+        .bind(false)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?
+        else {
             tx.rollback().await?;
             return Err(StoreError::NotFound("user"));
-        }
-        let row = sqlx::query("select claims from account where id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        };
         let current: StandardClaims = Row::new(&row).json("claims")?;
         if current != *expected {
             tx.rollback().await?;

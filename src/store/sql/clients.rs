@@ -17,7 +17,10 @@ macro_rules! client_columns {
     };
 }
 
-fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
+/// The columns [`client_from_row`] reads.
+pub(super) const CLIENT_COLUMNS: &str = client_columns!();
+
+pub(super) fn client_from_row(row: &AnyRow) -> Result<ClientRecord, StoreError> {
     let row = Row::new(row);
     let grant_types: String = row.get("grant_types")?;
     Ok(ClientRecord {

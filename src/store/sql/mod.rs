@@ -403,6 +403,19 @@ fn placeholder_list(first: usize, count: usize) -> String {
     list.join(", ")
 }
 
+/// `g.id as g_id, g.scope as g_scope, …`: a joined table's columns under a prefix, for
+/// [`Row::prefixed`].
+fn aliased(table: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| {
+            let c = c.trim();
+            format!("{table}.{c} as {table}_{c}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `($first, …)`: one row's values.
 fn placeholders(first: usize, count: usize) -> String {
     format!("({})", placeholder_list(first, count))

@@ -6,13 +6,11 @@ use sqlx::any::AnyRow;
 use std::sync::LazyLock;
 
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
-use super::tokens::aliased;
-use super::{to_json, write_error, Row, SqlStore};
+use super::clients::{client_from_row, CLIENT_COLUMNS};
+use super::{aliased, to_json, write_error, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
-use crate::store::{
-    AccountRecord, ClientRecord, ClientStore, SessionRecord, SessionStore, StoreError,
-};
+use crate::store::{AccountRecord, ClientRecord, SessionRecord, SessionStore, StoreError};
 
 macro_rules! session_columns {
     () => {
@@ -83,10 +81,11 @@ impl SessionStore for SqlStore {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        sqlx::query(
-            "select id_digest, account_id, auth_time, amr, created_at, expires_at, sid from session \
-             where id_digest = $1 and expires_at > $2",
-        )
+        sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from session where id_digest = $1 and expires_at > $2"
+        ))
         .bind(digest.as_bytes())
         .bind(now)
         .fetch_optional(&self.pool)
@@ -140,10 +139,11 @@ impl SessionStore for SqlStore {
         account_id: &str,
         now: i64,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select id_digest, account_id, auth_time, amr, created_at, expires_at, sid from session \
-             where account_id = $1 and expires_at > $2 order by created_at desc",
-        )
+        let rows = sqlx::query(concat!(
+            "select ",
+            session_columns!(),
+            " from session where account_id = $1 and expires_at > $2 order by created_at desc"
+        ))
         .bind(account_id)
         .bind(now)
         .fetch_all(&self.pool)
@@ -204,48 +204,37 @@ impl SessionStore for SqlStore {
         &self,
         sid: &str,
     ) -> Result<Vec<(ClientRecord, String)>, StoreError> {
-        let rows = sqlx::query(
-            "select distinct g.client_id, g.account_id from oauth_grant g \
-             join client c on c.id = g.client_id \
-             where g.sid = $1 and g.account_id is not null \
-             and c.backchannel_logout_uri is not null order by g.client_id",
-        )
-        .bind(sid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        let mut found = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let row = Row::new(row);
-            let client_id: String = row.get("client_id")?;
-            let account_id: String = row.get("account_id")?;
-            // Deleted between the two reads: nobody left to tell.
-            if let Some(client) = self.client(&client_id).await? {
-                found.push((client, account_id));
-            }
-        }
-        Ok(found)
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {CLIENT_COLUMNS}, g.account_id from client c join \
+                 (select distinct client_id, account_id from oauth_grant \
+                 where sid = $1 and account_id is not null) g on g.client_id = c.id \
+                 where c.backchannel_logout_uri is not null order by c.id"
+            )
+        });
+        let rows = sqlx::query(&SQL)
+            .bind(sid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        rows.iter()
+            .map(|row| Ok((client_from_row(row)?, Row::new(row).get("account_id")?)))
+            .collect()
     }
 
     async fn frontchannel_clients(&self, sid: &str) -> Result<Vec<ClientRecord>, StoreError> {
-        let rows = sqlx::query(
-            "select distinct g.client_id from oauth_grant g \
-             join client c on c.id = g.client_id \
-             where g.sid = $1 and c.frontchannel_logout_uri is not null order by g.client_id",
-        )
-        .bind(sid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        let mut found = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let client_id: String = Row::new(row).get("client_id")?;
-            // Deleted between the two reads: no page of theirs to load.
-            if let Some(client) = self.client(&client_id).await? {
-                found.push(client);
-            }
-        }
-        Ok(found)
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {CLIENT_COLUMNS} from client where frontchannel_logout_uri is not null \
+                 and id in (select client_id from oauth_grant where sid = $1) order by id"
+            )
+        });
+        let rows = sqlx::query(&SQL)
+            .bind(sid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        rows.iter().map(client_from_row).collect()
     }
 
     async fn record_failed_login(

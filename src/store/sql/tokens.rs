@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
-    audit_insert_sql, bind_audit, placeholder_list, placeholders, write_error, AnyQuery, Row,
-    SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
+    aliased, audit_insert_sql, bind_audit, placeholder_list, placeholders, write_error, AnyQuery,
+    Row, SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -261,16 +261,3 @@ impl TokenStore for SqlStore {
 const TOKEN_SELECT: &str = "t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, \
      t.scope, t.label, t.previous_digest, t.created_at, t.expires_at, t.used_at, \
      coalesce(t.revoked_at, g.revoked_at) as revoked_at";
-
-/// `g.id as g_id, g.scope as g_scope, …`: a joined table's columns under a prefix, for
-/// [`Row::prefixed`].
-pub(super) fn aliased(table: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|c| {
-            let c = c.trim();
-            format!("{table}.{c} as {table}_{c}")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
