@@ -231,14 +231,7 @@ async fn a_sub_asked_for_with_a_value_answers_only_for_that_user_oidc_5_5_1() {
 async fn discovery_says_the_claims_parameter_is_supported_oidc_discovery_3() {
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db).await;
-    let doc: serde_json::Value = http()
-        .get(server.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = server.discovery().await;
     assert_eq!(doc["claims_parameter_supported"], true);
     let supported = doc["claims_supported"].as_array().unwrap();
     for claim in ["sub", "acr", "amr", "sid", "email", "address", "updated_at"] {

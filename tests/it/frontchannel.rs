@@ -397,14 +397,7 @@ async fn clients_register_a_frontchannel_logout_uri_frontchannel_logout_2() {
 async fn discovery_advertises_frontchannel_logout_with_session_frontchannel_logout_3() {
     let db = TestDb::sqlite().await;
     let server = TestServer::start(&db).await;
-    let doc: serde_json::Value = http()
-        .get(server.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = server.discovery().await;
     assert_eq!(doc["frontchannel_logout_supported"], true);
     assert_eq!(doc["frontchannel_logout_session_supported"], true);
     server.stop().await;

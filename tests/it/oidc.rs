@@ -755,14 +755,7 @@ async fn id_token_carries_acr_and_amr_of_the_sign_in_oidc_2_rfc8176() {
             );
             assert_eq!(claims.claim("amr"), Some(&serde_json::json!(["pwd"])));
         }
-        let metadata: serde_json::Value = http()
-            .get(server.url("/.well-known/openid-configuration"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let metadata = server.discovery().await;
         assert_eq!(metadata["acr_values_supported"], serde_json::json!([AAL1]));
         server.stop().await;
     }

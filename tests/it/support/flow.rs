@@ -144,6 +144,17 @@ impl TestServer {
         res.json()
     }
 
+    /// The discovery document (OIDC Discovery §4).
+    pub async fn discovery(&self) -> serde_json::Value {
+        let res = super::http()
+            .get(self.url("/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
     /// The keys `/jwks` publishes now.
     pub async fn jwks(&self) -> Vec<josekit::jwk::Jwk> {
         let body: serde_json::Value = super::http()
