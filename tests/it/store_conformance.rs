@@ -1123,3 +1123,71 @@ async fn update_account_claims_writes_only_claims_and_only_if_unchanged_meanwhil
         }
     }
 }
+
+/// Concurrent token issues are written together (decision 0031), yet each caller hears only
+/// its own outcome: the one issue whose client does not exist fails alone, every other
+/// issue's token and audit event are stored, and the hook hears exactly those events.
+#[tokio::test]
+async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() {
+    for db in TestDb::all().await {
+        let recorder = Arc::new(Recorder::default());
+        let store = store::open_with_hook(&db.database_url(), recorder.clone())
+            .await
+            .unwrap();
+        seeded(store.as_ref()).await;
+        let heard = recorder.kinds().len();
+        let trail = audit_count(store.as_ref()).await;
+        let writes = store.pool_status().writes;
+        const ISSUES: usize = 40;
+        const BAD: usize = 37;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..ISSUES {
+            let store = store.clone();
+            let mut t = token(&format!("cc-{i}"), TokenKind::Access, ADA, None);
+            t.account_id = None;
+            if i == BAD {
+                t.client_id = Some("no-such-client".into());
+            }
+            let mut event = audit(AuditKind::TokenIssued);
+            event.client_id = t.client_id.clone();
+            tasks.spawn(async move {
+                let outcome = store.insert_tokens(&[t], &event).await;
+                (i, outcome)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            let (i, outcome) = done.unwrap();
+            match outcome {
+                Ok(()) => {}
+                Err(StoreError::NotFound("referenced row")) => failed.push(i),
+                Err(e) => panic!("{}: issue {i}: {e:?}", db.label),
+            }
+        }
+        assert_eq!(failed, [BAD], "{}", db.label);
+        for i in (0..ISSUES).filter(|&i| i != BAD) {
+            let stored = store.token(&Digest::of(&format!("cc-{i}"))).await.unwrap();
+            assert!(stored.is_some(), "{}: token {i} missing", db.label);
+        }
+        assert!(store
+            .token(&Digest::of(&format!("cc-{BAD}")))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            audit_count(store.as_ref()).await - trail,
+            ISSUES - 1,
+            "{}",
+            db.label
+        );
+        assert_eq!(recorder.kinds().len() - heard, ISSUES - 1, "{}", db.label);
+        // Alone, 40 issues are 40 writes; queued together they share a few (the failed
+        // batch is retried one issue at a time, so the count is not one or two).
+        let used = store.pool_status().writes - writes;
+        assert!(
+            used <= (ISSUES / 2) as u64,
+            "{}: {used} writes for {ISSUES} concurrent issues",
+            db.label
+        );
+    }
+}

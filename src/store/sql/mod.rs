@@ -20,6 +20,7 @@
 mod accounts;
 mod api_keys;
 mod audit;
+mod batch;
 mod clients;
 mod consents;
 mod grants;
@@ -61,6 +62,9 @@ pub struct SqlStore {
     writer: Option<Arc<Semaphore>>,
     /// Writes begun ([`SqlStore::write_turn`] counts them).
     writes: Arc<AtomicU64>,
+    /// The writer that combines concurrent token issues ([`batch`]); `None` in the writer's
+    /// own copy of the store.
+    token_writes: Option<batch::TokenWrites>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -137,13 +141,16 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
-        Ok(SqlStore {
+        let mut store = SqlStore {
             pool,
             backend,
             hook,
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
             writes: Arc::default(),
-        })
+            token_writes: None,
+        };
+        store.token_writes = Some(batch::TokenWrites::start(store.clone()));
+        Ok(store)
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -384,7 +391,7 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 /// statement, and that statement's time is recorded instead.)
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
-    bind_audit(sqlx::query(&audit_insert_sql(1)), event)?
+    bind_audit(sqlx::query(&audit_insert_sql(1, 1)), event)?
         .execute(conn)
         .await
         .map_err(StoreError::Unavailable)?;
@@ -421,12 +428,15 @@ fn placeholders(first: usize, count: usize) -> String {
     format!("({})", placeholder_list(first, count))
 }
 
-/// The audit insert with its placeholders numbered from `first`, so that it can close a
-/// statement that writes other rows first.
-fn audit_insert_sql(first: usize) -> String {
+/// The insert of `events` audit events with its placeholders numbered from `first`, so that
+/// it can close a statement that writes other rows first.
+fn audit_insert_sql(first: usize, events: usize) -> String {
+    let values: Vec<String> = (0..events)
+        .map(|i| placeholders(first + i * AUDIT_VALUES, AUDIT_VALUES))
+        .collect();
     format!(
         "insert into audit_event ({AUDIT_COLUMNS}) values {}",
-        placeholders(first, AUDIT_VALUES)
+        values.join(", ")
     )
 }
 

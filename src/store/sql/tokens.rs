@@ -91,30 +91,30 @@ fn rotate_statement(rows: usize) -> String {
     )
 }
 
-/// Postgres: the token rows and their audit event in one statement — one round trip and one
-/// implicit transaction instead of begin, an insert per row, the audit insert and commit.
+/// Postgres: token rows and their audit events in one statement — one round trip and one
+/// implicit transaction instead of begin, an insert per row, the audit inserts and commit.
 /// (SQLite has no data-modifying `with`, and its statements cost no round trip.)
-fn insert_tokens_statement(rows: usize) -> String {
+fn insert_tokens_statement(rows: usize, events: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|i| placeholders(1 + i * TOKEN_VALUES, TOKEN_VALUES))
         .collect();
     format!(
         "with t as (insert into token ({TOKEN_COLUMNS}) values {}) {}",
         values.join(", "),
-        audit_insert_sql(1 + rows * TOKEN_VALUES)
+        audit_insert_sql(1 + rows * TOKEN_VALUES, events)
     )
 }
 
-#[async_trait]
-impl TokenStore for SqlStore {
-    async fn insert_tokens(
+impl SqlStore {
+    /// Writes one issue's tokens and audit event by themselves (see [`super::batch`]).
+    pub(super) async fn insert_tokens_now(
         &self,
         tokens: &[TokenRecord],
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres && !tokens.is_empty() {
             let _turn = self.write_turn().await;
-            let sql = insert_tokens_statement(tokens.len());
+            let sql = insert_tokens_statement(tokens.len(), 1);
             let mut q = sqlx::query(&sql);
             for t in tokens {
                 q = bind_token(q, t);
@@ -136,6 +136,63 @@ impl TokenStore for SqlStore {
         }
         tx.audit(audit).await?;
         tx.commit().await
+    }
+
+    /// Writes several issues' tokens and audit events at once: one statement on Postgres,
+    /// one transaction on SQLite. All or nothing.
+    pub(super) async fn insert_token_batch(
+        &self,
+        issues: &[(Vec<TokenRecord>, AuditEvent)],
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        if self.backend == Backend::Postgres {
+            let _turn = self.write_turn().await;
+            let rows = issues.iter().map(|(tokens, _)| tokens.len()).sum();
+            let sql = insert_tokens_statement(rows, issues.len());
+            let mut q = sqlx::query(&sql);
+            for t in issues.iter().flat_map(|(tokens, _)| tokens) {
+                q = bind_token(q, t);
+            }
+            for (_, audit) in issues {
+                q = bind_audit(q, audit)?;
+            }
+            q.execute(&self.pool).await.map_err(write_error("token"))?;
+            let events: Vec<AuditEvent> = issues.iter().map(|(_, a)| a.clone()).collect();
+            for _ in &events {
+                crate::metrics::audit_appended(started.elapsed());
+            }
+            self.hook.committed(&events);
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (tokens, audit) in issues {
+            for t in tokens {
+                insert_token(&mut tx, t).await?;
+            }
+            tx.audit(audit).await?;
+        }
+        tx.commit().await?;
+        for _ in issues {
+            crate::metrics::audit_appended(started.elapsed());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqlStore {
+    async fn insert_tokens(
+        &self,
+        tokens: &[TokenRecord],
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let Some(writes) = self.token_writes.as_ref().filter(|_| !tokens.is_empty()) else {
+            return self.insert_tokens_now(tokens, audit).await;
+        };
+        match writes.write(tokens.to_vec(), audit.clone()).await {
+            Ok(outcome) => outcome,
+            Err((tokens, audit)) => self.insert_tokens_now(&tokens, &audit).await,
+        }
     }
 
     async fn rotate_refresh(
