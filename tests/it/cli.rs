@@ -743,3 +743,28 @@ async fn cli_lists_and_revokes_sessions_by_sid() {
         server.stop().await;
     }
 }
+
+/// The binary carries jemalloc's decay settings (`.cargo/config.toml`, decision 0020): a
+/// build that lost them would keep a burst's freed memory ten seconds instead of one.
+#[test]
+fn binary_returns_freed_memory_within_a_second() {
+    let env = std::collections::BTreeMap::from([(
+        "MALLOC_CONF".to_owned(),
+        "confirm_conf:true".to_owned(),
+    )]);
+    let run = crate::support::run_binary(&["--version"], &env, None);
+    run.succeeds();
+    let compiled = run
+        .stderr()
+        .lines()
+        .find(|l| l.contains("--with-malloc-conf"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no compiled-in jemalloc options:\n{}", run.stderr()));
+    for option in [
+        "background_thread:true",
+        "dirty_decay_ms:1000",
+        "muzzy_decay_ms:0",
+    ] {
+        assert!(compiled.contains(option), "{option} missing: {compiled}");
+    }
+}
