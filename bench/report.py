@@ -203,7 +203,9 @@ def section_md(section):
     out.append("")
     out.append("| figure | value |")
     out.append("|---|---:|")
-    out.append(f"| start to ready (spawn of `tessera serve` to the first `/readyz` 200) | {ms(section.get('start_to_ready_ms'))} ms |")
+    out.append(f"| start to ready (spawn of `tessera serve` to the first `/readyz` 200), restart of a provisioned store | {ms(section.get('start_to_ready_ms'))} ms |")
+    if section.get("first_start_to_ready_ms") is not None:
+        out.append(f"| the same, first start on a new store (creates the signing keys: RS256, ES256, EdDSA) | {ms(section.get('first_start_to_ready_ms'))} ms |")
     out.append(f"| idle RSS 1 s after ready | {num(section.get('idle_rss_mib_after_start'), 1)} MiB |")
     out.append(f"| idle RSS after the token pools were filled | {num(section.get('idle_rss_mib_after_pools'), 1)} MiB |")
     out.append(f"| idle RSS 2 s after all workloads | {num(section.get('idle_rss_mib_after_all'), 1)} MiB |")
@@ -311,7 +313,7 @@ def targets(doc):
                 idle < idle_max)
         ready = sec.get("start_to_ready_ms")
         if ready is not None:
-            row(f"start to ready ({store})", "< 300 ms", f"{num(ready)} ms", ready < 300)
+            row(f"start to ready, restart ({store})", "< 300 ms", f"{num(ready)} ms", ready < 300)
     if "sqlite" in doc and "postgres" in doc:
         for workload, w in doc["sqlite"]["workloads"].items():
             lite, pg = _m(doc, "sqlite", workload), _m(doc, "postgres", workload)
