@@ -1191,3 +1191,36 @@ async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() 
         );
     }
 }
+
+/// A consent keeps the scopes granted before in their order and adds new ones once each,
+/// however the request spelled them (Postgres merges in SQL, SQLite in Rust).
+#[tokio::test]
+async fn grant_consent_adds_new_scopes_after_the_old_ones_each_once() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let grant = |scope: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .grant_consent(ADA, CLIENT, scope, 3_000, &audit(AuditKind::ConsentGranted))
+                    .await
+                    .unwrap()
+            }
+        };
+        grant(" profile  openid profile").await;
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("profile openid"),
+            "{}",
+            db.label
+        );
+        grant("email openid  address email").await;
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("profile openid email address"),
+            "{}",
+            db.label
+        );
+    }
+}

@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::{Row, SqlStore};
+use super::{audit_insert_sql, bind_audit, Row, SqlStore};
 use crate::audit::AuditEvent;
-use crate::store::{ConsentStore, StoreError};
+use crate::store::{Backend, ConsentStore, StoreError};
 
 #[async_trait]
 impl ConsentStore for SqlStore {
@@ -30,6 +30,35 @@ impl ConsentStore for SqlStore {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            // One statement: the upsert locks the row (a concurrent grant waits, then merges
+            // into what this one wrote), and the merge keeps the scopes already consented to
+            // in their order, then adds the new ones, each once.
+            let mut requested: Vec<&str> = Vec::new();
+            for s in scope.split_whitespace() {
+                if !requested.contains(&s) {
+                    requested.push(s);
+                }
+            }
+            let sql = format!(
+                "with c as (insert into consent (account_id, client_id, scope, created_at, \
+                 updated_at) values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
+                 do update set updated_at = excluded.updated_at, scope = (\
+                 select coalesce(string_agg(w, ' ' order by n), '') from (\
+                 select w, min(n) as n from unnest(string_to_array(\
+                 consent.scope || ' ' || excluded.scope, ' ')) with ordinality as t (w, n) \
+                 where w <> '' group by w) as words)) {}",
+                audit_insert_sql(5, 1)
+            );
+            let q = sqlx::query(&sql)
+                .bind(account_id)
+                .bind(client_id)
+                .bind(requested.join(" "))
+                .bind(now);
+            self.execute_audited(bind_audit(q, audit)?, audit, "consent")
+                .await?;
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         // The write first: it creates the row or locks it (Postgres) / takes the write lock
         // (SQLite), so a concurrent grant waits here and then reads what this one wrote; it

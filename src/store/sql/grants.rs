@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
-use super::{to_json, write_error, Row, SqlStore};
+use super::{audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
+use crate::store::Backend;
 use crate::store::{CodeRecord, GrantRecord, GrantStore, RequestedClaims, StoreError};
 
 macro_rules! code_columns {
@@ -69,20 +70,9 @@ fn requested_claims(claims: &RequestedClaims) -> Result<Option<String>, StoreErr
     (!claims.is_empty()).then(|| to_json(claims)).transpose()
 }
 
-#[async_trait]
-impl GrantStore for SqlStore {
-    async fn insert_code(
-        &self,
-        grant: &GrantRecord,
-        code: &CodeRecord,
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "insert into oauth_grant (id, client_id, account_id, scope, auth_time, amr, created_at, \
-             revoked_at, sid, claims) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&grant.id)
+/// Binds a grant's values, in `grant_columns!` order.
+fn bind_grant<'q>(q: AnyQuery<'q>, grant: &'q GrantRecord) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(&grant.id)
         .bind(&grant.client_id)
         .bind(&grant.account_id)
         .bind(&grant.scope)
@@ -91,16 +81,12 @@ impl GrantStore for SqlStore {
         .bind(grant.created_at)
         .bind(grant.revoked_at)
         .bind(&grant.sid)
-        .bind(requested_claims(&grant.claims)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error("grant"))?;
-        sqlx::query(concat!(
-            "insert into authorization_code (",
-            code_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        ))
-        .bind(code.digest.as_bytes())
+        .bind(requested_claims(&grant.claims)?))
+}
+
+/// Binds a code's values, in `code_columns!` order.
+fn bind_code<'q>(q: AnyQuery<'q>, code: &'q CodeRecord) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(code.digest.as_bytes())
         .bind(&code.grant_id)
         .bind(&code.client_id)
         .bind(&code.account_id)
@@ -114,10 +100,54 @@ impl GrantStore for SqlStore {
         .bind(code.expires_at)
         .bind(code.consumed_at)
         .bind(&code.sid)
-        .bind(requested_claims(&code.claims)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error("authorization code"))?;
+        .bind(requested_claims(&code.claims)?))
+}
+
+#[async_trait]
+impl GrantStore for SqlStore {
+    async fn insert_code(
+        &self,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        let grant_sql = concat!(
+            "insert into oauth_grant (",
+            grant_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        );
+        let code_sql = concat!(
+            "insert into authorization_code (",
+            code_columns!(),
+            ") values ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+        );
+        if self.backend == Backend::Postgres {
+            // The code's foreign key is checked at the end of the statement, when the grant
+            // written by the first clause is there.
+            let sql = format!(
+                "with g as ({grant_sql}), c as ({code_sql}) {}",
+                audit_insert_sql(26, 1)
+            );
+            let q = bind_code(bind_grant(sqlx::query(&sql), grant)?, code)?;
+            self.execute_audited(bind_audit(q, audit)?, audit, "grant")
+                .await?;
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        bind_grant(sqlx::query(grant_sql), grant)?
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error("grant"))?;
+        // SQLite numbers parameters by their `$n`, whatever the statement's first is.
+        let code_only = concat!(
+            "insert into authorization_code (",
+            code_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        bind_code(sqlx::query(code_only), code)?
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error("authorization code"))?;
         tx.audit(audit).await?;
         tx.commit().await
     }

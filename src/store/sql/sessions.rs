@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
-use super::{aliased, to_json, write_error, Row, SqlStore};
+use super::{aliased, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
+use crate::store::Backend;
 use crate::store::{AccountRecord, ClientRecord, SessionRecord, SessionStore, StoreError};
 
 macro_rules! session_columns {
@@ -34,6 +35,20 @@ fn session_from(row: Row<'_>) -> Result<SessionRecord, StoreError> {
     })
 }
 
+/// Binds a session's values, in `session_columns!` order.
+fn bind_session<'q>(
+    q: AnyQuery<'q>,
+    session: &'q SessionRecord,
+) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(session.id_digest.as_bytes())
+        .bind(&session.account_id)
+        .bind(session.auth_time)
+        .bind(to_json(&session.amr)?)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(&session.sid))
+}
+
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn insert_session(
@@ -42,6 +57,33 @@ impl SessionStore for SqlStore {
         replaces: Option<&Digest>,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let insert = concat!(
+            "insert into session (",
+            session_columns!(),
+            ") values ($1, $2, $3, $4, $5, $6, $7)"
+        );
+        // Conditional: most sign-ins follow no failure, and then the row is not written.
+        // `$2` is the session's account.
+        let reset = "update account set failed_login_count = 0 where id = $2 \
+                     and failed_login_count <> 0";
+        if self.backend == Backend::Postgres {
+            let replaced = match replaces {
+                Some(_) => "d as (delete from session where id_digest = $8), ",
+                None => "",
+            };
+            let first_audit = if replaces.is_some() { 9 } else { 8 };
+            let sql = format!(
+                "with {replaced}s as ({insert}), r as ({reset}) {}",
+                audit_insert_sql(first_audit, 1)
+            );
+            let mut q = bind_session(sqlx::query(&sql), session)?;
+            if let Some(old) = replaces {
+                q = q.bind(old.as_bytes());
+            }
+            self.execute_audited(bind_audit(q, audit)?, audit, "session")
+                .await?;
+            return Ok(());
+        }
         let mut tx = self.begin().await?;
         if let Some(old) = replaces {
             sqlx::query("delete from session where id_digest = $1")
@@ -50,21 +92,10 @@ impl SessionStore for SqlStore {
                 .await
                 .map_err(StoreError::Unavailable)?;
         }
-        sqlx::query(
-            "insert into session (id_digest, account_id, auth_time, amr, created_at, expires_at, \
-             sid) values ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(session.id_digest.as_bytes())
-        .bind(&session.account_id)
-        .bind(session.auth_time)
-        .bind(to_json(&session.amr)?)
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .bind(&session.sid)
-        .execute(&mut *tx)
-        .await
-        .map_err(write_error("session"))?;
-        // Conditional: most sign-ins follow no failure, and then the row is not written.
+        bind_session(sqlx::query(insert), session)?
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error("session"))?;
         sqlx::query(
             "update account set failed_login_count = 0 where id = $1 and failed_login_count <> 0",
         )
