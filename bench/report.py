@@ -353,31 +353,45 @@ NOTES = """\
 A whole code flow (authorize with `prompt=consent` → sign-in → consent → code → token) makes
 exactly **7 writes** (transactions, or single-statement writes) on either store: three for the
 sign-in (the login throttle's count, its take-back once the password checks out, and the
-session), then one each for the consent, the
-code with its grant, the code's redemption and the tokens. The store counts the writes it
-begins (`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
-`tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
-that number on SQLite and Postgres: a change that adds a write fails it until the number is
-changed on purpose. The Postgres commit counts above are higher because every read outside a
-transaction is a commit there too (`BENCH_LOG_FILTER=sqlx::query=debug bench/run --sqlite
---keep` lists every statement in the kept `tessera.log`).
+session), then one each for the consent, the code with its grant, the code's redemption and
+the tokens. The store counts the writes it begins (`PoolStatus::writes`, exported as
+`tessera_store_writes_total`), and `tests/it/authorize.rs`
+`a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to that number on SQLite and
+Postgres: a change that adds a write fails it until the number is changed on purpose. On
+Postgres each of the session, consent, code and token writes is one statement with its audit
+event (data-modifying `with`), so a flow is about 17 statements in all, reads included
+(measured with `pg_stat_statements`). The commit counts above are higher than the writes
+because every read outside a transaction is a commit there too.
+
+## Token issues share writes
+
+Concurrent token issues (client_credentials, the code's token response) are written together
+by one writer task per store: one statement on Postgres, one transaction on SQLite, for
+whatever has queued while the previous write was in flight (decision 0031). The same rows
+cost Postgres 0.252 ms of CPU per token one statement each and 0.059 ms sixteen to a
+statement (pgbench, same schema, same machine). SQLite's write-ahead log is checkpointed by
+that task every 500 ms instead of inside whichever commit filled it, and the audit sealer
+takes 500 events per transaction, so neither holds the one write lock for long.
 
 ## Profile: where the time goes, what to cut next
 
-`perf record -g -p <tessera pid>` during the code flow at c = 16 (SQLite), before argon2's
-working memory was reused: argon2id's compression 69 % of the server's CPU, zeroing and
-page-faulting each check's fresh 19 MiB buffer (`memset`, `exc_page_fault`, jemalloc's
-`madvise`) 16 %, everything else (HTTP, templates, SQL, RS256) under 15 %. The buffers are
-now reused (`crypto::password::Arena`), which removes the second item. Next to cut:
-
-- **Code flow**: the reads. A flow runs about 10 reads beside its 7 writes (the session with
-  its user, then the consent, on each `/authorize` step; the user at sign-in and at the
-  token); the login throttle is down to two counting statements and one take-back per
-  sign-in. The consent's merge (insert, read, update) could become one statement.
-- **Refresh**: two statements now (one lookup of token, grant and user; one rotation), so
-  what is left is the RS256 ID token (0.27 ms of CPU each on this machine, a third of the
-  server's share) and Postgres's cost of the rotation statement (two inserted rows with
-  seven index entries each, the spent row's update, the audit row).
+- **Code flow, Tessera**: argon2id is most of the server's CPU per flow (compare the server
+  CPU per flow with the argon2id ceiling's CPU per hash); its buffers are reused
+  (`crypto::password::Arena`) and the rest (HTTP, templates, SQL, RS256) is small beside it.
+- **Code flow, Postgres**: cutting the statements per flow from about 30 to about 17 (the
+  session, consent and code writes became one statement each) did not move the Postgres CPU
+  per flow, which stays near 7 ms against the 2 ms target. `perf record -a` during the run
+  shows a flat profile in the backends (context switches, hash lookups, TLS, no hot spot),
+  while the same statements cost a tenth of that under pgbench alone. The suspect to test
+  next is the machine, not the SQL: argon2id's 19 MiB working set on both cores evicting
+  Postgres's caches between statements. Running the flow with cheap argon2id parameters, or
+  with Postgres pinned to its own core, tells.
+- **Refresh**: two statements (one lookup of token, grant and user; one rotation). The rest
+  is the RS256 ID token, about 1 ms of CPU each on this machine: the refresh target of
+  2,500/s is above what RS256 signing alone allows on two cores (see the RS256 ceiling). A
+  client registered with `ES256` or `EdDSA` ID tokens does not pay it.
+- **client_credentials**: one shared write per batch; the p99 at c = 16 is the scheduler's
+  on a machine whose two cores are saturated by the server, Postgres and wrk together.
 - **Introspection**: hits are served from memory; the rest of a call is HTTP, client
   authentication and JSON (server CPU per call against the hello ceiling's in the table).
 """

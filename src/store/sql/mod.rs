@@ -260,7 +260,7 @@ impl SqlStore {
     /// Postgres: runs `q`, one statement that writes its rows and its audit event (data-
     /// modifying `with` clauses ending in [`audit_insert_sql`]), as one implicit transaction,
     /// then tells the hook. One round trip, where begin, a statement per row, the audit
-    /// insert and commit took four to six; a flow's Postgres CPU is mostly round trips.
+    /// insert and commit took four to six.
     async fn execute_audited(
         &self,
         q: AnyQuery<'_>,
