@@ -9,7 +9,6 @@
 //! Each caller still returns only after its rows and its audit event are committed.
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -21,16 +20,16 @@ use crate::store::{Backend, StoreError, TokenRecord};
 /// Most issues written by one statement: bounds the statement's size (Postgres allows 65,535
 /// parameters; a batch of code-flow issues binds about 1,500) and the number of distinct
 /// statement texts each connection caches.
-pub(super) const MAX_BATCH: usize = 32;
+const MAX_BATCH: usize = 32;
 
 /// Most issues waiting for the writer; further callers wait for room (backpressure, not an
 /// unbounded queue).
 const QUEUE: usize = 1024;
 
 /// One caller's issue: its rows, its audit event, and where the outcome goes.
-pub(super) struct Issue {
-    pub(super) tokens: Vec<TokenRecord>,
-    pub(super) audit: AuditEvent,
+struct Issue {
+    tokens: Vec<TokenRecord>,
+    audit: AuditEvent,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -144,12 +143,11 @@ async fn tick(every: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
+async fn write_batch(store: &SqlStore, mut batch: Vec<Issue>) {
     if batch.len() == 1 {
-        for issue in batch {
-            let outcome = store.insert_tokens_now(&issue.tokens, &issue.audit).await;
-            let _ = issue.done.send(outcome);
-        }
+        let issue = batch.swap_remove(0);
+        let outcome = store.insert_tokens_now(&issue.tokens, &issue.audit).await;
+        let _ = issue.done.send(outcome);
         return;
     }
     let (issues, dones): (Vec<_>, Vec<_>) = batch

@@ -6,6 +6,17 @@ use super::{audit_insert_sql, bind_audit, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::store::{Backend, ConsentStore, StoreError};
 
+/// The scopes of `before` in their order, then those of `added` not among them, each once.
+fn merged(before: &str, added: &str) -> String {
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in before.split_whitespace().chain(added.split_whitespace()) {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    scopes.join(" ")
+}
+
 #[async_trait]
 impl ConsentStore for SqlStore {
     async fn consent(
@@ -34,12 +45,6 @@ impl ConsentStore for SqlStore {
             // One statement: the upsert locks the row (a concurrent grant waits, then merges
             // into what this one wrote), and the merge keeps the scopes already consented to
             // in their order, then adds the new ones, each once.
-            let mut requested: Vec<&str> = Vec::new();
-            for s in scope.split_whitespace() {
-                if !requested.contains(&s) {
-                    requested.push(s);
-                }
-            }
             let sql = format!(
                 "with c as (insert into consent (account_id, client_id, scope, created_at, \
                  updated_at) values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
@@ -53,7 +58,7 @@ impl ConsentStore for SqlStore {
             let q = sqlx::query(&sql)
                 .bind(account_id)
                 .bind(client_id)
-                .bind(requested.join(" "))
+                .bind(merged("", scope))
                 .bind(now);
             self.execute_audited(bind_audit(q, audit)?, audit, "consent")
                 .await?;
@@ -75,16 +80,10 @@ impl ConsentStore for SqlStore {
         .await
         .map_err(StoreError::Unavailable)?;
         let before: String = Row::new(&row).get("scope")?;
-        let mut merged: Vec<&str> = before.split_whitespace().collect();
-        for s in scope.split_whitespace() {
-            if !merged.contains(&s) {
-                merged.push(s);
-            }
-        }
         sqlx::query("update consent set scope = $3 where account_id = $1 and client_id = $2")
             .bind(account_id)
             .bind(client_id)
-            .bind(merged.join(" "))
+            .bind(merged(&before, scope))
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
-use super::{audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
+use super::{
+    audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row, SqlStore,
+};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
@@ -70,6 +72,28 @@ fn requested_claims(claims: &RequestedClaims) -> Result<Option<String>, StoreErr
     (!claims.is_empty()).then(|| to_json(claims)).transpose()
 }
 
+/// Values per grant row and per code row.
+const GRANT_VALUES: usize = 10;
+const CODE_VALUES: usize = 15;
+
+/// The insert of one grant, its placeholders numbered from `first`.
+fn grant_insert_sql(first: usize) -> String {
+    format!(
+        "insert into oauth_grant ({}) values {}",
+        grant_columns!(),
+        placeholders(first, GRANT_VALUES)
+    )
+}
+
+/// The insert of one code, its placeholders numbered from `first`.
+fn code_insert_sql(first: usize) -> String {
+    format!(
+        "insert into authorization_code ({}) values {}",
+        code_columns!(),
+        placeholders(first, CODE_VALUES)
+    )
+}
+
 /// Binds a grant's values, in `grant_columns!` order.
 fn bind_grant<'q>(q: AnyQuery<'q>, grant: &'q GrantRecord) -> Result<AnyQuery<'q>, StoreError> {
     Ok(q.bind(&grant.id)
@@ -111,22 +135,14 @@ impl GrantStore for SqlStore {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let grant_sql = concat!(
-            "insert into oauth_grant (",
-            grant_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        );
-        let code_sql = concat!(
-            "insert into authorization_code (",
-            code_columns!(),
-            ") values ($11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
-        );
         if self.backend == Backend::Postgres {
             // The code's foreign key is checked at the end of the statement, when the grant
             // written by the first clause is there.
             let sql = format!(
-                "with g as ({grant_sql}), c as ({code_sql}) {}",
-                audit_insert_sql(26, 1)
+                "with g as ({}), c as ({}) {}",
+                grant_insert_sql(1),
+                code_insert_sql(1 + GRANT_VALUES),
+                audit_insert_sql(1 + GRANT_VALUES + CODE_VALUES, 1)
             );
             let q = bind_code(bind_grant(sqlx::query(&sql), grant)?, code)?;
             self.execute_audited(bind_audit(q, audit)?, audit, "grant")
@@ -134,17 +150,11 @@ impl GrantStore for SqlStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        bind_grant(sqlx::query(grant_sql), grant)?
+        bind_grant(sqlx::query(&grant_insert_sql(1)), grant)?
             .execute(&mut *tx)
             .await
             .map_err(write_error("grant"))?;
-        // SQLite numbers parameters by their `$n`, whatever the statement's first is.
-        let code_only = concat!(
-            "insert into authorization_code (",
-            code_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-        );
-        bind_code(sqlx::query(code_only), code)?
+        bind_code(sqlx::query(&code_insert_sql(1)), code)?
             .execute(&mut *tx)
             .await
             .map_err(write_error("authorization code"))?;

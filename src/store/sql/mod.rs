@@ -253,10 +253,6 @@ impl SqlStore {
         })
     }
 
-    /// SQLite: waits for this process's turn to write, in arrival order; hold the result
-    /// until the write has committed. Postgres: no wait (row locks order its writers).
-    /// Every write a request makes starts here, so this also counts them
-    /// ([`PoolStatus::writes`]).
     /// Postgres: runs `q`, one statement that writes its rows and its audit event (data-
     /// modifying `with` clauses ending in [`audit_insert_sql`]), as one implicit transaction,
     /// then tells the hook. One round trip, where begin, a statement per row, the audit
@@ -287,6 +283,10 @@ impl SqlStore {
         }
     }
 
+    /// SQLite: waits for this process's turn to write, in arrival order; hold the result
+    /// until the write has committed. Postgres: no wait (row locks order its writers).
+    /// Every write a request makes starts here, so this also counts them
+    /// ([`PoolStatus::writes`]).
     async fn write_turn(&self) -> Option<OwnedSemaphorePermit> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.turn().await

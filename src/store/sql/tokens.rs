@@ -113,21 +113,13 @@ impl SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres && !tokens.is_empty() {
-            let _turn = self.write_turn().await;
             let sql = insert_tokens_statement(tokens.len(), 1);
             let mut q = sqlx::query(&sql);
             for t in tokens {
                 q = bind_token(q, t);
             }
-            // The audit row is written by this statement with the tokens: its time is the
-            // audit append's time (tessera_audit_append_seconds), the commit included.
-            let started = std::time::Instant::now();
-            bind_audit(q, audit)?
-                .execute(&self.pool)
-                .await
-                .map_err(write_error("token"))?;
-            crate::metrics::audit_appended(started.elapsed());
-            self.hook.committed(std::slice::from_ref(audit));
+            self.execute_audited(bind_audit(q, audit)?, audit, "token")
+                .await?;
             return Ok(());
         }
         let mut tx = self.begin().await?;
@@ -144,9 +136,9 @@ impl SqlStore {
         &self,
         issues: &[(Vec<TokenRecord>, AuditEvent)],
     ) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
         if self.backend == Backend::Postgres {
             let _turn = self.write_turn().await;
+            let started = std::time::Instant::now();
             let rows = issues.iter().map(|(tokens, _)| tokens.len()).sum();
             let sql = insert_tokens_statement(rows, issues.len());
             let mut q = sqlx::query(&sql);
@@ -171,11 +163,7 @@ impl SqlStore {
             }
             tx.audit(audit).await?;
         }
-        tx.commit().await?;
-        for _ in issues {
-            crate::metrics::audit_appended(started.elapsed());
-        }
-        Ok(())
+        tx.commit().await
     }
 }
 
