@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
-use crate::app::{AppState, Clock};
+use crate::app::{AppState, Clock, Shared};
 use crate::config::{Config, TlsFiles};
 use crate::crypto::password::Passwords;
 use crate::store::{self, Store, StoreError};
@@ -137,7 +137,7 @@ impl Server {
         let (backchannel, backchannel_rx) = crate::oauth::backchannel::Queue::new();
         let backchannel_http = crate::oauth::backchannel::http_client()
             .context("cannot build the back-channel logout HTTP client")?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             config: Arc::new(config),
             store,
             passwords,
@@ -151,7 +151,7 @@ impl Server {
             floods: Default::default(),
             backchannel,
             clock,
-        };
+        });
         Ok(Server {
             listener,
             admin,
