@@ -417,8 +417,10 @@ class Bench:
         for key in list(self.env):
             if key.startswith("TESSERA_") or key == "DATABASE_URL":
                 del self.env[key]
+        self.admin_port = free_port()
         self.env.update(
             TESSERA_BIND=self.base,
+            TESSERA_ADMIN_BIND=f"127.0.0.1:{self.admin_port}",
             TESSERA_ISSUER=f"http://{self.base}",
             TESSERA_DATA_DIR=os.path.join(self.tmp, "data"),
             # BENCH_LOG_FILTER=sqlx::query=debug lists every statement (counting them on SQLite).
@@ -490,6 +492,30 @@ class Bench:
             except subprocess.TimeoutExpired:
                 self.server.kill()
                 self.server.wait()
+
+    def memory(self, pid):
+        """Where the resident memory is, in MiB: the process's RSS split into anonymous
+        (heap, stacks) and file-backed (the binary's code and libraries, shared and
+        reclaimable), and the allocator's own figures from /metrics: bytes in live
+        allocations and bytes it keeps resident."""
+        out = {}
+        for key, name in (("VmRSS", "rss"), ("RssAnon", "rss_anon"), ("RssFile", "rss_file")):
+            kib = proc_status_kib(pid, key)
+            if kib is not None:
+                out[name] = round(kib / 1024.0, 1)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            conn.close()
+        except OSError:
+            return out
+        for line in text.splitlines():
+            for metric, name in (("tessera_memory_allocated_bytes ", "allocated"),
+                                 ("tessera_memory_allocator_resident_bytes ", "allocator_resident")):
+                if line.startswith(metric):
+                    out[name] = round(float(line.split()[1]) / 1048576.0, 1)
+        return out
 
     # -- provisioning -----------------------------------------------------------------
 
@@ -820,6 +846,7 @@ class Bench:
         time.sleep(1.0)
         pid = self.server.pid
         r["idle_rss_mib_after_start"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        r["memory_after_start"] = self.memory(pid)
         log(f"ready in {r['start_to_ready_ms']} ms, idle RSS {r['idle_rss_mib_after_start']} MiB")
         if self.a.store == "postgres":
             self.pg = PgCpu(self.a.db_name)
@@ -846,12 +873,14 @@ class Bench:
         if self.stats is not None:
             time.sleep(self.a.stats_settle)  # the pools' statistics, before the first run
         r["idle_rss_mib_after_pools"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        r["memory_after_pools"] = self.memory(pid)
         r["workloads"] = {}
         for name, label, fn in self.workloads(access_file, refresh_files):
             log(f"workload {name}")
             r["workloads"][name] = {"label": label, "levels": self.levels_of(fn, pid)}
         time.sleep(2.0)
         r["idle_rss_mib_after_all"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
+        r["memory_after_all"] = self.memory(pid)
         r["peak_rss_mib_lifetime"] = round(proc_status_kib(pid, "VmHWM") / 1024.0, 1)
         log(f"idle RSS after the workloads {r['idle_rss_mib_after_all']} MiB")
         self.stop_server()

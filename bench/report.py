@@ -210,6 +210,23 @@ def section_md(section):
     out.append(f"| idle RSS after the token pools were filled | {num(section.get('idle_rss_mib_after_pools'), 1)} MiB |")
     out.append(f"| idle RSS 2 s after all workloads | {num(section.get('idle_rss_mib_after_all'), 1)} MiB |")
     out.append(f"| peak RSS over the process's life (VmHWM) | {num(section.get('peak_rss_mib_lifetime'), 1)} MiB |")
+    split = [(when, section.get(f"memory_{key}")) for when, key in (
+        ("1 s after ready", "after_start"), ("after the token pools", "after_pools"),
+        ("2 s after all workloads", "after_all"))]
+    if any(m for _, m in split):
+        out.append("")
+        out.append("Where the resident memory is (MiB): anonymous (heap, stacks) and file-backed "
+                   "(the binary's code and the libraries, shared with other processes and "
+                   "reclaimable) from `/proc`; live allocations and what the allocator keeps "
+                   "resident from the server's `/metrics` (jemalloc).")
+        out.append("")
+        out.append("| when | RSS | anonymous | file-backed | allocated (live) | allocator resident |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        for when, m in split:
+            m = m or {}
+            out.append(f"| {when} | {num(m.get('rss'), 1)} | {num(m.get('rss_anon'), 1)} | "
+                       f"{num(m.get('rss_file'), 1)} | {num(m.get('allocated'), 1)} | "
+                       f"{num(m.get('allocator_resident'), 1)} |")
     out.append("")
     out.append("### Ceilings (same machine, same script)")
     out.append("")

@@ -49,6 +49,7 @@ async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
     crate::metrics::pool(app.store.pool_status());
     let (running, waiting) = app.passwords.load();
     crate::metrics::password_hashing(running, waiting);
+    crate::metrics::memory();
     (
         [
             (header::CONTENT_TYPE, TEXT_FORMAT),

@@ -64,6 +64,30 @@ async fn admin_port_serves_prometheus_text_with_pool_and_hashing_gauges() {
     }
 }
 
+/// Memory as the allocator sees it (issue 13): what is live, and what it keeps resident. The
+/// bench reads both to tell a leak (allocated grows at rest) from memory not given back.
+#[tokio::test]
+async fn metrics_report_the_allocators_live_and_resident_bytes() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let text = scrape(&server).await;
+    for line in [
+        "# TYPE tessera_memory_allocated_bytes gauge",
+        "# TYPE tessera_memory_allocator_resident_bytes gauge",
+    ] {
+        assert!(text.contains(line), "no {line} in\n{text}");
+    }
+    let allocated = sample(&text, "tessera_memory_allocated_bytes");
+    let resident = sample(&text, "tessera_memory_allocator_resident_bytes");
+    // A running server has at least its caches, pools and buffers live: well over 100 KiB.
+    assert!(allocated > 100_000.0, "allocated {allocated}");
+    assert!(
+        resident >= allocated,
+        "resident {resident} < allocated {allocated}"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn metrics_count_tokens_failed_logins_and_requests_by_route_template() {
     for db in TestDb::all().await {
