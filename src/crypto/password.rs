@@ -413,7 +413,8 @@ mod tests {
         let phc = p.hash(SecretString::from("x")).await.unwrap();
         assert!(p.verify("x".into(), Some(phc)).await.unwrap());
         assert_eq!(p.arena.lock().len(), 1, "kept for the next check");
-        tokio::time::sleep(Arena::IDLE + Arena::SWEEP + Duration::from_millis(200)).await;
+        // Slack for a loaded test machine, where the sweeping task may run late.
+        tokio::time::sleep(Arena::IDLE + Arena::SWEEP + Duration::from_millis(750)).await;
         assert_eq!(p.arena.lock().len(), 0, "dropped once idle");
         assert!(Arena::IDLE + Arena::SWEEP <= Duration::from_secs(1));
     }
