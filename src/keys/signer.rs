@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use josekit::jwt::JwtPayload;
+use tokio::sync::Semaphore;
 
 use super::KeyCache;
 use crate::crypto::keys::KeySet;
@@ -16,11 +17,27 @@ use crate::store::Store;
 pub struct Signer {
     cache: KeyCache,
     store: Arc<dyn Store>,
+    /// Signatures computed at once: one per core. More would only queue for the cores, each
+    /// on a blocking-pool thread of its own (tokio grows that pool to 512 threads, with a
+    /// stack and an allocator cache each), as 64 concurrent JWT requests otherwise did.
+    running: Arc<Semaphore>,
+    limit: usize,
 }
 
 impl Signer {
     pub fn new(cache: KeyCache, store: Arc<dyn Store>) -> Signer {
-        Signer { cache, store }
+        let limit = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Signer {
+            cache,
+            store,
+            running: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// Signatures being computed now.
+    pub fn running(&self) -> usize {
+        self.limit.saturating_sub(self.running.available_permits())
     }
 
     /// The keys as of `now` (cached; see `keys::CACHE_SECS`), to verify with or to
@@ -43,10 +60,69 @@ impl Signer {
             anyhow::bail!("no active {alg} signing key");
         }
         let alg = alg.to_owned();
-        tokio::task::spawn_blocking(move || match keys.active.get(&alg) {
-            Some(key) => Ok(key.sign(&payload, typ)?),
-            None => Err(anyhow::anyhow!("no active {alg} signing key")),
+        let permit = Arc::clone(&self.running).acquire_owned().await?;
+        tokio::task::spawn_blocking(move || {
+            let _held = permit;
+            match keys.active.get(&alg) {
+                Some(key) => Ok(key.sign(&payload, typ)?),
+                None => Err(anyhow::anyhow!("no active {alg} signing key")),
+            }
         })
         .await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::crypto::kek::Kek;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signatures_run_at_most_one_per_core() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())
+            .parse()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SqlStore::open(&url).await.unwrap());
+        let kek = Kek::generate();
+        let now = 1_000_000;
+        crate::keys::ensure_initial(store.as_ref(), &kek, now)
+            .await
+            .unwrap();
+        let signer = Signer::new(KeyCache::new(kek, 3600), store);
+        let done = Arc::new(AtomicBool::new(false));
+        let watch = {
+            let (signer, done) = (signer.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut most = 0;
+                while !done.load(Ordering::Acquire) {
+                    most = most.max(signer.running());
+                    tokio::task::yield_now().await;
+                }
+                most
+            })
+        };
+        let signs: Vec<_> = (0..48)
+            .map(|_| {
+                let signer = signer.clone();
+                tokio::spawn(async move {
+                    signer
+                        .sign(JwtPayload::new(), "RS256", "JWT", now)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for s in signs {
+            assert!(!s.await.unwrap().is_empty());
+        }
+        done.store(true, Ordering::Release);
+        let most = watch.await.unwrap();
+        assert!(most >= 1, "the watcher saw signatures run");
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert!(most <= cores, "{most} at once on {cores} cores");
+        assert_eq!(signer.running(), 0);
     }
 }
