@@ -60,8 +60,12 @@ impl ConsentStore for SqlStore {
                 .bind(client_id)
                 .bind(merged("", scope))
                 .bind(now);
-            self.execute_audited(bind_audit(q, audit)?, audit, "consent")
-                .await?;
+            self.execute_audited(
+                bind_audit(q, audit)?,
+                std::slice::from_ref(audit),
+                "consent",
+            )
+            .await?;
             return Ok(());
         }
         let mut tx = self.begin().await?;

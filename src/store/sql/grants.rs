@@ -145,7 +145,7 @@ impl GrantStore for SqlStore {
                 audit_insert_sql(1 + GRANT_VALUES + CODE_VALUES, 1)
             );
             let q = bind_code(bind_grant(sqlx::query(&sql), grant)?, code)?;
-            self.execute_audited(bind_audit(q, audit)?, audit, "grant")
+            self.execute_audited(bind_audit(q, audit)?, std::slice::from_ref(audit), "grant")
                 .await?;
             return Ok(());
         }

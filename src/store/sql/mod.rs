@@ -253,21 +253,23 @@ impl SqlStore {
         })
     }
 
-    /// Postgres: runs `q`, one statement that writes its rows and its audit event (data-
+    /// Postgres: runs `q`, one statement that writes its rows and its audit events (data-
     /// modifying `with` clauses ending in [`audit_insert_sql`]), as one implicit transaction,
     /// then tells the hook. One round trip, where begin, a statement per row, the audit
-    /// insert and commit took four to six.
+    /// inserts and commit took four to six.
     async fn execute_audited(
         &self,
         q: AnyQuery<'_>,
-        audit: &AuditEvent,
+        events: &[AuditEvent],
         what: &'static str,
     ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
         let _turn = self.write_turn().await;
         let started = std::time::Instant::now();
         let done = q.execute(&self.pool).await.map_err(write_error(what))?;
-        crate::metrics::audit_appended(started.elapsed());
-        self.hook.committed(std::slice::from_ref(audit));
+        for _ in events {
+            crate::metrics::audit_appended(started.elapsed());
+        }
+        self.hook.committed(events);
         Ok(done)
     }
 

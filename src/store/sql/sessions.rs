@@ -80,8 +80,12 @@ impl SessionStore for SqlStore {
             if let Some(old) = replaces {
                 q = q.bind(old.as_bytes());
             }
-            self.execute_audited(bind_audit(q, audit)?, audit, "session")
-                .await?;
+            self.execute_audited(
+                bind_audit(q, audit)?,
+                std::slice::from_ref(audit),
+                "session",
+            )
+            .await?;
             return Ok(());
         }
         let mut tx = self.begin().await?;

@@ -118,7 +118,7 @@ impl SqlStore {
             for t in tokens {
                 q = bind_token(q, t);
             }
-            self.execute_audited(bind_audit(q, audit)?, audit, "token")
+            self.execute_audited(bind_audit(q, audit)?, std::slice::from_ref(audit), "token")
                 .await?;
             return Ok(());
         }
@@ -137,8 +137,6 @@ impl SqlStore {
         issues: &[(Vec<TokenRecord>, AuditEvent)],
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
-            let _turn = self.write_turn().await;
-            let started = std::time::Instant::now();
             let rows = issues.iter().map(|(tokens, _)| tokens.len()).sum();
             let sql = insert_tokens_statement(rows, issues.len());
             let mut q = sqlx::query(&sql);
@@ -148,12 +146,8 @@ impl SqlStore {
             for (_, audit) in issues {
                 q = bind_audit(q, audit)?;
             }
-            q.execute(&self.pool).await.map_err(write_error("token"))?;
             let events: Vec<AuditEvent> = issues.iter().map(|(_, a)| a.clone()).collect();
-            for _ in &events {
-                crate::metrics::audit_appended(started.elapsed());
-            }
-            self.hook.committed(&events);
+            self.execute_audited(q, &events, "token").await?;
             return Ok(());
         }
         let mut tx = self.begin().await?;
