@@ -1125,7 +1125,7 @@ async fn update_account_claims_writes_only_claims_and_only_if_unchanged_meanwhil
 }
 
 /// Concurrent token issues are written together (decision 0031), yet each caller hears only
-/// its own outcome: the one issue whose client does not exist fails alone, every other
+/// its own outcome: the one issue that repeats a stored token's `jti` fails alone, every other
 /// issue's token and audit event are stored, and the hook hears exactly those events.
 #[tokio::test]
 async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() {
@@ -1135,6 +1135,11 @@ async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() 
             .await
             .unwrap();
         seeded(store.as_ref()).await;
+        let taken = token("taken", TokenKind::Access, ADA, None);
+        store
+            .insert_tokens(std::slice::from_ref(&taken), &audit(AuditKind::TokenIssued))
+            .await
+            .unwrap();
         let heard = recorder.kinds().len();
         let trail = audit_count(store.as_ref()).await;
         let writes = store.pool_status().writes;
@@ -1146,7 +1151,7 @@ async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() 
             let mut t = token(&format!("cc-{i}"), TokenKind::Access, ADA, None);
             t.account_id = None;
             if i == BAD {
-                t.client_id = Some("no-such-client".into());
+                t.jti = taken.jti.clone();
             }
             let mut event = audit(AuditKind::TokenIssued);
             event.client_id = t.client_id.clone();
@@ -1160,7 +1165,7 @@ async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() 
             let (i, outcome) = done.unwrap();
             match outcome {
                 Ok(()) => {}
-                Err(StoreError::NotFound("referenced row")) => failed.push(i),
+                Err(StoreError::Conflict("token")) => failed.push(i),
                 Err(e) => panic!("{}: issue {i}: {e:?}", db.label),
             }
         }
@@ -1222,5 +1227,150 @@ async fn grant_consent_adds_new_scopes_after_the_old_ones_each_once() {
             "{}",
             db.label
         );
+    }
+}
+
+/// Whether the token `value` may still be used: gone, or there but not active.
+async fn usable(store: &dyn Store, value: &str) -> bool {
+    let token = store.token(&Digest::of(value)).await.unwrap();
+    let credential = store.credential(&Digest::of(value)).await.unwrap();
+    assert_eq!(
+        token.as_ref().map(|t| t.is_active(10_000)),
+        credential.map(|c| c.token.is_active(10_000)),
+        "token and credential agree on {value}"
+    );
+    token.is_some_and(|t| t.is_active(10_000))
+}
+
+#[tokio::test]
+async fn deleting_a_client_or_a_user_deletes_their_tokens() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let ada = token("ada-a", TokenKind::Access, ADA, Some("g1"));
+        let bob = token("bob-a", TokenKind::Access, BOB, Some("g2"));
+        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&ada)).await;
+        grant_with_tokens(store.as_ref(), "g2", BOB, std::slice::from_ref(&bob)).await;
+        let mut own = token("cc", TokenKind::Access, ADA, None);
+        own.account_id = None;
+        store
+            .insert_tokens(std::slice::from_ref(&own), &audit(AuditKind::TokenIssued))
+            .await
+            .unwrap();
+
+        store
+            .delete_account(ADA, &audit(AuditKind::UserDeleted))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.token(&ada.digest).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+        assert!(usable(store.as_ref(), "bob-a").await, "{}", db.label);
+        store
+            .delete_client(CLIENT, &audit(AuditKind::ClientDeleted))
+            .await
+            .unwrap();
+        for gone in [&bob, &own] {
+            assert_eq!(
+                store.token(&gone.digest).await.unwrap(),
+                None,
+                "{}",
+                db.label
+            );
+        }
+    }
+}
+
+/// Without foreign keys on Postgres (decision 0033), a token written while its client or
+/// grant was being deleted can commit after the deletion; what that race leaves is made
+/// here by deleting the rows past the store.
+#[tokio::test]
+async fn a_token_whose_client_or_grant_vanished_is_revoked() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let in_grant = token("g1-a", TokenKind::Access, ADA, Some("g1"));
+        let in_other = token("g2-a", TokenKind::Refresh, BOB, Some("g2"));
+        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&in_grant)).await;
+        grant_with_tokens(store.as_ref(), "g2", BOB, std::slice::from_ref(&in_other)).await;
+        let mut own = token("cc", TokenKind::Access, ADA, None);
+        own.account_id = None;
+        store
+            .insert_tokens(std::slice::from_ref(&own), &audit(AuditKind::TokenIssued))
+            .await
+            .unwrap();
+        for value in ["g1-a", "g2-a", "cc"] {
+            assert!(usable(store.as_ref(), value).await, "{}: {value}", db.label);
+        }
+
+        db.rows("delete from oauth_grant where id = 'g1'").await;
+        assert!(!usable(store.as_ref(), "g1-a").await, "{}", db.label);
+        assert!(usable(store.as_ref(), "g2-a").await, "{}", db.label);
+        if let Some(t) = store.token(&in_grant.digest).await.unwrap() {
+            assert_eq!(t.revoked_at, Some(t.created_at), "{}", db.label);
+        }
+
+        db.rows(&format!("delete from client where id = '{CLIENT}'"))
+            .await;
+        for value in ["g2-a", "cc"] {
+            assert!(
+                !usable(store.as_ref(), value).await,
+                "{}: {value}",
+                db.label
+            );
+        }
+    }
+}
+
+/// A token names an existing client or is not written, alone or in a rotation (the foreign
+/// key on SQLite; on Postgres the lookup and check of decision 0033).
+#[tokio::test]
+async fn a_token_for_a_client_that_does_not_exist_is_refused() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let trail = audit_count(store.as_ref()).await;
+        let mut stray = token("stray", TokenKind::Access, ADA, None);
+        stray.account_id = None;
+        stray.client_id = Some("no-such-client".into());
+        let refused = store
+            .insert_tokens(std::slice::from_ref(&stray), &audit(AuditKind::TokenIssued))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{}: {refused:?}",
+            db.label
+        );
+
+        let old = token("old-r", TokenKind::Refresh, ADA, Some("g1"));
+        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&old)).await;
+        let trail_with_grant = audit_count(store.as_ref()).await;
+        let mut next = token("new-r", TokenKind::Refresh, ADA, Some("g1"));
+        next.client_id = Some("no-such-client".into());
+        let refused = store
+            .rotate_refresh(&old.digest, &[next], 4_000, &audit(AuditKind::TokenIssued))
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{}: {refused:?}",
+            db.label
+        );
+        assert!(
+            usable(store.as_ref(), "old-r").await,
+            "{}: not spent",
+            db.label
+        );
+        assert_eq!(store.token(&stray.digest).await.unwrap(), None);
+        assert_eq!(store.token(&Digest::of("new-r")).await.unwrap(), None);
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            trail_with_grant,
+            "{}",
+            db.label
+        );
+        assert!(trail < trail_with_grant);
     }
 }

@@ -317,6 +317,12 @@ impl AccountStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         affected_one(done, "user")?;
+        // Its tokens by name: on Postgres the token table has no foreign keys (decision 0033).
+        sqlx::query("delete from token where account_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         tx.audit(&ended.recorded_in(audit)).await?;
         tx.commit().await
     }

@@ -160,7 +160,7 @@ async fn write_batch(store: &SqlStore, mut batch: Vec<Issue>) {
                 let _ = done.send(Ok(()));
             }
         }
-        // One bad issue (its client deleted meanwhile, say) must not fail the others: each
+        // One bad issue (a value that must be unique, say) must not fail the others: each
         // is written on its own and gets its own outcome.
         Err(_) => {
             for ((tokens, audit), done) in issues.iter().zip(dones) {

@@ -164,6 +164,13 @@ impl ClientStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         affected_one(done, "client")?;
+        // Its grants and codes go by cascade; its tokens by name, since on Postgres the token
+        // table has no foreign keys (decision 0033).
+        sqlx::query("delete from token where client_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         tx.audit(audit).await?;
         tx.commit().await
     }

@@ -397,7 +397,8 @@ impl DerefMut for Tx {
 fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+        // A check violation: a token whose client was looked up and not found (decision 0033).
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_check_violation() => {
             StoreError::NotFound("referenced row")
         }
         _ => StoreError::Unavailable(e),

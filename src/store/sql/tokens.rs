@@ -70,13 +70,32 @@ async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), S
     Ok(())
 }
 
+/// Postgres: one token row's values with placeholders from `first`, the client id looked up
+/// rather than taken as given. The token table has no foreign keys there (decision 0033): a
+/// client deleted since the request read it (clients are cached for up to a second) yields
+/// a null `client_id`, which the table's check constraint refuses, so the statement fails
+/// as the foreign key made it fail, without the foreign key's lock on the client row.
+fn token_values(first: usize) -> String {
+    let mut values: Vec<String> = (first..first + TOKEN_VALUES)
+        .map(|i| format!("${i}"))
+        .collect();
+    values[CLIENT_ID_COLUMN] = format!(
+        "(select c.id from client c where c.id = ${})",
+        first + CLIENT_ID_COLUMN
+    );
+    format!("({})", values.join(", "))
+}
+
+/// Where `client_id` is in [`TOKEN_COLUMNS`].
+const CLIENT_ID_COLUMN: usize = 3;
+
 /// Postgres: a refresh rotation in one statement. The conditional update is the guard (of
 /// concurrent rotations of one token, one finds it unspent; the others wait for its row lock,
 /// then find it spent); the new rows and the audit event are written only if it matched.
 /// `$1` the old digest, `$2` now, then the new rows, then the audit event.
 fn rotate_statement(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|i| placeholders(3 + i * TOKEN_VALUES, TOKEN_VALUES))
+        .map(|i| token_values(3 + i * TOKEN_VALUES))
         .collect();
     format!(
         "with spent as (update token set used_at = $2 where digest = $1 and kind = 'refresh' \
@@ -96,7 +115,7 @@ fn rotate_statement(rows: usize) -> String {
 /// (SQLite has no data-modifying `with`, and its statements cost no round trip.)
 fn insert_tokens_statement(rows: usize, events: usize) -> String {
     let values: Vec<String> = (0..rows)
-        .map(|i| placeholders(1 + i * TOKEN_VALUES, TOKEN_VALUES))
+        .map(|i| token_values(1 + i * TOKEN_VALUES))
         .collect();
     format!(
         "with t as (insert into token ({TOKEN_COLUMNS}) values {}) {}",
@@ -244,12 +263,10 @@ impl TokenStore for SqlStore {
     }
 
     async fn token(&self, digest: &Digest) -> Result<Option<TokenRecord>, StoreError> {
-        // One indexed lookup; the grant join makes a revoked grant revoke the token too.
+        // One indexed lookup; the joins make a revoked or vanished grant or client revoke
+        // the token too.
         static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "select {TOKEN_SELECT} from token t left join oauth_grant g on g.id = t.grant_id \
-                 where t.digest = $1"
-            )
+            format!("select {TOKEN_SELECT} from {TOKEN_FROM} where t.digest = $1")
         });
         sqlx::query(&SQL)
             .bind(digest.as_bytes())
@@ -264,8 +281,7 @@ impl TokenStore for SqlStore {
     async fn credential(&self, digest: &Digest) -> Result<Option<StoredCredential>, StoreError> {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "select {TOKEN_SELECT}, {}, {} from token t \
-                 left join oauth_grant g on g.id = t.grant_id \
+                "select {TOKEN_SELECT}, {}, {} from {TOKEN_FROM} \
                  left join account a on a.id = t.account_id where t.digest = $1",
                 aliased("g", GRANT_COLUMNS),
                 aliased("a", ACCOUNT_COLUMNS)
@@ -295,8 +311,18 @@ impl TokenStore for SqlStore {
     }
 }
 
-/// The token's columns as [`token_from_row`] reads them, from `token t` joined with its grant
-/// `g`: a revoked grant revokes the token too.
+/// A token `t` with its grant `g` and its client `c`, for [`TOKEN_SELECT`].
+const TOKEN_FROM: &str = "token t left join oauth_grant g on g.id = t.grant_id \
+     left join client c on c.id = t.client_id";
+
+/// The token's columns as [`token_from_row`] reads them, from [`TOKEN_FROM`]: a revoked grant
+/// revokes the token too, and so does a grant or client that no longer exists. On Postgres
+/// the token table has no foreign keys (migration 0012, decision 0033), so a token written
+/// while its client or user was being deleted can outlive them; such a token counts as
+/// revoked from its creation (a vanished user is the credential lookup's to judge).
 const TOKEN_SELECT: &str = "t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, \
      t.scope, t.label, t.previous_digest, t.created_at, t.expires_at, t.used_at, \
-     coalesce(t.revoked_at, g.revoked_at) as revoked_at";
+     coalesce(t.revoked_at, g.revoked_at, \
+       case when (t.grant_id is not null and g.id is null) \
+              or (t.client_id is not null and c.id is null) then t.created_at end) \
+       as revoked_at";
