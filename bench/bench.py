@@ -529,17 +529,12 @@ class Bench:
         client("bench-cc", "Bench client credentials", *cc)
         client("bench-cc-jwt", "Bench client credentials JWT", *cc, "--access-token-format", "jwt")
         client("bench-gateway", "Bench gateway", *cc, "--introspect")
-        client(
-            "bench-code",
-            "Bench app",
-            "--redirect-uri",
-            REDIRECT_URI,
-            "--grant-type",
-            "authorization_code",
-            "refresh_token",
-            "--scope",
-            "openid profile email offline_access",
-        )
+        app = ("--redirect-uri", REDIRECT_URI, "--grant-type", "authorization_code",
+               "refresh_token", "--scope", "openid profile email offline_access")
+        # ID tokens signed as registration defaults them (RS256), and with ES256, which a
+        # client chooses with `id_token_signed_response_alg` and costs a fraction of RSA.
+        client("bench-code", "Bench app", *app)
+        client("bench-code-es256", "Bench app (ES256 ID tokens)", *app, "--id-token-alg", "ES256")
         # One user per concurrent browser (the code flow), since concurrent sign-ins for
         # one username are throttled by design.
         for i in range(max(self.a.concurrency)):
@@ -573,19 +568,19 @@ class Bench:
             f.write("\n".join(tokens) + "\n")
         return path
 
-    def refresh_pools(self, levels, runs):
-        """For every refresh run, its own file of unspent refresh tokens: one per wrk
-        connection and some to spare. Made by one signed-in browser (one login, consent
-        given once), each by an authorize -> code -> token round."""
+    def refresh_pools(self, client_id, levels, runs):
+        """For every refresh run, its own file of unspent refresh tokens of `client_id`: one
+        per wrk connection and some to spare. Made by one signed-in browser (one login,
+        consent given once), each by an authorize -> code -> token round."""
         b = Browser(self.port)
-        secret = self.secrets["bench-code"]
-        code_flow(b, "bench-code", secret)  # signs in and consents once
+        secret = self.secrets[client_id]
+        code_flow(b, client_id, secret)  # signs in and consents once
         files = {}
         for c in levels:
             for r in range(runs):
                 n = c + max(4, c // 4)
-                tokens = [code_flow(b, "bench-code", secret, False)["refresh_token"] for _ in range(n)]
-                path = os.path.join(self.tmp, f"refresh_{c}_{r}.txt")
+                tokens = [code_flow(b, client_id, secret, False)["refresh_token"] for _ in range(n)]
+                path = os.path.join(self.tmp, f"refresh_{client_id}_{c}_{r}.txt")
                 with open(path, "w") as f:
                     f.write("\n".join(tokens) + "\n")
                 files[(c, r)] = path
@@ -718,6 +713,7 @@ class Bench:
         url = f"http://{self.base}"
         gateway = basic("bench-gateway", self.secrets["bench-gateway"])
         code_auth = basic("bench-code", self.secrets["bench-code"])
+        es256_auth = basic("bench-code-es256", self.secrets["bench-code-es256"])
         w = [
             ("discovery", "GET /.well-known/openid-configuration",
              lambda c, r: self.wrk("get.lua", url + "/.well-known/openid-configuration", c)),
@@ -735,9 +731,14 @@ class Bench:
              lambda c, r: self.wrk("introspect.lua", url + "/introspect", c,
                                    {"BENCH_AUTH": gateway, "BENCH_TOKENS": access_file,
                                     "BENCH_ACCEPT": "application/token-introspection+jwt"})),
-            ("refresh", "refresh_token with rotation (openid offline_access; new ID token)",
+            ("refresh", "refresh_token with rotation (openid offline_access; new RS256 ID token)",
              lambda c, r: self.wrk("refresh.lua", url + "/token", c,
-                                   {"BENCH_AUTH": code_auth, "BENCH_TOKENS": refresh_files[(c, r)]})),
+                                   {"BENCH_AUTH": code_auth,
+                                    "BENCH_TOKENS": refresh_files[("bench-code", c, r)]})),
+            ("refresh_es256", "refresh_token with rotation (openid offline_access; new ES256 ID token)",
+             lambda c, r: self.wrk("refresh.lua", url + "/token", c,
+                                   {"BENCH_AUTH": es256_auth,
+                                    "BENCH_TOKENS": refresh_files[("bench-code-es256", c, r)]})),
             ("code_flow", "whole code flow: authorize, login (argon2id), consent, code, token; flows",
              lambda c, r: self.flows(c)),
         ]
@@ -868,7 +869,11 @@ class Bench:
         log("filling the token pools")
         t = time.monotonic()
         access_file = self.access_pool() if {"introspection_json", "introspection_jwt"} & set(self.a.workloads) else None
-        refresh_files = self.refresh_pools(self.a.concurrency, self.a.runs) if "refresh" in self.a.workloads else {}
+        refresh_files = {}
+        for workload, client_id in (("refresh", "bench-code"), ("refresh_es256", "bench-code-es256")):
+            if workload in self.a.workloads:
+                pools = self.refresh_pools(client_id, self.a.concurrency, self.a.runs)
+                refresh_files.update({(client_id, c, r): f for (c, r), f in pools.items()})
         r["pools_s"] = round(time.monotonic() - t, 2)
         if self.stats is not None:
             time.sleep(self.a.stats_settle)  # the pools' statistics, before the first run
@@ -889,7 +894,7 @@ class Bench:
             ceil = r["ceilings"] = {}
             log("ceiling: bare axum hello")
             ceil["hello"] = self.hello()
-            log("ceiling: argon2id and RS256")
+            log("ceiling: argon2id, RS256 and ES256")
             p = subprocess.run([self.a.ceilings_bin, "3"], capture_output=True, text=True, check=True)
             ceil.update(json.loads(p.stdout))
             if self.a.store == "postgres":
@@ -966,6 +971,8 @@ def machine(args):
         for s in ("synchronous_commit", "shared_buffers", "max_connections", "fsync"):
             settings[s] = psql(args.admin_url, f"SHOW {s}")
         info["postgres_settings"] = settings
+        # bench/run sets it (loopback); recorded so that the report says how it connected.
+        info["pg_sslmode"] = os.environ.get("PGSSLMODE", "prefer (libpq's default)")
     return info, versions
 
 
@@ -1004,7 +1011,7 @@ def main():
     args = p.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c]
     every = ["discovery", "jwks", "client_credentials_opaque", "client_credentials_jwt",
-             "introspection_json", "introspection_jwt", "refresh", "code_flow"]
+             "introspection_json", "introspection_jwt", "refresh", "refresh_es256", "code_flow"]
     args.workloads = every if args.workloads == "all" else args.workloads.split(",")
     unknown = set(args.workloads) - set(every)
     if unknown:

@@ -1,8 +1,8 @@
 //! CPU ceilings for the benchmark, printed as one JSON object:
 //! - argon2id hashes/s at Tessera's default parameters (m=19456 KiB, t=2, p=1), on one
 //!   thread and on as many threads as there are cores;
-//! - RS256 (2048-bit RSA) signatures/s of a JWT the size of an ID token, with josekit as
-//!   Tessera signs, on one thread and on every core.
+//! - RS256 (2048-bit RSA) and ES256 (P-256) signatures/s of a JWT the size of an ID token,
+//!   with josekit as Tessera signs, on one thread and on every core.
 //!
 //! Usage: `ceilings [SECONDS_PER_MEASUREMENT]` (default 3).
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use josekit::jws::{JwsHeader, RS256};
+use josekit::jws::{JwsHeader, JwsSigner, ES256, RS256};
 use josekit::jwt::{self, JwtPayload};
 
 const M_KIB: u32 = 19456;
@@ -67,19 +67,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     payload.set_claim("exp", Some(1_700_003_600.into()))?;
     payload.set_claim("iat", Some(1_700_000_000.into()))?;
     let payload = Arc::new(payload);
-    let sign: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-        let mut header = JwsHeader::new();
-        header.set_token_type("JWT");
-        header.set_key_id("bench");
-        let _ = jwt::encode_with_signer(&payload, &header, signer.as_ref());
-    });
+    let signing = |signer: Arc<dyn JwsSigner>| -> Arc<dyn Fn() + Send + Sync> {
+        let payload = Arc::clone(&payload);
+        Arc::new(move || {
+            let mut header = JwsHeader::new();
+            header.set_token_type("JWT");
+            header.set_key_id("bench");
+            let _ = jwt::encode_with_signer(&payload, &header, signer.as_ref());
+        })
+    };
+    let sign = signing(signer);
     let rs256_1 = rate(1, secs, sign.clone());
     let rs256_n = rate(cores, secs, sign);
+    // The ID tokens of a client registered with `id_token_signed_response_alg=ES256`.
+    let key = ES256.generate_key_pair()?;
+    let sign = signing(Arc::new(ES256.signer_from_der(key.to_der_private_key())?));
+    let es256_1 = rate(1, secs, sign.clone());
+    let es256_n = rate(cores, secs, sign);
 
     println!(
         "{{\"cores\":{cores},\"seconds_each\":{secs},\
          \"argon2id\":{{\"m_kib\":{M_KIB},\"t\":{T},\"p\":{P},\"per_s_1_thread\":{argon2_1:.1},\"per_s_all_cores\":{argon2_n:.1}}},\
-         \"rs256\":{{\"bits\":2048,\"per_s_1_thread\":{rs256_1:.1},\"per_s_all_cores\":{rs256_n:.1}}}}}"
+         \"rs256\":{{\"bits\":2048,\"per_s_1_thread\":{rs256_1:.1},\"per_s_all_cores\":{rs256_n:.1}}},\
+         \"es256\":{{\"per_s_1_thread\":{es256_1:.1},\"per_s_all_cores\":{es256_n:.1}}}}}"
     );
     Ok(())
 }
