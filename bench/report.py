@@ -413,46 +413,59 @@ takes 500 events per transaction, so neither holds the one write lock for long.
 - **Code flow, Tessera**: argon2id is most of the server's CPU per flow (compare the server
   CPU per flow with the argon2id ceiling's CPU per hash); its buffers are reused
   (`crypto::password::Arena`) and the rest (HTTP, templates, SQL, RS256) is small beside it.
-- **Code flow, Postgres**: cutting the statements per flow from about 30 to about 17 (the
-  session, consent and code writes became one statement each) did not move the Postgres CPU
-  per flow, which stays at 6 to 9 ms against the 2 ms target. `perf record -a` during the run
-  shows a flat profile in the backends (context switches, hash lookups, TLS, no hot spot),
-  while the same statements cost a tenth of that under pgbench alone. The suspect to test
-  next is the machine, not the SQL: argon2id's 19 MiB working set on both cores evicting
-  Postgres's caches between statements. Running the flow with cheap argon2id parameters, or
-  with Postgres pinned to its own core, tells.
-- **Refresh, Postgres** (measured 2026-12-03 on one c = 16 run with `pg_walinspect` and
-  `pg_stat_statements`): the rotation statement executes in about 0.31 ms and the lookup in
-  0.04 ms, of about 0.8 ms of Postgres CPU per refresh; all of it is in the backends (no
-  autovacuum or checkpointer share). Each refresh writes about 2.7 kB of WAL: some 22 index
-  entries (two token rows with six indexes each; the audit event's four at insert and four
-  more when the sealer sets `seq`, an update that cannot be HOT), three heap inserts, one
-  non-HOT and one HOT update, and about four row locks from the foreign-key checks of the
-  two token rows (client, grant, account), which under concurrency become multixacts on the
-  one client row. Next to cut: the token table's indexes and foreign keys for rows that do
-  not need them (partial indexes on `grant_id`/`account_id`, which client_credentials rows
-  leave null), and the audit seal's second round of index entries (the chain position in a
-  table of its own, written once). `sqlx`'s ping of each connection leaving the pool was
-  tried off: no measurable change, so it stays on.
-- **Refresh, Tessera**: RSA is about a third of all CPU on the machine during the refresh
-  workload (`perf`: libcrypto's big-number code), more than the RS256 ceiling's 0.5 ms per
-  signature suggests when both cores are busy. The refresh target of 2,500/s is above what
-  RS256 signing alone allows on two cores next to Postgres; a client registered with
-  `ES256` or `EdDSA` ID tokens does not pay it.
-- **client_credentials**: one shared write per batch; the p99 at c = 16 is the scheduler's
-  on a machine whose two cores are saturated by the server, Postgres and wrk together.
-  Postgres CPU per token (about 0.19 ms) is the larger half and has the same causes as in
-  the refresh: index entries, the foreign-key check and the audit seal.
+- **Code flow, Postgres**: about 17 statements per flow cost about 5 ms of Postgres CPU, some
+  0.3 ms each, which is also what each of the refresh's two statements costs (about 0.5 ms
+  per refresh): the per-statement cost of a write and its commit on this machine, not
+  argon2id evicting Postgres's caches (the suspect of 2026-12-03). Under 2 ms per flow needs
+  fewer statements, not cheaper ones: the sign-in's three writes (the throttle's count, its
+  take-back, the session) and the reads of each page are where to look.
+- **Token writes, Postgres** (2026-12-04): migration 0012 (decision 0033) dropped the token
+  table's foreign keys, whose share locks on the one client row became a multixact write per
+  token under concurrency, and made the grant and user indexes partial (client_credentials
+  rows leave both null). Measured alone at c = 16: client_credentials 0.127 → 0.105 ms of
+  Postgres CPU per token, refresh 0.589 → 0.503 ms. Connecting without TLS on loopback
+  (`PGSSLMODE=disable`, now the bench's setting) took the refresh from 0.47 to 0.39 ms of
+  Postgres CPU and 0.28 to 0.26 ms of server CPU in one trial. Left in a refresh: the
+  rotation statement (about 0.26 ms executing, `pg_stat_statements`), the lookup (0.03 ms)
+  and the audit sealer's second round of index entries per event (about 0.02 ms; the chain
+  position in a table of its own, written once, would save it).
+- **Refresh, Tessera**: with an RS256 ID token a refresh costs the server about 0.57 ms of
+  CPU, most of it the RSA signature; with ES256 about 0.26 ms. The ES256 refresh is bound by
+  Postgres (about 0.49 ms per refresh) and wrk on the same two cores; the RS256 one by RSA
+  signing next to Postgres. A client registered with `id_token_signed_response_alg` ES256 or
+  EdDSA does not pay for RSA.
+- **client_credentials**: one shared write per batch (about four tokens at c = 16); Postgres
+  CPU per token (about 0.11 ms) is twice the server's.
+- **SQLite's log** (2026-12-04): the write-ahead log never started over under load. The
+  writer task's passive checkpoint copied it back every 500 ms, but a log starts over only
+  when a write begins with no reader inside it, and under load some reader always was: the
+  log reached 1.7 GB in a 16-second run on a 46 MB database, and every page read searched a
+  log index that grew with it (the refresh fell from 1,215/s alone to 507/s after the other
+  workloads). Each checkpoint round now ends with a `restart` checkpoint in the write turn
+  (at most 20 ms of waiting for readers), after which the next write begins the log anew
+  (decision 0034): the same short run's log stays under 100 MB, the refresh after the other
+  workloads went from 507/s to 1,117/s (ES256) and from 496/s to 1,023/s (RS256), idle RSS
+  after the workloads from 79 to 69 MiB, and `tests/it/store.rs`
+  `sqlite_log_starts_over_under_constant_reads_and_writes` holds it. The p99 of the token
+  writes (31 to 50 ms at c = 16) is still above the 20 ms target: the next cut is below.
+- **SQLite** (`perf` during the SQLite refresh, 2026-12-04): about 45 % of the server's
+  samples are in the kernel's context switches and wake-ups. sqlx runs each SQLite connection
+  on a thread of its own and hands it every statement through a channel, a wake-up each way;
+  a rotation is six statements on the writer (begin, the spend, two inserts, the audit
+  event, commit) after the lookup on a reader. The next cut is fewer hand-offs per write
+  (one worker call per transaction), which the Postgres store got by writing each
+  transaction as one statement.
 - **Introspection**: hits are served from memory; the rest of a call is HTTP, client
   authentication and JSON. Making the shared state one `Arc` (its clone and drop per
   extractor and layer were 2 % of all CPU), request ids from a user-space generator instead
   of a `getrandom` call each, and fat LTO (decision 0032) took the server CPU per call from
   about 0.054 ms to 0.036 ms.
 - **Memory**: the figures split RSS into what the allocator holds live and what it keeps
-  resident. Two seconds after the last login one 19 MiB argon2 buffer was still live; idle
-  buffers now go after 500 ms. On SQLite about 20 MiB more stay live than on Postgres after
-  the pools: the eight connections' page caches (2 MiB each by default) and their statement
-  caches are the next suspects.
+  resident. Idle argon2 buffers go after 500 ms (tested), yet two seconds after the last
+  login about 25 MiB are still live on Postgres (about 4 MiB after the pools): not explained
+  yet; a heap profile of the idle server (jemalloc's `prof`) is the next step. On SQLite
+  about 20 MiB more stay live than on Postgres after the pools: the eight connections' page
+  caches (2 MiB each by default) and their statement caches are the suspects.
 - **The machine**: its speed varies from one session to the next and within one (the
   argon2id ceiling was 54.5/s on two cores one day and 65.8/s to 77.5/s the next; runs of
   the same binary minutes apart differ by up to a fifth in throughput). Compare figures with
@@ -471,8 +484,9 @@ from a clean clone:
 2. Creates a fresh Postgres database `tessera_bench_<time>_<pid>` on the local server (dropped
    at the end), or a fresh SQLite file in a temporary folder.
 3. Provisions with the CLI: confidential `client_credentials` clients with opaque and with JWT
-   access tokens, a gateway client with `--introspect`, a code-flow client
-   (`openid profile email offline_access`, not first-party) and one user per concurrent
+   access tokens, a gateway client with `--introspect`, two code-flow clients
+   (`openid profile email offline_access`, not first-party), one with RS256 ID tokens (what
+   registration defaults to) and one with `--id-token-alg ES256`, and one user per concurrent
    browser of the code flow (`--password-stdin`), since concurrent sign-ins for one username
    are throttled by design.
 4. Starts `tessera serve` (`TESSERA_LOG_FILTER=warn`, the per-client and per-address rate
@@ -489,7 +503,8 @@ from a clean clone:
    thread, closed loop; Lua scripts in `bench/lua/`). Introspection sends a random token of
    the 10,000 and counts any JSON answer that is not `"active":true` as an error. Refresh
    keeps the rotated tokens on a stack, so each request sends the newest unspent token and no
-   token is ever sent twice (reuse detection would revoke the grant). The whole code flow is
+   token is ever sent twice (reuse detection would revoke the grant); it runs once for each
+   code-flow client, since each refresh signs a new ID token. The whole code flow is
    driven by `bench/bench.py`: one thread per concurrent browser, each signing in as its own
    user, each flow a fresh browser (no cookies): `GET /authorize` (with `prompt=consent`) →
    login page → `POST /login` (argon2id) → `/authorize` → consent page → `POST /consent` →
@@ -512,9 +527,11 @@ from a clean clone:
 8. Ceilings, measured by the same script on the same machine: a bare axum hello server
    (`bench/hello`, the same tokio runtime, driven by the same wrk command), argon2id hashes/s
    at Tessera's parameters (m=19456 KiB, t=2, p=1) on one thread and on every core, RS256
-   (2048-bit) JWT signatures/s with josekit as Tessera signs, and single-row INSERT and
+   (2048-bit) and ES256 JWT signatures/s with josekit as Tessera signs, and single-row INSERT and
    indexed SELECT rates on the same Postgres (`pgbench -n -M prepared -c 16 -j 1`, custom
-   scripts on a 100,000-row table with a unique index on a 32-byte digest).
+   scripts on a 100,000-row table with a unique index on a 32-byte digest). Every Postgres
+   client of the run (Tessera, psql, pgbench) connects over loopback without TLS
+   (`PGSSLMODE=disable`, set by `bench/run`).
 9. Writes `docs/benchmarks.json` (one section per store; a run replaces only its own
    store's section) and this file from it (`bench/report.py`).
 
