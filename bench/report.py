@@ -162,20 +162,15 @@ def ceilings(section):
             f"{cpu(1000.0 / a['per_s_1_thread'])} |"
         )
         out.append(f"| argon2id, {ceil.get('cores')} threads | — | {num(a['per_s_all_cores'], 1)} hashes/s | | | |")
-    r = ceil.get("rs256")
-    if r:
-        out.append(
-            f"| RS256 ({r['bits']}-bit) JWT signature, one thread | — | {num(r['per_s_1_thread'])} /s | | | "
-            f"{cpu(1000.0 / r['per_s_1_thread'])} |"
-        )
-        out.append(f"| RS256, {ceil.get('cores')} threads | — | {num(r['per_s_all_cores'])} /s | | | |")
-    e = ceil.get("es256")
-    if e:
-        out.append(
-            f"| ES256 (P-256) JWT signature, one thread | — | {num(e['per_s_1_thread'])} /s | | | "
-            f"{cpu(1000.0 / e['per_s_1_thread'])} |"
-        )
-        out.append(f"| ES256, {ceil.get('cores')} threads | — | {num(e['per_s_all_cores'])} /s | | | |")
+    for key, label in (("rs256", "RS256 ({bits}-bit)"), ("es256", "ES256 (P-256)")):
+        r = ceil.get(key)
+        if r:
+            name = label.format(bits=r.get("bits"))
+            out.append(
+                f"| {name} JWT signature, one thread | — | {num(r['per_s_1_thread'])} /s | | | "
+                f"{cpu(1000.0 / r['per_s_1_thread'])} |"
+            )
+            out.append(f"| {name.split(' ')[0]}, {ceil.get('cores')} threads | — | {num(r['per_s_all_cores'])} /s | | | |")
     for name, label in (("insert", "single-row INSERT (autocommit)"), ("select", "indexed SELECT by digest")):
         p = ceil.get("pgbench", {}).get(name)
         if p:

@@ -1242,22 +1242,31 @@ async fn usable(store: &dyn Store, value: &str) -> bool {
     token.is_some_and(|t| t.is_active(10_000))
 }
 
+/// The seeded store with three tokens: Ada's access token of grant `g1`, Bob's refresh token
+/// of grant `g2`, and the client's own token (`cc`).
+async fn seeded_with_tokens(store: &dyn Store) -> [TokenRecord; 3] {
+    seeded(store).await;
+    let ada = token("g1-a", TokenKind::Access, ADA, Some("g1"));
+    let bob = token("g2-r", TokenKind::Refresh, BOB, Some("g2"));
+    grant_with_tokens(store, "g1", ADA, std::slice::from_ref(&ada)).await;
+    grant_with_tokens(store, "g2", BOB, std::slice::from_ref(&bob)).await;
+    let mut own = token("cc", TokenKind::Access, ADA, None);
+    own.account_id = None;
+    store
+        .insert_tokens(std::slice::from_ref(&own), &audit(AuditKind::TokenIssued))
+        .await
+        .unwrap();
+    for value in ["g1-a", "g2-r", "cc"] {
+        assert!(usable(store, value).await, "{value}");
+    }
+    [ada, bob, own]
+}
+
 #[tokio::test]
 async fn deleting_a_client_or_a_user_deletes_their_tokens() {
     for db in TestDb::all().await {
         let store = open(&db).await;
-        seeded(store.as_ref()).await;
-        let ada = token("ada-a", TokenKind::Access, ADA, Some("g1"));
-        let bob = token("bob-a", TokenKind::Access, BOB, Some("g2"));
-        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&ada)).await;
-        grant_with_tokens(store.as_ref(), "g2", BOB, std::slice::from_ref(&bob)).await;
-        let mut own = token("cc", TokenKind::Access, ADA, None);
-        own.account_id = None;
-        store
-            .insert_tokens(std::slice::from_ref(&own), &audit(AuditKind::TokenIssued))
-            .await
-            .unwrap();
-
+        let [ada, bob, own] = seeded_with_tokens(store.as_ref()).await;
         store
             .delete_account(ADA, &audit(AuditKind::UserDeleted))
             .await
@@ -1268,7 +1277,7 @@ async fn deleting_a_client_or_a_user_deletes_their_tokens() {
             "{}",
             db.label
         );
-        assert!(usable(store.as_ref(), "bob-a").await, "{}", db.label);
+        assert!(usable(store.as_ref(), "g2-r").await, "{}", db.label);
         store
             .delete_client(CLIENT, &audit(AuditKind::ClientDeleted))
             .await
@@ -1291,31 +1300,18 @@ async fn deleting_a_client_or_a_user_deletes_their_tokens() {
 async fn a_token_whose_client_or_grant_vanished_is_revoked() {
     for db in TestDb::all().await {
         let store = open(&db).await;
-        seeded(store.as_ref()).await;
-        let in_grant = token("g1-a", TokenKind::Access, ADA, Some("g1"));
-        let in_other = token("g2-a", TokenKind::Refresh, BOB, Some("g2"));
-        grant_with_tokens(store.as_ref(), "g1", ADA, std::slice::from_ref(&in_grant)).await;
-        grant_with_tokens(store.as_ref(), "g2", BOB, std::slice::from_ref(&in_other)).await;
-        let mut own = token("cc", TokenKind::Access, ADA, None);
-        own.account_id = None;
-        store
-            .insert_tokens(std::slice::from_ref(&own), &audit(AuditKind::TokenIssued))
-            .await
-            .unwrap();
-        for value in ["g1-a", "g2-a", "cc"] {
-            assert!(usable(store.as_ref(), value).await, "{}: {value}", db.label);
-        }
+        let [in_grant, ..] = seeded_with_tokens(store.as_ref()).await;
 
         db.rows("delete from oauth_grant where id = 'g1'").await;
         assert!(!usable(store.as_ref(), "g1-a").await, "{}", db.label);
-        assert!(usable(store.as_ref(), "g2-a").await, "{}", db.label);
+        assert!(usable(store.as_ref(), "g2-r").await, "{}", db.label);
         if let Some(t) = store.token(&in_grant.digest).await.unwrap() {
             assert_eq!(t.revoked_at, Some(t.created_at), "{}", db.label);
         }
 
         db.rows(&format!("delete from client where id = '{CLIENT}'"))
             .await;
-        for value in ["g2-a", "cc"] {
+        for value in ["g2-r", "cc"] {
             assert!(
                 !usable(store.as_ref(), value).await,
                 "{}: {value}",
