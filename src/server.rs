@@ -197,6 +197,7 @@ impl Server {
             None => tracing::info!(%addr, issuer, "listening (http)"),
             Some(_) => tracing::info!(%addr, issuer, "listening (https)"),
         }
+        state.introspection.trim_in_background();
         // Postgres: the introspection cache's change listener, for as long as we serve.
         let changes = state.config.database_url.is_postgres().then(|| {
             tokio::spawn(crate::http::introspection_cache::listen(
