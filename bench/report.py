@@ -425,12 +425,12 @@ takes 500 events per transaction, so neither holds the one write lock for long.
   and the audit sealer's second round of index entries per event (about 0.02 ms; the chain
   position in a table of its own, written once, would save it).
 - **Refresh, Tessera**: with an RS256 ID token a refresh costs the server about 0.57 ms of
-  CPU, most of it the RSA signature; with ES256 about 0.26 ms. The ES256 refresh is bound by
-  Postgres (about 0.49 ms per refresh) and wrk on the same two cores; the RS256 one by RSA
+  CPU, most of it the RSA signature; with ES256 0.26 to 0.30 ms. The ES256 refresh is bound by
+  Postgres (0.49 to 0.54 ms per refresh in two runs on 2026-12-04) and wrk on the same two cores; the RS256 one by RSA
   signing next to Postgres. A client registered with `id_token_signed_response_alg` ES256 or
   EdDSA does not pay for RSA.
 - **client_credentials**: one shared write per batch (about four tokens at c = 16); Postgres
-  CPU per token (about 0.11 ms) is twice the server's.
+  CPU per token (0.11 to 0.14 ms in two runs on 2026-12-04) is twice the server's.
 - **SQLite's log** (2026-12-04): the write-ahead log never started over under load. The
   writer task's passive checkpoint copied it back every 500 ms, but a log starts over only
   when a write begins with no reader inside it, and under load some reader always was: the
@@ -456,11 +456,16 @@ takes 500 events per transaction, so neither holds the one write lock for long.
   of a `getrandom` call each, and fat LTO (decision 0032) took the server CPU per call from
   about 0.054 ms to 0.036 ms.
 - **Memory**: the figures split RSS into what the allocator holds live and what it keeps
-  resident. Idle argon2 buffers go after 500 ms (tested), yet two seconds after the last
-  login about 25 MiB are still live on Postgres (about 4 MiB after the pools): not explained
-  yet; a heap profile of the idle server (jemalloc's `prof`) is the next step. On SQLite
-  about 20 MiB more stay live than on Postgres after the pools: the eight connections' page
-  caches (2 MiB each by default) and their statement caches are the suspects.
+  resident. Idle argon2 buffers go after 500 ms (tested), and since 2026-12-04 so do
+  introspection answers nobody asked for in a second (on Postgres they were kept up to 60 s):
+  Postgres's idle RSS after the workloads went from 47.7 to 44.0 MiB. About 17 MiB more than
+  after the pools are still live 2 s after the workloads on Postgres, and it is neither the
+  introspection (an introspection-only run ends 0.5 MiB above the pools) nor the code flow
+  (a code-flow-only SQLite run ends 4 MiB above, at 29 MiB RSS): bisect the other workloads
+  with `--workloads` (the JWT ones and the refresh are left), then take a heap profile
+  (jemalloc's `prof`). On SQLite about 16 MiB of what an introspection run leaves live are
+  SQLite's own page caches (eight connections, 2 MiB each, allocated through jemalloc): a
+  smaller `cache_size` per connection is the lever there.
 - **The machine**: its speed varies from one session to the next and within one (the
   argon2id ceiling was 54.5/s on two cores one day and 65.8/s to 77.5/s the next; runs of
   the same binary minutes apart differ by up to a fifth in throughput). Compare figures with
