@@ -49,6 +49,8 @@ use super::{AfterCommit, Backend, LogAuditEvents, MigrationStatus, PoolStatus, S
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 
+/// SQLite: each connection's page cache, in KiB when negative (see `connect`).
+const SQLITE_CACHE_SIZE: &str = "pragma cache_size = -512";
 /// SQLite: how long a connection waits for a lock before answering busy (sqlx's default,
 /// which the pool keeps).
 const POOL_BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -144,6 +146,11 @@ impl SqlStore {
                         // The store's writer task checkpoints instead (see `batch`), off
                         // the write path.
                         conn.execute("pragma wal_autocheckpoint = 0").await?;
+                        // 512 KiB of page cache per connection instead of SQLite's 2 MiB:
+                        // eight connections kept 16 MiB of pages the kernel's file cache holds
+                        // anyway (2026-12-04 bench: 9 MiB less live after the workloads, the
+                        // same throughput within the run-to-run spread).
+                        conn.execute(SQLITE_CACHE_SIZE).await?;
                     }
                     Ok(())
                 })
@@ -541,5 +548,31 @@ impl Store for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_connections_keep_a_small_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
+            .parse()
+            .unwrap();
+        let store = SqlStore::open(&url).await.unwrap();
+        // Every connection of the pool, not only the first.
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let size: i64 = sqlx::query_scalar("pragma cache_size")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(size, -512);
+        }
     }
 }
