@@ -446,6 +446,57 @@ async fn token_refuses_code_of_a_user_disabled_since_authorization() {
     assert_eq!(res.json()["error"], "invalid_grant");
 }
 
+/// The code exchange and the refresh of a client deleted a moment ago (still cached for up
+/// to a second): a client error in the spec's format, never a 500, whichever of the token
+/// lookup or the token write notices first.
+#[tokio::test]
+async fn code_and_refresh_for_a_client_deleted_a_moment_ago_are_client_errors_rfc6749_5_2() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server
+            .client_with("web", false, |c| c.scope = "openid offline_access".into())
+            .await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let offline = || {
+            AuthorizeUrl::new(&client)
+                .set("scope", "openid offline_access")
+                .set("prompt", "consent")
+        };
+        let first = server
+            .code_flow(&browser, &client, offline(), &Pkce::new())
+            .await;
+        let pkce = Pkce::new();
+        let code = code_for(&browser, &offline().pkce(&pkce)).await;
+        let audit =
+            tessera::audit::AuditEvent::new(tessera::audit::AuditKind::ClientDeleted, "test", 0);
+        server
+            .state
+            .store
+            .delete_client(&client.record.id, &audit)
+            .await
+            .unwrap();
+        for res in [
+            server
+                .token(&client, &exchange(&code, &pkce.verifier))
+                .await,
+            server.refresh(&client, &first["refresh_token"]).await,
+        ] {
+            assert!(
+                matches!(
+                    (res.status, res.json()["error"].as_str()),
+                    (400, Some("invalid_grant")) | (401, Some("invalid_client"))
+                ),
+                "{}: {} {}",
+                db.label,
+                res.status,
+                res.body
+            );
+        }
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn client_credentials_for_a_client_deleted_a_moment_ago_is_invalid_client_rfc6749_5_2() {
     for db in TestDb::all().await {

@@ -5,7 +5,9 @@
 //! first, in one statement: of concurrent redemptions at most one gets it, and a code that
 //! fails a later check stays spent, so a thief who guesses wrong cannot try again.
 
-use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
+use super::{
+    has_scope, mint, token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,
+};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::error::OAuthError;
@@ -103,7 +105,10 @@ pub async fn redeem(
         now,
     )
     .await?;
-    store.insert_tokens(&minted.rows, &minted.audit).await?;
+    store
+        .insert_tokens(&minted.rows, &minted.audit)
+        .await
+        .map_err(token_write_error)?;
     Ok(minted.issued)
 }
 

@@ -2,12 +2,12 @@
 //! itself (`sub` is the client): no user, no grant, no refresh token (§4.4.3). The cost is
 //! the client's digest check and one transaction (the token and its audit row); no slow hash.
 
-use super::{mint, GrantType, Issued, Plan};
+use super::{mint, token_write_error, GrantType, Issued, Plan};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::oauth::Context;
-use crate::store::{ClientRecord, StoreError};
+use crate::store::ClientRecord;
 
 pub async fn issue(
     ctx: Context<'_>,
@@ -64,11 +64,9 @@ pub async fn issue(
         now,
     )
     .await?;
-    match ctx.store.insert_tokens(&minted.rows, &minted.audit).await {
-        Ok(()) => Ok(minted.issued),
-        // Deleted since client authentication read it (clients are cached for up to a
-        // second, `store::client_cache`): the client no longer exists (RFC 6749 §5.2).
-        Err(StoreError::NotFound(_)) => Err(OAuthError::invalid_client("unknown client")),
-        Err(e) => Err(e.into()),
-    }
+    ctx.store
+        .insert_tokens(&minted.rows, &minted.audit)
+        .await
+        .map_err(token_write_error)?;
+    Ok(minted.issued)
 }

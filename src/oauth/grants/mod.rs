@@ -16,7 +16,8 @@ use super::{claims, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::store::{
-    AccessTokenFormat, AccountRecord, ClientRecord, RequestedClaims, TokenKind, TokenRecord,
+    AccessTokenFormat, AccountRecord, ClientRecord, RequestedClaims, StoreError, TokenKind,
+    TokenRecord,
 };
 
 /// The grant types Tessera serves (RFC 6749 §4.1.3, §4.4, §6): one list for the token
@@ -259,7 +260,32 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
     })
 }
 
+/// The answer to a failed token write. A missing referenced row is the client, deleted since
+/// client authentication read it (clients are cached for up to a second,
+/// `store::client_cache`; the token write looks it up afresh, decision 0033): it no longer
+/// exists (RFC 6749 §5.2 `invalid_client`), not a server error.
+pub fn token_write_error(e: StoreError) -> OAuthError {
+    match e {
+        StoreError::NotFound("referenced row") => OAuthError::invalid_client("unknown client"),
+        e => e.into(),
+    }
+}
+
 /// Whether a space-separated scope contains `name`.
 pub fn has_scope(scope: &str, name: &str) -> bool {
     scope.split(' ').any(|s| s == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::error::ErrorCode;
+
+    #[test]
+    fn a_token_write_for_a_vanished_client_is_invalid_client_rfc6749_5_2() {
+        let gone = token_write_error(StoreError::NotFound("referenced row"));
+        assert_eq!(gone.code, ErrorCode::InvalidClient);
+        let other = token_write_error(StoreError::Conflict("token"));
+        assert_eq!(other.code, ErrorCode::ServerError);
+    }
 }

@@ -7,7 +7,9 @@
 //! rotates; the others count as reuse.
 
 use super::authorization_code::refresh_expiry;
-use super::{has_scope, mint, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan};
+use super::{
+    has_scope, mint, token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,
+};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::Digest;
 use crate::oauth::credential::{self, ActiveCredential};
@@ -107,7 +109,8 @@ pub async fn rotate(
     .await?;
     if !store
         .rotate_refresh(&digest, &minted.rows, now, &minted.audit)
-        .await?
+        .await
+        .map_err(token_write_error)?
     {
         // Another request spent it between our read and our write.
         return Err(revoke_on_reuse(

@@ -51,8 +51,8 @@ use crate::config::DatabaseUrl;
 
 /// SQLite: each connection's page cache, in KiB when negative (see `connect`).
 const SQLITE_CACHE_SIZE: &str = "pragma cache_size = -512";
-/// SQLite: how long a connection waits for a lock before answering busy (sqlx's default,
-/// which the pool keeps).
+/// SQLite: how long a connection waits for a lock before answering busy (set on every
+/// connection; the restart checkpoint lowers it for a moment and sets it back).
 const POOL_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// SQLite: how long the restart checkpoint waits for the log's readers, holding the write
 /// turn meanwhile; a reader still busy then (a long export, say) only puts it off a round.
@@ -151,6 +151,10 @@ impl SqlStore {
                         // anyway (2026-12-04 bench: 9 MiB less live after the workloads, the
                         // same throughput within the run-to-run spread).
                         conn.execute(SQLITE_CACHE_SIZE).await?;
+                        conn.execute(
+                            format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}").as_str(),
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -317,10 +321,14 @@ impl SqlStore {
             .execute(&mut *conn)
             .await;
         // The pool's setting back before the connection goes back to the pool, whatever the
-        // checkpoint did.
-        sqlx::query(&format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}"))
+        // checkpoint did; a connection that cannot be set back is closed instead.
+        if let Err(e) = sqlx::query(&format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}"))
             .execute(&mut *conn)
-            .await?;
+            .await
+        {
+            conn.close_on_drop();
+            return Err(e);
+        }
         restarted.map(drop)
     }
 
@@ -556,7 +564,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn sqlite_connections_keep_a_small_page_cache() {
+    async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
             .parse()
@@ -573,6 +581,11 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(size, -512);
+            let busy: i64 = sqlx::query_scalar("pragma busy_timeout")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(busy, POOL_BUSY_TIMEOUT_MS as i64);
         }
     }
 }
