@@ -164,8 +164,8 @@ pub async fn login(
     }
     let username = form.get("username").unwrap_or("");
     let (outcome, origin) = super::login::check_password(&app, &headers, peer, &form, None).await;
-    let (account, now) = match outcome {
-        Ok(Outcome::SignedIn { account, now }) => (account, now),
+    let signed_in = match outcome {
+        Ok(Outcome::SignedIn(signed_in)) => signed_in,
         Ok(Outcome::Refused) => {
             return sign_in_page(
                 &app,
@@ -188,7 +188,7 @@ pub async fn login(
         }
     };
     let next = see_other(paths::ACCOUNT);
-    match super::login::start_session(&app, &headers, &account, now, None, origin, next).await {
+    match super::login::start_session(&app, &headers, &signed_in, None, origin, next).await {
         Ok(response) => response,
         Err(e) => store_failed(e),
     }

@@ -16,9 +16,9 @@ use super::{error, pages, session};
 use crate::app::AppState;
 use crate::oauth::authorize::AuthorizeRequest;
 use crate::oauth::error::OAuthError;
-use crate::oauth::login::{self, Attempt, Outcome};
+use crate::oauth::login::{self, Attempt, Outcome, SignedIn};
 use crate::oauth::params::Params;
-use crate::store::{AccountRecord, StoreError};
+use crate::store::StoreError;
 
 const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
 const WRONG: &str = "Wrong username or password.";
@@ -132,8 +132,8 @@ pub async fn post(
     let username = form.get("username").unwrap_or("");
     let (outcome, origin) =
         check_password(&app, &headers, peer, &form, Some(&request.client.id)).await;
-    let (account, now) = match outcome {
-        Ok(Outcome::SignedIn { account, now }) => (account, now),
+    let signed_in = match outcome {
+        Ok(Outcome::SignedIn(signed_in)) => signed_in,
         Ok(Outcome::Refused) => return page(&app, &headers, &request, &query, Some(username)),
         Ok(Outcome::Throttled { retry_after_secs }) => {
             return throttled(&app, &headers, &request, &query, username, retry_after_secs)
@@ -141,18 +141,17 @@ pub async fn post(
         Ok(Outcome::Busy) => return busy(),
         Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     };
-    signed_in(&app, &headers, &request, &params, &account, now, origin).await
+    start_and_continue(&app, &headers, &request, &params, &signed_in, origin).await
 }
 
 /// Starts the new session (a new value at every login) and sends the browser back to
 /// `/authorize` to continue the request.
-async fn signed_in(
+async fn start_and_continue(
     app: &AppState,
     headers: &HeaderMap,
     request: &AuthorizeRequest,
     params: &crate::oauth::params::Params,
-    account: &AccountRecord,
-    now: i64,
+    signed_in: &SignedIn,
     origin: Origin,
 ) -> Response {
     // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
@@ -162,7 +161,7 @@ async fn signed_in(
         pending_query(params, &["login", "select_account", "max_age"])
     ));
     let client_id = Some(request.client.id.as_str());
-    match start_session(app, headers, account, now, client_id, origin, next).await {
+    match start_session(app, headers, signed_in, client_id, origin, next).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER),
     }
@@ -198,13 +197,12 @@ pub(super) async fn check_password(
     (outcome, origin)
 }
 
-/// Starts a new session for `account` (a new value at every login, replacing the one the
+/// Starts a new session for the signed-in account (a new value at every login, replacing the one the
 /// browser had) and adds its cookie, and the device cookie, to `response`.
 pub(super) async fn start_session(
     app: &AppState,
     headers: &HeaderMap,
-    account: &AccountRecord,
-    now: i64,
+    signed_in: &SignedIn,
     client_id: Option<&str>,
     origin: Origin,
     mut response: Response,
@@ -214,10 +212,10 @@ pub(super) async fn start_session(
     let ttl = app.config.session_ttl_secs;
     let started = login::start_session(
         app.store.as_ref(),
-        account,
+        signed_in,
         value.digest(),
         replaces.as_ref(),
-        (now, ttl),
+        ttl,
         client_id,
         origin,
     );
@@ -225,7 +223,7 @@ pub(super) async fn start_session(
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    if let Some(device) = session::device_cookie(app, &account.username) {
+    if let Some(device) = session::device_cookie(app, &signed_in.account.username) {
         response.headers_mut().append(header::SET_COOKIE, device);
     }
     Ok(response)

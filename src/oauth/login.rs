@@ -16,7 +16,9 @@ use crate::crypto::kek::Kek;
 use crate::crypto::mac;
 use crate::crypto::password::{PasswordError, Passwords};
 use crate::crypto::token::Digest;
-use crate::store::{AccountRecord, LoginCount, SessionRecord, Store, StoreError, ThrottleKey};
+use crate::store::{
+    AccountRecord, LoginCount, SessionRecord, Store, StoreError, TakeBack, ThrottleKey,
+};
 
 /// One login attempt, as the gate sees it.
 #[derive(Debug, Clone, Copy)]
@@ -50,14 +52,16 @@ pub struct Ticket {
 pub trait LoginGate: Send + Sync {
     async fn check(&self, attempt: &Attempt<'_>) -> Result<Gate, StoreError>;
     /// Called after the password check with its outcome, and the user the username names, if
-    /// any (for the audit trail only: the gate's own keys never depend on it).
+    /// any (for the audit trail only: the gate's own keys never depend on it). A success
+    /// is not written here: what it takes back comes back, for the write that starts the
+    /// session ([`crate::store::SessionStore::insert_session`]), one write fewer per sign-in.
     async fn record(
         &self,
         attempt: &Attempt<'_>,
         ticket: Ticket,
         account_id: Option<&str>,
         succeeded: bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<TakeBack, StoreError>;
     /// Called instead of `record` when the password was never checked (the server was too
     /// busy): the attempt is taken back, as if it had not been made.
     async fn release(&self, attempt: &Attempt<'_>, ticket: Ticket) -> Result<(), StoreError>;
@@ -159,19 +163,18 @@ impl LoginGate for ThrottleGate {
         ticket: Ticket,
         account_id: Option<&str>,
         succeeded: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<TakeBack, StoreError> {
         let keys = self.keys(attempt);
         if succeeded {
             // The username starts afresh; the address only takes back this attempt.
-            let addresses: Vec<&str> = keys
-                .iter()
-                .map(|(k, _)| k.as_str())
-                .filter(|k| k.starts_with("addr:"))
-                .collect();
-            self.store
-                .take_back_login_attempt(Some(&self.username_key(attempt.username)), &addresses)
-                .await?;
-            return Ok(());
+            return Ok(TakeBack {
+                clear: Some(self.username_key(attempt.username)),
+                forgive: keys
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| k.starts_with("addr:"))
+                    .collect(),
+            });
         }
         for (kind, failures, until) in ticket.blocks_started {
             let mut audit = AuditEvent::new(AuditKind::LoginBlocked, "anonymous", attempt.now)
@@ -184,14 +187,16 @@ impl LoginGate for ThrottleGate {
             audit.account_id = account_id.map(str::to_owned);
             self.store.append_audit(&audit).await?;
         }
-        Ok(())
+        Ok(TakeBack::default())
     }
     async fn release(&self, attempt: &Attempt<'_>, _ticket: Ticket) -> Result<(), StoreError> {
         // A refusal for load says nothing about the password: no key keeps it. (A block this
         // very attempt started stays until it runs out: rare, and only ever seconds at first.)
-        let keys = self.keys(attempt);
-        let keys: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
-        self.store.take_back_login_attempt(None, &keys).await
+        let take_back = TakeBack {
+            clear: None,
+            forgive: self.keys(attempt).into_iter().map(|(k, _)| k).collect(),
+        };
+        self.store.take_back_login_attempt(&take_back).await
     }
 }
 
@@ -206,17 +211,25 @@ fn wait(until: i64, now: i64) -> Gate {
 /// How a login ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The password is right and the user may sign in; `now` is the `auth_time`.
-    SignedIn {
-        account: Box<AccountRecord>,
-        now: i64,
-    },
+    /// The password is right and the user may sign in.
+    SignedIn(SignedIn),
     /// Wrong username or password, or a disabled user: all look the same.
     Refused,
     /// The gate turned the attempt away before the password was checked.
     Throttled { retry_after_secs: u64 },
     /// Too many password checks are already running or waiting: try again shortly.
     Busy,
+}
+
+/// A sign-in whose password checked out, for [`start_session`].
+#[derive(Debug)]
+pub struct SignedIn {
+    pub account: Box<AccountRecord>,
+    /// The `auth_time`.
+    pub now: i64,
+    /// What the session's start takes back from the throttle: until then the attempt counts
+    /// as failed.
+    pub take_back: TakeBack,
 }
 
 /// What a login needs from the server.
@@ -290,7 +303,8 @@ impl Authenticator<'_> {
         let now = clock();
         let signed_in = account.as_ref().is_some_and(|a| verified && !a.disabled);
         let account_id = account.as_ref().map(|a| a.id.as_str());
-        self.gate
+        let take_back = self
+            .gate
             .record(&attempt, ticket, account_id, signed_in)
             .await?;
         match account {
@@ -319,10 +333,11 @@ impl Authenticator<'_> {
                         }
                     }
                 }
-                Ok(Outcome::SignedIn {
+                Ok(Outcome::SignedIn(SignedIn {
                     account: Box::new(account),
                     now,
-                })
+                    take_back,
+                }))
             }
             known => {
                 let (ip, agent) = origin;
@@ -360,18 +375,20 @@ impl Authenticator<'_> {
     }
 }
 
-/// Starts a browser session for `account` with the cookie value's digest, replacing the
-/// session the browser had (a new value at every login: one planted before login is
-/// worthless after), and audits the login.
+/// Starts a browser session for the signed-in account with the cookie value's digest,
+/// replacing the session the browser had (a new value at every login: one planted before
+/// login is worthless after), takes the sign-in attempt back from the throttle and audits
+/// the login.
 pub async fn start_session(
     store: &dyn Store,
-    account: &AccountRecord,
+    signed_in: &SignedIn,
     value: Digest,
     replaces: Option<&Digest>,
-    (now, ttl): (i64, i64),
+    ttl: i64,
     client_id: Option<&str>,
     (ip, agent): (Option<String>, Option<String>),
 ) -> Result<(), StoreError> {
+    let (account, now) = (&signed_in.account, signed_in.now);
     let record = SessionRecord {
         id_digest: value,
         account_id: account.id.clone(),
@@ -389,5 +406,7 @@ pub async fn start_session(
     .account(&account.id)
     .from_request(ip, agent);
     audit.client_id = client_id.map(str::to_owned);
-    store.insert_session(&record, replaces, &audit).await
+    store
+        .insert_session(&record, replaces, &signed_in.take_back, &audit)
+        .await
 }

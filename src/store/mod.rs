@@ -27,7 +27,7 @@ pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
     HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SigningKeyStore, Store,
-    ThrottleKey, TokenStore,
+    TakeBack, ThrottleKey, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an

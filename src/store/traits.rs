@@ -131,12 +131,15 @@ pub trait AccountStore: Send + Sync {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Starts a browser session: deletes the session it replaces (a new value at every
-    /// login, against fixation), inserts the new one, resets the user's failed-login count
-    /// and records `audit`, in one transaction.
+    /// login, against fixation), inserts the new one, resets the user's failed-login count,
+    /// settles the sign-in's login-throttle keys (`take_back`, as
+    /// [`LoginThrottleStore::take_back_login_attempt`] does) and records `audit`, in one
+    /// transaction.
     async fn insert_session(
         &self,
         session: &SessionRecord,
         replaces: Option<&Digest>,
+        take_back: &TakeBack,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
     /// The session with this digest if it has not expired at `now`.
@@ -400,13 +403,18 @@ pub trait LoginThrottleStore: Send + Sync {
         forget_before: i64,
         max_delay: i64,
     ) -> Result<LoginCount, StoreError>;
-    /// Takes back one counted attempt of each `forgive` key and forgets every failure of
-    /// `clear` (the attempt succeeded, or was never checked): one write.
-    async fn take_back_login_attempt(
-        &self,
-        clear: Option<&str>,
-        forgive: &[&str],
-    ) -> Result<(), StoreError>;
+    /// Takes back an attempt (it was never checked): one write. A successful one is taken
+    /// back by the write that starts its session instead ([`SessionStore::insert_session`]).
+    async fn take_back_login_attempt(&self, take_back: &TakeBack) -> Result<(), StoreError>;
+}
+
+/// What taking back a counted sign-in attempt changes: every failure of `clear` forgotten
+/// (the username of a sign-in that succeeded), one counted attempt of each `forgive` key
+/// taken back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TakeBack {
+    pub clear: Option<String>,
+    pub forgive: Vec<String>,
 }
 
 /// A login-throttle key and the failures it is allowed before its first block.

@@ -13,8 +13,8 @@ use tessera::audit::{AuditEvent, AuditKind};
 use tessera::crypto::token::Digest;
 use tessera::store::{
     self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, ClientRecord, CodeRecord,
-    GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError, TokenKind,
-    TokenRecord,
+    GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError, TakeBack,
+    TokenKind, TokenRecord,
 };
 use tokio::sync::Barrier;
 
@@ -529,6 +529,7 @@ async fn update_account_ending_access_ends_sessions_and_revokes_grants_and_token
                 .insert_session(
                     &session(value, who),
                     None,
+                    &TakeBack::default(),
                     &audit(AuditKind::LoginSucceeded),
                 )
                 .await
@@ -938,6 +939,94 @@ async fn login_attempts_count_and_block_as_the_policy_says() {
     }
 }
 
+/// A sign-in's take-back: the session's write forgets every failure of the username and
+/// takes this attempt back from the address, in the same transaction (one write per
+/// sign-in fewer); an attempt never checked is taken back from every key by itself. Other
+/// keys keep their counts, and no count goes below zero.
+#[tokio::test]
+async fn a_sign_in_is_taken_back_by_the_write_that_starts_its_session() {
+    use tessera::store::{LoginCount, ThrottleKey};
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let key = |key| ThrottleKey { key, threshold: 9 };
+        let (now, forget_before) = (10_000, 0);
+        for keys in [
+            vec![key("user:ada"), key("addr:a")],
+            vec![key("user:ada"), key("addr:a")],
+            vec![key("user:bob"), key("addr:a")],
+            vec![key("addr:b")],
+        ] {
+            store
+                .count_login_attempt(&keys, now, forget_before, 60)
+                .await
+                .unwrap();
+        }
+        let counts = |keys: Vec<ThrottleKey<'static>>| {
+            let store = Arc::clone(&store);
+            async move {
+                // Counting once more shows the count before it, plus one.
+                match store
+                    .count_login_attempt(&keys, now, forget_before, 60)
+                    .await
+                    .unwrap()
+                {
+                    LoginCount::Counted(c) => c.iter().map(|(f, _)| f - 1).collect::<Vec<_>>(),
+                    blocked => panic!("{blocked:?}"),
+                }
+            }
+        };
+        let signed_in = TakeBack {
+            clear: Some("user:ada".into()),
+            forgive: vec!["addr:a".into()],
+        };
+        store
+            .insert_session(
+                &session("ada-s", ADA),
+                Some(&Digest::of("ada-old")),
+                &signed_in,
+                &audit(AuditKind::LoginSucceeded),
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .session(&Digest::of("ada-s"), 2_001)
+                .await
+                .unwrap()
+                .is_some(),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            counts(vec![
+                key("user:ada"),
+                key("addr:a"),
+                key("user:bob"),
+                key("addr:b")
+            ])
+            .await,
+            [0, 2, 1, 1],
+            "{}: the username forgotten, the address one attempt less",
+            db.label
+        );
+        // Never checked: one attempt less on every key (twice here), none below zero.
+        let unchecked = TakeBack {
+            clear: None,
+            forgive: vec!["user:ada".into(), "user:bob".into(), "addr:none".into()],
+        };
+        for _ in 0..2 {
+            store.take_back_login_attempt(&unchecked).await.unwrap();
+        }
+        assert_eq!(
+            counts(vec![key("user:ada"), key("user:bob")]).await,
+            [0, 0],
+            "{}: 1 and 2 before, less two each, not below zero",
+            db.label
+        );
+    }
+}
+
 /// `frontchannel_clients`: the clients with a front-channel logout URI that signed in
 /// through the session, once each, by id; revoked grants count, other sessions' do not. The
 /// new client fields round-trip through insert, update and read.
@@ -1029,7 +1118,12 @@ async fn signed_in_reads_a_live_session_with_its_user() {
         seeded(store.as_ref()).await;
         let record = session("ada-live", ADA);
         store
-            .insert_session(&record, None, &audit(AuditKind::LoginSucceeded))
+            .insert_session(
+                &record,
+                None,
+                &TakeBack::default(),
+                &audit(AuditKind::LoginSucceeded),
+            )
             .await
             .unwrap();
         let (found, account) = store

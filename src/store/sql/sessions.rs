@@ -7,11 +7,14 @@ use std::sync::LazyLock;
 
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
+use super::throttle::{bind_take_back, take_back_clauses, take_back_in};
 use super::{aliased, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
-use crate::store::{AccountRecord, ClientRecord, SessionRecord, SessionStore, StoreError};
+use crate::store::{
+    AccountRecord, ClientRecord, SessionRecord, SessionStore, StoreError, TakeBack,
+};
 
 macro_rules! session_columns {
     () => {
@@ -55,6 +58,7 @@ impl SessionStore for SqlStore {
         &self,
         session: &SessionRecord,
         replaces: Option<&Digest>,
+        take_back: &TakeBack,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         let insert = concat!(
@@ -71,15 +75,22 @@ impl SessionStore for SqlStore {
                 Some(_) => "d as (delete from session where id_digest = $8), ",
                 None => "",
             };
-            let first_audit = if replaces.is_some() { 9 } else { 8 };
+            let first_take_back = if replaces.is_some() { 9 } else { 8 };
+            let mut settled = take_back_clauses(take_back, first_take_back).join(", ");
+            if !settled.is_empty() {
+                settled.push_str(", ");
+            }
+            let first_audit =
+                first_take_back + usize::from(take_back.clear.is_some()) + take_back.forgive.len();
             let sql = format!(
-                "with {replaced}s as ({insert}), r as ({reset}) {}",
+                "with {replaced}{settled}s as ({insert}), r as ({reset}) {}",
                 audit_insert_sql(first_audit, 1)
             );
             let mut q = bind_session(sqlx::query(&sql), session)?;
             if let Some(old) = replaces {
                 q = q.bind(old.as_bytes());
             }
+            q = bind_take_back(q, take_back);
             self.execute_audited(
                 bind_audit(q, audit)?,
                 std::slice::from_ref(audit),
@@ -107,6 +118,7 @@ impl SessionStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
+        take_back_in(&mut tx, take_back).await?;
         tx.audit(audit).await?;
         tx.commit().await
     }

@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::{placeholder_list, Row, SqlStore};
-use crate::store::{Backend, LoginCount, LoginThrottleStore, StoreError, ThrottleKey};
+use sqlx::AnyConnection;
+
+use super::{placeholder_list, AnyQuery, Row, SqlStore};
+use crate::store::{Backend, LoginCount, LoginThrottleStore, StoreError, TakeBack, ThrottleKey};
 
 impl SqlStore {
     /// The latest `blocked_until` among `keys` (0 when none is known).
@@ -23,46 +25,125 @@ impl SqlStore {
     }
 }
 
-/// One key's attempt in one statement: counted unless it, or any of the `others` keys
-/// (`$6`…), is blocked at `$2` (then no row comes back). The failure count restarts when the
-/// last one is older than `$3`; past the key's `$4` free failures the block is
-/// `min($5, 2^(over - 1))` seconds, as `LoginThrottlePolicy::delay` computes it. The update's
-/// own `where` keeps a key blocked by a concurrent attempt as it is: its row is locked
-/// (Postgres) or the write is serialised (SQLite), so the check sees the latest state.
-/// Forgotten rows are purged by housekeeping (`Expired::LoginThrottle`), not here.
-fn count_statement(backend: Backend, others: usize) -> String {
+/// An attempt against every key in one statement: counted unless a key is blocked at `$1`
+/// (then no row comes back). The keys and their thresholds are `$4`, `$5`, `$6`, `$7`, ….
+/// A key's failure count restarts when its last failure is older than `$2`; past the key's
+/// free failures the block is `min($3, 2^(over - 1))` seconds, as
+/// `LoginThrottlePolicy::delay` computes it. The blocks are checked before any key is
+/// counted (Postgres: the statement's snapshot; SQLite: an insert that reads its own table
+/// reads it all first), so a block one key of this very attempt starts does not stop the
+/// others from counting it. The update's own `where` keeps a key blocked by a concurrent
+/// attempt as it is: its row is locked (Postgres) or the write is serialised (SQLite), so
+/// the check sees the latest state. Forgotten rows are purged by housekeeping
+/// (`Expired::LoginThrottle`), not here.
+fn count_statement(backend: Backend, keys: usize) -> String {
     let min = match backend {
         Backend::Postgres => "least",
         Backend::Sqlite => "min",
     };
-    let block = |failures: &str| {
+    let block = |failures: &str, threshold: &str| {
         format!(
-            "case when {failures} - $4 <= 0 then 0 \
-             else $2 + {min}($5, 1 << cast({min}({failures} - $4 - 1, 30) as integer)) end"
+            "case when {failures} - {threshold} <= 0 then 0 \
+             else $1 + {min}($3, 1 << cast({min}({failures} - {threshold} - 1, 30) as integer)) end"
         )
     };
-    let unblocked = if others == 0 {
-        // SQLite needs a `where` to tell `on conflict` from a join constraint.
-        "where 1 = 1".to_owned()
-    } else {
-        format!(
-            "where not exists (select 1 from login_throttle where key in ({}) \
-             and blocked_until >= $2)",
-            placeholder_list(6, others)
-        )
-    };
-    let failures = "case when login_throttle.updated_at < $3 then 1 \
+    let key = |i: usize| format!("${}", 4 + 2 * i);
+    let threshold = |i: usize| format!("cast(${} as bigint)", 5 + 2 * i);
+    // A union rather than `values`: SQLite cannot name the columns of a `values` list.
+    let rows: Vec<String> = (0..keys)
+        .map(|i| format!("select {} as key, {} as threshold", key(i), threshold(i)))
+        .collect();
+    let all_keys: Vec<String> = (0..keys).map(key).collect();
+    let thresholds: String = (0..keys)
+        .map(|i| format!(" when {} then {}", key(i), threshold(i)))
+        .collect();
+    let failures = "case when login_throttle.updated_at < $2 then 1 \
                     else login_throttle.failures + 1 end";
     format!(
         "insert into login_throttle (key, failures, blocked_until, updated_at) \
-         select $1, 1, {first}, $2 {unblocked} \
+         select v.key, 1, {first}, $1 from ({rows}) as v \
+         where not exists (select 1 from login_throttle where key in ({all_keys}) \
+         and blocked_until >= $1) \
          on conflict (key) do update set failures = {failures}, \
-         blocked_until = {later}, updated_at = $2 \
-         where login_throttle.blocked_until < $2 \
-         returning failures, blocked_until",
-        first = block("1"),
-        later = block(&format!("({failures})")),
+         blocked_until = {later}, updated_at = $1 \
+         where login_throttle.blocked_until < $1 \
+         returning key, failures, blocked_until",
+        first = block("1", "v.threshold"),
+        later = block(
+            &format!("({failures})"),
+            &format!("(case excluded.key{thresholds} end)")
+        ),
+        rows = rows.join(" union all "),
+        all_keys = all_keys.join(", "),
     )
+}
+
+/// Forgets every failure of a take-back's `clear` key, its placeholder `$first`.
+fn clear_sql(first: usize) -> String {
+    format!("delete from login_throttle where key = ${first}")
+}
+
+/// Takes one counted attempt back from each of `keys` keys, placeholders from `$first`.
+fn forgive_sql(first: usize, keys: usize) -> String {
+    format!(
+        "update login_throttle set failures = failures - 1 \
+         where key in ({}) and failures > 0",
+        placeholder_list(first, keys)
+    )
+}
+
+/// Postgres: `take_back`'s writes as `with` clauses (`tc`, `tf`), placeholders from
+/// `$first`, to be bound by [`bind_take_back`]; none for an empty take-back.
+pub(super) fn take_back_clauses(take_back: &TakeBack, first: usize) -> Vec<String> {
+    let mut clauses = Vec::new();
+    let mut next = first;
+    if take_back.clear.is_some() {
+        clauses.push(format!("tc as ({})", clear_sql(next)));
+        next += 1;
+    }
+    if !take_back.forgive.is_empty() {
+        clauses.push(format!(
+            "tf as ({})",
+            forgive_sql(next, take_back.forgive.len())
+        ));
+    }
+    clauses
+}
+
+/// Binds [`take_back_clauses`]' values.
+pub(super) fn bind_take_back<'q>(mut q: AnyQuery<'q>, take_back: &'q TakeBack) -> AnyQuery<'q> {
+    if let Some(key) = &take_back.clear {
+        q = q.bind(key);
+    }
+    for key in &take_back.forgive {
+        q = q.bind(key);
+    }
+    q
+}
+
+/// SQLite: `take_back`'s writes, in the caller's transaction.
+pub(super) async fn take_back_in(
+    conn: &mut AnyConnection,
+    take_back: &TakeBack,
+) -> Result<(), StoreError> {
+    if let Some(key) = &take_back.clear {
+        sqlx::query(&clear_sql(1))
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::Unavailable)?;
+    }
+    if !take_back.forgive.is_empty() {
+        let sql = forgive_sql(1, take_back.forgive.len());
+        let mut q = sqlx::query(&sql);
+        for key in &take_back.forgive {
+            q = q.bind(key);
+        }
+        q.execute(&mut *conn)
+            .await
+            .map_err(StoreError::Unavailable)?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -74,34 +155,33 @@ impl LoginThrottleStore for SqlStore {
         forget_before: i64,
         max_delay: i64,
     ) -> Result<LoginCount, StoreError> {
+        if keys.is_empty() {
+            return Ok(LoginCount::Counted(Vec::new()));
+        }
         let _turn = self.write_turn().await;
+        let sql = count_statement(self.backend, keys.len());
+        let mut q = sqlx::query(&sql)
+            .bind(now)
+            .bind(forget_before)
+            .bind(max_delay);
+        for k in keys {
+            q = q.bind(k.key).bind(k.threshold);
+        }
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
         let mut counted = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            // The first statement checks every key; the later ones must not, or they would
-            // find the block the earlier ones of this very attempt have just started.
-            let others = if i == 0 { keys.len() } else { 0 };
-            let sql = count_statement(self.backend, others);
-            let mut q = sqlx::query(&sql)
-                .bind(k.key)
-                .bind(now)
-                .bind(forget_before)
-                .bind(k.threshold)
-                .bind(max_delay);
-            for other in &keys[..others] {
-                q = q.bind(other.key);
-            }
-            let row = q
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::Unavailable)?;
+        for k in keys {
+            let row = rows
+                .iter()
+                .map(Row::new)
+                .find(|row| row.get::<String>("key").is_ok_and(|key| key == k.key));
             match row {
-                Some(row) => {
-                    let row = Row::new(&row);
-                    counted.push((row.get("failures")?, row.get("blocked_until")?));
-                }
-                // A key is blocked: this statement wrote nothing. A key counted before it
-                // stays counted; only a concurrent attempt starting the block between the
-                // two statements makes that happen, and it errs towards throttling.
+                Some(row) => counted.push((row.get("failures")?, row.get("blocked_until")?)),
+                // A key is blocked: nothing was written, or (a concurrent attempt started a
+                // block on one key after this statement began) the other keys stay counted,
+                // which errs towards throttling.
                 None => {
                     return Ok(LoginCount::Blocked {
                         until: self.login_blocked_until(keys).await?,
@@ -112,29 +192,22 @@ impl LoginThrottleStore for SqlStore {
         Ok(LoginCount::Counted(counted))
     }
 
-    async fn take_back_login_attempt(
-        &self,
-        clear: Option<&str>,
-        forgive: &[&str],
-    ) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        if let Some(key) = clear {
-            sqlx::query("delete from login_throttle where key = $1")
-                .bind(key)
+    async fn take_back_login_attempt(&self, take_back: &TakeBack) -> Result<(), StoreError> {
+        if self.backend == Backend::Postgres {
+            let clauses = take_back_clauses(take_back, 1);
+            if clauses.is_empty() {
+                return Ok(());
+            }
+            let _turn = self.write_turn().await;
+            let sql = format!("with {} select 1", clauses.join(", "));
+            bind_take_back(sqlx::query(&sql), take_back)
                 .execute(&self.pool)
                 .await
                 .map_err(StoreError::Unavailable)?;
+            return Ok(());
         }
-        for key in forgive {
-            sqlx::query(
-                "update login_throttle set failures = failures - 1 \
-                 where key = $1 and failures > 0",
-            )
-            .bind(*key)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable)?;
-        }
-        Ok(())
+        let mut tx = self.begin().await?;
+        take_back_in(&mut tx, take_back).await?;
+        tx.commit().await
     }
 }
