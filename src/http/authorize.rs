@@ -10,7 +10,7 @@ use axum::response::Response;
 
 use super::{consent, error, forms, login, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::{self, AuthorizeError, AuthorizeRequest, Decision, AUTHORIZE_PARAMS};
+use crate::oauth::authorize::{self, AuthorizeError, Decision, AUTHORIZE_PARAMS};
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
 use crate::store::{AccountRecord, SessionRecord};
@@ -43,9 +43,34 @@ pub async fn post(
 }
 
 async fn run(app: &AppState, headers: &HeaderMap, params: &Params, peer: SocketAddr) -> Response {
-    match step(app, headers, params, peer).await {
+    match step(app, headers, params, peer, None).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, e, StatusCode::FOUND),
+    }
+}
+
+/// What the consent page's answer already knows: the session with its user, and the scopes
+/// just consented to.
+pub(super) struct Consented {
+    pub signed_in: (SessionRecord, AccountRecord),
+    pub scope: String,
+}
+
+/// The person approved at the consent page: carries on with the request (`params`, the
+/// satisfied `prompt=consent` removed) as `/authorize` would, so the code goes to the client
+/// in the answer to the consent form, without the browser's round trip back to
+/// `/authorize` and its reads of the session and of the consent just written. Redirects
+/// answer the form with 303 (RFC 9700 §4.12).
+pub(super) async fn after_consent(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    peer: SocketAddr,
+    consented: Consented,
+) -> Response {
+    match step(app, headers, params, peer, Some(consented)).await {
+        Ok(response) => response,
+        Err(e) => error::authorize_error(app, e, StatusCode::SEE_OTHER),
     }
 }
 
@@ -54,6 +79,7 @@ async fn step(
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
+    known: Option<Consented>,
 ) -> Result<Response, AuthorizeError> {
     let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
@@ -65,16 +91,26 @@ async fn step(
             .map_err(|e| request.fail(OAuthError::server(e)))?;
         request.apply_id_token_hint(&keys, app.config.issuer_str(), hint)?;
     }
-    let signed_in = session::current(app, headers, now)
-        .await
-        .map_err(|e| request.fail(e.into()))?;
-    let consented = match &signed_in {
-        Some((_, account)) => app
-            .store
-            .consent(&account.id, &request.client.id)
-            .await
-            .map_err(|e| request.fail(e.into()))?,
-        None => None,
+    let redirect_status = match known {
+        Some(_) => StatusCode::SEE_OTHER,
+        None => StatusCode::FOUND,
+    };
+    let (signed_in, consented) = match known {
+        Some(known) => (Some(known.signed_in), Some(known.scope)),
+        None => {
+            let signed_in = session::current(app, headers, now)
+                .await
+                .map_err(|e| request.fail(e.into()))?;
+            let consented = match &signed_in {
+                Some((_, account)) => app
+                    .store
+                    .consent(&account.id, &request.client.id)
+                    .await
+                    .map_err(|e| request.fail(e.into()))?,
+                None => None,
+            };
+            (signed_in, consented)
+        }
     };
     let decision = authorize::decide(&request, signed_in, consented.as_deref(), now)
         .map_err(|e| request.fail(e))?;
@@ -84,27 +120,22 @@ async fn step(
         Decision::Consent(account) => consent::page(app, headers, &request, &query, &account),
         Decision::Issue(session, account) => {
             let origin = super::forms::request_meta(app, headers, peer);
-            issue_code(app, &request, &session, &account, now, origin).await?
+            let code = authorize::issue_code(
+                app.store.as_ref(),
+                &request,
+                &session,
+                &account,
+                now,
+                origin,
+            )
+            .await
+            .map_err(|e| request.fail(e.into()))?;
+            error::redirect_to_client(
+                app,
+                &request.redirect,
+                &[("code", code.expose())],
+                redirect_status,
+            )
         }
     })
-}
-
-/// Issues the code (`oauth::authorize::issue_code`) and sends it to the client.
-async fn issue_code(
-    app: &AppState,
-    request: &AuthorizeRequest,
-    session: &SessionRecord,
-    account: &AccountRecord,
-    now: i64,
-    origin: (Option<String>, Option<String>),
-) -> Result<Response, AuthorizeError> {
-    let code = authorize::issue_code(app.store.as_ref(), request, session, account, now, origin)
-        .await
-        .map_err(|e| request.fail(e.into()))?;
-    Ok(error::redirect_to_client(
-        app,
-        &request.redirect,
-        &[("code", code.expose())],
-        StatusCode::FOUND,
-    ))
 }

@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
 use super::forms::{pending_form, pending_query, request_meta, see_other};
-use super::{error, pages, session};
+use super::{authorize, error, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::AuthorizeRequest;
+use crate::oauth::authorize::{AuthorizeRequest, AUTHORIZE_PARAMS};
 use crate::oauth::consent;
+use crate::oauth::params::Params;
 use crate::store::AccountRecord;
 
 const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
@@ -55,8 +56,8 @@ pub async fn post(
             Err(response) => return response,
         };
     let now = app.clock.now();
-    let account = match session::current(&app, &headers, now).await {
-        Ok(Some((_, account))) => account,
+    let (session, account) = match session::current(&app, &headers, now).await {
+        Ok(Some(signed_in)) => signed_in,
         // Signed out meanwhile: back to /authorize, which asks for a login first.
         Ok(None) => return see_other(&format!("/authorize?{}", pending_query(&params, &[]))),
         Err(e) => {
@@ -81,10 +82,17 @@ pub async fn post(
     )
     .await
     {
-        Ok(()) => see_other(&format!(
-            "/authorize?{}",
-            pending_query(&params, &["consent"])
-        )),
+        Ok(()) => {
+            let params = Params::parse(
+                pending_query(&params, &["consent"]).as_bytes(),
+                AUTHORIZE_PARAMS,
+            );
+            let consented = authorize::Consented {
+                scope: request.consent_scope.iter().collect::<Vec<_>>().join(" "),
+                signed_in: (session, account),
+            };
+            authorize::after_consent(&app, &headers, &params, peer, consented).await
+        }
         Err(e) => error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     }
 }

@@ -44,9 +44,10 @@ async fn authorize_completes_login_and_consent_and_redirects_with_code_state_and
             "scopes in plain words"
         );
 
-        let after_consent = browser.consent(&consent, "approve").await;
-        let done = browser.get(after_consent.location()).await;
-        assert_eq!(done.status, 302, "{}", db.label);
+        // The answer to the consent form carries the code: no round trip back to
+        // /authorize; 303, since it answers a POST (RFC 9700 §4.12).
+        let done = browser.consent(&consent, "approve").await;
+        assert_eq!(done.status, 303, "{}", db.label);
         assert!(done.location().starts_with(&format!("{REDIRECT}?")));
         let params = done.redirect_params();
         assert!(params["code"].starts_with("tsc_"));

@@ -160,9 +160,8 @@ async fn claims_asked_for_by_name_need_consent_to_their_scope_oidc_5_5() {
             "{}",
             page.body
         );
-        let approved = browser.consent(&page, "approve").await;
-        assert_eq!(approved.status, 303);
-        let done = browser.get(approved.location()).await;
+        let done = browser.consent(&page, "approve").await;
+        assert_eq!(done.status, 303);
         assert!(done.redirect_params().contains_key("code"), "{}", db.label);
         // Once consented, the same request goes straight through.
         let again = browser.get(&url.path()).await;

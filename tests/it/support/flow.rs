@@ -424,7 +424,8 @@ impl Browser {
     }
 
     /// Authorize, logging in and approving consent when asked, until the redirect to the
-    /// client (or an error page) comes back.
+    /// client (or an error page) comes back: a 302 from `/authorize`, or the 303 that answers
+    /// the consent form.
     pub async fn authorize_through(&self, authorize: &str, username: &str) -> Reply {
         let mut reply = self.get(authorize).await;
         for _ in 0..4 {
@@ -436,6 +437,9 @@ impl Browser {
                 return reply;
             };
             assert_eq!(next.status, 303, "{}", next.body);
+            if !next.location().starts_with('/') {
+                return next;
+            }
             reply = self.get(next.location()).await;
         }
         reply
