@@ -97,20 +97,12 @@ async fn step(
     };
     let (signed_in, consented) = match known {
         Some(known) => (Some(known.signed_in), Some(known.scope)),
-        None => {
-            let signed_in = session::current(app, headers, now)
-                .await
-                .map_err(|e| request.fail(e.into()))?;
-            let consented = match &signed_in {
-                Some((_, account)) => app
-                    .store
-                    .consent(&account.id, &request.client.id)
-                    .await
-                    .map_err(|e| request.fail(e.into()))?,
-                None => None,
-            };
-            (signed_in, consented)
-        }
+        None => session::current_with_consent(app, headers, now, &request.client.id)
+            .await
+            .map_err(|e| request.fail(e.into()))?
+            .map_or((None, None), |(signed_in, consented)| {
+                (Some(signed_in), consented)
+            }),
     };
     let decision = authorize::decide(&request, signed_in, consented.as_deref(), now)
         .map_err(|e| request.fail(e))?;

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::app::AppState;
 use crate::crypto::mac;
 use crate::crypto::token::{Digest, PlainSecret, SESSION_PREFIX};
-use crate::store::{AccountRecord, SessionRecord, StoreError};
+use crate::store::{AccountRecord, SessionRecord, SignedInWithConsent, StoreError};
 
 const SESSION: &str = "tessera_session";
 const CSRF: &str = "tessera_csrf";
@@ -63,6 +63,23 @@ fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -> Op
 /// The digest of the session cookie the browser sent, if any.
 pub fn session_digest(app: &AppState, headers: &HeaderMap) -> Option<Digest> {
     read_cookie(headers, &name(SESSION, secure(app))).map(Digest::of)
+}
+
+/// [`current`], with what the user consented to for `client_id`, in one lookup.
+pub async fn current_with_consent(
+    app: &AppState,
+    headers: &HeaderMap,
+    now: i64,
+    client_id: &str,
+) -> Result<Option<SignedInWithConsent>, StoreError> {
+    let Some(digest) = session_digest(app, headers) else {
+        return Ok(None);
+    };
+    Ok(app
+        .store
+        .signed_in_with_consent(&digest, now, client_id)
+        .await?
+        .filter(|((_, a), _)| !a.disabled))
 }
 
 /// The browser's live session and its enabled user, if any.

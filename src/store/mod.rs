@@ -26,8 +26,8 @@ pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
 pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
-    HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SigningKeyStore, Store,
-    TakeBack, ThrottleKey, TokenStore,
+    HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SignedInWithConsent,
+    SigningKeyStore, Store, TakeBack, ThrottleKey, TokenStore,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an

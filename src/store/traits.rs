@@ -152,6 +152,15 @@ pub trait SessionStore: Send + Sync {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<(SessionRecord, AccountRecord)>, StoreError>;
+    /// [`SessionStore::signed_in`] with the scopes the user has consented to for
+    /// `client_id` (as [`ConsentStore::consent`]), in the same lookup: what `/authorize`
+    /// reads.
+    async fn signed_in_with_consent(
+        &self,
+        digest: &Digest,
+        now: i64,
+        client_id: &str,
+    ) -> Result<Option<SignedInWithConsent>, StoreError>;
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError>;
     /// The user's sessions that have not expired at `now`, newest first.
     async fn sessions_of(
@@ -221,13 +230,14 @@ pub trait GrantStore: Send + Sync {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Marks the code consumed and returns it, in one statement, if it exists and was not
-    /// consumed before: of any number of concurrent calls for one code, at most one gets it.
+    /// Marks the code consumed and returns it with its user (`None` if the user is gone),
+    /// in one statement, if it exists and was not consumed before: of any number of
+    /// concurrent calls for one code, at most one gets it.
     async fn consume_code(
         &self,
         digest: &Digest,
         now: i64,
-    ) -> Result<Option<CodeRecord>, StoreError>;
+    ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError>;
     /// The grant of a code that exists, consumed or not (to revoke it on reuse).
     async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError>;
     async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;
@@ -407,6 +417,9 @@ pub trait LoginThrottleStore: Send + Sync {
     /// back by the write that starts its session instead ([`SessionStore::insert_session`]).
     async fn take_back_login_attempt(&self, take_back: &TakeBack) -> Result<(), StoreError>;
 }
+
+/// A live session, its user, and what the user consented to for one client.
+pub type SignedInWithConsent = ((SessionRecord, AccountRecord), Option<String>);
 
 /// What taking back a counted sign-in attempt changes: every failure of `clear` forgotten
 /// (the username of a sign-in that succeeded), one counted attempt of each `forgive` key

@@ -217,7 +217,9 @@ async fn consume_code_returns_the_code_to_exactly_one_of_many_concurrent_callers
             consumed_at: Some(2_010),
             ..issued
         };
-        assert_eq!(winners, vec![expected], "{}", db.label);
+        let ada = store.account(ADA).await.unwrap();
+        assert!(ada.is_some());
+        assert_eq!(winners, vec![(expected, ada)], "{}", db.label);
         assert_eq!(
             store
                 .consume_code(&Digest::of("the-code"), 2_020)
@@ -1145,6 +1147,40 @@ async fn signed_in_reads_a_live_session_with_its_user() {
         assert_eq!(
             store.signed_in(&Digest::of("nobody"), 2_001).await.unwrap(),
             None
+        );
+        // With the consent for one client, as /authorize reads it: none yet, then the
+        // scopes given to this client and not another's.
+        let with_consent = |client: &'static str, now| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .signed_in_with_consent(&Digest::of("ada-live"), now, client)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (signed_in, consented) = with_consent(CLIENT, 2_001).await.unwrap();
+        assert_eq!(signed_in.0, record, "{}", db.label);
+        assert_eq!(consented, None, "{}", db.label);
+        store
+            .grant_consent(
+                ADA,
+                CLIENT,
+                "openid email",
+                2_002,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+        let (signed_in, consented) = with_consent(CLIENT, 2_003).await.unwrap();
+        assert_eq!(Some(signed_in.1), store.account(ADA).await.unwrap());
+        assert_eq!(consented.as_deref(), Some("openid email"), "{}", db.label);
+        assert_eq!(with_consent("other", 2_003).await.unwrap().1, None);
+        assert_eq!(
+            with_consent(CLIENT, record.expires_at).await,
+            None,
+            "{}",
+            db.label
         );
     }
 }

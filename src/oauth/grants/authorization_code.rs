@@ -26,7 +26,7 @@ pub async fn redeem(
     let policy = ctx.tokens;
     let code = params.required("code")?;
     let digest = Digest::of(code);
-    let Some(record) = store.consume_code(&digest, now).await? else {
+    let Some((record, account)) = store.consume_code(&digest, now).await? else {
         // RFC 6749 §4.1.2: "If an authorization code is used more than once, the
         // authorization server MUST deny the request and SHOULD revoke (when possible) all
         // tokens previously issued based on that authorization code."
@@ -64,11 +64,7 @@ pub async fn redeem(
         record.code_challenge.as_deref(),
         params.get("code_verifier"),
     )?;
-    let Some(account) = store
-        .account(&record.account_id)
-        .await?
-        .filter(|a| !a.disabled)
-    else {
+    let Some(account) = account.filter(|a| !a.disabled) else {
         return Err(OAuthError::invalid_grant(
             "user deleted or disabled since authorization",
         ));

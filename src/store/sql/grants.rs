@@ -3,13 +3,19 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
+use std::sync::LazyLock;
+
+use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::{
-    audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row, SqlStore,
+    aliased, audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row,
+    SqlStore,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
-use crate::store::{CodeRecord, GrantRecord, GrantStore, RequestedClaims, StoreError};
+use crate::store::{
+    AccountRecord, AccountStore, CodeRecord, GrantRecord, GrantStore, RequestedClaims, StoreError,
+};
 
 macro_rules! code_columns {
     () => {
@@ -166,21 +172,52 @@ impl GrantStore for SqlStore {
         &self,
         digest: &Digest,
         now: i64,
-    ) -> Result<Option<CodeRecord>, StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query(concat!(
+    ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError> {
+        const CONSUME: &str = concat!(
             "update authorization_code set consumed_at = $2 \
              where digest = $1 and consumed_at is null returning ",
             code_columns!()
-        ))
-        .bind(digest.as_bytes())
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?
-        .as_ref()
-        .map(code_from_row)
-        .transpose()
+        );
+        let _turn = self.write_turn().await;
+        if self.backend == Backend::Postgres {
+            // The user with the code: one round trip, where the token request read it next.
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "with c as ({CONSUME}) select c.*, {} from c \
+                     left join account a on a.id = c.account_id",
+                    aliased("a", ACCOUNT_COLUMNS)
+                )
+            });
+            let Some(row) = sqlx::query(&SQL)
+                .bind(digest.as_bytes())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Unavailable)?
+            else {
+                return Ok(None);
+            };
+            let account = Row::prefixed(&row, "a_");
+            let account = match account.get::<Option<String>>("id")? {
+                Some(_) => Some(account_from(account)?),
+                None => None,
+            };
+            return Ok(Some((code_from_row(&row)?, account)));
+        }
+        let Some(code) = sqlx::query(CONSUME)
+            .bind(digest.as_bytes())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .as_ref()
+            .map(code_from_row)
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let account = self.account(&code.account_id).await?;
+        Ok(Some((code, account)))
     }
 
     async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError> {

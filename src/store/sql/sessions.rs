@@ -13,7 +13,8 @@ use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
 use crate::store::{
-    AccountRecord, ClientRecord, SessionRecord, SessionStore, StoreError, TakeBack,
+    AccountRecord, ClientRecord, SessionRecord, SessionStore, SignedInWithConsent, StoreError,
+    TakeBack,
 };
 
 macro_rules! session_columns {
@@ -168,6 +169,41 @@ impl SessionStore for SqlStore {
         Ok(Some((
             session_from(Row::prefixed(&row, "s_"))?,
             account_from(Row::prefixed(&row, "a_"))?,
+        )))
+    }
+
+    async fn signed_in_with_consent(
+        &self,
+        digest: &Digest,
+        now: i64,
+        client_id: &str,
+    ) -> Result<Option<SignedInWithConsent>, StoreError> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "select {}, {}, k.scope as k_scope from session s \
+                 join account a on a.id = s.account_id \
+                 left join consent k on k.account_id = s.account_id and k.client_id = $3 \
+                 where s.id_digest = $1 and s.expires_at > $2",
+                aliased("s", session_columns!()),
+                aliased("a", ACCOUNT_COLUMNS)
+            )
+        });
+        let Some(row) = sqlx::query(&SQL)
+            .bind(digest.as_bytes())
+            .bind(now)
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            (
+                session_from(Row::prefixed(&row, "s_"))?,
+                account_from(Row::prefixed(&row, "a_"))?,
+            ),
+            Row::new(&row).get("k_scope")?,
         )))
     }
 
