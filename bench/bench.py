@@ -2,8 +2,9 @@
 """Tessera's benchmark driver, started by `bench/run` (which builds the binaries and makes
 the fresh database). It starts `tessera serve`, provisions it with the CLI, fills token
 pools, drives every workload with wrk (one thread, closed loop) or, for the whole code flow,
-with threads of its own, measures the ceilings, and writes the results into a JSON file
-(one section per store; the other store's section is kept).
+with `flows` of bench/hello (one thread, one task per concurrent browser), measures the
+ceilings, and writes the results into a JSON file (one section per store; the other store's
+section is kept).
 
 Only the Python standard library is used.
 """
@@ -17,6 +18,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -315,7 +317,7 @@ def user(i):
     return f"{USERNAME}{i}"
 
 
-def code_flow(browser, client_id, secret, prompt_consent=True, username=None):
+def code_flow(browser, client_id, secret, prompt_consent=True):
     """authorize -> (login form) -> (consent form) -> code -> token; the token answer."""
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
@@ -354,7 +356,7 @@ def code_flow(browser, client_id, secret, prompt_consent=True, username=None):
             raise FlowError(resp.status, "page without form")
         if b'name="password"' in data:
             path = "/login"
-            form = {"username": username or user(0), "password": PASSWORD}
+            form = {"username": user(0), "password": PASSWORD}
         else:
             path = "/consent"
             form = {"decision": "approve"}
@@ -399,12 +401,14 @@ def parallel(n_threads, fn):
 # The bench
 
 
-def pct(values, p):
-    if not values:
-        return None
-    s = sorted(values)
-    k = min(len(s) - 1, max(0, int(round(p / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
+def run_child(cmd, **kwargs):
+    """subprocess.run(cmd), and the CPU time (user + system, ms) the child and whatever it
+    waited for took: the load generator's own cost, which the server does not get."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, **kwargs)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out, cpu_s * 1000.0
 
 
 class Bench:
@@ -622,6 +626,8 @@ class Bench:
         ops = out.get("ops") or 0
         if ops and pid:
             out["server_cpu_ms_per_op"] = round(out["server_cpu_ms"] / ops, 4)
+        if ops and out.get("driver_cpu_ms") is not None:
+            out["driver_cpu_ms_per_op"] = round(out["driver_cpu_ms"] / ops, 4)
         if ops:
             if pg:
                 out["pg_cpu_ms_per_op"] = round(out["pg_cpu_ms"] / ops, 4)
@@ -637,8 +643,8 @@ class Bench:
             "wrk", "-t1", f"-c{c}", f"-d{self.a.duration}s", "--latency", "--timeout", "10s",
             "-s", os.path.join(LUA, script), url,
         ]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                             timeout=self.a.duration + 60)
+        out, driver_ms = run_child(cmd, env=env, capture_output=True, text=True,
+                                   timeout=self.a.duration + 60)
         line = next((l for l in out.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
         if line is None:
             raise RuntimeError(f"wrk gave no result: {out.stdout}\n{out.stderr}")
@@ -652,60 +658,27 @@ class Bench:
             "non_2xx": e["status"],
             "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
             "bad_answers": r["bad"],
+            "driver_cpu_ms": driver_ms,
         }
 
     def flows(self, c):
-        """The whole code flow, by c threads each acting as a fresh browser per flow (no
-        session: login as the thread's own user, then consent with prompt=consent, then
-        the code at /token). A
-        503 (the password-hash queue is full) counts as an error; that thread then waits
-        its Retry-After before starting a new flow, as a browser user would; any other failure
-        counts as an error and the next flow starts at once."""
-        secret = self.secrets["bench-code"]
-        deadline = time.monotonic() + self.a.duration
-        t0 = time.monotonic()
-
-        def worker(i):
-            ok, errors, latencies, statuses = 0, 0, [], {}
-            while time.monotonic() < deadline:
-                b = Browser(self.port)
-                start = time.monotonic()
-                try:
-                    code_flow(b, "bench-code", secret, username=user(i))
-                    ok += 1
-                    latencies.append(time.monotonic() - start)
-                except FlowError as e:
-                    errors += 1
-                    key = f"{e.where} {e.status}"
-                    statuses[key] = statuses.get(key, 0) + 1
-                    if e.status == 503:
-                        time.sleep(1.0)
-                except (OSError, http.client.HTTPException) as e:
-                    errors += 1
-                    statuses[type(e).__name__] = statuses.get(type(e).__name__, 0) + 1
-                finally:
-                    b.close()
-            return ok, errors, latencies, statuses
-
-        results = parallel(c, worker)
-        elapsed = time.monotonic() - t0
-        ok = sum(r[0] for r in results)
-        errors = sum(r[1] for r in results)
-        lat = [x for r in results for x in r[2]]
-        statuses = {}
-        for r in results:
-            for k, v in r[3].items():
-                statuses[k] = statuses.get(k, 0) + v
-        return {
-            "ops": ok,
-            "per_s": round(ok / elapsed, 2),
-            "p50_ms": round(pct(lat, 50) * 1000, 1) if lat else None,
-            "p99_ms": round(pct(lat, 99) * 1000, 1) if lat else None,
-            "non_2xx": errors,
-            "socket_errors": 0,
-            "bad_answers": 0,
-            "error_kinds": statuses,
-        }
+        """The whole code flow, by `flows` of bench/hello (one thread) acting as c browsers,
+        each a fresh browser per flow (no session: login as the browser's own user, then
+        consent with prompt=consent, then the code at /token). A 503 (the password-hash
+        queue is full) counts as an error; that browser then waits 1 s before starting a new
+        flow, as a browser user would; any other failure counts as an error and the next flow
+        starts at once. The same figures as `wrk`, per flow."""
+        env = dict(os.environ, BENCH_CLIENT_SECRET=self.secrets["bench-code"],
+                   BENCH_PASSWORD=PASSWORD)
+        cmd = [self.a.flows_bin, str(self.port), "bench-code", str(c), str(self.a.duration),
+               USERNAME, REDIRECT_URI]
+        out, driver_ms = run_child(cmd, env=env, capture_output=True, text=True,
+                                   timeout=self.a.duration + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"flows exited with {out.returncode}: {out.stderr.strip()}")
+        r = json.loads(out.stdout)
+        r["driver_cpu_ms"] = driver_ms
+        return r
 
     # -- workloads --------------------------------------------------------------------
 
@@ -754,7 +727,7 @@ class Bench:
                 log(f"  c={c} run {r + 1}: {res['per_s']}/s p50 {res['p50_ms']} ms "
                     f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
                     f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
-                    f"ms/op rss {res['peak_rss_mib']} MiB"
+                    f"ms/op driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
                     + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
                        if res.get("pg", {}).get("idle_in_transaction") else ""))
             out[str(c)] = {"median": summarize(runs), "runs": runs}
@@ -994,6 +967,7 @@ def main():
     p.add_argument("--tessera", required=True)
     p.add_argument("--hello-bin", required=True)
     p.add_argument("--ceilings-bin", required=True)
+    p.add_argument("--flows-bin", required=True, help="the code flow's load generator")
     p.add_argument("--store", choices=["postgres", "sqlite"], required=True)
     p.add_argument("--db-url")
     p.add_argument("--db-name")
@@ -1036,7 +1010,8 @@ def main():
             "duration_s": args.duration,
             "runs": args.runs,
             "load_generator": "wrk -t1 (closed loop) with bench/lua/*.lua; the code flow with "
-                              "bench/bench.py threads, one per concurrent browser",
+                              "bench/hello's flows (hyper, one thread, one task per concurrent "
+                              "browser)",
             "workloads": args.workloads,
             "total_s": round(time.time() - started, 1),
             "loadavg_1min_start": load_start,

@@ -102,7 +102,8 @@ def share(name, c, med, ceil):
 def table(section):
     pg = section["store"] == "postgres"
     ceil = section.get("ceilings")
-    head = ["workload", "c", "throughput /s", "p50 ms", "p99 ms", "errors", "server CPU ms/op"]
+    head = ["workload", "c", "throughput /s", "p50 ms", "p99 ms", "errors", "server CPU ms/op",
+            "load generator CPU ms/op"]
     if pg:
         head += ["Postgres CPU ms/op", "commits/op", "statements/op", "rows written/op", "table accesses/op"]
     head += ["peak RSS MiB", "ceiling", "share of ceiling"]
@@ -122,6 +123,7 @@ def table(section):
                 ms(m.get("p99_ms")),
                 num(errors),
                 cpu(m.get("server_cpu_ms_per_op")),
+                cpu(m.get("driver_cpu_ms_per_op")),
             ]
             if pg:
                 stm = m.get("statements_per_op")
@@ -381,16 +383,21 @@ NOTES = """\
 ## Writes per code flow: a tested invariant
 
 A whole code flow (authorize with `prompt=consent` → sign-in → consent → code → token) makes
-exactly **7 writes** (transactions, or single-statement writes) on either store: three for the
-sign-in (the login throttle's count, its take-back once the password checks out, and the
-session), then one each for the consent, the code with its grant, the code's redemption and
-the tokens. The store counts the writes it begins (`PoolStatus::writes`, exported as
+exactly **6 writes** (transactions, or single-statement writes) on either store: two for the
+sign-in (the login throttle's count, and the session, whose write also takes the attempt back
+from the throttle once the password checks out), then one each for the consent, the code
+with its grant, the code's redemption and the tokens. The store counts the writes it begins (`PoolStatus::writes`, exported as
 `tessera_store_writes_total`), and `tests/it/authorize.rs`
 `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to that number on SQLite and
 Postgres: a change that adds a write fails it until the number is changed on purpose. On
 Postgres each of the session, consent, code and token writes is one statement with its audit
-event (data-modifying `with`), so a flow is about 17 statements in all, reads included
-(measured with `pg_stat_statements`). The commit counts above are higher than the writes
+event (data-modifying `with`), so a flow is 9 statements in all, reads included (measured
+with `pg_stat_statements`; 17 before 2026-12-04's second session): the throttle's count (one
+statement for all its keys), the user by name, the session, the session with its user and
+consent at `/authorize`, the session at the consent form, the consent, the code with its
+grant, the code's redemption with its user, and the tokens. The consent form's answer
+carries the code (303 to the client), so no second round trip to `/authorize` reads the
+session and the consent again. The commit counts above are higher than the writes
 because every read outside a transaction is a commit there too.
 
 ## Token issues share writes
@@ -408,12 +415,17 @@ takes 500 events per transaction, so neither holds the one write lock for long.
 - **Code flow, Tessera**: argon2id is most of the server's CPU per flow (compare the server
   CPU per flow with the argon2id ceiling's CPU per hash); its buffers are reused
   (`crypto::password::Arena`) and the rest (HTTP, templates, SQL, RS256) is small beside it.
-- **Code flow, Postgres**: about 17 statements per flow cost about 5 ms of Postgres CPU, some
-  0.3 ms each, which is also what each of the refresh's two statements costs (about 0.5 ms
-  per refresh): the per-statement cost of a write and its commit on this machine, not
-  argon2id evicting Postgres's caches (the suspect of 2026-12-03). Under 2 ms per flow needs
-  fewer statements, not cheaper ones: the sign-in's three writes (the throttle's count, its
-  take-back, the session) and the reads of each page are where to look.
+- **Code flow, Postgres**: 17 statements per flow cost about 3.8 to 5 ms of Postgres CPU on
+  2026-12-04, 0.2 to 0.3 ms each: the per-statement cost of a write and its commit on this
+  machine, not argon2id evicting Postgres's caches (the suspect of 2026-12-03). The second
+  session that day cut them to 9 (above): 3.81 → 3.31 ms of Postgres CPU per flow in two
+  code-flow-only runs (c = 16). `perf` of Postgres during the flow shows no hot spot, only
+  per-statement work (executor start-up, catalog and buffer lookups, WAL flushes), and the
+  two sign-in writes are the dearest statements (0.41 and 0.44 ms each, against 0.02 to 0.26
+  for the rest): every browser of the bench comes from 127.0.0.1, so both update the one
+  per-address throttle row, which concurrent sign-ins queue for. Under 2 ms per flow needs
+  fewer statements still (the consent and the code with its grant in one, the user read
+  with the throttle's count).
 - **Token writes, Postgres** (2026-12-04): migration 0012 (decision 0033) dropped the token
   table's foreign keys, whose share locks on the one client row became a multixact write per
   token under concurrency, and made the grant and user indexes partial (client_credentials
@@ -508,16 +520,20 @@ from a clean clone:
    keeps the rotated tokens on a stack, so each request sends the newest unspent token and no
    token is ever sent twice (reuse detection would revoke the grant); it runs once for each
    code-flow client, since each refresh signs a new ID token. The whole code flow is
-   driven by `bench/bench.py`: one thread per concurrent browser, each signing in as its own
-   user, each flow a fresh browser (no cookies): `GET /authorize` (with `prompt=consent`) →
-   login page → `POST /login` (argon2id) → `/authorize` → consent page → `POST /consent` →
-   `/authorize` → code → `POST /token`. A 503 (password-hash queue full) is an error, after
-   which that browser waits its `Retry-After` (1 s) before the next flow; any other failure
-   (a 429 from the sign-in throttle, say) is an error and the next flow starts at once.
+   driven by `flows` (`bench/hello/src/bin/flows.rs`, a hyper client on one thread; the
+   Python threads it replaced took about 1.6 to 2.4 ms of CPU per flow from the server's
+   cores, it takes about 0.45): one task per concurrent browser, each signing in as its own
+   user, each flow a fresh browser (a new connection, no cookies): `GET /authorize` (with
+   `prompt=consent`) → login page → `POST /login` (argon2id) → `/authorize` → consent page
+   → `POST /consent` → code → `POST /token`. A 503 (password-hash queue full) is an error,
+   after which that browser waits its `Retry-After` (1 s) before the next flow; any other
+   failure (a 429 from the sign-in throttle, say) is an error and the next flow starts at
+   once.
 7. Per run: throughput (operations in the run / its duration), p50 and p99 latency (from
    wrk; per flow for the code flow), errors (non-2xx/3xx answers, socket errors, wrong
    answers), **server CPU ms/op** (utime + stime of the `tessera` process from
-   `/proc/<pid>/stat`, before and after, divided by the operations), **Postgres CPU ms/op**
+   `/proc/<pid>/stat`, before and after, divided by the operations), **load generator CPU
+   ms/op** (wrk's or `flows`'s own, from `getrusage` of the bench's children), **Postgres CPU ms/op**
    (the same for the Postgres backends serving the bench database, found by the database
    name in their process title, plus the shared WAL writer, checkpointer and background
    writer; sampled every 100 ms so that exiting backends still count), commits and rows
@@ -538,7 +554,7 @@ from a clean clone:
 9. Writes `docs/benchmarks.json` (one section per store; a run replaces only its own
    store's section) and this file from it (`bench/report.py`).
 
-Everything runs on the same machine, so wrk, the browser threads and Postgres take CPU from
+Everything runs on the same machine, so wrk, the code flow's driver and Postgres take CPU from
 Tessera; the CPU-per-operation figures do not depend on that, the throughputs do. The
 throughput share is against the HTTP hello ceiling at the same concurrency, and for the code
 flow against argon2id on every core (Tessera hashes at most `password_hash_concurrency`
