@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
-    aliased, audit_insert_sql, bind_audit, placeholder_list, placeholders, write_error, AnyQuery,
-    Row, SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
+    aliased, bind_audit, placeholder_list, placeholders, to_json, write_error, AnyQuery, Row,
+    SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -113,15 +113,78 @@ fn rotate_statement(rows: usize) -> String {
 /// Postgres: token rows and their audit events in one statement — one round trip and one
 /// implicit transaction instead of begin, an insert per row, the audit inserts and commit.
 /// (SQLite has no data-modifying `with`, and its statements cost no round trip.)
-fn insert_tokens_statement(rows: usize, events: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|i| token_values(1 + i * TOKEN_VALUES))
-        .collect();
-    format!(
-        "with t as (insert into token ({TOKEN_COLUMNS}) values {}) {}",
-        values.join(", "),
-        audit_insert_sql(1 + rows * TOKEN_VALUES, events)
-    )
+///
+/// The rows come as two JSON arrays (`$1` the tokens, `$2` the events, [`token_json`] and
+/// [`event_json`]), so the statement has one shape however many issues a batch holds: with
+/// a placeholder per value, each batch size was a statement of its own, prepared and cached
+/// by every pooled connection (up to 32 sizes of up to some 700 parameters, megabytes held
+/// for nothing after a burst). The client is looked up, not taken as given, as in
+/// [`token_values`]; the events keep their order, which the audit chain seals them in.
+const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_id, client_id, \
+     account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
+     select decode(x.digest, 'base64'), x.kind, x.grant_id, \
+     (select c.id from client c where c.id = x.client_id), x.account_id, x.scope, x.label, \
+     decode(x.previous_digest, 'base64'), x.created_at, x.expires_at, x.used_at, x.revoked_at, \
+     x.jti from json_to_recordset($1::json) as x (digest text, kind text, grant_id text, \
+     client_id text, account_id text, scope text, label text, previous_digest text, \
+     created_at bigint, expires_at bigint, used_at bigint, revoked_at bigint, jti text)) \
+     insert into audit_event (created_at, kind, actor, client_id, account_id, source_ip, \
+     user_agent, details) \
+     select e.created_at, e.kind, e.actor, e.client_id, e.account_id, e.source_ip, \
+     e.user_agent, e.details from rows from (json_to_recordset($2::json) \
+     as (created_at bigint, kind text, actor text, client_id text, account_id text, \
+     source_ip text, user_agent text, details text)) with ordinality \
+     as e (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details, n) \
+     order by e.n";
+
+/// A token row for [`INSERT_TOKENS`].
+fn token_json(t: &TokenRecord) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = |d: &Digest| base64::engine::general_purpose::STANDARD.encode(d.as_bytes());
+    serde_json::json!({
+        "digest": b64(&t.digest),
+        "kind": t.kind.as_str(),
+        "grant_id": t.grant_id,
+        "client_id": t.client_id,
+        "account_id": t.account_id,
+        "scope": t.scope,
+        "label": t.label,
+        "previous_digest": t.previous_digest.as_ref().map(b64),
+        "created_at": t.created_at,
+        "expires_at": t.expires_at,
+        "used_at": t.used_at,
+        "revoked_at": t.revoked_at,
+        "jti": t.jti,
+    })
+}
+
+/// An audit event row for [`INSERT_TOKENS`], its details as the text the table keeps.
+fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::json!({
+        "created_at": e.created_at,
+        "kind": e.kind,
+        "actor": e.actor,
+        "client_id": e.client_id,
+        "account_id": e.account_id,
+        "source_ip": e.source_ip,
+        "user_agent": e.user_agent,
+        "details": to_json(&e.details)?,
+    }))
+}
+
+/// Binds [`INSERT_TOKENS`]' two arrays.
+fn bind_token_rows<'q>(
+    tokens: &[&TokenRecord],
+    events: &[&AuditEvent],
+) -> Result<AnyQuery<'q>, StoreError> {
+    let tokens: Vec<serde_json::Value> = tokens.iter().map(|t| token_json(t)).collect();
+    let events = events
+        .iter()
+        .map(|e| event_json(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(sqlx::query(INSERT_TOKENS)
+        .bind(to_json(&tokens)?)
+        .bind(to_json(&events)?))
 }
 
 impl SqlStore {
@@ -132,12 +195,8 @@ impl SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres && !tokens.is_empty() {
-            let sql = insert_tokens_statement(tokens.len(), 1);
-            let mut q = sqlx::query(&sql);
-            for t in tokens {
-                q = bind_token(q, t);
-            }
-            self.execute_audited(bind_audit(q, audit)?, std::slice::from_ref(audit), "token")
+            let q = bind_token_rows(&tokens.iter().collect::<Vec<_>>(), &[audit])?;
+            self.execute_audited(q, std::slice::from_ref(audit), "token")
                 .await?;
             return Ok(());
         }
@@ -156,15 +215,9 @@ impl SqlStore {
         issues: &[(Vec<TokenRecord>, AuditEvent)],
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
-            let rows = issues.iter().map(|(tokens, _)| tokens.len()).sum();
-            let sql = insert_tokens_statement(rows, issues.len());
-            let mut q = sqlx::query(&sql);
-            for t in issues.iter().flat_map(|(tokens, _)| tokens) {
-                q = bind_token(q, t);
-            }
-            for (_, audit) in issues {
-                q = bind_audit(q, audit)?;
-            }
+            let tokens: Vec<&TokenRecord> = issues.iter().flat_map(|(tokens, _)| tokens).collect();
+            let events: Vec<&AuditEvent> = issues.iter().map(|(_, a)| a).collect();
+            let q = bind_token_rows(&tokens, &events)?;
             let events: Vec<AuditEvent> = issues.iter().map(|(_, a)| a.clone()).collect();
             self.execute_audited(q, &events, "token").await?;
             return Ok(());
