@@ -22,6 +22,14 @@ fn account_from_row(row: &AnyRow) -> Result<AccountRecord, StoreError> {
     account_from(Row::new(row))
 }
 
+/// The account of a left join: `None` when no row matched.
+pub(super) fn joined_account_from(row: Row<'_>) -> Result<Option<AccountRecord>, StoreError> {
+    match row.get::<Option<String>>("id")? {
+        Some(_) => Ok(Some(account_from(row)?)),
+        None => Ok(None),
+    }
+}
+
 pub(super) fn account_from(row: Row<'_>) -> Result<AccountRecord, StoreError> {
     Ok(AccountRecord {
         id: row.get("id")?,

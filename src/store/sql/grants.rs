@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 
 use std::sync::LazyLock;
 
-use super::accounts::{account_from, ACCOUNT_COLUMNS};
+use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::{
     aliased, audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row,
     SqlStore,
@@ -197,11 +197,7 @@ impl GrantStore for SqlStore {
             else {
                 return Ok(None);
             };
-            let account = Row::prefixed(&row, "a_");
-            let account = match account.get::<Option<String>>("id")? {
-                Some(_) => Some(account_from(account)?),
-                None => None,
-            };
+            let account = joined_account_from(Row::prefixed(&row, "a_"))?;
             return Ok(Some((code_from_row(&row)?, account)));
         }
         let Some(code) = sqlx::query(CONSUME)

@@ -582,13 +582,19 @@ impl Store for SqlStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
+    /// A store on a fresh SQLite file, which lives as long as the folder.
+    async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
         let dir = tempfile::tempdir().unwrap();
         let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
             .parse()
             .unwrap();
         let store = SqlStore::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
+        let (_dir, store) = sqlite_store().await;
         // Every connection of the pool, not only the first.
         let mut conns = Vec::new();
         for _ in 0..3 {
@@ -612,11 +618,7 @@ mod tests {
     /// opens them again when asked.
     #[tokio::test]
     async fn sqlite_connections_idle_for_a_second_are_closed() {
-        let dir = tempfile::tempdir().unwrap();
-        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
-            .parse()
-            .unwrap();
-        let store = SqlStore::open(&url).await.unwrap();
+        let (_dir, store) = sqlite_store().await;
         let mut conns = Vec::new();
         for _ in 0..SQLITE_CONNECTIONS {
             conns.push(store.pool.acquire().await.unwrap());

@@ -53,6 +53,57 @@ fn bind_session<'q>(
         .bind(&session.sid))
 }
 
+/// The live session `$1` at `$2` with its user, and `consent` as `k_scope` from `join`.
+fn live_session_sql(consent: &str, join: &str) -> String {
+    format!(
+        "select {}, {}, {consent} as k_scope from session s \
+         join account a on a.id = s.account_id {join} \
+         where s.id_digest = $1 and s.expires_at > $2",
+        aliased("s", session_columns!()),
+        aliased("a", ACCOUNT_COLUMNS)
+    )
+}
+
+impl SqlStore {
+    /// The unexpired session and its user in one lookup, with the user's consent for
+    /// `consent_for` when given (else `None`).
+    async fn live_session(
+        &self,
+        digest: &Digest,
+        now: i64,
+        consent_for: Option<&str>,
+    ) -> Result<Option<SignedInWithConsent>, StoreError> {
+        static PLAIN: LazyLock<String> = LazyLock::new(|| live_session_sql("null", ""));
+        static WITH_CONSENT: LazyLock<String> = LazyLock::new(|| {
+            live_session_sql(
+                "k.scope",
+                "left join consent k on k.account_id = s.account_id and k.client_id = $3",
+            )
+        });
+        let q = match consent_for {
+            Some(client_id) => sqlx::query(&WITH_CONSENT)
+                .bind(digest.as_bytes())
+                .bind(now)
+                .bind(client_id),
+            None => sqlx::query(&PLAIN).bind(digest.as_bytes()).bind(now),
+        };
+        let Some(row) = q
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            (
+                session_from(Row::prefixed(&row, "s_"))?,
+                account_from(Row::prefixed(&row, "a_"))?,
+            ),
+            Row::new(&row).get("k_scope")?,
+        )))
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn insert_session(
@@ -149,27 +200,10 @@ impl SessionStore for SqlStore {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<(SessionRecord, AccountRecord)>, StoreError> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "select {}, {} from session s join account a on a.id = s.account_id \
-                 where s.id_digest = $1 and s.expires_at > $2",
-                aliased("s", session_columns!()),
-                aliased("a", ACCOUNT_COLUMNS)
-            )
-        });
-        let Some(row) = sqlx::query(&SQL)
-            .bind(digest.as_bytes())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((
-            session_from(Row::prefixed(&row, "s_"))?,
-            account_from(Row::prefixed(&row, "a_"))?,
-        )))
+        Ok(self
+            .live_session(digest, now, None)
+            .await?
+            .map(|(signed_in, _)| signed_in))
     }
 
     async fn signed_in_with_consent(
@@ -178,33 +212,7 @@ impl SessionStore for SqlStore {
         now: i64,
         client_id: &str,
     ) -> Result<Option<SignedInWithConsent>, StoreError> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "select {}, {}, k.scope as k_scope from session s \
-                 join account a on a.id = s.account_id \
-                 left join consent k on k.account_id = s.account_id and k.client_id = $3 \
-                 where s.id_digest = $1 and s.expires_at > $2",
-                aliased("s", session_columns!()),
-                aliased("a", ACCOUNT_COLUMNS)
-            )
-        });
-        let Some(row) = sqlx::query(&SQL)
-            .bind(digest.as_bytes())
-            .bind(now)
-            .bind(client_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((
-            (
-                session_from(Row::prefixed(&row, "s_"))?,
-                account_from(Row::prefixed(&row, "a_"))?,
-            ),
-            Row::new(&row).get("k_scope")?,
-        )))
+        self.live_session(digest, now, Some(client_id)).await
     }
 
     async fn delete_session(&self, digest: &Digest) -> Result<(), StoreError> {

@@ -6,7 +6,7 @@ use sqlx::AnyConnection;
 
 use std::sync::LazyLock;
 
-use super::accounts::{account_from, ACCOUNT_COLUMNS};
+use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
     aliased, bind_audit, placeholder_list, placeholders, to_json, write_error, AnyQuery, Row,
@@ -356,10 +356,7 @@ impl TokenStore for SqlStore {
                 Some(_) => Some(grant_from(grant)?),
                 None => None,
             },
-            account: match account.get::<Option<String>>("id")? {
-                Some(_) => Some(account_from(account)?),
-                None => None,
-            },
+            account: joined_account_from(account)?,
         }))
     }
 }
