@@ -436,10 +436,12 @@ takes 500 events per transaction, so neither holds the one write lock for long.
   rotation statement (about 0.26 ms executing, `pg_stat_statements`), the lookup (0.03 ms)
   and the audit sealer's second round of index entries per event (about 0.02 ms; the chain
   position in a table of its own, written once, would save it).
-- **Refresh, Tessera**: with an RS256 ID token a refresh costs the server about 0.57 ms of
-  CPU, most of it the RSA signature; with ES256 0.26 to 0.30 ms. The ES256 refresh is bound by
-  Postgres (0.49 to 0.54 ms per refresh in two runs on 2026-12-04) and wrk on the same two cores; the RS256 one by RSA
-  signing next to Postgres. A client registered with `id_token_signed_response_alg` ES256 or
+- **Refresh, Tessera**: with an RS256 ID token a refresh costs the server about 0.44 to 0.57
+  ms of CPU, half of it the RSA signature; with ES256 0.21 to 0.30 ms. The ES256 refresh is
+  bound by Postgres (0.42 to 0.54 ms per refresh in three runs on 2026-12-04: the rotation
+  statement, the lookup, the audit sealer's update) and wrk on the same two cores; the RS256
+  one by RSA signing next to Postgres, about 0.9 ms of CPU per refresh in all, so about
+  2,100/s on two cores. A client registered with `id_token_signed_response_alg` ES256 or
   EdDSA does not pay for RSA.
 - **client_credentials**: one shared write per batch (about four tokens at c = 16); Postgres
   CPU per token (0.11 to 0.14 ms in two runs on 2026-12-04) is twice the server's.
@@ -469,18 +471,20 @@ takes 500 events per transaction, so neither holds the one write lock for long.
   about 0.054 ms to 0.036 ms.
 - **Memory**: the figures split RSS into what the allocator holds live and what it keeps
   resident. Idle argon2 buffers go after 500 ms (tested), and since 2026-12-04 so do
-  introspection answers nobody asked for in a second (on Postgres they were kept up to 60 s):
-  Postgres's idle RSS after the workloads went from 47.7 to 44.0 MiB. About 17 MiB more than
-  after the pools are still live 2 s after the workloads on Postgres, and it is neither the
-  introspection (an introspection-only run ends 0.5 MiB above the pools) nor the code flow
-  (a code-flow-only SQLite run ends 4 MiB above, at 29 MiB RSS): bisect the other workloads
-  with `--workloads` (the JWT ones and the refresh are left), then take a heap profile
-  (jemalloc's `prof`). On SQLite about 16 MiB of what an introspection run leaves live were
-  SQLite's own page caches (eight connections, 2 MiB each, allocated through jemalloc); since
-  847d3ae's run (the SQLite figures above) each connection keeps 512 KiB: in a
-  client_credentials + introspection + refresh run, 14.9 MiB live and 39 MiB RSS after the
-  workloads, against 23.6 MiB and 46 MiB after introspection alone before, with throughput
-  within the run-to-run spread.
+  introspection answers nobody asked for in a second (on Postgres they were kept up to 60 s).
+  Two more causes were found that day with a jemalloc heap profile (`prof.dump`) and
+  `--workloads` runs. On Postgres, every batch size of the token writes was a prepared
+  statement of its own, cached by each of the 16 pooled connections (up to some 700
+  parameters each): one statement shape (the rows as JSON, decision 0031) took the live
+  memory after the JWT workloads from 11.4 to 8.3 MiB, and the full run's idle RSS after the
+  workloads from 44.0 to 35.6 MiB. On SQLite, 10.8 of the 11.8 MB still live after a
+  client_credentials + introspection + refresh run belonged to sqlx's connections: 6.6 MB of
+  prepared statements and 2.6 MB of page caches (512 KiB per connection since 847d3ae, 2 MiB
+  before). The pool now keeps four connections instead of eight and closes one idle for a
+  second: the same run's live memory after the workloads went from 14.4 to 10.8 MiB and RSS
+  from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
+  costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
+  statement cache (not a URL option): the next cut there.
 - **The machine**: its speed varies from one session to the next and within one (the
   argon2id ceiling was 54.5/s on two cores one day and 65.8/s to 77.5/s the next; runs of
   the same binary minutes apart differ by up to a fifth in throughput). Compare figures with
