@@ -516,7 +516,8 @@ class Bench:
             return out
         for line in text.splitlines():
             for metric, name in (("tessera_memory_allocated_bytes ", "allocated"),
-                                 ("tessera_memory_allocator_resident_bytes ", "allocator_resident")):
+                                 ("tessera_memory_allocator_resident_bytes ", "allocator_resident"),
+                                 ("tessera_memory_allocator_thread_cache_bytes ", "thread_caches")):
                 if line.startswith(metric):
                     out[name] = round(float(line.split()[1]) / 1048576.0, 1)
         return out

@@ -39,6 +39,7 @@ pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
 pub const MEMORY_ALLOCATED: &str = "tessera_memory_allocated_bytes";
 pub const MEMORY_RESIDENT: &str = "tessera_memory_allocator_resident_bytes";
+pub const MEMORY_THREAD_CACHES: &str = "tessera_memory_allocator_thread_cache_bytes";
 
 /// How a back-channel logout delivery ended.
 pub const BACKCHANNEL_RESULTS: &[&str] = &["delivered", "gave_up", "queue_full", "worker_stopped"];
@@ -167,6 +168,11 @@ fn describe() {
         Unit::Bytes,
         "Bytes the allocator holds in physical memory: live allocations, their fragmentation and freed pages not yet returned (at the last scrape)"
     );
+    describe_gauge!(
+        MEMORY_THREAD_CACHES,
+        Unit::Bytes,
+        "Of the allocated bytes, those freed but kept in the threads' own caches for reuse, which an idle thread keeps (at the last scrape)"
+    );
     for result in BACKCHANNEL_RESULTS {
         counter!(BACKCHANNEL_LOGOUTS, "result" => *result).increment(0);
     }
@@ -291,6 +297,13 @@ pub fn memory() {
     }
     if let Ok(bytes) = tikv_jemalloc_ctl::stats::resident::read() {
         gauge!(MEMORY_RESIDENT).set(bytes as f64);
+    }
+    // All arenas merged (jemalloc's MALLCTL_ARENAS_ALL); counted in `allocated`, though no
+    // code holds them.
+    use tikv_jemalloc_ctl::{Access, AsName};
+    let cached: Result<usize, _> = b"stats.arenas.4096.tcache_bytes\0"[..].name().read();
+    if let Ok(bytes) = cached {
+        gauge!(MEMORY_THREAD_CACHES).set(bytes as f64);
     }
 }
 

@@ -64,8 +64,9 @@ async fn admin_port_serves_prometheus_text_with_pool_and_hashing_gauges() {
     }
 }
 
-/// Memory as the allocator sees it (issue 13): what is live, and what it keeps resident. The
-/// bench reads both to tell a leak (allocated grows at rest) from memory not given back.
+/// Memory as the allocator sees it (issue 13): what is live, what it keeps resident, and how
+/// much of the live bytes are only the threads' caches. The bench reads them to tell a leak
+/// (allocated grows at rest) from memory not given back.
 #[tokio::test]
 async fn metrics_report_the_allocators_live_and_resident_bytes() {
     let db = TestDb::sqlite().await;
@@ -74,6 +75,7 @@ async fn metrics_report_the_allocators_live_and_resident_bytes() {
     for line in [
         "# TYPE tessera_memory_allocated_bytes gauge",
         "# TYPE tessera_memory_allocator_resident_bytes gauge",
+        "# TYPE tessera_memory_allocator_thread_cache_bytes gauge",
     ] {
         assert!(text.contains(line), "no {line} in\n{text}");
     }
@@ -84,6 +86,11 @@ async fn metrics_report_the_allocators_live_and_resident_bytes() {
     assert!(
         resident >= allocated,
         "resident {resident} < allocated {allocated}"
+    );
+    let cached = sample(&text, "tessera_memory_allocator_thread_cache_bytes");
+    assert!(
+        (0.0..=allocated).contains(&cached),
+        "thread caches {cached}, allocated {allocated}"
     );
     server.stop().await;
 }
