@@ -81,6 +81,11 @@ impl Digest {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Lowercase hex, as SQL's `decode(…, 'hex')` and `unhex` read it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 impl fmt::Debug for Digest {

@@ -82,13 +82,13 @@ pub async fn post(
     )
     .await
     {
-        Ok(()) => {
+        Ok(scope) => {
             let params = Params::parse(
                 pending_query(&params, &["consent"]).as_bytes(),
                 AUTHORIZE_PARAMS,
             );
             let consented = authorize::Consented {
-                scope: request.consent_scope.iter().collect::<Vec<_>>().join(" "),
+                scope,
                 signed_in: (session, account),
             };
             authorize::after_consent(&app, &headers, &params, peer, consented).await

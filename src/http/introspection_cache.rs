@@ -475,7 +475,7 @@ mod tests {
     #[test]
     fn hex_digests_round_trip() {
         let d = Digest::of("t");
-        let hex: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = d.to_hex();
         assert_eq!(parse_hex_digest(&hex), Some(d));
         assert_eq!(parse_hex_digest("flush"), None);
         assert_eq!(parse_hex_digest(&"zz".repeat(32)), None);

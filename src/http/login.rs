@@ -197,8 +197,8 @@ pub(super) async fn check_password(
     (outcome, origin)
 }
 
-/// Starts a new session for the signed-in account (a new value at every login, replacing the one the
-/// browser had) and adds its cookie, and the device cookie, to `response`.
+/// Starts a new session for the signed-in account (a new value at every login, replacing the
+/// one the browser had) and adds its cookie, and the device cookie, to `response`.
 pub(super) async fn start_session(
     app: &AppState,
     headers: &HeaderMap,

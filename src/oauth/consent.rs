@@ -27,8 +27,8 @@ impl Decision {
 /// Where a request came from, for the audit trail: source address and user agent.
 pub type Origin = (Option<String>, Option<String>);
 
-/// Records the decision with its audit event; `Ok` means carry on with the request, an error
-/// is the answer for the client.
+/// Records the decision with its audit event; `Ok` means carry on with the request (with the
+/// scopes just consented to, space-separated), an error is the answer for the client.
 pub async fn decide(
     store: &dyn Store,
     request: &AuthorizeRequest,
@@ -36,7 +36,7 @@ pub async fn decide(
     decision: Decision,
     now: i64,
     (ip, agent): Origin,
-) -> Result<(), OAuthError> {
+) -> Result<String, OAuthError> {
     // The scopes whose claims the request asked for by name are consented to with the rest.
     let scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
     let audit = |kind| {
@@ -47,15 +47,18 @@ pub async fn decide(
             .details(serde_json::json!({ "scope": scope }))
     };
     match decision {
-        Decision::Approve => Ok(store
-            .grant_consent(
-                &account.id,
-                &request.client.id,
-                &scope,
-                now,
-                &audit(AuditKind::ConsentGranted),
-            )
-            .await?),
+        Decision::Approve => {
+            store
+                .grant_consent(
+                    &account.id,
+                    &request.client.id,
+                    &scope,
+                    now,
+                    &audit(AuditKind::ConsentGranted),
+                )
+                .await?;
+            Ok(scope)
+        }
         Decision::Deny => {
             store.append_audit(&audit(AuditKind::ConsentDenied)).await?;
             Err(OAuthError::new(

@@ -473,6 +473,39 @@ async fn consent_deny_redirects_access_denied_with_state_and_iss_rfc6749_4_1_2_1
     assert_eq!(kinds[0], "consent_denied");
 }
 
+/// RFC 9700 §4.12: a redirect that answers a form post must not be a 307 (which would resend
+/// the form, to the client). An approval answers with the code itself, by 303, and the code
+/// is good at the token endpoint.
+#[tokio::test]
+async fn consent_approval_answers_with_the_code_by_303_never_307_rfc9700_4_12() {
+    let (_db, server) = server().await;
+    let client = server.confidential_client("web").await;
+    server.user("ada").await;
+    let browser = server.browser();
+    let pkce = Pkce::new();
+    let login = browser
+        .get(&AuthorizeUrl::new(&client).pkce(&pkce).path())
+        .await;
+    let after = browser.login(&login, "ada", PASSWORD).await;
+    let consent = browser.get(after.location()).await;
+    let approved = browser.consent(&consent, "approve").await;
+    assert_eq!(approved.status, 303, "{}", approved.body);
+    assert!(approved.location().starts_with(&format!("{REDIRECT}?")));
+    let code = approved.redirect_params()["code"].clone();
+    let res = server
+        .token(
+            &client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+}
+
 #[tokio::test]
 async fn login_without_valid_csrf_token_is_refused_and_changes_nothing() {
     let (_db, server) = server().await;

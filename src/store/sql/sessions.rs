@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
-use super::throttle::{bind_take_back, take_back_clauses, take_back_in};
+use super::throttle::{bind_take_back, take_back_clauses, take_back_in, take_back_values};
 use super::{aliased, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -132,8 +132,7 @@ impl SessionStore for SqlStore {
             if !settled.is_empty() {
                 settled.push_str(", ");
             }
-            let first_audit =
-                first_take_back + usize::from(take_back.clear.is_some()) + take_back.forgive.len();
+            let first_audit = first_take_back + take_back_values(take_back);
             let sql = format!(
                 "with {replaced}{settled}s as ({insert}), r as ({reset}) {}",
                 audit_insert_sql(first_audit, 1)

@@ -110,6 +110,11 @@ pub(super) fn take_back_clauses(take_back: &TakeBack, first: usize) -> Vec<Strin
     clauses
 }
 
+/// How many values [`bind_take_back`] binds.
+pub(super) fn take_back_values(take_back: &TakeBack) -> usize {
+    usize::from(take_back.clear.is_some()) + take_back.forgive.len()
+}
+
 /// Binds [`take_back_clauses`]' values.
 pub(super) fn bind_take_back<'q>(mut q: AnyQuery<'q>, take_back: &'q TakeBack) -> AnyQuery<'q> {
     if let Some(key) = &take_back.clear {

@@ -155,21 +155,15 @@ const SQLITE_INSERT_EVENTS: &str = "insert into audit_event (created_at, kind, a
 
 /// A token row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_TOKENS`], digests in hex.
 fn token_json(t: &TokenRecord) -> serde_json::Value {
-    let hex = |d: &Digest| {
-        d.as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
     serde_json::json!({
-        "digest": hex(&t.digest),
+        "digest": t.digest.to_hex(),
         "kind": t.kind.as_str(),
         "grant_id": t.grant_id,
         "client_id": t.client_id,
         "account_id": t.account_id,
         "scope": t.scope,
         "label": t.label,
-        "previous_digest": t.previous_digest.as_ref().map(hex),
+        "previous_digest": t.previous_digest.as_ref().map(Digest::to_hex),
         "created_at": t.created_at,
         "expires_at": t.expires_at,
         "used_at": t.used_at,
@@ -178,7 +172,8 @@ fn token_json(t: &TokenRecord) -> serde_json::Value {
     })
 }
 
-/// An audit event row for [`INSERT_TOKENS`], its details as the text the table keeps.
+/// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_EVENTS`], its details as the
+/// text the table keeps.
 fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
         "created_at": e.created_at,
