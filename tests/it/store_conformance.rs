@@ -342,6 +342,125 @@ async fn rotate_refresh_succeeds_once_and_a_spent_token_cannot_rotate_again() {
     }
 }
 
+/// Issues and rotations that arrive together are written together (decision 0031), yet each
+/// keeps its own outcome: a rotation of a spent, revoked or already-rotated token writes
+/// nothing, not even its audit event, and fails none of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_issues_and_rotations_each_keep_their_own_outcome() {
+    for db in TestDb::all().await {
+        let recorder = Arc::new(Recorder::default());
+        let store = store::open_with_hook(&db.database_url(), recorder.clone())
+            .await
+            .unwrap();
+        seeded(store.as_ref()).await;
+        let refresh = |v: &str| token(v, TokenKind::Refresh, ADA, Some("g1"));
+        let access = |v: &str| token(v, TokenKind::Access, ADA, Some("g1"));
+        let live: Vec<String> = (0..4).map(|i| format!("live{i}")).collect();
+        let mut first: Vec<TokenRecord> = live.iter().map(|v| refresh(v)).collect();
+        first.extend([refresh("contested"), refresh("spent"), refresh("revoked")]);
+        grant_with_tokens(store.as_ref(), "g1", ADA, &first).await;
+        let event = audit(AuditKind::TokenIssued);
+        assert!(store
+            .rotate_refresh(
+                &Digest::of("spent"),
+                &[refresh("spent-next")],
+                3_500,
+                &event
+            )
+            .await
+            .unwrap());
+        store
+            .revoke_token(&Digest::of("revoked"), 3_500, &event)
+            .await
+            .unwrap();
+        let before = audit_count(store.as_ref()).await;
+        let heard = recorder.kinds().len();
+
+        // (old token or none for an issue, the new token's value, whether it must be written)
+        let mut writes: Vec<(Option<String>, String, bool)> = Vec::new();
+        for i in 0..8 {
+            writes.push((None, format!("issued{i}"), true));
+        }
+        for v in &live {
+            writes.push((Some(v.clone()), format!("{v}-next"), true));
+        }
+        for old in ["spent", "revoked", "live0-next-never", "issued0"] {
+            writes.push((Some(old.into()), format!("{old}-again"), false));
+        }
+        // Eight of "contested": one of them wins, which one is up to the race.
+        for i in 0..8 {
+            writes.push((Some("contested".into()), format!("contested-{i}"), false));
+        }
+        let start = Arc::new(Barrier::new(writes.len()));
+        let tasks: Vec<_> = writes
+            .iter()
+            .cloned()
+            .map(|(old, new, _)| {
+                let (store, start, event) = (Arc::clone(&store), Arc::clone(&start), event.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    match old {
+                        None => store
+                            .insert_tokens(&[access(&new)], &event)
+                            .await
+                            .map(|()| true),
+                        Some(old) => {
+                            store
+                                .rotate_refresh(
+                                    &Digest::of(&old),
+                                    &[access(&new), refresh(&format!("{new}-r"))],
+                                    4_000,
+                                    &event,
+                                )
+                                .await
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap().unwrap());
+        }
+        let mut contested_won = 0;
+        for ((old, new, must), written) in writes.iter().zip(&outcomes) {
+            let stored = store.token(&Digest::of(new)).await.unwrap().is_some();
+            assert_eq!(stored, *written, "{}: {new}", db.label);
+            if old.as_deref() == Some("contested") {
+                contested_won += usize::from(*written);
+            } else {
+                assert_eq!(written, must, "{}: {new}", db.label);
+            }
+        }
+        assert_eq!(contested_won, 1, "{}", db.label);
+        let contested = store
+            .token(&Digest::of("contested"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(contested.used_at, Some(4_000), "{}", db.label);
+        for v in &live {
+            let spent = store.token(&Digest::of(v)).await.unwrap().unwrap();
+            assert_eq!(spent.used_at, Some(4_000), "{}: {v}", db.label);
+        }
+        // Untouched by the rotations that failed.
+        let spent = store.token(&Digest::of("spent")).await.unwrap().unwrap();
+        assert_eq!(spent.used_at, Some(3_500), "{}", db.label);
+        let revoked = store.token(&Digest::of("revoked")).await.unwrap().unwrap();
+        assert_eq!(revoked.used_at, None, "{}", db.label);
+
+        // One event per write that was written: in the trail, and told to the hook.
+        let written = 8 + live.len() + 1;
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before + written,
+            "{}",
+            db.label
+        );
+        assert_eq!(recorder.kinds().len(), heard + written, "{}", db.label);
+    }
+}
+
 #[tokio::test]
 async fn revoke_grant_revokes_every_token_of_the_grant_and_nothing_else() {
     for db in TestDb::all().await {

@@ -7,6 +7,11 @@
 //! queued up since its last write as one statement (Postgres) or one transaction (SQLite): a
 //! lone request waits for nobody, and under load the overhead is shared by the whole batch.
 //! Each caller still returns only after its rows and its audit event are committed.
+//!
+//! Refresh rotations go the same way: their new rows are written only if the batch's
+//! conditional update spent the old refresh token ([`Spend`]), so each rotation keeps its own
+//! outcome. Two rotations of one token in one batch cannot both win; the later one is written
+//! after the batch, by itself, and finds the token spent (or, if the batch failed, unspent).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,22 +20,37 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::SqlStore;
 use crate::audit::AuditEvent;
+use crate::crypto::token::Digest;
 use crate::store::{Backend, StoreError, TokenRecord};
 
-/// Most issues written by one statement: bounds the statement's size (Postgres allows 65,535
-/// parameters; a batch of code-flow issues binds about 1,500) and the number of distinct
-/// statement texts each connection caches.
+/// Most writes in one batch: bounds the statement's size and how long one batch holds
+/// SQLite's write turn.
 const MAX_BATCH: usize = 32;
 
 /// Most issues waiting for the writer; further callers wait for room (backpressure, not an
 /// unbounded queue).
 const QUEUE: usize = 1024;
 
-/// One caller's issue: its rows, its audit event, and where the outcome goes.
+/// A refresh rotation's condition: the refresh token it spends (still unspent and not
+/// revoked, or nothing is written), and the time it is spent at.
+#[derive(Clone, Copy)]
+pub(super) struct Spend {
+    pub(super) digest: Digest,
+    pub(super) at: i64,
+}
+
+/// One caller's write: new token rows and their audit event, on the condition in `spends`
+/// if there is one.
+pub(super) struct TokenWrite {
+    pub(super) tokens: Vec<TokenRecord>,
+    pub(super) audit: AuditEvent,
+    pub(super) spends: Option<Spend>,
+}
+
+/// A write waiting for the writer, and where its outcome goes: whether it was written.
 struct Issue {
-    tokens: Vec<TokenRecord>,
-    audit: AuditEvent,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    write: TokenWrite,
+    done: oneshot::Sender<Result<bool, StoreError>>,
 }
 
 /// The sending side, kept by the store; the task ends when the last store clone is dropped.
@@ -55,24 +75,16 @@ impl TokenWrites {
         TokenWrites { queue }
     }
 
-    /// Writes `tokens` and `audit` in some batch; `Err(issue)` hands the issue back when the
-    /// writer is gone (its runtime shut down), for the caller to write itself.
+    /// Writes `write` in some batch: whether it was written (a rotation whose token was
+    /// spent or revoked is not). `Err(write)` hands it back when the writer is gone (its
+    /// runtime shut down), for the caller to write itself.
     pub(super) async fn write(
         &self,
-        tokens: Vec<TokenRecord>,
-        audit: AuditEvent,
-    ) -> Result<Result<(), StoreError>, (Vec<TokenRecord>, AuditEvent)> {
+        write: TokenWrite,
+    ) -> Result<Result<bool, StoreError>, TokenWrite> {
         let (done, outcome) = oneshot::channel();
-        if let Err(mpsc::error::SendError(issue)) = self
-            .queue
-            .send(Issue {
-                tokens,
-                audit,
-                done,
-            })
-            .await
-        {
-            return Err((issue.tokens, issue.audit));
+        if let Err(mpsc::error::SendError(issue)) = self.queue.send(Issue { write, done }).await {
+            return Err(issue.write);
         }
         // A writer that stopped mid-batch (its runtime shutting down) may or may not have
         // committed it: unavailable, as for a lost connection.
@@ -143,29 +155,121 @@ async fn tick(every: &mut Option<tokio::time::Interval>) {
     }
 }
 
-async fn write_batch(store: &SqlStore, mut batch: Vec<Issue>) {
-    if batch.len() == 1 {
-        let issue = batch.swap_remove(0);
-        let outcome = store.insert_tokens_now(&issue.tokens, &issue.audit).await;
-        let _ = issue.done.send(outcome);
-        return;
-    }
-    let (issues, dones): (Vec<_>, Vec<_>) = batch
+async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
+    // A second rotation of a token already spent by an earlier write of this batch waits
+    // for the batch's outcome instead: in one statement both would see the token unspent.
+    let mut spends = std::collections::HashSet::new();
+    let (batch, later): (Vec<Issue>, Vec<Issue>) = batch
         .into_iter()
-        .map(|i| ((i.tokens, i.audit), i.done))
-        .unzip();
-    match store.insert_token_batch(&issues).await {
-        Ok(()) => {
-            for done in dones {
-                let _ = done.send(Ok(()));
+        .partition(|i| i.write.spends.is_none_or(|s| spends.insert(s.digest)));
+    let (writes, dones): (Vec<TokenWrite>, Vec<_>) =
+        batch.into_iter().map(|i| (i.write, i.done)).unzip();
+    let all: Vec<&TokenWrite> = writes.iter().collect();
+    match store.write_tokens(&all).await {
+        Ok(written) => {
+            for (done, written) in dones.into_iter().zip(written) {
+                let _ = done.send(Ok(written));
             }
         }
-        // One bad issue (a value that must be unique, say) must not fail the others: each
+        // One bad write (a value that must be unique, say) must not fail the others: each
         // is written on its own and gets its own outcome.
-        Err(_) => {
-            for ((tokens, audit), done) in issues.iter().zip(dones) {
-                let _ = done.send(store.insert_tokens_now(tokens, audit).await);
+        Err(e) if dones.len() == 1 => {
+            if let Some(done) = dones.into_iter().next() {
+                let _ = done.send(Err(e));
             }
         }
+        Err(_) => {
+            for (write, done) in writes.iter().zip(dones) {
+                let _ = done.send(store.write_token(write).await);
+            }
+        }
+    }
+    for issue in later {
+        let _ = issue.done.send(store.write_token(&issue.write).await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditKind;
+    use crate::config::DatabaseUrl;
+    use crate::store::{AuditStore as _, TokenKind, TokenStore as _};
+
+    fn refresh(value: &str) -> TokenRecord {
+        TokenRecord {
+            digest: Digest::of(value),
+            kind: TokenKind::Refresh,
+            jti: format!("jti-{value}"),
+            grant_id: None,
+            client_id: None,
+            account_id: None,
+            scope: "openid".into(),
+            label: None,
+            previous_digest: None,
+            created_at: 2_000,
+            expires_at: None,
+            used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    /// A write of the refresh token `new`, spending `old` if given, and its outcome's receiver.
+    fn write(old: Option<&str>, new: &str) -> (Issue, oneshot::Receiver<Result<bool, StoreError>>) {
+        let (done, outcome) = oneshot::channel();
+        let write = TokenWrite {
+            tokens: vec![refresh(new)],
+            audit: AuditEvent::new(AuditKind::TokenIssued, "test", 3_000),
+            spends: old.map(|old| Spend {
+                digest: Digest::of(old),
+                at: 4_000,
+            }),
+        };
+        (Issue { write, done }, outcome)
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_each_write_on_its_own_condition_and_one_spend_per_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
+            .parse()
+            .unwrap();
+        let store = SqlStore::open(&url).await.unwrap();
+        let event = AuditEvent::new(AuditKind::TokenIssued, "test", 3_000);
+        store
+            .insert_tokens(&[refresh("a"), refresh("b")], &event)
+            .await
+            .unwrap();
+
+        let (issues, outcomes): (Vec<_>, Vec<_>) = [
+            write(None, "issued"),
+            write(Some("a"), "a1"),
+            // The same token again in the same batch: it waits, then finds it spent.
+            write(Some("a"), "a2"),
+            write(Some("missing"), "m1"),
+            write(Some("b"), "b1"),
+        ]
+        .into_iter()
+        .unzip();
+        write_batch(&store, issues).await;
+        let mut written = Vec::new();
+        for outcome in outcomes {
+            written.push(outcome.await.unwrap().unwrap());
+        }
+        assert_eq!(written, [true, true, false, false, true]);
+        for (value, expected) in [("issued", true), ("a1", true), ("a2", false), ("m1", false)] {
+            let stored = store.token(&Digest::of(value)).await.unwrap();
+            assert_eq!(stored.is_some(), expected, "{value}");
+        }
+        for spent in ["a", "b"] {
+            let token = store.token(&Digest::of(spent)).await.unwrap().unwrap();
+            assert_eq!(token.used_at, Some(4_000), "{spent}");
+        }
+        let trail = store.recent_audit(100).await.unwrap();
+        assert_eq!(
+            trail.len(),
+            1 + 3,
+            "the first issue and the three writes written"
+        );
     }
 }

@@ -2,16 +2,14 @@
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
-use sqlx::AnyConnection;
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
+use super::batch::{Spend, TokenWrite};
 use super::grants::{grant_from, GRANT_COLUMNS};
-use super::{
-    aliased, bind_audit, placeholder_list, placeholders, to_json, write_error, AnyQuery, Row,
-    SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
-};
+use super::{aliased, to_json, write_error, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
@@ -36,111 +34,59 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-const TOKEN_COLUMNS: &str = "digest, kind, grant_id, client_id, account_id, scope, label, \
-                             previous_digest, created_at, expires_at, used_at, revoked_at, jti";
-/// Values per token row.
-const TOKEN_VALUES: usize = 13;
-
-/// Binds one token row's values, in `TOKEN_COLUMNS` order.
-fn bind_token<'q>(q: AnyQuery<'q>, t: &'q TokenRecord) -> AnyQuery<'q> {
-    q.bind(t.digest.as_bytes())
-        .bind(t.kind.as_str())
-        .bind(&t.grant_id)
-        .bind(&t.client_id)
-        .bind(&t.account_id)
-        .bind(&t.scope)
-        .bind(&t.label)
-        .bind(t.previous_digest.map(|d| d.as_bytes().to_vec()))
-        .bind(t.created_at)
-        .bind(t.expires_at)
-        .bind(t.used_at)
-        .bind(t.revoked_at)
-        .bind(&t.jti)
-}
-
-async fn insert_token(conn: &mut AnyConnection, t: &TokenRecord) -> Result<(), StoreError> {
-    let sql = format!(
-        "insert into token ({TOKEN_COLUMNS}) values {}",
-        placeholders(1, TOKEN_VALUES)
-    );
-    bind_token(sqlx::query(&sql), t)
-        .execute(conn)
-        .await
-        .map_err(write_error("token"))?;
-    Ok(())
-}
-
-/// Postgres: one token row's values with placeholders from `first`, the client id looked up
-/// rather than taken as given. The token table has no foreign keys there (decision 0033): a
-/// client deleted since the request read it (clients are cached for up to a second) yields
-/// a null `client_id`, which the table's check constraint refuses, so the statement fails
-/// as the foreign key made it fail, without the foreign key's lock on the client row.
-fn token_values(first: usize) -> String {
-    let mut values: Vec<String> = (first..first + TOKEN_VALUES)
-        .map(|i| format!("${i}"))
-        .collect();
-    values[CLIENT_ID_COLUMN] = format!(
-        "(select c.id from client c where c.id = ${})",
-        first + CLIENT_ID_COLUMN
-    );
-    format!("({})", values.join(", "))
-}
-
-/// Where `client_id` is in [`TOKEN_COLUMNS`].
-const CLIENT_ID_COLUMN: usize = 3;
-
-/// Postgres: a refresh rotation in one statement. The conditional update is the guard (of
-/// concurrent rotations of one token, one finds it unspent; the others wait for its row lock,
-/// then find it spent); the new rows and the audit event are written only if it matched.
-/// `$1` the old digest, `$2` now, then the new rows, then the audit event.
-fn rotate_statement(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|i| token_values(3 + i * TOKEN_VALUES))
-        .collect();
-    format!(
-        "with spent as (update token set used_at = $2 where digest = $1 and kind = 'refresh' \
-         and used_at is null and revoked_at is null returning 1), \
-         t as (insert into token ({TOKEN_COLUMNS}) select * from (values {}) as v ({TOKEN_COLUMNS}) \
-         where exists (select 1 from spent)), \
-         a as (insert into audit_event \
-         ({AUDIT_COLUMNS}) select {} where exists (select 1 from spent)) \
-         select count(*) from spent",
-        values.join(", "),
-        placeholder_list(3 + rows * TOKEN_VALUES, AUDIT_VALUES)
-    )
-}
-
-/// Postgres: token rows and their audit events in one statement — one round trip and one
-/// implicit transaction instead of begin, an insert per row, the audit inserts and commit.
-/// (SQLite has no data-modifying `with`, and its statements cost no round trip.)
+/// Postgres: token writes ([`TokenWrite`]) in one statement, one round trip and one implicit
+/// transaction, however many a batch holds.
 ///
-/// The rows come as two JSON arrays (`$1` the tokens, `$2` the events, [`token_json`] and
-/// [`event_json`]), so the statement has one shape however many issues a batch holds: with
-/// a placeholder per value, each batch size was a statement of its own, prepared and cached
-/// by every pooled connection (up to 32 sizes of up to some 700 parameters, megabytes held
-/// for nothing after a burst). The client is looked up, not taken as given, as in
-/// [`token_values`]; the events keep their order, which the audit chain seals them in.
-const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_id, client_id, \
+/// The rows come as JSON arrays (`$1` the tokens, `$2` the events, `$3` the refresh tokens
+/// rotations spend; [`token_json`], [`event_json`]), so the statement has one shape whatever
+/// the batch: with a placeholder per value, each batch size was a statement of its own,
+/// prepared and cached by every pooled connection (megabytes held for nothing after a burst).
+///
+/// `spent` is the rotations' guard: a conditional update, so of concurrent rotations of one
+/// token one finds it unspent and the others wait for its row lock, then find it spent. A
+/// row or event that names a spend is written only if that spend happened. The client is
+/// looked up, not taken as given: the token table has no foreign keys (decision 0033), so a
+/// client deleted since the request read it (clients are cached for up to a second) yields a
+/// null `client_id`, which the table's check constraint refuses, failing the statement as the
+/// foreign key did, without the foreign key's lock on the client row. The events keep their
+/// order, which the audit chain seals them in. The answer: the spends that happened.
+const WRITE_TOKENS: &str = "with spent as (update token set used_at = s.at \
+     from json_to_recordset($3::json) as s (digest text, at bigint) \
+     where token.digest = decode(s.digest, 'hex') and token.kind = 'refresh' \
+     and token.used_at is null and token.revoked_at is null returning s.digest), \
+     t as (insert into token (digest, kind, grant_id, client_id, \
      account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
      select decode(x.digest, 'hex'), x.kind, x.grant_id, \
      (select c.id from client c where c.id = x.client_id), x.account_id, x.scope, x.label, \
      decode(x.previous_digest, 'hex'), x.created_at, x.expires_at, x.used_at, x.revoked_at, \
      x.jti from json_to_recordset($1::json) as x (digest text, kind text, grant_id text, \
      client_id text, account_id text, scope text, label text, previous_digest text, \
-     created_at bigint, expires_at bigint, used_at bigint, revoked_at bigint, jti text)) \
-     insert into audit_event (created_at, kind, actor, client_id, account_id, source_ip, \
+     created_at bigint, expires_at bigint, used_at bigint, revoked_at bigint, jti text, \
+     spends text) where x.spends is null or x.spends in (select digest from spent)), \
+     a as (insert into audit_event (created_at, kind, actor, client_id, account_id, source_ip, \
      user_agent, details) \
      select e.created_at, e.kind, e.actor, e.client_id, e.account_id, e.source_ip, \
      e.user_agent, e.details from rows from (json_to_recordset($2::json) \
      as (created_at bigint, kind text, actor text, client_id text, account_id text, \
-     source_ip text, user_agent text, details text)) with ordinality \
-     as e (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details, n) \
-     order by e.n";
+     source_ip text, user_agent text, details text, spends text)) with ordinality \
+     as e (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details, \
+     spends, n) where e.spends is null or e.spends in (select digest from spent) order by e.n) \
+     select digest from spent";
 
-/// SQLite: the same two arrays in two statements of one shape each (it has no data-modifying
-/// `with`), one transaction: a batch costs the writer four statements (with begin and
-/// commit), where a statement per row and per event cost two per issue and more, each a
-/// hand-off to the connection's thread and back. `$1` the tokens, then `$1` the events.
+/// SQLite: the rotations' guard, first in the transaction (as on Postgres, a conditional
+/// update; SQLite's one write lock orders concurrent ones). `$1` the spends as for
+/// [`WRITE_TOKENS`]; the answer: the spends that happened.
+const SQLITE_SPEND: &str = "update token set used_at = (select s.value ->> 'at' \
+     from json_each($1) as s where s.value ->> 'digest' = lower(hex(token.digest))) \
+     where kind = 'refresh' and used_at is null and revoked_at is null \
+     and digest in (select unhex(value ->> 'digest') from json_each($1)) \
+     returning lower(hex(digest))";
+
+/// SQLite: then the rows of the writes that may go ahead, as two JSON arrays in two
+/// statements of one shape each (it has no data-modifying `with`): a batch costs the writer
+/// four or five statements with begin and commit, where a statement per row and per event
+/// cost two per issue and more, each a hand-off to the connection's thread and back. `$1`
+/// the tokens, then `$1` the events.
 const SQLITE_INSERT_TOKENS: &str = "insert into token (digest, kind, grant_id, client_id, \
      account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
      select unhex(value ->> 'digest'), value ->> 'kind', value ->> 'grant_id', \
@@ -153,8 +99,9 @@ const SQLITE_INSERT_EVENTS: &str = "insert into audit_event (created_at, kind, a
      value ->> 'account_id', value ->> 'source_ip', value ->> 'user_agent', value ->> 'details' \
      from json_each($1) order by key";
 
-/// A token row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_TOKENS`], digests in hex.
-fn token_json(t: &TokenRecord) -> serde_json::Value {
+/// A token row for [`WRITE_TOKENS`] and [`SQLITE_INSERT_TOKENS`], digests in hex; `spends`
+/// the hex digest whose spend it waits for.
+fn token_json(t: &TokenRecord, spends: Option<&str>) -> serde_json::Value {
     serde_json::json!({
         "digest": t.digest.to_hex(),
         "kind": t.kind.as_str(),
@@ -169,12 +116,13 @@ fn token_json(t: &TokenRecord) -> serde_json::Value {
         "used_at": t.used_at,
         "revoked_at": t.revoked_at,
         "jti": t.jti,
+        "spends": spends,
     })
 }
 
-/// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_EVENTS`], its details as the
+/// An audit event row for [`WRITE_TOKENS`] and [`SQLITE_INSERT_EVENTS`], its details as the
 /// text the table keeps.
-fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
+fn event_json(e: &AuditEvent, spends: Option<&str>) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
         "created_at": e.created_at,
         "kind": e.kind,
@@ -184,73 +132,137 @@ fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
         "source_ip": e.source_ip,
         "user_agent": e.user_agent,
         "details": to_json(&e.details)?,
+        "spends": spends,
     }))
 }
 
-/// The two JSON arrays of [`INSERT_TOKENS`] and [`SQLITE_INSERT_TOKENS`]: the tokens, the
-/// events.
-fn token_rows_json(
-    tokens: &[&TokenRecord],
-    events: &[&AuditEvent],
-) -> Result<(String, String), StoreError> {
-    let tokens: Vec<serde_json::Value> = tokens.iter().map(|t| token_json(t)).collect();
-    let events = events
+/// The JSON arrays of `writes`' tokens and events; `spends`: with the spend each waits for.
+fn rows_json(writes: &[&TokenWrite], spends: bool) -> Result<[String; 2], StoreError> {
+    let mut tokens = Vec::new();
+    let mut events = Vec::with_capacity(writes.len());
+    for w in writes {
+        let waits_for = w.spends.filter(|_| spends).map(|s| s.digest.to_hex());
+        let waits_for = waits_for.as_deref();
+        tokens.extend(w.tokens.iter().map(|t| token_json(t, waits_for)));
+        events.push(event_json(&w.audit, waits_for)?);
+    }
+    Ok([to_json(&tokens)?, to_json(&events)?])
+}
+
+/// The JSON array of the spends in `writes`.
+fn spends_json(writes: &[&TokenWrite]) -> Result<String, StoreError> {
+    let spends: Vec<serde_json::Value> = writes
         .iter()
-        .map(|e| event_json(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((to_json(&tokens)?, to_json(&events)?))
+        .filter_map(|w| w.spends)
+        .map(|s| serde_json::json!({ "digest": s.digest.to_hex(), "at": s.at }))
+        .collect();
+    to_json(&spends)
+}
+
+/// Whether each write's condition held: no spend, or its spend among those that happened.
+fn went_ahead(writes: &[&TokenWrite], spent: &HashSet<String>) -> Vec<bool> {
+    writes
+        .iter()
+        .map(|w| w.spends.is_none_or(|s| spent.contains(&s.digest.to_hex())))
+        .collect()
+}
+
+/// The writes that were written.
+fn going<'a>(writes: &[&'a TokenWrite], written: &[bool]) -> Vec<&'a TokenWrite> {
+    writes
+        .iter()
+        .zip(written)
+        .filter(|(_, &w)| w)
+        .map(|(&w, _)| w)
+        .collect()
+}
+
+fn spent_digests(rows: &[AnyRow]) -> Result<HashSet<String>, StoreError> {
+    rows.iter()
+        .map(|r| sqlx::Row::try_get::<String, _>(r, 0).map_err(StoreError::Unavailable))
+        .collect()
 }
 
 impl SqlStore {
-    /// Writes one issue's tokens and audit event by themselves (see [`super::batch`]).
-    pub(super) async fn insert_tokens_now(
-        &self,
-        tokens: &[TokenRecord],
-        audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        self.insert_token_rows(&tokens.iter().collect::<Vec<_>>(), &[audit])
-            .await
+    /// Writes one [`TokenWrite`] by itself (see [`super::batch`]): whether it was written.
+    pub(super) async fn write_token(&self, write: &TokenWrite) -> Result<bool, StoreError> {
+        let written = self.write_tokens(&[write]).await?;
+        Ok(written.first().copied().unwrap_or(false))
     }
 
-    /// Token rows and their audit events, all or nothing: one statement on Postgres, one
-    /// transaction of two on SQLite.
-    async fn insert_token_rows(
+    /// Writes `writes` all or nothing, each on its condition: one statement on Postgres, one
+    /// transaction on SQLite. Whether each was written. No two may spend the same token
+    /// (one statement would see it unspent for both).
+    pub(super) async fn write_tokens(
         &self,
-        tokens: &[&TokenRecord],
-        events: &[&AuditEvent],
-    ) -> Result<(), StoreError> {
-        let (tokens, audit) = token_rows_json(tokens, events)?;
+        writes: &[&TokenWrite],
+    ) -> Result<Vec<bool>, StoreError> {
         if self.backend == Backend::Postgres {
-            let q = sqlx::query(INSERT_TOKENS).bind(tokens).bind(audit);
-            let events: Vec<AuditEvent> = events.iter().map(|&e| e.clone()).collect();
-            self.execute_audited(q, &events, "token").await?;
-            return Ok(());
+            let [tokens, events] = rows_json(writes, true)?;
+            let spends = spends_json(writes)?;
+            let _turn = self.write_turn().await;
+            let started = std::time::Instant::now();
+            let rows = sqlx::query(WRITE_TOKENS)
+                .bind(tokens)
+                .bind(events)
+                .bind(spends)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(write_error("token"))?;
+            let written = went_ahead(writes, &spent_digests(&rows)?);
+            let events: Vec<AuditEvent> = going(writes, &written)
+                .iter()
+                .map(|w| w.audit.clone())
+                .collect();
+            for _ in &events {
+                crate::metrics::audit_appended(started.elapsed());
+            }
+            self.hook.committed(&events);
+            return Ok(written);
         }
         let mut tx = self.begin().await?;
         let started = std::time::Instant::now();
+        let written = if writes.iter().any(|w| w.spends.is_some()) {
+            let rows = sqlx::query(SQLITE_SPEND)
+                .bind(spends_json(writes)?)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            went_ahead(writes, &spent_digests(&rows)?)
+        } else {
+            vec![true; writes.len()]
+        };
+        let going = going(writes, &written);
+        if going.is_empty() {
+            tx.rollback().await?;
+            return Ok(written);
+        }
+        let [tokens, events] = rows_json(&going, false)?;
         sqlx::query(SQLITE_INSERT_TOKENS)
             .bind(tokens)
             .execute(&mut *tx)
             .await
             .map_err(write_error("token"))?;
         sqlx::query(SQLITE_INSERT_EVENTS)
-            .bind(audit)
+            .bind(events)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        tx.inserted_audit(events, started.elapsed());
-        tx.commit().await
+        let audited: Vec<&AuditEvent> = going.iter().map(|w| &w.audit).collect();
+        tx.inserted_audit(&audited, started.elapsed());
+        tx.commit().await?;
+        Ok(written)
     }
 
-    /// Writes several issues' tokens and audit events at once: one statement on Postgres,
-    /// one transaction on SQLite. All or nothing.
-    pub(super) async fn insert_token_batch(
-        &self,
-        issues: &[(Vec<TokenRecord>, AuditEvent)],
-    ) -> Result<(), StoreError> {
-        let tokens: Vec<&TokenRecord> = issues.iter().flat_map(|(tokens, _)| tokens).collect();
-        let events: Vec<&AuditEvent> = issues.iter().map(|(_, a)| a).collect();
-        self.insert_token_rows(&tokens, &events).await
+    /// Through the batch writer when there is one (not in the writer's own store).
+    async fn write_combined(&self, write: TokenWrite) -> Result<bool, StoreError> {
+        let Some(writes) = self.token_writes.as_ref() else {
+            return self.write_token(&write).await;
+        };
+        match writes.write(write).await {
+            Ok(outcome) => outcome,
+            Err(write) => self.write_token(&write).await,
+        }
     }
 }
 
@@ -261,13 +273,13 @@ impl TokenStore for SqlStore {
         tokens: &[TokenRecord],
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let Some(writes) = self.token_writes.as_ref().filter(|_| !tokens.is_empty()) else {
-            return self.insert_tokens_now(tokens, audit).await;
-        };
-        match writes.write(tokens.to_vec(), audit.clone()).await {
-            Ok(outcome) => outcome,
-            Err((tokens, audit)) => self.insert_tokens_now(&tokens, &audit).await,
-        }
+        self.write_combined(TokenWrite {
+            tokens: tokens.to_vec(),
+            audit: audit.clone(),
+            spends: None,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn rotate_refresh(
@@ -277,46 +289,15 @@ impl TokenStore for SqlStore {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        if self.backend == Backend::Postgres && !new.is_empty() {
-            let _turn = self.write_turn().await;
-            let sql = rotate_statement(new.len());
-            let mut q = sqlx::query(&sql).bind(old.as_bytes()).bind(now);
-            for t in new {
-                q = bind_token(q, t);
-            }
-            let started = std::time::Instant::now();
-            let row = bind_audit(q, audit)?
-                .fetch_one(&self.pool)
-                .await
-                .map_err(write_error("token"))?;
-            crate::metrics::audit_appended(started.elapsed());
-            let spent: i64 = sqlx::Row::try_get(&row, 0).map_err(StoreError::Unavailable)?;
-            if spent > 0 {
-                self.hook.committed(std::slice::from_ref(audit));
-            }
-            return Ok(spent > 0);
-        }
-        let mut tx = self.begin().await?;
-        // The guard and the spend in one statement: a concurrent rotation finds used_at set.
-        let done = sqlx::query(
-            "update token set used_at = $2 where digest = $1 and kind = 'refresh' \
-             and used_at is null and revoked_at is null",
-        )
-        .bind(old.as_bytes())
-        .bind(now)
-        .execute(&mut *tx)
+        self.write_combined(TokenWrite {
+            tokens: new.to_vec(),
+            audit: audit.clone(),
+            spends: Some(Spend {
+                digest: *old,
+                at: now,
+            }),
+        })
         .await
-        .map_err(StoreError::Unavailable)?;
-        if done.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        for t in new {
-            insert_token(&mut tx, t).await?;
-        }
-        tx.audit(audit).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     async fn revoke_token(
