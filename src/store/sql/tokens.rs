@@ -44,16 +44,21 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
 ///
 /// `spent` is the rotations' guard: a conditional update, so of concurrent rotations of one
 /// token one finds it unspent and the others wait for its row lock, then find it spent. A
-/// row or event that names a spend is written only if that spend happened. The client is
+/// row or event that names a spend is written only if that spend happened. The update finds
+/// its rows by `= any(array(…))`, an index condition: joined to the JSON rows instead, the
+/// planner (which cannot know how few they are) scanned the whole token table, 6 ms of
+/// Postgres CPU for a refresh and 0.3 for every client_credentials batch. The client is
 /// looked up, not taken as given: the token table has no foreign keys (decision 0033), so a
 /// client deleted since the request read it (clients are cached for up to a second) yields a
 /// null `client_id`, which the table's check constraint refuses, failing the statement as the
 /// foreign key did, without the foreign key's lock on the client row. The events keep their
 /// order, which the audit chain seals them in. The answer: the spends that happened.
-const WRITE_TOKENS: &str = "with spent as (update token set used_at = s.at \
-     from json_to_recordset($3::json) as s (digest text, at bigint) \
-     where token.digest = decode(s.digest, 'hex') and token.kind = 'refresh' \
-     and token.used_at is null and token.revoked_at is null returning s.digest), \
+const WRITE_TOKENS: &str = "with s as (select decode(x.digest, 'hex') as digest, x.at \
+     from json_to_recordset($3::json) as x (digest text, at bigint)), \
+     spent as (update token set used_at = (select s.at from s where s.digest = token.digest) \
+     where token.digest = any(array(select digest from s)) and token.kind = 'refresh' \
+     and token.used_at is null and token.revoked_at is null \
+     returning encode(token.digest, 'hex') as digest), \
      t as (insert into token (digest, kind, grant_id, client_id, \
      account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
      select decode(x.digest, 'hex'), x.kind, x.grant_id, \
