@@ -355,6 +355,9 @@ impl SqlStore {
         let Some(writes) = self.token_writes.as_ref() else {
             return self.write_token(&write).await;
         };
+        if let Some(_turn) = writes.turn_now() {
+            return self.write_token(&write).await;
+        }
         match writes.write(write).await {
             Ok(outcome) => outcome,
             Err(write) => self.write_token(&write).await,
