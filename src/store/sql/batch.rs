@@ -283,4 +283,43 @@ mod tests {
             "the first issue and the three writes written"
         );
     }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_behind_and_its_connection_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
+            .parse()
+            .unwrap();
+        let store = SqlStore::open(&url).await.unwrap();
+        let event = AuditEvent::new(AuditKind::TokenIssued, "test", 3_000);
+        store.insert_tokens(&[refresh("a")], &event).await.unwrap();
+        let before = store.recent_audit(100).await.unwrap().len();
+
+        // A rotation of `a` whose second new row repeats a digest: the spend goes too.
+        let (mut rotation, _) = write(Some("a"), "fresh");
+        rotation.write.tokens.push(refresh("a"));
+        let err = store.write_token(&rotation.write).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict("token")), "{err:?}");
+        let a = store.token(&Digest::of("a")).await.unwrap().unwrap();
+        assert_eq!(a.used_at, None);
+        assert_eq!(store.token(&Digest::of("fresh")).await.unwrap(), None);
+        assert_eq!(store.recent_audit(100).await.unwrap().len(), before);
+
+        // No connection of the pool was left inside the transaction.
+        let mut conns = Vec::new();
+        for _ in 0..super::super::SQLITE_CONNECTIONS {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            sqlx::query("begin").execute(&mut **conn).await.unwrap();
+            sqlx::query("rollback").execute(&mut **conn).await.unwrap();
+        }
+        drop(conns);
+        for i in 0..2 * super::super::SQLITE_CONNECTIONS {
+            let (issue, _) = write(None, &format!("after{i}"));
+            assert!(store.write_token(&issue.write).await.unwrap());
+        }
+        let (again, _) = write(Some("a"), "fresh");
+        assert!(store.write_token(&again.write).await.unwrap());
+    }
 }

@@ -404,15 +404,6 @@ struct Tx {
 }
 
 impl Tx {
-    /// Events a statement of this transaction has inserted itself (rows as JSON), `took`
-    /// long: counted, and told to the hook at commit, as [`Tx::audit`]'s are.
-    fn inserted_audit(&mut self, events: &[&AuditEvent], took: std::time::Duration) {
-        for event in events {
-            crate::metrics::audit_appended(took);
-            self.events.push((*event).clone());
-        }
-    }
-
     /// Records `event` in this transaction.
     async fn audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
         insert_audit(&mut self.tx, event).await?;

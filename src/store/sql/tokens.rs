@@ -139,35 +139,47 @@ const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_i
      as e (created_at, kind, actor, client_id, account_id, source_ip, user_agent, details, n) \
      order by e.n";
 
-/// SQLite: the rotations' guard, first in the transaction (as on Postgres, a conditional
-/// update; SQLite's one write lock orders concurrent ones). `$1` the spends
-/// ([`spends_json`]); the answer: the spends that happened. SQLite's planner looks the
-/// digests up in the primary key whatever the table's size.
-const SQLITE_SPEND: &str = "update token set used_at = (select s.value ->> 'at' \
-     from json_each($1) as s where s.value ->> 'digest' = lower(hex(token.digest))) \
-     where kind = 'refresh' and used_at is null and revoked_at is null \
-     and digest in (select unhex(value ->> 'digest') from json_each($1)) \
-     returning lower(hex(digest))";
-
-/// SQLite: then the rows of the writes that may go ahead, as two JSON arrays in two
-/// statements of one shape each (it has no data-modifying `with`): a batch costs the writer
-/// four or five statements with begin and commit, where a statement per row and per event
-/// cost two per issue and more, each a hand-off to the connection's thread and back. `$1`
-/// the tokens, then `$1` the events.
-const SQLITE_INSERT_TOKENS: &str = "insert into token (digest, kind, grant_id, client_id, \
+/// SQLite: token writes ([`TokenWrite`]) as one transaction in one call to the connection's
+/// thread. Each sqlx statement is a hand-off to that thread and back, two context switches,
+/// and they were most of a SQLite token write's CPU (a quarter of a lone refresh's in
+/// `perf`): a batch was begin, the rotations' update, the token rows, the events and
+/// commit, five hand-offs where this is one.
+///
+/// `$1` the tokens, `$2` the events, each naming the spend it waits for ([`rows_json`]),
+/// `$3` the spends ([`spends_json`]). The rotations' guard is a conditional update (SQLite's
+/// one write lock orders concurrent ones), of the tokens first noted in a temporary table
+/// (each connection's own), which then decides which rows go in and is the answer. SQLite's
+/// planner looks the digests up in the primary key whatever the table's size.
+/// The caller rolls back if a statement fails ([`SqlStore::write_tokens_sqlite`]).
+const SQLITE_WRITE_TOKENS: &str = "begin immediate; \
+     create temp table if not exists spent_now (digest blob primary key); \
+     delete from temp.spent_now; \
+     insert into temp.spent_now (digest) select digest from main.token \
+     where digest in (select unhex(value ->> 'digest') from json_each($3)) \
+     and kind = 'refresh' and used_at is null and revoked_at is null; \
+     update main.token set used_at = (select s.value ->> 'at' from json_each($3) as s \
+     where unhex(s.value ->> 'digest') = token.digest) \
+     where digest in (select digest from temp.spent_now); \
+     insert into main.token (digest, kind, grant_id, client_id, \
      account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
      select unhex(value ->> 'digest'), value ->> 'kind', value ->> 'grant_id', \
      value ->> 'client_id', value ->> 'account_id', value ->> 'scope', value ->> 'label', \
      unhex(value ->> 'previous_digest'), value ->> 'created_at', value ->> 'expires_at', \
-     value ->> 'used_at', value ->> 'revoked_at', value ->> 'jti' from json_each($1) order by key";
-const SQLITE_INSERT_EVENTS: &str = "insert into audit_event (created_at, kind, actor, client_id, \
+     value ->> 'used_at', value ->> 'revoked_at', value ->> 'jti' from json_each($1) \
+     where value ->> 'spends' is null \
+     or unhex(value ->> 'spends') in (select digest from temp.spent_now) order by key; \
+     insert into main.audit_event (created_at, kind, actor, client_id, \
      account_id, source_ip, user_agent, details) \
      select value ->> 'created_at', value ->> 'kind', value ->> 'actor', value ->> 'client_id', \
      value ->> 'account_id', value ->> 'source_ip', value ->> 'user_agent', value ->> 'details' \
-     from json_each($1) order by key";
+     from json_each($2) where value ->> 'spends' is null \
+     or unhex(value ->> 'spends') in (select digest from temp.spent_now) order by key; \
+     select lower(hex(digest)) from temp.spent_now; \
+     commit";
 
-/// A token row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_TOKENS`], digests in hex.
-fn token_json(t: &TokenRecord) -> serde_json::Value {
+/// A token row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], digests in hex; `spends`
+/// the hex digest of the spend it waits for (Postgres ignores it).
+fn token_json(t: &TokenRecord, spends: Option<&str>) -> serde_json::Value {
     serde_json::json!({
         "digest": t.digest.to_hex(),
         "kind": t.kind.as_str(),
@@ -182,12 +194,13 @@ fn token_json(t: &TokenRecord) -> serde_json::Value {
         "used_at": t.used_at,
         "revoked_at": t.revoked_at,
         "jti": t.jti,
+        "spends": spends,
     })
 }
 
-/// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_INSERT_EVENTS`], its details as the
+/// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], its details as the
 /// text the table keeps.
-fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
+fn event_json(e: &AuditEvent, spends: Option<&str>) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
         "created_at": e.created_at,
         "kind": e.kind,
@@ -197,20 +210,21 @@ fn event_json(e: &AuditEvent) -> Result<serde_json::Value, StoreError> {
         "source_ip": e.source_ip,
         "user_agent": e.user_agent,
         "details": to_json(&e.details)?,
+        "spends": spends,
     }))
 }
 
-/// The two JSON arrays of [`INSERT_TOKENS`] and [`SQLITE_INSERT_TOKENS`]: `writes`' tokens,
-/// their events.
+/// The two JSON arrays of [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`]: `writes`' tokens,
+/// their events, each with the spend it waits for.
 fn rows_json(writes: &[&TokenWrite]) -> Result<[String; 2], StoreError> {
-    let tokens: Vec<serde_json::Value> = writes
-        .iter()
-        .flat_map(|w| w.tokens.iter().map(token_json))
-        .collect();
-    let events = writes
-        .iter()
-        .map(|w| event_json(&w.audit))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut tokens = Vec::new();
+    let mut events = Vec::with_capacity(writes.len());
+    for w in writes {
+        let waits_for = w.spends.map(|s| s.digest.to_hex());
+        let waits_for = waits_for.as_deref();
+        tokens.extend(w.tokens.iter().map(|t| token_json(t, waits_for)));
+        events.push(event_json(&w.audit, waits_for)?);
+    }
     Ok([to_json(&tokens)?, to_json(&events)?])
 }
 
@@ -265,37 +279,57 @@ impl SqlStore {
         if self.backend == Backend::Postgres {
             return self.write_tokens_pg(writes).await;
         }
-        let mut tx = self.begin().await?;
-        let started = std::time::Instant::now();
-        let written = if writes.iter().any(|w| w.spends.is_some()) {
-            let rows = sqlx::query(SQLITE_SPEND)
-                .bind(spends_json(writes)?)
-                .fetch_all(&mut *tx)
+        self.write_tokens_sqlite(writes).await
+    }
+
+    /// SQLite: [`SQLITE_WRITE_TOKENS`], run in a task of its own: a caller that goes away
+    /// mid-call must not leave the transaction open on a pooled connection (sqlx stops
+    /// running a call's statements when nobody waits for them any more).
+    async fn write_tokens_sqlite(&self, writes: &[&TokenWrite]) -> Result<Vec<bool>, StoreError> {
+        let [tokens, events] = rows_json(writes)?;
+        let spends = spends_json(writes)?;
+        let store = self.clone();
+        let spent = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let _turn = store.write_turn().await;
+            let mut conn = store
+                .pool
+                .acquire()
                 .await
                 .map_err(StoreError::Unavailable)?;
-            went_ahead(writes, &spent_digests(&rows)?)
-        } else {
-            vec![true; writes.len()]
-        };
-        let going = going(writes, &written);
-        if going.is_empty() {
-            tx.rollback().await?;
-            return Ok(written);
+            crate::metrics::pool_acquired(started.elapsed());
+            let rows = sqlx::query(SQLITE_WRITE_TOKENS)
+                .bind(tokens)
+                .bind(events)
+                .bind(spends)
+                .fetch_all(&mut *conn)
+                .await;
+            match rows {
+                Ok(rows) => Ok((spent_digests(&rows)?, started.elapsed())),
+                Err(e) => {
+                    // A statement failed: nothing of the call may stay. A connection that
+                    // cannot even roll back is not given back to the pool.
+                    if sqlx::query("rollback").execute(&mut *conn).await.is_err() {
+                        conn.close_on_drop();
+                    }
+                    Err(write_error("token")(e))
+                }
+            }
+        })
+        .await
+        // Panicked, or the runtime is shutting down: unknown whether it committed, as for
+        // a lost connection.
+        .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)));
+        let (spent, took) = spent?;
+        let written = went_ahead(writes, &spent);
+        let events: Vec<AuditEvent> = going(writes, &written)
+            .iter()
+            .map(|w| w.audit.clone())
+            .collect();
+        for _ in &events {
+            crate::metrics::audit_appended(took);
         }
-        let [tokens, events] = rows_json(&going)?;
-        sqlx::query(SQLITE_INSERT_TOKENS)
-            .bind(tokens)
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error("token"))?;
-        sqlx::query(SQLITE_INSERT_EVENTS)
-            .bind(events)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
-        let audited: Vec<&AuditEvent> = going.iter().map(|w| &w.audit).collect();
-        tx.inserted_audit(&audited, started.elapsed());
-        tx.commit().await?;
+        self.hook.committed(&events);
         Ok(written)
     }
 
