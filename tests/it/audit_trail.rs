@@ -497,3 +497,59 @@ async fn refused_introspection_and_tripped_rate_limits_are_audited_once_a_minute
         server.stop().await;
     }
 }
+
+/// Sealers of several instances (and `tessera purge`) run at once over one store: each reads
+/// and hashes outside the write, and takes the head only if nobody moved it meanwhile, so
+/// the chain has every event once, in one line, whoever sealed which part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sealers_keep_one_unbroken_chain() {
+    use tessera::audit::{AuditEvent, AuditKind};
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let kek = server.state.kek.clone();
+        let others: Vec<_> = more_stores(&db, 3).await;
+        let mut rounds = Vec::new();
+        for round in 0..3 {
+            for i in 0..150 {
+                let event = AuditEvent::new(AuditKind::Logout, format!("user-{round}-{i}"), 1_000);
+                server.state.store.append_audit(&event).await.unwrap();
+            }
+            for store in &others {
+                let (store, kek) = (store.clone(), kek.clone());
+                rounds.push(tokio::spawn(async move {
+                    tessera::housekeeping::seal(store.as_ref(), &kek, 2_000).await
+                }));
+            }
+        }
+        let mut by_others = 0;
+        for round in rounds {
+            by_others += round.await.unwrap().unwrap();
+        }
+        sealed(&server).await;
+        let events = db.number("select count(*) from audit_event").await;
+        let ok = verify(&db).unwrap();
+        assert_eq!(ok["ok"], true, "{}", db.label);
+        assert_eq!(
+            ok["events"], events,
+            "{}: every event in the chain",
+            db.label
+        );
+        let (head, _, unsealed) = server.state.store.audit_chain().await.unwrap();
+        assert_eq!((head.seq, unsealed), (events, 0), "{}", db.label);
+        assert!(
+            by_others > 0,
+            "{}: the other sealers sealed nothing",
+            db.label
+        );
+        server.stop().await;
+    }
+}
+
+/// `count` more stores on `db`, as other instances would have.
+async fn more_stores(db: &TestDb, count: usize) -> Vec<std::sync::Arc<dyn tessera::store::Store>> {
+    let mut stores = Vec::new();
+    for _ in 0..count {
+        stores.push(tessera::store::open(&db.database_url()).await.unwrap());
+    }
+    stores
+}

@@ -55,6 +55,46 @@ fn record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// The chain positions and hashes of sealed events, in statements of at most
+/// [`SEAL_BATCH`] rows.
+async fn write_links(
+    tx: &mut super::Tx,
+    links: &[(i64, i64, String, String)],
+) -> Result<(), StoreError> {
+    for batch in links.chunks(SEAL_BATCH) {
+        let values: Vec<String> = (0..batch.len())
+            .map(|i| {
+                let p = 4 * i;
+                format!(
+                    "(cast(${} as bigint), cast(${} as bigint), ${}, ${})",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4
+                )
+            })
+            .collect();
+        // Columns of a `values` list are column1, column2 … in both dialects.
+        let sql = format!(
+            "update audit_event set seq = v.column2, prev_hash = v.column3, \
+             hash = v.column4 from (values {}) as v where audit_event.id = v.column1",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (id, seq, prev, hash) in batch {
+            q = q
+                .bind(*id)
+                .bind(*seq)
+                .bind(prev.as_str())
+                .bind(hash.as_str());
+        }
+        q.execute(&mut **tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
@@ -121,83 +161,68 @@ impl AuditStore for SqlStore {
         now: i64,
         tag: &Tagger<'_>,
     ) -> Result<usize, StoreError> {
-        // Most rounds find nothing: a read answers that without a write or a commit.
-        let pending: Option<i64> =
-            sqlx::query_scalar("select id from audit_event where seq is null limit 1")
-                .fetch_optional(&self.pool)
+        // Only the writes happen in the write turn: the events to link and the chain's head
+        // are read, and the links computed, before it, and the write takes the head only if
+        // no other sealer (another instance, the CLI) moved it meanwhile, or starts over.
+        // On SQLite every token write waits while a sealer holds the turn; reading and
+        // hashing inside it put most of the client_credentials p99 there.
+        loop {
+            // The head before the events: had another sealer committed between the two reads,
+            // these events could already be in the chain while the head read was its new one,
+            // and the compare-and-set below would not notice.
+            let head = sqlx::query("select seq, hash from audit_chain where id = 1")
+                .fetch_one(&self.pool)
                 .await
                 .map_err(StoreError::Unavailable)?;
-        if pending.is_none() {
-            return Ok(0);
-        }
-        let mut tx = self.begin_housekeeping().await?;
-        // The head row first: a write (SQLite's rule, see mod.rs) that makes concurrent
-        // sealers take turns, each seeing the chain as the one before it left it.
-        let head =
-            sqlx::query("update audit_chain set sealed_at = $1 where id = 1 returning seq, hash")
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::Unavailable)?;
-        let head = Row::new(&head);
-        let (mut seq, mut hash): (i64, String) = (head.get("seq")?, head.get("hash")?);
-        let rows = sqlx::query(&format!(
-            "select {CHAIN_COLUMNS} from audit_event where seq is null order by id limit $1"
-        ))
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        let mut links = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let row = chain_row(row)?;
-            seq += 1;
-            let next = chain::link(&hash, &row, seq);
-            links.push((
-                row.id,
-                seq,
-                std::mem::replace(&mut hash, next.clone()),
-                next,
-            ));
-        }
-        for batch in links.chunks(SEAL_BATCH) {
-            let values: Vec<String> = (0..batch.len())
-                .map(|i| {
-                    let p = 4 * i;
-                    format!(
-                        "(cast(${} as bigint), cast(${} as bigint), ${}, ${})",
-                        p + 1,
-                        p + 2,
-                        p + 3,
-                        p + 4
-                    )
-                })
-                .collect();
-            // Columns of a `values` list are column1, column2 … in both dialects.
-            let sql = format!(
-                "update audit_event set seq = v.column2, prev_hash = v.column3, \
-                 hash = v.column4 from (values {}) as v where audit_event.id = v.column1",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, seq, prev, hash) in batch {
-                q = q
-                    .bind(*id)
-                    .bind(*seq)
-                    .bind(prev.as_str())
-                    .bind(hash.as_str());
+            let head = Row::new(&head);
+            let (first, mut hash): (i64, String) = (head.get("seq")?, head.get("hash")?);
+            let rows = sqlx::query(&format!(
+                "select {CHAIN_COLUMNS} from audit_event where seq is null order by id limit $1"
+            ))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+            // Most rounds find nothing: a read answers that without a write or a commit.
+            if rows.is_empty() {
+                return Ok(0);
             }
-            q.execute(&mut *tx).await.map_err(StoreError::Unavailable)?;
-        }
-        sqlx::query("update audit_chain set seq = $1, hash = $2, tag = $3 where id = 1")
+            let mut seq = first;
+            let mut links = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let row = chain_row(row)?;
+                seq += 1;
+                let next = chain::link(&hash, &row, seq);
+                links.push((
+                    row.id,
+                    seq,
+                    std::mem::replace(&mut hash, next.clone()),
+                    next,
+                ));
+            }
+            let mut tx = self.begin_housekeeping().await?;
+            // The head first: a write (SQLite's rule, see mod.rs) that makes concurrent
+            // sealers take turns; it finds nothing if one of them got there first.
+            let moved = sqlx::query(
+                "update audit_chain set seq = $1, hash = $2, tag = $3, sealed_at = $4 \
+                 where id = 1 and seq = $5",
+            )
             .bind(seq)
             .bind(&hash)
             .bind(tag(seq, &hash))
+            .bind(now)
+            .bind(first)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        tx.commit().await?;
-        Ok(links.len())
+            if moved.rows_affected() == 0 {
+                tx.rollback().await?;
+                continue;
+            }
+            write_links(&mut tx, &links).await?;
+            tx.commit().await?;
+            return Ok(links.len());
+        }
     }
 
     async fn audit_chain(&self) -> Result<(ChainHead, Option<Checkpoint>, i64), StoreError> {
