@@ -374,8 +374,9 @@ pub trait AuditStore: Send + Sync {
     /// Events matching `filter`.
     async fn search_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Links up to `limit` unsealed events into the hash chain, oldest first, and moves its
-    /// head, tagged with `tag(seq, hash)` (decision 0023); returns how many it sealed.
+    /// Links up to `limit` unsealed events (a store may take fewer) into the hash chain,
+    /// oldest first, and moves its head, tagged with `tag(seq, hash)` (decision 0023);
+    /// returns how many it sealed.
     /// Concurrent sealers (instances, the CLI) take turns on the head row.
     async fn seal_audit(&self, limit: i64, now: i64, tag: &Tagger<'_>)
         -> Result<usize, StoreError>;
