@@ -348,11 +348,7 @@ async fn rotate_refresh_succeeds_once_and_a_spent_token_cannot_rotate_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_issues_and_rotations_each_keep_their_own_outcome() {
     for db in TestDb::all().await {
-        let recorder = Arc::new(Recorder::default());
-        let store = store::open_with_hook(&db.database_url(), recorder.clone())
-            .await
-            .unwrap();
-        seeded(store.as_ref()).await;
+        let (recorder, store) = recorded(&db).await;
         let refresh = |v: &str| token(v, TokenKind::Refresh, ADA, Some("g1"));
         let access = |v: &str| token(v, TokenKind::Access, ADA, Some("g1"));
         let live: Vec<String> = (0..4).map(|i| format!("live{i}")).collect();
@@ -769,14 +765,20 @@ impl Recorder {
     }
 }
 
+/// A seeded store whose after-commit hook records what it is told.
+async fn recorded(db: &TestDb) -> (Arc<Recorder>, Arc<dyn Store>) {
+    let recorder = Arc::new(Recorder::default());
+    let store = store::open_with_hook(&db.database_url(), recorder.clone())
+        .await
+        .unwrap();
+    seeded(store.as_ref()).await;
+    (recorder, store)
+}
+
 #[tokio::test]
 async fn after_commit_hook_sees_committed_events_only() {
     for db in TestDb::all().await {
-        let recorder = Arc::new(Recorder::default());
-        let store = store::open_with_hook(&db.database_url(), recorder.clone())
-            .await
-            .unwrap();
-        seeded(store.as_ref()).await;
+        let (recorder, store) = recorded(&db).await;
         assert_eq!(
             recorder.kinds(),
             ["client_created", "user_created", "user_created"],
@@ -1379,11 +1381,7 @@ async fn update_account_claims_writes_only_claims_and_only_if_unchanged_meanwhil
 #[tokio::test]
 async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() {
     for db in TestDb::all().await {
-        let recorder = Arc::new(Recorder::default());
-        let store = store::open_with_hook(&db.database_url(), recorder.clone())
-            .await
-            .unwrap();
-        seeded(store.as_ref()).await;
+        let (recorder, store) = recorded(&db).await;
         let taken = token("taken", TokenKind::Access, ADA, None);
         store
             .insert_tokens(std::slice::from_ref(&taken), &audit(AuditKind::TokenIssued))

@@ -215,7 +215,6 @@ async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
 mod tests {
     use super::*;
     use crate::audit::AuditKind;
-    use crate::config::DatabaseUrl;
     use crate::store::{AuditStore as _, TokenKind, TokenStore as _};
 
     fn refresh(value: &str) -> TokenRecord {
@@ -252,11 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_writes_each_write_on_its_own_condition_and_one_spend_per_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
-            .parse()
-            .unwrap();
-        let store = SqlStore::open(&url).await.unwrap();
+        let (_dir, store) = super::super::sqlite_store().await;
         let event = AuditEvent::new(AuditKind::TokenIssued, "test", 3_000);
         store
             .insert_tokens(&[refresh("a"), refresh("b")], &event)
@@ -297,11 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_leaves_nothing_behind_and_its_connection_clean() {
-        let dir = tempfile::tempdir().unwrap();
-        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
-            .parse()
-            .unwrap();
-        let store = SqlStore::open(&url).await.unwrap();
+        let (_dir, store) = super::super::sqlite_store().await;
         let event = AuditEvent::new(AuditKind::TokenIssued, "test", 3_000);
         store.insert_tokens(&[refresh("a")], &event).await.unwrap();
         let before = store.recent_audit(100).await.unwrap().len();

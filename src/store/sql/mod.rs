@@ -578,19 +578,20 @@ impl Store for SqlStore {
     }
 }
 
+/// A store on a fresh SQLite file, which lives as long as the folder (unit tests).
+#[cfg(test)]
+async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
+        .parse()
+        .unwrap();
+    let store = SqlStore::open(&url).await.unwrap();
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A store on a fresh SQLite file, which lives as long as the folder.
-    async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
-            .parse()
-            .unwrap();
-        let store = SqlStore::open(&url).await.unwrap();
-        (dir, store)
-    }
 
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
