@@ -82,7 +82,10 @@ async fn write_links(
              hash = v.column4 from (values {}) as v where audit_event.id = v.column1",
             values.join(", ")
         );
-        let mut q = sqlx::query(&sql);
+        // Not kept prepared: each batch size is a text of its own (up to 2,000 parameters),
+        // and every pooled connection would keep each size it ever ran, megabytes held for a
+        // statement that runs about once a second.
+        let mut q = sqlx::query(&sql).persistent(false);
         for (id, seq, prev, hash) in batch {
             q = q
                 .bind(*id)
