@@ -24,6 +24,9 @@ pub const SEAL_EVERY: Duration = Duration::from_secs(1);
 /// below seals the rest in turns, other writes in between.
 const SEAL_BATCH: i64 = 500;
 
+/// The fewest events any store seals in a round when more are waiting (SQLite's cap).
+const FULL_ROUND: usize = 100;
+
 /// Rows deleted per statement: small, so that no delete holds its locks for long.
 const PURGE_BATCH: i64 = 1_000;
 
@@ -39,7 +42,10 @@ pub async fn seal(store: &dyn Store, kek: &Kek, now: i64) -> Result<usize, Store
     loop {
         let sealed = store.seal_audit(SEAL_BATCH, now, &tag).await?;
         total += sealed;
-        if sealed == 0 {
+        // A round short of a full one has caught up; what came in meanwhile waits for the
+        // next second. Chasing it (until a round found nothing) sealed a few dozen events a
+        // round back to back under load: 0.23 -> 0.32 commits per client_credentials token.
+        if sealed < FULL_ROUND {
             break;
         }
     }
