@@ -64,10 +64,9 @@ impl Arena {
     /// How long a buffer is kept without being used. Under login load a buffer is reused
     /// within milliseconds; once the load stops, it is dropped (and the allocator returns
     /// its 19 MiB within its one-second decay, decision 0020) well inside the two seconds
-    /// after which the bench reads the idle RSS. 500 ms was not: at c = 64 the logins still
-    /// queued when the load stops hash for up to half a second more, and a buffer dropped
-    /// 1.2 s after the load, returned 2.2 s after, was still resident at 2 s (50.5 MiB idle
-    /// RSS on Postgres in one run, 26.4 in the one before).
+    /// after which the bench reads the idle RSS. At c = 64 the logins still queued when the
+    /// load stops hash for up to half a second more; with 500 ms a buffer could be dropped
+    /// 1.2 s after the load and returned 2.2 s after, past that reading.
     const IDLE: Duration = Duration::from_millis(100);
     /// How often idle buffers are looked for: a buffer goes at most this long after
     /// [`Arena::IDLE`].
