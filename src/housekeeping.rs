@@ -13,19 +13,15 @@ use crate::app::Clock;
 use crate::audit::chain;
 use crate::config::HousekeepingPolicy;
 use crate::crypto::kek::Kek;
-use crate::store::{Expired, Store, StoreError};
+use crate::store::{Expired, Store, StoreError, SEAL_ROUND_MIN};
 
 /// How often the server seals new audit events into the chain: the window in which an
 /// event can be deleted without a trace (docs/decisions/0023-audit-hash-chain.md).
 pub const SEAL_EVERY: Duration = Duration::from_secs(1);
 
-/// Events sealed per transaction at most (the store may take fewer: SQLite 100, since its
-/// sealing transaction holds the one write turn every token write waits for). The loop
-/// below seals the rest in turns, other writes in between.
+/// Events sealed per transaction at most (a store may take fewer, down to
+/// [`SEAL_ROUND_MIN`]). The loop below seals the rest in turns, other writes in between.
 const SEAL_BATCH: i64 = 500;
-
-/// The fewest events any store seals in a round when more are waiting (SQLite's cap).
-const FULL_ROUND: usize = 100;
 
 /// Rows deleted per statement: small, so that no delete holds its locks for long.
 const PURGE_BATCH: i64 = 1_000;
@@ -45,7 +41,7 @@ pub async fn seal(store: &dyn Store, kek: &Kek, now: i64) -> Result<usize, Store
         // A round short of a full one has caught up; what came in meanwhile waits for the
         // next second. Chasing it (until a round found nothing) sealed a few dozen events a
         // round back to back under load: 0.23 -> 0.32 commits per client_credentials token.
-        if sealed < FULL_ROUND {
+        if i64::try_from(sealed).unwrap_or(i64::MAX) < SEAL_ROUND_MIN {
             break;
         }
     }

@@ -27,7 +27,7 @@ pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
     HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SignedInWithConsent,
-    SigningKeyStore, Store, TakeBack, ThrottleKey, TokenStore,
+    SigningKeyStore, Store, TakeBack, ThrottleKey, TokenStore, SEAL_ROUND_MIN,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an

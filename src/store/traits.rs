@@ -357,6 +357,11 @@ pub trait SigningKeyStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 }
 
+/// The fewest events a store's sealing round takes while that many are waiting (SQLite takes
+/// no more, since its sealing transaction holds the write turn every token write waits for):
+/// a round that seals fewer has caught up.
+pub const SEAL_ROUND_MIN: i64 = 100;
+
 /// The audit trail. Most events are written by the other traits' methods, in the transaction
 /// of the change they record; this one takes the rest and reads the trail back.
 #[async_trait]
@@ -374,9 +379,10 @@ pub trait AuditStore: Send + Sync {
     /// Events matching `filter`.
     async fn search_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
 
-    /// Links up to `limit` unsealed events (a store may take fewer) into the hash chain,
-    /// oldest first, and moves its head, tagged with `tag(seq, hash)` (decision 0023);
-    /// returns how many it sealed.
+    /// Links up to `limit` unsealed events into the hash chain, oldest first, and moves its
+    /// head, tagged with `tag(seq, hash)` (decision 0023); returns how many it sealed. A
+    /// store may take fewer than `limit`, but never fewer than [`SEAL_ROUND_MIN`] while that
+    /// many are waiting.
     /// Concurrent sealers (instances, the CLI) take turns on the head row.
     async fn seal_audit(&self, limit: i64, now: i64, tag: &Tagger<'_>)
         -> Result<usize, StoreError>;

@@ -492,17 +492,7 @@ async fn consent_approval_answers_with_the_code_by_303_never_307_rfc9700_4_12() 
     assert_eq!(approved.status, 303, "{}", approved.body);
     assert!(approved.location().starts_with(&format!("{REDIRECT}?")));
     let code = approved.redirect_params()["code"].clone();
-    let res = server
-        .token(
-            &client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", &code),
-                ("redirect_uri", REDIRECT),
-                ("code_verifier", &pkce.verifier),
-            ],
-        )
-        .await;
+    let res = server.redeem(&client, &code, &pkce).await;
     assert_eq!(res.status, 200, "{}", res.body);
 }
 

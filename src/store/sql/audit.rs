@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use super::{insert_audit, Row, SqlStore};
 use crate::audit::chain::{self, ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
-use crate::store::{AuditFilter, AuditRecord, AuditStore, Backend, StoreError};
+use crate::store::{AuditFilter, AuditRecord, AuditStore, Backend, StoreError, SEAL_ROUND_MIN};
 
 const CHAIN_COLUMNS: &str = "id, seq, prev_hash, hash, created_at, kind, actor, client_id, \
                              account_id, source_ip, user_agent, details";
@@ -16,8 +16,6 @@ const CHAIN_COLUMNS: &str = "id, seq, prev_hash, hash, created_at, kind, actor, 
 /// Rows per `update … from (values …)` when sealing: four values each, well under both
 /// dialects' limits on bound parameters.
 const SEAL_BATCH: usize = 500;
-/// Most events one SQLite sealing transaction takes (see `seal_audit`).
-const SQLITE_SEAL_MAX: i64 = 100;
 
 fn chain_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
     let row = Row::new(row);
@@ -171,14 +169,12 @@ impl AuditStore for SqlStore {
         // 15 of its 28 ms at 8,400 tokens/s). Postgres writers do not wait for it, and
         // there a smaller batch is only more statements and commits.
         let limit = match self.backend {
-            Backend::Sqlite => limit.min(SQLITE_SEAL_MAX),
+            Backend::Sqlite => limit.min(SEAL_ROUND_MIN),
             Backend::Postgres => limit,
         };
         // Only the writes happen in the write turn: the events to link and the chain's head
         // are read, and the links computed, before it, and the write takes the head only if
         // no other sealer (another instance, the CLI) moved it meanwhile, or starts over.
-        // On SQLite every token write waits while a sealer holds the turn; reading and
-        // hashing inside it put most of the client_credentials p99 there.
         loop {
             // The head before the events: had another sealer committed between the two reads,
             // these events could already be in the chain while the head read was its new one,

@@ -129,19 +129,23 @@ impl TestServer {
             .authorize_through(&url.pkce(pkce).path(), "ada")
             .await;
         let code = done.redirect_params()["code"].clone();
-        let res = self
-            .token(
-                client,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("code_verifier", &pkce.verifier),
-                ],
-            )
-            .await;
+        let res = self.redeem(client, &code, pkce).await;
         assert_eq!(res.status, 200, "{}", res.body);
         res.json()
+    }
+
+    /// `code` (issued for [`REDIRECT`] with `pkce`) at the token endpoint.
+    pub async fn redeem(&self, client: &TestClient, code: &str, pkce: &Pkce) -> Reply {
+        self.token(
+            client,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await
     }
 
     /// The discovery document (OIDC Discovery §4).
