@@ -73,11 +73,7 @@ impl Server {
                 "issuer is plain http: acceptable for loopback development only"
             );
         }
-        let introspection = Arc::new(if config.database_url.is_postgres() {
-            crate::http::introspection_cache::TokenCache::notified()
-        } else {
-            crate::http::introspection_cache::TokenCache::ttl()
-        });
+        let introspection = Arc::new(crate::http::introspection_cache::TokenCache::watched());
         let hook = Arc::new(crate::http::introspection_cache::InvalidateOnCommit {
             cache: Arc::clone(&introspection),
             next: Arc::new((store::LogAuditEvents, store::AuditMetrics)),
@@ -198,10 +194,16 @@ impl Server {
             Some(_) => tracing::info!(%addr, issuer, "listening (https)"),
         }
         state.introspection.trim_in_background();
-        // Postgres: the introspection cache's change listener, for as long as we serve.
-        let changes = state.config.database_url.is_postgres().then(|| {
+        // What proves the introspection cache fresh, for as long as we serve: the change
+        // listener (Postgres) or the change counter's reader (SQLite).
+        let changes = Some(if state.config.database_url.is_postgres() {
             tokio::spawn(crate::http::introspection_cache::listen(
                 state.config.database_url.as_str().to_owned(),
+                Arc::clone(&state.introspection),
+            ))
+        } else {
+            tokio::spawn(crate::http::introspection_cache::poll(
+                state.store.clone(),
                 Arc::clone(&state.introspection),
             ))
         });

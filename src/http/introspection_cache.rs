@@ -13,8 +13,11 @@
 //!   [`BEAT`] and the cache is used only while one sent less than [`FRESH`] ago has come back.
 //!   Notifications arrive in commit order, so when a beat sent at `S` comes back every
 //!   revocation committed before `S` has been applied. A lost connection empties the cache.
-//! - On SQLite (one server; the CLI may write the same file) an answer is kept for at most
-//!   [`FRESH`].
+//! - On SQLite, triggers (migration 0013) advance a change counter instead, and a task reads
+//!   it every [`BEAT`] ([`poll`]): a counter that moved empties the cache, and the cache is
+//!   used only while a read started less than [`FRESH`] ago has come back. A read sees every
+//!   change committed before it started (the CLI's, another process's), so the bound is the
+//!   same as on Postgres.
 //!
 //! Only access tokens are kept: refresh tokens change at every use, and API keys record their
 //! use. Each entry also carries the token's expiry, checked at every hit.
@@ -53,17 +56,10 @@ struct Entry {
     used: Instant,
 }
 
-/// How freshness is proven.
-enum Mode {
-    /// Every entry is at most [`FRESH`] old.
-    Ttl,
-    /// While a beat sent less than [`FRESH`] ago has come back (Postgres).
-    Notified,
-}
-
+/// Answers are served only while a beat (Postgres) or a read of the change counter (SQLite)
+/// started less than [`FRESH`] ago has come back.
 pub struct TokenCache {
     entries: Mutex<HashMap<Digest, Entry>>,
-    mode: Mode,
     /// Bumped by every invalidation: a lookup that started before one may not store its
     /// answer, which could predate the change.
     epoch: AtomicU64,
@@ -73,20 +69,11 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
-    /// A cache whose entries live at most [`FRESH`] (SQLite).
-    pub fn ttl() -> TokenCache {
-        TokenCache::new(Mode::Ttl)
-    }
-
-    /// A cache used only while a [`listen`] task proves it live (Postgres).
-    pub fn notified() -> TokenCache {
-        TokenCache::new(Mode::Notified)
-    }
-
-    fn new(mode: Mode) -> TokenCache {
+    /// A cache used only while a [`listen`] (Postgres) or [`poll`] (SQLite) task proves it
+    /// live.
+    pub fn watched() -> TokenCache {
         TokenCache {
             entries: Mutex::new(HashMap::new()),
-            mode,
             epoch: AtomicU64::new(0),
             confirmed: AtomicU64::new(0),
             base: Instant::now(),
@@ -100,28 +87,18 @@ impl TokenCache {
         }
         let mut entries = self.lock();
         let entry = entries.get_mut(digest)?;
-        if entry.loaded.elapsed() >= self.max_age()
-            || entry.expires_at.is_some_and(|exp| exp <= now)
-        {
+        if entry.loaded.elapsed() >= MAX_AGE || entry.expires_at.is_some_and(|exp| exp <= now) {
             return None;
         }
         entry.used = Instant::now();
         Some(Arc::clone(&entry.answer))
     }
 
-    fn max_age(&self) -> Duration {
-        match self.mode {
-            Mode::Ttl => FRESH,
-            Mode::Notified => MAX_AGE,
-        }
-    }
-
     /// Drops the answers that may no longer be served or were not asked for in [`IDLE`], and
     /// gives back the map's room when most of it went.
     pub fn trim(&self) {
-        let max_age = self.max_age();
         let mut entries = self.lock();
-        entries.retain(|_, e| e.loaded.elapsed() < max_age && e.used.elapsed() < IDLE);
+        entries.retain(|_, e| e.loaded.elapsed() < MAX_AGE && e.used.elapsed() < IDLE);
         if entries.len() < entries.capacity() / 4 {
             entries.shrink_to_fit();
         }
@@ -198,16 +175,11 @@ impl TokenCache {
     }
 
     fn live(&self) -> bool {
-        match self.mode {
-            Mode::Ttl => true,
-            Mode::Notified => {
-                let sent = self.confirmed.load(Ordering::Acquire);
-                sent != 0 && self.since_base().saturating_sub(sent) < FRESH.as_nanos() as u64
-            }
-        }
+        let sent = self.confirmed.load(Ordering::Acquire);
+        sent != 0 && self.since_base().saturating_sub(sent) < FRESH.as_nanos() as u64
     }
 
-    /// A beat sent at `sent` came back.
+    /// A beat sent (or a read of the change counter started) at `sent` came back.
     fn confirm(&self, sent: Instant) {
         // A beat from before this cache existed proves nothing about it.
         if let Some(since) = sent.checked_duration_since(self.base) {
@@ -340,6 +312,34 @@ pub async fn listen(url: String, cache: Arc<TokenCache>) {
     }
 }
 
+/// SQLite: reads the change counter of migration 0013 every [`BEAT`]; a counter that moved
+/// empties `cache`, and each read that came back proves it live as of when the read started
+/// (a read sees every change committed before it). Runs until the process ends; reads that
+/// fail leave the cache unused after [`FRESH`].
+pub async fn poll(store: Arc<dyn crate::store::Store>, cache: Arc<TokenCache>) {
+    let mut tick = tokio::time::interval(BEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = None;
+    loop {
+        tick.tick().await;
+        let sent = Instant::now();
+        match store.change_count().await {
+            Ok(Some(n)) => {
+                // Emptied before the read counts as proof: what was cached before it may
+                // predate the change it saw (the first read too: nothing before it was
+                // watched).
+                if seen != Some(n) {
+                    cache.forget_all();
+                    seen = Some(n);
+                }
+                cache.confirm(sent);
+            }
+            Ok(None) => return,
+            Err(e) => tracing::debug!(error = %e, "change counter not read"),
+        }
+    }
+}
+
 async fn send_beats(pool: sqlx::PgPool, mark: String, sent: Arc<Mutex<HashMap<u64, Instant>>>) {
     let mut tick = tokio::time::interval(BEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -393,9 +393,16 @@ mod tests {
         Arc::from(r#"{"active":true}"#)
     }
 
+    /// A cache its watcher has just proven live.
+    fn live_cache() -> TokenCache {
+        let cache = TokenCache::watched();
+        cache.confirm(Instant::now());
+        cache
+    }
+
     #[test]
     fn a_lookup_that_raced_an_invalidation_is_not_kept() {
-        let cache = TokenCache::ttl();
+        let cache = live_cache();
         let d = Digest::of("t");
         let ticket = cache.ticket();
         cache.forget(&Digest::of("other"));
@@ -407,7 +414,7 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_never_served() {
-        let cache = TokenCache::ttl();
+        let cache = live_cache();
         let d = Digest::of("t");
         cache.put(cache.ticket(), d, answer(), Some(100));
         assert!(cache.get(&d, 99).is_some());
@@ -415,8 +422,8 @@ mod tests {
     }
 
     #[test]
-    fn a_notified_cache_serves_only_while_a_recent_beat_came_back() {
-        let cache = TokenCache::notified();
+    fn a_watched_cache_serves_only_while_a_recent_proof_came_back() {
+        let cache = TokenCache::watched();
         let d = Digest::of("t");
         cache.put(cache.ticket(), d, answer(), None);
         assert!(cache.get(&d, 0).is_none(), "no beat yet: nothing kept");
@@ -434,7 +441,7 @@ mod tests {
 
     #[test]
     fn any_event_but_the_harmless_ones_empties_the_cache() {
-        let cache = Arc::new(TokenCache::ttl());
+        let cache = Arc::new(live_cache());
         let hook = InvalidateOnCommit {
             cache: Arc::clone(&cache),
             next: Arc::new(crate::store::LogAuditEvents),
@@ -449,14 +456,15 @@ mod tests {
 
     #[test]
     fn answers_nobody_asks_for_are_dropped_and_their_room_given_back() {
-        let cache = TokenCache::ttl();
+        let cache = live_cache();
         for i in 0..1_000 {
             cache.put(cache.ticket(), Digest::of(&format!("t{i}")), answer(), None);
         }
         let kept = Digest::of("t0");
         cache.trim();
         assert_eq!(cache.len(), 1_000, "all fresh");
-        // Within FRESH (a Ttl cache may serve it), one of them is asked for again and again.
+        // Within FRESH (the one proof of liveness holds), one of them is asked for again and
+        // again.
         let start = Instant::now();
         while start.elapsed() < IDLE / 2 {
             assert!(cache.get(&kept, 0).is_some());
@@ -470,6 +478,42 @@ mod tests {
             cache.len()
         );
         assert!(cache.lock().capacity() < 1_000, "room given back");
+    }
+
+    /// SQLite: the change counter's reader proves the cache live, lets answers outlive
+    /// [`FRESH`] while nothing changes, and empties the cache within the bound once another
+    /// connection (the CLI, say) moves the counter.
+    #[tokio::test]
+    async fn the_change_counter_reader_keeps_answers_until_the_counter_moves() {
+        use sqlx::Connection;
+        let (dir, store) = crate::store::sqlite_store().await;
+        let store: Arc<dyn crate::store::Store> = Arc::new(store);
+        let cache = Arc::new(TokenCache::watched());
+        let _poll = AbortOnDrop(tokio::spawn(poll(store, Arc::clone(&cache))));
+        let since = Instant::now();
+        while !cache.live() {
+            assert!(since.elapsed() < FRESH, "the first read proves it live");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let d = Digest::of("t");
+        cache.put(cache.ticket(), d, answer(), None);
+        tokio::time::sleep(FRESH + BEAT).await;
+        assert!(cache.get(&d, 0).is_some(), "kept while nothing changed");
+
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("update change_counter set n = n + 1")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let since = Instant::now();
+        while cache.get(&d, 0).is_some() {
+            assert!(
+                since.elapsed() < FRESH,
+                "still served after the counter moved"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]

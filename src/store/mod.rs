@@ -23,6 +23,8 @@ use crate::config::DatabaseUrl;
 use crate::crypto::token::Digest;
 
 pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
+#[cfg(test)]
+pub(crate) use sql::sqlite_store;
 pub use sql::SqlStore;
 pub use traits::{
     AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,

@@ -41,6 +41,11 @@ pub trait Store:
 
     /// Succeeds when the store answers a trivial query (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// SQLite: the change counter (migration 0013), which every committed change able to turn
+    /// an active token's introspection answer inactive advances, whoever wrote it. `None` on
+    /// Postgres, whose triggers notify instead.
+    async fn change_count(&self) -> Result<Option<i64>, StoreError>;
 }
 
 /// Registered clients.

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use tessera::audit::{AuditEvent, AuditKind};
 use tessera::crypto::token::Digest;
 use tessera::store::{
-    self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, ClientRecord, CodeRecord,
-    GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError, TakeBack,
-    TokenKind, TokenRecord,
+    self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, Backend, ClientRecord,
+    CodeRecord, GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError,
+    TakeBack, TokenKind, TokenRecord,
 };
 use tokio::sync::Barrier;
 
@@ -1615,5 +1615,95 @@ async fn a_token_for_a_client_that_does_not_exist_is_refused() {
             db.label
         );
         assert!(trail < trail_with_grant);
+    }
+}
+
+/// Decision 0022, SQLite: the change counter the introspection cache watches (migration
+/// 0013) moves with every change that can end an active token's access or alter its answer,
+/// and with none of the writes of the token endpoint, which would empty the cache for
+/// nothing. Postgres notifies instead and has no counter.
+#[tokio::test]
+async fn change_count_moves_with_every_revocation_and_with_no_issue_or_rotation() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        let count = || {
+            let store = Arc::clone(&store);
+            async move { store.change_count().await.unwrap() }
+        };
+        if store.backend() == Backend::Postgres {
+            assert_eq!(count().await, None);
+            continue;
+        }
+        seeded(store.as_ref()).await;
+        let of = |v: &str, kind, grant: &str| token(v, kind, ADA, Some(grant));
+        grant_with_tokens(
+            store.as_ref(),
+            "g1",
+            ADA,
+            &[
+                of("a0", TokenKind::Access, "g1"),
+                of("r0", TokenKind::Refresh, "g1"),
+            ],
+        )
+        .await;
+        grant_with_tokens(
+            store.as_ref(),
+            "g2",
+            ADA,
+            &[of("g2-a", TokenKind::Access, "g2")],
+        )
+        .await;
+        let before = count().await.expect("SQLite has a change counter");
+        assert!(store
+            .rotate_refresh(
+                &Digest::of("r0"),
+                &[
+                    of("a1", TokenKind::Access, "g1"),
+                    of("r1", TokenKind::Refresh, "g1")
+                ],
+                4_000,
+                &audit(AuditKind::TokenIssued),
+            )
+            .await
+            .unwrap());
+        store
+            .insert_tokens(
+                &[token("key", TokenKind::ApiKey, ADA, None)],
+                &audit(AuditKind::TokenIssued),
+            )
+            .await
+            .unwrap();
+        assert_eq!(count().await, Some(before), "issues and rotations");
+
+        let mut last = before;
+        let mut moved = |now: Option<i64>, what: &str| {
+            let now = now.unwrap();
+            assert!(now > last, "{what} did not move the counter");
+            last = now;
+        };
+        store
+            .revoke_token(&Digest::of("a1"), 5_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        moved(count().await, "a token revoked");
+        store
+            .revoke_grant("g2", 5_000, &audit(AuditKind::TokenRevoked))
+            .await
+            .unwrap();
+        moved(count().await, "a grant revoked");
+        let mut ada = store.account(ADA).await.unwrap().unwrap();
+        ada.roles = vec!["admin".into()];
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        moved(count().await, "a user given a role");
+        store
+            .delete_account(BOB, &audit(AuditKind::UserDeleted))
+            .await
+            .unwrap();
+        moved(count().await, "a user deleted");
+        db.sql("delete from token where kind = 'api_key'").await;
+        moved(count().await, "a token deleted by plain SQL");
     }
 }

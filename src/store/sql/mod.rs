@@ -576,11 +576,22 @@ impl Store for SqlStore {
             .map_err(StoreError::Unavailable)?;
         Ok(())
     }
+
+    async fn change_count(&self) -> Result<Option<i64>, StoreError> {
+        if self.backend == Backend::Postgres {
+            return Ok(None);
+        }
+        sqlx::query_scalar("select n from change_counter where id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(Some)
+            .map_err(StoreError::Unavailable)
+    }
 }
 
 /// A store on a fresh SQLite file, which lives as long as the folder (unit tests).
 #[cfg(test)]
-async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
+pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
     let dir = tempfile::tempdir().unwrap();
     let url: DatabaseUrl = format!("sqlite://{}", dir.path().join("t.db").display())
         .parse()
