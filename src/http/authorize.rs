@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::oauth::authorize::{self, AuthorizeError, Decision, AUTHORIZE_PARAMS};
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
-use crate::store::{AccountRecord, SessionRecord};
+use crate::store::{AccountRecord, ConsentGiven, SessionRecord};
 
 pub async fn get(
     State(app): State<AppState>,
@@ -43,7 +43,7 @@ pub async fn post(
 }
 
 async fn run(app: &AppState, headers: &HeaderMap, params: &Params, peer: SocketAddr) -> Response {
-    match step(app, headers, params, peer, None).await {
+    match step(app, headers, params, peer, None, &mut None).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, e, StatusCode::FOUND),
     }
@@ -59,16 +59,18 @@ pub(super) struct Consented {
 /// The person approved at the consent page: carries on with the request (`params`, the
 /// satisfied `prompt=consent` removed) as `/authorize` would, so the code goes to the client
 /// in the answer to the consent form, without the browser's round trip back to
-/// `/authorize` and its reads of the session and of the consent just written. Redirects
-/// answer the form with 303 (RFC 9700 §4.12).
+/// `/authorize` and its reads of the session and of the consent. Redirects answer the form
+/// with 303 (RFC 9700 §4.12). When a code is issued, `given` (the consent, not yet stored) is
+/// taken and stored with it in one write; otherwise it is left for the caller to store.
 pub(super) async fn after_consent(
     app: &AppState,
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
     consented: Consented,
+    given: &mut Option<ConsentGiven>,
 ) -> Response {
-    match step(app, headers, params, peer, Some(consented)).await {
+    match step(app, headers, params, peer, Some(consented), given).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, e, StatusCode::SEE_OTHER),
     }
@@ -80,6 +82,7 @@ async fn step(
     params: &Params,
     peer: SocketAddr,
     known: Option<Consented>,
+    given: &mut Option<ConsentGiven>,
 ) -> Result<Response, AuthorizeError> {
     let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
@@ -119,6 +122,7 @@ async fn step(
                 &account,
                 now,
                 origin,
+                given.take(),
             )
             .await
             .map_err(|e| request.fail(e.into()))?;

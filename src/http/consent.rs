@@ -82,16 +82,41 @@ pub async fn post(
     )
     .await
     {
-        Ok(scope) => {
+        Ok(given) => {
             let params = Params::parse(
                 pending_query(&params, &["consent"]).as_bytes(),
                 AUTHORIZE_PARAMS,
             );
             let consented = authorize::Consented {
-                scope,
+                scope: given.scope.clone(),
                 signed_in: (session, account),
             };
-            authorize::after_consent(&app, &headers, &params, peer, consented).await
+            let mut given = Some(given);
+            let response =
+                authorize::after_consent(&app, &headers, &params, peer, consented, &mut given)
+                    .await;
+            // No code took the consent with it (the request went another way): stored alone,
+            // before the answer goes out.
+            if let Some(given) = given {
+                let stored = app
+                    .store
+                    .grant_consent(
+                        &given.account_id,
+                        &given.client_id,
+                        &given.scope,
+                        given.now,
+                        &given.audit,
+                    )
+                    .await;
+                if let Err(e) = stored {
+                    return error::authorize_error(
+                        &app,
+                        request.fail(e.into()),
+                        StatusCode::SEE_OTHER,
+                    );
+                }
+            }
+            response
         }
         Err(e) => error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     }

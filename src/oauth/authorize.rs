@@ -16,8 +16,8 @@ use crate::crypto::keys::KeySet;
 use crate::crypto::token::{PlainSecret, CODE_PREFIX};
 use crate::store::client_cache::ClientCache;
 use crate::store::{
-    AccountRecord, ClientRecord, CodeRecord, GrantRecord, RequestedClaims, SessionRecord, Store,
-    StoreError,
+    AccountRecord, ClientRecord, CodeRecord, ConsentGiven, GrantRecord, RequestedClaims,
+    SessionRecord, Store, StoreError,
 };
 
 /// Parameters `/authorize` reads; anything else is ignored (RFC 6749 §3.1).
@@ -418,7 +418,8 @@ pub fn decide(
 }
 
 /// RFC 6749 §4.1.2: a code bound to this client, redirect URI, scope, nonce and PKCE
-/// challenge, valid for 60 seconds, stored as a digest; a new grant for it to hang off.
+/// challenge, valid for 60 seconds, stored as a digest; a new grant for it to hang off. With
+/// `consent`, the consent the person has just given is stored in the same write.
 pub async fn issue_code(
     store: &dyn Store,
     request: &AuthorizeRequest,
@@ -426,6 +427,7 @@ pub async fn issue_code(
     account: &AccountRecord,
     now: i64,
     (ip, agent): (Option<String>, Option<String>),
+    consent: Option<ConsentGiven>,
 ) -> Result<PlainSecret, StoreError> {
     let code = PlainSecret::generate(CODE_PREFIX);
     let grant = GrantRecord {
@@ -464,6 +466,13 @@ pub async fn issue_code(
         .account(&account.id)
         .from_request(ip, agent)
         .details(serde_json::json!({ "grant_id": grant.id, "scope": grant.scope }));
-    store.insert_code(&grant, &record, &audit).await?;
+    match consent {
+        Some(consent) => {
+            store
+                .insert_code_with_consent(&consent, &grant, &record, &audit)
+                .await?
+        }
+        None => store.insert_code(&grant, &record, &audit).await?,
+    }
     Ok(code)
 }

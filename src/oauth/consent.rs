@@ -5,7 +5,7 @@
 use super::authorize::AuthorizeRequest;
 use super::error::{ErrorCode, OAuthError};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::store::{AccountRecord, Store};
+use crate::store::{AccountRecord, ConsentGiven, Store};
 
 /// The person's answer on the consent page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,10 @@ impl Decision {
 /// Where a request came from, for the audit trail: source address and user agent.
 pub type Origin = (Option<String>, Option<String>);
 
-/// Records the decision with its audit event; `Ok` means carry on with the request (with the
-/// scopes just consented to, space-separated), an error is the answer for the client.
+/// Acts on the decision. A denial is recorded with its audit event, and the error is the
+/// answer for the client. An approval is handed back to be recorded (with the code it leads
+/// to, in one write; alone if the request goes another way), and the request carries on
+/// with the scopes just consented to.
 pub async fn decide(
     store: &dyn Store,
     request: &AuthorizeRequest,
@@ -36,7 +38,7 @@ pub async fn decide(
     decision: Decision,
     now: i64,
     (ip, agent): Origin,
-) -> Result<String, OAuthError> {
+) -> Result<ConsentGiven, OAuthError> {
     // The scopes whose claims the request asked for by name are consented to with the rest.
     let scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
     let audit = |kind| {
@@ -47,18 +49,13 @@ pub async fn decide(
             .details(serde_json::json!({ "scope": scope }))
     };
     match decision {
-        Decision::Approve => {
-            store
-                .grant_consent(
-                    &account.id,
-                    &request.client.id,
-                    &scope,
-                    now,
-                    &audit(AuditKind::ConsentGranted),
-                )
-                .await?;
-            Ok(scope)
-        }
+        Decision::Approve => Ok(ConsentGiven {
+            account_id: account.id.clone(),
+            client_id: request.client.id.clone(),
+            audit: audit(AuditKind::ConsentGranted),
+            scope,
+            now,
+        }),
         Decision::Deny => {
             store.append_audit(&audit(AuditKind::ConsentDenied)).await?;
             Err(OAuthError::new(

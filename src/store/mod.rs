@@ -27,9 +27,9 @@ pub use after_commit::{AfterCommit, AuditMetrics, LogAuditEvents};
 pub(crate) use sql::sqlite_store;
 pub use sql::SqlStore;
 pub use traits::{
-    AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentStore, Expired, GrantStore,
-    HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore, SignedInWithConsent,
-    SigningKeyStore, Store, TakeBack, ThrottleKey, TokenStore, SEAL_ROUND_MIN,
+    AccountStore, ApiKeyStore, AuditStore, ClientStore, ConsentGiven, ConsentStore, Expired,
+    GrantStore, HousekeepingStore, LoginCount, LoginThrottleStore, SessionStore,
+    SignedInWithConsent, SigningKeyStore, Store, TakeBack, ThrottleKey, TokenStore, SEAL_ROUND_MIN,
 };
 
 /// Every store trait, for `use crate::store::prelude::*;`. Code holding a `dyn Store` (or an

@@ -235,6 +235,16 @@ pub trait GrantStore: Send + Sync {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Like [`GrantStore::insert_code`], and in the same transaction records `consent` as
+    /// [`ConsentStore::grant_consent`] does: the code that answers an approval at the consent
+    /// page, one write where there were two. Either both are stored or neither.
+    async fn insert_code_with_consent(
+        &self,
+        consent: &ConsentGiven,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Marks the code consumed and returns it with its user (`None` if the user is gone),
     /// in one statement, if it exists and was not consumed before: of any number of
     /// concurrent calls for one code, at most one gets it.
@@ -432,6 +442,17 @@ pub trait LoginThrottleStore: Send + Sync {
 
 /// A live session, its user, and what the user consented to for one client.
 pub type SignedInWithConsent = ((SessionRecord, AccountRecord), Option<String>);
+
+/// A consent just given: `scope` (space-separated) added to what the user has consented to
+/// for the client, at `now`, recorded with `audit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentGiven {
+    pub account_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub now: i64,
+    pub audit: AuditEvent,
+}
 
 /// What taking back a counted sign-in attempt changes: every failure of `clear` forgotten
 /// (the username of a sign-in that succeeded), one counted attempt of each `forgive` key

@@ -13,8 +13,8 @@ use tessera::audit::{AuditEvent, AuditKind};
 use tessera::crypto::token::Digest;
 use tessera::store::{
     self, AccessTokenFormat, AccountRecord, AfterCommit, AuthMethod, Backend, ClientRecord,
-    CodeRecord, GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store, StoreError,
-    TakeBack, TokenKind, TokenRecord,
+    CodeRecord, ConsentGiven, GrantRecord, RequestedClaims, SessionRecord, StandardClaims, Store,
+    StoreError, TakeBack, TokenKind, TokenRecord,
 };
 use tokio::sync::Barrier;
 
@@ -1705,5 +1705,87 @@ async fn change_count_moves_with_every_revocation_and_with_no_issue_or_rotation(
         moved(count().await, "a user deleted");
         db.sql("delete from token where kind = 'api_key'").await;
         moved(count().await, "a token deleted by plain SQL");
+    }
+}
+
+/// The answer to an approval at the consent page: the consent, the grant, its code and both
+/// audit events in one write; a code that cannot be stored leaves the consent as it was.
+#[tokio::test]
+async fn insert_code_with_consent_stores_both_or_neither() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        store
+            .grant_consent(
+                ADA,
+                CLIENT,
+                "openid",
+                3_000,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+        let given = |scope: &str| ConsentGiven {
+            account_id: ADA.into(),
+            client_id: CLIENT.into(),
+            scope: scope.into(),
+            now: 3_500,
+            audit: audit(AuditKind::ConsentGranted),
+        };
+        let g = grant("g1", ADA);
+        let before = audit_count(store.as_ref()).await;
+        store
+            .insert_code_with_consent(
+                &given("profile openid email"),
+                &g,
+                &code("c1", &g),
+                &audit(AuditKind::CodeIssued),
+            )
+            .await
+            .unwrap();
+        let consented = || {
+            let store = Arc::clone(&store);
+            async move { store.consent(ADA, CLIENT).await.unwrap() }
+        };
+        assert_eq!(
+            consented().await.as_deref(),
+            Some("openid profile email"),
+            "{}",
+            db.label
+        );
+        assert!(store.grant("g1").await.unwrap().is_some());
+        assert_eq!(
+            store
+                .code_grant_id(&Digest::of("c1"))
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("g1")
+        );
+        let after = audit_count(store.as_ref()).await;
+        assert_eq!(after - before, 2, "{}: both events", db.label);
+
+        // The same grant again: a conflict, and nothing of it stays.
+        let refused = store
+            .insert_code_with_consent(
+                &given("address"),
+                &g,
+                &code("c2", &g),
+                &audit(AuditKind::CodeIssued),
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{}: {refused:?}",
+            db.label
+        );
+        assert_eq!(
+            consented().await.as_deref(),
+            Some("openid profile email"),
+            "{}",
+            db.label
+        );
+        assert_eq!(store.code_grant_id(&Digest::of("c2")).await.unwrap(), None);
+        assert_eq!(audit_count(store.as_ref()).await, after, "{}", db.label);
     }
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{audit_insert_sql, bind_audit, Row, SqlStore};
+use super::{audit_insert_sql, bind_audit, AnyQuery, Row, SqlStore, Tx};
 use crate::audit::AuditEvent;
 use crate::store::{Backend, ConsentStore, StoreError};
 
@@ -15,6 +15,64 @@ fn merged(before: &str, added: &str) -> String {
         }
     }
     scopes.join(" ")
+}
+
+/// Postgres: the consent upsert, `$1` account, `$2` client, `$3` scope (each once), `$4`
+/// now. One statement: the upsert locks the row (a concurrent grant waits, then merges into
+/// what this one wrote), and the merge keeps the scopes already consented to in their order,
+/// then adds the new ones, each once.
+pub(super) const CONSENT_UPSERT_PG: &str = "insert into consent (account_id, client_id, scope, \
+     created_at, updated_at) values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
+     do update set updated_at = excluded.updated_at, scope = (\
+     select coalesce(string_agg(w, ' ' order by n), '') from (\
+     select w, min(n) as n from unnest(string_to_array(\
+     consent.scope || ' ' || excluded.scope, ' ')) with ordinality as t (w, n) \
+     where w <> '' group by w) as words)";
+
+/// Binds [`CONSENT_UPSERT_PG`]'s four values.
+pub(super) fn bind_consent_pg<'q>(
+    q: AnyQuery<'q>,
+    account_id: &'q str,
+    client_id: &'q str,
+    scope: &str,
+    now: i64,
+) -> AnyQuery<'q> {
+    q.bind(account_id)
+        .bind(client_id)
+        .bind(merged("", scope))
+        .bind(now)
+}
+
+/// SQLite: adds `scope` to the consent within `tx`. The write first: it takes the write
+/// lock, so a concurrent grant waits here and then reads what this one wrote; it hands back
+/// the scope consented to so far (empty for a new row).
+pub(super) async fn consent_in(
+    tx: &mut Tx,
+    account_id: &str,
+    client_id: &str,
+    scope: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "insert into consent (account_id, client_id, scope, created_at, updated_at) \
+         values ($1, $2, '', $3, $3) on conflict (account_id, client_id) \
+         do update set updated_at = excluded.updated_at returning scope",
+    )
+    .bind(account_id)
+    .bind(client_id)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(StoreError::Unavailable)?;
+    let before: String = Row::new(&row).get("scope")?;
+    sqlx::query("update consent set scope = $3 where account_id = $1 and client_id = $2")
+        .bind(account_id)
+        .bind(client_id)
+        .bind(merged(&before, scope))
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    Ok(())
 }
 
 #[async_trait]
@@ -42,24 +100,8 @@ impl ConsentStore for SqlStore {
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
         if self.backend == Backend::Postgres {
-            // One statement: the upsert locks the row (a concurrent grant waits, then merges
-            // into what this one wrote), and the merge keeps the scopes already consented to
-            // in their order, then adds the new ones, each once.
-            let sql = format!(
-                "with c as (insert into consent (account_id, client_id, scope, created_at, \
-                 updated_at) values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
-                 do update set updated_at = excluded.updated_at, scope = (\
-                 select coalesce(string_agg(w, ' ' order by n), '') from (\
-                 select w, min(n) as n from unnest(string_to_array(\
-                 consent.scope || ' ' || excluded.scope, ' ')) with ordinality as t (w, n) \
-                 where w <> '' group by w) as words)) {}",
-                audit_insert_sql(5, 1)
-            );
-            let q = sqlx::query(&sql)
-                .bind(account_id)
-                .bind(client_id)
-                .bind(merged("", scope))
-                .bind(now);
+            let sql = format!("with c as ({CONSENT_UPSERT_PG}) {}", audit_insert_sql(5, 1));
+            let q = bind_consent_pg(sqlx::query(&sql), account_id, client_id, scope, now);
             self.execute_audited(
                 bind_audit(q, audit)?,
                 std::slice::from_ref(audit),
@@ -69,28 +111,7 @@ impl ConsentStore for SqlStore {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        // The write first: it creates the row or locks it (Postgres) / takes the write lock
-        // (SQLite), so a concurrent grant waits here and then reads what this one wrote; it
-        // hands back the scope consented to so far (empty for a new row).
-        let row = sqlx::query(
-            "insert into consent (account_id, client_id, scope, created_at, updated_at) \
-             values ($1, $2, '', $3, $3) on conflict (account_id, client_id) \
-             do update set updated_at = excluded.updated_at returning scope",
-        )
-        .bind(account_id)
-        .bind(client_id)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        let before: String = Row::new(&row).get("scope")?;
-        sqlx::query("update consent set scope = $3 where account_id = $1 and client_id = $2")
-            .bind(account_id)
-            .bind(client_id)
-            .bind(merged(&before, scope))
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        consent_in(&mut tx, account_id, client_id, scope, now).await?;
         tx.audit(audit).await?;
         tx.commit().await
     }

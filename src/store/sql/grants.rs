@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
+use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
 use super::{
     aliased, audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row,
     SqlStore,
@@ -14,7 +15,8 @@ use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
 use crate::store::{
-    AccountRecord, AccountStore, CodeRecord, GrantRecord, GrantStore, RequestedClaims, StoreError,
+    AccountRecord, AccountStore, CodeRecord, ConsentGiven, GrantRecord, GrantStore,
+    RequestedClaims, StoreError,
 };
 
 macro_rules! code_columns {
@@ -133,29 +135,50 @@ fn bind_code<'q>(q: AnyQuery<'q>, code: &'q CodeRecord) -> Result<AnyQuery<'q>, 
         .bind(requested_claims(&code.claims)?))
 }
 
-#[async_trait]
-impl GrantStore for SqlStore {
-    async fn insert_code(
+impl SqlStore {
+    /// A grant, its first code and `audit`, with `consent` if one was just given, in one
+    /// write.
+    async fn write_code(
         &self,
+        consent: Option<&ConsentGiven>,
         grant: &GrantRecord,
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        let events: Vec<AuditEvent> = consent
+            .map(|c| c.audit.clone())
+            .into_iter()
+            .chain([audit.clone()])
+            .collect();
         if self.backend == Backend::Postgres {
-            // The code's foreign key is checked at the end of the statement, when the grant
-            // written by the first clause is there.
+            // One statement; the code's foreign key is checked at its end, when the grant
+            // written by the clause before is there.
+            let (upsert, first) = match consent {
+                Some(_) => (format!("k as ({CONSENT_UPSERT_PG}), "), 5),
+                None => (String::new(), 1),
+            };
             let sql = format!(
-                "with g as ({}), c as ({}) {}",
-                grant_insert_sql(1),
-                code_insert_sql(1 + GRANT_VALUES),
-                audit_insert_sql(1 + GRANT_VALUES + CODE_VALUES, 1)
+                "with {upsert}g as ({}), c as ({}) {}",
+                grant_insert_sql(first),
+                code_insert_sql(first + GRANT_VALUES),
+                audit_insert_sql(first + GRANT_VALUES + CODE_VALUES, events.len())
             );
-            let q = bind_code(bind_grant(sqlx::query(&sql), grant)?, code)?;
-            self.execute_audited(bind_audit(q, audit)?, std::slice::from_ref(audit), "grant")
-                .await?;
+            let mut q = sqlx::query(&sql);
+            if let Some(c) = consent {
+                q = bind_consent_pg(q, &c.account_id, &c.client_id, &c.scope, c.now);
+            }
+            q = bind_code(bind_grant(q, grant)?, code)?;
+            for event in &events {
+                q = bind_audit(q, event)?;
+            }
+            self.execute_audited(q, &events, "grant").await?;
             return Ok(());
         }
         let mut tx = self.begin().await?;
+        if let Some(c) = consent {
+            consent_in(&mut tx, &c.account_id, &c.client_id, &c.scope, c.now).await?;
+            tx.audit(&c.audit).await?;
+        }
         bind_grant(sqlx::query(&grant_insert_sql(1)), grant)?
             .execute(&mut *tx)
             .await
@@ -166,6 +189,28 @@ impl GrantStore for SqlStore {
             .map_err(write_error("authorization code"))?;
         tx.audit(audit).await?;
         tx.commit().await
+    }
+}
+
+#[async_trait]
+impl GrantStore for SqlStore {
+    async fn insert_code(
+        &self,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write_code(None, grant, code, audit).await
+    }
+
+    async fn insert_code_with_consent(
+        &self,
+        consent: &ConsentGiven,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write_code(Some(consent), grant, code, audit).await
     }
 
     async fn consume_code(
