@@ -49,6 +49,8 @@ use super::{AfterCommit, Backend, LogAuditEvents, MigrationStatus, PoolStatus, S
 use crate::audit::AuditEvent;
 use crate::config::DatabaseUrl;
 
+/// A pooled connection idle this long is checked with a round trip before it is used again.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 /// SQLite: each connection's page cache, in KiB when negative (see `connect`).
 const SQLITE_CACHE_SIZE: &str = "pragma cache_size = -512";
 /// SQLite: how long a connection waits for a lock before answering busy (set on every
@@ -144,6 +146,20 @@ impl SqlStore {
                 Backend::Postgres => Some(Duration::from_secs(600)),
             })
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx checks every connection with a round trip before handing it out: on
+            // Postgres one more message each way per statement, and a wake-up of the
+            // connection's thread on SQLite. A connection used less than `STALE_AFTER` ago is
+            // known to work; one idle longer (the database may have restarted meanwhile) is
+            // still checked, and replaced if it does not answer.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= STALE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
