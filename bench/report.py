@@ -442,8 +442,11 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   two sign-in writes are the dearest statements (0.41 and 0.44 ms each, against 0.02 to 0.26
   for the rest): every browser of the bench comes from 127.0.0.1, so both update the one
   per-address throttle row, which concurrent sign-ins queue for. Under 2 ms per flow needs
-  fewer statements still (the consent and the code with its grant in one, the user read
-  with the throttle's count).
+  fewer statements still: the consent and the code with its grant are one since 2026-12-05
+  (8 statements); the user read with the throttle's count is left. On 2026-12-05 `perf`
+  put about three quarters of Postgres's CPU during the flow in the kernel (sending each
+  answer over loopback TCP and waking the server, `fdatasync` at commits): the cost is per
+  round trip, so only fewer round trips cut it.
 - **Token writes, Postgres** (2026-12-04): migration 0012 (decision 0033) dropped the token
   table's foreign keys, whose share locks on the one client row became a multixact write per
   token under concurrency, and made the grant and user indexes partial (client_credentials
@@ -507,6 +510,33 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-05, A/B on a slower machine** (AMD EPYC, 2 cores; its ceilings, measured by
+  the same script that day: bare axum hello 73,622/s at c = 16 against 183,072/s above,
+  argon2id 95.6/s on two cores and 48.2/s on one, RS256 2,853/s and 1,390/s, so an RS256
+  signature costs 0.72 ms there, ES256 58,124/s, Postgres inserts 13,886/s). This page's
+  figures stay those of the faster machine; what changed that day, measured before and
+  after on the slower one at c = 16, two runs each:
+  - SQLite introspection answers are kept until a change that could end them (a change
+    counter, migration 0013, read every 100 ms; decision 0022), no longer 0.8 s at most:
+    19,681–20,115 → 28,396–31,960 answers/s, server CPU 0.071–0.073 → 0.034–0.039 ms per
+    call. Postgres on the same machine: 15,925–19,598/s. SQLite now answers at least as
+    many as Postgres, the issue's rule.
+  - The store's pool no longer checks a connection with a round trip before every use (sqlx's
+    default; now only after a second idle): refresh (RS256) on Postgres 966–1,048 →
+    1,103–1,110/s, Postgres CPU 0.69–0.75 → 0.61–0.63 ms and server CPU 1.08–1.14 → 1.03–1.04
+    ms per refresh.
+  - A code flow's consent and code with its grant are one write: 9.49 → 8.51 statements and
+    9.62 → 8.64 commits per flow on Postgres; its Postgres CPU per flow stayed within the
+    spread (3.5–3.8 ms). Flows there: 64–72/s, 67–76 % of that day's argon2id ceiling (the
+    server's CPU per flow varied from 21.6 to 27.2 ms between runs of one binary, argon2id
+    about 21 of it).
+  - SQLite refresh (RS256) p99 at c = 16: 22.5–24.3 ms, 20.6 ms with the log's restart
+    checkpoint left out (a trial, not landed: the log then grows without bound). Under the
+    refresh the log grows by 6,000 to 12,000 pages per 500 ms, about 17 pages per refresh,
+    and each restart holds the write turn 6 to 15 ms. The rest of the tail is the closed
+    loop itself on saturated cores (p50 10.5 ms).
+  - SQLite idle RSS 2 s after all the workloads (c = 16 only): 30.3 MiB, 6.5 MiB of it
+    live allocations (16.6 in this page's SQLite run, which predates the sealer fix).
 - **The machine**: its speed varies from one session to the next and within one (the
   argon2id ceiling was 54.5/s on two cores one day and 65.8/s to 77.5/s the next; runs of
   the same binary minutes apart differ by up to a fifth in throughput). Compare figures with
