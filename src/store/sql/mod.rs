@@ -76,6 +76,11 @@ pub struct SqlStore {
     /// The writer that combines concurrent token issues ([`batch`]); `None` in the writer's
     /// own copy of the store.
     token_writes: Option<batch::TokenWrites>,
+    /// SQLite: one connection of its own for what runs on a timer for as long as the server
+    /// does: the change counter read every 100 ms ([`Store::change_count`]) and the
+    /// checkpoints every 500 ms. Through the pool, they would keep pooled connections (and
+    /// their prepared statements) from ever going idle.
+    timers: Option<AnyPool>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -163,20 +168,7 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // Durable across power loss with WAL, and much faster than FULL.
-                        conn.execute("pragma synchronous = normal").await?;
-                        // The store's writer task checkpoints instead (see `batch`), off
-                        // the write path.
-                        conn.execute("pragma wal_autocheckpoint = 0").await?;
-                        // 512 KiB of page cache per connection instead of SQLite's 2 MiB:
-                        // eight connections kept 16 MiB of pages the kernel's file cache holds
-                        // anyway (2026-12-04 bench: 9 MiB less live after the workloads, the
-                        // same throughput within the run-to-run spread).
-                        conn.execute(SQLITE_CACHE_SIZE).await?;
-                        conn.execute(
-                            format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}").as_str(),
-                        )
-                        .await?;
+                        sqlite_settings(conn).await?;
                     }
                     Ok(())
                 })
@@ -184,6 +176,19 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
+        let timers = match backend {
+            Backend::Sqlite => Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .idle_timeout(None)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .after_connect(|conn, _| Box::pin(sqlite_settings(conn)))
+                    .connect_lazy(&url)
+                    .map_err(StoreError::Unavailable)?,
+            ),
+            Backend::Postgres => None,
+        };
         let mut store = SqlStore {
             pool,
             backend,
@@ -191,6 +196,7 @@ impl SqlStore {
             writer: (backend == Backend::Sqlite).then(|| Arc::new(Semaphore::new(1))),
             writes: Arc::default(),
             token_writes: None,
+            timers,
         };
         store.token_writes = Some(batch::TokenWrites::start(store.clone()));
         Ok(store)
@@ -331,7 +337,7 @@ impl SqlStore {
     }
 
     async fn checkpoint_and_restart(&self) -> Result<(), sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.timers.as_ref().unwrap_or(&self.pool).acquire().await?;
         sqlx::query("pragma wal_checkpoint(passive)")
             .execute(&mut *conn)
             .await?;
@@ -381,6 +387,21 @@ const SQLITE_CONNECTIONS: u32 = 4;
 /// new one costs about a millisecond (the file is local, the schema small), so a server
 /// that has gone quiet need not keep what its last burst needed.
 const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What every SQLite connection of the store is set to.
+async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // Durable across power loss with WAL, and much faster than FULL.
+    conn.execute("pragma synchronous = normal").await?;
+    // The store's writer task checkpoints instead (see `batch`), off the write path.
+    conn.execute("pragma wal_autocheckpoint = 0").await?;
+    // 512 KiB of page cache per connection instead of SQLite's 2 MiB: eight connections kept
+    // 16 MiB of pages the kernel's file cache holds anyway (2026-12-04 bench: 9 MiB less live
+    // after the workloads, the same throughput within the run-to-run spread).
+    conn.execute(SQLITE_CACHE_SIZE).await?;
+    conn.execute(format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}").as_str())
+        .await?;
+    Ok(())
+}
 
 /// Creates the database's folder and makes sure a missing file is created, not an error.
 fn prepare_sqlite(url: &str) -> Result<String, StoreError> {
@@ -594,11 +615,11 @@ impl Store for SqlStore {
     }
 
     async fn change_count(&self) -> Result<Option<i64>, StoreError> {
-        if self.backend == Backend::Postgres {
+        let Some(timers) = &self.timers else {
             return Ok(None);
-        }
+        };
         sqlx::query_scalar("select n from change_counter where id = 1")
-            .fetch_one(&self.pool)
+            .fetch_one(timers)
             .await
             .map(Some)
             .map_err(StoreError::Unavailable)
@@ -619,6 +640,20 @@ pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The change counter is read every 100 ms for as long as the server runs; through a
+    /// connection of its own, so that an idle server's pool still closes its connections
+    /// (and gives back their prepared statements and pages).
+    #[tokio::test]
+    async fn reading_the_change_counter_lets_the_pool_go_idle() {
+        let (_dir, store) = sqlite_store().await;
+        let start = std::time::Instant::now();
+        while start.elapsed() < SQLITE_IDLE_TIMEOUT * 3 {
+            assert!(store.change_count().await.unwrap().is_some());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.pool.size(), 0, "pooled connections closed once idle");
+    }
 
     #[tokio::test]
     async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
