@@ -530,13 +530,21 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     spread (3.5–3.8 ms). Flows there: 64–72/s, 67–76 % of that day's argon2id ceiling (the
     server's CPU per flow varied from 21.6 to 27.2 ms between runs of one binary, argon2id
     about 21 of it).
-  - SQLite refresh (RS256) p99 at c = 16: 22.5–24.3 ms, 20.6 ms with the log's restart
-    checkpoint left out (a trial, not landed: the log then grows without bound). Under the
-    refresh the log grows by 6,000 to 12,000 pages per 500 ms, about 17 pages per refresh,
-    and each restart holds the write turn 6 to 15 ms. The rest of the tail is the closed
-    loop itself on saturated cores (p50 10.5 ms).
-  - SQLite idle RSS 2 s after all the workloads (c = 16 only): 30.3 MiB, 6.5 MiB of it
-    live allocations (16.6 in this page's SQLite run, which predates the sealer fix).
+  - SQLite refresh (RS256) p99 at c = 16: 22.5–25.9 ms, p50 10.5–12 ms, on saturated cores
+    (1.2 ms of server CPU per refresh, 0.72 of it the RSA signature). Under the refresh the
+    log grows by 6,000 to 12,000 pages per 500 ms, about 17 pages per refresh, and each
+    restart checkpoint holds the write turn 6 to 15 ms; yet restarting only once the log
+    held 20,000 or 60,000 pages changed neither p50 nor p99 (two runs each, within 1 ms of
+    restarting every round), so the checkpoints are not the tail. With the closed loop's
+    sixteen requests sharing two busy cores, a p99 twice the p50 is the queue itself: under
+    20 ms there needs less CPU per refresh (on this machine, an ES256 ID token: 0.69 ms of
+    server CPU per refresh).
+  - SQLite idle RSS 2 s after all the workloads (c = 16 only): 30.3 and 30.5 MiB, 5.9–6.5
+    MiB of it live allocations (16.6 in this page's SQLite run, which predates the sealer
+    fix), 17.3 MiB file-backed (the binary and its libraries). The checkpoints had kept one
+    pooled connection, with its prepared statements, alive for good; they and the change
+    counter's reads now share a connection of their own and the pool empties when idle
+    (tested). jemalloc with two arenas instead of eight: 29.9 MiB in one trial, not landed.
 - **The machine**: its speed varies from one session to the next and within one (the
   argon2id ceiling was 54.5/s on two cores one day and 65.8/s to 77.5/s the next; runs of
   the same binary minutes apart differ by up to a fifth in throughput). Compare figures with
