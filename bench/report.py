@@ -524,7 +524,9 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   - The store's pool no longer checks a connection with a round trip before every use (sqlx's
     default; now only after a second idle): refresh (RS256) on Postgres 966–1,048 →
     1,103–1,110/s, Postgres CPU 0.69–0.75 → 0.61–0.63 ms and server CPU 1.08–1.14 → 1.03–1.04
-    ms per refresh.
+    ms per refresh. sqlx 0.8 also pings every connection given back to the pool, always (no
+    option turns it off): one exchange per use is left there, the next cut (a newer sqlx, or
+    fewer pool round trips per request).
   - A code flow's consent and code with its grant are one write: 9.49 → 8.51 statements and
     9.62 → 8.64 commits per flow on Postgres; its Postgres CPU per flow stayed within the
     spread (3.5–3.8 ms). Flows there: 64–72/s, 67–76 % of that day's argon2id ceiling (the

@@ -320,11 +320,15 @@ pub async fn poll(store: Arc<dyn crate::store::Store>, cache: Arc<TokenCache>) {
     let mut tick = tokio::time::interval(BEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = None;
+    let mut failing = false;
     loop {
         tick.tick().await;
         let sent = Instant::now();
         match store.change_count().await {
             Ok(Some(n)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("change counter read again; introspection cached again");
+                }
                 // Emptied before the read counts as proof: what was cached before it may
                 // predate the change it saw (the first read too: nothing before it was
                 // watched).
@@ -335,6 +339,11 @@ pub async fn poll(store: Arc<dyn crate::store::Store>, cache: Arc<TokenCache>) {
                 cache.confirm(sent);
             }
             Ok(None) => return,
+            // Said once per run of failures: every read fails alike.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "change counter not read; introspection uncached until it is");
+            }
             Err(e) => tracing::debug!(error = %e, "change counter not read"),
         }
     }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{audit_insert_sql, bind_audit, AnyQuery, Row, SqlStore, Tx};
+use super::{audit_insert_sql, bind_audit, write_error, AnyQuery, Row, SqlStore, Tx};
 use crate::audit::AuditEvent;
 use crate::store::{Backend, ConsentStore, StoreError};
 
@@ -63,7 +63,7 @@ pub(super) async fn consent_in(
     .bind(now)
     .fetch_one(&mut **tx)
     .await
-    .map_err(StoreError::Unavailable)?;
+    .map_err(write_error("consent"))?;
     let before: String = Row::new(&row).get("scope")?;
     sqlx::query("update consent set scope = $3 where account_id = $1 and client_id = $2")
         .bind(account_id)
@@ -71,7 +71,7 @@ pub(super) async fn consent_in(
         .bind(merged(&before, scope))
         .execute(&mut **tx)
         .await
-        .map_err(StoreError::Unavailable)?;
+        .map_err(write_error("consent"))?;
     Ok(())
 }
 

@@ -76,10 +76,12 @@ pub struct SqlStore {
     /// The writer that combines concurrent token issues ([`batch`]); `None` in the writer's
     /// own copy of the store.
     token_writes: Option<batch::TokenWrites>,
-    /// SQLite: one connection of its own for what runs on a timer for as long as the server
+    /// SQLite: connections of their own for what runs on a timer for as long as the server
     /// does: the change counter read every 100 ms ([`Store::change_count`]) and the
     /// checkpoints every 500 ms. Through the pool, they would keep pooled connections (and
-    /// their prepared statements) from ever going idle.
+    /// their prepared statements) from ever going idle. Two, so that a checkpoint waiting for
+    /// the write turn never holds up a read of the counter (the introspection cache stops
+    /// answering 0.8 s after the last one).
     timers: Option<AnyPool>,
 }
 
@@ -151,11 +153,11 @@ impl SqlStore {
                 Backend::Postgres => Some(Duration::from_secs(600)),
             })
             .acquire_timeout(Duration::from_secs(5))
-            // sqlx checks every connection with a round trip before handing it out: on
-            // Postgres one more message each way per statement, and a wake-up of the
-            // connection's thread on SQLite. A connection used less than `STALE_AFTER` ago is
-            // known to work; one idle longer (the database may have restarted meanwhile) is
-            // still checked, and replaced if it does not answer.
+            // sqlx checks a connection with a round trip before handing it out (and again
+            // when it comes back, which sqlx 0.8 always does): on Postgres one more exchange
+            // per use, on SQLite a wake-up of the connection's thread. A connection used less
+            // than `STALE_AFTER` ago is known to work; one idle longer (the database may have
+            // restarted meanwhile) is still checked, and replaced if it does not answer.
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -179,7 +181,7 @@ impl SqlStore {
         let timers = match backend {
             Backend::Sqlite => Some(
                 AnyPoolOptions::new()
-                    .max_connections(1)
+                    .max_connections(2)
                     .idle_timeout(None)
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
