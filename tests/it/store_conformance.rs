@@ -173,6 +173,23 @@ async fn grant_with_tokens(store: &dyn Store, id: &str, account_id: &str, tokens
         .unwrap();
 }
 
+/// Grants `g1` and `g2` of ada's, each with an access token (`g1-a`, `g2-a`) and a refresh
+/// token (`g1-r`, `g2-r`).
+async fn two_grants_of_ada(store: &dyn Store) {
+    for g in ["g1", "g2"] {
+        grant_with_tokens(
+            store,
+            g,
+            ADA,
+            &[
+                token(&format!("{g}-a"), TokenKind::Access, ADA, Some(g)),
+                token(&format!("{g}-r"), TokenKind::Refresh, ADA, Some(g)),
+            ],
+        )
+        .await;
+    }
+}
+
 async fn audit_count(store: &dyn Store) -> usize {
     store.recent_audit(10_000).await.unwrap().len()
 }
@@ -462,27 +479,7 @@ async fn revoke_grant_revokes_every_token_of_the_grant_and_nothing_else() {
     for db in TestDb::all().await {
         let store = open(&db).await;
         seeded(store.as_ref()).await;
-        let of = |v: &str, kind, grant: &str| token(v, kind, ADA, Some(grant));
-        grant_with_tokens(
-            store.as_ref(),
-            "g1",
-            ADA,
-            &[
-                of("g1-a", TokenKind::Access, "g1"),
-                of("g1-r", TokenKind::Refresh, "g1"),
-            ],
-        )
-        .await;
-        grant_with_tokens(
-            store.as_ref(),
-            "g2",
-            ADA,
-            &[
-                of("g2-a", TokenKind::Access, "g2"),
-                of("g2-r", TokenKind::Refresh, "g2"),
-            ],
-        )
-        .await;
+        two_grants_of_ada(store.as_ref()).await;
         store
             .insert_tokens(
                 &[token("key", TokenKind::ApiKey, ADA, None)],
@@ -1635,28 +1632,12 @@ async fn change_count_moves_with_every_revocation_and_with_no_issue_or_rotation(
             continue;
         }
         seeded(store.as_ref()).await;
+        two_grants_of_ada(store.as_ref()).await;
         let of = |v: &str, kind, grant: &str| token(v, kind, ADA, Some(grant));
-        grant_with_tokens(
-            store.as_ref(),
-            "g1",
-            ADA,
-            &[
-                of("a0", TokenKind::Access, "g1"),
-                of("r0", TokenKind::Refresh, "g1"),
-            ],
-        )
-        .await;
-        grant_with_tokens(
-            store.as_ref(),
-            "g2",
-            ADA,
-            &[of("g2-a", TokenKind::Access, "g2")],
-        )
-        .await;
         let before = count().await.expect("SQLite has a change counter");
         assert!(store
             .rotate_refresh(
-                &Digest::of("r0"),
+                &Digest::of("g1-r"),
                 &[
                     of("a1", TokenKind::Access, "g1"),
                     of("r1", TokenKind::Refresh, "g1")
