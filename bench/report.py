@@ -391,11 +391,11 @@ and its grant (one write since 2026-12-05), the code's redemption and the tokens
 `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to that number on SQLite and
 Postgres: a change that adds a write fails it until the number is changed on purpose. On
 Postgres each of the session, consent, code and token writes is one statement with its audit
-event (data-modifying `with`), so a flow is 8 statements in all, reads included (measured
+event (data-modifying `with`), so a flow is 7 statements in all, reads included (measured
 with `pg_stat_statements`; 17 before 2026-12-04's second session, 9 before 2026-12-05): the
-throttle's count (one statement for all its keys), the user by name, the session, the
-session with its user and consent at `/authorize`, the session at the consent form, the
-consent with the code and its grant, the code's redemption with its user, and the tokens. The consent form's answer
+throttle's count for all its keys with the user by name, the session, the session with its
+user and consent at `/authorize`, the session at the consent form, the consent with the
+code and its grant, the code's redemption with its user, and the tokens. The consent form's answer
 carries the code (303 to the client), so no second round trip to `/authorize` reads the
 session and the consent again. The commit counts above are higher than the writes
 because every read outside a transaction is a commit there too.
@@ -442,8 +442,8 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   two sign-in writes are the dearest statements (0.41 and 0.44 ms each, against 0.02 to 0.26
   for the rest): every browser of the bench comes from 127.0.0.1, so both update the one
   per-address throttle row, which concurrent sign-ins queue for. Under 2 ms per flow needs
-  fewer statements still: the consent and the code with its grant are one since 2026-12-05
-  (8 statements); the user read with the throttle's count is left. On 2026-12-05 `perf`
+  fewer statements still: since 2026-12-05 the consent and the code with its grant are one,
+  and so are the throttle's count and the user read (7 statements). On 2026-12-05 `perf`
   put about three quarters of Postgres's CPU during the flow in the kernel (sending each
   answer over loopback TCP and waking the server, `fdatasync` at commits): the cost is per
   round trip, so only fewer round trips cut it.

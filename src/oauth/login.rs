@@ -32,10 +32,11 @@ pub struct Attempt<'a> {
 }
 
 /// The gate's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Gate {
-    /// Check the password; hand the ticket back to [`LoginGate::record`].
-    Proceed(Ticket),
+    /// Check the password of the user the username names, if any (read with the count, in
+    /// one round trip); hand the ticket back to [`LoginGate::record`].
+    Proceed(Ticket, Option<Box<AccountRecord>>),
     /// Refused without checking the password; try again after this many seconds.
     Wait { retry_after_secs: u64 },
 }
@@ -130,16 +131,17 @@ impl LoginGate for ThrottleGate {
             })
             .collect();
         let forget_before = attempt.now - FAILURE_MEMORY_SECS;
-        let counts = match self
+        let (count, account) = self
             .store
-            .count_login_attempt(
+            .count_login_attempt_for(
                 &throttled,
                 attempt.now,
                 forget_before,
                 self.policy.max_delay_secs,
+                attempt.username,
             )
-            .await?
-        {
+            .await?;
+        let counts = match count {
             LoginCount::Blocked { until } => return Ok(wait(until, attempt.now)),
             LoginCount::Counted(counts) => counts,
         };
@@ -154,7 +156,7 @@ impl LoginGate for ThrottleGate {
                 ticket.blocks_started.push((kind, failures, until));
             }
         }
-        Ok(Gate::Proceed(ticket))
+        Ok(Gate::Proceed(ticket, account.map(Box::new)))
     }
 
     async fn record(
@@ -254,8 +256,8 @@ impl Authenticator<'_> {
         origin: (Option<String>, Option<String>),
         clock: impl Fn() -> i64,
     ) -> Result<Outcome, OAuthError> {
-        let ticket = match self.gate.check(&attempt).await? {
-            Gate::Proceed(ticket) => ticket,
+        let (ticket, account) = match self.gate.check(&attempt).await? {
+            Gate::Proceed(ticket, account) => (ticket, account.map(|a| *a)),
             Gate::Wait { retry_after_secs } => {
                 let (ip, agent) = origin;
                 let mut audit =
@@ -267,7 +269,6 @@ impl Authenticator<'_> {
                 return Ok(Outcome::Throttled { retry_after_secs });
             }
         };
-        let account = self.store.account_by_username(attempt.username).await?;
         let hash = account.as_ref().and_then(|a| a.password_hash.clone());
         let (verified, upgraded) = match self.passwords.verify_upgrading(password, hash).await {
             Ok(v) => v,

@@ -435,6 +435,18 @@ pub trait LoginThrottleStore: Send + Sync {
         forget_before: i64,
         max_delay: i64,
     ) -> Result<LoginCount, StoreError>;
+    /// [`LoginThrottleStore::count_login_attempt`], and when the attempt was counted, the
+    /// user named `username` as [`AccountStore::account_by_username`] reads it: what a
+    /// sign-in needs before its password is checked, in one round trip where the store can
+    /// (Postgres). `None` for the user when there is none, or when the attempt was blocked.
+    async fn count_login_attempt_for(
+        &self,
+        keys: &[ThrottleKey<'_>],
+        now: i64,
+        forget_before: i64,
+        max_delay: i64,
+        username: &str,
+    ) -> Result<(LoginCount, Option<AccountRecord>), StoreError>;
     /// Takes back an attempt (it was never checked): one write. A successful one is taken
     /// back by the write that starts its session instead ([`SessionStore::insert_session`]).
     async fn take_back_login_attempt(&self, take_back: &TakeBack) -> Result<(), StoreError>;

@@ -1770,3 +1770,71 @@ async fn insert_code_with_consent_stores_both_or_neither() {
         assert_eq!(audit_count(store.as_ref()).await, after, "{}", db.label);
     }
 }
+
+/// A sign-in's count and its user in one call (one statement on Postgres): the same count as
+/// `count_login_attempt`, the user the username names when counted, none when it names
+/// nobody or the attempt is blocked.
+#[tokio::test]
+async fn login_attempts_count_with_the_user_they_name() {
+    use tessera::store::{LoginCount, ThrottleKey};
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let keys = [
+            ThrottleKey {
+                key: "user:ada",
+                threshold: 1,
+            },
+            ThrottleKey {
+                key: "addr:x",
+                threshold: 5,
+            },
+        ];
+        let now = 10_000;
+        let count = |username: &'static str| {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .count_login_attempt_for(&keys, now, now - 3_600, 60, username)
+                    .await
+                    .unwrap()
+            }
+        };
+        let (first, ada) = count("ada").await;
+        assert_eq!(
+            first,
+            LoginCount::Counted(vec![(1, 0), (1, 0)]),
+            "{}",
+            db.label
+        );
+        assert_eq!(ada, store.account(ADA).await.unwrap(), "{}", db.label);
+        // The second failure past the one free starts a block of a second on the username.
+        let (second, nobody) = count("nobody").await;
+        assert_eq!(
+            second,
+            LoginCount::Counted(vec![(2, now + 1), (2, 0)]),
+            "{}",
+            db.label
+        );
+        assert_eq!(nobody, None);
+        let (blocked, user) = count("ada").await;
+        assert_eq!(
+            blocked,
+            LoginCount::Blocked { until: now + 1 },
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            user, None,
+            "{}: no user read for a blocked attempt",
+            db.label
+        );
+        // Only the address key (a browser known for the username): the user comes all the same.
+        let (alone, ada) = store
+            .count_login_attempt_for(&keys[1..], now, now - 3_600, 60, "ada")
+            .await
+            .unwrap();
+        assert_eq!(alone, LoginCount::Counted(vec![(3, 0)]), "{}", db.label);
+        assert_eq!(ada.map(|a| a.id).as_deref(), Some(ADA), "{}", db.label);
+    }
+}

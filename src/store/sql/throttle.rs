@@ -2,10 +2,15 @@
 
 use async_trait::async_trait;
 
+use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
-use super::{placeholder_list, AnyQuery, Row, SqlStore};
-use crate::store::{Backend, LoginCount, LoginThrottleStore, StoreError, TakeBack, ThrottleKey};
+use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
+use super::{aliased, placeholder_list, AnyQuery, Row, SqlStore};
+use crate::store::{
+    AccountRecord, AccountStore, Backend, LoginCount, LoginThrottleStore, StoreError, TakeBack,
+    ThrottleKey,
+};
 
 impl SqlStore {
     /// The latest `blocked_until` among `keys` (0 when none is known).
@@ -22,6 +27,33 @@ impl SqlStore {
             }
         }
         Ok(latest)
+    }
+
+    /// What the count statement's `rows` say for `keys`.
+    async fn counted(
+        &self,
+        keys: &[ThrottleKey<'_>],
+        rows: &[AnyRow],
+    ) -> Result<LoginCount, StoreError> {
+        let mut counted = Vec::with_capacity(keys.len());
+        for k in keys {
+            let row = rows
+                .iter()
+                .map(Row::new)
+                .find(|row| row.get::<String>("key").is_ok_and(|key| key == k.key));
+            match row {
+                Some(row) => counted.push((row.get("failures")?, row.get("blocked_until")?)),
+                // A key is blocked: nothing was written, or (a concurrent attempt started a
+                // block on one key after this statement began) the other keys stay counted,
+                // which errs towards throttling.
+                None => {
+                    return Ok(LoginCount::Blocked {
+                        until: self.login_blocked_until(keys).await?,
+                    })
+                }
+            }
+        }
+        Ok(LoginCount::Counted(counted))
     }
 }
 
@@ -176,25 +208,55 @@ impl LoginThrottleStore for SqlStore {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?;
-        let mut counted = Vec::with_capacity(keys.len());
-        for k in keys {
-            let row = rows
-                .iter()
-                .map(Row::new)
-                .find(|row| row.get::<String>("key").is_ok_and(|key| key == k.key));
-            match row {
-                Some(row) => counted.push((row.get("failures")?, row.get("blocked_until")?)),
-                // A key is blocked: nothing was written, or (a concurrent attempt started a
-                // block on one key after this statement began) the other keys stay counted,
-                // which errs towards throttling.
-                None => {
-                    return Ok(LoginCount::Blocked {
-                        until: self.login_blocked_until(keys).await?,
-                    })
-                }
+        self.counted(keys, &rows).await
+    }
+
+    async fn count_login_attempt_for(
+        &self,
+        keys: &[ThrottleKey<'_>],
+        now: i64,
+        forget_before: i64,
+        max_delay: i64,
+        username: &str,
+    ) -> Result<(LoginCount, Option<AccountRecord>), StoreError> {
+        if self.backend != Backend::Postgres || keys.is_empty() {
+            let count = self
+                .count_login_attempt(keys, now, forget_before, max_delay)
+                .await?;
+            if matches!(count, LoginCount::Blocked { .. }) {
+                return Ok((count, None));
             }
+            return Ok((count, self.account_by_username(username).await?));
         }
-        Ok(LoginCount::Counted(counted))
+        let _turn = self.write_turn().await;
+        // The count's rows beside the user's: a full join on `true` gives every counted key
+        // with the user (or nulls), and the user alone (null keys) when nothing was counted.
+        let sql = format!(
+            "with c as ({}), a as (select {} from account where username = ${}) \
+             select c.key, c.failures, c.blocked_until, {} from c full join a on true",
+            count_statement(self.backend, keys.len()),
+            ACCOUNT_COLUMNS,
+            4 + 2 * keys.len(),
+            aliased("a", ACCOUNT_COLUMNS)
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(now)
+            .bind(forget_before)
+            .bind(max_delay);
+        for k in keys {
+            q = q.bind(k.key).bind(k.threshold);
+        }
+        let rows = q
+            .bind(username)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let count = self.counted(keys, &rows).await?;
+        let account = match (&count, rows.first()) {
+            (LoginCount::Counted(_), Some(row)) => joined_account_from(Row::prefixed(row, "a_"))?,
+            _ => None,
+        };
+        Ok((count, account))
     }
 
     async fn take_back_login_attempt(&self, take_back: &TakeBack) -> Result<(), StoreError> {
