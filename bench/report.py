@@ -528,8 +528,10 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     option turns it off): one exchange per use is left there, the next cut (a newer sqlx, or
     fewer pool round trips per request).
   - A code flow's consent and code with its grant are one write: 9.49 → 8.51 statements and
-    9.62 → 8.64 commits per flow on Postgres; its Postgres CPU per flow stayed within the
-    spread (3.5–3.8 ms). Flows there: 64–72/s, 67–76 % of that day's argon2id ceiling (the
+    9.62 → 8.64 commits per flow on Postgres; with the sign-in's throttle count and user read
+    in one statement too, 7.56 statements and 7.68 commits. Its Postgres CPU per flow stayed
+    within the spread (3.5–3.9 ms), as did its 19 rows written: what Postgres spends per
+    flow follows the writes and their commits more than the statements. Flows there: 64–72/s, 67–76 % of that day's argon2id ceiling (the
     server's CPU per flow varied from 21.6 to 27.2 ms between runs of one binary, argon2id
     about 21 of it).
   - SQLite refresh (RS256) p99 at c = 16: 22.5–25.9 ms, p50 10.5–12 ms, on saturated cores
