@@ -157,7 +157,8 @@ impl SqlStore {
             // when it comes back, which sqlx 0.8 always does): on Postgres one more exchange
             // per use, on SQLite a wake-up of the connection's thread. A connection used less
             // than `STALE_AFTER` ago is known to work; one idle longer (the database may have
-            // restarted meanwhile) is still checked, and replaced if it does not answer.
+            // restarted meanwhile) is still checked, and replaced if it does not answer
+            // (decision 0037).
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
