@@ -196,7 +196,7 @@ impl Server {
         state.introspection.trim_in_background();
         // What proves the introspection cache fresh, for as long as we serve: the change
         // listener (Postgres) or the change counter's reader (SQLite).
-        let changes = Some(if state.config.database_url.is_postgres() {
+        let changes = if state.config.database_url.is_postgres() {
             tokio::spawn(crate::http::introspection_cache::listen(
                 state.config.database_url.as_str().to_owned(),
                 Arc::clone(&state.introspection),
@@ -206,7 +206,7 @@ impl Server {
                 state.store.clone(),
                 Arc::clone(&state.introspection),
             ))
-        });
+        };
         let housekeeping = tokio::spawn(crate::housekeeping::run(
             state.store.clone(),
             state.kek.clone(),
@@ -250,9 +250,7 @@ impl Server {
         if let Some(admin) = admin {
             admin.await??;
         }
-        if let Some(changes) = changes {
-            changes.abort();
-        }
+        changes.abort();
         housekeeping.abort();
         // Logout tokens still queued are lost with the process, like any in-memory queue.
         logouts.abort();

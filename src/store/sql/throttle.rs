@@ -110,6 +110,22 @@ fn count_statement(backend: Backend, keys: usize) -> String {
     )
 }
 
+/// Binds [`count_statement`]'s values: `$1` now, `$2` forget before, `$3` the longest
+/// delay, then each key and its threshold.
+fn bind_count<'q>(
+    mut q: AnyQuery<'q>,
+    keys: &'q [ThrottleKey<'_>],
+    now: i64,
+    forget_before: i64,
+    max_delay: i64,
+) -> AnyQuery<'q> {
+    q = q.bind(now).bind(forget_before).bind(max_delay);
+    for k in keys {
+        q = q.bind(k.key).bind(k.threshold);
+    }
+    q
+}
+
 /// Forgets every failure of a take-back's `clear` key, its placeholder `$first`.
 fn clear_sql(first: usize) -> String {
     format!("delete from login_throttle where key = ${first}")
@@ -197,14 +213,7 @@ impl LoginThrottleStore for SqlStore {
         }
         let _turn = self.write_turn().await;
         let sql = count_statement(self.backend, keys.len());
-        let mut q = sqlx::query(&sql)
-            .bind(now)
-            .bind(forget_before)
-            .bind(max_delay);
-        for k in keys {
-            q = q.bind(k.key).bind(k.threshold);
-        }
-        let rows = q
+        let rows = bind_count(sqlx::query(&sql), keys, now, forget_before, max_delay)
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?;
@@ -239,14 +248,7 @@ impl LoginThrottleStore for SqlStore {
             4 + 2 * keys.len(),
             aliased("a", ACCOUNT_COLUMNS)
         );
-        let mut q = sqlx::query(&sql)
-            .bind(now)
-            .bind(forget_before)
-            .bind(max_delay);
-        for k in keys {
-            q = q.bind(k.key).bind(k.threshold);
-        }
-        let rows = q
+        let rows = bind_count(sqlx::query(&sql), keys, now, forget_before, max_delay)
             .bind(username)
             .fetch_all(&self.pool)
             .await
