@@ -352,6 +352,7 @@ pub async fn poll(store: Arc<dyn crate::store::Store>, cache: Arc<TokenCache>) {
 async fn send_beats(pool: sqlx::PgPool, mark: String, sent: Arc<Mutex<HashMap<u64, Instant>>>) {
     let mut tick = tokio::time::interval(BEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut held = None;
     for seq in 0u64.. {
         tick.tick().await;
         {
@@ -361,11 +362,23 @@ async fn send_beats(pool: sqlx::PgPool, mark: String, sent: Arc<Mutex<HashMap<u6
             sent.insert(seq, Instant::now());
         }
         let payload = format!("{mark}{seq}");
-        if let Err(e) = sqlx::query("select pg_notify('tessera_changes', $1)")
-            .bind(payload)
-            .execute(&pool)
-            .await
-        {
+        // One connection held from beat to beat: through the pool, sqlx would check it with
+        // a round trip when taken and again when given back, two more exchanges with
+        // Postgres per beat, ten beats a second, whether or not anyone is served.
+        let conn = match held.take() {
+            Some(conn) => Ok(conn),
+            None => pool.acquire().await,
+        };
+        let sent = match conn {
+            Ok(mut conn) => sqlx::query("select pg_notify('tessera_changes', $1)")
+                .bind(payload)
+                .execute(&mut *conn)
+                .await
+                // A connection whose beat failed goes back to the pool, which checks it.
+                .map(|_| held = Some(conn)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
             tracing::debug!(error = %e, "change listener beat not sent");
         }
     }
