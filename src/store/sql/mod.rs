@@ -406,6 +406,9 @@ async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     // 16 MiB of pages the kernel's file cache holds anyway (2026-12-04 bench: 9 MiB less live
     // after the workloads, the same throughput within the run-to-run spread).
     conn.execute(SQLITE_CACHE_SIZE).await?;
+    // The token writes' temporary table (and any sort that spills) in memory: as a file,
+    // every write transaction that touched it created, wrote and deleted a journal file.
+    conn.execute("pragma temp_store = memory").await?;
     conn.execute(format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}").as_str())
         .await?;
     Ok(())
@@ -669,7 +672,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sqlite_connections_keep_a_small_page_cache_and_the_busy_timeout() {
+    async fn sqlite_connections_keep_a_small_page_cache_the_busy_timeout_and_temp_tables_in_memory()
+    {
         let (_dir, store) = sqlite_store().await;
         // Every connection of the pool, not only the first.
         let mut conns = Vec::new();
@@ -687,6 +691,12 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(busy, POOL_BUSY_TIMEOUT_MS as i64);
+            // 2: memory.
+            let temp: i64 = sqlx::query_scalar("pragma temp_store")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(temp, 2);
         }
     }
 
