@@ -123,6 +123,19 @@ impl Conns {
         })
     }
 
+    /// Takes back a connection from [`Conns::acquire`] whose work ran to completion, for the
+    /// next statement; one that left something queued goes back to sqlx, as does any while
+    /// callers wait on sqlx.
+    pub(super) fn keep(&self, conn: PoolConnection<Any>) {
+        if conn.should_flush() {
+            return;
+        }
+        let mut shelf = self.shelf();
+        if shelf.waiting == 0 {
+            shelf.kept.push((conn, Instant::now()));
+        }
+    }
+
     fn shelf(&self) -> MutexGuard<'_, Shelf> {
         // Nothing panics while holding the lock; a poisoned one still holds valid entries.
         self.shelf.lock().unwrap_or_else(|e| e.into_inner())
@@ -154,13 +167,7 @@ impl Lease<'_> {
     /// The statement ran to completion: the connection waits for the next one, unless the
     /// statement left something for sqlx to flush.
     fn keep(self) {
-        if self.conn.should_flush() {
-            return;
-        }
-        let mut shelf = self.home.shelf();
-        if shelf.waiting == 0 {
-            shelf.kept.push((self.conn, Instant::now()));
-        }
+        self.home.keep(self.conn);
     }
 }
 

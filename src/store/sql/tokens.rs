@@ -305,7 +305,11 @@ impl SqlStore {
                 .fetch_all(&mut *conn)
                 .await;
             match rows {
-                Ok(rows) => Ok((spent_digests(&rows)?, started.elapsed())),
+                Ok(rows) => {
+                    // Committed, nothing left open: the next statement may have it unchecked.
+                    store.pool.keep(conn);
+                    Ok((spent_digests(&rows)?, started.elapsed()))
+                }
                 Err(e) => {
                     // A statement failed: nothing of the call may stay. A connection that
                     // cannot even roll back is not given back to the pool.
