@@ -510,11 +510,43 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06** (this page's run, AMD EPYC, 2 cores; earlier runs of this page were on an
+  Intel Xeon with a faster HTTP ceiling: hello 183,072/s at c = 16 against 107,171/s here,
+  RS256 and argon2id about the same). What changed that day, measured before and after on
+  this machine at c = 16, two runs each:
+  - **The store keeps a connection between statements** (decision 0038): sqlx 0.8.6 and
+    0.9.1 check every connection given back to the pool with a round trip, a `Sync` and its
+    answer on Postgres. Postgres CPU per refresh 0.528–0.544 → 0.453–0.498 ms (1,710–1,761
+    → 1,787–1,945 refreshes/s), per client_credentials token 0.116–0.124 → 0.098–0.110 ms.
+    The Postgres change listener's beat sender holds its one connection too (two round trips
+    fewer per beat, ten beats a second, busy or idle).
+  - **SQLite temporary tables in memory** (`pragma temp_store = memory`). `perf` of a SQLite
+    refresh run showed open, close, access and unlink calls: the token writer's temporary
+    table had a journal file created, written and deleted in every write transaction.
+    Refresh 1,305–1,931 → 2,353–2,576/s, server CPU 0.79–1.06 → 0.62–0.69 ms per refresh,
+    p99 27–36 → 19.7 ms; client_credentials JWT p99 18.3–20.6 → 12.7–12.9 ms. The token
+    writer also keeps its connection once its transaction committed: client_credentials
+    opaque 5,697–6,476 → 8,673–8,806/s (server CPU 0.17–0.19 → 0.13 ms per token).
+  - **SQLite's tail is now the log's restart.** Without the restart checkpoint (a trial
+    only), refresh p99 12.5–13.1 ms against 16–20 ms with it, same throughput. Each restart
+    holds the write turn 7.7 ms at the median, 12.6 at p90, twice a second under the refresh;
+    the wait for readers is not it (a 2 ms busy timeout instead of 20 held it as long): it is
+    copying the frames written since the passive round and syncing the database file.
+    Restarting every second instead of every half second held the turn longer each time and
+    did not lower p99 (20.4–25.1 vs 21.6 ms). The full run above puts every workload's writes
+    into one file before the refreshes, and there the p99 is 37.5 ms. Next: a restart that
+    does not sync inside the write turn, or a log that restarts without one.
+  - SQLite idle RSS 2 s after all workloads: 34.7 MiB in this run (c = 1, 16 and 64, the
+    code flow included), 31.6–33.1 MiB after four workloads at c = 16; of it 17.1–17.4 MiB
+    file-backed and 4–5 MiB in jemalloc's per-thread caches of threads idle since (the
+    `thread_caches` figure). A `MALLOC_CONF` in the environment did not change them in one
+    trial each (`tcache:false`, `tcache_max:1024`); a flush of idle threads' caches is the
+    next thing to try.
 - **2026-12-05, A/B on a slower machine** (AMD EPYC, 2 cores; its ceilings, measured by
-  the same script that day: bare axum hello 73,622/s at c = 16 against 183,072/s above,
+  the same script that day: bare axum hello 73,622/s at c = 16 against 183,072/s on the Intel machine,
   argon2id 95.6/s on two cores and 48.2/s on one, RS256 2,853/s and 1,390/s, so an RS256
-  signature costs 0.72 ms there, ES256 58,124/s, Postgres inserts 13,886/s). This page's
-  figures stay those of the faster machine; what changed that day, measured before and
+  signature costs 0.72 ms there, ES256 58,124/s, Postgres inserts 13,886/s). The page's
+  figures then were those of the Intel machine; what changed that day, measured before and
   after on the slower one at c = 16, two runs each:
   - SQLite introspection answers are kept until a change that could end them (a change
     counter, migration 0013, read every 100 ms; decision 0022), no longer 0.8 s at most:
