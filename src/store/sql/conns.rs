@@ -9,9 +9,10 @@
 //! be in order, so it waits here for the next statement instead. Anything else — a statement
 //! that failed or was cancelled, a transaction, a connection unused for
 //! [`KEEP_FOR`] — goes back to sqlx as before, which checks it, flushes what a dropped
-//! transaction queued, and closes it if it is broken. A connection kept is never idle longer
-//! than [`KEEP_FOR`], well within the pool's own check of connections idle a while
-//! (`STALE_AFTER`).
+//! transaction queued, and closes it if it is broken. A kept connection is handed out only
+//! within [`KEEP_FOR`] of its last statement, well within the pool's own check of connections
+//! idle a while (`STALE_AFTER`), and goes back to sqlx at least every [`ROUND_TRIP_EVERY`],
+//! so that sqlx's maximum lifetime still retires connections that are never idle.
 //!
 //! Kept connections count as in use for sqlx: everything the store runs takes one from here
 //! first ([`Conns::acquire`], [`Conns::begin`], or the `Executor` impl), so none waits for a
@@ -32,6 +33,12 @@ use sqlx::{Any, AnyConnection, AnyPool, Connection, Describe, Either, Execute, E
 /// gives its connections back soon, so that they close (and give back their memory) on
 /// sqlx's schedule as before.
 const KEEP_FOR: Duration = Duration::from_millis(250);
+/// How often every kept connection goes back to sqlx, busy or not. sqlx retires a connection
+/// past its maximum lifetime (30 minutes by default) only when it comes back or sits idle;
+/// under steady load the shelf would otherwise hand the same connections out for good.
+/// Whatever sits on the shelf at that moment goes; under load every connection passes
+/// through the shelf between its statements, so each meets sqlx's check before long.
+const ROUND_TRIP_EVERY: Duration = Duration::from_secs(30);
 
 type Kept = Vec<(PoolConnection<Any>, Instant)>;
 
@@ -79,8 +86,8 @@ impl Conns {
 
     /// Open connections (kept ones included) and those idle, kept ones included.
     pub(super) fn size_and_idle(&self) -> (u32, usize) {
-        // Read `kept` first: a connection moving from sqlx's idle queue to `kept` meanwhile
-        // is counted twice at worst, never missed.
+        // Two reads, not one snapshot: a connection moving between sqlx's idle queue and the
+        // shelf meanwhile may be counted twice or missed (a metric, read at each scrape).
         let kept = self.shelf().kept.len();
         (self.pool.size(), self.pool.num_idle() + kept)
     }
@@ -171,23 +178,32 @@ impl Lease<'_> {
     }
 }
 
-/// Every [`KEEP_FOR`], gives sqlx back the connections kept that long unused.
+/// Every [`KEEP_FOR`], gives sqlx back the connections kept that long unused, and every
+/// [`ROUND_TRIP_EVERY`] all the kept ones.
 async fn give_back_idle(shelf: Weak<Mutex<Shelf>>) {
     let mut beat = tokio::time::interval(KEEP_FOR);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut all_at = Instant::now() + ROUND_TRIP_EVERY;
     loop {
         beat.tick().await;
         let Some(shelf) = shelf.upgrade() else {
             return;
         };
+        let all = Instant::now() >= all_at;
+        if all {
+            all_at = Instant::now() + ROUND_TRIP_EVERY;
+        }
         let stale: Kept = {
             let mut shelf = shelf.lock().unwrap_or_else(|e| e.into_inner());
             let kept = &mut shelf.kept;
             // Oldest first: everything before the first fresh one is stale.
-            let fresh = kept
-                .iter()
-                .position(|(_, since)| since.elapsed() < KEEP_FOR)
-                .unwrap_or(kept.len());
+            let fresh = match all {
+                true => kept.len(),
+                false => kept
+                    .iter()
+                    .position(|(_, since)| since.elapsed() < KEEP_FOR)
+                    .unwrap_or(kept.len()),
+            };
             kept.drain(..fresh).collect()
         };
         drop(stale);
@@ -253,9 +269,20 @@ impl<'c> Executor<'c> for &'c Conns {
     {
         Box::pin(async move {
             let mut lease = self.lease().await?;
-            let row = lease.conn().fetch_optional(query).await?;
+            // To the end, not to the first row as sqlx's `Any` drivers read: a connection
+            // with answers still unread (a later row's error, the rest of a script) must not
+            // be kept, and an error after the first row is this statement's, not the next's.
+            let mut first = None;
+            {
+                let mut results = lease.conn().fetch_many(query);
+                while let Some(result) = results.try_next().await? {
+                    if let Either::Right(row) = result {
+                        first.get_or_insert(row);
+                    }
+                }
+            }
             lease.keep();
-            Ok(row)
+            Ok(first)
         })
     }
 
@@ -366,6 +393,27 @@ mod tests {
         );
         // sqlx checked what came back and hands it out again.
         assert_eq!(one(&conns).await.unwrap(), 1);
+    }
+
+    /// sqlx's `Any` drivers stop at the first row (or, with none yet, at the first result):
+    /// kept like that, a script's connection would stay inside its transaction.
+    #[tokio::test]
+    async fn a_statement_asked_for_one_row_is_still_read_to_the_end() {
+        let conns = conns_of(1).await;
+        let x: Option<i64> = sqlx::query_scalar(
+            "begin immediate; create table t (x integer); insert into t values (7); \
+             select x from t; commit",
+        )
+        .fetch_optional(&conns)
+        .await
+        .unwrap();
+        assert_eq!(x, Some(7));
+        assert_eq!(conns.shelf().kept.len(), 1);
+        // On the same connection (the pool has one): not inside the script's transaction.
+        sqlx::query("begin immediate; commit")
+            .execute(&conns)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
