@@ -71,11 +71,15 @@ impl Conns {
     /// Wraps `pool`; must be called inside a Tokio runtime (it spawns the task that gives
     /// connections idle too long back to sqlx, which ends with the last clone).
     pub(super) fn new(pool: AnyPool) -> Conns {
+        Conns::giving_all_back_every(pool, ROUND_TRIP_EVERY)
+    }
+
+    fn giving_all_back_every(pool: AnyPool, every: Duration) -> Conns {
         let conns = Conns {
             pool,
             shelf: Arc::default(),
         };
-        tokio::spawn(give_back_idle(Arc::downgrade(&conns.shelf)));
+        tokio::spawn(give_back_idle(Arc::downgrade(&conns.shelf), every));
         conns
     }
 
@@ -180,10 +184,10 @@ impl Lease<'_> {
 
 /// Every [`KEEP_FOR`], gives sqlx back the connections kept that long unused, and every
 /// [`ROUND_TRIP_EVERY`] all the kept ones.
-async fn give_back_idle(shelf: Weak<Mutex<Shelf>>) {
+async fn give_back_idle(shelf: Weak<Mutex<Shelf>>, every: Duration) {
     let mut beat = tokio::time::interval(KEEP_FOR);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut all_at = Instant::now() + ROUND_TRIP_EVERY;
+    let mut all_at = Instant::now() + every;
     loop {
         beat.tick().await;
         let Some(shelf) = shelf.upgrade() else {
@@ -191,7 +195,7 @@ async fn give_back_idle(shelf: Weak<Mutex<Shelf>>) {
         };
         let all = Instant::now() >= all_at;
         if all {
-            all_at = Instant::now() + ROUND_TRIP_EVERY;
+            all_at = Instant::now() + every;
         }
         let stale: Kept = {
             let mut shelf = shelf.lock().unwrap_or_else(|e| e.into_inner());
@@ -457,6 +461,39 @@ mod tests {
             assert_eq!(statement.await.unwrap().unwrap(), 1);
         }
         assert_eq!(conns.shelf().waiting, 0);
+    }
+
+    /// A connection never unused long enough to go back still meets sqlx's check (and its
+    /// maximum lifetime) every round.
+    #[tokio::test]
+    async fn busy_connections_go_back_to_sqlx_every_round() {
+        sqlx::any::install_default_drivers();
+        let returns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&returns);
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .after_release(move |_, _| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Box::pin(async { Ok(true) })
+            })
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let conns = Conns::giving_all_back_every(pool, KEEP_FOR * 2);
+        let start = Instant::now();
+        while start.elapsed() < KEEP_FOR * 7 {
+            one(&conns).await.unwrap();
+            tokio::time::sleep(KEEP_FOR / 5).await;
+        }
+        // A round every 2 × KEEP_FOR (the beat's ticks may land late on a busy machine, and
+        // each round gives back the one connection at most once).
+        let returned = returns.load(std::sync::atomic::Ordering::Relaxed);
+        let rounds = (start.elapsed().as_millis() / (KEEP_FOR * 2).as_millis()) as usize;
+        assert!(
+            (1..=rounds + 1).contains(&returned),
+            "{returned} returns in {rounds} rounds"
+        );
     }
 
     #[tokio::test]
