@@ -370,12 +370,17 @@ async fn send_beats(pool: sqlx::PgPool, mark: String, sent: Arc<Mutex<HashMap<u6
             None => pool.acquire().await,
         };
         let sent = match conn {
-            Ok(mut conn) => sqlx::query("select pg_notify('tessera_changes', $1)")
-                .bind(payload)
-                .execute(&mut *conn)
-                .await
+            Ok(mut conn) => {
+                let sent = sqlx::query("select pg_notify('tessera_changes', $1)")
+                    .bind(payload)
+                    .execute(&mut *conn)
+                    .await;
                 // A connection whose beat failed goes back to the pool, which checks it.
-                .map(|_| held = Some(conn)),
+                if sent.is_ok() {
+                    held = Some(conn);
+                }
+                sent.map(drop)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = sent {

@@ -124,6 +124,7 @@ impl Conns {
 
     /// A transaction on a kept connection or one of the pool's.
     pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        // What sqlx's own `Pool::begin` does with the connection it acquires.
         sqlx::Transaction::begin(self.acquire().await?, None).await
     }
 
@@ -201,12 +202,12 @@ async fn give_back_idle(shelf: Weak<Mutex<Shelf>>, every: Duration) {
             let mut shelf = shelf.lock().unwrap_or_else(|e| e.into_inner());
             let kept = &mut shelf.kept;
             // Oldest first: everything before the first fresh one is stale.
-            let fresh = match all {
-                true => kept.len(),
-                false => kept
-                    .iter()
+            let fresh = if all {
+                kept.len()
+            } else {
+                kept.iter()
                     .position(|(_, since)| since.elapsed() < KEEP_FOR)
-                    .unwrap_or(kept.len()),
+                    .unwrap_or(kept.len())
             };
             kept.drain(..fresh).collect()
         };
