@@ -507,6 +507,35 @@ class Bench:
             kib = proc_status_kib(pid, key)
             if kib is not None:
                 out[name] = round(kib / 1024.0, 1)
+        # Each thread that allocated keeps a cache of freed memory (jemalloc's tcache): which
+        # threads are alive says whose caches the allocator's figure below holds.
+        threads = {}
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = re.sub(r"[-_ ]?\d+$", "", f.read().strip())
+                threads[name] = threads.get(name, 0) + 1
+        except OSError:
+            pass
+        if threads:
+            out["threads"] = dict(sorted(threads.items()))
+        # The file-backed part by file (the binary's code, the shared libraries, SQLite's
+        # shared-memory index), in MiB, the larger ones only.
+        files = {}
+        try:
+            with open(f"/proc/{pid}/smaps") as f:
+                path = None
+                for line in f:
+                    head = line.split()
+                    if head and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head[0]):
+                        path = os.path.basename(head[5]) if len(head) > 5 and head[5].startswith("/") else None
+                    elif path and head and head[0] == "Rss:":
+                        files[path] = files.get(path, 0) + int(head[1])
+        except OSError:
+            pass
+        big = {k: round(v / 1024.0, 1) for k, v in sorted(files.items(), key=lambda kv: -kv[1]) if v >= 256}
+        if big:
+            out["rss_by_file"] = big
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
             conn.request("GET", "/metrics")

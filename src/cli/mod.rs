@@ -113,10 +113,7 @@ pub fn main() -> ExitCode {
     };
     let serving = matches!(cli.command, None | Some(Command::Serve));
     init_logging(&config, serving);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(blocking_threads(&config)) {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -145,6 +142,26 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
+}
+
+/// Threads for blocking work: the signatures and password hashes that may run at once (each
+/// bounded by its own semaphore), and a few for the rest (files, name lookups, key
+/// generation). tokio's default bound is 512: a finished task's permit went to the next
+/// waiter before its thread was idle again, so the next task often started a thread of its
+/// own, and after the bench's workloads 23 threads sat idle, each holding its allocator
+/// cache (4.2 MiB in all) and its stack. More threads than this would not compute any faster
+/// on the cores there are.
+fn blocking_threads(config: &Config) -> usize {
+    crate::keys::signer::concurrency() + config.password.concurrency + 4
+}
+
+/// The async runtime every command runs on, with at most `blocking` threads for blocking
+/// work (beside one async worker per core).
+fn runtime(blocking: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking)
+        .build()
 }
 
 async fn purge(config: &Config, json: bool) -> Result<(), CliError> {
@@ -218,5 +235,39 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "yes" | "on" => Ok(true),
         "false" | "no" | "off" => Ok(false),
         _ => Err(format!("`{s}` is not true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::runtime;
+
+    #[test]
+    fn the_runtime_runs_blocking_work_on_at_most_its_bound_of_threads() {
+        let most = runtime(3).unwrap().block_on(async {
+            let running = Arc::new(AtomicUsize::new(0));
+            let most = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..32)
+                .map(|_| {
+                    let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                    tokio::task::spawn_blocking(move || {
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(20));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            most.load(Ordering::SeqCst)
+        });
+        // 32 at once without the bound; all of them still ran.
+        assert_eq!(most, 3);
     }
 }

@@ -4,7 +4,7 @@
 
 mod cache;
 pub mod kek;
-mod signer;
+pub mod signer;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::kek::Kek;

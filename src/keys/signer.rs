@@ -26,9 +26,14 @@ pub struct Signer {
     limit: usize,
 }
 
+/// Signatures computed at once (see [`Signer`]): two per core.
+pub fn concurrency() -> usize {
+    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 impl Signer {
     pub fn new(cache: KeyCache, store: Arc<dyn Store>) -> Signer {
-        let limit = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let limit = concurrency();
         Signer {
             cache,
             store,
