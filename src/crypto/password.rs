@@ -63,7 +63,7 @@ struct Arena {
 impl Arena {
     /// How long a buffer is kept without being used. Under login load a buffer is reused
     /// within milliseconds; once the load stops, it is dropped (and the allocator returns
-    /// its 19 MiB within its one-second decay, decision 0020) well inside the two seconds
+    /// its 19 MiB within its half-second decay, decision 0020) well inside the two seconds
     /// after which the bench reads the idle RSS. At c = 64 the logins still queued when the
     /// load stops hash for up to half a second more; with 500 ms a buffer could be dropped
     /// 1.2 s after the load and returned 2.2 s after, past that reading.

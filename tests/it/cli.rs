@@ -744,10 +744,11 @@ async fn cli_lists_and_revokes_sessions_by_sid() {
     }
 }
 
-/// The binary carries jemalloc's decay settings (`.cargo/config.toml`, decision 0020): a
-/// build that lost them would keep a burst's freed memory ten seconds instead of one.
+/// The binary carries jemalloc's settings (`.cargo/config.toml`, decision 0020): a build
+/// that lost them would keep a burst's freed memory ten seconds instead of half of one, in
+/// eight arenas instead of one, and large blocks in every thread's cache.
 #[test]
-fn binary_returns_freed_memory_within_a_second() {
+fn binary_returns_freed_memory_within_half_a_second() {
     let env = std::collections::BTreeMap::from([(
         "MALLOC_CONF".to_owned(),
         "confirm_conf:true".to_owned(),
@@ -762,7 +763,9 @@ fn binary_returns_freed_memory_within_a_second() {
         .unwrap_or_else(|| panic!("no compiled-in jemalloc options:\n{}", run.stderr()));
     for option in [
         "background_thread:true",
-        "dirty_decay_ms:1000",
+        "narenas:1",
+        "tcache_max:4096",
+        "dirty_decay_ms:500",
         "muzzy_decay_ms:0",
     ] {
         assert!(compiled.contains(option), "{option} missing: {compiled}");
