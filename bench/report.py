@@ -510,6 +510,53 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, second session** (this page's run, an Intel Xeon, 2 cores, with AVX-512;
+  RS256 0.32 ms per signature in OpenSSL 3.0.22, as in OpenSSL 4.1.1, so no faster
+  library to switch to; the earlier entry's figures are the AMD machine's). What changed,
+  measured before and after on this machine:
+  - **Blocking work on a bounded set of threads** (`cli::blocking_threads`: the signatures
+    and password hashes that may run at once, plus four). With tokio's default bound of 512,
+    a finished signature's permit went to the next waiter before its thread was idle again,
+    so the next signature often started a thread of its own: after all workloads (SQLite,
+    c = 16 and 64) 25 runtime threads were alive, 23 of them idle blocking threads each
+    holding its allocator cache; now 12. The bench now records the process's threads by name
+    and its file-backed RSS by file (`memory_after_*` in the JSON).
+  - **jemalloc: one arena, thread caches of blocks up to 4 KiB, dirty pages purged after
+    500 ms** (compiled in, decision 0020). SQLite idle RSS 2 s after all workloads at c = 16
+    and 64: 33.1 MiB (bounded threads, jemalloc's defaults) → 30.3 (`narenas:1`) → 29.1
+    (`tcache_max:4096` too) → 28.0 MiB (and the shorter decay). Interleaved runs of the
+    defaults and these (introspection, discovery, client_credentials, refresh at c = 16):
+    within the run-to-run spread. Of the 28 MiB about 17.8 are file-backed: the binary's
+    code 11.5 (of its 11.5 MB of text: all of it is resident from the start), libcrypto 4.0,
+    libc 1.5. `opt-level = "s"` cut the binary's part to 8.3 MiB (idle RSS 26.8) but made
+    argon2id 22 % slower even with the `argon2` and `blake2` crates at `opt-level = 3` (fat
+    LTO optimises the whole program at the profile's level): not taken.
+  - **SQLite's log restart holds the write turn about half as long, a quarter as often.**
+    Timed under the refresh load: the passive round copied ~10,000 pages in 40 ms; the
+    restart in the turn then copied the ~450 written meanwhile and synced, 12.6 ms median,
+    21.6 p90. A second passive pass (the ~700 pages written during the first, 5 ms) leaves
+    the turn ~7 ms (mostly the two syncs); and the log starts over every fourth round (2 s)
+    instead of every one. Refresh / client_credentials JWT p99 at c = 16 after
+    client_credentials opaque, two runs each, same build: 31.8 / 22.2 ms restarting every
+    round, 23.8 / 13.4 ms every fourth (decision 0034).
+  - **Postgres refresh, where the 0.46 ms go** (`pg_stat_statements` with planning tracked,
+    `perf -a`): the rotation statement executes in 0.18 ms (21 WAL records: the spent token's
+    update is already a heap-only update, so a `fillfactor` of 80 on `token` changed
+    nothing: 21 records either way, not kept), the lookup 0.03 ms, the audit sealer's share
+    0.03 ms (its batch update of 500 events, 9 ms, and its select); plans are cached (96
+    plans for 77,539 calls). The rest is per-statement and kernel work: 60 % of Postgres's
+    CPU in that run was the kernel's (loopback TCP, `fdatasync` and the virtual disk's
+    notifications). RS256 refresh at 2,500/s needs the whole refresh under 0.8 ms of CPU on
+    the two cores; the signature alone is 0.32 here. ES256 refresh meets the target.
+  - In this page's full run (a5dda33): SQLite idle RSS 2 s after all workloads 28.5 MiB
+    (34.7 in the AMD machine's full run at 2333ec5); SQLite refresh p99 26.6 ms RS256 and
+    25.5 ms ES256 (37.5 and 47.6 there), client_credentials JWT p99 18.2 ms (29.4). The
+    refresh's tail is still over 20 ms: the restart's ~7 ms every 2 s, and behind every
+    earlier workload's writes the log's passive rounds copy more each time.
+  - **Code flow on Postgres:** the sign-in throttle's two statements take 0.80 and 0.49 ms
+    each (execution time, which includes waiting for the row lock): every bench browser
+    signs in from 127.0.0.1, so all logins count against, and take back from, one
+    address row.
 - **2026-12-06** (this page's run, AMD EPYC, 2 cores; earlier runs of this page were on an
   Intel Xeon with a faster HTTP ceiling: hello 183,072/s at c = 16 against 107,171/s here,
   RS256 and argon2id about the same). What changed that day, measured before and after on
