@@ -104,6 +104,9 @@ impl AuditStore for SqlStore {
         let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await.map_err(StoreError::Unavailable)?;
         insert_audit(&mut conn, event).await?;
+        // Completed: the connection waits for the next statement instead of going back to
+        // sqlx, which would check it with a round trip (decision 0038).
+        self.pool.keep(conn);
         // One statement outside a transaction commits by itself: the event is durable now.
         self.hook.committed(std::slice::from_ref(event));
         Ok(())

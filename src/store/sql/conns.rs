@@ -148,6 +148,12 @@ impl Conns {
         }
     }
 
+    /// Connections waiting for the next statement.
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.shelf().kept.len()
+    }
+
     fn shelf(&self) -> MutexGuard<'_, Shelf> {
         // Nothing panics while holding the lock; a poisoned one still holds valid entries.
         self.shelf.lock().unwrap_or_else(|e| e.into_inner())

@@ -665,6 +665,23 @@ pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
 mod tests {
     use super::*;
 
+    /// An audit event appended on its own leaves its connection for the next statement, as
+    /// every other completed statement does (decision 0038).
+    #[tokio::test]
+    async fn an_appended_audit_event_leaves_its_connection_for_the_next_statement() {
+        use crate::store::AuditStore;
+        let (_dir, store) = sqlite_store().await;
+        let event = crate::audit::AuditEvent::new(
+            crate::audit::AuditKind::ClientCreated,
+            "operator".to_owned(),
+            1_000,
+        );
+        for _ in 0..3 {
+            store.append_audit(&event).await.unwrap();
+            assert_eq!(store.pool.kept(), 1);
+        }
+    }
+
     /// The change counter is read every 100 ms for as long as the server runs; through a
     /// connection of its own, so that an idle server's pool still closes its connections
     /// (and gives back their prepared statements and pages).
