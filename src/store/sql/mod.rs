@@ -62,8 +62,9 @@ const POOL_BUSY_TIMEOUT_MS: u64 = 5_000;
 /// turn meanwhile; a reader still busy then (a long export, say) only puts it off a round.
 const RESTART_WAIT_MS: u64 = 20;
 
-/// Passive checkpoints before each restart (see [`SqlStore::checkpoint`]).
-const PASSIVE_PASSES: usize = 2;
+/// Passive checkpoints before a restart (see [`SqlStore::checkpoint`]); a round without one
+/// runs a single pass.
+const PASSES_BEFORE_RESTART: usize = 2;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -350,10 +351,11 @@ impl SqlStore {
             None => self.pool.acquire().await?,
         };
         // The first pass copies what the last half second wrote (about 10,000 pages under
-        // the bench's refresh load, 40 ms); the second what was written meanwhile (some
-        // 700 pages, 5 ms), so that the restart, in the turn, has only the last few
-        // milliseconds' pages to copy and sync.
-        for _ in 0..PASSIVE_PASSES {
+        // the bench's refresh load, 40 ms). Before a restart a second copies what was
+        // written meanwhile (some 700 pages, 5 ms), so that the restart, in the turn, has
+        // only the last few milliseconds' pages to copy and sync.
+        let passes = if restart { PASSES_BEFORE_RESTART } else { 1 };
+        for _ in 0..passes {
             sqlx::query("pragma wal_checkpoint(passive)")
                 .execute(&mut *conn)
                 .await?;
@@ -673,7 +675,7 @@ mod tests {
         let (_dir, store) = sqlite_store().await;
         let event = crate::audit::AuditEvent::new(
             crate::audit::AuditKind::ClientCreated,
-            "operator".to_owned(),
+            "operator",
             1_000,
         );
         for _ in 0..3 {
