@@ -1003,7 +1003,6 @@ pub fn read_certificate(files: &TlsFiles) -> Result<CertValidity, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AccessTokenFormat, AuthMethod, StandardClaims};
 
     const NOW: i64 = 1_800_000_000;
 
@@ -1011,45 +1010,7 @@ mod tests {
         Url::parse(s).unwrap()
     }
 
-    fn client(id: &str, redirect: &[&str]) -> ClientRecord {
-        ClientRecord {
-            id: id.to_owned(),
-            name: id.to_owned(),
-            secret_digest: Some(crate::crypto::token::Digest::of("secret")),
-            redirect_uris: redirect.iter().map(|s| s.to_string()).collect(),
-            post_logout_redirect_uris: vec![],
-            grant_types: vec!["authorization_code".into()],
-            scope: "openid".into(),
-            token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
-            access_token_format: AccessTokenFormat::Opaque,
-            may_introspect: false,
-            first_party: false,
-            require_pkce: true,
-            id_token_signed_response_alg: "RS256".into(),
-            created_at: 0,
-            updated_at: 0,
-            rate_limit_per_sec: None,
-            backchannel_logout_uri: None,
-            backchannel_logout_session_required: false,
-            frontchannel_logout_uri: None,
-            frontchannel_logout_session_required: false,
-        }
-    }
-
-    fn account(username: &str, hash: Option<&str>) -> AccountRecord {
-        AccountRecord {
-            id: username.to_owned(),
-            username: username.to_owned(),
-            password_hash: hash.map(str::to_owned),
-            claims: StandardClaims::default(),
-            disabled: false,
-            failed_login_count: 0,
-            roles: vec![],
-            groups: vec![],
-            created_at: 0,
-            updated_at: 0,
-        }
-    }
+    use crate::store::samples::{account, client};
 
     fn key(kid: &str, alg: &str, created_at: i64) -> SigningKeyRecord {
         SigningKeyRecord {

@@ -578,3 +578,49 @@ pub async fn open_with_hook(
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqlStore::open_with_hook(url, hook).await?))
 }
+
+/// Records for unit tests: a client and a user with everything but what a test names.
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::{AccessTokenFormat, AccountRecord, AuthMethod, ClientRecord, StandardClaims};
+
+    pub(crate) fn client(id: &str, redirect: &[&str]) -> ClientRecord {
+        ClientRecord {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            secret_digest: Some(crate::crypto::token::Digest::of("secret")),
+            redirect_uris: redirect.iter().map(|s| s.to_string()).collect(),
+            post_logout_redirect_uris: vec![],
+            grant_types: vec!["authorization_code".into()],
+            scope: "openid".into(),
+            token_endpoint_auth_method: AuthMethod::ClientSecretBasic,
+            access_token_format: AccessTokenFormat::Opaque,
+            may_introspect: false,
+            first_party: false,
+            require_pkce: true,
+            id_token_signed_response_alg: "RS256".into(),
+            created_at: 0,
+            updated_at: 0,
+            rate_limit_per_sec: None,
+            backchannel_logout_uri: None,
+            backchannel_logout_session_required: false,
+            frontchannel_logout_uri: None,
+            frontchannel_logout_session_required: false,
+        }
+    }
+
+    pub(crate) fn account(username: &str, hash: Option<&str>) -> AccountRecord {
+        AccountRecord {
+            id: username.to_owned(),
+            username: username.to_owned(),
+            password_hash: hash.map(str::to_owned),
+            claims: StandardClaims::default(),
+            disabled: false,
+            failed_login_count: 0,
+            roles: vec![],
+            groups: vec![],
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}

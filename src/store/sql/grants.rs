@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
 use super::{
-    aliased, audit_insert_sql, bind_audit, placeholders, to_json, write_error, AnyQuery, Row,
-    SqlStore,
+    aliased, audit_insert_lazily_sql, bind_audit, placeholders, to_json, write_error, AnyQuery,
+    Row, SqlStore, COMMIT_LAZILY,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -157,11 +157,13 @@ impl SqlStore {
                 Some(_) => (format!("k as ({CONSENT_UPSERT_PG}), "), 5),
                 None => (String::new(), 1),
             };
+            // Committed lazily (decision 0039): lost in a crash, the code redeems nothing;
+            // the token write that redeems it flushes this commit first.
             let sql = format!(
                 "with {upsert}g as ({}), c as ({}) {}",
                 grant_insert_sql(first),
                 code_insert_sql(first + GRANT_VALUES),
-                audit_insert_sql(first + GRANT_VALUES + CODE_VALUES, events.len())
+                audit_insert_lazily_sql(first + GRANT_VALUES + CODE_VALUES, events.len())
             );
             let mut q = sqlx::query(&sql);
             if let Some(c) = consent {
@@ -226,10 +228,13 @@ impl GrantStore for SqlStore {
         let _turn = self.write_turn().await;
         if self.backend == Backend::Postgres {
             // The user with the code: one round trip, where the token request read it next.
+            // Committed lazily (decision 0039): the tokens' synchronous write flushes the
+            // redemption with it; a redemption that issues nothing and is lost in a crash
+            // leaves a code that can still issue only once.
             static SQL: LazyLock<String> = LazyLock::new(|| {
                 format!(
                     "with c as ({CONSUME}) select c.*, {} from c \
-                     left join account a on a.id = c.account_id",
+                     left join account a on a.id = c.account_id where {COMMIT_LAZILY}",
                     aliased("a", ACCOUNT_COLUMNS)
                 )
             });

@@ -592,15 +592,38 @@ fn placeholders(first: usize, count: usize) -> String {
     format!("({})", placeholder_list(first, count))
 }
 
-/// The insert of `events` audit events with its placeholders numbered from `first`, so that
-/// it can close a statement that writes other rows first.
-fn audit_insert_sql(first: usize, events: usize) -> String {
+/// Postgres: a condition that holds, and has the statement's own transaction commit without
+/// waiting for its log to reach the disk (a transaction-local `synchronous_commit = off`).
+/// Only for the sign-in's and the consent's writes, whose loss in a crash costs the person a
+/// retry and issues nothing: every token, revocation and rotation commits synchronously, and
+/// its flush takes every earlier commit's log with it (decision 0039). A clause whose rows
+/// come out of a statement's last part, where every written row passes, so the setting is in
+/// place when the statement commits; unreferenced `with` clauses are not run.
+const COMMIT_LAZILY: &str = "set_config('synchronous_commit', 'off', true) = 'off'";
+
+/// [`audit_insert_sql`], committing lazily ([`COMMIT_LAZILY`]), Postgres only.
+fn audit_insert_lazily_sql(first: usize, events: usize) -> String {
+    format!(
+        "insert into audit_event ({AUDIT_COLUMNS}) select * from (values {}) as v \
+         where {COMMIT_LAZILY}",
+        audit_rows(first, events)
+    )
+}
+
+/// `events` audit rows' placeholders, numbered from `first`.
+fn audit_rows(first: usize, events: usize) -> String {
     let values: Vec<String> = (0..events)
         .map(|i| placeholders(first + i * AUDIT_VALUES, AUDIT_VALUES))
         .collect();
+    values.join(", ")
+}
+
+/// The insert of `events` audit events with its placeholders numbered from `first`, so that
+/// it can close a statement that writes other rows first.
+fn audit_insert_sql(first: usize, events: usize) -> String {
     format!(
         "insert into audit_event ({AUDIT_COLUMNS}) values {}",
-        values.join(", ")
+        audit_rows(first, events)
     )
 }
 
@@ -663,9 +686,188 @@ pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
     (dir, store)
 }
 
+/// A store on a new database of the Postgres server `TEST_DATABASE_URL` names, when it is
+/// set (unit tests of what only Postgres does).
+#[cfg(test)]
+pub(crate) async fn postgres_store() -> Option<SqlStore> {
+    use sqlx::{Connection, Executor};
+    let base = std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let name = format!("tessera_u_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("TEST_DATABASE_URL is set but unreachable: {e}"));
+    conn.execute(format!("create database {name}").as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    Some(
+        SqlStore::open(&url.as_str().parse().unwrap())
+            .await
+            .unwrap(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `synchronous_commit` as the connection `store` would use next sees it.
+    async fn next_commit_setting(store: &SqlStore) -> String {
+        assert_eq!(store.pool.kept(), 1, "the write kept its connection");
+        let mut conn = store.pool.acquire().await.unwrap();
+        let setting = sqlx::query_scalar("select current_setting('synchronous_commit')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        store.pool.keep(conn);
+        setting
+    }
+
+    /// Decision 0039's clause on a real Postgres: it holds, it turns synchronous commit off
+    /// for its own statement's transaction, and the connection's next transaction commits as
+    /// the server is set to.
+    #[tokio::test]
+    async fn committing_lazily_is_the_statement_transactions_own_setting() {
+        let Some(store) = postgres_store().await else {
+            return;
+        };
+        let mut conn = store.pool.acquire().await.unwrap();
+        let setting = "select current_setting('synchronous_commit')";
+        let before: String = sqlx::query_scalar(setting)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_ne!(before, "off", "the test server commits synchronously");
+        let during: Option<String> =
+            sqlx::query_scalar(&format!("{setting} where {COMMIT_LAZILY}"))
+                .fetch_optional(&mut *conn)
+                .await
+                .unwrap();
+        assert_eq!(during.as_deref(), Some("off"));
+        let after: String = sqlx::query_scalar(setting)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(after, before);
+    }
+
+    /// The sign-in's and the consent's writes commit lazily, each on its own: the
+    /// connection each leaves for the next statement (a token's write, say) commits
+    /// synchronously again. A setting that outlived its statement would make every later
+    /// write on that connection lazy.
+    #[tokio::test]
+    async fn lazily_committed_writes_leave_their_connection_committing_synchronously() {
+        use crate::audit::{AuditEvent, AuditKind};
+        use crate::crypto::token::Digest;
+        use crate::store::samples::{account, client};
+        use crate::store::{
+            AccountStore, ClientStore, CodeRecord, ConsentGiven, GrantRecord, GrantStore,
+            LoginThrottleStore, SessionRecord, SessionStore, TakeBack, ThrottleKey,
+        };
+        let Some(store) = postgres_store().await else {
+            return;
+        };
+        let event = |kind| AuditEvent::new(kind, "test", 1_000);
+        store
+            .insert_client(
+                &client("app", &["https://app.example/cb"]),
+                &event(AuditKind::ClientCreated),
+            )
+            .await
+            .unwrap();
+        store
+            .insert_account(&account("ada", None), &event(AuditKind::UserCreated))
+            .await
+            .unwrap();
+
+        let keys = [ThrottleKey {
+            key: "addr:192.0.2.1",
+            threshold: 5,
+        }];
+        let (_, found) = store
+            .count_login_attempt_for(&keys, 1_000, 0, 900, "ada")
+            .await
+            .unwrap();
+        assert!(found.is_some());
+        assert_eq!(next_commit_setting(&store).await, "on", "sign-in count");
+
+        let session = SessionRecord {
+            id_digest: Digest::of("session"),
+            account_id: "ada".into(),
+            auth_time: 1_000,
+            amr: vec!["pwd".into()],
+            created_at: 1_000,
+            expires_at: 9_000,
+            sid: Some("sid".into()),
+        };
+        let take_back = TakeBack {
+            clear: None,
+            forgive: vec!["addr:192.0.2.1".into()],
+        };
+        store
+            .insert_session(
+                &session,
+                None,
+                &take_back,
+                &event(AuditKind::LoginSucceeded),
+            )
+            .await
+            .unwrap();
+        assert_eq!(next_commit_setting(&store).await, "on", "session");
+
+        let grant = GrantRecord {
+            id: "g1".into(),
+            client_id: "app".into(),
+            account_id: Some("ada".into()),
+            scope: "openid".into(),
+            auth_time: Some(1_000),
+            amr: vec!["pwd".into()],
+            created_at: 1_000,
+            revoked_at: None,
+            sid: Some("sid".into()),
+            claims: Default::default(),
+        };
+        let code = CodeRecord {
+            digest: Digest::of("code"),
+            grant_id: "g1".into(),
+            client_id: "app".into(),
+            account_id: "ada".into(),
+            redirect_uri: Some("https://app.example/cb".into()),
+            scope: "openid".into(),
+            nonce: None,
+            code_challenge: None,
+            auth_time: 1_000,
+            amr: vec!["pwd".into()],
+            created_at: 1_000,
+            expires_at: 1_060,
+            consumed_at: None,
+            sid: Some("sid".into()),
+            claims: Default::default(),
+        };
+        let consent = ConsentGiven {
+            account_id: "ada".into(),
+            client_id: "app".into(),
+            scope: "openid".into(),
+            now: 1_000,
+            audit: event(AuditKind::ConsentGranted),
+        };
+        store
+            .insert_code_with_consent(&consent, &grant, &code, &event(AuditKind::CodeIssued))
+            .await
+            .unwrap();
+        assert_eq!(next_commit_setting(&store).await, "on", "consent and code");
+
+        assert!(store
+            .consume_code(&Digest::of("code"), 1_001)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(next_commit_setting(&store).await, "on", "redemption");
+    }
 
     /// An audit event appended on its own leaves its connection for the next statement, as
     /// every other completed statement does (decision 0038).

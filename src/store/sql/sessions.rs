@@ -8,7 +8,10 @@ use std::sync::LazyLock;
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
 use super::throttle::{bind_take_back, take_back_clauses, take_back_in, take_back_values};
-use super::{aliased, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery, Row, SqlStore};
+use super::{
+    aliased, audit_insert_lazily_sql, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery,
+    Row, SqlStore,
+};
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
@@ -133,10 +136,14 @@ impl SessionStore for SqlStore {
                 settled.push_str(", ");
             }
             let first_audit = first_take_back + take_back_values(take_back);
-            let sql = format!(
-                "with {replaced}{settled}s as ({insert}), r as ({reset}) {}",
-                audit_insert_sql(first_audit, 1)
-            );
+            // A new session commits lazily (decision 0039): lost in a crash, it costs the
+            // person a sign-in. One that ends another stays synchronous: the end must hold.
+            let audit_insert = match replaces {
+                Some(_) => audit_insert_sql(first_audit, 1),
+                None => audit_insert_lazily_sql(first_audit, 1),
+            };
+            let sql =
+                format!("with {replaced}{settled}s as ({insert}), r as ({reset}) {audit_insert}");
             let mut q = bind_session(sqlx::query(&sql), session)?;
             if let Some(old) = replaces {
                 q = q.bind(old.as_bytes());

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
-use super::{aliased, placeholder_list, AnyQuery, Row, SqlStore};
+use super::{aliased, placeholder_list, AnyQuery, Row, SqlStore, COMMIT_LAZILY};
 use crate::store::{
     AccountRecord, AccountStore, Backend, LoginCount, LoginThrottleStore, StoreError, TakeBack,
     ThrottleKey,
@@ -73,6 +73,12 @@ fn count_statement(backend: Backend, keys: usize) -> String {
         Backend::Postgres => "least",
         Backend::Sqlite => "min",
     };
+    // Postgres: the count commits lazily (decision 0039). Lost in a crash, it gives back
+    // the attempts of the last fraction of a second before it, once per crash.
+    let lazily = match backend {
+        Backend::Postgres => format!(" and {COMMIT_LAZILY}"),
+        Backend::Sqlite => String::new(),
+    };
     let block = |failures: &str, threshold: &str| {
         format!(
             "case when {failures} - {threshold} <= 0 then 0 \
@@ -95,7 +101,7 @@ fn count_statement(backend: Backend, keys: usize) -> String {
         "insert into login_throttle (key, failures, blocked_until, updated_at) \
          select v.key, 1, {first}, $1 from ({rows}) as v \
          where not exists (select 1 from login_throttle where key in ({all_keys}) \
-         and blocked_until >= $1) \
+         and blocked_until >= $1){lazily} \
          on conflict (key) do update set failures = {failures}, \
          blocked_until = {later}, updated_at = $1 \
          where login_throttle.blocked_until < $1 \
