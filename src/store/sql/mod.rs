@@ -412,7 +412,9 @@ const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every SQLite connection of the store is set to.
 async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    // Durable across power loss with WAL, and much faster than FULL.
+    // With WAL, a power cut or an OS crash may take back the last commits but never leaves
+    // the file inconsistent; much faster than FULL, which syncs every commit (the same trade
+    // as Postgres's lazy commits, decision 0039).
     conn.execute("pragma synchronous = normal").await?;
     // The store's writer task checkpoints instead (see `batch`), off the write path.
     conn.execute("pragma wal_autocheckpoint = 0").await?;
