@@ -398,7 +398,9 @@ user and consent at `/authorize`, the session at the consent form, the consent w
 code and its grant, the code's redemption with its user, and the tokens. The consent form's answer
 carries the code (303 to the client), so no second round trip to `/authorize` reads the
 session and the consent again. The commit counts above are higher than the writes
-because every read outside a transaction is a commit there too.
+because every read outside a transaction is a commit there too. Since 2026-12-06 (decision
+0039) only the last of the five, the tokens, waits on Postgres for its log to reach the disk;
+the other four commit lazily, and the tokens' flush carries them.
 
 ## Token issues share writes
 
@@ -510,6 +512,44 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, third session** (not this page's run: a slower Intel Xeon, 2 cores at
+  2.3 GHz with AVX-512 IFMA, on a noisy host; three runs of the ceilings gave argon2id
+  93.7–106.1/s and RS256 4,649–5,091/s on both cores. OpenSSL 3.0.19 signs 2,387 RS256/s per
+  core with its AVX-512 path, 1,218 without it: nothing faster to switch to. Here 2,500
+  RS256 refreshes/s would take half of both cores for the signatures alone.) Measured before
+  and after on this machine:
+  - **Four of the code flow's five writes commit lazily on Postgres** (decision 0039: the
+    sign-in's count, the session, the consent with its code, the code's redemption; the
+    tokens' synchronous commit flushes them). Interleaved A/B, code flow c = 16, three runs
+    each: Postgres CPU per flow 2.99 / 2.44 / 2.46 ms before, 2.26 / 2.43 / 2.15 after;
+    `fdatasync` calls over a whole bench run (`pg_stat_wal`) 2,929 / 3,378 / 3,254 before,
+    823 / 817 / 876 after. Flows/s moved within the host's spread (67–79 before, 71–78
+    after).
+  - **Where a code flow's CPU goes** (`perf -a`, cpu-clock, Postgres, c = 16, before the
+    lazy commits): argon2id 76.5 % of all samples (`compress_avx2` 70.7, `fill_blocks` 4.3,
+    its block copies 1.2); Postgres 8.4 % (of which `fdatasync` 1.1, index inserts 1.2,
+    executor start 1.0, sends 0.9, foreign-key triggers 0.4); Tessera's own code besides the
+    hash about 2.5 %, libcrypto 1.8 (the ID token's RS256), the kernel on Tessera's threads
+    3.4 (mostly wake-up interrupts landing on the hashing threads in this VM), the flows
+    driver 1.3, the bench's sampler 0.7. In-server a hash costs what the ceiling's does
+    (20.4 ms against 18.9–21.3), so 80 % of the ceiling needs everything else from about
+    23.5 % of the CPU to 20 %.
+  - **Postgres rows per code flow** (`pg_stat_user_tables`): four audit events, each sealed
+    by an update that is never heap-only (2,172 of 2,172: `seq` is indexed and is the
+    unsealed index's predicate): about 6.5 WAL records per event, some 28 % of the flow's
+    WAL records. The login throttle's updates are heap-only (1,064 of 1,073), and
+    multixacts stay rare (450 SLRU block hits in all). The next cut on Postgres is a seal
+    that does not rewrite the event with all its index entries.
+  - **SQLite's write turn under refresh load** (a throwaway build timing every hold over
+    3 ms, after the client_credentials workloads): the log's restart every 2 s held it 2.4–20
+    ms (it always succeeded, 100–500 frames left to copy: the time is its two syncs); the
+    passive rounds copied 7,000–23,000 pages in 30–70 ms each, outside the turn; token
+    batches held it over 3 ms 3,165 times (median 4.9 ms, p90 11: the writer shares two cores
+    with the signatures). A refresh puts about 5.5 pages into the log (new leaves of the
+    digest and `jti` indexes for each new token, the spent token's page). Restarting every
+    eighth round instead of every fourth: interleaved A/B within the spread (refresh p99
+    16.1 / 16.9 ms against 16.4 / 16.1), not changed. Refresh p99 at c = 16 after the
+    client_credentials workloads here: 16–17 ms RS256, 18–21 ms ES256.
 - **2026-12-06, second session** (this page's run, an Intel Xeon, 2 cores, with AVX-512;
   RS256 0.32 ms per signature in OpenSSL 3.0.22, as in OpenSSL 4.1.1, so no faster
   library to switch to; the earlier entry's figures are the AMD machine's). What changed,
