@@ -3,7 +3,9 @@
 //! Checks run in one fixed order (presence, consume, client, expiry, redirect_uri, PKCE,
 //! user), so a request with two faults always gets the same answer. The code is consumed
 //! first, in one statement: of concurrent redemptions at most one gets it, and a code that
-//! fails a later check stays spent, so a thief who guesses wrong cannot try again.
+//! fails a later check stays spent, so a thief who guesses wrong cannot try again (except
+//! across a database crash within a second of the try: the spend commits lazily when no
+//! token follows it, decision 0039).
 
 use super::{
     has_scope, mint, token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,

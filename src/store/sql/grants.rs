@@ -151,20 +151,7 @@ impl SqlStore {
             .chain([audit.clone()])
             .collect();
         if self.backend == Backend::Postgres {
-            // One statement; the code's foreign key is checked at its end, when the grant
-            // written by the clause before is there.
-            let (upsert, first) = match consent {
-                Some(_) => (format!("k as ({CONSENT_UPSERT_PG}), "), 5),
-                None => (String::new(), 1),
-            };
-            // Committed lazily (decision 0039): lost in a crash, the code redeems nothing;
-            // the token write that redeems it flushes this commit first.
-            let sql = format!(
-                "with {upsert}g as ({}), c as ({}) {}",
-                grant_insert_sql(first),
-                code_insert_sql(first + GRANT_VALUES),
-                audit_insert_lazily_sql(first + GRANT_VALUES + CODE_VALUES, events.len())
-            );
+            let sql = code_write_sql_pg(consent.is_some(), events.len());
             let mut q = sqlx::query(&sql);
             if let Some(c) = consent {
                 q = bind_consent_pg(q, &c.account_id, &c.client_id, &c.scope, c.now);
@@ -194,6 +181,44 @@ impl SqlStore {
     }
 }
 
+/// Marks the code `$1` consumed at `$2` if it was not, and returns it.
+const CONSUME: &str = concat!(
+    "update authorization_code set consumed_at = $2 \
+     where digest = $1 and consumed_at is null returning ",
+    code_columns!()
+);
+
+/// Postgres: a grant with its code and their audit events (`events`), after the consent's
+/// upsert when `consent`, in one statement; the code's foreign key is checked at its end,
+/// when the grant written by the clause before is there. Committed lazily (decision 0039):
+/// lost in a crash, the code redeems nothing; the token write that redeems it flushes this
+/// commit first.
+pub(super) fn code_write_sql_pg(consent: bool, events: usize) -> String {
+    let (upsert, first) = if consent {
+        (format!("k as ({CONSENT_UPSERT_PG}), "), 5)
+    } else {
+        (String::new(), 1)
+    };
+    format!(
+        "with {upsert}g as ({}), c as ({}) {}",
+        grant_insert_sql(first),
+        code_insert_sql(first + GRANT_VALUES),
+        audit_insert_lazily_sql(first + GRANT_VALUES + CODE_VALUES, events)
+    )
+}
+
+/// Postgres: [`CONSUME`] with the code's user, one round trip where the token request read
+/// it next. Committed lazily (decision 0039): the tokens' synchronous write flushes the
+/// redemption with it; a redemption that issues nothing and is lost in a crash leaves a
+/// code that can still issue only once.
+pub(super) fn consume_sql_pg() -> String {
+    format!(
+        "with c as ({CONSUME}) select c.*, {} from c \
+         left join account a on a.id = c.account_id where {COMMIT_LAZILY}",
+        aliased("a", ACCOUNT_COLUMNS)
+    )
+}
+
 #[async_trait]
 impl GrantStore for SqlStore {
     async fn insert_code(
@@ -220,24 +245,9 @@ impl GrantStore for SqlStore {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError> {
-        const CONSUME: &str = concat!(
-            "update authorization_code set consumed_at = $2 \
-             where digest = $1 and consumed_at is null returning ",
-            code_columns!()
-        );
         let _turn = self.write_turn().await;
         if self.backend == Backend::Postgres {
-            // The user with the code: one round trip, where the token request read it next.
-            // Committed lazily (decision 0039): the tokens' synchronous write flushes the
-            // redemption with it; a redemption that issues nothing and is lost in a crash
-            // leaves a code that can still issue only once.
-            static SQL: LazyLock<String> = LazyLock::new(|| {
-                format!(
-                    "with c as ({CONSUME}) select c.*, {} from c \
-                     left join account a on a.id = c.account_id where {COMMIT_LAZILY}",
-                    aliased("a", ACCOUNT_COLUMNS)
-                )
-            });
+            static SQL: LazyLock<String> = LazyLock::new(consume_sql_pg);
             let Some(row) = sqlx::query(&SQL)
                 .bind(digest.as_bytes())
                 .bind(now)

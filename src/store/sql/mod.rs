@@ -598,34 +598,41 @@ fn placeholders(first: usize, count: usize) -> String {
 /// waiting for its log to reach the disk (a transaction-local `synchronous_commit = off`).
 /// Only for the sign-in's and the consent's writes, whose loss in a crash costs the person a
 /// retry and issues nothing: every token, revocation and rotation commits synchronously, and
-/// its flush takes every earlier commit's log with it (decision 0039). A clause whose rows
-/// come out of a statement's last part, where every written row passes, so the setting is in
-/// place when the statement commits; unreferenced `with` clauses are not run.
+/// its flush takes every earlier commit's log with it (decision 0039). It goes in a
+/// condition of the statement's last part that every written row passes, so the setting is
+/// in place when the statement commits (a read-only `with` clause nothing refers to would
+/// never run; data-modifying ones always do, before the commit).
 const COMMIT_LAZILY: &str = "set_config('synchronous_commit', 'off', true) = 'off'";
 
 /// [`audit_insert_sql`], committing lazily ([`COMMIT_LAZILY`]), Postgres only.
 fn audit_insert_lazily_sql(first: usize, events: usize) -> String {
+    // A `values` list under a `select` gets no column types from the table: the time is cast
+    // (sqlx sends typed values anyway; this keeps the statement valid without them).
+    let values: Vec<String> = (0..events)
+        .map(|i| {
+            let p = first + i * AUDIT_VALUES;
+            format!(
+                "(cast(${p} as bigint), {})",
+                placeholder_list(p + 1, AUDIT_VALUES - 1)
+            )
+        })
+        .collect();
     format!(
         "insert into audit_event ({AUDIT_COLUMNS}) select * from (values {}) as v \
          where {COMMIT_LAZILY}",
-        audit_rows(first, events)
+        values.join(", ")
     )
-}
-
-/// `events` audit rows' placeholders, numbered from `first`.
-fn audit_rows(first: usize, events: usize) -> String {
-    let values: Vec<String> = (0..events)
-        .map(|i| placeholders(first + i * AUDIT_VALUES, AUDIT_VALUES))
-        .collect();
-    values.join(", ")
 }
 
 /// The insert of `events` audit events with its placeholders numbered from `first`, so that
 /// it can close a statement that writes other rows first.
 fn audit_insert_sql(first: usize, events: usize) -> String {
+    let values: Vec<String> = (0..events)
+        .map(|i| placeholders(first + i * AUDIT_VALUES, AUDIT_VALUES))
+        .collect();
     format!(
         "insert into audit_event ({AUDIT_COLUMNS}) values {}",
-        audit_rows(first, events)
+        values.join(", ")
     )
 }
 
@@ -727,6 +734,25 @@ mod tests {
             .unwrap();
         store.pool.keep(conn);
         setting
+    }
+
+    /// Decision 0039: the sign-in's count, a new session, the consent with its code and the
+    /// code's redemption carry the clause on Postgres; a session that ends another does
+    /// not, nor does anything on SQLite (which has no such setting).
+    #[test]
+    fn the_sign_in_and_consent_writes_commit_lazily_on_postgres_only() {
+        let take_back = crate::store::TakeBack {
+            clear: Some("user:x".into()),
+            forgive: vec!["addr:y".into()],
+        };
+        assert!(throttle::count_statement(Backend::Postgres, 2).contains(COMMIT_LAZILY));
+        assert!(!throttle::count_statement(Backend::Sqlite, 2).contains("set_config"));
+        assert!(sessions::session_insert_sql_pg(false, &take_back).contains(COMMIT_LAZILY));
+        assert!(!sessions::session_insert_sql_pg(true, &take_back).contains("set_config"));
+        for consent in [true, false] {
+            assert!(grants::code_write_sql_pg(consent, 2).contains(COMMIT_LAZILY));
+        }
+        assert!(grants::consume_sql_pg().contains(COMMIT_LAZILY));
     }
 
     /// Decision 0039's clause on a real Postgres: it holds, it turns synchronous commit off

@@ -67,6 +67,42 @@ fn live_session_sql(consent: &str, join: &str) -> String {
     )
 }
 
+/// The insert of a session, in `session_columns!` order.
+const SESSION_INSERT: &str = concat!(
+    "insert into session (",
+    session_columns!(),
+    ") values ($1, $2, $3, $4, $5, $6, $7)"
+);
+
+/// Postgres: a session's write in one statement: the session (`$1`…`$7`), the replaced one's
+/// delete (`$8`, with `replaces`), the throttle's take-back, the reset of the account's
+/// failed-login count, and the audit event.
+pub(super) fn session_insert_sql_pg(replaces: bool, take_back: &TakeBack) -> String {
+    // Conditional: most sign-ins follow no failure, and then the row is not written.
+    // `$2` is the session's account.
+    let reset = "update account set failed_login_count = 0 where id = $2 \
+                 and failed_login_count <> 0";
+    let replaced = if replaces {
+        "d as (delete from session where id_digest = $8), "
+    } else {
+        ""
+    };
+    let first_take_back = if replaces { 9 } else { 8 };
+    let mut settled = take_back_clauses(take_back, first_take_back).join(", ");
+    if !settled.is_empty() {
+        settled.push_str(", ");
+    }
+    let first_audit = first_take_back + take_back_values(take_back);
+    // A new session commits lazily (decision 0039): lost in a crash, it costs the person a
+    // sign-in. One that ends another stays synchronous: the end must hold.
+    let audit_insert = if replaces {
+        audit_insert_sql(first_audit, 1)
+    } else {
+        audit_insert_lazily_sql(first_audit, 1)
+    };
+    format!("with {replaced}{settled}s as ({SESSION_INSERT}), r as ({reset}) {audit_insert}")
+}
+
 impl SqlStore {
     /// The unexpired session and its user in one lookup, with the user's consent for
     /// `consent_for` when given (else `None`).
@@ -116,34 +152,8 @@ impl SessionStore for SqlStore {
         take_back: &TakeBack,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        let insert = concat!(
-            "insert into session (",
-            session_columns!(),
-            ") values ($1, $2, $3, $4, $5, $6, $7)"
-        );
-        // Conditional: most sign-ins follow no failure, and then the row is not written.
-        // `$2` is the session's account.
-        let reset = "update account set failed_login_count = 0 where id = $2 \
-                     and failed_login_count <> 0";
         if self.backend == Backend::Postgres {
-            let replaced = match replaces {
-                Some(_) => "d as (delete from session where id_digest = $8), ",
-                None => "",
-            };
-            let first_take_back = if replaces.is_some() { 9 } else { 8 };
-            let mut settled = take_back_clauses(take_back, first_take_back).join(", ");
-            if !settled.is_empty() {
-                settled.push_str(", ");
-            }
-            let first_audit = first_take_back + take_back_values(take_back);
-            // A new session commits lazily (decision 0039): lost in a crash, it costs the
-            // person a sign-in. One that ends another stays synchronous: the end must hold.
-            let audit_insert = match replaces {
-                Some(_) => audit_insert_sql(first_audit, 1),
-                None => audit_insert_lazily_sql(first_audit, 1),
-            };
-            let sql =
-                format!("with {replaced}{settled}s as ({insert}), r as ({reset}) {audit_insert}");
+            let sql = session_insert_sql_pg(replaces.is_some(), take_back);
             let mut q = bind_session(sqlx::query(&sql), session)?;
             if let Some(old) = replaces {
                 q = q.bind(old.as_bytes());
@@ -165,7 +175,7 @@ impl SessionStore for SqlStore {
                 .await
                 .map_err(StoreError::Unavailable)?;
         }
-        bind_session(sqlx::query(insert), session)?
+        bind_session(sqlx::query(SESSION_INSERT), session)?
             .execute(&mut *tx)
             .await
             .map_err(write_error("session"))?;

@@ -68,7 +68,7 @@ impl SqlStore {
 /// attempt as it is: its row is locked (Postgres) or the write is serialised (SQLite), so
 /// the check sees the latest state. Forgotten rows are purged by housekeeping
 /// (`Expired::LoginThrottle`), not here.
-fn count_statement(backend: Backend, keys: usize) -> String {
+pub(super) fn count_statement(backend: Backend, keys: usize) -> String {
     let min = match backend {
         Backend::Postgres => "least",
         Backend::Sqlite => "min",
