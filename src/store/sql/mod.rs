@@ -606,9 +606,27 @@ const COMMIT_LAZILY: &str = "set_config('synchronous_commit', 'off', true) = 'of
 
 /// [`audit_insert_sql`], committing lazily ([`COMMIT_LAZILY`]), Postgres only.
 fn audit_insert_lazily_sql(first: usize, events: usize) -> String {
-    // A `values` list under a `select` gets no column types from the table: the time is cast
-    // (sqlx sends typed values anyway; this keeps the statement valid without them).
-    let values: Vec<String> = (0..events)
+    format!(
+        "insert into audit_event ({AUDIT_COLUMNS}) select * from (values {}) as v \
+         where {COMMIT_LAZILY}",
+        audit_rows(first, events)
+    )
+}
+
+/// The insert of `events` audit events with its placeholders numbered from `first`, so that
+/// it can close a statement that writes other rows first.
+fn audit_insert_sql(first: usize, events: usize) -> String {
+    format!(
+        "insert into audit_event ({AUDIT_COLUMNS}) values {}",
+        audit_rows(first, events)
+    )
+}
+
+/// `events` audit rows' placeholders, numbered from `first`. The time is cast: a `values`
+/// list under a `select` ([`audit_insert_lazily_sql`]) takes no column types from the table
+/// (sqlx sends typed values anyway; this keeps the statement valid without them).
+fn audit_rows(first: usize, events: usize) -> String {
+    let rows: Vec<String> = (0..events)
         .map(|i| {
             let p = first + i * AUDIT_VALUES;
             format!(
@@ -617,23 +635,7 @@ fn audit_insert_lazily_sql(first: usize, events: usize) -> String {
             )
         })
         .collect();
-    format!(
-        "insert into audit_event ({AUDIT_COLUMNS}) select * from (values {}) as v \
-         where {COMMIT_LAZILY}",
-        values.join(", ")
-    )
-}
-
-/// The insert of `events` audit events with its placeholders numbered from `first`, so that
-/// it can close a statement that writes other rows first.
-fn audit_insert_sql(first: usize, events: usize) -> String {
-    let values: Vec<String> = (0..events)
-        .map(|i| placeholders(first + i * AUDIT_VALUES, AUDIT_VALUES))
-        .collect();
-    format!(
-        "insert into audit_event ({AUDIT_COLUMNS}) values {}",
-        values.join(", ")
-    )
+    rows.join(", ")
 }
 
 /// Binds an audit event's eight values, in `audit_insert_sql` order.
