@@ -66,7 +66,7 @@ pub trait ClientStore: Send + Sync {
         client: &ClientRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Deletes the client and, by cascade, its grants, codes, tokens and consents.
+    /// Deletes the client and, in the same write, its grants, codes, tokens and consents.
     async fn delete_client(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
 }
 
@@ -127,8 +127,8 @@ pub trait AccountStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// Deletes the user and, by cascade, their sessions, consents, grants and tokens; `audit`
-    /// is recorded with the counts of sessions, grants and tokens that ended.
+    /// Deletes the user and, in the same write, their sessions, consents, grants, codes and
+    /// tokens; `audit` is recorded with the counts of sessions, grants and tokens that ended.
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError>;
 }
 

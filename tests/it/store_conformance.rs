@@ -1537,6 +1537,220 @@ async fn deleting_a_client_or_a_user_deletes_their_tokens() {
     }
 }
 
+/// How many rows of `table` name `column = value`.
+async fn rows_naming(db: &TestDb, table: &str, column: &str, value: &str) -> i64 {
+    db.number(&format!(
+        "select count(*) from {table} where {column} = '{value}'"
+    ))
+    .await
+}
+
+/// Ada's and Bob's consent to the client, a grant with its code each, and Ada's session.
+async fn seeded_with_sign_ins(store: &dyn Store) {
+    seeded(store).await;
+    for (who, g) in [(ADA, "g1"), (BOB, "g2")] {
+        store
+            .grant_consent(
+                who,
+                CLIENT,
+                "openid",
+                2_000,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+        grant_with_tokens(store, g, who, &[]).await;
+    }
+    store
+        .insert_session(
+            &session("ada-s", ADA),
+            None,
+            &TakeBack::default(),
+            &audit(AuditKind::LoginSucceeded),
+        )
+        .await
+        .unwrap();
+}
+
+/// What a foreign key's cascade did, and on Postgres no longer does (decision 0040): a
+/// deleted user takes their consents, grants, codes and sessions along, a deleted client
+/// its consents, grants and codes; nobody else's go.
+#[tokio::test]
+async fn deleting_a_client_or_a_user_deletes_their_consents_grants_codes_and_sessions() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded_with_sign_ins(store.as_ref()).await;
+        let tables = [
+            ("consent", "account_id"),
+            ("oauth_grant", "account_id"),
+            ("authorization_code", "account_id"),
+            ("session", "account_id"),
+        ];
+        for (table, column) in tables {
+            assert_eq!(
+                rows_naming(&db, table, column, ADA).await,
+                1,
+                "{}: {table}",
+                db.label
+            );
+        }
+        store
+            .delete_account(ADA, &audit(AuditKind::UserDeleted))
+            .await
+            .unwrap();
+        for (table, column) in tables {
+            assert_eq!(
+                rows_naming(&db, table, column, ADA).await,
+                0,
+                "{}: {table}",
+                db.label
+            );
+        }
+        for (table, column) in &tables[..3] {
+            assert_eq!(
+                rows_naming(&db, table, column, BOB).await,
+                1,
+                "{}: Bob's {table}",
+                db.label
+            );
+        }
+        store
+            .delete_client(CLIENT, &audit(AuditKind::ClientDeleted))
+            .await
+            .unwrap();
+        for (table, column) in &tables[..3] {
+            assert_eq!(
+                rows_naming(&db, table, "client_id", CLIENT).await,
+                0,
+                "{}: {table}",
+                db.label
+            );
+            assert_eq!(
+                rows_naming(&db, table, column, BOB).await,
+                0,
+                "{}",
+                db.label
+            );
+        }
+    }
+}
+
+/// A consent, a grant with its code, or a session names an existing client and user or is
+/// not written, and leaves nothing behind: the foreign keys on SQLite, on Postgres the
+/// lookups and `not null` of decision 0040.
+#[tokio::test]
+async fn a_sign_in_write_for_a_client_or_user_that_does_not_exist_is_refused() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let trail = audit_count(store.as_ref()).await;
+        let refused = |what: &str, outcome: Result<(), StoreError>| {
+            assert!(
+                matches!(outcome, Err(StoreError::NotFound(_))),
+                "{}: {what}: {outcome:?}",
+                db.label
+            );
+        };
+
+        let given = |account: &str, client: &str| ConsentGiven {
+            account_id: account.into(),
+            client_id: client.into(),
+            scope: "openid".into(),
+            now: 3_000,
+            audit: audit(AuditKind::ConsentGranted),
+        };
+        for (account, client) in [(ADA, "no-such-client"), ("no-such-user", CLIENT)] {
+            let mut g = grant("g1", account);
+            g.client_id = client.into();
+            let c = code("c1", &g);
+            refused(
+                "consent alone",
+                store
+                    .grant_consent(
+                        account,
+                        client,
+                        "openid",
+                        3_000,
+                        &audit(AuditKind::ConsentGranted),
+                    )
+                    .await,
+            );
+            refused(
+                "consent with its code",
+                store
+                    .insert_code_with_consent(
+                        &given(account, client),
+                        &g,
+                        &c,
+                        &audit(AuditKind::CodeIssued),
+                    )
+                    .await,
+            );
+            refused(
+                "code",
+                store
+                    .insert_code(&g, &c, &audit(AuditKind::CodeIssued))
+                    .await,
+            );
+        }
+        refused(
+            "session",
+            store
+                .insert_session(
+                    &session("stray-s", "no-such-user"),
+                    None,
+                    &TakeBack::default(),
+                    &audit(AuditKind::LoginSucceeded),
+                )
+                .await,
+        );
+        for table in ["consent", "oauth_grant", "authorization_code", "session"] {
+            assert_eq!(
+                db.number(&format!("select count(*) from {table}")).await,
+                0,
+                "{}: {table}",
+                db.label
+            );
+        }
+        assert_eq!(audit_count(store.as_ref()).await, trail, "{}", db.label);
+    }
+}
+
+/// A session or a code written while its user was being deleted can commit after the
+/// deletion on Postgres (decision 0040); what that race leaves is made here by deleting the
+/// user's row past the store. The session signs nobody in, and the code redeems to no user.
+#[tokio::test]
+async fn a_session_or_code_whose_user_vanished_signs_nobody_in() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded_with_sign_ins(store.as_ref()).await;
+        if db.label == "postgres" {
+            db.sql(&format!("delete from account where id = '{ADA}'"))
+                .await;
+        } else {
+            // SQLite keeps its foreign keys: the race cannot happen there, and only a
+            // connection that does not enforce them could leave such rows.
+            db.sql(&format!(
+                "pragma foreign_keys = off; delete from account where id = '{ADA}'"
+            ))
+            .await;
+        }
+        assert_eq!(
+            store.signed_in(&Digest::of("ada-s"), 2_001).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+        let (code, user) = store
+            .consume_code(&Digest::of("code-g1"), 2_001)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code.account_id, ADA, "{}", db.label);
+        assert_eq!(user, None, "{}", db.label);
+    }
+}
+
 /// Without foreign keys on Postgres (decision 0033), a token written while its client or
 /// grant was being deleted can commit after the deletion; what that race leaves is made
 /// here by deleting the rows past the store.

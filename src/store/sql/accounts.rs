@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
-use super::{affected_one, to_json, write_error, AnyQuery, Row, SqlStore};
+use super::{affected_one, delete_what_hangs_off, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::store::{AccountRecord, AccountStore, StandardClaims, StoreError};
 
@@ -316,7 +316,7 @@ impl AccountStore for SqlStore {
 
     async fn delete_account(&self, id: &str, audit: &AuditEvent) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        // Counted for the audit trail before the cascade deletes the rows. The time is never
+        // Counted for the audit trail before the rows are deleted. The time is never
         // read back: everything revoked here is deleted below.
         let ended = end_access(&mut tx, id, audit.created_at).await?;
         let done = sqlx::query("delete from account where id = $1")
@@ -325,12 +325,9 @@ impl AccountStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         affected_one(done, "user")?;
-        // Its tokens by name: on Postgres the token table has no foreign keys (decision 0033).
-        sqlx::query("delete from token where account_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        // By name: on Postgres these tables have no foreign keys (decisions 0033, 0040). Its
+        // sessions went with its access, above.
+        delete_what_hangs_off(&mut tx, "account_id", id).await?;
         tx.audit(&ended.recorded_in(audit)).await?;
         tx.commit().await
     }

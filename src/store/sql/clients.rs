@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
-use super::{affected_one, to_json, write_error, AnyQuery, Row, SqlStore};
+use super::{affected_one, delete_what_hangs_off, to_json, write_error, AnyQuery, Row, SqlStore};
 use crate::audit::AuditEvent;
 use crate::store::{AccessTokenFormat, AuthMethod, ClientRecord, ClientStore, StoreError};
 
@@ -164,13 +164,8 @@ impl ClientStore for SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         affected_one(done, "client")?;
-        // Its grants and codes go by cascade; its tokens by name, since on Postgres the token
-        // table has no foreign keys (decision 0033).
-        sqlx::query("delete from token where client_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+        // By name: on Postgres these tables have no foreign keys (decisions 0033, 0040).
+        delete_what_hangs_off(&mut tx, "client_id", id).await?;
         tx.audit(audit).await?;
         tx.commit().await
     }

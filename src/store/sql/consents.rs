@@ -20,9 +20,13 @@ fn merged(before: &str, added: &str) -> String {
 /// Postgres: the consent upsert, `$1` account, `$2` client, `$3` scope (each once), `$4`
 /// now. One statement: the upsert locks the row (a concurrent grant waits, then merges into
 /// what this one wrote), and the merge keeps the scopes already consented to in their order,
-/// then adds the new ones, each once.
+/// then adds the new ones, each once. The user and the client are looked up, not taken as
+/// given: the consent table has no foreign keys on Postgres (decision 0040), and a null
+/// refuses the row.
 pub(super) const CONSENT_UPSERT_PG: &str = "insert into consent (account_id, client_id, scope, \
-     created_at, updated_at) values ($1, $2, $3, $4, $4) on conflict (account_id, client_id) \
+     created_at, updated_at) values ((select x.id from account x where x.id = $1), \
+     (select x.id from client x where x.id = $2), $3, $4, $4) \
+     on conflict (account_id, client_id) \
      do update set updated_at = excluded.updated_at, scope = (\
      select coalesce(string_agg(w, ' ' order by n), '') from (\
      select w, min(n) as n from unnest(string_to_array(\

@@ -8,8 +8,8 @@ use std::sync::LazyLock;
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
 use super::{
-    aliased, audit_insert_lazily_sql, bind_audit, placeholders, to_json, write_error, AnyQuery,
-    Row, SqlStore, COMMIT_LAZILY,
+    aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_looking_up, to_json,
+    write_error, AnyQuery, Row, SqlStore, COMMIT_LAZILY,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -102,6 +102,17 @@ fn code_insert_sql(first: usize) -> String {
     )
 }
 
+/// Postgres: [`code_insert_sql`], the client and the user looked up rather than taken as
+/// given: the code table has no foreign keys there (decision 0040). The grant, written by
+/// the same statement, needs no check: a code names it or nothing is written.
+fn code_insert_sql_pg(first: usize) -> String {
+    format!(
+        "insert into authorization_code ({}) values {}",
+        code_columns!(),
+        placeholders_looking_up(first, CODE_VALUES, &[(2, "client"), (3, "account")])
+    )
+}
+
 /// Binds a grant's values, in `grant_columns!` order.
 fn bind_grant<'q>(q: AnyQuery<'q>, grant: &'q GrantRecord) -> Result<AnyQuery<'q>, StoreError> {
     Ok(q.bind(&grant.id)
@@ -189,8 +200,7 @@ const CONSUME: &str = concat!(
 );
 
 /// Postgres: a grant with its code and their audit events (`events`), after the consent's
-/// upsert when `consent`, in one statement; the code's foreign key is checked at its end,
-/// when the grant written by the clause before is there. Committed lazily (decision 0039):
+/// upsert when `consent`, in one statement. Committed lazily (decision 0039):
 /// lost in a crash, the code redeems nothing; the token write that redeems it flushes this
 /// commit first.
 pub(super) fn code_write_sql_pg(consent: bool, events: usize) -> String {
@@ -202,7 +212,7 @@ pub(super) fn code_write_sql_pg(consent: bool, events: usize) -> String {
     format!(
         "with {upsert}g as ({}), c as ({}) {}",
         grant_insert_sql(first),
-        code_insert_sql(first + GRANT_VALUES),
+        code_insert_sql_pg(first + GRANT_VALUES),
         audit_insert_lazily_sql(first + GRANT_VALUES + CODE_VALUES, events)
     )
 }

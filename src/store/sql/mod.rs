@@ -527,12 +527,40 @@ impl DerefMut for Tx {
 fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
-        // A check violation: a token whose client was looked up and not found (decision 0033).
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_check_violation() => {
+        // A check or not-null violation: a row whose client or user was looked up and not
+        // found (decisions 0033, 0040); a foreign key's, on SQLite.
+        sqlx::Error::Database(d)
+            if d.is_foreign_key_violation()
+                || d.is_check_violation()
+                || d.kind() == sqlx::error::ErrorKind::NotNullViolation =>
+        {
             StoreError::NotFound("referenced row")
         }
         _ => StoreError::Unavailable(e),
     }
+}
+
+/// Deletes, within `tx`, the codes (through their grants), grants, consents and tokens of
+/// the client or user `id` (`owner` is `client_id` or `account_id`): what a foreign key's
+/// cascade did, where the tables have none (Postgres, decisions 0033 and 0040). On SQLite
+/// it takes what the cascade would.
+async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(), StoreError> {
+    for sql in [
+        format!(
+            "delete from authorization_code where grant_id in \
+             (select id from oauth_grant where {owner} = $1)"
+        ),
+        format!("delete from oauth_grant where {owner} = $1"),
+        format!("delete from consent where {owner} = $1"),
+        format!("delete from token where {owner} = $1"),
+    ] {
+        sqlx::query(&sql)
+            .bind(id)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -592,6 +620,24 @@ fn aliased(table: &str, columns: &str) -> String {
 /// `($first, …)`: one row's values.
 fn placeholders(first: usize, count: usize) -> String {
     format!("({})", placeholder_list(first, count))
+}
+
+/// Postgres: [`placeholders`], except that the values at the `lookups` positions (counted
+/// from 0) name a row of the given table by its `id`, and are that row's `id` as looked up
+/// in the statement, null when there is none. A plain read, where a foreign key's check
+/// locked the parent row (decisions 0033, 0040); the column's `not null` or check
+/// constraint then refuses the row, as the foreign key did ([`write_error`]).
+fn placeholders_looking_up(first: usize, count: usize, lookups: &[(usize, &str)]) -> String {
+    let values: Vec<String> = (0..count)
+        .map(|i| {
+            let p = first + i;
+            match lookups.iter().find(|(at, _)| *at == i) {
+                Some((_, table)) => format!("(select x.id from {table} x where x.id = ${p})"),
+                None => format!("${p}"),
+            }
+        })
+        .collect();
+    format!("({})", values.join(", "))
 }
 
 /// Postgres: a condition that holds, and has the statement's own transaction commit without

@@ -9,8 +9,8 @@ use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
 use super::throttle::{bind_take_back, take_back_clauses, take_back_in, take_back_values};
 use super::{
-    aliased, audit_insert_lazily_sql, audit_insert_sql, bind_audit, to_json, write_error, AnyQuery,
-    Row, SqlStore,
+    aliased, audit_insert_lazily_sql, audit_insert_sql, bind_audit, placeholders_looking_up,
+    to_json, write_error, AnyQuery, Row, SqlStore,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -100,7 +100,14 @@ pub(super) fn session_insert_sql_pg(replaces: bool, take_back: &TakeBack) -> Str
     } else {
         audit_insert_lazily_sql(first_audit, 1)
     };
-    format!("with {replaced}{settled}s as ({SESSION_INSERT}), r as ({reset}) {audit_insert}")
+    // The user looked up, not taken as given: the session table has no foreign keys on
+    // Postgres (decision 0040).
+    let insert = format!(
+        "insert into session ({}) values {}",
+        session_columns!(),
+        placeholders_looking_up(1, 7, &[(1, "account")])
+    );
+    format!("with {replaced}{settled}s as ({insert}), r as ({reset}) {audit_insert}")
 }
 
 impl SqlStore {

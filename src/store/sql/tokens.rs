@@ -10,8 +10,8 @@ use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::batch::{Spend, TokenWrite};
 use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
-    aliased, bind_audit, placeholder_list, to_json, write_error, AnyQuery, Row, SqlStore,
-    AUDIT_COLUMNS, AUDIT_VALUES,
+    aliased, bind_audit, placeholder_list, placeholders_looking_up, to_json, write_error, AnyQuery,
+    Row, SqlStore, AUDIT_COLUMNS, AUDIT_VALUES,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -65,14 +65,7 @@ fn bind_token<'q>(q: AnyQuery<'q>, t: &'q TokenRecord) -> AnyQuery<'q> {
 /// a null `client_id`, which the table's check constraint refuses, so the statement fails
 /// as the foreign key made it fail, without the foreign key's lock on the client row.
 fn token_values(first: usize) -> String {
-    let mut values: Vec<String> = (first..first + TOKEN_VALUES)
-        .map(|i| format!("${i}"))
-        .collect();
-    values[CLIENT_ID_COLUMN] = format!(
-        "(select c.id from client c where c.id = ${})",
-        first + CLIENT_ID_COLUMN
-    );
-    format!("({})", values.join(", "))
+    placeholders_looking_up(first, TOKEN_VALUES, &[(CLIENT_ID_COLUMN, "client")])
 }
 
 /// Where `client_id` is in [`TOKEN_COLUMNS`].
