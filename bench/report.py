@@ -512,6 +512,37 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, fourth session** (not this page's run: an Intel Xeon at 2.8 GHz, Ice Lake,
+  2 cores, slower and noisy: the ceilings gave argon2id 61.9–66.4/s and RS256 3,770–3,788/s
+  on both cores, so a refresh rate of 2,500 RS256/s is out of reach here by the signatures
+  alone; CPU per operation about 1.7 times this page's). Measured on this machine:
+  - **No foreign keys on the sign-in's tables on Postgres** (decision 0040: session,
+    consent, grant, code; the writes look the client and user up instead, deletes go by
+    name). Code flow c = 16, `pg_stat_statements`, two interleaved pairs: the consent with
+    its code 0.379 / 0.314 ms of execution before, 0.234 / 0.244 after, the session write
+    0.243 / 0.215 before, 0.186 / 0.187 after, against the unchanged token statement's
+    0.275 / 0.224 and 0.240 / 0.250 (30 % and 15–20 % less, relative to it); WAL records
+    26.4 → 23.4 and 14.2 → 13.2 per call. Postgres CPU per flow over the server's own CPU per
+    flow, five runs each: median 0.099 before, 0.095 after. Whole Postgres CPU per flow here
+    2.5–3.2 ms, moving with the host by a fifth between runs.
+  - **Code flow against the ceiling here**: 57–67 flows/s at c = 16 against 62–66 argon2id
+    hashes/s on both cores, 90 % and more: the share depends on the machine (argon2id is
+    memory-bound, the rest is not), and on this page's machine it was 75 %.
+  - **Where a refresh's CPU goes** (`perf -a`, cpu-clock, Postgres, c = 16, RS256): Postgres
+    43 % of all samples (30 its own code, 10 the kernel on its behalf, 3 libc), OpenSSL's
+    signatures 26 %, Tessera's own code 13 % (spread thin: sqlx's row conversion, the
+    allocator, axum, hyper, none above 0.6 %), the kernel on Tessera's threads 7.5 %. In
+    Postgres, executor start (building the rotation statement's plan state: its `with`
+    parts, the client lookups, 11 indexes opened) is about a sixth, the data-modifying
+    parts and their index inserts a fifth, commit and `fdatasync` a seventh; executor start
+    is not in `pg_stat_statements`' execution time (0.233 ms per rotation, 21.6 WAL records).
+    The spent token's update is heap-only (10,773 of 11,071), so a lower fill factor on
+    `token` would gain nothing; every audit event's seal is not (0 of 11,139).
+  - **Audit index changes weighed and not made**: a BRIN index on `audit_event.created_at`
+    would save a B-tree entry per event and per seal, but space freed by purges is refilled
+    with new events, which widens the old block ranges until the index helps no query; a
+    partial `seq` index (`where seq is not null`) would save one entry of about eleven per
+    event, not worth rebuilding the index over every stored event at upgrade.
 - **2026-12-06, third session** (not this page's run: a slower Intel Xeon, 2 cores at
   2.3 GHz with AVX-512 IFMA, on a noisy host; three runs of the ceilings gave argon2id
   93.7–106.1/s and RS256 4,649–5,091/s on both cores. OpenSSL 3.0.19 signs 2,387 RS256/s per
