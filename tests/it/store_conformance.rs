@@ -1594,6 +1594,12 @@ async fn deleting_a_client_or_a_user_deletes_their_consents_grants_codes_and_ses
                 db.label
             );
         }
+        // Redeemed: ending the user's access leaves it (it detects replays), the deletion not.
+        store
+            .consume_code(&Digest::of("code-g1"), 2_001)
+            .await
+            .unwrap()
+            .unwrap();
         store
             .delete_account(ADA, &audit(AuditKind::UserDeleted))
             .await
@@ -1713,6 +1719,88 @@ async fn a_sign_in_write_for_a_client_or_user_that_does_not_exist_is_refused() {
             );
         }
         assert_eq!(audit_count(store.as_ref()).await, trail, "{}", db.label);
+    }
+}
+
+/// A client or user deleted past Tessera (or whose deletion a write raced, on Postgres)
+/// leaves rows under its id; one created again under that id inherits none of them, so no
+/// consent given to the old client skips the new one's consent screen (decision 0040).
+#[tokio::test]
+async fn a_client_or_user_created_again_under_an_old_id_inherits_nothing() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded_with_sign_ins(store.as_ref()).await;
+        // SQLite keeps its foreign keys: only a connection that does not enforce them can
+        // leave such rows there.
+        let unchecked = if db.label == "sqlite" {
+            "pragma foreign_keys = off; "
+        } else {
+            ""
+        };
+        for table in ["client", "account"] {
+            let id = if table == "client" { CLIENT } else { ADA };
+            db.sql(&format!("{unchecked}delete from {table} where id = '{id}'"))
+                .await;
+        }
+        store
+            .insert_client(&client(CLIENT), &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap();
+        store
+            .insert_account(&account(ADA, "ada"), &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.consent(BOB, CLIENT).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+        for (table, column, id) in [
+            ("consent", "client_id", CLIENT),
+            ("oauth_grant", "client_id", CLIENT),
+            ("authorization_code", "client_id", CLIENT),
+            ("session", "account_id", ADA),
+        ] {
+            assert_eq!(
+                rows_naming(&db, table, column, id).await,
+                0,
+                "{}: {table}",
+                db.label
+            );
+        }
+        assert_eq!(
+            store.signed_in(&Digest::of("ada-s"), 2_001).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+
+        // An id in use stays in use, and keeps what hangs off it.
+        store
+            .grant_consent(
+                BOB,
+                CLIENT,
+                "openid",
+                2_000,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+        let again = store
+            .insert_client(&client(CLIENT), &audit(AuditKind::ClientCreated))
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict(_))),
+            "{}: {again:?}",
+            db.label
+        );
+        assert_eq!(
+            store.consent(BOB, CLIENT).await.unwrap().as_deref(),
+            Some("openid"),
+            "{}",
+            db.label
+        );
     }
 }
 

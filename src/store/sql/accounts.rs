@@ -179,6 +179,11 @@ impl AccountStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(write_error("user"))?;
+        // Nothing left under this id from an earlier user may become the new one's (a
+        // consent would skip the new user's consent screen): rows that raced the old one's
+        // deletion on Postgres, or outlived a deletion made past Tessera (decision 0040).
+        // After the insert: an id in use fails above and deletes nothing.
+        delete_what_hangs_off(&mut tx, "account_id", &a.id).await?;
         tx.audit(audit).await?;
         tx.commit().await
     }

@@ -94,6 +94,11 @@ impl ClientStore for SqlStore {
         .execute(&mut *tx)
         .await
         .map_err(write_error("client"))?;
+        // Nothing left under this id from an earlier client may become the new one's (a
+        // consent would skip the new client's consent screen): rows that raced the old one's
+        // deletion on Postgres, or outlived a deletion made past Tessera (decision 0040).
+        // After the insert: an id in use fails above and deletes nothing.
+        delete_what_hangs_off(&mut tx, "client_id", &c.id).await?;
         tx.audit(audit).await?;
         tx.commit().await
     }

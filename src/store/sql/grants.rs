@@ -156,6 +156,14 @@ impl SqlStore {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
+        // The code's client and user lookups stand for its grant's (decision 0040): the
+        // two are built together, for the same client and user.
+        debug_assert!(
+            code.grant_id == grant.id
+                && code.client_id == grant.client_id
+                && grant.account_id.as_deref() == Some(code.account_id.as_str()),
+            "a code names its own grant's client and user"
+        );
         let events: Vec<AuditEvent> = consent
             .map(|c| c.audit.clone())
             .into_iter()

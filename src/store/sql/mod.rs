@@ -527,12 +527,16 @@ impl DerefMut for Tx {
 fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
-        // A check or not-null violation: a row whose client or user was looked up and not
-        // found (decisions 0033, 0040); a foreign key's, on SQLite.
+        // A check violation, or a not-null one in a client or user column: a row whose
+        // client or user was looked up and not found (decisions 0033, 0040); a foreign
+        // key's, on SQLite. Any other null where none may be is a fault, not a client's.
         sqlx::Error::Database(d)
             if d.is_foreign_key_violation()
                 || d.is_check_violation()
-                || d.kind() == sqlx::error::ErrorKind::NotNullViolation =>
+                || (d.kind() == sqlx::error::ErrorKind::NotNullViolation
+                    && d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                        .and_then(|pg| pg.column())
+                        .is_some_and(|c| c == "client_id" || c == "account_id")) =>
         {
             StoreError::NotFound("referenced row")
         }
@@ -541,11 +545,12 @@ fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 }
 
 /// Deletes, within `tx`, the codes (through their grants), grants, consents and tokens of
-/// the client or user `id` (`owner` is `client_id` or `account_id`): what a foreign key's
-/// cascade did, where the tables have none (Postgres, decisions 0033 and 0040). On SQLite
-/// it takes what the cascade would.
+/// the client or user `id` (`owner` is `client_id` or `account_id`), and a user's sessions:
+/// what a foreign key's cascade did, where the tables have none (Postgres, decisions 0033
+/// and 0040). On SQLite it takes what the cascade would. Also run when a client or user is
+/// created, for what a deletion raced or one made past Tessera left under its id.
 async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(), StoreError> {
-    for sql in [
+    let mut deletes = vec![
         format!(
             "delete from authorization_code where grant_id in \
              (select id from oauth_grant where {owner} = $1)"
@@ -553,7 +558,11 @@ async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(),
         format!("delete from oauth_grant where {owner} = $1"),
         format!("delete from consent where {owner} = $1"),
         format!("delete from token where {owner} = $1"),
-    ] {
+    ];
+    if owner == "account_id" {
+        deletes.push("delete from session where account_id = $1".into());
+    }
+    for sql in deletes {
         sqlx::query(&sql)
             .bind(id)
             .execute(&mut **tx)
