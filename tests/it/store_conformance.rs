@@ -1829,6 +1829,12 @@ async fn a_session_or_code_whose_user_vanished_signs_nobody_in() {
             "{}",
             db.label
         );
+        assert_eq!(
+            store.session(&Digest::of("ada-s"), 2_001).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
         let (code, user) = store
             .consume_code(&Digest::of("code-g1"), 2_001)
             .await
