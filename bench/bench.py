@@ -216,11 +216,19 @@ class PgStats:
             "AND state LIKE 'idle in transaction%') "
             f"FROM pg_stat_database d WHERE datname = '{self.db}'",
         ).split("|")
-        stmt = "0"
+        stmt = "0, 0, 0"
         if self.statements:
+            # Calls, the time Postgres spent executing and planning them (wall time: waits
+            # for locks and for a core count too), and the WAL records they wrote, which do
+            # not depend on the host at all.
+            ours = (
+                "FROM pg_stat_statements WHERE dbid = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             stmt = (
-                "(SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = "
-                "(SELECT oid FROM pg_database WHERE datname = current_database()))"
+                f"(SELECT coalesce(sum(calls), 0) {ours}), "
+                f"(SELECT coalesce(sum(total_exec_time + total_plan_time), 0) {ours}), "
+                f"(SELECT coalesce(sum(wal_records), 0) {ours})"
             )
         scans = psql(
             self.db_url,
@@ -235,6 +243,8 @@ class PgStats:
             "rows_written": ins + upd + dele,
             "scans": int(scans[0]),
             "statements": int(float(scans[1])),
+            "statement_ms": round(float(scans[2]), 3),
+            "wal_records": int(float(scans[3])),
         }
 
     def delta(self, before, after):
@@ -245,8 +255,9 @@ class PgStats:
         d["commits"] -= 1  # the bench-database reading of `before`
         if self.statements:
             d["statements"] -= 1
+            d["statement_ms"] = round(d["statement_ms"], 3)
         else:
-            d["statements"] = None
+            d["statements"] = d["statement_ms"] = d["wal_records"] = None
         return d
 
 
@@ -757,7 +768,8 @@ class Bench:
                 log(f"  c={c} run {r + 1}: {res['per_s']}/s p50 {res['p50_ms']} ms "
                     f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
                     f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
-                    f"ms/op driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
+                    f"ms/op (statements {res.get('statement_ms_per_op')} ms/op, "
+                    f"{res.get('wal_records_per_op')} WAL records/op) driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
                     + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
                        if res.get("pg", {}).get("idle_in_transaction") else ""))
             out[str(c)] = {"median": summarize(runs), "runs": runs}
