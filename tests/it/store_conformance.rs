@@ -1722,6 +1722,19 @@ async fn a_sign_in_write_for_a_client_or_user_that_does_not_exist_is_refused() {
     }
 }
 
+/// Deletes the client or user `id` behind the store's back, leaving what hangs off it: what
+/// a write that raced its deletion leaves on Postgres (decision 0040). SQLite keeps its
+/// foreign keys, so there only a connection that does not enforce them leaves such rows.
+async fn delete_past_the_store(db: &TestDb, table: &str, id: &str) {
+    let unchecked = if db.label == "sqlite" {
+        "pragma foreign_keys = off; "
+    } else {
+        ""
+    };
+    db.sql(&format!("{unchecked}delete from {table} where id = '{id}'"))
+        .await;
+}
+
 /// A client or user deleted past Tessera (or whose deletion a write raced, on Postgres)
 /// leaves rows under its id; one created again under that id inherits none of them, so no
 /// consent given to the old client skips the new one's consent screen (decision 0040).
@@ -1730,18 +1743,8 @@ async fn a_client_or_user_created_again_under_an_old_id_inherits_nothing() {
     for db in TestDb::all().await {
         let store = open(&db).await;
         seeded_with_sign_ins(store.as_ref()).await;
-        // SQLite keeps its foreign keys: only a connection that does not enforce them can
-        // leave such rows there.
-        let unchecked = if db.label == "sqlite" {
-            "pragma foreign_keys = off; "
-        } else {
-            ""
-        };
-        for table in ["client", "account"] {
-            let id = if table == "client" { CLIENT } else { ADA };
-            db.sql(&format!("{unchecked}delete from {table} where id = '{id}'"))
-                .await;
-        }
+        delete_past_the_store(&db, "client", CLIENT).await;
+        delete_past_the_store(&db, "account", ADA).await;
         store
             .insert_client(&client(CLIENT), &audit(AuditKind::ClientCreated))
             .await
@@ -1812,17 +1815,7 @@ async fn a_session_or_code_whose_user_vanished_signs_nobody_in() {
     for db in TestDb::all().await {
         let store = open(&db).await;
         seeded_with_sign_ins(store.as_ref()).await;
-        if db.label == "postgres" {
-            db.sql(&format!("delete from account where id = '{ADA}'"))
-                .await;
-        } else {
-            // SQLite keeps its foreign keys: the race cannot happen there, and only a
-            // connection that does not enforce them could leave such rows.
-            db.sql(&format!(
-                "pragma foreign_keys = off; delete from account where id = '{ADA}'"
-            ))
-            .await;
-        }
+        delete_past_the_store(&db, "account", ADA).await;
         assert_eq!(
             store.signed_in(&Digest::of("ada-s"), 2_001).await.unwrap(),
             None,

@@ -203,28 +203,12 @@ impl SessionStore for SqlStore {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        // Joined with its user: a session whose user is gone (a write that raced the user's
-        // deletion, on Postgres: decision 0040) is none.
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "select {} from session s join account a on a.id = s.account_id \
-                 where s.id_digest = $1 and s.expires_at > $2",
-                session_columns!()
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        });
-        sqlx::query(&SQL)
-            .bind(digest.as_bytes())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable)?
-            .as_ref()
-            .map(session_from_row)
-            .transpose()
+        // With its user, as a sign-in reads it: a session whose user is gone (a write that
+        // raced the user's deletion, on Postgres: decision 0040) is none.
+        Ok(self
+            .live_session(digest, now, None)
+            .await?
+            .map(|((session, _), _)| session))
     }
 
     async fn signed_in(
