@@ -677,26 +677,16 @@ async fn roles_scope_releases_roles_in_jwt_access_tokens_and_introspection_not_i
 #[tokio::test]
 async fn api_keys_never_appear_in_log_lines_or_audit_records() {
     for db in TestDb::all().await {
-        let port = crate::support::free_port();
         let mut env = db.env();
-        env.insert("TESSERA_BIND".into(), format!("127.0.0.1:{port}"));
         // Everything every layer logs, request and store internals included.
         env.insert("TESSERA_LOG_FILTER".into(), "trace".into());
-        let mut child = std::process::Command::new(crate::support::binary())
+        let mut command = std::process::Command::new(crate::support::binary());
+        command
             .env_clear()
             .envs(&env)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read the log as it comes: a full pipe would stall the server.
-        let mut stderr = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut log = String::new();
-            std::io::Read::read_to_string(&mut stderr, &mut log).unwrap();
-            log
-        });
-        let base = format!("http://127.0.0.1:{port}");
+            .stdout(std::process::Stdio::null());
+        let server = crate::support::serve::start(command).listening();
+        let base = server.base.clone();
         crate::support::wait_healthy(&crate::support::http(), &format!("{base}/healthz")).await;
         db.tessera_with_stdin(
             &["user", "create", "--username", "ada", "--password-stdin"],
@@ -775,13 +765,8 @@ async fn api_keys_never_appear_in_log_lines_or_audit_records() {
         assert_eq!(res.status(), 200);
         assert_eq!(introspect(from_cli.clone()).await, inactive());
 
-        let status = std::process::Command::new("sh")
-            .args(["-c", &format!("kill -TERM {}", child.id())])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert!(child.wait().unwrap().success());
-        let log = reader.join().unwrap();
+        let (status, log) = server.stop();
+        assert!(status.success(), "exit {status:?}");
         assert!(
             log.contains("api_key_revoked"),
             "audit events are logged: {log}"

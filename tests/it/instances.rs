@@ -3,14 +3,13 @@
 //! server. Postgres only: that is the store instances share.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::flow::{AuthorizeUrl, Browser, Pkce, Reply, TestClient, PASSWORD, REDIRECT};
+use crate::support::serve::{self, ServerProcess, Starting};
 use crate::support::{binary, http, wait_healthy, TestDb};
 
 /// What docs/scaling.md promises: a revocation anywhere shows in every instance's
@@ -20,83 +19,31 @@ const BOUND: Duration = Duration::from_secs(1);
 /// A `tessera serve` child process; killed when dropped.
 struct Instance {
     base: String,
-    child: Child,
+    _process: ServerProcess,
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `tessera serve` with `env`; `Starting::listening` then waits for its address.
+fn start(env: &BTreeMap<String, String>) -> Starting {
+    let mut command = Command::new(binary());
+    command
+        .arg("serve")
+        .env_clear()
+        .envs(env)
+        .env("TESSERA_LOG_FILTER", "warn,tessera::server=info")
+        .stdout(Stdio::null());
+    serve::start(command)
 }
 
-/// A `tessera serve` child process until it says where it listens.
-struct Starting {
-    child: Option<Child>,
-    address: mpsc::Receiver<String>,
-}
-
-impl Drop for Starting {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Starting {
-    /// The instance, once its log names the address it listens on.
-    fn listening(mut self) -> Instance {
-        let addr = self
-            .address
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs the address it listens on");
+impl From<ServerProcess> for Instance {
+    fn from(process: ServerProcess) -> Instance {
         Instance {
-            base: format!("http://{addr}"),
-            child: self.child.take().expect("started once"),
+            base: process.base.clone(),
+            _process: process,
         }
     }
 }
 
 impl Instance {
-    /// Starts `tessera serve` on a port the system picks as it binds (a free port picked
-    /// beforehand could be taken by another test's connection before the server bound it),
-    /// and reads the address from its log line.
-    fn start(env: &BTreeMap<String, String>) -> Starting {
-        let mut child = Command::new(binary())
-            .arg("serve")
-            .env_clear()
-            .envs(env)
-            .env("TESSERA_BIND", "127.0.0.1:0")
-            .env("TESSERA_LOG_FILTER", "warn,tessera::server=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = child.stderr.take().expect("stderr is piped");
-        let (found, address) = mpsc::channel();
-        // Reads to the end, so that a full pipe never stalls the server.
-        std::thread::spawn(move || {
-            let mut found = Some(found);
-            for line in BufReader::new(log).lines().map_while(Result::ok) {
-                let addr = line
-                    .split("listening (http) addr=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next());
-                if let Some(addr) = addr {
-                    if let Some(found) = found.take() {
-                        let _ = found.send(addr.to_owned());
-                    }
-                }
-            }
-        });
-        Starting {
-            child: Some(child),
-            address,
-        }
-    }
-
     fn browser(&self) -> Browser {
         Browser {
             http: reqwest::Client::builder()
@@ -238,8 +185,8 @@ async fn two_instances_on_one_postgres_act_as_one_server() {
         "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
     );
     // Both start at once on an empty database: migrations and first-start keys race.
-    let (a, b) = (Instance::start(&env), Instance::start(&env));
-    let (a, b) = (a.listening(), b.listening());
+    let (a, b) = (start(&env), start(&env));
+    let (a, b) = (Instance::from(a.listening()), Instance::from(b.listening()));
     wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
     let store = tessera::store::open(&db.database_url()).await.unwrap();
@@ -345,8 +292,8 @@ async fn revocations_reach_every_instances_introspection_cache_within_one_second
     )
     .succeeds();
     let gateway = cli_gateway(&db).await;
-    let (a, b) = (Instance::start(&env), Instance::start(&env));
-    let (a, b) = (a.listening(), b.listening());
+    let (a, b) = (start(&env), start(&env));
+    let (a, b) = (Instance::from(a.listening()), Instance::from(b.listening()));
     wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
 

@@ -3,12 +3,12 @@
 //! `audit_event` row searched for each secret the flow handled.
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use base64::Engine;
 
 use crate::support::flow::{cookie_header, AuthorizeUrl, Browser, Pkce, Reply, PASSWORD, REDIRECT};
-use crate::support::{binary, free_port, http, run_binary, wait_healthy, TestDb};
+use crate::support::{binary, http, run_binary, serve, wait_healthy, TestDb};
 
 const BYE: &str = "https://app.example/bye";
 const WRONG_PASSWORD: &str = "wrong-horse-battery-7f3a";
@@ -46,17 +46,6 @@ impl Secrets {
     }
 }
 
-/// The server process, killed if the test fails before stopping it.
-struct Serving(Child);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// POSTs `form` to `path`, authenticating as the client with HTTP Basic.
 async fn call(base: &str, path: &str, id: &str, secret: &str, form: &[(&str, &str)]) -> Reply {
     let res = http()
         .post(format!("{base}{path}"))
@@ -71,9 +60,7 @@ async fn call(base: &str, path: &str, id: &str, secret: &str, form: &[(&str, &st
 #[tokio::test]
 async fn no_secret_reaches_the_log_or_the_audit_trail_asvs_16_2_5() {
     for db in TestDb::all().await {
-        let port = free_port();
         let mut env = db.env();
-        env.insert("TESSERA_BIND".into(), format!("127.0.0.1:{port}"));
         // Everything every layer logs: requests, sqlx statements, rustls, the store.
         env.insert("TESSERA_LOG_FILTER".into(), "trace".into());
         // The configuration's secrets too: the key-encryption key, and a database password
@@ -94,33 +81,21 @@ async fn no_secret_reaches_the_log_or_the_audit_trail_asvs_16_2_5() {
         }
         // Every command of the operator's below runs with the server's configuration.
         let tessera = |args: &[&str], stdin: Option<&str>| run_binary(args, &env, stdin);
-        let mut serving = Serving(
-            Command::new(binary())
-                .arg("serve")
-                .env_clear()
-                .envs(&env)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        );
-        let child = &mut serving.0;
-        // Read both streams as they come: a full pipe would stall the server.
-        let streams = [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        let readers: Vec<_> = streams
-            .into_iter()
-            .map(|mut stream| {
-                std::thread::spawn(move || {
-                    let mut log = Vec::new();
-                    stream.read_to_end(&mut log).unwrap();
-                    String::from_utf8_lossy(&log).into_owned()
-                })
-            })
-            .collect();
-        let base = format!("http://127.0.0.1:{port}");
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env_clear()
+            .envs(&env)
+            .stdout(Stdio::piped());
+        let mut server = serve::start(command).listening();
+        // Read stdout as it comes too: a full pipe would stall the server.
+        let mut stdout = server.child().stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut log = Vec::new();
+            stdout.read_to_end(&mut log).unwrap();
+            String::from_utf8_lossy(&log).into_owned()
+        });
+        let base = server.base.clone();
         wait_healthy(&http(), &format!("{base}/healthz")).await;
         secrets.add("the password", PASSWORD);
         secrets.add("a wrong password", WRONG_PASSWORD);
@@ -319,17 +294,9 @@ async fn no_secret_reaches_the_log_or_the_audit_trail_asvs_16_2_5() {
         };
         assert!(res.location().starts_with(BYE), "{}", res.location());
 
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        assert!(child.wait().unwrap().success());
-        let log: String = readers
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .collect::<Vec<_>>()
-            .join("\n");
+        let (status, stderr) = server.stop();
+        assert!(status.success(), "exit {status:?}");
+        let log = [stdout.join().unwrap(), stderr].join("\n");
 
         // The search would find a secret that is there: the log and the trail hold the
         // flow, named by what is not secret.

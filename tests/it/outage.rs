@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::flow::{gateway, introspect, TestClient};
-use crate::support::{free_port, TestDb, TestServer};
+use crate::support::{TestDb, TestServer};
 
 /// A Postgres cluster of this test's own, in a temp folder, so that it can be stopped
 /// without disturbing the tests that share the machine's server.
@@ -36,7 +36,9 @@ impl OwnPostgres {
         let pg = OwnPostgres {
             bin,
             dir,
-            port: free_port(),
+            // Only the name of its socket file: it listens on no TCP port, which another
+            // test could take while it is down.
+            port: 5432,
         };
         if is_root() {
             // initdb and postgres refuse to run as root: the cluster belongs to `postgres`.
@@ -90,7 +92,7 @@ impl OwnPostgres {
 
     fn start_again(&self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses= -c fsync=off",
             self.port,
             self.dir.path().display()
         );
@@ -115,7 +117,11 @@ impl OwnPostgres {
     }
 
     fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@localhost:{}/{database}?host={}",
+            self.port,
+            self.dir.path().display()
+        )
     }
 }
 

@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{binary, free_port, http, run_binary, wait_healthy, TestDb, TestServer};
+use crate::support::serve;
+use crate::support::{binary, http, run_binary, wait_healthy, TestDb, TestServer};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_on_every_backend() {
@@ -84,19 +85,11 @@ async fn oversized_request_body_is_refused_before_it_is_read() {
 #[tokio::test]
 async fn binary_serves_with_no_subcommand_and_stops_gracefully_on_sigterm() {
     let db = TestDb::sqlite().await;
-    let port = free_port();
-    let mut env = db.env();
-    env.insert("TESSERA_BIND".into(), format!("127.0.0.1:{port}"));
-    let child = Command::new(binary())
-        .env_clear()
-        .envs(&env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&http(), &format!("{base}/healthz")).await;
-    let res = http().get(format!("{base}/readyz")).send().await.unwrap();
+    let mut command = Command::new(binary());
+    command.env_clear().envs(db.env()).stdout(Stdio::null());
+    let server = serve::start(command).listening();
+    wait_healthy(&http(), &server.url("/healthz")).await;
+    let res = http().get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let kek = db.dir.path().join("data").join("key-encryption-key");
     assert!(
@@ -104,14 +97,8 @@ async fn binary_serves_with_no_subcommand_and_stops_gracefully_on_sigterm() {
         "development key generated into the data folder"
     );
 
-    let status = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {}", child.id())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exit {:?}: {log}", out.status);
+    let (status, log) = server.stop();
+    assert!(status.success(), "exit {status:?}: {log}");
     assert!(
         log.contains("key-encryption key"),
         "warns about the generated key: {log}"

@@ -5,8 +5,7 @@
 //! works on a fresh machine; with `TESSERA_REQUIRE_BROWSER=1` (as in CI) it panics instead.
 //! `TESSERA_CHROMIUM` and `TESSERA_CHROMEDRIVER` override the binaries' paths.
 
-use std::io::Write as _;
-use std::net::SocketAddr;
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,32 +206,59 @@ struct Driver {
 }
 
 impl Driver {
+    /// Starts chromedriver on a port it picks as it binds (a port picked beforehand could be
+    /// taken by another test before chromedriver bound it) and reads the port from what it
+    /// prints: "ChromeDriver was started successfully on port N."
     async fn spawn(chromedriver: &Path) -> Driver {
-        let port = super::free_port();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
+        let mut child = Command::new(chromedriver)
+            .arg("--port=0")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
         let mut driver = Driver {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let (found, port) = std::sync::mpsc::channel();
+        // Reads to the end, so that a full pipe never stalls chromedriver.
+        std::thread::spawn(move || {
+            let mut found = Some(found);
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line);
+                let port = line
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|rest| rest.trim_end_matches(['.', '\r']).parse::<u16>().ok());
+                if let Some(port) = port {
+                    if let Some(found) = found.take() {
+                        let _ = found.send(port);
+                    }
+                }
+            }
+        });
         let deadline = Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if let Ok(Some(status)) = driver.child.try_wait() {
-                panic!("chromedriver exited at start: {status}");
+        let port = loop {
+            match port.try_recv() {
+                Ok(port) => break port,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    panic!(
+                        "chromedriver exited at start: {:?}",
+                        driver.child.try_wait()
+                    )
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
             }
             assert!(
                 Instant::now() < deadline,
-                "chromedriver not listening on {port}"
+                "chromedriver never said its port"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        driver.url = format!("http://127.0.0.1:{port}");
         driver
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 pub mod browser;
 pub mod flow;
 pub mod raw;
+pub mod serve;
 
 /// One fresh, empty database: a SQLite file in a temp folder, or a new Postgres database.
 pub struct TestDb {
@@ -327,15 +328,6 @@ pub fn http() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until `url` answers 200 (a server child process has started).
