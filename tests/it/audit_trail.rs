@@ -63,10 +63,10 @@ async fn the_server_seals_every_event_and_verify_names_the_first_broken_link() {
 
         // An event edited after it was sealed: named by its seq; put back, the chain holds.
         let original = db
-            .number("select count(*) from audit_event where seq = 2 and account_id is null")
+            .number("select count(*) from audit_event where account_id is null and id = (select event_id from audit_link where seq = 2)")
             .await;
         assert_eq!(original, 1, "{}: event 2 names no user", db.label);
-        db.sql("update audit_event set account_id = 'someone-else' where seq = 2")
+        db.sql("update audit_event set account_id = 'someone-else' where id = (select event_id from audit_link where seq = 2)")
             .await;
         let err = verify(&db).unwrap_err();
         assert!(
@@ -74,13 +74,13 @@ async fn the_server_seals_every_event_and_verify_names_the_first_broken_link() {
             "{}: {err}",
             db.label
         );
-        db.sql("update audit_event set account_id = null where seq = 2")
+        db.sql("update audit_event set account_id = null where id = (select event_id from audit_link where seq = 2)")
             .await;
         verify(&db).unwrap();
 
         // The newest event deleted: the head still names it.
-        let last = db.number("select max(seq) from audit_event").await;
-        db.sql(&format!("delete from audit_event where seq = {last}"))
+        let last = db.number("select max(seq) from audit_link").await;
+        db.sql(&format!("delete from audit_event where id = (select event_id from audit_link where seq = {last})"))
             .await;
         let err = verify(&db).unwrap_err();
         assert!(
@@ -90,8 +90,12 @@ async fn the_server_seals_every_event_and_verify_names_the_first_broken_link() {
             db.label
         );
 
-        // An event deleted from the middle: the first gap is named.
-        db.sql("delete from audit_event where seq = 3").await;
+        // An event deleted from the middle, with its link or without: the first gap is named.
+        db.sql("delete from audit_link where seq = 4").await;
+        db.sql(
+            "delete from audit_event where id = (select event_id from audit_link where seq = 3)",
+        )
+        .await;
         let err = verify(&db).unwrap_err();
         assert!(
             err.contains("event seq 3 is missing"),
@@ -109,13 +113,13 @@ async fn a_head_moved_back_without_the_kek_is_detected() {
         let gateway = gateway(&server).await;
         issue(&server, &gateway, 3).await;
         sealed(&server).await;
-        let last = db.number("select max(seq) from audit_event").await;
+        let last = db.number("select max(seq) from audit_link").await;
         // Someone with the database but not the KEK cuts the last event and moves the head
         // back onto the one before it, copying that event's hash.
-        db.sql(&format!("delete from audit_event where seq = {last}"))
+        db.sql(&format!("delete from audit_event where id = (select event_id from audit_link where seq = {last})"))
             .await;
         db.sql(&format!(
-            "update audit_chain set seq = {}, hash = (select hash from audit_event where seq = {}) \
+            "update audit_chain set seq = {}, hash = (select hash from audit_link where seq = {}) \
              where id = 1",
             last - 1,
             last - 1
@@ -323,6 +327,7 @@ async fn purge_removes_what_expired_keeps_what_lives_and_the_chain_still_verifie
         assert_eq!(count("token").await, 1, "{}", db.label);
         assert_eq!(count("oauth_grant").await, 1);
         assert_eq!(count("audit_event").await, 0, "{}", db.label);
+        assert_eq!(count("audit_link").await, 0, "{}", db.label);
         assert_eq!(count("audit_checkpoint").await, 1);
 
         // The refresh token still works, and the chain goes on from the checkpoint.
@@ -552,4 +557,215 @@ async fn more_stores(db: &TestDb, count: usize) -> Vec<std::sync::Arc<dyn tesser
         stores.push(tessera::store::open(&db.database_url()).await.unwrap());
     }
     stores
+}
+
+/// Postgres hands out event ids before commit, so an event can commit after events with
+/// later ids were sealed, and after rounds that stopped at their limit (decision 0041: the
+/// sealer goes by the snapshots its rounds read with, not by ids). Such an event is sealed
+/// by the next round, once, and the chain verifies.
+#[tokio::test]
+async fn an_event_committed_after_later_ones_were_sealed_is_sealed_once_by_the_next_round() {
+    use sqlx::Connection;
+    use tessera::audit::{chain, AuditEvent, AuditKind};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let store = server.state.store.clone();
+    let kek = server.state.kek.clone();
+    let tag = move |seq: i64, hash: &str| chain::head_tag(&kek, seq, hash);
+    let mut late = Vec::new();
+    for actor in ["late-1", "late-2"] {
+        let mut conn = sqlx::PgConnection::connect(db.database_url().as_str())
+            .await
+            .unwrap();
+        sqlx::query("begin").execute(&mut conn).await.unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "insert into audit_event (created_at, kind, actor, details) \
+             values (1000, 'logout', $1, '{}') returning id",
+        )
+        .bind(actor)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        late.push((id, conn));
+    }
+    for i in 0..5 {
+        let event = AuditEvent::new(AuditKind::Logout, format!("on-time-{i}"), 1_000);
+        store.append_audit(&event).await.unwrap();
+    }
+    // Rounds of two: the first stops at its limit with both late events still open.
+    store.seal_audit(2, 1_000, &tag).await.unwrap();
+    let (first_id, mut first) = late.remove(0);
+    sqlx::query("commit").execute(&mut first).await.unwrap();
+    for _ in 0..4 {
+        store.seal_audit(2, 1_000, &tag).await.unwrap();
+    }
+    // A round that catches up while the second is still open: its snapshot, the one the
+    // next round goes by, has it in progress.
+    let event = AuditEvent::new(AuditKind::Logout, "on-time-last", 1_000);
+    store.append_audit(&event).await.unwrap();
+    store.seal_audit(100, 1_000, &tag).await.unwrap();
+    assert_eq!(
+        db.number("select count(*) from audit_chain where partial_snapshot is null")
+            .await,
+        1,
+        "the last round caught up"
+    );
+    let (second_id, mut second) = late.remove(0);
+    sqlx::query("commit").execute(&mut second).await.unwrap();
+    assert!(
+        first_id < second_id
+            && second_id
+                < db.number("select min(id) from audit_event where actor like 'on-time-%'")
+                    .await,
+        "the late events have the smaller ids"
+    );
+    sealed(&server).await;
+    for id in [first_id, second_id] {
+        let links = db
+            .number(&format!(
+                "select count(*) from audit_link where event_id = {id}"
+            ))
+            .await;
+        assert_eq!(links, 1, "event {id} linked once");
+    }
+    let events = db.number("select count(*) from audit_event").await;
+    let ok = verify(&db).unwrap();
+    assert_eq!(ok["events"], events, "every event in the chain once");
+    assert_eq!(ok["unsealed"], 0);
+    server.stop().await;
+}
+
+/// A trail sealed before migration 0015 (each link in its event's own columns), with an
+/// event not sealed yet, verifies after the upgrade and goes on: the links moved to their
+/// table, the unsealed event sealed next, every event once.
+#[tokio::test]
+async fn a_chain_sealed_before_the_links_table_verifies_and_goes_on_after_the_upgrade() {
+    use sqlx::Connection;
+    use tessera::audit::chain::{self, ChainRow, GENESIS};
+    for db in TestDb::all().await {
+        // The schema as it was before 0015.
+        let folder = tempfile::tempdir().unwrap();
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join(db.label);
+        for entry in std::fs::read_dir(source).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.as_str() < "0015" {
+                std::fs::copy(&path, folder.path().join(&name)).unwrap();
+            }
+        }
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        sqlx::migrate::Migrator::new(folder.path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+
+        // Four events, three of them sealed as the sealer before 0015 sealed them.
+        let kek = tessera::crypto::kek::Kek::generate();
+        let mut prev = GENESIS.to_owned();
+        for id in 1..=4_i64 {
+            let row = ChainRow {
+                id,
+                seq: None,
+                prev_hash: None,
+                hash: None,
+                created_at: 1_000 + id,
+                kind: "logout".into(),
+                actor: format!("user:{id}"),
+                client_id: None,
+                account_id: None,
+                source_ip: None,
+                user_agent: None,
+                details: "{}".into(),
+            };
+            let link = (id <= 3).then(|| chain::link(&prev, &row, id));
+            sqlx::query(
+                "insert into audit_event (id, created_at, kind, actor, details, seq, prev_hash, hash) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(id)
+            .bind(row.created_at)
+            .bind(&row.kind)
+            .bind(&row.actor)
+            .bind(&row.details)
+            .bind(link.as_ref().map(|_| id))
+            .bind(link.as_ref().map(|_| prev.clone()))
+            .bind(link.clone())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            if let Some(hash) = link {
+                prev = hash;
+            }
+        }
+        sqlx::query(
+            "update audit_chain set seq = 3, hash = $1, tag = $2, sealed_at = 1 where id = 1",
+        )
+        .bind(&prev)
+        .bind(chain::head_tag(&kek, 3, &prev))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+
+        let mut env = db.env();
+        env.insert("TESSERA_KEY_ENCRYPTION_KEY".into(), kek.to_base64());
+        crate::support::run_binary(&["migrate"], &env, None).succeeds();
+        assert_eq!(
+            db.number("select count(*) from audit_link").await,
+            3,
+            "{}",
+            db.label
+        );
+        let run = crate::support::run_binary(&["audit", "verify", "--json"], &env, None);
+        assert!(run.ok(), "{}: {}", db.label, run.stderr());
+        let ok = run.json();
+        assert_eq!(
+            (ok["events"].as_i64(), ok["unsealed"].as_i64()),
+            (Some(4), Some(0)),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            db.number("select count(distinct event_id) from audit_link")
+                .await,
+            4,
+            "{}",
+            db.label
+        );
+    }
+}
+
+/// A trail whose head holds a snapshot from a cluster with more transactions behind it (the
+/// database restored into a new cluster, whose transaction ids start over lower): the events
+/// written since are still sealed, each once, and the head takes this cluster's snapshot.
+#[tokio::test]
+async fn events_are_sealed_when_the_heads_snapshot_is_ahead_of_the_cluster() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let server = TestServer::start(&db).await;
+    let gateway = gateway(&server).await;
+    issue(&server, &gateway, 2).await;
+    sealed(&server).await;
+    db.sql("update audit_chain set sealed_snapshot = '4000000000:4000000000:'")
+        .await;
+    issue(&server, &gateway, 3).await;
+    sealed(&server).await;
+    let events = db.number("select count(*) from audit_event").await;
+    let ok = verify(&db).unwrap();
+    assert_eq!(ok["events"], events, "every event in the chain once");
+    assert_eq!(
+        db.number("select count(*) from audit_chain where sealed_snapshot not like '4000000000:%'")
+            .await,
+        1,
+        "the head has this cluster's snapshot again"
+    );
+    server.stop().await;
 }

@@ -1,6 +1,6 @@
 //! The audit trail: [`AuditStore`] on SQL. Events that belong to a change are written by
 //! that change's transaction ([`super::Tx::audit`]); these are the stand-alone ones, the
-//! readers, and the hash chain's sealer and purge (decision 0023).
+//! readers, and the hash chain's sealer and purge (decisions 0023 and 0041).
 
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
@@ -10,20 +10,48 @@ use crate::audit::chain::{self, ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
 use crate::store::{AuditFilter, AuditRecord, AuditStore, Backend, StoreError, SEAL_ROUND_MIN};
 
-const CHAIN_COLUMNS: &str = "id, seq, prev_hash, hash, created_at, kind, actor, client_id, \
-                             account_id, source_ip, user_agent, details";
+/// An event's own columns; `e` is `audit_event`.
+const EVENT_COLUMNS: &str = "e.id, e.created_at, e.kind, e.actor, e.client_id, e.account_id, \
+                             e.source_ip, e.user_agent, e.details";
 
-/// Rows per `update … from (values …)` when sealing: four values each, well under both
-/// dialects' limits on bound parameters.
+/// An event with its link, if it has one; `l` is `audit_link`.
+const CHAIN_COLUMNS: &str = "e.id, l.seq, l.prev_hash, l.hash, e.created_at, e.kind, e.actor, \
+                             e.client_id, e.account_id, e.source_ip, e.user_agent, e.details";
+
+/// Postgres: the events no sealing round has seen, given the head's snapshots: `$1` the
+/// snapshot of the last round that sealed all it saw, `$2` and `$3` the snapshot and last
+/// event id of a round since that stopped at its limit (or nulls). An event is unseen by a
+/// snapshot if its transaction began after it (`xact`, an `xid8` as a `bigint`, at or past
+/// its `xmax`) or was still running (in its in-progress list): both are index lookups on
+/// `xact`, however long some other transaction keeps the snapshot's `xmin` back. The two
+/// are read from the snapshot's text (`xmin:xmax:xip,…`) by immutable functions, so that
+/// the planner, given the values, folds them into constants and estimates the lookups from
+/// the index (through `pg_snapshot_xip` it guessed a third of the table and scanned it
+/// all). An event with a link is never taken again, whatever the snapshots say.
+const UNSEALED_PG: &str = "(e.xact >= cast(split_part($1, ':', 2) as bigint) \
+     or e.xact = any(cast(string_to_array(nullif(split_part($1, ':', 3), ''), ',') as bigint[]))) \
+     and (cast($2 as text) is null or e.id > $3 \
+          or not pg_visible_in_snapshot(cast(cast(e.xact as text) as xid8), \
+                                        cast($2 as pg_snapshot))) \
+     and not exists (select 1 from audit_link l where l.event_id = e.id)";
+
+/// Every event without a link: what the snapshots cannot tell when the database's
+/// transaction ids are behind the head's snapshot (restored into another cluster). A scan of
+/// the whole trail, once: the round stores a snapshot of the new cluster.
+const UNLINKED: &str = "not exists (select 1 from audit_link l where l.event_id = e.id)";
+
+/// Rows per insert of links: four values each, well under both dialects' limits on bound
+/// parameters.
 const SEAL_BATCH: usize = 500;
 
-fn chain_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
+/// An event read without its link (the sealer's read).
+fn event_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
     let row = Row::new(row);
     Ok(ChainRow {
         id: row.get("id")?,
-        seq: row.get("seq")?,
-        prev_hash: row.get("prev_hash")?,
-        hash: row.get("hash")?,
+        seq: None,
+        prev_hash: None,
+        hash: None,
         created_at: row.get("created_at")?,
         kind: row.get("kind")?,
         actor: row.get("actor")?,
@@ -32,6 +60,17 @@ fn chain_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
         source_ip: row.get("source_ip")?,
         user_agent: row.get("user_agent")?,
         details: row.get("details")?,
+    })
+}
+
+/// An event read with [`CHAIN_COLUMNS`].
+fn chain_row(row: &AnyRow) -> Result<ChainRow, StoreError> {
+    let link = Row::new(row);
+    Ok(ChainRow {
+        seq: link.get("seq")?,
+        prev_hash: link.get("prev_hash")?,
+        hash: link.get("hash")?,
+        ..event_row(row)?
     })
 }
 
@@ -55,8 +94,45 @@ fn record(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     })
 }
 
-/// The chain positions and hashes of sealed events, in statements of at most
-/// [`SEAL_BATCH`] rows.
+/// Where the chain's head says sealing stands (see migration 0015).
+struct Head {
+    seq: i64,
+    hash: String,
+    sealed_snapshot: Option<String>,
+    partial_snapshot: Option<String>,
+    partial_through: Option<i64>,
+    sealed_through: Option<i64>,
+    /// Postgres: the database's transaction ids are behind the head's snapshot.
+    behind: bool,
+}
+
+const HEAD_COLUMNS: &str =
+    "seq, hash, sealed_snapshot, partial_snapshot, partial_through, sealed_through";
+
+fn head_from(row: &AnyRow) -> Result<Head, StoreError> {
+    let row = Row::new(row);
+    Ok(Head {
+        seq: row.get("seq")?,
+        hash: row.get("hash")?,
+        sealed_snapshot: row.get("sealed_snapshot")?,
+        partial_snapshot: row.get("partial_snapshot")?,
+        partial_through: row.get("partial_through")?,
+        sealed_through: row.get("sealed_through")?,
+        behind: false,
+    })
+}
+
+impl Head {
+    /// Postgres: the snapshot of the last round that sealed everything it saw. Every head
+    /// has one from migration 0015 on.
+    fn sealed_snapshot(&self) -> Result<&str, StoreError> {
+        self.sealed_snapshot
+            .as_deref()
+            .ok_or_else(|| StoreError::Corrupt("the audit chain's head has no snapshot".to_owned()))
+    }
+}
+
+/// The links of sealed events, in inserts of at most [`SEAL_BATCH`] rows.
 async fn write_links(
     tx: &mut super::Tx,
     links: &[(i64, i64, String, String)],
@@ -65,19 +141,11 @@ async fn write_links(
         let values: Vec<String> = (0..batch.len())
             .map(|i| {
                 let p = 4 * i;
-                format!(
-                    "(cast(${} as bigint), cast(${} as bigint), ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4
-                )
+                format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
             })
             .collect();
-        // Columns of a `values` list are column1, column2 … in both dialects.
         let sql = format!(
-            "update audit_event set seq = v.column2, prev_hash = v.column3, \
-             hash = v.column4 from (values {}) as v where audit_event.id = v.column1",
+            "insert into audit_link (event_id, seq, prev_hash, hash) values {}",
             values.join(", ")
         );
         // Not kept prepared: each batch size is a text of its own (up to 2,000 parameters),
@@ -96,6 +164,128 @@ async fn write_links(
             .map_err(StoreError::Unavailable)?;
     }
     Ok(())
+}
+
+impl SqlStore {
+    /// Events not sealed yet (committed ones: what `tessera audit verify` reports).
+    async fn count_unsealed(&self) -> Result<i64, StoreError> {
+        let head = self.head().await?;
+        match self.backend {
+            Backend::Postgres if head.behind => {
+                sqlx::query_scalar(&format!(
+                    "select count(*) from audit_event e where {UNLINKED}"
+                ))
+                .fetch_one(&self.pool)
+                .await
+            }
+            Backend::Postgres => {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!("select count(*) from audit_event e where {UNSEALED_PG}")
+                });
+                // Planned for these values each time (see UNSEALED_PG): not kept prepared,
+                // whose generic plan would not know them.
+                sqlx::query_scalar(&SQL)
+                    .persistent(false)
+                    .bind(head.sealed_snapshot()?)
+                    .bind(head.partial_snapshot.as_deref())
+                    .bind(head.partial_through)
+                    .fetch_one(&self.pool)
+                    .await
+            }
+            Backend::Sqlite => {
+                sqlx::query_scalar(&format!(
+                    "select count(*) from audit_event e where e.id > $1 and {UNLINKED}"
+                ))
+                .bind(head.sealed_through.unwrap_or(0))
+                .fetch_one(&self.pool)
+                .await
+            }
+        }
+        .map_err(StoreError::Unavailable)
+    }
+
+    async fn head(&self) -> Result<Head, StoreError> {
+        // Postgres: whether this database's transaction ids are behind the head's snapshot.
+        let behind = match self.backend {
+            Backend::Postgres => {
+                ", pg_snapshot_xmax(pg_current_snapshot()) \
+                 < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)) as behind"
+            }
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "select {HEAD_COLUMNS}{behind} from audit_chain where id = 1"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        Ok(Head {
+            behind: self.backend == Backend::Postgres
+                && Row::new(&row)
+                    .get::<Option<bool>>("behind")?
+                    .unwrap_or(false),
+            ..head_from(&row)?
+        })
+    }
+
+    /// Up to `limit` events not sealed yet under `head`, in id order, and (Postgres) the
+    /// snapshot they were read with.
+    async fn unsealed(
+        &self,
+        head: &Head,
+        limit: i64,
+    ) -> Result<(Vec<ChainRow>, Option<String>), StoreError> {
+        let rows = match self.backend {
+            Backend::Postgres if head.behind => {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "select {EVENT_COLUMNS}, pg_current_snapshot()::text as snapshot \
+                         from audit_event e where {UNLINKED} order by e.id limit $1"
+                    )
+                });
+                sqlx::query(&SQL).bind(limit).fetch_all(&self.pool).await
+            }
+            Backend::Postgres => {
+                // The inner query is fenced (`offset 0`) so that it is planned on its own,
+                // by the index on `xact`, and never as a walk of the whole table in id
+                // order that stops at the limit.
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "select {EVENT_COLUMNS}, pg_current_snapshot()::text as snapshot \
+                         from (select * from audit_event e where {UNSEALED_PG} offset 0) e \
+                         order by e.id limit $4"
+                    )
+                });
+                // Planned for these values each time (see UNSEALED_PG): not kept prepared,
+                // whose generic plan would not know them.
+                sqlx::query(&SQL)
+                    .persistent(false)
+                    .bind(head.sealed_snapshot()?)
+                    .bind(head.partial_snapshot.as_deref())
+                    .bind(head.partial_through)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Backend::Sqlite => {
+                sqlx::query(&format!(
+                    "select {EVENT_COLUMNS} from audit_event e where e.id > $1 and {UNLINKED} \
+                     order by e.id limit $2"
+                ))
+                .bind(head.sealed_through.unwrap_or(0))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(StoreError::Unavailable)?;
+        let snapshot = match (self.backend, rows.first()) {
+            (Backend::Postgres, Some(row)) => Some(Row::new(row).get("snapshot")?),
+            _ => None,
+        };
+        let events = rows.iter().map(event_row).collect::<Result<_, _>>()?;
+        Ok((events, snapshot))
+    }
 }
 
 #[async_trait]
@@ -117,9 +307,9 @@ impl AuditStore for SqlStore {
         let mut texts: Vec<&str> = Vec::new();
         let mut numbers: Vec<i64> = Vec::new();
         for (column, value) in [
-            ("account_id", &filter.account_id),
-            ("client_id", &filter.client_id),
-            ("kind", &filter.kind),
+            ("e.account_id", &filter.account_id),
+            ("e.client_id", &filter.client_id),
+            ("e.kind", &filter.kind),
         ] {
             if let Some(v) = value {
                 texts.push(v);
@@ -127,9 +317,9 @@ impl AuditStore for SqlStore {
             }
         }
         for (condition, value) in [
-            ("created_at >=", filter.since),
-            ("created_at <", filter.until),
-            ("id >", filter.after_id),
+            ("e.created_at >=", filter.since),
+            ("e.created_at <", filter.until),
+            ("e.id >", filter.after_id),
         ] {
             if let Some(v) = value {
                 numbers.push(v);
@@ -137,7 +327,8 @@ impl AuditStore for SqlStore {
             }
         }
         let sql = format!(
-            "select {CHAIN_COLUMNS} from audit_event {} order by id {} limit ${}",
+            "select {CHAIN_COLUMNS} from audit_event e left join audit_link l on l.event_id = e.id \
+             {} order by e.id {} limit ${}",
             if conditions.is_empty() {
                 String::new()
             } else {
@@ -182,29 +373,18 @@ impl AuditStore for SqlStore {
             // The head before the events: had another sealer committed between the two reads,
             // these events could already be in the chain while the head read was its new one,
             // and the compare-and-set below would not notice.
-            let head = sqlx::query("select seq, hash from audit_chain where id = 1")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::Unavailable)?;
-            let head = Row::new(&head);
-            let (first, mut hash): (i64, String) = (head.get("seq")?, head.get("hash")?);
-            let rows = sqlx::query(&format!(
-                "select {CHAIN_COLUMNS} from audit_event where seq is null order by id limit $1"
-            ))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable)?;
+            let head = self.head().await?;
+            let (rows, snapshot) = self.unsealed(&head, limit).await?;
             // Most rounds find nothing: a read answers that without a write or a commit.
-            if rows.is_empty() {
+            let Some(last_id) = rows.last().map(|r| r.id) else {
                 return Ok(0);
-            }
+            };
+            let (first, mut hash) = (head.seq, head.hash.clone());
             let mut seq = first;
             let mut links = Vec::with_capacity(rows.len());
             for row in &rows {
-                let row = chain_row(row)?;
                 seq += 1;
-                let next = chain::link(&hash, &row, seq);
+                let next = chain::link(&hash, row, seq);
                 links.push((
                     row.id,
                     seq,
@@ -212,17 +392,32 @@ impl AuditStore for SqlStore {
                     next,
                 ));
             }
+            // What the next round must not take again (migration 0015). Postgres: a round
+            // that took fewer than its limit sealed every event its snapshot saw; one that
+            // stopped at the limit sealed those its snapshot saw up to the last id it took.
+            let caught_up = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
+            let (sealed_snapshot, partial_snapshot, partial_through) = match self.backend {
+                Backend::Postgres if caught_up => (snapshot, None, None),
+                Backend::Postgres => (head.sealed_snapshot.clone(), snapshot, Some(last_id)),
+                Backend::Sqlite => (None, None, None),
+            };
+            let sealed_through = (self.backend == Backend::Sqlite).then_some(last_id);
             let mut tx = self.begin_housekeeping().await?;
             // The head first: a write (SQLite's rule, see mod.rs) that makes concurrent
             // sealers take turns; it finds nothing if one of them got there first.
             let moved = sqlx::query(
-                "update audit_chain set seq = $1, hash = $2, tag = $3, sealed_at = $4 \
-                 where id = 1 and seq = $5",
+                "update audit_chain set seq = $1, hash = $2, tag = $3, sealed_at = $4, \
+                 sealed_snapshot = $5, partial_snapshot = $6, partial_through = $7, \
+                 sealed_through = $8 where id = 1 and seq = $9",
             )
             .bind(seq)
             .bind(&hash)
             .bind(tag(seq, &hash))
             .bind(now)
+            .bind(sealed_snapshot)
+            .bind(partial_snapshot)
+            .bind(partial_through)
+            .bind(sealed_through)
             .bind(first)
             .execute(&mut *tx)
             .await
@@ -266,17 +461,14 @@ impl AuditStore for SqlStore {
                 })
             }
         };
-        let unsealed: i64 =
-            sqlx::query_scalar("select count(*) from audit_event where seq is null")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(StoreError::Unavailable)?;
+        let unsealed: i64 = self.count_unsealed().await?;
         Ok((head, checkpoint, unsealed))
     }
 
     async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError> {
         let rows = sqlx::query(&format!(
-            "select {CHAIN_COLUMNS} from audit_event where seq > $1 order by seq limit $2"
+            "select {CHAIN_COLUMNS} from audit_link l join audit_event e on e.id = l.event_id \
+             where l.seq > $1 order by l.seq limit $2"
         ))
         .bind(after)
         .bind(limit)
@@ -308,11 +500,14 @@ impl AuditStore for SqlStore {
         let start = start.unwrap_or(0);
         // Only a prefix of the chain can go: up to the first sealed event still within
         // retention (events are sealed about in the order they happen, not exactly).
+        // The links in order, each looked up in the events, up to the first within
+        // retention: old events come first, so this stops early.
         let first_kept: Option<i64> = sqlx::query_scalar(
-            "select min(seq) from audit_event where seq is not null and created_at >= $1",
+            "select l.seq from audit_link l join audit_event e on e.id = l.event_id \
+             where e.created_at >= $1 order by l.seq limit 1",
         )
         .bind(before)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::Unavailable)?;
         let cut = first_kept
@@ -322,13 +517,15 @@ impl AuditStore for SqlStore {
             tx.rollback().await?;
             return Ok(0);
         }
-        let hash: Option<String> =
-            sqlx::query_scalar("select hash from audit_event where seq = $1")
-                .bind(cut)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::Unavailable)?
-                .flatten();
+        let hash: Option<String> = sqlx::query_scalar(
+            "select l.hash from audit_link l join audit_event e on e.id = l.event_id \
+                 where l.seq = $1",
+        )
+        .bind(cut)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .flatten();
         let Some(hash) = hash else {
             // The event the checkpoint would name is gone: the chain is already broken, and
             // purging would hide where. `tessera audit verify` says more.
@@ -337,12 +534,30 @@ impl AuditStore for SqlStore {
                 "audit event seq {cut} is missing; not purging (run `tessera audit verify`)"
             )));
         };
-        let deleted = sqlx::query("delete from audit_event where seq <= $1")
+        let deleted = sqlx::query(
+            "delete from audit_event where id in (select event_id from audit_link where seq <= $1)",
+        )
+        .bind(cut)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .rows_affected();
+        sqlx::query("delete from audit_link where seq <= $1")
             .bind(cut)
             .execute(&mut *tx)
             .await
-            .map_err(StoreError::Unavailable)?
-            .rows_affected();
+            .map_err(StoreError::Unavailable)?;
+        if self.backend == Backend::Sqlite {
+            // A new event's id is one past the largest left: with the newest sealed events
+            // purged and none unsealed, that could be an id already counted as sealed.
+            sqlx::query(
+                "update audit_chain set sealed_through = \
+                 min(sealed_through, coalesce((select max(id) from audit_event), 0)) where id = 1",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        }
         sqlx::query("delete from audit_checkpoint where seq < $1")
             .bind(cut)
             .execute(&mut *tx)
