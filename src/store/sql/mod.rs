@@ -555,10 +555,18 @@ async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(),
             "delete from authorization_code where grant_id in \
              (select id from oauth_grant where {owner} = $1)"
         ),
+        // Through the grants first: on Postgres the client index holds only tokens without
+        // a grant (migration 0016).
+        format!(
+            "delete from token where grant_id in (select id from oauth_grant where {owner} = $1)"
+        ),
         format!("delete from oauth_grant where {owner} = $1"),
         format!("delete from consent where {owner} = $1"),
-        format!("delete from token where {owner} = $1"),
     ];
+    deletes.push(match owner {
+        "client_id" => "delete from token where grant_id is null and client_id = $1".into(),
+        _ => format!("delete from token where {owner} = $1"),
+    });
     if owner == "account_id" {
         deletes.push("delete from session where account_id = $1".into());
     }
