@@ -517,6 +517,40 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, fifth session** (this page's run: an Intel Xeon at 2.6 GHz with AVX-512,
+  2 cores, faster than the fourth session's: argon2id 135–141/s and RS256 7,363–7,398/s on
+  both cores). What changed, measured before and after on this machine (bench, Postgres,
+  c = 16, 15 s runs, two each):
+  - **The audit chain's links in a table of their own** (decision 0041, migration 0015).
+    Sealing had updated every event's row, never heap-only: a second copy of the event with
+    its five index entries, more WAL than the event itself (6.1 records and 848 bytes against
+    7.1 and 711, measured on 5,000 events). A link is now a narrow row of `audit_link`
+    written once; Postgres finds the events not sealed yet by the snapshot the last sealing
+    round read with (each event records its transaction), so an event committed after later
+    ones were sealed is still found. WAL records per refresh 27.8 → 23.8, per code flow
+    88.6 → 72.3, per client_credentials token 17.2 → 13.1; Postgres CPU per code flow
+    1.68 / 1.73 → 1.57 / 1.60 ms, per refresh 0.391 / 0.381 → 0.357 / 0.359 ms;
+    client_credentials 9,952 / 9,981 → 11,005 / 10,771 tokens/s, refresh RS256 2,120 /
+    2,174 → 2,265 / 2,226 per s. A first version also asked for "no link yet" in every
+    round's read, and the planner hashed every link of the trail for it (37 ms a round,
+    growing with the trail; refresh fell to 1,820/s): the statement time per operation in
+    the bench's table showed it at once.
+  - **`token_client_idx` holds only tokens without a grant on Postgres** (migration 0016):
+    deleting a client reaches its users' tokens through their grants. WAL records per
+    refresh 23.8 → 21.7.
+  - **Against the targets on this machine**: Postgres CPU per code flow 1.73 ms (met);
+    refresh RS256 2,115/s against 2,500 (the signatures alone take 0.27 ms of the 0.87 ms
+    of CPU a refresh costs in all, Postgres 0.39, the server's other work 0.21); the code
+    flow at 73 % (Postgres) and 76 % (SQLite) of the argon2id ceiling: per flow the server
+    spends 16.5 ms of CPU, of which about 15 the hash, Postgres 1.7 and the driver 0.4, so
+    80 % needs the cores fully busy with today's costs.
+  - **SQLite's refresh tail**: p99 at c = 16 in this page's run 28.5 ms (RS256) and 49.1 ms
+    (ES256), after every other workload; the two refresh workloads alone on a fresh store,
+    two interleaved runs each of the commit before this session's and of this one: RS256
+    15.9 / 11.9 → 12.5 / 11.4 ms, ES256 23.6 / 11.8 → 17.0 / 16.5 ms, throughput 2,685 /
+    2,689 → 2,825 / 2,788 and 3,743 / 3,869 → 4,012 / 3,945 per s. The tail comes with
+    the state the earlier workloads leave (a larger database and log to checkpoint), not
+    with the refresh itself.
 - **2026-12-06, fourth session** (not this page's run: an Intel Xeon at 2.8 GHz, Ice Lake,
   2 cores, slower and noisy: the ceilings gave argon2id 61.9–66.4/s and RS256 3,770–3,788/s
   on both cores, so a refresh rate of 2,500 RS256/s is out of reach here by the signatures
@@ -592,7 +626,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     eighth round instead of every fourth: interleaved A/B within the spread (refresh p99
     16.1 / 16.9 ms against 16.4 / 16.1), not changed. Refresh p99 at c = 16 after the
     client_credentials workloads here: 16–17 ms RS256, 18–21 ms ES256.
-- **2026-12-06, second session** (this page's run, an Intel Xeon, 2 cores, with AVX-512;
+- **2026-12-06, second session** (the page's run until the fifth session: an Intel Xeon, 2 cores, with AVX-512;
   RS256 0.32 ms per signature in OpenSSL 3.0.22, as in OpenSSL 4.1.1, so no faster
   library to switch to; the earlier entry's figures are the AMD machine's). What changed,
   measured before and after on this machine:
@@ -639,7 +673,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     each (execution time, which includes waiting for the row lock): every bench browser
     signs in from 127.0.0.1, so all logins count against, and take back from, one
     address row.
-- **2026-12-06** (this page's run, AMD EPYC, 2 cores; earlier runs of this page were on an
+- **2026-12-06** (the page's run then: AMD EPYC, 2 cores; earlier runs of this page were on an
   Intel Xeon with a faster HTTP ceiling: hello 183,072/s at c = 16 against 107,171/s here,
   RS256 and argon2id about the same). What changed that day, measured before and after on
   this machine at c = 16, two runs each:
