@@ -9,6 +9,11 @@
 -- was visible to that round (plus, after a round that stopped at its limit, those up to its
 -- last id that its own snapshot saw). A transaction still open during a round is in its
 -- snapshot's in-progress list, so an event committed late is found by the next round.
+--
+-- Both tables first, so that no sealer of the previous version commits links between the
+-- copy below and the end of this migration.
+lock table audit_chain, audit_event in access exclusive mode;
+
 create table audit_link (
     seq bigint primary key,
     event_id bigint not null,
@@ -25,8 +30,6 @@ insert into audit_link (seq, event_id, prev_hash, hash)
 -- transaction id. A `bigint` (an `xid8` fits), which every client can read.
 alter table audit_event add column xact bigint;
 alter table audit_event alter column xact set default pg_current_xact_id()::text::bigint;
--- Events not sealed yet: written by this transaction, as far as the next round can tell.
-update audit_event set xact = pg_current_xact_id()::text::bigint where seq is null;
 create index audit_event_xact_idx on audit_event (xact);
 
 -- Postgres: `sealed_snapshot` is the snapshot of the last round that sealed every event it
@@ -37,9 +40,8 @@ alter table audit_chain add column sealed_snapshot text;
 alter table audit_chain add column partial_snapshot text;
 alter table audit_chain add column partial_through bigint;
 alter table audit_chain add column sealed_through bigint;
--- This transaction's own snapshot does not see its own writes (above): the next round
--- seals every event not sealed before, and nothing twice.
-update audit_chain set sealed_snapshot = pg_current_snapshot()::text;
+-- No snapshot yet: the first round reads every event without a link (the ones not sealed
+-- before this migration among them) and stores the snapshot it read with.
 
 -- An instance still running the previous version fails to seal rather than sealing into
 -- columns nobody reads any more.

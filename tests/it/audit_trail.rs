@@ -754,9 +754,15 @@ async fn events_are_sealed_when_the_heads_snapshot_is_ahead_of_the_cluster() {
     let gateway = gateway(&server).await;
     issue(&server, &gateway, 2).await;
     sealed(&server).await;
+    // The head's snapshot and the events' transaction ids from the old cluster.
     db.sql("update audit_chain set sealed_snapshot = '4000000000:4000000000:'")
         .await;
+    db.sql("update audit_event set xact = 3999999000 + id")
+        .await;
     issue(&server, &gateway, 3).await;
+    sealed(&server).await;
+    // And on from there, the old ids forgotten: nothing is taken twice.
+    issue(&server, &gateway, 2).await;
     sealed(&server).await;
     let events = db.number("select count(*) from audit_event").await;
     let ok = verify(&db).unwrap();
@@ -768,4 +774,60 @@ async fn events_are_sealed_when_the_heads_snapshot_is_ahead_of_the_cluster() {
         "the head has this cluster's snapshot again"
     );
     server.stop().await;
+}
+
+/// A transaction holds two events open while the events after them are sealed by rounds
+/// that stop at their limit; once it commits, its events (below the rounds' last ids) are
+/// sealed, once, and nothing sealed before is taken again (the rounds drain one snapshot in
+/// id order before they look past it). Postgres; a store of its own, no server's sealer.
+#[tokio::test]
+async fn late_events_below_rounds_that_stopped_at_their_limit_are_sealed_once() {
+    use sqlx::Connection;
+    use tessera::audit::chain::{self, Verifier};
+    use tessera::audit::{AuditEvent, AuditKind};
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = tessera::store::open(&db.database_url()).await.unwrap();
+    let kek = tessera::crypto::kek::Kek::generate();
+    let tag = |seq: i64, hash: &str| chain::head_tag(&kek, seq, hash);
+    // Whatever the first round (after the migration) finds, it takes.
+    store.seal_audit(2, 1_000, &tag).await.unwrap();
+    let mut late = sqlx::PgConnection::connect(db.database_url().as_str())
+        .await
+        .unwrap();
+    sqlx::query("begin").execute(&mut late).await.unwrap();
+    for actor in ["late-1", "late-2"] {
+        sqlx::query(
+            "insert into audit_event (created_at, kind, actor, details) \
+             values (1000, 'logout', $1, '{}')",
+        )
+        .bind(actor)
+        .execute(&mut late)
+        .await
+        .unwrap();
+    }
+    for i in 0..4 {
+        let event = AuditEvent::new(AuditKind::Logout, format!("on-time-{i}"), 1_000);
+        store.append_audit(&event).await.unwrap();
+    }
+    assert_eq!(store.seal_audit(2, 1_000, &tag).await.unwrap(), 2);
+    sqlx::query("commit").execute(&mut late).await.unwrap();
+    let mut sealed = 2;
+    for _ in 0..6 {
+        sealed += store.seal_audit(2, 1_000, &tag).await.unwrap();
+    }
+    assert_eq!(sealed, 6, "each event sealed once");
+    let (head, checkpoint, unsealed) = store.audit_chain().await.unwrap();
+    assert_eq!((head.seq, unsealed), (6, 0));
+    let mut verifier = Verifier::new(&kek, checkpoint.as_ref()).unwrap();
+    for row in store.sealed_audit(0, 100).await.unwrap() {
+        verifier.push(&row).unwrap();
+    }
+    assert_eq!(verifier.finish(&head), Ok(6));
+    assert_eq!(
+        db.number("select count(distinct event_id) from audit_link")
+            .await,
+        6
+    );
 }

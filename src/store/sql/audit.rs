@@ -18,28 +18,29 @@ const EVENT_COLUMNS: &str = "e.id, e.created_at, e.kind, e.actor, e.client_id, e
 const CHAIN_COLUMNS: &str = "e.id, l.seq, l.prev_hash, l.hash, e.created_at, e.kind, e.actor, \
                              e.client_id, e.account_id, e.source_ip, e.user_agent, e.details";
 
-/// Postgres: the events no sealing round has seen, given the head's snapshots: `$1` the
-/// snapshot of the last round that sealed all it saw, `$2` and `$3` the snapshot and last
-/// event id of a round since that stopped at its limit (or nulls). An event is unseen by a
-/// snapshot if its transaction began after it (`xact`, an `xid8` as a `bigint`, at or past
-/// its `xmax`) or was still running (in its in-progress list): both are index lookups on
-/// `xact`, however long some other transaction keeps the snapshot's `xmin` back. The two
-/// are read from the snapshot's text (`xmin:xmax:xip,…`) by immutable functions, so that
-/// the planner, given the values, folds them into constants and estimates the lookups from
-/// the index (through `pg_snapshot_xip` it guessed a third of the table and scanned it
-/// all). Not also "and no link yet": for that the planner hashed every link of the trail
-/// each round (37 ms a round in the bench, growing with the trail); the unique index on
-/// `audit_link (event_id)` refuses a second link instead.
-const UNSEALED_PG: &str = "(e.xact >= cast(split_part($1, ':', 2) as bigint) \
-     or e.xact = any(cast(string_to_array(nullif(split_part($1, ':', 3), ''), ',') as bigint[]))) \
-     and (cast($2 as text) is null or e.id > $3 \
-          or not pg_visible_in_snapshot(cast(cast(e.xact as text) as xid8), \
-                                        cast($2 as pg_snapshot)))";
+/// Postgres: the events a snapshot (`$1`, as text) did not see: its transaction began after
+/// it (`xact`, an `xid8` as a `bigint`, at or past its `xmax`) or was still running (in its
+/// in-progress list). Both are index lookups on `xact`, however long some other transaction
+/// keeps the snapshot's `xmin` back. The two are read from the snapshot's text
+/// (`xmin:xmax:xip,…`) by immutable functions, so that the planner, given the values, folds
+/// them into constants and estimates the lookups from the index (through `pg_snapshot_xip`
+/// it guessed a third of the table and scanned it all). Not also "and no link yet": for
+/// that the planner hashed every link of the trail each round (37 ms a round in the bench,
+/// growing with the trail); the state kept in the head says exactly what is sealed.
+const UNSEEN_PG: &str = "(e.xact >= cast(split_part($1, ':', 2) as bigint) \
+     or e.xact = any(cast(string_to_array(nullif(split_part($1, ':', 3), ''), ',') as bigint[])))";
 
-/// Every event without a link: what the snapshots cannot tell when the database's
-/// transaction ids are behind the head's snapshot (restored into another cluster). A scan of
-/// the whole trail, once: the round stores a snapshot of the new cluster.
+/// Postgres: seen by the snapshot `$2` (as text).
+const SEEN_BY_2: &str =
+    "pg_visible_in_snapshot(cast(cast(e.xact as text) as xid8), cast($2 as pg_snapshot))";
+
+/// Every event without a link: what a round reads when the head's snapshot cannot tell
+/// (decision 0041: after migration 0015, or restored into another cluster). A scan of the
+/// whole trail, until a round catches up and stores a snapshot of this cluster.
 const UNLINKED: &str = "not exists (select 1 from audit_link l where l.event_id = e.id)";
+
+/// `partial_through` while rounds read [`UNLINKED`] and stop at their limit.
+const REBASING: i64 = -1;
 
 /// Rows per insert of links: four values each, well under both dialects' limits on bound
 /// parameters.
@@ -103,8 +104,6 @@ struct Head {
     partial_snapshot: Option<String>,
     partial_through: Option<i64>,
     sealed_through: Option<i64>,
-    /// Postgres: the database's transaction ids are behind the head's snapshot.
-    behind: bool,
 }
 
 const HEAD_COLUMNS: &str =
@@ -119,18 +118,26 @@ fn head_from(row: &AnyRow) -> Result<Head, StoreError> {
         partial_snapshot: row.get("partial_snapshot")?,
         partial_through: row.get("partial_through")?,
         sealed_through: row.get("sealed_through")?,
-        behind: false,
     })
 }
 
-impl Head {
-    /// Postgres: the snapshot of the last round that sealed everything it saw. Every head
-    /// has one from migration 0015 on.
-    fn sealed_snapshot(&self) -> Result<&str, StoreError> {
-        self.sealed_snapshot
-            .as_deref()
-            .ok_or_else(|| StoreError::Corrupt("the audit chain's head has no snapshot".to_owned()))
-    }
+/// Postgres: what the head says a round must read (migration 0015, decision 0041).
+enum Mode {
+    /// Every event without a link.
+    Rebasing,
+    /// The events the head's snapshot did not see.
+    Unseen(String),
+    /// A round stopped at its limit: the events its snapshot `1` saw and the head's snapshot
+    /// `0` did not, after event id `2`, before any the first did not see either.
+    Draining(String, String, i64),
+}
+
+/// One round's read: the head, the events to link in id order, and (Postgres) the mode and
+/// the snapshot they were read with.
+struct Round {
+    head: Head,
+    rows: Vec<ChainRow>,
+    pg: Option<(Mode, String)>,
 }
 
 /// The links of sealed events, in inserts of at most [`SEAL_BATCH`] rows.
@@ -168,124 +175,184 @@ async fn write_links(
 }
 
 impl SqlStore {
-    /// Events not sealed yet (committed ones: what `tessera audit verify` reports).
-    async fn count_unsealed(&self) -> Result<i64, StoreError> {
-        let head = self.head().await?;
-        match self.backend {
-            Backend::Postgres if head.behind => {
-                sqlx::query_scalar(&format!(
-                    "select count(*) from audit_event e where {UNLINKED}"
-                ))
-                .fetch_one(&self.pool)
-                .await
-            }
-            Backend::Postgres => {
-                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    format!("select count(*) from audit_event e where {UNSEALED_PG}")
-                });
-                // Planned for these values each time (see UNSEALED_PG): not kept prepared,
-                // whose generic plan would not know them.
-                sqlx::query_scalar(&SQL)
-                    .persistent(false)
-                    .bind(head.sealed_snapshot()?)
-                    .bind(head.partial_snapshot.as_deref())
-                    .bind(head.partial_through)
-                    .fetch_one(&self.pool)
-                    .await
-            }
-            Backend::Sqlite => {
-                sqlx::query_scalar(&format!(
-                    "select count(*) from audit_event e where e.id > $1 and {UNLINKED}"
-                ))
-                .bind(head.sealed_through.unwrap_or(0))
-                .fetch_one(&self.pool)
-                .await
-            }
-        }
-        .map_err(StoreError::Unavailable)
-    }
-
     async fn head(&self) -> Result<Head, StoreError> {
-        // Postgres: whether this database's transaction ids are behind the head's snapshot.
-        let behind = match self.backend {
-            Backend::Postgres => {
-                ", pg_snapshot_xmax(pg_current_snapshot()) \
-                 < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)) as behind"
-            }
-            Backend::Sqlite => "",
-        };
         let row = sqlx::query(&format!(
-            "select {HEAD_COLUMNS}{behind} from audit_chain where id = 1"
+            "select {HEAD_COLUMNS} from audit_chain where id = 1"
         ))
         .fetch_one(&self.pool)
         .await
         .map_err(StoreError::Unavailable)?;
-        Ok(Head {
-            behind: self.backend == Backend::Postgres
-                && Row::new(&row)
-                    .get::<Option<bool>>("behind")?
-                    .unwrap_or(false),
-            ..head_from(&row)?
-        })
+        head_from(&row)
     }
 
-    /// Up to `limit` events not sealed yet under `head`, in id order, and (Postgres) the
-    /// snapshot they were read with.
-    async fn unsealed(
-        &self,
-        head: &Head,
-        limit: i64,
-    ) -> Result<(Vec<ChainRow>, Option<String>), StoreError> {
-        let rows = match self.backend {
-            Backend::Postgres if head.behind => {
-                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    format!(
-                        "select {EVENT_COLUMNS}, pg_current_snapshot()::text as snapshot \
-                         from audit_event e where {UNLINKED} order by e.id limit $1"
-                    )
-                });
-                sqlx::query(&SQL).bind(limit).fetch_all(&self.pool).await
+    /// Postgres: the head, its mode and the snapshot of `tx` (which must be repeatable read,
+    /// so that later reads in it see what this snapshot saw).
+    async fn pg_head(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(Head, Mode, String), StoreError> {
+        // Rebasing also when this cluster's transaction ids are behind the head's snapshot:
+        // restored into another cluster, whose ids started lower.
+        let row = sqlx::query(&format!(
+            "select {HEAD_COLUMNS}, pg_current_snapshot()::text as now, \
+             coalesce(sealed_snapshot is null or partial_through = {REBASING} \
+                      or pg_snapshot_xmax(pg_current_snapshot()) \
+                         < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)), false) \
+             as rebasing from audit_chain where id = 1"
+        ))
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(StoreError::Unavailable)?;
+        let head = head_from(&row)?;
+        let fields = Row::new(&row);
+        let now: String = fields.get("now")?;
+        let mode = match (
+            fields.get::<bool>("rebasing")?,
+            &head.sealed_snapshot,
+            &head.partial_snapshot,
+            head.partial_through,
+        ) {
+            (false, Some(sealed), None, _) => Mode::Unseen(sealed.clone()),
+            (false, Some(sealed), Some(partial), Some(after)) => {
+                Mode::Draining(sealed.clone(), partial.clone(), after)
             }
-            Backend::Postgres => {
-                // The inner query is fenced (`offset 0`) so that it is planned on its own,
-                // by the index on `xact`, and never as a walk of the whole table in id
-                // order that stops at the limit.
-                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    format!(
-                        "select {EVENT_COLUMNS}, pg_current_snapshot()::text as snapshot \
-                         from (select * from audit_event e where {UNSEALED_PG} offset 0) e \
-                         order by e.id limit $4"
-                    )
-                });
-                // Planned for these values each time (see UNSEALED_PG): not kept prepared,
-                // whose generic plan would not know them.
-                sqlx::query(&SQL)
-                    .persistent(false)
-                    .bind(head.sealed_snapshot()?)
-                    .bind(head.partial_snapshot.as_deref())
-                    .bind(head.partial_through)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await
-            }
-            Backend::Sqlite => {
-                sqlx::query(&format!(
-                    "select {EVENT_COLUMNS} from audit_event e where e.id > $1 and {UNLINKED} \
-                     order by e.id limit $2"
+            _ => Mode::Rebasing,
+        };
+        Ok((head, mode, now))
+    }
+
+    /// A repeatable-read, read-only transaction: one snapshot for the head and the events.
+    async fn pg_snapshot_tx(&self) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
+        sqlx::query("set transaction isolation level repeatable read, read only")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        Ok(tx)
+    }
+
+    /// Events not sealed yet (committed ones: what `tessera audit verify` reports).
+    async fn count_unsealed(&self) -> Result<i64, StoreError> {
+        if self.backend == Backend::Sqlite {
+            let head = self.head().await?;
+            return sqlx::query_scalar(&format!(
+                "select count(*) from audit_event e where e.id > $1 and {UNLINKED}"
+            ))
+            .bind(head.sealed_through.unwrap_or(0))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable);
+        }
+        let mut tx = self.pg_snapshot_tx().await?;
+        let (_, mode, _) = Self::pg_head(&mut tx).await?;
+        // Planned for these values each time (see UNSEEN_PG): not kept prepared, whose
+        // generic plan would not know them.
+        let count = match &mode {
+            Mode::Rebasing => {
+                sqlx::query_scalar(&format!(
+                    "select count(*) from audit_event e where {UNLINKED}"
                 ))
-                .bind(head.sealed_through.unwrap_or(0))
-                .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_one(&mut *tx)
+                .await
+            }
+            Mode::Unseen(sealed) => {
+                sqlx::query_scalar(&format!(
+                    "select count(*) from audit_event e where {UNSEEN_PG}"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .fetch_one(&mut *tx)
+                .await
+            }
+            Mode::Draining(sealed, partial, after) => {
+                sqlx::query_scalar(&format!(
+                    "select count(*) from audit_event e where {UNSEEN_PG} \
+                 and (not {SEEN_BY_2} or e.id > $3)"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .bind(partial)
+                .bind(*after)
+                .fetch_one(&mut *tx)
                 .await
             }
         }
         .map_err(StoreError::Unavailable)?;
-        let snapshot = match (self.backend, rows.first()) {
-            (Backend::Postgres, Some(row)) => Some(Row::new(row).get("snapshot")?),
-            _ => None,
-        };
-        let events = rows.iter().map(event_row).collect::<Result<_, _>>()?;
-        Ok((events, snapshot))
+        tx.commit().await.map_err(StoreError::Unavailable)?;
+        Ok(count)
+    }
+
+    /// Reads a round: the head, then up to `limit` events not sealed yet, in id order.
+    async fn read_round(&self, limit: i64) -> Result<Round, StoreError> {
+        if self.backend == Backend::Sqlite {
+            // The head before the events: had another sealer committed between the two
+            // reads, these events could already be in the chain while the head read was
+            // its new one, and the compare-and-set would not notice.
+            let head = self.head().await?;
+            let rows = sqlx::query(&format!(
+                "select {EVENT_COLUMNS} from audit_event e where e.id > $1 and {UNLINKED} \
+                 order by e.id limit $2"
+            ))
+            .bind(head.sealed_through.unwrap_or(0))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?;
+            let rows = rows.iter().map(event_row).collect::<Result<_, _>>()?;
+            return Ok(Round {
+                head,
+                rows,
+                pg: None,
+            });
+        }
+        let mut tx = self.pg_snapshot_tx().await?;
+        let (head, mode, now) = Self::pg_head(&mut tx).await?;
+        // The inner queries are fenced (`offset 0`) so that they are planned on their own,
+        // by the index on `xact`, and never as a walk of the whole table in id order that
+        // stops at the limit; planned for these values each time (see UNSEEN_PG).
+        let rows = match &mode {
+            Mode::Rebasing => {
+                sqlx::query(&format!(
+                    "select {EVENT_COLUMNS} from audit_event e where {UNLINKED} \
+                     order by e.id limit $1"
+                ))
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+            }
+            Mode::Unseen(sealed) => {
+                sqlx::query(&format!(
+                    "select {EVENT_COLUMNS} from (select * from audit_event e \
+                     where {UNSEEN_PG} offset 0) e order by e.id limit $2"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+            }
+            Mode::Draining(sealed, partial, after) => {
+                sqlx::query(&format!(
+                    "select {EVENT_COLUMNS} from (select * from audit_event e \
+                     where {UNSEEN_PG} and {SEEN_BY_2} and e.id > $3 offset 0) e \
+                     order by e.id limit $4"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .bind(partial)
+                .bind(*after)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+            }
+        }
+        .map_err(StoreError::Unavailable)?;
+        tx.commit().await.map_err(StoreError::Unavailable)?;
+        let rows = rows.iter().map(event_row).collect::<Result<_, _>>()?;
+        Ok(Round {
+            head,
+            rows,
+            pg: Some((mode, now)),
+        })
     }
 }
 
@@ -371,15 +438,7 @@ impl AuditStore for SqlStore {
         // are read, and the links computed, before it, and the write takes the head only if
         // no other sealer (another instance, the CLI) moved it meanwhile, or starts over.
         loop {
-            // The head before the events: had another sealer committed between the two reads,
-            // these events could already be in the chain while the head read was its new one,
-            // and the compare-and-set below would not notice.
-            let head = self.head().await?;
-            let (rows, snapshot) = self.unsealed(&head, limit).await?;
-            // Most rounds find nothing: a read answers that without a write or a commit.
-            let Some(last_id) = rows.last().map(|r| r.id) else {
-                return Ok(0);
-            };
+            let Round { head, rows, pg } = self.read_round(limit).await?;
             let (first, mut hash) = (head.seq, head.hash.clone());
             let mut seq = first;
             let mut links = Vec::with_capacity(rows.len());
@@ -393,16 +452,52 @@ impl AuditStore for SqlStore {
                     next,
                 ));
             }
-            // What the next round must not take again (migration 0015). Postgres: a round
-            // that took fewer than its limit sealed every event its snapshot saw; one that
-            // stopped at the limit sealed those its snapshot saw up to the last id it took.
+            // What the head says next (decision 0041). A round that took fewer than its
+            // limit took all its mode asked for; one that stopped at the limit took them up to
+            // its last id.
             let caught_up = i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit;
-            let (sealed_snapshot, partial_snapshot, partial_through) = match self.backend {
-                Backend::Postgres if caught_up => (snapshot, None, None),
-                Backend::Postgres => (head.sealed_snapshot.clone(), snapshot, Some(last_id)),
-                Backend::Sqlite => (None, None, None),
+            let last_id = rows.last().map(|r| r.id);
+            let (mut sealed_snapshot, mut partial_snapshot, mut partial_through) = (
+                head.sealed_snapshot.clone(),
+                head.partial_snapshot.clone(),
+                head.partial_through,
+            );
+            let mut forget_transactions = false;
+            // Most rounds find nothing: a read answers that without a write or a commit,
+            // unless the head has a round's worth of state to move on from.
+            let nothing_to_move = matches!(pg, None | Some((Mode::Unseen(_), _)));
+            if links.is_empty() && nothing_to_move {
+                return Ok(0);
+            }
+            match (pg, caught_up) {
+                // SQLite: the events after the last id sealed, in id order.
+                (None, _) => {}
+                // Everything the head's snapshot did not see and this round's did is sealed.
+                (Some((Mode::Unseen(_), now)), true) => sealed_snapshot = Some(now),
+                // This round's snapshot is drained in id order before anything later.
+                (Some((Mode::Unseen(_), now)), false) => {
+                    (partial_snapshot, partial_through) = (Some(now), last_id);
+                }
+                (Some((Mode::Draining(_, partial, _), _)), true) => {
+                    (sealed_snapshot, partial_snapshot, partial_through) =
+                        (Some(partial), None, None);
+                }
+                (Some((Mode::Draining(..), _)), false) => partial_through = last_id,
+                // Every event this round's snapshot saw has a link now. Transaction ids the
+                // events carry from another cluster mean nothing here: forgotten, for the
+                // linked ones.
+                (Some((Mode::Rebasing, now)), true) => {
+                    (sealed_snapshot, partial_snapshot, partial_through) = (Some(now), None, None);
+                    forget_transactions = true;
+                }
+                (Some((Mode::Rebasing, _)), false) => {
+                    (partial_snapshot, partial_through) = (None, Some(REBASING));
+                }
+            }
+            let sealed_through = match self.backend {
+                Backend::Sqlite => last_id.or(head.sealed_through),
+                Backend::Postgres => None,
             };
-            let sealed_through = (self.backend == Backend::Sqlite).then_some(last_id);
             let mut tx = self.begin_housekeeping().await?;
             // The head first: a write (SQLite's rule, see mod.rs) that makes concurrent
             // sealers take turns; it finds nothing if one of them got there first.
@@ -428,6 +523,15 @@ impl AuditStore for SqlStore {
                 continue;
             }
             write_links(&mut tx, &links).await?;
+            if forget_transactions {
+                sqlx::query(&format!(
+                    "update audit_event e set xact = null where e.xact is not null \
+                     and not {UNLINKED}"
+                ))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            }
             tx.commit().await?;
             return Ok(links.len());
         }
@@ -548,17 +652,6 @@ impl AuditStore for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::Unavailable)?;
-        if self.backend == Backend::Sqlite {
-            // A new event's id is one past the largest left: with the newest sealed events
-            // purged and none unsealed, that could be an id already counted as sealed.
-            sqlx::query(
-                "update audit_chain set sealed_through = \
-                 min(sealed_through, coalesce((select max(id) from audit_event), 0)) where id = 1",
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
-        }
         sqlx::query("delete from audit_checkpoint where seq < $1")
             .bind(cut)
             .execute(&mut *tx)
