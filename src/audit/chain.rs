@@ -128,6 +128,8 @@ pub enum Broken {
     HeadHash { last: i64 },
     #[error("the chain's head (seq {seq}) has a wrong tag: it was not written by Tessera")]
     HeadTag { seq: i64 },
+    #[error("events with ids {ids:?} (at most ten shown) are in no link and not waiting to be sealed: they were put into the trail past Tessera")]
+    Stranded { ids: Vec<i64> },
 }
 
 /// Walks sealed events in `seq` order, from genesis or from a purge checkpoint.

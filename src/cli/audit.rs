@@ -260,7 +260,12 @@ async fn verify(config: &Config, store: &dyn Store, now: i64, json: bool) -> Res
             }
         }
         let checked = verifier.checked;
-        Ok::<_, Stop>((checked, verifier.finish(&head)?))
+        let last = verifier.finish(&head)?;
+        let stranded = store.stranded_audit().await?;
+        if !stranded.is_empty() {
+            return Err(Broken::Stranded { ids: stranded }.into());
+        }
+        Ok::<_, Stop>((checked, last))
     }
     .await;
     let first = checkpoint.as_ref().map_or(1, |c| c.seq + 1);

@@ -403,6 +403,9 @@ pub trait AuditStore: Send + Sync {
         -> Result<usize, StoreError>;
     /// The chain's head, the latest purge checkpoint, and how many events wait to be sealed.
     async fn audit_chain(&self) -> Result<(ChainHead, Option<Checkpoint>, i64), StoreError>;
+    /// Up to ten ids of events that are neither linked nor waiting to be sealed: rows put
+    /// into the trail past Tessera (decision 0041), which the chain cannot vouch for.
+    async fn stranded_audit(&self) -> Result<Vec<i64>, StoreError>;
     /// Sealed events with `seq > after`, in `seq` order, at most `limit`.
     async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError>;
     /// Deletes up to `limit` of the oldest sealed events created before `before`, keeping

@@ -78,6 +78,26 @@ async fn the_server_seals_every_event_and_verify_names_the_first_broken_link() {
             .await;
         verify(&db).unwrap();
 
+        // A row put into the trail past Tessera, looking as if it had been sealed already
+        // (an id at or below the last sealed on SQLite, a transaction every snapshot saw on
+        // Postgres): named by its id.
+        let forged = if db.label == "sqlite" {
+            "insert into audit_event (id, created_at, kind, actor, details) \
+             values (-7, 1, 'logout', 'forger', '{}')"
+        } else {
+            "insert into audit_event (id, created_at, kind, actor, details, xact) \
+             values (-7, 1, 'logout', 'forger', '{}', 1)"
+        };
+        db.sql(forged).await;
+        let err = verify(&db).unwrap_err();
+        assert!(
+            err.contains("[-7]") && err.contains("past Tessera"),
+            "{}: {err}",
+            db.label
+        );
+        db.sql("delete from audit_event where id = -7").await;
+        verify(&db).unwrap();
+
         // The newest event deleted: the head still names it.
         let last = db.number("select max(seq) from audit_link").await;
         db.sql(&format!("delete from audit_event where id = (select event_id from audit_link where seq = {last})"))
@@ -762,6 +782,11 @@ async fn events_are_sealed_when_the_heads_snapshot_is_ahead_of_the_cluster() {
     issue(&server, &gateway, 3).await;
     sealed(&server).await;
     // And on from there, the old ids forgotten: nothing is taken twice.
+    issue(&server, &gateway, 2).await;
+    sealed(&server).await;
+    // Restored again, the head's snapshot this cluster's: the events' ids still give it away.
+    db.sql("update audit_event set xact = 3999999000 + id")
+        .await;
     issue(&server, &gateway, 2).await;
     sealed(&server).await;
     let events = db.number("select count(*) from audit_event").await;

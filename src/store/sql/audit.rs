@@ -190,13 +190,21 @@ impl SqlStore {
     async fn pg_head(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     ) -> Result<(Head, Mode, String), StoreError> {
-        // Rebasing also when this cluster's transaction ids are behind the head's snapshot:
-        // restored into another cluster, whose ids started lower.
+        // Rebasing also when the head's snapshots or the events' transaction ids cannot be
+        // this cluster's: a snapshot past this one, or an event seen now whose transaction
+        // is not before this snapshot (in one cluster it always is). Restored into another
+        // cluster, for example. (Ids that merely fall inside this cluster's range are not
+        // told apart: decision 0041 says what then.)
         let row = sqlx::query(&format!(
             "select {HEAD_COLUMNS}, pg_current_snapshot()::text as now, \
              coalesce(sealed_snapshot is null or partial_through = {REBASING} \
                       or pg_snapshot_xmax(pg_current_snapshot()) \
-                         < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)), false) \
+                         < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)) \
+                      or pg_snapshot_xmax(pg_current_snapshot()) \
+                         < pg_snapshot_xmax(cast(partial_snapshot as pg_snapshot)) \
+                      or (select max(xact) from audit_event) \
+                         >= cast(cast(pg_snapshot_xmax(pg_current_snapshot()) as text) \
+                                 as bigint), false) \
              as rebasing from audit_chain where id = 1"
         ))
         .fetch_one(&mut **tx)
@@ -310,12 +318,13 @@ impl SqlStore {
         // by the index on `xact`, and never as a walk of the whole table in id order that
         // stops at the limit; planned for these values each time (see UNSEEN_PG).
         let rows = match &mode {
+            // All of them in one round, however many: a round that stopped at its limit
+            // would scan the trail again, and under load might never catch up. Few wait
+            // (the events of a moment around an upgrade or a restore).
             Mode::Rebasing => {
                 sqlx::query(&format!(
-                    "select {EVENT_COLUMNS} from audit_event e where {UNLINKED} \
-                     order by e.id limit $1"
+                    "select {EVENT_COLUMNS} from audit_event e where {UNLINKED} order by e.id"
                 ))
-                .bind(limit)
                 .fetch_all(&mut *tx)
                 .await
             }
@@ -333,7 +342,8 @@ impl SqlStore {
             Mode::Draining(sealed, partial, after) => {
                 sqlx::query(&format!(
                     "select {EVENT_COLUMNS} from (select * from audit_event e \
-                     where {UNSEEN_PG} and {SEEN_BY_2} and e.id > $3 offset 0) e \
+                     where {UNSEEN_PG} and {SEEN_BY_2} and e.id > $3 \
+                     and e.xact < cast(split_part($2, ':', 2) as bigint) offset 0) e \
                      order by e.id limit $4"
                 ))
                 .persistent(false)
@@ -486,12 +496,9 @@ impl AuditStore for SqlStore {
                 // Every event this round's snapshot saw has a link now. Transaction ids the
                 // events carry from another cluster mean nothing here: forgotten, for the
                 // linked ones.
-                (Some((Mode::Rebasing, now)), true) => {
+                (Some((Mode::Rebasing, now)), _) => {
                     (sealed_snapshot, partial_snapshot, partial_through) = (Some(now), None, None);
                     forget_transactions = true;
-                }
-                (Some((Mode::Rebasing, _)), false) => {
-                    (partial_snapshot, partial_through) = (None, Some(REBASING));
                 }
             }
             let sealed_through = match self.backend {
@@ -568,6 +575,53 @@ impl AuditStore for SqlStore {
         };
         let unsealed: i64 = self.count_unsealed().await?;
         Ok((head, checkpoint, unsealed))
+    }
+
+    async fn stranded_audit(&self) -> Result<Vec<i64>, StoreError> {
+        if self.backend == Backend::Sqlite {
+            let head = self.head().await?;
+            return sqlx::query_scalar(&format!(
+                "select e.id from audit_event e where e.id <= $1 and {UNLINKED} \
+                 order by e.id limit 10"
+            ))
+            .bind(head.sealed_through.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable);
+        }
+        // One snapshot for what waits to be sealed and what has no link: an event committed
+        // in between would otherwise look stranded.
+        let mut tx = self.pg_snapshot_tx().await?;
+        let (_, mode, _) = Self::pg_head(&mut tx).await?;
+        let ids = match &mode {
+            Mode::Rebasing => Ok(Vec::new()),
+            Mode::Unseen(sealed) => {
+                sqlx::query_scalar(&format!(
+                    "select e.id from audit_event e where {UNLINKED} \
+                 and not coalesce({UNSEEN_PG}, false) order by e.id limit 10"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .fetch_all(&mut *tx)
+                .await
+            }
+            Mode::Draining(sealed, partial, after) => {
+                sqlx::query_scalar(&format!(
+                    "select e.id from audit_event e where {UNLINKED} \
+                 and not coalesce({UNSEEN_PG} and (not {SEEN_BY_2} or e.id > $3), false) \
+                 order by e.id limit 10"
+                ))
+                .persistent(false)
+                .bind(sealed)
+                .bind(partial)
+                .bind(*after)
+                .fetch_all(&mut *tx)
+                .await
+            }
+        }
+        .map_err(StoreError::Unavailable)?;
+        tx.commit().await.map_err(StoreError::Unavailable)?;
+        Ok(ids)
     }
 
     async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError> {
