@@ -472,7 +472,9 @@ impl AuditStore for SqlStore {
                 head.partial_snapshot.clone(),
                 head.partial_through,
             );
-            let mut forget_transactions = false;
+            // Rebasing: the snapshot whose unseen transaction ids the linked events must not
+            // carry any more.
+            let mut forget_unseen_by: Option<String> = None;
             // Most rounds find nothing: a read answers that without a write or a commit,
             // unless the head has a round's worth of state to move on from.
             let nothing_to_move = matches!(pg, None | Some((Mode::Unseen(_), _)));
@@ -497,8 +499,8 @@ impl AuditStore for SqlStore {
                 // events carry from another cluster mean nothing here: forgotten, for the
                 // linked ones.
                 (Some((Mode::Rebasing, now)), _) => {
+                    forget_unseen_by = Some(now.clone());
                     (sealed_snapshot, partial_snapshot, partial_through) = (Some(now), None, None);
-                    forget_transactions = true;
                 }
             }
             let sealed_through = match self.backend {
@@ -530,11 +532,14 @@ impl AuditStore for SqlStore {
                 continue;
             }
             write_links(&mut tx, &links).await?;
-            if forget_transactions {
+            // Only the linked events this snapshot would count as unseen could be taken again
+            // (two index lookups; an id it saw cannot belong to a transaction that runs later).
+            if let Some(snapshot) = forget_unseen_by {
                 sqlx::query(&format!(
-                    "update audit_event e set xact = null where e.xact is not null \
-                     and not {UNLINKED}"
+                    "update audit_event e set xact = null where {UNSEEN_PG} and not {UNLINKED}"
                 ))
+                .persistent(false)
+                .bind(snapshot)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::Unavailable)?;
