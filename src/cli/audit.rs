@@ -21,6 +21,10 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Seal every event without a link, whatever the chain's head remembers of earlier
+    /// rounds (decision 0041): after restoring the database into another Postgres cluster,
+    /// or when `verify` names events that are neither linked nor waiting.
+    Rebase,
     /// The latest events, oldest first; with --follow, then new ones as they are recorded.
     Tail {
         /// How many events to show first.
@@ -78,6 +82,20 @@ pub async fn run(config: &Config, command: AuditCommand) -> Result<(), CliError>
     let now = crate::app::Clock::default().now();
     match command {
         AuditCommand::Verify { json } => verify(config, store.as_ref(), now, json).await,
+        AuditCommand::Rebase => {
+            let (kek, _) = crate::keys::kek::load(config, store.as_ref()).await?;
+            let rebased = store.rebase_audit().await?;
+            let sealed = crate::housekeeping::seal(store.as_ref(), &kek, now).await?;
+            println!(
+                "{}; {sealed} events sealed",
+                if rebased {
+                    "the next round took every event without a link"
+                } else {
+                    "nothing to rebase on SQLite"
+                }
+            );
+            Ok(())
+        }
         AuditCommand::Tail {
             lines,
             follow,

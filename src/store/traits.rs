@@ -403,6 +403,10 @@ pub trait AuditStore: Send + Sync {
         -> Result<usize, StoreError>;
     /// The chain's head, the latest purge checkpoint, and how many events wait to be sealed.
     async fn audit_chain(&self) -> Result<(ChainHead, Option<Checkpoint>, i64), StoreError>;
+    /// Makes the next sealing round take every event without a link (decision 0041): after
+    /// the database was restored into another cluster, when `verify` names events that are
+    /// neither linked nor waiting. Returns whether the store keeps such state (Postgres).
+    async fn rebase_audit(&self) -> Result<bool, StoreError>;
     /// Up to ten ids of events that are neither linked nor waiting to be sealed: rows put
     /// into the trail past Tessera (decision 0041), which the chain cannot vouch for.
     async fn stranded_audit(&self) -> Result<Vec<i64>, StoreError>;

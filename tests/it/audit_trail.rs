@@ -856,3 +856,35 @@ async fn late_events_below_rounds_that_stopped_at_their_limit_are_sealed_once() 
         6
     );
 }
+
+/// An event written with a transaction id the chain's head already counts as seen (a
+/// restore into another cluster can leave such events) is named by `verify`, and `tessera
+/// audit rebase` seals it. Postgres; on SQLite the command has nothing to rebase.
+#[tokio::test]
+async fn audit_rebase_seals_what_the_heads_snapshot_would_never_take() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gateway = gateway(&server).await;
+        issue(&server, &gateway, 2).await;
+        sealed(&server).await;
+        if db.label == "postgres" {
+            db.sql(
+                "insert into audit_event (created_at, kind, actor, details, xact) \
+                 values (1, 'logout', 'restored', '{}', 1)",
+            )
+            .await;
+            let err = verify(&db).unwrap_err();
+            assert!(err.contains("past Tessera"), "{err}");
+        }
+        let run = db.tessera(&["audit", "rebase"]);
+        assert!(run.ok(), "{}: {}", db.label, run.stderr());
+        let events = db.number("select count(*) from audit_event").await;
+        let ok = verify(&db).unwrap();
+        assert_eq!(
+            ok["events"], events,
+            "{}: every event in the chain",
+            db.label
+        );
+        server.stop().await;
+    }
+}
