@@ -16,10 +16,15 @@ use crate::support::{binary, http, wait_healthy, TestDb};
 /// introspection answers within a second (decision 0022).
 const BOUND: Duration = Duration::from_secs(1);
 
-/// A `tessera serve` child process; killed when dropped.
-struct Instance {
-    base: String,
-    _process: ServerProcess,
+/// A `tessera serve` child process (its `base` through `ServerProcess`); killed when dropped.
+struct Instance(ServerProcess);
+
+impl std::ops::Deref for Instance {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.0
+    }
 }
 
 /// Starts `tessera serve` with `env`; `Starting::listening` then waits for its address.
@@ -32,15 +37,6 @@ fn start(env: &BTreeMap<String, String>) -> Starting {
         .env("TESSERA_LOG_FILTER", "warn,tessera::server=info")
         .stdout(Stdio::null());
     serve::start(command)
-}
-
-impl From<ServerProcess> for Instance {
-    fn from(process: ServerProcess) -> Instance {
-        Instance {
-            base: process.base.clone(),
-            _process: process,
-        }
-    }
 }
 
 impl Instance {
@@ -186,7 +182,7 @@ async fn two_instances_on_one_postgres_act_as_one_server() {
     );
     // Both start at once on an empty database: migrations and first-start keys race.
     let (a, b) = (start(&env), start(&env));
-    let (a, b) = (Instance::from(a.listening()), Instance::from(b.listening()));
+    let (a, b) = (Instance(a.listening()), Instance(b.listening()));
     wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
     let store = tessera::store::open(&db.database_url()).await.unwrap();
@@ -293,7 +289,7 @@ async fn revocations_reach_every_instances_introspection_cache_within_one_second
     .succeeds();
     let gateway = cli_gateway(&db).await;
     let (a, b) = (start(&env), start(&env));
-    let (a, b) = (Instance::from(a.listening()), Instance::from(b.listening()));
+    let (a, b) = (Instance(a.listening()), Instance(b.listening()));
     wait_healthy(&http(), &format!("{}/readyz", a.base)).await;
     wait_healthy(&http(), &format!("{}/readyz", b.base)).await;
 

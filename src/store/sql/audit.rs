@@ -39,9 +39,6 @@ const SEEN_BY_2: &str =
 /// whole trail, until a round catches up and stores a snapshot of this cluster.
 const UNLINKED: &str = "not exists (select 1 from audit_link l where l.event_id = e.id)";
 
-/// `partial_through` while rounds read [`UNLINKED`] and stop at their limit.
-const REBASING: i64 = -1;
-
 /// Rows per insert of links: four values each, well under both dialects' limits on bound
 /// parameters.
 const SEAL_BATCH: usize = 500;
@@ -197,7 +194,7 @@ impl SqlStore {
         // told apart: decision 0041 says what then.)
         let row = sqlx::query(&format!(
             "select {HEAD_COLUMNS}, pg_current_snapshot()::text as now, \
-             coalesce(sealed_snapshot is null or partial_through = {REBASING} \
+             coalesce(sealed_snapshot is null \
                       or pg_snapshot_xmax(pg_current_snapshot()) \
                          < pg_snapshot_xmax(cast(sealed_snapshot as pg_snapshot)) \
                       or pg_snapshot_xmax(pg_current_snapshot()) \
@@ -238,55 +235,68 @@ impl SqlStore {
         Ok(tx)
     }
 
-    /// Events not sealed yet (committed ones: what `tessera audit verify` reports).
-    async fn count_unsealed(&self) -> Result<i64, StoreError> {
-        if self.backend == Backend::Sqlite {
-            let head = self.head().await?;
-            return sqlx::query_scalar(&format!(
-                "select count(*) from audit_event e where e.id > $1 and {UNLINKED}"
-            ))
-            .bind(head.sealed_through.unwrap_or(0))
-            .fetch_one(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable);
+    /// Runs `sql(condition)`, a query of integers over `audit_event e`, where `condition`
+    /// holds for exactly the events not sealed yet (committed ones) and takes its values from
+    /// `$1` on. On Postgres in one snapshot with the head that says which those are.
+    async fn over_unsealed(
+        &self,
+        sql: impl FnOnce(&str) -> String,
+    ) -> Result<Vec<i64>, StoreError> {
+        enum Bind {
+            Text(String),
+            Int(i64),
         }
-        let mut tx = self.pg_snapshot_tx().await?;
-        let (_, mode, _) = Self::pg_head(&mut tx).await?;
+        let mut tx = match self.backend {
+            Backend::Postgres => Some(self.pg_snapshot_tx().await?),
+            Backend::Sqlite => None,
+        };
+        let (condition, binds) = match tx.as_mut() {
+            None => {
+                let head = self.head().await?;
+                let through = head.sealed_through.unwrap_or(0);
+                (
+                    format!("e.id > $1 and {UNLINKED}"),
+                    vec![Bind::Int(through)],
+                )
+            }
+            Some(tx) => match Self::pg_head(tx).await?.1 {
+                Mode::Rebasing => (UNLINKED.to_owned(), Vec::new()),
+                Mode::Unseen(sealed) => (UNSEEN_PG.to_owned(), vec![Bind::Text(sealed)]),
+                Mode::Draining(sealed, partial, after) => (
+                    format!("{UNSEEN_PG} and (not {SEEN_BY_2} or e.id > $3)"),
+                    vec![Bind::Text(sealed), Bind::Text(partial), Bind::Int(after)],
+                ),
+            },
+        };
+        let sql = sql(&condition);
         // Planned for these values each time (see UNSEEN_PG): not kept prepared, whose
         // generic plan would not know them.
-        let count = match &mode {
-            Mode::Rebasing => {
-                sqlx::query_scalar(&format!(
-                    "select count(*) from audit_event e where {UNLINKED}"
-                ))
-                .fetch_one(&mut *tx)
-                .await
-            }
-            Mode::Unseen(sealed) => {
-                sqlx::query_scalar(&format!(
-                    "select count(*) from audit_event e where {UNSEEN_PG}"
-                ))
-                .persistent(false)
-                .bind(sealed)
-                .fetch_one(&mut *tx)
-                .await
-            }
-            Mode::Draining(sealed, partial, after) => {
-                sqlx::query_scalar(&format!(
-                    "select count(*) from audit_event e where {UNSEEN_PG} \
-                 and (not {SEEN_BY_2} or e.id > $3)"
-                ))
-                .persistent(false)
-                .bind(sealed)
-                .bind(partial)
-                .bind(*after)
-                .fetch_one(&mut *tx)
-                .await
-            }
+        let mut q = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
+        for bind in binds {
+            q = match bind {
+                Bind::Text(text) => q.bind(text),
+                Bind::Int(n) => q.bind(n),
+            };
         }
-        .map_err(StoreError::Unavailable)?;
-        tx.commit().await.map_err(StoreError::Unavailable)?;
-        Ok(count)
+        let values = match tx {
+            None => q.fetch_all(&self.pool).await,
+            Some(mut tx) => {
+                let values = q.fetch_all(&mut *tx).await;
+                tx.commit().await.map_err(StoreError::Unavailable)?;
+                values
+            }
+        };
+        values.map_err(StoreError::Unavailable)
+    }
+
+    /// Events not sealed yet (committed ones: what `tessera audit verify` reports).
+    async fn count_unsealed(&self) -> Result<i64, StoreError> {
+        let count = self
+            .over_unsealed(|unsealed| {
+                format!("select count(*) from audit_event e where {unsealed}")
+            })
+            .await?;
+        Ok(count.first().copied().unwrap_or(0))
     }
 
     /// Reads a round: the head, then up to `limit` events not sealed yet, in id order.
@@ -601,50 +611,15 @@ impl AuditStore for SqlStore {
     }
 
     async fn stranded_audit(&self) -> Result<Vec<i64>, StoreError> {
-        if self.backend == Backend::Sqlite {
-            let head = self.head().await?;
-            return sqlx::query_scalar(&format!(
-                "select e.id from audit_event e where e.id <= $1 and {UNLINKED} \
-                 order by e.id limit 10"
-            ))
-            .bind(head.sealed_through.unwrap_or(0))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::Unavailable);
-        }
-        // One snapshot for what waits to be sealed and what has no link: an event committed
-        // in between would otherwise look stranded.
-        let mut tx = self.pg_snapshot_tx().await?;
-        let (_, mode, _) = Self::pg_head(&mut tx).await?;
-        let ids = match &mode {
-            Mode::Rebasing => Ok(Vec::new()),
-            Mode::Unseen(sealed) => {
-                sqlx::query_scalar(&format!(
-                    "select e.id from audit_event e where {UNLINKED} \
-                 and not coalesce({UNSEEN_PG}, false) order by e.id limit 10"
-                ))
-                .persistent(false)
-                .bind(sealed)
-                .fetch_all(&mut *tx)
-                .await
-            }
-            Mode::Draining(sealed, partial, after) => {
-                sqlx::query_scalar(&format!(
-                    "select e.id from audit_event e where {UNLINKED} \
-                 and not coalesce({UNSEEN_PG} and (not {SEEN_BY_2} or e.id > $3), false) \
-                 order by e.id limit 10"
-                ))
-                .persistent(false)
-                .bind(sealed)
-                .bind(partial)
-                .bind(*after)
-                .fetch_all(&mut *tx)
-                .await
-            }
-        }
-        .map_err(StoreError::Unavailable)?;
-        tx.commit().await.map_err(StoreError::Unavailable)?;
-        Ok(ids)
+        // In one snapshot with what waits to be sealed: an event committed in between would
+        // otherwise look stranded.
+        self.over_unsealed(|unsealed| {
+            format!(
+                "select e.id from audit_event e where {UNLINKED} \
+                 and not coalesce({unsealed}, false) order by e.id limit 10"
+            )
+        })
+        .await
     }
 
     async fn sealed_audit(&self, after: i64, limit: i64) -> Result<Vec<ChainRow>, StoreError> {
