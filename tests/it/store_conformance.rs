@@ -1373,7 +1373,7 @@ async fn update_account_claims_writes_only_claims_and_only_if_unchanged_meanwhil
 }
 
 /// Concurrent token issues are written together (decision 0031), yet each caller hears only
-/// its own outcome: the one issue that repeats a stored token's `jti` fails alone, every other
+/// its own outcome: the one issue that repeats a stored token's digest fails alone, every other
 /// issue's token and audit event are stored, and the hook hears exactly those events.
 #[tokio::test]
 async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() {
@@ -1395,7 +1395,7 @@ async fn insert_tokens_of_concurrent_callers_share_writes_and_fail_one_by_one() 
             let mut t = token(&format!("cc-{i}"), TokenKind::Access, ADA, None);
             t.account_id = None;
             if i == BAD {
-                t.jti = taken.jti.clone();
+                t.digest = taken.digest;
             }
             let mut event = audit(AuditKind::TokenIssued);
             event.client_id = t.client_id.clone();

@@ -1,6 +1,8 @@
 //! API keys: [`ApiKeyStore`] on SQL. They are rows of `token` (kind `api_key`), so the one
 //! credential resolver finds them by digest like any token.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::any::AnyRow;
 
@@ -58,30 +60,24 @@ impl ApiKeyStore for SqlStore {
             return Err(StoreError::NotFound("user"));
         }
         if let Some(old) = replaces {
-            let revoked = sqlx::query(
-                "update token set revoked_at = $3 where jti = $1 and account_id = $2 \
-                 and kind = 'api_key' and revoked_at is null",
-            )
-            .bind(old)
-            .bind(&key.account_id)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::Unavailable)?;
+            let revoked = sqlx::query(REVOKE_REPLACED)
+                .bind(old)
+                .bind(&key.account_id)
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Unavailable)?;
             if revoked.rows_affected() == 0 {
                 tx.rollback().await?;
                 return Err(StoreError::NotFound("api key"));
             }
         }
-        let live: i64 = sqlx::query_scalar(
-            "select count(*) from token where account_id = $1 and kind = 'api_key' \
-             and revoked_at is null and (expires_at is null or expires_at > $2)",
-        )
-        .bind(&key.account_id)
-        .bind(key.created_at)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(StoreError::Unavailable)?;
+        let live: i64 = sqlx::query_scalar(COUNT_LIVE)
+            .bind(&key.account_id)
+            .bind(key.created_at)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         if live >= max_live {
             tx.rollback().await?;
             return Err(StoreError::LimitReached("api keys"));
@@ -126,16 +122,14 @@ impl ApiKeyStore for SqlStore {
     }
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        sqlx::query(&format!(
-            "select {COLUMNS} from token where kind = 'api_key' and jti = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::Unavailable)?
-        .as_ref()
-        .map(api_key_from_row)
-        .transpose()
+        sqlx::query(&BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()
     }
 
     async fn revoke_api_key(
@@ -146,16 +140,13 @@ impl ApiKeyStore for SqlStore {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "update token set revoked_at = $3 where jti = $1 and kind = 'api_key' \
-             and revoked_at is null and ($2 is null or account_id = $2)",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::Unavailable)?;
+        let done = sqlx::query(REVOKE)
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Unavailable)?;
         tx.commit_audited_if(done, audit).await
     }
 
@@ -184,3 +175,19 @@ impl ApiKeyStore for SqlStore {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// `$1` the key id, `$2` the owner, `$3` the time.
+pub(super) const REVOKE_REPLACED: &str = "update token set revoked_at = $3 \
+     where jti = $1 and account_id = $2 and kind = 'api_key' and revoked_at is null";
+
+/// `$1` the owner, `$2` the time.
+pub(super) const COUNT_LIVE: &str = "select count(*) from token where account_id = $1 \
+     and kind = 'api_key' and revoked_at is null and (expires_at is null or expires_at > $2)";
+
+/// `$1` the key id, `$2` the owner (any if null), `$3` the time.
+pub(super) const REVOKE: &str = "update token set revoked_at = $3 where jti = $1 \
+     and kind = 'api_key' and revoked_at is null and ($2 is null or account_id = $2)";
+
+/// `$1` the key id.
+pub(super) static BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("select {COLUMNS} from token where kind = 'api_key' and jti = $1"));

@@ -550,27 +550,7 @@ fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
 /// and 0040). On SQLite it takes what the cascade would. Also run when a client or user is
 /// created, for what a deletion raced or one made past Tessera left under its id.
 async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(), StoreError> {
-    let mut deletes = vec![
-        format!(
-            "delete from authorization_code where grant_id in \
-             (select id from oauth_grant where {owner} = $1)"
-        ),
-        // Through the grants first: on Postgres the client index holds only tokens without
-        // a grant (migration 0016).
-        format!(
-            "delete from token where grant_id in (select id from oauth_grant where {owner} = $1)"
-        ),
-        format!("delete from oauth_grant where {owner} = $1"),
-        format!("delete from consent where {owner} = $1"),
-    ];
-    deletes.push(match owner {
-        "client_id" => "delete from token where grant_id is null and client_id = $1".into(),
-        _ => format!("delete from token where {owner} = $1"),
-    });
-    if owner == "account_id" {
-        deletes.push("delete from session where account_id = $1".into());
-    }
-    for sql in deletes {
+    for sql in deletes_hanging_off(owner) {
         sqlx::query(&sql)
             .bind(id)
             .execute(&mut **tx)
@@ -578,6 +558,28 @@ async fn delete_what_hangs_off(tx: &mut Tx, owner: &str, id: &str) -> Result<(),
             .map_err(StoreError::Unavailable)?;
     }
     Ok(())
+}
+
+/// The statements of [`delete_what_hangs_off`], each taking the id as `$1`.
+fn deletes_hanging_off(owner: &str) -> Vec<String> {
+    let mut deletes = vec![
+        format!(
+            "delete from authorization_code where grant_id in \
+             (select id from oauth_grant where {owner} = $1)"
+        ),
+        // Through the grants first: on Postgres the client and user indexes hold only
+        // tokens without a grant (migrations 0016 and 0017).
+        format!(
+            "delete from token where grant_id in (select id from oauth_grant where {owner} = $1)"
+        ),
+        format!("delete from oauth_grant where {owner} = $1"),
+        format!("delete from consent where {owner} = $1"),
+        format!("delete from token where grant_id is null and {owner} = $1"),
+    ];
+    if owner == "account_id" {
+        deletes.push("delete from session where account_id = $1".into());
+    }
+    deletes
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -818,6 +820,70 @@ mod tests {
             assert!(grants::code_write_sql_pg(consent, 2).contains(COMMIT_LAZILY));
         }
         assert!(grants::consume_sql_pg().contains(COMMIT_LAZILY));
+    }
+
+    /// Migrations 0016 and 0017 left the token table's client, user and key-id indexes
+    /// holding only tokens without a grant (or API keys): every statement that finds tokens
+    /// by owner or key id must still be an index lookup, not a scan of every token. With
+    /// sequential scans priced out, a statement that no index can serve still scans.
+    #[tokio::test]
+    async fn statements_finding_tokens_by_owner_or_key_id_use_an_index_on_postgres() {
+        let Some(store) = postgres_store().await else {
+            return;
+        };
+        let mut conn = store.pool.acquire().await.unwrap();
+        sqlx::query("set enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let mut statements: Vec<(String, &str, &str)> = ["client_id", "account_id"]
+            .into_iter()
+            .flat_map(deletes_hanging_off)
+            .map(|sql| (sql, "(text)", "('x')"))
+            .collect();
+        statements.extend([
+            (
+                accounts::REVOKE_API_KEYS_OF_USER.to_owned(),
+                "(text, bigint)",
+                "('u', 1)",
+            ),
+            (
+                accounts::REVOKE_TOKENS_OF_USER.to_owned(),
+                "(text, bigint)",
+                "('u', 1)",
+            ),
+            (
+                api_keys::REVOKE_REPLACED.to_owned(),
+                "(text, text, bigint)",
+                "('k', 'u', 1)",
+            ),
+            (
+                api_keys::COUNT_LIVE.to_owned(),
+                "(text, bigint)",
+                "('u', 1)",
+            ),
+            (
+                api_keys::REVOKE.to_owned(),
+                "(text, text, bigint)",
+                "('k', 'u', 1)",
+            ),
+            (api_keys::BY_ID.clone(), "(text)", "('k')"),
+        ]);
+        for (i, (sql, types, args)) in statements.iter().enumerate() {
+            sqlx::query(&format!("prepare s{i} {types} as {sql}"))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            let plan: Vec<String> = sqlx::query_scalar(&format!("explain execute s{i} {args}"))
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            let plan = plan.join("\n");
+            assert!(
+                !plan.contains("Seq Scan on token"),
+                "{sql}\nscans the token table:\n{plan}"
+            );
+        }
     }
 
     /// Decision 0039's clause on a real Postgres: it holds, it turns synchronous commit off
