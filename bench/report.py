@@ -517,6 +517,29 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, sixth session** (not this page's run: an AMD EPYC, 2 cores, slower than the
+  page's machine at RSA and argon2id: RS256 2,745/s, ES256 51,060/s, argon2id 92.8/s on both
+  cores, `openssl speed` 1,352 RSA-2048 signatures/s on one core; so 2,500 RS256 refreshes/s
+  are out of reach there by the signatures alone). Measured there (Postgres, c = 16):
+  - **The key-id and user indexes of `token` hold API keys only** (migration 0017, decision
+    0042): WAL records per refresh 21.7 → 17.6; CPU per refresh within the spread (Postgres
+    0.44–0.49 ms). Refresh ES256 2,226–2,435/s, RS256 1,091/s; code flow 74.9 flows/s, 81 %
+    of that machine's argon2id ceiling (Postgres 2.14 ms, server 22.3 ms per flow).
+  - **Where a refresh's Postgres CPU goes** (`pg_stat_statements`, ES256, 24,338 refreshes):
+    the rotation statement 0.216 ms of execution each, the credential read 0.044, sealing
+    about 0.015 per event (reading the events and writing their links); `perf` puts executor start-up (plan initialisation of the
+    rotation's many-valued CTE and the read's three joins) at about a sixth of Postgres's
+    CPU and the statements' finish (the CTE's inserts and their index entries) at a fifth.
+    Next cut: one statement per refresh (the read folded into the rotation, the ID token
+    signed after it; see the issue's notes).
+  - **SQLite's refresh tail is the log's checkpoints** (refresh ES256 alone on a fresh
+    store, one run each): as shipped 2,642/s, p99 31.3 ms; without the restart checkpoint
+    2,337/s, p99 18.5 ms; without any checkpoint 2,251/s, p99 12.3 ms. Copying the log back
+    takes a core from the requests (the log file reached 248 MB between restarts, two
+    seconds apart, in a run of the token workloads); without it, reads slow down as the log
+    grows. After the other token workloads the same refresh ran at 1,986/s, p99 48.4 ms. Fewer pages written per refresh
+    (SQLite's `jti` index is part of its table definition, so dropping it there means
+    rebuilding the table) is the way to a shorter tail.
 - **2026-12-06, fifth session** (this page's run: an Intel Xeon at 2.6 GHz with AVX-512,
   2 cores, faster than the fourth session's: argon2id 135–141/s and RS256 7,363–7,398/s on
   both cores). What changed, measured before and after on this machine (bench, Postgres,
