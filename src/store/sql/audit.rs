@@ -226,13 +226,14 @@ impl SqlStore {
     }
 
     /// A repeatable-read, read-only transaction: one snapshot for the head and the events.
-    async fn pg_snapshot_tx(&self) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::Unavailable)?;
-        sqlx::query("set transaction isolation level repeatable read, read only")
-            .execute(&mut *tx)
+    /// Its mode is part of `begin`: one round trip, not a `begin` and a `set transaction`.
+    pub(super) async fn pg_snapshot_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
+        self.pool
+            .begin_with("begin isolation level repeatable read, read only")
             .await
-            .map_err(StoreError::Unavailable)?;
-        Ok(tx)
+            .map_err(StoreError::Unavailable)
     }
 
     /// Runs `sql(condition)`, a query of integers over `audit_event e`, where `condition`

@@ -128,6 +128,14 @@ impl Conns {
         sqlx::Transaction::begin(self.acquire().await?, None).await
     }
 
+    /// As [`Conns::begin`], with `statement` (a `begin` with its modes) instead of `begin`.
+    pub(super) async fn begin_with(
+        &self,
+        statement: &'static str,
+    ) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        sqlx::Transaction::begin(self.acquire().await?, Some(statement.into())).await
+    }
+
     async fn lease(&self) -> Result<Lease<'_>, sqlx::Error> {
         Ok(Lease {
             conn: self.acquire().await?,

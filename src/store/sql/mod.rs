@@ -886,6 +886,26 @@ mod tests {
         }
     }
 
+    /// A sealing round reads the head and the events in one snapshot (decision 0041): its
+    /// transaction, begun in one statement, is repeatable read and read only.
+    #[tokio::test]
+    async fn the_sealers_transaction_is_one_read_only_snapshot_on_postgres() {
+        let Some(store) = postgres_store().await else {
+            return;
+        };
+        let mut tx = store.pg_snapshot_tx().await.unwrap();
+        for (setting, expected) in [
+            ("transaction_isolation", "repeatable read"),
+            ("transaction_read_only", "on"),
+        ] {
+            let value: String = sqlx::query_scalar(&format!("select current_setting('{setting}')"))
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            assert_eq!(value, expected, "{setting}");
+        }
+    }
+
     /// Decision 0039's clause on a real Postgres: it holds, it turns synchronous commit off
     /// for its own statement's transaction, and the connection's next transaction commits as
     /// the server is set to.
