@@ -113,30 +113,10 @@ async fn end_access(
         .await
         .map_err(StoreError::Unavailable)?
         .rows_affected();
-    let grants = sqlx::query(
-        "update oauth_grant set revoked_at = $2 where account_id = $1 and revoked_at is null",
-    )
-    .bind(account_id)
-    .bind(now)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::Unavailable)?
-    .rows_affected();
+    let grants = revoke_of_user(conn, REVOKE_GRANTS_OF_USER, account_id, now).await?;
     // API keys first, to count them apart: the operator reads which keys a change ended.
-    let api_keys = sqlx::query(REVOKE_API_KEYS_OF_USER)
-        .bind(account_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::Unavailable)?
-        .rows_affected();
-    let tokens = sqlx::query(REVOKE_TOKENS_OF_USER)
-        .bind(account_id)
-        .bind(now)
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::Unavailable)?
-        .rows_affected();
+    let api_keys = revoke_of_user(conn, REVOKE_API_KEYS_OF_USER, account_id, now).await?;
+    let tokens = revoke_of_user(conn, REVOKE_TOKENS_OF_USER, account_id, now).await?;
     let codes =
         sqlx::query("delete from authorization_code where account_id = $1 and consumed_at is null")
             .bind(account_id)
@@ -332,6 +312,26 @@ impl AccountStore for SqlStore {
         tx.commit().await
     }
 }
+
+/// Runs one of the `REVOKE_*_OF_USER` statements; how many rows it revoked.
+async fn revoke_of_user(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    account_id: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(sql)
+        .bind(account_id)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .rows_affected())
+}
+
+/// `$1` the user, `$2` the time.
+const REVOKE_GRANTS_OF_USER: &str =
+    "update oauth_grant set revoked_at = $2 where account_id = $1 and revoked_at is null";
 
 /// `$1` the user, `$2` the time.
 pub(super) const REVOKE_API_KEYS_OF_USER: &str = "update token set revoked_at = $2 \

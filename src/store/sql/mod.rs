@@ -836,45 +836,32 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let mut statements: Vec<(String, &str, &str)> = ["client_id", "account_id"]
+        // Each statement with the types of its parameters, `$1` first.
+        let mut statements: Vec<(String, &[&str])> = ["client_id", "account_id"]
             .into_iter()
             .flat_map(deletes_hanging_off)
-            .map(|sql| (sql, "(text)", "('x')"))
+            .map(|sql| (sql, &["text"][..]))
             .collect();
+        let (by_user, by_key_and_user) = (&["text", "bigint"][..], &["text", "text", "bigint"][..]);
         statements.extend([
-            (
-                accounts::REVOKE_API_KEYS_OF_USER.to_owned(),
-                "(text, bigint)",
-                "('u', 1)",
-            ),
-            (
-                accounts::REVOKE_TOKENS_OF_USER.to_owned(),
-                "(text, bigint)",
-                "('u', 1)",
-            ),
-            (
-                api_keys::REVOKE_REPLACED.to_owned(),
-                "(text, text, bigint)",
-                "('k', 'u', 1)",
-            ),
-            (
-                api_keys::COUNT_LIVE.to_owned(),
-                "(text, bigint)",
-                "('u', 1)",
-            ),
-            (
-                api_keys::REVOKE.to_owned(),
-                "(text, text, bigint)",
-                "('k', 'u', 1)",
-            ),
-            (api_keys::BY_ID.clone(), "(text)", "('k')"),
+            (accounts::REVOKE_API_KEYS_OF_USER.to_owned(), by_user),
+            (accounts::REVOKE_TOKENS_OF_USER.to_owned(), by_user),
+            (api_keys::REVOKE_REPLACED.to_owned(), by_key_and_user),
+            (api_keys::COUNT_LIVE.to_owned(), by_user),
+            (api_keys::REVOKE.to_owned(), by_key_and_user),
+            (api_keys::BY_ID.clone(), &["text"][..]),
         ]);
-        for (i, (sql, types, args)) in statements.iter().enumerate() {
-            sqlx::query(&format!("prepare s{i} {types} as {sql}"))
+        for (i, (sql, types)) in statements.iter().enumerate() {
+            let args: Vec<&str> = types
+                .iter()
+                .map(|t| if *t == "bigint" { "1" } else { "'x'" })
+                .collect();
+            let (types, args) = (types.join(", "), args.join(", "));
+            sqlx::query(&format!("prepare s{i} ({types}) as {sql}"))
                 .execute(&mut *conn)
                 .await
                 .unwrap();
-            let plan: Vec<String> = sqlx::query_scalar(&format!("explain execute s{i} {args}"))
+            let plan: Vec<String> = sqlx::query_scalar(&format!("explain execute s{i} ({args})"))
                 .fetch_all(&mut *conn)
                 .await
                 .unwrap();
