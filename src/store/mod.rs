@@ -402,6 +402,38 @@ pub struct StoredCredential {
     pub account: Option<AccountRecord>,
 }
 
+/// A refresh rotation with the read before it, for [`TokenStore::rotate_refresh_at_once`]:
+/// the new tokens as far as they do not depend on the old one.
+#[derive(Debug, Clone)]
+pub struct RefreshAtOnce<'a> {
+    /// The presented refresh token.
+    pub old: Digest,
+    /// The authenticated client: the old token must be its own.
+    pub client_id: &'a str,
+    pub now: i64,
+    pub access: NewToken,
+    pub access_expires_at: i64,
+    /// Its expiry comes from the grant (see [`TokenStore::rotate_refresh_at_once`]).
+    pub refresh: NewToken,
+    pub refresh_idle_ttl: i64,
+    pub refresh_absolute_ttl: i64,
+    /// The `token_issued` event, written with `account_id` set to the old token's user and
+    /// every string in `details` equal to [`FROM_OLD_GRANT_ID`] or [`FROM_OLD_SCOPE`]
+    /// replaced by the old token's grant id or scope.
+    pub audit: &'a AuditEvent,
+}
+
+/// A new token's own values (the rest it takes from the token it replaces).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub digest: Digest,
+    pub jti: String,
+}
+
+/// Placeholders in [`RefreshAtOnce::audit`]'s details for what only the old token knows.
+pub const FROM_OLD_GRANT_ID: &str = "@old-grant-id@";
+pub const FROM_OLD_SCOPE: &str = "@old-scope@";
+
 /// An access token, refresh token or API key. Only its digest is kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRecord {

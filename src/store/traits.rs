@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeRecord,
-    GrantRecord, PoolStatus, ReencryptedKey, SessionRecord, SigningKeyRecord, StandardClaims,
-    StoreError, StoredCredential, TokenRecord,
+    GrantRecord, PoolStatus, ReencryptedKey, RefreshAtOnce, SessionRecord, SigningKeyRecord,
+    StandardClaims, StoreError, StoredCredential, TokenRecord,
 };
 use crate::audit::chain::{ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
@@ -286,6 +286,20 @@ pub trait TokenStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
+    /// A refresh rotation and the read before it in one write, where the store has one
+    /// (Postgres, decision 0043). Spends `r.old` only if it is a refresh token of
+    /// `r.client_id`, unspent, unrevoked and unexpired, whose grant is unrevoked and whose
+    /// client and enabled user exist; then writes an access token and a refresh token with
+    /// the old token's grant, user and scope (the refresh token's expiry as in a rotation
+    /// with `refresh_token_idle_ttl` and `refresh_token_absolute_ttl` from the grant's
+    /// creation, its `previous_digest` the old one), and `r.audit` completed from the old
+    /// token. Returns the old credential as it was read, or `None` when nothing was written
+    /// (any check failed, a concurrent rotation spent it first, or the store has no such
+    /// write): the caller then takes the usual path, which tells why.
+    async fn rotate_refresh_at_once(
+        &self,
+        r: &RefreshAtOnce<'_>,
+    ) -> Result<Option<StoredCredential>, StoreError>;
     /// Revokes one token (not its grant) and records `audit`; revoking twice changes nothing.
     async fn revoke_token(
         &self,

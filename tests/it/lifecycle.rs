@@ -126,6 +126,86 @@ async fn refresh_rotates_and_reuse_revokes_the_whole_grant_rfc9700_4_14_2() {
     }
 }
 
+/// A refresh writes the rows and the event the code exchange wrote, but for the grant type
+/// and the new token ids: on Postgres in one statement that builds them from the old token
+/// (decision 0043), on SQLite from the server's own read. Same text in the event's details.
+#[tokio::test]
+async fn refresh_writes_the_tokens_and_event_the_code_exchange_wrote() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let client = app_client(&server, "web").await;
+        let first = code_tokens(&server, &client, SCOPE).await;
+        let second = refresh(
+            &server,
+            &client,
+            first["refresh_token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(second.status, 200, "{}: {}", db.label, second.body);
+
+        let events = db
+            .rows(
+                "select actor, client_id, account_id, source_ip, user_agent, details \
+                 from audit_event where kind = 'token_issued' order by id",
+            )
+            .await;
+        let [code, rotated] = &events[..] else {
+            panic!("{}: {events:?}", db.label);
+        };
+        assert_eq!(code[..5], rotated[..5], "{}", db.label);
+        let jti = |details: &Option<String>| {
+            let v: serde_json::Value = serde_json::from_str(details.as_deref().unwrap()).unwrap();
+            v["jti"].as_str().unwrap().to_owned()
+        };
+        let (code_details, rotated_details) = (&code[5], &rotated[5]);
+        let expected = code_details
+            .as_deref()
+            .unwrap()
+            .replace("\"authorization_code\"", "\"refresh_token\"")
+            .replace(&jti(code_details), &jti(rotated_details));
+        assert_eq!(
+            rotated_details.as_deref(),
+            Some(&expected[..]),
+            "{}",
+            db.label
+        );
+
+        // Each pair: the same grant, user, client, scope and lifetimes; the new refresh
+        // token names the one it replaced.
+        let tokens = db
+            .rows(
+                "select kind, grant_id, account_id, client_id, scope, \
+                 expires_at - created_at, cast(previous_digest is null as integer), \
+                 cast(used_at is null as integer), jti \
+                 from token order by kind, previous_digest is not null, jti",
+            )
+            .await;
+        let [a1, a2, r1, r2] = &tokens[..] else {
+            panic!("{}: {tokens:?}", db.label);
+        };
+        assert_eq!(a1[..7], a2[..7], "{}", db.label);
+        let mut jtis = [jti(code_details), jti(rotated_details)];
+        jtis.sort();
+        assert_eq!(
+            [a1[8].clone(), a2[8].clone()],
+            jtis.map(Some),
+            "{}",
+            db.label
+        );
+        assert_eq!(r1[..6], r2[..6], "{}", db.label);
+        assert_eq!(r2[6].as_deref(), Some("0"), "{}: previous digest", db.label);
+        assert_eq!(
+            r1[7].as_deref(),
+            Some("0"),
+            "{}: the old one spent",
+            db.label
+        );
+        server.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn refresh_used_concurrently_succeeds_at_most_once_rfc9700_4_14_2() {
     for db in TestDb::all().await {

@@ -2139,3 +2139,227 @@ async fn login_attempts_count_with_the_user_they_name() {
         assert_eq!(ada.map(|a| a.id).as_deref(), Some(ADA), "{}", db.label);
     }
 }
+
+/// The `token_issued` event a refresh rotation hands to `rotate_refresh_at_once`, with the
+/// old token's grant id and scope as placeholders.
+fn rotation_event(now: i64) -> AuditEvent {
+    AuditEvent::new(AuditKind::TokenIssued, format!("client:{CLIENT}"), now)
+        .client(CLIENT)
+        .details(serde_json::json!({
+            "grant_type": "refresh_token",
+            "grant_id": store::FROM_OLD_GRANT_ID,
+            "scope": store::FROM_OLD_SCOPE,
+            "jti": "jti-new-access",
+            "refresh_token": true,
+        }))
+}
+
+/// Decision 0043: on Postgres, `rotate_refresh_at_once` spends a refresh token only where
+/// the refresh grant's own steps would rotate it (RFC 6749 §6 and §10.4, RFC 9700 §4.14.2:
+/// a refresh token of this client, unspent, unrevoked, unexpired, its grant unrevoked and
+/// its client and enabled user present), writes what those steps write, and in every other
+/// case changes nothing, so that the steps can tell why. SQLite has no such write: `None`,
+/// nothing changed.
+#[tokio::test]
+async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate() {
+    for db in TestDb::all().await {
+        let (recorder, store) = recorded(&db).await;
+        let store = store.as_ref();
+        let refresh = |v: &str, account: &str, grant: &str, expires_at| TokenRecord {
+            expires_at: Some(expires_at),
+            ..token(v, TokenKind::Refresh, account, Some(grant))
+        };
+        grant_with_tokens(
+            store,
+            "g1",
+            ADA,
+            &[
+                token("g1-a", TokenKind::Access, ADA, Some("g1")),
+                refresh("live", ADA, "g1", 10_000),
+                refresh("spent", ADA, "g1", 10_000),
+                refresh("revoked", ADA, "g1", 10_000),
+                refresh("expired", ADA, "g1", 4_000),
+            ],
+        )
+        .await;
+        grant_with_tokens(store, "g2", ADA, &[refresh("g2-r", ADA, "g2", 10_000)]).await;
+        grant_with_tokens(store, "g3", BOB, &[refresh("bob-r", BOB, "g3", 10_000)]).await;
+        assert!(store
+            .rotate_refresh(
+                &Digest::of("spent"),
+                &[],
+                3_000,
+                &audit(AuditKind::TokenIssued)
+            )
+            .await
+            .unwrap());
+        store
+            .revoke_token(
+                &Digest::of("revoked"),
+                3_000,
+                &audit(AuditKind::TokenRevoked),
+            )
+            .await
+            .unwrap();
+        // A grant revoked without its tokens' own mark (the read joins the grant for that).
+        db.rows("update oauth_grant set revoked_at = 3000 where id = 'g2'")
+            .await;
+        let mut bob = account(BOB, "bob");
+        bob.disabled = true;
+        store
+            .update_account(&bob, &audit(AuditKind::UserDisabled))
+            .await
+            .unwrap();
+
+        let event = rotation_event(4_000);
+        let at_once = |old: &str, client_id| store::RefreshAtOnce {
+            old: Digest::of(old),
+            client_id,
+            now: 4_000,
+            access: store::NewToken {
+                digest: Digest::of("new-a"),
+                jti: "jti-new-access".into(),
+            },
+            access_expires_at: 4_600,
+            refresh: store::NewToken {
+                digest: Digest::of("new-r"),
+                jti: "jti-new-refresh".into(),
+            },
+            refresh_idle_ttl: 1_000,
+            refresh_absolute_ttl: 100_000,
+            audit: &event,
+        };
+        let before = audit_count(store).await;
+        for (old, client_id, why) in [
+            ("unknown", CLIENT, "unknown token"),
+            ("live", "other", "another client's token"),
+            ("g1-a", CLIENT, "an access token"),
+            ("spent", CLIENT, "a spent refresh token"),
+            ("revoked", CLIENT, "a revoked refresh token"),
+            (
+                "expired",
+                CLIENT,
+                "an expired refresh token (expires_at = now)",
+            ),
+            ("g2-r", CLIENT, "a token of a revoked grant"),
+            ("bob-r", CLIENT, "a disabled user's token"),
+        ] {
+            let done = store.rotate_refresh_at_once(&at_once(old, client_id)).await;
+            assert_eq!(done.unwrap(), None, "{}: {why}", db.label);
+        }
+        assert_eq!(audit_count(store).await, before, "{}", db.label);
+        assert_eq!(store.token(&Digest::of("new-a")).await.unwrap(), None);
+        assert_eq!(
+            store
+                .token(&Digest::of("live"))
+                .await
+                .unwrap()
+                .unwrap()
+                .used_at,
+            None
+        );
+
+        let done = store
+            .rotate_refresh_at_once(&at_once("live", CLIENT))
+            .await
+            .unwrap();
+        if store.backend() != Backend::Postgres {
+            assert_eq!(done, None, "{}: no such write", db.label);
+            assert_eq!(audit_count(store).await, before);
+            continue;
+        }
+        let old = done.expect("the live token rotates");
+        assert_eq!(old.token.digest, Digest::of("live"));
+        assert_eq!(
+            old.token.used_at, None,
+            "returned as read, before the spend"
+        );
+        assert_eq!(old.grant.unwrap().id, "g1");
+        assert_eq!(old.account.unwrap().id, ADA);
+        assert_eq!(
+            store
+                .token(&Digest::of("live"))
+                .await
+                .unwrap()
+                .unwrap()
+                .used_at,
+            Some(4_000)
+        );
+        let from_old = |digest: &str, kind, jti: &str| TokenRecord {
+            digest: Digest::of(digest),
+            kind,
+            jti: jti.into(),
+            grant_id: Some("g1".into()),
+            client_id: Some(CLIENT.into()),
+            account_id: Some(ADA.into()),
+            scope: "openid".into(),
+            label: None,
+            previous_digest: None,
+            created_at: 4_000,
+            expires_at: None,
+            used_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(
+            store.token(&Digest::of("new-a")).await.unwrap().unwrap(),
+            TokenRecord {
+                expires_at: Some(4_600),
+                ..from_old("new-a", TokenKind::Access, "jti-new-access")
+            }
+        );
+        assert_eq!(
+            store.token(&Digest::of("new-r")).await.unwrap().unwrap(),
+            TokenRecord {
+                // min(now + idle, grant created + absolute) = min(5_000, 102_000)
+                expires_at: Some(5_000),
+                previous_digest: Some(Digest::of("live")),
+                ..from_old("new-r", TokenKind::Refresh, "jti-new-refresh")
+            }
+        );
+        // The absolute bound, from the grant's creation (2_000): min(4_000 + 1_000, 2_500).
+        let mut bounded = at_once("new-r", CLIENT);
+        bounded.refresh_absolute_ttl = 500;
+        bounded.access.digest = Digest::of("new-a2");
+        bounded.refresh.digest = Digest::of("new-r2");
+        bounded.access.jti = "jti-a2".into();
+        bounded.refresh.jti = "jti-r2".into();
+        assert!(store
+            .rotate_refresh_at_once(&bounded)
+            .await
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store
+                .token(&Digest::of("new-r2"))
+                .await
+                .unwrap()
+                .unwrap()
+                .expires_at,
+            Some(2_500)
+        );
+
+        // The event as the server would have written it: the placeholders filled in, the
+        // user set, the same text in the row as serde writes.
+        let mut expected = event.clone();
+        expected.account_id = Some(ADA.into());
+        expected.details = serde_json::json!({
+            "grant_type": "refresh_token",
+            "grant_id": "g1",
+            "scope": "openid",
+            "jti": "jti-new-access",
+            "refresh_token": true,
+        });
+        let heard = recorder.0.lock().unwrap().clone();
+        assert_eq!(heard[heard.len() - 2], expected, "what the hook heard");
+        let stored = db
+            .rows("select account_id, details from audit_event order by id")
+            .await;
+        assert_eq!(
+            stored[stored.len() - 2],
+            [
+                Some(ADA.to_owned()),
+                Some(serde_json::to_string(&expected.details).unwrap())
+            ]
+        );
+    }
+}

@@ -213,25 +213,54 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
         secret
     });
     let id_token = match (&plan.id_token, plan.account_id) {
-        (Some(id), Some(account_id)) => Some(
-            IdToken {
-                issuer: ctx.issuer,
-                client_id: &client.id,
-                subject: account_id,
-                auth_time: id.auth_time,
-                nonce: id.nonce,
-                amr: id.amr,
-                sid: id.sid,
-                claims: &id.claims,
-                access_token: access_token.expose(),
-                now,
-                ttl: policy.id_token_ttl,
-            }
-            .sign(ctx.signer, &client.id_token_signed_response_alg)
-            .await?,
-        ),
+        (Some(id), Some(account_id)) => {
+            Some(sign_id_token(ctx, client, account_id, id, &access_token, now).await?)
+        }
         _ => None,
     };
+    let audit = issued_event(ctx, &plan, &jti, now);
+    Ok(Minted {
+        issued: Issued {
+            access_token,
+            expires_in: policy.access_token_ttl,
+            scope: plan.scope.to_owned(),
+            refresh_token,
+            id_token,
+        },
+        rows,
+        audit,
+    })
+}
+
+/// The ID token of `plan` for `subject`, bound to `access_token` (`at_hash`).
+pub async fn sign_id_token(
+    ctx: Context<'_>,
+    client: &ClientRecord,
+    subject: &str,
+    plan: &IdTokenPlan<'_>,
+    access_token: &PlainSecret,
+    now: i64,
+) -> Result<String, OAuthError> {
+    IdToken {
+        issuer: ctx.issuer,
+        client_id: &client.id,
+        subject,
+        auth_time: plan.auth_time,
+        nonce: plan.nonce,
+        amr: plan.amr,
+        sid: plan.sid,
+        claims: &plan.claims,
+        access_token: access_token.expose(),
+        now,
+        ttl: ctx.tokens.id_token_ttl,
+    }
+    .sign(ctx.signer, &client.id_token_signed_response_alg)
+    .await
+}
+
+/// The `token_issued` event of `plan`, whose access token is `jti`.
+pub fn issued_event(ctx: Context<'_>, plan: &Plan<'_>, jti: &str, now: i64) -> AuditEvent {
+    let client = plan.client;
     let mut audit = ctx
         .audited(AuditEvent::new(
             AuditKind::TokenIssued,
@@ -244,20 +273,10 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
             "grant_id": plan.grant_id,
             "scope": plan.scope,
             "jti": jti,
-            "refresh_token": refresh_token.is_some(),
+            "refresh_token": plan.refresh.is_some(),
         }));
     audit.account_id = plan.account_id.map(str::to_owned);
-    Ok(Minted {
-        issued: Issued {
-            access_token,
-            expires_in: policy.access_token_ttl,
-            scope: plan.scope.to_owned(),
-            refresh_token,
-            id_token,
-        },
-        rows,
-        audit,
-    })
+    audit
 }
 
 /// The answer to a failed token write. A missing referenced row is the client, deleted since

@@ -8,16 +8,20 @@
 
 use super::authorization_code::refresh_expiry;
 use super::{
-    has_scope, mint, token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,
+    has_scope, issued_event, mint, new_jti, sign_id_token, token_write_error, GrantType,
+    IdTokenPlan, Issued, Plan, RefreshPlan,
 };
 use crate::audit::{AuditEvent, AuditKind};
-use crate::crypto::token::Digest;
+use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::oauth::credential::{self, ActiveCredential};
 use crate::oauth::error::{ErrorCode, OAuthError};
 use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::oauth::Context;
-use crate::store::{ClientRecord, Store, TokenKind};
+use crate::store::{
+    AccessTokenFormat, AccountRecord, ClientRecord, GrantRecord, NewToken, RefreshAtOnce, Store,
+    StoredCredential, TokenKind, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
+};
 
 pub async fn rotate(
     ctx: Context<'_>,
@@ -28,6 +32,14 @@ pub async fn rotate(
     let store = ctx.store;
     let presented = params.required("refresh_token")?;
     let digest = Digest::of(presented);
+    // The common case in one write where the store can (decision 0043); with a narrower
+    // scope, a JWT access token (its claims come from the user), or anything that stops the
+    // write, the steps below, which also tell what went wrong.
+    if params.get("scope").is_none() && client.access_token_format == AccessTokenFormat::Opaque {
+        if let Some(issued) = rotate_at_once(ctx, client, digest, now).await? {
+            return Ok(issued);
+        }
+    }
     let resolution = credential::resolve(store, presented, now).await?;
     let old = resolution
         .record()
@@ -95,14 +107,7 @@ pub async fn rotate(
                 expires_at: refresh_expiry(ctx.tokens, grant.created_at, now),
                 previous: Some(digest),
             }),
-            // OIDC Core §12.2: a new ID token, same auth_time, no nonce.
-            id_token: has_scope(&old.scope, "openid").then_some(IdTokenPlan {
-                auth_time: grant.auth_time.unwrap_or(grant.created_at),
-                amr: &grant.amr,
-                nonce: None,
-                sid: grant.sid.as_deref(),
-                claims: IdTokenPlan::requested(&account, &grant.claims),
-            }),
+            id_token: has_scope(&old.scope, "openid").then(|| id_token_plan(&grant, &account)),
         },
         now,
     )
@@ -124,6 +129,115 @@ pub async fn rotate(
         .await);
     }
     Ok(minted.issued)
+}
+
+/// The rotation of an opaque access token's grant, without a `scope` parameter, as one write
+/// that also reads the old token ([`crate::store::TokenStore::rotate_refresh_at_once`]): the
+/// same tokens, rows and event as [`rotate`]'s steps. `None` when it wrote nothing. The ID
+/// token is signed after the write; should that still fail, the grant's refresh token is
+/// spent without a successor (decision 0043).
+async fn rotate_at_once(
+    ctx: Context<'_>,
+    client: &ClientRecord,
+    old: Digest,
+    now: i64,
+) -> Result<Option<Issued>, OAuthError> {
+    // What could stop the ID token's signature after the write is settled before it: the
+    // key set is read now (the signature finds it cached for the same `now`), and the
+    // client's algorithm must have an active key, or the usual steps answer the error.
+    let keys = ctx.signer.keys(now).await.map_err(OAuthError::server)?;
+    if !keys
+        .active
+        .contains_key(&client.id_token_signed_response_alg)
+    {
+        return Ok(None);
+    }
+    let access_token = PlainSecret::generate(ACCESS_TOKEN_PREFIX);
+    let refresh_token = PlainSecret::generate(REFRESH_TOKEN_PREFIX);
+    let jti = new_jti();
+    let plan = Plan {
+        grant_type: GrantType::RefreshToken,
+        client,
+        account_id: None,
+        grant_id: Some(FROM_OLD_GRANT_ID),
+        scope: FROM_OLD_SCOPE,
+        refresh: Some(RefreshPlan {
+            scope: FROM_OLD_SCOPE.to_owned(),
+            expires_at: 0,
+            previous: Some(old),
+        }),
+        id_token: None,
+    };
+    let audit = issued_event(ctx, &plan, &jti, now);
+    let rotation = RefreshAtOnce {
+        old,
+        client_id: &client.id,
+        now,
+        access: NewToken {
+            digest: access_token.digest(),
+            jti,
+        },
+        access_expires_at: now + ctx.tokens.access_token_ttl,
+        refresh: NewToken {
+            digest: refresh_token.digest(),
+            jti: new_jti(),
+        },
+        refresh_idle_ttl: ctx.tokens.refresh_token_idle_ttl,
+        refresh_absolute_ttl: ctx.tokens.refresh_token_absolute_ttl,
+        audit: &audit,
+    };
+    let Some(spent) = ctx
+        .store
+        .rotate_refresh_at_once(&rotation)
+        .await
+        .map_err(token_write_error)?
+    else {
+        return Ok(None);
+    };
+    let StoredCredential {
+        token,
+        grant: Some(grant),
+        account: Some(account),
+    } = spent
+    else {
+        // The write joins both; it cannot have spent a token without them.
+        return Err(OAuthError::server(anyhow::anyhow!(
+            "refresh rotated without its grant or user"
+        )));
+    };
+    let id_token = match has_scope(&token.scope, "openid") {
+        true => Some(
+            sign_id_token(
+                ctx,
+                client,
+                &account.id,
+                &id_token_plan(&grant, &account),
+                &access_token,
+                now,
+            )
+            .await?,
+        ),
+        false => None,
+    };
+    Ok(Some(Issued {
+        access_token,
+        expires_in: ctx.tokens.access_token_ttl,
+        scope: token.scope,
+        refresh_token: Some(refresh_token),
+        id_token,
+    }))
+}
+
+/// OIDC Core §12.2: a refreshed ID token keeps the grant's `auth_time`, has no nonce, and
+/// says what the user's account holds now.
+fn id_token_plan<'a>(grant: &'a GrantRecord, account: &AccountRecord) -> IdTokenPlan<'a> {
+    IdTokenPlan {
+        auth_time: grant.auth_time.unwrap_or(grant.created_at),
+        amr: &grant.amr,
+        nonce: None,
+        sid: grant.sid.as_deref(),
+        claims: IdTokenPlan::requested(account, &grant.claims),
+    }
 }
 
 /// Revokes the grant of a reused refresh token, audits it, and returns the error to answer.

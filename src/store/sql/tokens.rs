@@ -16,7 +16,10 @@ use super::{
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
-use crate::store::{StoreError, StoredCredential, TokenKind, TokenRecord, TokenStore};
+use crate::store::{
+    RefreshAtOnce, StoreError, StoredCredential, TokenKind, TokenRecord, TokenStore,
+    FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
+};
 
 fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     let row = Row::new(row);
@@ -476,24 +479,140 @@ impl TokenStore for SqlStore {
                 aliased("a", ACCOUNT_COLUMNS)
             )
         });
-        let Some(row) = sqlx::query(&SQL)
+        sqlx::query(&SQL)
             .bind(digest.as_bytes())
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::Unavailable)?
+            .as_ref()
+            .map(credential_from_row)
+            .transpose()
+    }
+
+    async fn rotate_refresh_at_once(
+        &self,
+        r: &RefreshAtOnce<'_>,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        // SQLite's statements cost no round trip; its rotations join the batch writer.
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let _turn = self.write_turn().await;
+        let event = r.audit;
+        let q = sqlx::query(&ROTATE_AT_ONCE)
+            .bind(r.old.as_bytes())
+            .bind(r.client_id)
+            .bind(r.now)
+            .bind(r.access.digest.as_bytes())
+            .bind(&r.access.jti)
+            .bind(r.access_expires_at)
+            .bind(r.refresh.digest.as_bytes())
+            .bind(&r.refresh.jti)
+            .bind(r.refresh_idle_ttl)
+            .bind(r.refresh_absolute_ttl)
+            .bind(&event.kind)
+            .bind(&event.actor)
+            .bind(&event.source_ip)
+            .bind(&event.user_agent)
+            .bind(to_json(&event.details)?);
+        let started = std::time::Instant::now();
+        let Some(row) = q
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(write_error("token"))?
         else {
             return Ok(None);
         };
-        let grant = Row::prefixed(&row, "g_");
-        let account = Row::prefixed(&row, "a_");
-        Ok(Some(StoredCredential {
-            token: token_from_row(&row)?,
-            grant: match grant.get::<Option<String>>("id")? {
-                Some(_) => Some(grant_from(grant)?),
-                None => None,
-            },
-            account: joined_account_from(account)?,
-        }))
+        crate::metrics::audit_appended(started.elapsed());
+        let old = credential_from_row(&row)?;
+        let mut written = event.clone();
+        written.account_id = old.token.account_id.clone();
+        fill_from_old(&mut written.details, &old.token);
+        self.hook.committed(std::slice::from_ref(&written));
+        Ok(Some(old))
+    }
+}
+
+/// A token with its grant and user as [`TokenStore::credential`] and [`ROTATE_AT_ONCE`]
+/// select them (`g_` and `a_` columns).
+fn credential_from_row(row: &AnyRow) -> Result<StoredCredential, StoreError> {
+    let grant = Row::prefixed(row, "g_");
+    let account = Row::prefixed(row, "a_");
+    Ok(StoredCredential {
+        token: token_from_row(row)?,
+        grant: match grant.get::<Option<String>>("id")? {
+            Some(_) => Some(grant_from(grant)?),
+            None => None,
+        },
+        account: joined_account_from(account)?,
+    })
+}
+
+/// Postgres: [`TokenStore::rotate_refresh_at_once`] in one statement, where a rotation had
+/// been a read (the token with its grant, client and user) and then [`rotate_statement`]:
+/// one round trip and one plan less per refresh (decision 0043). `old` is the read, with
+/// every check the refresh grant makes of an unspent token; the update spends it only if
+/// `old` found it, and, as in [`rotate_statement`], its own conditions are the guard
+/// between concurrent rotations (a waiter re-reads the row once the first commits, and
+/// finds it spent). The new rows and the event are written only if it was spent, and the
+/// old credential is returned as read, for the ID token signed after the commit.
+///
+/// The event's details come as the JSON the server would write, with the grant id and the
+/// scope as placeholders ([`FROM_OLD_GRANT_ID`], [`FROM_OLD_SCOPE`]) replaced here by the
+/// JSON strings of the old token's values: the row holds the same text as if the server had
+/// written them (tested against the code's own event).
+static ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
+    let grant_id = json_string(FROM_OLD_GRANT_ID);
+    let scope = json_string(FROM_OLD_SCOPE);
+    format!(
+        "with old as (select t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, \
+         t.scope, t.label, t.previous_digest, t.created_at, t.expires_at, t.used_at, \
+         t.revoked_at, {}, {} \
+         from token t join oauth_grant g on g.id = t.grant_id \
+         join client c on c.id = t.client_id join account a on a.id = t.account_id \
+         where t.digest = $1 and t.kind = 'refresh' and t.client_id = $2 \
+         and t.used_at is null and t.revoked_at is null \
+         and (t.expires_at is null or $3 < t.expires_at) \
+         and g.revoked_at is null and not a.disabled), \
+         spent as (update token set used_at = $3 where digest = $1 and kind = 'refresh' \
+         and used_at is null and revoked_at is null and exists (select 1 from old) \
+         returning 1), \
+         t as (insert into token ({TOKEN_COLUMNS}) \
+         select $4, 'access', o.grant_id, o.client_id, o.account_id, o.scope, \
+         null::text, null::bytea, $3, $6, null::bigint, null::bigint, $5 \
+         from old o where exists (select 1 from spent) \
+         union all \
+         select $7, 'refresh', o.grant_id, o.client_id, o.account_id, o.scope, null, $1, \
+         $3, least($3 + $9, o.g_created_at + $10), null, null, $8 \
+         from old o where exists (select 1 from spent)), \
+         e as (insert into audit_event ({AUDIT_COLUMNS}) \
+         select $3, $11, $12, o.client_id, o.account_id, $13, $14, \
+         replace(replace($15, '{grant_id}', to_json(o.grant_id)::text), \
+         '{scope}', to_json(o.scope)::text) \
+         from old o where exists (select 1 from spent)) \
+         select o.* from old o where exists (select 1 from spent)",
+        aliased("g", GRANT_COLUMNS),
+        aliased("a", ACCOUNT_COLUMNS),
+    )
+});
+
+/// `value` as a JSON string, quotes included.
+fn json_string(value: &str) -> String {
+    serde_json::Value::from(value).to_string()
+}
+
+/// The event's placeholders replaced by the old token's values, as [`ROTATE_AT_ONCE`] does.
+fn fill_from_old(details: &mut serde_json::Value, old: &TokenRecord) {
+    match details {
+        serde_json::Value::String(s) if s == FROM_OLD_GRANT_ID => {
+            *details = serde_json::Value::from(old.grant_id.clone());
+        }
+        serde_json::Value::String(s) if s == FROM_OLD_SCOPE => {
+            *details = serde_json::Value::from(old.scope.clone());
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| fill_from_old(v, old)),
+        serde_json::Value::Array(list) => list.iter_mut().for_each(|v| fill_from_old(v, old)),
+        _ => {}
     }
 }
 
