@@ -822,6 +822,112 @@ mod tests {
         assert!(grants::consume_sql_pg().contains(COMMIT_LAZILY));
     }
 
+    /// SQLite migration 0018 rebuilds the token table (decision 0044): every row comes
+    /// through with every column and its rowid, the indexes and triggers are back, and
+    /// `jti` is unique among API keys only.
+    #[tokio::test]
+    async fn sqlite_migration_0018_keeps_every_token_and_key_ids_unique() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            dir.path().join("t.db").display()
+        ))
+        .unwrap()
+        .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        let up_to_0017 = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                SQLITE_MIGRATIONS
+                    .iter()
+                    .filter(|m| m.version <= 17)
+                    .cloned()
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        up_to_0017.run(&mut conn).await.unwrap();
+        conn.execute(
+            "insert into client (id, name, redirect_uris, post_logout_redirect_uris, \
+             grant_types, scope, token_endpoint_auth_method, access_token_format, \
+             may_introspect, first_party, require_pkce, id_token_signed_response_alg, \
+             created_at, updated_at) values ('web', 'Web', '[]', '[]', '[]', 'openid', \
+             'none', 'opaque', 0, 0, 1, 'RS256', 1, 1); \
+             insert into account (id, username, claims, disabled, failed_login_count, \
+             created_at, updated_at) values ('u1', 'ada', '{}', 0, 0, 1, 1); \
+             insert into oauth_grant (id, client_id, account_id, scope, created_at) \
+             values ('g1', 'web', 'u1', 'openid', 1); \
+             insert into token (digest, kind, jti, grant_id, client_id, account_id, scope, \
+             label, previous_digest, created_at, expires_at, used_at, revoked_at, hint, \
+             refused_at) values \
+             (x'01', 'access', 'j1', 'g1', 'web', 'u1', 'openid', null, null, 2, 3, null, \
+              null, null, null), \
+             (x'02', 'refresh', 'j2', 'g1', 'web', 'u1', 'openid', null, x'00', 2, 9, 4, \
+              5, null, null), \
+             (x'03', 'access', 'j3', null, 'web', null, 'api', null, null, 2, 3, null, \
+              null, null, null), \
+             (x'04', 'api_key', 'k1', null, null, 'u1', 'api', 'ci', null, 2, null, null, \
+              null, 'tsk_ab', 6)",
+        )
+        .await
+        .unwrap();
+        const ROWS: &str = "select rowid || '|' || quote(digest) || '|' || kind || '|' || \
+             jti || '|' || quote(grant_id) || '|' || quote(client_id) || '|' || \
+             quote(account_id) || '|' || scope || '|' || quote(label) || '|' || \
+             quote(previous_digest) || '|' || created_at || '|' || quote(expires_at) || '|' \
+             || quote(used_at) || '|' || quote(revoked_at) || '|' || quote(hint) || '|' || \
+             quote(refused_at) from token order by rowid";
+        const SCHEMA: &str =
+            "select type || ' ' || name from sqlite_master where tbl_name = 'token' \
+             and name not like 'sqlite_autoindex%' order by 1";
+        let rows: Vec<String> = sqlx::query_scalar(ROWS).fetch_all(&mut conn).await.unwrap();
+        let schema: Vec<String> = sqlx::query_scalar(SCHEMA)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+
+        SQLITE_MIGRATIONS.run(&mut conn).await.unwrap();
+        let after: Vec<String> = sqlx::query_scalar(ROWS).fetch_all(&mut conn).await.unwrap();
+        assert_eq!(after, rows);
+        let mut expected = schema;
+        expected.push("index token_jti_key".into());
+        expected.sort();
+        let now: Vec<String> = sqlx::query_scalar(SCHEMA)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(now, expected);
+        // Another token may repeat a `jti`; another API key may not.
+        let insert = |digest: &str, kind: &str, jti: &str| {
+            format!(
+                "insert into token (digest, kind, jti, client_id, account_id, scope, \
+                 created_at) values (x'{digest}', '{kind}', '{jti}', 'web', 'u1', 'api', 7)"
+            )
+        };
+        conn.execute(insert("05", "access", "j3").as_str())
+            .await
+            .unwrap();
+        let repeated = conn.execute(insert("06", "api_key", "k1").as_str()).await;
+        assert!(repeated.is_err(), "a second API key with the same id");
+        // The change counter's trigger is back.
+        let count = "select n from change_counter where id = 1";
+        let n: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        conn.execute("update token set revoked_at = 8 where digest = x'01'")
+            .await
+            .unwrap();
+        let m: i64 = sqlx::query_scalar(count)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(m, n + 1);
+        conn.close().await.unwrap();
+    }
+
     /// Migrations 0016 and 0017 left the token table's client, user and key-id indexes
     /// holding only tokens without a grant (or API keys): every statement that finds tokens
     /// by owner or key id must still be an index lookup, not a scan of every token. With
