@@ -37,6 +37,7 @@ pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
+pub const REFRESH_ROTATIONS: &str = "tessera_refresh_rotations_total";
 pub const MEMORY_ALLOCATED: &str = "tessera_memory_allocated_bytes";
 pub const MEMORY_RESIDENT: &str = "tessera_memory_allocator_resident_bytes";
 pub const MEMORY_THREAD_CACHES: &str = "tessera_memory_allocator_thread_cache_bytes";
@@ -158,6 +159,10 @@ fn describe() {
         BACKCHANNEL_LOGOUTS,
         "Logout tokens for relying parties (OIDC Back-Channel Logout), by result (delivered, gave_up, queue_full, worker_stopped)"
     );
+    describe_counter!(
+        REFRESH_ROTATIONS,
+        "Refresh tokens rotated, by path: at_once (one write that also reads the old token, Postgres) or steps (read, checks, then the write)"
+    );
     describe_gauge!(
         MEMORY_ALLOCATED,
         Unit::Bytes,
@@ -181,6 +186,9 @@ fn describe() {
     }
     for limit in LIMITS {
         counter!(RATE_LIMIT_TRIPS, "limit" => *limit).increment(0);
+    }
+    for path in ["at_once", "steps"] {
+        counter!(REFRESH_ROTATIONS, "path" => path).increment(0);
     }
 }
 
@@ -224,6 +232,11 @@ pub fn audit_sealed(count: usize) {
 /// A back-channel logout delivery ended with `result` (one of [`BACKCHANNEL_RESULTS`]).
 pub fn backchannel_logout(result: &'static str) {
     counter!(BACKCHANNEL_LOGOUTS, "result" => result).increment(1);
+}
+
+/// A refresh token was rotated by `path`: `at_once` or `steps` (decision 0043).
+pub fn refresh_rotated(path: &'static str) {
+    counter!(REFRESH_ROTATIONS, "path" => path).increment(1);
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

@@ -63,6 +63,18 @@ impl Signer {
         now: i64,
     ) -> anyhow::Result<String> {
         let keys = self.keys(now).await?;
+        self.sign_with(keys, payload, alg, typ).await
+    }
+
+    /// Like [`Signer::sign`], with a key set read before: for a signature that must not
+    /// depend on reading the store again (decision 0043).
+    pub async fn sign_with(
+        &self,
+        keys: Arc<KeySet>,
+        payload: JwtPayload,
+        alg: &str,
+        typ: &'static str,
+    ) -> anyhow::Result<String> {
         if !keys.active.contains_key(alg) {
             anyhow::bail!("no active {alg} signing key");
         }

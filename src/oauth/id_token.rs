@@ -5,6 +5,8 @@
 //! (Core §5.4), so they are not repeated here; only those the `claims` parameter asks for
 //! in the ID token by name are (Core §5.5).
 
+use std::sync::Arc;
+
 use josekit::jwt::JwtPayload;
 use serde_json::{json, Map, Value};
 
@@ -66,11 +68,20 @@ impl IdToken<'_> {
     }
 
     /// Signs with the active key for the client's `alg` (on the blocking pool).
-    pub async fn sign(&self, signer: &Signer, alg: &str) -> Result<String, OAuthError> {
-        signer
-            .sign(self.payload(alg), alg, "JWT", self.now)
-            .await
-            .map_err(OAuthError::server)
+    /// Signed with `keys` when given (read before, decision 0043), else with the signer's
+    /// current key set.
+    pub async fn sign(
+        &self,
+        signer: &Signer,
+        keys: Option<Arc<KeySet>>,
+        alg: &str,
+    ) -> Result<String, OAuthError> {
+        let payload = self.payload(alg);
+        match keys {
+            Some(keys) => signer.sign_with(keys, payload, alg, "JWT").await,
+            None => signer.sign(payload, alg, "JWT", self.now).await,
+        }
+        .map_err(OAuthError::server)
     }
 }
 

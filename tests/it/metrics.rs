@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::support::flow::{gateway, AuthorizeUrl};
+use crate::support::flow::{gateway, AuthorizeUrl, Pkce};
 use crate::support::{http, run_binary, TestDb, TestServer};
 
 /// The value of the sample `series` (name and labels exactly as rendered), 0 when absent.
@@ -300,5 +300,67 @@ fn grafana_dashboard_reads_only_metrics_tessera_exports() {
         PASSWORD_HASH_QUEUE_DEPTH,
     ] {
         assert!(read.contains(needed), "no panel reads {needed}");
+    }
+}
+
+/// Refreshes are counted by how they were rotated (decision 0043): on Postgres a plain
+/// refresh is one write that also reads the old token (`at_once`), and one with a narrower
+/// `scope` takes the read, checks and write (`steps`), as every refresh does on SQLite.
+#[tokio::test]
+async fn metrics_count_refresh_rotations_by_path() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let scope = "openid offline_access";
+        let client = server
+            .client_with("rotating", false, |c| c.scope = scope.into())
+            .await;
+        let url = AuthorizeUrl::new(&client).set("scope", scope);
+        let tokens = server
+            .code_flow(&server.browser(), &client, url, &Pkce::new())
+            .await;
+        let series = |path| format!(r#"tessera_refresh_rotations_total{{path="{path}"}}"#);
+        let refresh = |token: String, scope: Option<&'static str>| {
+            let (server, client) = (&server, &client);
+            async move {
+                let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", &token)];
+                form.extend(scope.map(|s| ("scope", s)));
+                let res = server.token(client, &form).await;
+                assert_eq!(res.status, 200, "{}", res.body);
+                res.json()["refresh_token"].as_str().unwrap().to_owned()
+            }
+        };
+        let fast = if db.label == "postgres" {
+            "at_once"
+        } else {
+            "steps"
+        };
+
+        let before = scrape(&server).await;
+        let next = refresh(tokens["refresh_token"].as_str().unwrap().into(), None).await;
+        let after = scrape(&server).await;
+        let (was, is) = (
+            sample(&before, &series(fast)),
+            sample(&after, &series(fast)),
+        );
+        assert!(
+            is >= was + 1.0,
+            "{}: {fast} went from {was} to {is}",
+            db.label
+        );
+
+        let before = scrape(&server).await;
+        refresh(next, Some("openid")).await;
+        let after = scrape(&server).await;
+        let (was, is) = (
+            sample(&before, &series("steps")),
+            sample(&after, &series("steps")),
+        );
+        assert!(
+            is >= was + 1.0,
+            "{}: steps went from {was} to {is}",
+            db.label
+        );
+        server.stop().await;
     }
 }

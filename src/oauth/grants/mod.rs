@@ -4,6 +4,8 @@ pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
 
+use std::sync::Arc;
+
 use base64::Engine;
 use josekit::jwt::JwtPayload;
 use rand::RngCore;
@@ -14,6 +16,7 @@ use super::id_token::IdToken;
 use super::Context;
 use super::{claims, scope};
 use crate::audit::{AuditEvent, AuditKind};
+use crate::crypto::keys::KeySet;
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
 use crate::store::{
     AccessTokenFormat, AccountRecord, ClientRecord, RequestedClaims, StoreError, TokenKind,
@@ -214,7 +217,7 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
     });
     let id_token = match (&plan.id_token, plan.account_id) {
         (Some(id), Some(account_id)) => {
-            Some(sign_id_token(ctx, client, account_id, id, &access_token, now).await?)
+            Some(sign_id_token(ctx, client, account_id, id, &access_token, None, now).await?)
         }
         _ => None,
     };
@@ -232,13 +235,15 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
     })
 }
 
-/// The ID token of `plan` for `subject`, bound to `access_token` (`at_hash`).
+/// The ID token of `plan` for `subject`, bound to `access_token` (`at_hash`), signed with
+/// `keys` when given (read before), else with the current key set.
 pub async fn sign_id_token(
     ctx: Context<'_>,
     client: &ClientRecord,
     subject: &str,
     plan: &IdTokenPlan<'_>,
     access_token: &PlainSecret,
+    keys: Option<Arc<KeySet>>,
     now: i64,
 ) -> Result<String, OAuthError> {
     IdToken {
@@ -254,7 +259,7 @@ pub async fn sign_id_token(
         now,
         ttl: ctx.tokens.id_token_ttl,
     }
-    .sign(ctx.signer, &client.id_token_signed_response_alg)
+    .sign(ctx.signer, keys, &client.id_token_signed_response_alg)
     .await
 }
 

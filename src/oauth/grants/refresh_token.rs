@@ -19,8 +19,8 @@ use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::oauth::Context;
 use crate::store::{
-    AccessTokenFormat, AccountRecord, ClientRecord, GrantRecord, NewToken, RefreshAtOnce, Store,
-    StoredCredential, TokenKind, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
+    AccessTokenFormat, AccountRecord, Backend, ClientRecord, GrantRecord, NewToken, RefreshAtOnce,
+    Store, StoredCredential, TokenKind, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
 };
 
 pub async fn rotate(
@@ -35,8 +35,12 @@ pub async fn rotate(
     // The common case in one write where the store can (decision 0043); with a narrower
     // scope, a JWT access token (its claims come from the user), or anything that stops the
     // write, the steps below, which also tell what went wrong.
-    if params.get("scope").is_none() && client.access_token_format == AccessTokenFormat::Opaque {
+    if params.get("scope").is_none()
+        && client.access_token_format == AccessTokenFormat::Opaque
+        && store.backend() == Backend::Postgres
+    {
         if let Some(issued) = rotate_at_once(ctx, client, digest, now).await? {
+            crate::metrics::refresh_rotated("at_once");
             return Ok(issued);
         }
     }
@@ -128,6 +132,7 @@ pub async fn rotate(
         )
         .await);
     }
+    crate::metrics::refresh_rotated("steps");
     Ok(minted.issued)
 }
 
@@ -143,9 +148,12 @@ async fn rotate_at_once(
     now: i64,
 ) -> Result<Option<Issued>, OAuthError> {
     // What could stop the ID token's signature after the write is settled before it: the
-    // key set is read now (the signature finds it cached for the same `now`), and the
-    // client's algorithm must have an active key, or the usual steps answer the error.
-    let keys = ctx.signer.keys(now).await.map_err(OAuthError::server)?;
+    // key set is read now and signed with after (no second read of the store), and the
+    // client's algorithm must have an active key. Otherwise the usual steps run, and
+    // answer what went wrong as they always have (a store outage: 503).
+    let Ok(keys) = ctx.signer.keys(now).await else {
+        return Ok(None);
+    };
     if !keys
         .active
         .contains_key(&client.id_token_signed_response_alg)
@@ -213,6 +221,7 @@ async fn rotate_at_once(
                 &account.id,
                 &id_token_plan(&grant, &account),
                 &access_token,
+                Some(keys),
                 now,
             )
             .await?,

@@ -524,12 +524,13 @@ impl TokenStore for SqlStore {
             return Ok(None);
         };
         crate::metrics::audit_appended(started.elapsed());
-        let old = credential_from_row(&row)?;
+        // Committed: the hook hears of it whatever decoding the grant and user finds.
+        let token = token_from_row(&row)?;
         let mut written = event.clone();
-        written.account_id = old.token.account_id.clone();
-        fill_from_old(&mut written.details, &old.token);
+        written.account_id = token.account_id.clone();
+        fill_from_old(&mut written.details, &token);
         self.hook.committed(std::slice::from_ref(&written));
-        Ok(Some(old))
+        credential_from_row(&row).map(Some)
     }
 }
 
