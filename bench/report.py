@@ -418,7 +418,8 @@ that task every 500 ms instead of inside whichever commit filled it, and the aud
 reads and hashes before it takes the write turn and writes 100 events per transaction, so
 neither holds the one write lock for long. On SQLite, refresh rotations join the same
 batches, each on its own condition (the old token unspent), and a batch is one call to the
-connection's thread (decision 0036); on Postgres a rotation stays one statement of its own.
+connection's thread (decision 0036); on Postgres a rotation stays one statement of its own,
+which since 2026-12-06 also reads the old token with its grant and user (decision 0043).
 This page's runs still had the sealer chasing every new event in rounds of a few dozen
 (fixed in 7ff0d1e: a round short of 100 events waits for the next second). A/B on Postgres
 right after, client_credentials at c = 16: opaque 7,909 → 8,595 tokens/s (0.32 → 0.23
@@ -517,6 +518,33 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, seventh session** (this page's run; the same Xeon as the fifth session).
+  Measured before and after on this machine, c = 16, 10 s runs:
+  - **A refresh is one statement on Postgres** (decision 0043): the credential read folded
+    into the rotation, the ID token signed after the commit with the key set read before.
+    RS256 2,276 → 2,550 refreshes/s (server 0.470 → 0.422, Postgres 0.332 → 0.285 ms per
+    refresh), ES256 3,421 → 4,040/s (server 0.212 → 0.165, Postgres 0.311 → 0.266 ms);
+    statements 2.04 → 1.03 and commits 2.02 → 1.02 per refresh.
+  - **SQLite's `jti` is unique among API keys only** (migration 0018 rebuilds the table,
+    decision 0044): refresh ES256 alone on a fresh store 4,205 → 4,509 / 4,474 per s, server
+    CPU 0.337 → 0.318 ms per refresh.
+  - **SQLite's refresh tail, continued**: the restart checkpoint holds the write turn 10 to
+    18 ms, at its first attempt (with `busy_timeout = 0` it never had to wait for a reader):
+    its time is the copy of the last frames and the two syncs, and it grows with the file.
+    Restarting every 8 rounds instead of every 4 changed nothing measurable (refresh ES256
+    at c = 16 after client_credentials and RS256 refresh runs at c = 16 and 64: p99 26.0 ms
+    and 24.3 ms). The passive pass copies 15,000 to 22,000 frames every half second (50 to
+    70 ms of a core). On a fresh store the refresh's p99 stays under 20 ms (8.3 to 15.0 ms
+    in six runs); after the heavier workloads it does not. Next: fewer pages per token
+    still (the digest index is random by nature), or the copy kept from competing with
+    requests for a core.
+  - The code flow alone on a quiet machine: 112 flows/s at c = 16 (server 15.1 ms, Postgres
+    1.37 ms per flow); `pg_stat_statements` puts the consent-with-code write at 0.127 ms of
+    execution, the token write 0.118, the session with the throttle's take-back 0.104, the
+    throttle's count 0.080, the two reads and the code's redemption 0.014 to 0.034 each.
+  - Not adopted: OpenSSL 3.6 built from source (`openssl` crate, `vendored`) signed RSA-2048
+    within about 10 % of Debian's 3.0.19 in a trial under load; not worth a second copy of
+    OpenSSL to patch.
 - **2026-12-06, sixth session** (not this page's run: an AMD EPYC, 2 cores, slower than the
   page's machine at RSA and argon2id: RS256 2,745/s, ES256 51,060/s, argon2id 92.8/s on both
   cores, `openssl speed` 1,352 RSA-2048 signatures/s on one core; so 2,500 RS256 refreshes/s
