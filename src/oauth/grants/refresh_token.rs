@@ -163,6 +163,8 @@ async fn rotate_at_once(
     let access_token = PlainSecret::generate(ACCESS_TOKEN_PREFIX);
     let refresh_token = PlainSecret::generate(REFRESH_TOKEN_PREFIX);
     let jti = new_jti();
+    // The plan only for its event: what comes from the old token is a placeholder the
+    // store fills in, and of the refresh token only its presence counts.
     let plan = Plan {
         grant_type: GrantType::RefreshToken,
         client,
@@ -213,20 +215,20 @@ async fn rotate_at_once(
             "refresh rotated without its grant or user"
         )));
     };
-    let id_token = match has_scope(&token.scope, "openid") {
-        true => Some(
-            sign_id_token(
-                ctx,
-                client,
-                &account.id,
-                &id_token_plan(&grant, &account),
-                &access_token,
-                Some(keys),
-                now,
-            )
-            .await?,
-        ),
-        false => None,
+    let id_token = if has_scope(&token.scope, "openid") {
+        let plan = id_token_plan(&grant, &account);
+        let signed = sign_id_token(
+            ctx,
+            client,
+            &account.id,
+            &plan,
+            &access_token,
+            Some(keys),
+            now,
+        );
+        Some(signed.await?)
+    } else {
+        None
     };
     Ok(Some(Issued {
         access_token,
