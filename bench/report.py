@@ -535,9 +535,12 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     at c = 16 after client_credentials and RS256 refresh runs at c = 16 and 64: p99 26.0 ms
     and 24.3 ms). The passive pass copies 15,000 to 22,000 frames every half second (50 to
     70 ms of a core). On a fresh store the refresh's p99 stays under 20 ms (8.3 to 15.0 ms
-    in six runs); after the heavier workloads it does not. Next: fewer pages per token
-    still (the digest index is random by nature), or the copy kept from competing with
-    requests for a core.
+    in six runs); after the heavier workloads it does not. The copy does not compete for a
+    core: its connections now run on threads named `sqlite-timers-N`, which used 2 % of a
+    core each during the refresh (the four request connections about 17 % each), so its
+    50 to 70 ms are mostly waiting for the disk. Next: the restart's stall inside the write
+    turn (its syncs), and fewer pages per token still (the digest index is random by
+    nature).
   - The code flow alone on a quiet machine: 112 flows/s at c = 16 (server 15.1 ms, Postgres
     1.37 ms per flow); `pg_stat_statements` puts the consent-with-code write at 0.127 ms of
     execution, the token write 0.118, the session with the throttle's take-back 0.104, the

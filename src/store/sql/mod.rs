@@ -41,8 +41,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Any, AnyConnection, Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use self::conns::Conns;
@@ -88,7 +88,7 @@ pub struct SqlStore {
     /// their prepared statements) from ever going idle. Two, so that a checkpoint waiting for
     /// the write turn never holds up a read of the counter (the introspection cache stops
     /// answering 0.8 s after the last one).
-    timers: Option<AnyPool>,
+    timers: Option<SqlitePool>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -177,7 +177,9 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlite_settings(conn).await?;
+                        for setting in sqlite_settings() {
+                            conn.execute(setting.as_str()).await?;
+                        }
                     }
                     Ok(())
                 })
@@ -186,15 +188,27 @@ impl SqlStore {
             .await
             .map_err(StoreError::Unavailable)?;
         let timers = match backend {
+            // Typed rather than `Any`, for sqlx's `thread_name`: the copy back of the log
+            // runs on a thread `top -H` and `perf` can tell from the requests' connections.
             Backend::Sqlite => Some(
-                AnyPoolOptions::new()
+                SqlitePoolOptions::new()
                     .max_connections(2)
                     .idle_timeout(None)
                     .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
-                    .after_connect(|conn, _| Box::pin(sqlite_settings(conn)))
-                    .connect_lazy(&url)
-                    .map_err(StoreError::Unavailable)?,
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for setting in sqlite_settings() {
+                                conn.execute(setting.as_str()).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy_with(
+                        SqliteConnectOptions::from_str(&url)
+                            .map_err(StoreError::Unavailable)?
+                            .thread_name(|id| format!("sqlite-timers-{id}")),
+                    ),
             ),
             Backend::Postgres => None,
         };
@@ -346,10 +360,10 @@ impl SqlStore {
     }
 
     async fn checkpoint_and_restart(&self, restart: bool) -> Result<(), sqlx::Error> {
-        let mut conn = match &self.timers {
-            Some(timers) => timers.acquire().await?,
-            None => self.pool.acquire().await?,
+        let Some(timers) = &self.timers else {
+            return Ok(()); // Postgres: nothing to checkpoint
         };
+        let mut conn = timers.acquire().await?;
         // The first pass copies what the last half second wrote (about 10,000 pages under
         // the bench's refresh load, 40 ms). Before a restart a second copies what was
         // written meanwhile (some 700 pages, 5 ms), so that the restart, in the turn, has
@@ -410,24 +424,25 @@ const SQLITE_CONNECTIONS: u32 = 4;
 /// that has gone quiet need not keep what its last burst needed.
 const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What every SQLite connection of the store is set to.
-async fn sqlite_settings(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
-    // With WAL, a power cut or an OS crash may take back the last commits but never leaves
-    // the file inconsistent; much faster than FULL, which syncs every commit (the same trade
-    // as Postgres's lazy commits, decision 0039).
-    conn.execute("pragma synchronous = normal").await?;
-    // The store's writer task checkpoints instead (see `batch`), off the write path.
-    conn.execute("pragma wal_autocheckpoint = 0").await?;
-    // 512 KiB of page cache per connection instead of SQLite's 2 MiB: eight connections kept
-    // 16 MiB of pages the kernel's file cache holds anyway (2026-12-04 bench: 9 MiB less live
-    // after the workloads, the same throughput within the run-to-run spread).
-    conn.execute(SQLITE_CACHE_SIZE).await?;
-    // The token writes' temporary table (and any sort that spills) in memory: as a file,
-    // every write transaction that touched it created, wrote and deleted a journal file.
-    conn.execute("pragma temp_store = memory").await?;
-    conn.execute(format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}").as_str())
-        .await?;
-    Ok(())
+/// What every SQLite connection of the store is set to (the pool's, through `Any`, and the
+/// timers', typed), statement by statement.
+fn sqlite_settings() -> [String; 5] {
+    [
+        // With WAL, a power cut or an OS crash may take back the last commits but never
+        // leaves the file inconsistent; much faster than FULL, which syncs every commit (the
+        // same trade as Postgres's lazy commits, decision 0039).
+        "pragma synchronous = normal".into(),
+        // The store's writer task checkpoints instead (see `batch`), off the write path.
+        "pragma wal_autocheckpoint = 0".into(),
+        // 512 KiB of page cache per connection instead of SQLite's 2 MiB: eight connections
+        // kept 16 MiB of pages the kernel's file cache holds anyway (2026-12-04 bench: 9 MiB
+        // less live after the workloads, the same throughput within the run-to-run spread).
+        SQLITE_CACHE_SIZE.into(),
+        // The token writes' temporary table (and any sort that spills) in memory: as a file,
+        // every write transaction that touched it created, wrote and deleted a journal file.
+        "pragma temp_store = memory".into(),
+        format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}"),
+    ]
 }
 
 /// Creates the database's folder and makes sure a missing file is created, not an error.
