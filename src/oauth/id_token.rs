@@ -67,21 +67,17 @@ impl IdToken<'_> {
         p
     }
 
-    /// Signs with the active key for the client's `alg` (on the blocking pool).
-    /// Signed with `keys` when given (read before, decision 0043), else with the signer's
-    /// current key set.
+    /// Signs with the active key in `keys` for the client's `alg` (on the blocking pool).
     pub async fn sign(
         &self,
         signer: &Signer,
-        keys: Option<Arc<KeySet>>,
+        keys: Arc<KeySet>,
         alg: &str,
     ) -> Result<String, OAuthError> {
-        let payload = self.payload(alg);
-        match keys {
-            Some(keys) => signer.sign_with(keys, payload, alg, "JWT").await,
-            None => signer.sign(payload, alg, "JWT", self.now).await,
-        }
-        .map_err(OAuthError::server)
+        signer
+            .sign_with(keys, self.payload(alg), alg, "JWT")
+            .await
+            .map_err(OAuthError::server)
     }
 }
 

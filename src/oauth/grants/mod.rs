@@ -217,7 +217,8 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
     });
     let id_token = match (&plan.id_token, plan.account_id) {
         (Some(id), Some(account_id)) => {
-            Some(sign_id_token(ctx, client, account_id, id, &access_token, None, now).await?)
+            let keys = ctx.signer.keys(now).await.map_err(key_read_error)?;
+            Some(sign_id_token(ctx, client, account_id, id, &access_token, keys, now).await?)
         }
         _ => None,
     };
@@ -236,14 +237,14 @@ pub async fn mint(ctx: Context<'_>, plan: Plan<'_>, now: i64) -> Result<Minted, 
 }
 
 /// The ID token of `plan` for `subject`, bound to `access_token` (`at_hash`), signed with
-/// `keys` when given (read before), else with the current key set.
+/// the active key in `keys`.
 pub async fn sign_id_token(
     ctx: Context<'_>,
     client: &ClientRecord,
     subject: &str,
     plan: &IdTokenPlan<'_>,
     access_token: &PlainSecret,
-    keys: Option<Arc<KeySet>>,
+    keys: Arc<KeySet>,
     now: i64,
 ) -> Result<String, OAuthError> {
     IdToken {
@@ -284,6 +285,15 @@ pub fn issued_event(ctx: Context<'_>, plan: &Plan<'_>, jti: &str, now: i64) -> A
     audit
 }
 
+/// The answer to a failed read of the signing keys: the store's own failure, so an outage
+/// is 503 as for any other read (the key set is cached, and read again every 30 s).
+fn key_read_error(e: anyhow::Error) -> OAuthError {
+    match e.downcast::<StoreError>() {
+        Ok(e) => e.into(),
+        Err(e) => OAuthError::server(e),
+    }
+}
+
 /// The answer to a failed token write. A missing referenced row is the client, deleted since
 /// client authentication read it (clients are cached for up to a second,
 /// `store::client_cache`; the token write looks it up afresh, decision 0033): it no longer
@@ -304,6 +314,15 @@ pub fn has_scope(scope: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::oauth::error::ErrorCode;
+
+    #[test]
+    fn signing_keys_the_store_cannot_read_are_temporarily_unavailable() {
+        let down = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        let err = key_read_error(anyhow::Error::from(down));
+        assert_eq!(err.code, ErrorCode::TemporarilyUnavailable);
+        let other = key_read_error(anyhow::anyhow!("no active RS256 signing key"));
+        assert_eq!(other.code, ErrorCode::ServerError);
+    }
 
     #[test]
     fn a_token_write_for_a_vanished_client_is_invalid_client_rfc6749_5_2() {

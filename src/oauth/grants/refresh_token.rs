@@ -217,15 +217,7 @@ async fn rotate_at_once(
     };
     let id_token = if has_scope(&token.scope, "openid") {
         let plan = id_token_plan(&grant, &account);
-        let signed = sign_id_token(
-            ctx,
-            client,
-            &account.id,
-            &plan,
-            &access_token,
-            Some(keys),
-            now,
-        );
+        let signed = sign_id_token(ctx, client, &account.id, &plan, &access_token, keys, now);
         Some(signed.await?)
     } else {
         None
