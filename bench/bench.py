@@ -57,6 +57,16 @@ def proc_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def machine_ticks():
+    """(busy, all) clock ticks of every CPU since boot, from /proc/stat's first line."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return total - idle, total
+
+
 def proc_status_kib(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -448,6 +458,11 @@ class Bench:
             # its own user, so the per-username threshold keeps its default.
             TESSERA_LOGIN_FAILURES_PER_ADDRESS_BEFORE_DELAY="1000000",
         )
+        # BENCH_SERVER_ENV="TESSERA_A=1 TESSERA_B=2": settings for trials (say a hashing
+        # concurrency), given to the server after the bench's own.
+        for pair in os.environ.get("BENCH_SERVER_ENV", "").split():
+            key, _, value = pair.partition("=")
+            self.env[key] = value
         if args.store == "postgres":
             self.env["DATABASE_URL"] = args.db_url
         self.server = None
@@ -642,6 +657,8 @@ class Bench:
         if pg:
             self.pg.start()
         cpu_before = proc_ticks(pid) if pid else 0
+        hashing_before = self.hashing() if pid == self.server_pid() else None
+        machine_before = machine_ticks()
         sampler = Sampler(pid, self.pg if pg else None)
         sampler.start()
         t0 = time.monotonic()
@@ -649,9 +666,19 @@ class Bench:
         wall = time.monotonic() - t0
         sampler.stop()
         cpu_after = proc_ticks(pid) if pid else 0
+        machine_after = machine_ticks()
+        hashing_after = self.hashing() if hashing_before else None
         if pg:
             self.pg.sample()
         out["wall_s"] = round(wall, 3)
+        busy, every = (a - b for a, b in zip(machine_after, machine_before))
+        # The share of the machine's CPU time (all cores) that anything used during the run:
+        # below 1, some of it went idle (waiting on the disk, or nothing runnable).
+        out["machine_busy_share"] = round(busy / every, 4) if every else None
+        if hashing_before and hashing_after:
+            hashes = hashing_after[0] - hashing_before[0]
+            out["hashes"] = hashes
+            out["hash_cpu_ms"] = (hashing_after[1] - hashing_before[1]) / 1000.0
         if pid:
             out["server_cpu_ms"] = (cpu_after - cpu_before) * 1000.0 / CLK_TCK
             out["peak_rss_mib"] = round(sampler.peak_kib / 1024.0, 1)
@@ -667,6 +694,17 @@ class Bench:
         ops = out.get("ops") or 0
         if ops and pid:
             out["server_cpu_ms_per_op"] = round(out["server_cpu_ms"] / ops, 4)
+        if ops and out.get("hashes"):
+            # What the password hash costs per flow at the machine's speed of this run, and
+            # the rate the cores could reach doing nothing but hashing at that speed: the
+            # argon2id ceiling measured in the run itself (the separate ceiling varies with
+            # the host's memory traffic from one minute to the next).
+            out["hashes_per_op"] = round(out["hashes"] / ops, 3)
+            out["hash_cpu_ms_per_op"] = round(out["hash_cpu_ms"] / ops, 4)
+            per_hash = out["hash_cpu_ms"] / out["hashes"]
+            if per_hash > 0:
+                out["hash_bound_per_s"] = round(
+                    (os.cpu_count() or 1) * 1000.0 / per_hash / out["hashes_per_op"], 1)
         if ops and out.get("driver_cpu_ms") is not None:
             out["driver_cpu_ms_per_op"] = round(out["driver_cpu_ms"] / ops, 4)
         if ops:
@@ -677,6 +715,27 @@ class Bench:
                     if v is not None:
                         out[f"{k}_per_op"] = round(v / ops, 3)
         return out
+
+    def server_pid(self):
+        return self.server.pid if self.server else None
+
+    def hashing(self):
+        """(hashes, CPU microseconds) from the server's /metrics; None when not there."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode()
+            conn.close()
+        except OSError:
+            return None
+        got = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("tessera_password_hashes_total", "tessera_password_hash_cpu_microseconds_total"):
+                got[name] = float(value)
+        if len(got) < 2:
+            return None
+        return got["tessera_password_hashes_total"], got["tessera_password_hash_cpu_microseconds_total"]
 
     def wrk(self, script, url, c, extra_env=None):
         env = dict(os.environ, BENCH_LUA_DIR=LUA, **(extra_env or {}))
@@ -770,6 +829,9 @@ class Bench:
                     f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
                     f"ms/op (statements {res.get('statement_ms_per_op')} ms/op, "
                     f"{res.get('wal_records_per_op')} WAL records/op) driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
+                    f" busy {res.get('machine_busy_share')}"
+                    + (f" hashing {res['hash_cpu_ms_per_op']} ms/op, bound {res.get('hash_bound_per_s')}/s"
+                       if res.get("hash_cpu_ms_per_op") is not None else "")
                     + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
                        if res.get("pg", {}).get("idle_in_transaction") else ""))
             out[str(c)] = {"median": summarize(runs), "runs": runs}

@@ -32,6 +32,8 @@ pub const DB_POOL_MAX_CONNECTIONS: &str = "tessera_db_pool_max_connections";
 pub const STORE_WRITES: &str = "tessera_store_writes_total";
 pub const PASSWORD_HASH_RUNNING: &str = "tessera_password_hash_running";
 pub const PASSWORD_HASH_QUEUE_DEPTH: &str = "tessera_password_hash_queue_depth";
+pub const PASSWORD_HASHES: &str = "tessera_password_hashes_total";
+pub const PASSWORD_HASH_CPU: &str = "tessera_password_hash_cpu_microseconds_total";
 pub const DB_POOL_ACQUIRE: &str = "tessera_db_pool_acquire_seconds";
 pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
@@ -140,6 +142,14 @@ fn describe() {
     describe_gauge!(
         PASSWORD_HASH_QUEUE_DEPTH,
         "Sign-ins waiting for a password hashing slot (at the last scrape)"
+    );
+    describe_counter!(
+        PASSWORD_HASHES,
+        "Password hashes computed or verified (sign-ins, new passwords, the unknown-user dummy)"
+    );
+    describe_counter!(
+        PASSWORD_HASH_CPU,
+        "CPU time the hashing threads spent computing password hashes, in microseconds"
     );
     describe_histogram!(
         DB_POOL_ACQUIRE,
@@ -294,6 +304,12 @@ pub fn pool(status: crate::store::PoolStatus) {
 pub fn password_hashing(running: usize, waiting: usize) {
     gauge!(PASSWORD_HASH_RUNNING).set(running as f64);
     gauge!(PASSWORD_HASH_QUEUE_DEPTH).set(waiting as f64);
+}
+
+/// One password hash computed, with the CPU microseconds its thread spent on it.
+pub fn password_hashed(cpu_us: u64) {
+    counter!(PASSWORD_HASHES).increment(1);
+    counter!(PASSWORD_HASH_CPU).increment(cpu_us);
 }
 
 /// The allocator's figures now. Resident well above allocated after a burst means freed

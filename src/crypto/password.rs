@@ -13,6 +13,7 @@
 //! finished checks are kept in an [`Arena`] for the next one, and dropped once no check
 //! has used them for [`Arena::IDLE`]: a busy server reuses them, an idle one holds none.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,42 @@ pub struct Passwords {
     /// exist, so an unknown username costs the same work as a wrong password.
     dummy: Arc<OnceLock<String>>,
     arena: Arc<Arena>,
+    spent: Arc<Spent>,
+}
+
+/// What hashing has cost so far: hashes computed (and verified) and the CPU time the hashing
+/// threads spent on them. Login throughput is bounded by that CPU time, so an operator (and
+/// the benchmark) can tell how much of the process's CPU went to hashing and how much to
+/// everything else, at the machine's speed of the moment.
+#[derive(Default)]
+struct Spent {
+    hashes: AtomicU64,
+    cpu_us: AtomicU64,
+}
+
+impl Spent {
+    /// Runs `hash` (one argon2 computation) and counts it with the CPU time its thread spent.
+    fn count<T>(&self, hash: impl FnOnce() -> T) -> T {
+        let start = thread_cpu_ns();
+        let out = hash();
+        let us = match (start, thread_cpu_ns()) {
+            (Some(start), Some(end)) => end.saturating_sub(start) / 1_000,
+            _ => 0,
+        };
+        self.cpu_us.fetch_add(us, Ordering::Relaxed);
+        self.hashes.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::password_hashed(us);
+        out
+    }
+}
+
+/// The calling thread's CPU time in nanoseconds (its own CPU clock, exact up to the moment
+/// of the call; `/proc/thread-self/schedstat` would lag by up to a scheduler tick).
+fn thread_cpu_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// Working memory of finished password checks, kept for the next (see the module comment).
@@ -117,6 +154,7 @@ impl Passwords {
             slot_count,
             dummy: Arc::new(OnceLock::new()),
             arena: Arc::default(),
+            spent: Arc::default(),
         })
     }
 
@@ -149,14 +187,25 @@ impl Passwords {
         (running, checks.saturating_sub(running))
     }
 
+    /// Hashes computed or verified so far (at sign-in, setting a password, the dummy), and the
+    /// CPU time in microseconds their threads spent on them (0 where the platform does not
+    /// tell a thread's CPU time).
+    pub fn spent(&self) -> (u64, u64) {
+        (
+            self.spent.hashes.load(Ordering::Relaxed),
+            self.spent.cpu_us.load(Ordering::Relaxed),
+        )
+    }
+
     /// Computes the dummy hash now, so that even the first unknown-user login costs exactly
     /// one hash (the server calls this at start-up).
     pub async fn warm_up(&self) -> Result<(), PasswordError> {
         let params = self.params.clone();
         let dummy = self.dummy.clone();
+        let spent = Arc::clone(&self.spent);
         tokio::task::spawn_blocking(move || {
             if dummy.get().is_none() {
-                let d = hash_blocking(params, "tessera-dummy-password")?;
+                let d = spent.count(|| hash_blocking(params, "tessera-dummy-password"))?;
                 let _ = dummy.set(d);
             }
             Ok(())
@@ -177,9 +226,10 @@ impl Passwords {
             .await
             .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
+        let spent = Arc::clone(&self.spent);
         tokio::task::spawn_blocking(move || {
             let _held = permit;
-            hash_blocking(params, password.expose_secret())
+            spent.count(|| hash_blocking(params, password.expose_secret()))
         })
         .await?
     }
@@ -219,6 +269,7 @@ impl Passwords {
         let params = self.params.clone();
         let dummy = self.dummy.clone();
         let arena = Arc::clone(&self.arena);
+        let spent = Arc::clone(&self.spent);
         tokio::task::spawn_blocking(move || {
             // Held by the hashing itself: a request that goes away (client gone, timeout)
             // does not free its slot while its hash still runs.
@@ -229,16 +280,19 @@ impl Passwords {
                     let phc = match dummy.get() {
                         Some(d) => d.clone(),
                         None => {
-                            let d = hash_blocking(params.clone(), "tessera-dummy-password")?;
+                            let d = spent.count(|| {
+                                hash_blocking(params.clone(), "tessera-dummy-password")
+                            })?;
                             dummy.get_or_init(|| d).clone()
                         }
                     };
                     (phc, false)
                 }
             };
-            let ok = verify_blocking(&arena, password.expose_secret().as_bytes(), &phc)?;
+            let ok = spent
+                .count(|| verify_blocking(&arena, password.expose_secret().as_bytes(), &phc))?;
             let upgraded = if ok && real && weaker_than(&phc, &params) {
-                Some(hash_blocking(params, password.expose_secret())?)
+                Some(spent.count(|| hash_blocking(params, password.expose_secret()))?)
             } else {
                 None
             };
@@ -333,6 +387,32 @@ mod tests {
             queue: 0,
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_hash_is_counted_with_its_threads_cpu_time() {
+        // Heavy enough that its CPU time cannot round down to nothing.
+        let p = Passwords::new(&PasswordPolicy {
+            memory_kib: 4096,
+            iterations: 2,
+            parallelism: 1,
+            concurrency: 2,
+            queue: 4,
+        })
+        .unwrap();
+        assert_eq!(p.spent(), (0, 0));
+        let phc = p.hash(SecretString::from("pw")).await.unwrap();
+        assert!(p.verify(SecretString::from("pw"), Some(phc)).await.unwrap());
+        // An unknown user: the dummy is made, then verified (two more).
+        assert!(!p.verify(SecretString::from("pw"), None).await.unwrap());
+        let (hashes, cpu_us) = p.spent();
+        assert_eq!(hashes, 4);
+        if thread_cpu_ns().is_some() {
+            assert!(
+                cpu_us >= 4 * 100,
+                "four 4 MiB hashes took {cpu_us} µs of CPU"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

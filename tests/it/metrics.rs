@@ -112,6 +112,10 @@ async fn metrics_count_tokens_failed_logins_and_requests_by_route_template() {
         let page = browser.get(&AuthorizeUrl::new(&app).path()).await;
         let refused = browser.login(&page, "ada", "not the password").await;
         assert_eq!(refused.status, 401, "{}", refused.body);
+        let (hashes_before, cpu_before) = (
+            sample(&before, "tessera_password_hashes_total"),
+            sample(&before, "tessera_password_hash_cpu_microseconds_total"),
+        );
         // A path nobody routes: counted, but never as a label of its own.
         let probe = format!("/probe-{}", uuid::Uuid::new_v4().simple());
         let res = http().get(server.url(&probe)).send().await.unwrap();
@@ -150,6 +154,18 @@ async fn metrics_count_tokens_failed_logins_and_requests_by_route_template() {
             );
         }
         assert!(!after.contains(&probe), "raw paths never become labels");
+        // The refused password was hashed: counted, with the CPU its thread spent on it.
+        let hashes = sample(&after, "tessera_password_hashes_total");
+        assert!(
+            hashes >= hashes_before + 1.0,
+            "{}: hashes went from {hashes_before} to {hashes}",
+            db.label
+        );
+        assert!(
+            sample(&after, "tessera_password_hash_cpu_microseconds_total") > cpu_before,
+            "{}: no hashing CPU counted",
+            db.label
+        );
         server.stop().await;
     }
 }
