@@ -562,20 +562,32 @@ class Bench:
         big = {k: round(v / 1024.0, 1) for k, v in sorted(files.items(), key=lambda kv: -kv[1]) if v >= 256}
         if big:
             out["rss_by_file"] = big
+        samples = self.metrics()
+        for metric, name in (("tessera_memory_allocated_bytes", "allocated"),
+                             ("tessera_memory_allocator_resident_bytes", "allocator_resident"),
+                             ("tessera_memory_allocator_thread_cache_bytes", "thread_caches")):
+            if metric in samples:
+                out[name] = round(samples[metric] / 1048576.0, 1)
+        return out
+
+    def metrics(self):
+        """The server's /metrics (admin port) as {series: value}; empty when unreachable."""
         try:
             conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
             conn.request("GET", "/metrics")
             text = conn.getresponse().read().decode()
             conn.close()
         except OSError:
-            return out
+            return {}
+        samples = {}
         for line in text.splitlines():
-            for metric, name in (("tessera_memory_allocated_bytes ", "allocated"),
-                                 ("tessera_memory_allocator_resident_bytes ", "allocator_resident"),
-                                 ("tessera_memory_allocator_thread_cache_bytes ", "thread_caches")):
-                if line.startswith(metric):
-                    out[name] = round(float(line.split()[1]) / 1048576.0, 1)
-        return out
+            series, _, value = line.rpartition(" ")
+            if series and not line.startswith("#"):
+                try:
+                    samples[series] = float(value)
+                except ValueError:
+                    pass
+        return samples
 
     # -- provisioning -----------------------------------------------------------------
 
@@ -721,21 +733,12 @@ class Bench:
 
     def hashing(self):
         """(hashes, CPU microseconds) from the server's /metrics; None when not there."""
+        samples = self.metrics()
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-            conn.close()
-        except OSError:
+            return (samples["tessera_password_hashes_total"],
+                    samples["tessera_password_hash_cpu_microseconds_total"])
+        except KeyError:
             return None
-        got = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if name in ("tessera_password_hashes_total", "tessera_password_hash_cpu_microseconds_total"):
-                got[name] = float(value)
-        if len(got) < 2:
-            return None
-        return got["tessera_password_hashes_total"], got["tessera_password_hash_cpu_microseconds_total"]
 
     def wrk(self, script, url, c, extra_env=None):
         env = dict(os.environ, BENCH_LUA_DIR=LUA, **(extra_env or {}))
