@@ -71,10 +71,19 @@ pub fn start(mut command: Command) -> Starting {
 impl Starting {
     /// The server, once its log names the address it listens on.
     pub fn listening(mut self) -> ServerProcess {
-        let addr = self
-            .address
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server logs the address it listens on");
+        let addr = match self.address.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(e) => {
+                // Exited (or hung) before listening: what it logged says why.
+                kill(self.child.take());
+                let log = self
+                    .log
+                    .take()
+                    .map(|reader| reader.join().unwrap_or_default())
+                    .unwrap_or_default();
+                panic!("the server did not log the address it listens on ({e}); its log:\n{log}");
+            }
+        };
         ServerProcess {
             base: format!("http://{addr}"),
             child: self.child.take(),
