@@ -864,7 +864,8 @@ class Bench:
 
     def pgbench(self):
         u = urllib.parse.urlsplit(self.a.db_url)
-        conn = ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432),
+        # The host as Tessera reaches it: a socket's folder is percent-encoded in the URL.
+        conn = ["-h", urllib.parse.unquote(u.hostname or "127.0.0.1"), "-p", str(u.port or 5432),
                 "-U", u.username or "postgres", u.path.lstrip("/")]
         psql(self.a.db_url,
              "DROP TABLE IF EXISTS bench_ceiling; "
@@ -1053,6 +1054,8 @@ def machine(args):
         info["postgres_settings"] = settings
         # bench/run sets it (loopback); recorded so that the report says how it connected.
         info["pg_sslmode"] = os.environ.get("PGSSLMODE", "prefer (libpq's default)")
+        host = urllib.parse.unquote(urllib.parse.urlsplit(args.admin_url).hostname or "")
+        info["pg_transport"] = f"the Unix socket in {host}" if host.startswith("/") else f"TCP to {host}"
     return info, versions
 
 

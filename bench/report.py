@@ -285,7 +285,8 @@ def section_md(section):
     if settings:
         out.append(
             "Postgres settings: " + ", ".join(f"`{k}={v}`" for k, v in sorted(settings.items())) + " (left as found)."
-            + (f" Every client (Tessera, psql, pgbench) connects over loopback with `sslmode={mach['pg_sslmode']}`:"
+            + (f" Every client (Tessera, psql, pgbench) connects over {mach.get('pg_transport', 'loopback')}"
+               f" with `sslmode={mach['pg_sslmode']}`:"
                " on one machine TLS protects nothing and costs both sides CPU per statement."
                if mach.get("pg_sslmode") else "")
         )
@@ -949,8 +950,9 @@ from a clean clone:
    (2048-bit) and ES256 JWT signatures/s with josekit as Tessera signs, and single-row INSERT and
    indexed SELECT rates on the same Postgres (`pgbench -n -M prepared -c 16 -j 1`, custom
    scripts on a 100,000-row table with a unique index on a 32-byte digest). Every Postgres
-   client of the run (Tessera, psql, pgbench) connects over loopback without TLS
-   (`PGSSLMODE=disable`, set by `bench/run`).
+   client of the run (Tessera, psql, pgbench) connects without TLS (`PGSSLMODE=disable`, set
+   by `bench/run`), over the local server's Unix socket when `/var/run/postgresql` has one
+   (since 2026-12-06; over loopback TCP before), as a deployment on one machine would.
 9. Writes `docs/benchmarks.json` (one section per store; a run replaces only its own
    store's section) and this file from it (`bench/report.py`).
 
