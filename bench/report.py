@@ -587,6 +587,11 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     consent's write.
   - **A core idled between hashes**: with two hashes at once on two cores, the machine was
     busy 93 to 95 % of the run; with three (the new default, decision 0045) 97.4 to 98 %.
+  - **Postgres over its Unix socket** (the bench's connection since this session; loopback
+    TCP before): one A/B, back to back, c = 16, 10 s: code flow Postgres 1.68 → 1.38 ms and
+    the rest of the server 1.52 → 1.33 ms per flow (78 % of the run's own argon2id bound
+    either way, the hash itself 12.9 to 14.3 ms that minute); refresh RS256 3,197 → 3,472/s
+    (Postgres 0.238 → 0.202 ms per refresh); pgbench's single-row inserts 23,247 → 29,558/s.
 - **2026-12-06, seventh session** (the same Xeon as the fifth session).
   Measured before and after on this machine, c = 16, 10 s runs:
   - **A refresh is one statement on Postgres** (decision 0043): the credential read folded
