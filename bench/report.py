@@ -585,8 +585,12 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     again: the code's redemption with the token write in one statement on Postgres (as the
     refresh since decision 0043) and the session read at the consent form folded into the
     consent's write.
-  - **A core idled between hashes**: with two hashes at once on two cores, the machine was
-    busy 93 to 95 % of the run; with three (the new default, decision 0045) 97.4 to 98 %.
+  - **A core idles between hashes**: with two hashes at once on two cores, the machine was
+    busy 92 to 95 % of a code-flow run. Three at once kept it 97 to 99 % busy, but each
+    hash then cost about 5 % more CPU (three 19 MiB working sets sharing a 32 MiB cache), and
+    in four alternating pairs the flows per second were 110.9 against 113.2 on average, two
+    pairs each way: not kept (decision 0045). The run's own argon2id bound is comparable
+    with the separate ceiling (two hashes on two cores) only at two hashes at once.
   - **Postgres over its Unix socket** (the bench's connection since this session; loopback
     TCP before): one A/B, back to back, c = 16, 10 s: code flow Postgres 1.68 → 1.38 ms and
     the rest of the server 1.52 → 1.33 ms per flow (78 % of the run's own argon2id bound
@@ -922,7 +926,7 @@ from a clean clone:
    limits raised to 1,000,000/s so the limiter refuses nothing, and
    `login_failures_per_address_before_delay` raised to 1,000,000, since every browser comes
    from 127.0.0.1 and an attempt counts as failed until its password checks out; every other
-   setting is the default, `password_hash_concurrency` 3 and `password_hash_queue` 128
+   setting is the default, `password_hash_concurrency` 2 and `password_hash_queue` 128
    included) and times spawn → `/readyz` 200. The store was migrated by the CLI just before;
    the signing keys are made by this first start.
 5. Fills the pools: 10,000 live opaque access tokens (client_credentials over HTTP) for
@@ -976,8 +980,8 @@ Everything runs on the same machine, so wrk, the code flow's driver and Postgres
 Tessera; the CPU-per-operation figures do not depend on that, the throughputs do. The
 throughput share is against the HTTP hello ceiling at the same concurrency, and for the code
 flow against argon2id on every core (Tessera hashes at most `password_hash_concurrency`
-= 3 passwords at once, one more than the cores: decision 0045), and, in "Where a code
-flow's CPU goes", against the argon2id rate of the run itself: around each run the bench
+= 2 passwords at once, decision 0045), and, in "Where a code flow's CPU goes", against
+the argon2id rate of the run itself: around each run the bench
 reads `tessera_password_hashes_total` and `tessera_password_hash_cpu_microseconds_total`
 from the admin port (the hashing threads' own CPU clocks) and the machine's busy and idle
 ticks from `/proc/stat`.
