@@ -590,7 +590,12 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     hash then cost about 5 % more CPU (three 19 MiB working sets sharing a 32 MiB cache), and
     in four alternating pairs the flows per second were 110.9 against 113.2 on average, two
     pairs each way: not kept (decision 0045). The run's own argon2id bound is comparable
-    with the separate ceiling (two hashes on two cores) only at two hashes at once.
+    with the separate ceiling (two hashes on two cores) only at two hashes at once. The gap
+    was the relay between hashes (the finished hash wakes the next login's task, a runtime
+    thread polls it and hands the hash to the blocking pool): hashes now run on two threads
+    of their own that take the next hash from their queue themselves (decision 0046), and
+    the machine was busy 99.8 % of three SQLite code-flow runs (137 to 145 flows/s, 77 to
+    79 % of the run's own bound, in a fast minute).
   - **Postgres over its Unix socket** (the bench's connection since this session; loopback
     TCP before): one A/B, back to back, c = 16, 10 s: code flow Postgres 1.68 → 1.38 ms and
     the rest of the server 1.52 → 1.33 ms per flow (78 % of the run's own argon2id bound

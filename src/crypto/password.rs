@@ -1,8 +1,10 @@
 //! Password hashing with argon2id (RFC 9106), PHC strings in the store.
 //!
-//! Hashing costs tens of milliseconds of CPU and ~19 MiB of memory, so it runs on tokio's
-//! blocking pool, and a semaphore bounds how many run at once: a burst of logins waits rather
-//! than exhausting memory or starving the async workers. The wait is bounded too: when
+//! Hashing costs tens of milliseconds of CPU and ~19 MiB of memory, so it runs on threads of
+//! its own, `concurrency` of them, fed by one queue: a burst of logins waits rather than
+//! exhausting memory or starving the async workers. A thread that finishes a hash takes the
+//! next from the queue itself, so a core does not wait for the async runtime to start it
+//! (decision 0046). The wait is bounded too: when
 //! `concurrency + queue` checks are already running or waiting, a login check is refused at
 //! once (`PasswordError::Busy`, answered with 503 and `Retry-After`) instead of queueing
 //! without limit behind a flood.
@@ -13,8 +15,9 @@
 //! finished checks are kept in an [`Arena`] for the next one, and dropped once no check
 //! has used them for [`Arena::IDLE`]: a busy server reuses them, an idle one holds none.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -31,8 +34,8 @@ use crate::config::PasswordPolicy;
 pub enum PasswordError {
     #[error("argon2: {0}")]
     Argon2(String),
-    #[error("password hashing task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    #[error("password hashing failed before answering")]
+    Lost,
     #[error("password hashing is shutting down")]
     Closed,
     #[error("too many password checks are waiting")]
@@ -43,11 +46,13 @@ pub enum PasswordError {
 #[derive(Clone)]
 pub struct Passwords {
     params: Params,
-    permits: Arc<Semaphore>,
+    /// The hashing threads' queue; they end once every `Passwords` holding it is gone.
+    jobs: mpsc::Sender<Job>,
+    /// Hashes being computed now.
+    running: Arc<AtomicUsize>,
     /// Running plus waiting login checks: `concurrency + queue` at most.
     slots: Arc<Semaphore>,
-    /// The semaphores' sizes, to tell how many of their permits are out.
-    concurrency: usize,
+    /// The slots semaphore's size, to tell how many of its permits are out.
     slot_count: usize,
     /// A hash of a random password with the same parameters, verified when the user does not
     /// exist, so an unknown username costs the same work as a wrong password.
@@ -89,6 +94,46 @@ fn thread_cpu_ns() -> Option<u64> {
     let secs = u64::try_from(t.tv_sec).ok()?;
     let nanos = u64::try_from(t.tv_nsec).ok()?;
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Starts `count` hashing threads on one queue.
+fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, PasswordError> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..count {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name(format!("password-hash-{i}"))
+            .spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(job) = next else {
+                    return;
+                };
+                // A job that panics answers nothing (its caller sees `Lost`); the thread
+                // stays for the next.
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
+            })
+            .map_err(|e| PasswordError::Argon2(format!("starting a hashing thread: {e}")))?;
+    }
+    Ok(jobs)
+}
+
+/// Counts a hash as running for as long as it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Running {
+        count.fetch_add(1, Ordering::AcqRel);
+        Running(Arc::clone(count))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Working memory of finished password checks, kept for the next (see the module comment).
@@ -148,9 +193,9 @@ impl Passwords {
         let slot_count = concurrency.saturating_add(policy.queue);
         Ok(Passwords {
             params,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            jobs: start_threads(concurrency)?,
+            running: Arc::default(),
             slots: Arc::new(Semaphore::new(slot_count)),
-            concurrency,
             slot_count,
             dummy: Arc::new(OnceLock::new()),
             arena: Arc::default(),
@@ -174,13 +219,11 @@ impl Passwords {
         });
     }
 
-    /// How busy hashing is now: (hashes running, login checks waiting for a slot), read from
-    /// the semaphores without taking anything. A hash outside a login (setting a password)
+    /// How busy hashing is now: (hashes running, login checks waiting for a hashing thread),
+    /// read without taking anything. A hash outside a login (setting a password)
     /// runs without a queue slot, so while one runs the waiting count reads one low.
     pub fn load(&self) -> (usize, usize) {
-        let running = self
-            .concurrency
-            .saturating_sub(self.permits.available_permits());
+        let running = self.running.load(Ordering::Acquire);
         let checks = self
             .slot_count
             .saturating_sub(self.slots.available_permits());
@@ -197,13 +240,34 @@ impl Passwords {
         )
     }
 
+    /// Runs `work` on a hashing thread, after the work queued before it, and answers with
+    /// its result. The work runs to its end even if the caller goes away; whatever it holds
+    /// (a login's queue slot) is let go before the answer is sent.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let running = Arc::clone(&self.running);
+        self.jobs
+            .send(Box::new(move || {
+                let out = {
+                    let _running = Running::start(&running);
+                    work()
+                };
+                let _ = answer.send(out);
+            }))
+            .map_err(|_| PasswordError::Closed)?;
+        answered.await.map_err(|_| PasswordError::Lost)
+    }
+
     /// Computes the dummy hash now, so that even the first unknown-user login costs exactly
     /// one hash (the server calls this at start-up).
     pub async fn warm_up(&self) -> Result<(), PasswordError> {
         let params = self.params.clone();
         let dummy = self.dummy.clone();
         let spent = Arc::clone(&self.spent);
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             if dummy.get().is_none() {
                 let d = spent.count(|| hash_blocking(params, "tessera-dummy-password"))?;
                 let _ = dummy.set(d);
@@ -219,19 +283,10 @@ impl Passwords {
 
     /// A PHC string (`$argon2id$v=19$m=…`) with a fresh random salt.
     pub async fn hash(&self, password: SecretString) -> Result<String, PasswordError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
         let spent = Arc::clone(&self.spent);
-        tokio::task::spawn_blocking(move || {
-            let _held = permit;
-            spent.count(|| hash_blocking(params, password.expose_secret()))
-        })
-        .await?
+        self.run(move || spent.count(|| hash_blocking(params, password.expose_secret())))
+            .await?
     }
 
     /// Checks `password` against `phc`; with no hash (unknown user, or a user without a
@@ -260,20 +315,14 @@ impl Passwords {
                 tokio::sync::TryAcquireError::NoPermits => PasswordError::Busy,
                 tokio::sync::TryAcquireError::Closed => PasswordError::Closed,
             })?;
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PasswordError::Closed)?;
         let params = self.params.clone();
         let dummy = self.dummy.clone();
         let arena = Arc::clone(&self.arena);
         let spent = Arc::clone(&self.spent);
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             // Held by the hashing itself: a request that goes away (client gone, timeout)
             // does not free its slot while its hash still runs.
-            let _held = (slot, permit);
+            let _held = slot;
             let (phc, real) = match phc {
                 Some(phc) => (phc, true),
                 None => {
