@@ -438,6 +438,54 @@ mod tests {
         .unwrap()
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_on_their_own_threads_at_most_concurrency_at_once() {
+        let p = Passwords::new(&PasswordPolicy {
+            memory_kib: 1024,
+            iterations: 1,
+            parallelism: 1,
+            concurrency: 2,
+            queue: 16,
+        })
+        .unwrap();
+        let thread = p
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert!(
+            thread
+                .as_deref()
+                .is_some_and(|n| n.starts_with("password-hash-")),
+            "{thread:?}"
+        );
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A thread of its own, so that it samples while the runtime's threads are busy.
+        let watch = {
+            let (p, done) = (p.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut most = 0;
+                while !done.load(Ordering::Acquire) {
+                    most = most.max(p.load().0);
+                    std::thread::yield_now();
+                }
+                most
+            })
+        };
+        let checks: Vec<_> = (0..12)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.verify("x".into(), None).await })
+            })
+            .collect();
+        for check in checks {
+            assert!(!check.await.unwrap().unwrap());
+        }
+        done.store(true, Ordering::Release);
+        let most = watch.join().unwrap();
+        assert!((1..=2).contains(&most), "{most} hashes at once");
+        assert_eq!(p.load(), (0, 0), "every slot and thread let go");
+    }
+
     #[tokio::test]
     async fn every_hash_is_counted_with_its_threads_cpu_time() {
         // Heavy enough that its CPU time cannot round down to nothing.
