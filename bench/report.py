@@ -601,19 +601,21 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     the rest of the server 1.52 → 1.33 ms per flow (78 % of the run's own argon2id bound
     either way, the hash itself 12.9 to 14.3 ms that minute); refresh RS256 3,197 → 3,472/s
     (Postgres 0.238 → 0.202 ms per refresh); pgbench's single-row inserts 23,247 → 29,558/s.
-  - **This page's run against the targets** (at 3fdfcd5, two hashes at once): the code flow
-    at 73 % (Postgres) and 72 % (SQLite) of the argon2id rate of the run itself, 77 % and
-    74 % of the separate ceilings (139.2 and 156.9/s, each measured minutes after its flows).
-    Per flow on Postgres beside the 13.6 ms hash: 1.60 ms the rest of the server, 1.59 ms
-    Postgres, 0.39 ms the load generator, and 6.3 % of the machine idle (the gap between one
-    hash and the next: decision 0045). 80 % needs about 0.5 ms less beside the hash and
-    the idle time gone: fewer round trips (the code's redemption and the token write as one
-    statement, the consent form's session read folded into the consent's write). SQLite's
-    refresh p99 after every other workload at three concurrencies: 30.1 ms (RS256) and
-    40.0 ms (ES256); in a run of the SQLite workloads at c = 16 only, earlier the same day on
-    this machine, 13.4 and 16.0 ms: the tail is the log's state after the heavier runs, as
-    on the Xeon. SQLite's discovery "below Postgres" (59,788 against 61,120/s) is the
-    spread: neither touches its store.
+  - **This page's run against the targets** (at 0a6a93e: two hashes at once on threads of
+    their own, Postgres over its socket), in a slow minute of the host (the hash 14.0 to
+    14.6 ms on both cores): the machine busy 99.6 to 99.9 % under the code flow at c = 16
+    and 64, so what is left is the work beside the hash. The code flow at 75 % (Postgres)
+    and 78 % (SQLite) of the run's own argon2id bound, 76 % and 86 % of the separate
+    ceilings (136.3 and 126.9/s; SQLite's row is met only because its ceiling was measured
+    in an even slower minute). Per flow on Postgres beside the 14.6 ms hash: 1.83 ms the
+    rest of the server, 1.87 ms Postgres, 0.45 ms the load generator; 80 % of the run's
+    own bound needs about 0.5 ms less of it: fewer round trips (the code's redemption and
+    the token write as one statement, the consent form's session read folded into the
+    consent's write). SQLite's refresh p99 after every other workload at three
+    concurrencies: 18.8 ms (RS256) and 43.1 ms (ES256); in a run of the SQLite workloads at
+    c = 16 only, earlier the same day, 13.4 and 16.0 ms: the tail is the log's state after
+    the heavier runs, as on the Xeon. SQLite's discovery "below Postgres" (50,117 against
+    68,680/s) is the spread: neither touches its store.
 - **2026-12-06, seventh session** (the same Xeon as the fifth session).
   Measured before and after on this machine, c = 16, 10 s runs:
   - **A refresh is one statement on Postgres** (decision 0043): the credential read folded
