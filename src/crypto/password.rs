@@ -38,6 +38,8 @@ pub enum PasswordError {
     Lost,
     #[error("password hashing is shutting down")]
     Closed,
+    #[error("starting a password hashing thread: {0}")]
+    Start(std::io::Error),
     #[error("too many password checks are waiting")]
     Busy,
 }
@@ -115,7 +117,7 @@ fn start_threads(count: usize) -> Result<mpsc::Sender<Job>, PasswordError> {
                 // stays for the next.
                 let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
             })
-            .map_err(|e| PasswordError::Argon2(format!("starting a hashing thread: {e}")))?;
+            .map_err(PasswordError::Start)?;
     }
     Ok(jobs)
 }

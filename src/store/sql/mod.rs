@@ -177,9 +177,7 @@ impl SqlStore {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        for setting in sqlite_settings() {
-                            conn.execute(setting.as_str()).await?;
-                        }
+                        conn.execute(sqlite_settings().as_str()).await?;
                     }
                     Ok(())
                 })
@@ -198,9 +196,7 @@ impl SqlStore {
                     .acquire_timeout(Duration::from_secs(5))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            for setting in sqlite_settings() {
-                                conn.execute(setting.as_str()).await?;
-                            }
+                            conn.execute(sqlite_settings().as_str()).await?;
                             Ok(())
                         })
                     })
@@ -425,8 +421,8 @@ const SQLITE_CONNECTIONS: u32 = 4;
 const SQLITE_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What every SQLite connection of the store is set to (the pool's, through `Any`, and the
-/// timers', typed), statement by statement.
-fn sqlite_settings() -> [String; 5] {
+/// timers', typed), as one batch of statements.
+fn sqlite_settings() -> String {
     [
         // With WAL, a power cut or an OS crash may take back the last commits but never
         // leaves the file inconsistent; much faster than FULL, which syncs every commit (the
@@ -443,6 +439,7 @@ fn sqlite_settings() -> [String; 5] {
         "pragma temp_store = memory".into(),
         format!("pragma busy_timeout = {POOL_BUSY_TIMEOUT_MS}"),
     ]
+    .join(";\n")
 }
 
 /// Creates the database's folder and makes sure a missing file is created, not an error.
@@ -1217,6 +1214,32 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(temp, 2);
+        }
+    }
+
+    /// Every setting reaches the connections of both SQLite pools, though they are applied
+    /// as one batch.
+    #[tokio::test]
+    async fn sqlite_connections_of_both_pools_get_every_setting() {
+        let (_dir, store) = sqlite_store().await;
+        let expected = [
+            ("busy_timeout", POOL_BUSY_TIMEOUT_MS as i64),
+            ("wal_autocheckpoint", 0),
+            ("temp_store", 2),
+            ("cache_size", -512),
+            ("synchronous", 1),
+        ];
+        let mut pooled = store.pool.acquire().await.unwrap();
+        let timers = store.timers.as_ref().unwrap();
+        for (pragma, want) in expected {
+            let read = format!("pragma {pragma}");
+            let got: i64 = sqlx::query_scalar(&read)
+                .fetch_one(&mut *pooled)
+                .await
+                .unwrap();
+            assert_eq!(got, want, "{pragma} on the pool's connection");
+            let got: i64 = sqlx::query_scalar(&read).fetch_one(timers).await.unwrap();
+            assert_eq!(got, want, "{pragma} on the timers' connection");
         }
     }
 
