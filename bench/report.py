@@ -441,24 +441,26 @@ NOTES = """\
 ## Writes per code flow: a tested invariant
 
 A whole code flow (authorize with `prompt=consent` → sign-in → consent → code → token) makes
-exactly **5 writes** (transactions, or single-statement writes) on either store: two for the
-sign-in (the login throttle's count, and the session, whose write also takes the attempt back
-from the throttle once the password checks out), then one each for the consent with the code
-and its grant (one write since 2026-12-05), the code's redemption and the tokens. The store counts the writes it begins (`PoolStatus::writes`, exported as
-`tessera_store_writes_total`), and `tests/it/authorize.rs`
-`a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to that number on SQLite and
-Postgres: a change that adds a write fails it until the number is changed on purpose. On
-Postgres each of the session, consent, code and token writes is one statement with its audit
-event (data-modifying `with`), so a flow is 7 statements in all, reads included (measured
-with `pg_stat_statements`; 17 before 2026-12-04's second session, 9 before 2026-12-05): the
-throttle's count for all its keys with the user by name, the session, the session with its
-user and consent at `/authorize`, the session at the consent form, the consent with the
-code and its grant, the code's redemption with its user, and the tokens. The consent form's answer
-carries the code (303 to the client), so no second round trip to `/authorize` reads the
-session and the consent again. The commit counts above are higher than the writes
-because every read outside a transaction is a commit there too. Since 2026-12-06 (decision
-0039) only the last of the five, the tokens, waits on Postgres for its log to reach the disk;
-the other four commit lazily, and the tokens' flush carries them.
+exactly **4 writes on Postgres and 5 on SQLite** (transactions, or single-statement writes):
+two for the sign-in (the login throttle's count, and the session, whose write also takes the
+attempt back from the throttle once the password checks out), then one for the consent with
+the code and its grant (one write since 2026-12-05), and one for the code's redemption with
+the tokens, which SQLite writes as two (Postgres: one since decision 0047). The store counts
+the writes it begins (`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
+`tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
+those numbers on SQLite and Postgres: a change that adds a write fails it until the number
+is changed on purpose. On Postgres each of the session, consent and token writes is one
+statement with its audit event (data-modifying `with`), so a flow is 6 statements in all,
+reads included (measured with `pg_stat_statements`; 17 before 2026-12-04's second session,
+9 before 2026-12-05, 7 before decision 0047): the throttle's count for all its keys with the
+user by name, the session, the session with its user and consent at `/authorize`, the
+session at the consent form, the consent with the code and its grant, and the code's
+redemption with its user and the tokens. The consent form's answer carries the code (303
+to the client), so no second round trip to `/authorize` reads the session and the consent
+again. The commit counts above are higher than the writes because every read outside a
+transaction is a commit there too. Since 2026-12-06 (decision 0039) only the last write,
+the tokens, waits on Postgres for its log to reach the disk; the others commit lazily, and
+the tokens' flush carries them.
 
 ## Token issues share writes
 

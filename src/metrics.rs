@@ -40,6 +40,7 @@ pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
 pub const REFRESH_ROTATIONS: &str = "tessera_refresh_rotations_total";
+pub const CODE_REDEMPTIONS: &str = "tessera_code_redemptions_total";
 pub const MEMORY_ALLOCATED: &str = "tessera_memory_allocated_bytes";
 pub const MEMORY_RESIDENT: &str = "tessera_memory_allocator_resident_bytes";
 pub const MEMORY_THREAD_CACHES: &str = "tessera_memory_allocator_thread_cache_bytes";
@@ -173,6 +174,10 @@ fn describe() {
         REFRESH_ROTATIONS,
         "Refresh tokens rotated, by path: at_once (one write that also reads the old token, Postgres) or steps (read, checks, then the write)"
     );
+    describe_counter!(
+        CODE_REDEMPTIONS,
+        "Authorization codes redeemed for tokens, by path: at_once (one write that also reads the code, Postgres) or steps (the code consumed, checks, then the token write)"
+    );
     describe_gauge!(
         MEMORY_ALLOCATED,
         Unit::Bytes,
@@ -199,6 +204,7 @@ fn describe() {
     }
     for path in ["at_once", "steps"] {
         counter!(REFRESH_ROTATIONS, "path" => path).increment(0);
+        counter!(CODE_REDEMPTIONS, "path" => path).increment(0);
     }
 }
 
@@ -247,6 +253,11 @@ pub fn backchannel_logout(result: &'static str) {
 /// A refresh token was rotated by `path`: `at_once` or `steps` (decision 0043).
 pub fn refresh_rotated(path: &'static str) {
     counter!(REFRESH_ROTATIONS, "path" => path).increment(1);
+}
+
+/// An authorization code was redeemed by `path`: `at_once` or `steps` (decision 0047).
+pub fn code_redeemed(path: &'static str) {
+    counter!(CODE_REDEMPTIONS, "path" => path).increment(1);
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

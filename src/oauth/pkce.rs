@@ -61,6 +61,20 @@ pub fn challenge(
     }
 }
 
+/// The value a code row holds for the challenge that `verifier` answers (S256), so that a
+/// store can find the code by equality; `None` for a malformed verifier, which answers no
+/// challenge. [`verify`] stays the check of record: this only lets a write that would also
+/// pass it go ahead in one step (decision 0047).
+pub fn challenge_of(verifier: &str) -> Option<String> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    if !is_well_formed_verifier(verifier) {
+        return None;
+    }
+    let hashed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier));
+    challenge(Some("S256"), Some(&hashed)).ok().flatten()
+}
+
 /// At `/token` (RFC 7636 §4.6). A code issued with a challenge needs the matching verifier; a
 /// code issued without one must not be redeemed with a verifier (PKCE downgrade, RFC 9700
 /// §2.1.1). Every failure is `invalid_grant`.
@@ -117,6 +131,18 @@ mod tests {
         let wrong = "eBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
         for v in [Some(wrong), Some("short"), None] {
             assert!(verify(Some(&stored), v).is_err(), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn challenge_of_a_verifier_is_what_the_code_row_holds_rfc7636_4_6() {
+        let stored = challenge(Some("S256"), Some(CHALLENGE)).unwrap();
+        assert_eq!(challenge_of(VERIFIER), stored);
+        let wrong = "eBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert!(challenge_of(wrong).is_some());
+        assert_ne!(challenge_of(wrong), stored);
+        for malformed in ["short", &"a".repeat(129), &format!("{}!", &VERIFIER[1..])] {
+            assert_eq!(challenge_of(malformed), None, "{malformed}");
         }
     }
 

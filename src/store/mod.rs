@@ -423,6 +423,43 @@ pub struct RefreshAtOnce<'a> {
     pub audit: &'a AuditEvent,
 }
 
+/// A code redemption with its token write, for [`GrantStore::redeem_code_at_once`]: the new
+/// tokens as far as they do not depend on the code.
+#[derive(Debug, Clone)]
+pub struct CodeAtOnce<'a> {
+    /// The presented code.
+    pub code: Digest,
+    /// The authenticated client: the code must be its own.
+    pub client_id: &'a str,
+    /// The `redirect_uri` of the token request, to equal the authorization request's.
+    pub redirect_uri: Option<&'a str>,
+    /// The challenge the presented `code_verifier` answers, in the code row's encoding
+    /// ([`crate::oauth::pkce::challenge_of`]); `None` when no verifier was sent.
+    pub code_challenge: Option<&'a str>,
+    pub now: i64,
+    pub access: NewToken,
+    pub access_expires_at: i64,
+    /// `None` when the client may not use the refresh grant. Written only when the code's
+    /// scope allows it as well (see [`GrantStore::redeem_code_at_once`]).
+    pub refresh: Option<NewToken>,
+    pub refresh_idle_ttl: i64,
+    pub refresh_absolute_ttl: i64,
+    /// The `token_issued` event, written with `account_id` set to the code's user and every
+    /// string in `details` equal to [`FROM_OLD_GRANT_ID`], [`FROM_OLD_SCOPE`] or
+    /// [`FROM_CODE_REFRESH`] replaced by the code's grant id, its scope, or whether a
+    /// refresh token was written.
+    pub audit: &'a AuditEvent,
+}
+
+/// What [`GrantStore::redeem_code_at_once`] redeemed: the code as it was read (unconsumed),
+/// its user, and whether a refresh token was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedeemedCode {
+    pub code: CodeRecord,
+    pub account: AccountRecord,
+    pub refresh_issued: bool,
+}
+
 /// A new token's own values (the rest it takes from the token it replaces).
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -430,9 +467,13 @@ pub struct NewToken {
     pub jti: String,
 }
 
-/// Placeholders in [`RefreshAtOnce::audit`]'s details for what only the old token knows.
+/// Placeholders in [`RefreshAtOnce::audit`]'s and [`CodeAtOnce::audit`]'s details for what
+/// only the stored row (the old token, the code) knows.
 pub const FROM_OLD_GRANT_ID: &str = "@old-grant-id@";
 pub const FROM_OLD_SCOPE: &str = "@old-scope@";
+/// Placeholder in [`CodeAtOnce::audit`]'s details for whether a refresh token was written
+/// (replaced by a JSON boolean).
+pub const FROM_CODE_REFRESH: &str = "@code-refresh@";
 
 /// An access token, refresh token or API key. Only its digest is kept.
 #[derive(Debug, Clone, PartialEq)]

@@ -8,9 +8,9 @@
 use async_trait::async_trait;
 
 use super::{
-    AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeRecord,
-    GrantRecord, PoolStatus, ReencryptedKey, RefreshAtOnce, SessionRecord, SigningKeyRecord,
-    StandardClaims, StoreError, StoredCredential, TokenRecord,
+    AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeAtOnce,
+    CodeRecord, GrantRecord, PoolStatus, RedeemedCode, ReencryptedKey, RefreshAtOnce,
+    SessionRecord, SigningKeyRecord, StandardClaims, StoreError, StoredCredential, TokenRecord,
 };
 use crate::audit::chain::{ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
@@ -253,6 +253,22 @@ pub trait GrantStore: Send + Sync {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError>;
+    /// A code's redemption and its token write in one write, where the store has one
+    /// (Postgres, decision 0047). Consumes `r.code` only if it is a code of `r.client_id`
+    /// (which must exist), unconsumed and unexpired, issued with `r.redirect_uri` (both
+    /// absent, or equal) and with `r.code_challenge` (both absent, or equal), to a user who
+    /// exists and is enabled; then writes an access token with the code's grant, user and
+    /// scope, and a refresh token as well when `r.refresh` is given and the scope lacks
+    /// `openid` or has `offline_access` (OIDC Core §11, decision 0006), its expiry
+    /// `refresh_token_idle_ttl` from now but never past `refresh_token_absolute_ttl` from
+    /// the code's creation, and `r.audit` completed from the code. Returns the code as read,
+    /// or `None` when nothing was written (any check failed, a concurrent redemption
+    /// consumed it first, or the store has no such write): the caller then takes the usual
+    /// path, which consumes the code and tells why.
+    async fn redeem_code_at_once(
+        &self,
+        r: &CodeAtOnce<'_>,
+    ) -> Result<Option<RedeemedCode>, StoreError>;
     /// The grant of a code that exists, consumed or not (to revoke it on reuse).
     async fn code_grant_id(&self, digest: &Digest) -> Result<Option<String>, StoreError>;
     async fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError>;

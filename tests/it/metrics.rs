@@ -380,3 +380,52 @@ async fn metrics_count_refresh_rotations_by_path() {
         server.stop().await;
     }
 }
+
+/// Code exchanges are counted by how they were redeemed (decision 0047): on Postgres a code
+/// for an opaque access token is one write that also reads and consumes the code
+/// (`at_once`), and one for a JWT access token takes the consumption, checks and token
+/// write (`steps`), as every code exchange does on SQLite.
+#[tokio::test]
+async fn metrics_count_code_redemptions_by_path() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        server.user("ada").await;
+        let opaque = server.client_with("opaque", false, |_| {}).await;
+        let jwt = server
+            .client_with("jwt", false, |c| {
+                c.access_token_format = tessera::store::AccessTokenFormat::Jwt
+            })
+            .await;
+        let series = |path| format!(r#"tessera_code_redemptions_total{{path="{path}"}}"#);
+        let fast = if db.label == "postgres" {
+            "at_once"
+        } else {
+            "steps"
+        };
+        for (client, path) in [(&opaque, fast), (&jwt, "steps")] {
+            let before = scrape(&server).await;
+            let tokens = server
+                .code_flow(
+                    &server.browser(),
+                    client,
+                    AuthorizeUrl::new(client),
+                    &Pkce::new(),
+                )
+                .await;
+            assert!(tokens["access_token"].is_string(), "{tokens}");
+            let after = scrape(&server).await;
+            let (was, is) = (
+                sample(&before, &series(path)),
+                sample(&after, &series(path)),
+            );
+            assert_eq!(
+                is,
+                was + 1.0,
+                "{}: {} by {path}",
+                db.label,
+                client.record.id
+            );
+        }
+        server.stop().await;
+    }
+}

@@ -2363,3 +2363,339 @@ async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate(
         );
     }
 }
+
+/// The `token_issued` event a code redemption hands to `redeem_code_at_once`, with the
+/// code's grant id, scope and whether a refresh token is written as placeholders.
+fn redemption_event(now: i64) -> AuditEvent {
+    AuditEvent::new(AuditKind::TokenIssued, format!("client:{CLIENT}"), now)
+        .client(CLIENT)
+        .details(serde_json::json!({
+            "grant_type": "authorization_code",
+            "grant_id": store::FROM_OLD_GRANT_ID,
+            "scope": store::FROM_OLD_SCOPE,
+            "jti": "jti-new-access",
+            "refresh_token": store::FROM_CODE_REFRESH,
+        }))
+}
+
+/// Inserts grant `id` of `account_id` with `scope` and its code `code-{id}`, with
+/// `challenge` as its PKCE value.
+async fn grant_with_code(
+    store: &dyn Store,
+    id: &str,
+    account_id: &str,
+    scope: &str,
+    challenge: Option<&str>,
+) {
+    let g = GrantRecord {
+        scope: scope.into(),
+        ..grant(id, account_id)
+    };
+    let c = CodeRecord {
+        code_challenge: challenge.map(str::to_owned),
+        ..code(&format!("code-{id}"), &g)
+    };
+    store
+        .insert_code(&g, &c, &audit(AuditKind::CodeIssued))
+        .await
+        .unwrap();
+}
+
+/// Decision 0047: on Postgres, `redeem_code_at_once` consumes a code only where the code
+/// grant's own steps would issue for it (RFC 6749 §4.1.3: a code of this client, unused,
+/// unexpired, with the authorization request's redirect_uri; RFC 7636 §4.6: the challenge
+/// the verifier answers, and none without one, RFC 9700 §2.1.1; an enabled user), writes
+/// what those steps write (a refresh token only as OIDC Core §11 and decision 0006 allow),
+/// and in every other case changes nothing, so that the steps can tell why. SQLite has no
+/// such write: `None`, nothing changed.
+#[tokio::test]
+async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
+    const CB: &str = "https://app.example/cb";
+    const PKCE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cMS";
+    for db in TestDb::all().await {
+        let (recorder, store) = recorded(&db).await;
+        let store = store.as_ref();
+        grant_with_code(store, "g1", ADA, "openid", Some(PKCE)).await;
+        grant_with_code(store, "plain", ADA, "profile", None).await;
+        grant_with_code(store, "spent", ADA, "openid", Some(PKCE)).await;
+        grant_with_code(store, "bob", BOB, "openid", Some(PKCE)).await;
+        assert!(store
+            .consume_code(&Digest::of("code-spent"), 2_001)
+            .await
+            .unwrap()
+            .is_some());
+        let mut bob = account(BOB, "bob");
+        bob.disabled = true;
+        store
+            .update_account(&bob, &audit(AuditKind::UserDisabled))
+            .await
+            .unwrap();
+
+        let event = redemption_event(2_010);
+        let new_token = |digest: &str, jti: &str| store::NewToken {
+            digest: Digest::of(digest),
+            jti: jti.into(),
+        };
+        let at_once = |code: &str, client_id, redirect_uri, code_challenge| store::CodeAtOnce {
+            code: Digest::of(code),
+            client_id,
+            redirect_uri,
+            code_challenge,
+            now: 2_010,
+            access: new_token("new-a", "jti-new-access"),
+            access_expires_at: 2_610,
+            refresh: Some(new_token("new-r", "jti-new-refresh")),
+            refresh_idle_ttl: 1_000,
+            refresh_absolute_ttl: 100_000,
+            audit: &event,
+        };
+        let before = audit_count(store).await;
+        let expired = store::CodeAtOnce {
+            now: 2_060,
+            ..at_once("code-g1", CLIENT, Some(CB), Some(PKCE))
+        };
+        for (redemption, why) in [
+            (
+                at_once("unknown", CLIENT, Some(CB), Some(PKCE)),
+                "unknown code",
+            ),
+            (
+                at_once("code-g1", "other", Some(CB), Some(PKCE)),
+                "another client's code",
+            ),
+            (expired, "an expired code (expires_at = now)"),
+            (
+                at_once(
+                    "code-g1",
+                    CLIENT,
+                    Some("https://app.example/cb2"),
+                    Some(PKCE),
+                ),
+                "another redirect_uri",
+            ),
+            (
+                at_once("code-g1", CLIENT, None, Some(PKCE)),
+                "no redirect_uri where the authorization request had one",
+            ),
+            (
+                at_once("code-g1", CLIENT, Some(CB), Some("wrongS")),
+                "a verifier of another challenge",
+            ),
+            (
+                at_once("code-g1", CLIENT, Some(CB), None),
+                "no verifier for a code with a challenge",
+            ),
+            (
+                at_once("code-plain", CLIENT, Some(CB), Some(PKCE)),
+                "a verifier for a code without a challenge",
+            ),
+            (
+                at_once("code-spent", CLIENT, Some(CB), Some(PKCE)),
+                "a consumed code",
+            ),
+            (
+                at_once("code-bob", CLIENT, Some(CB), Some(PKCE)),
+                "a disabled user's code",
+            ),
+        ] {
+            let done = store.redeem_code_at_once(&redemption).await;
+            assert_eq!(done.unwrap(), None, "{}: {why}", db.label);
+        }
+        assert_eq!(audit_count(store).await, before, "{}", db.label);
+        assert_eq!(store.token(&Digest::of("new-a")).await.unwrap(), None);
+        for unconsumed in ["code-g1", "code-plain", "code-bob"] {
+            let consumed = db
+                .rows(&format!(
+                    "select consumed_at from authorization_code where digest = {}",
+                    hex_literal(&db, unconsumed)
+                ))
+                .await;
+            assert_eq!(consumed, [[None]], "{}: {unconsumed}", db.label);
+        }
+
+        let done = store
+            .redeem_code_at_once(&at_once("code-g1", CLIENT, Some(CB), Some(PKCE)))
+            .await
+            .unwrap();
+        if store.backend() != Backend::Postgres {
+            assert_eq!(done, None, "{}: no such write", db.label);
+            assert_eq!(audit_count(store).await, before);
+            continue;
+        }
+        let redeemed = done.expect("the live code is redeemed");
+        let g1 = grant("g1", ADA);
+        assert_eq!(
+            redeemed.code,
+            CodeRecord {
+                code_challenge: Some(PKCE.into()),
+                ..code("code-g1", &g1)
+            },
+            "returned as read, before the spend"
+        );
+        assert_eq!(redeemed.account, store.account(ADA).await.unwrap().unwrap());
+        assert!(
+            !redeemed.refresh_issued,
+            "OIDC Core §11: openid without offline_access"
+        );
+        assert_eq!(
+            store
+                .consume_code(&Digest::of("code-g1"), 2_020)
+                .await
+                .unwrap(),
+            None,
+            "consumed"
+        );
+        let from_code = |digest: &str, kind, jti: &str, scope: &str, grant: &str| TokenRecord {
+            digest: Digest::of(digest),
+            kind,
+            jti: jti.into(),
+            grant_id: Some(grant.into()),
+            client_id: Some(CLIENT.into()),
+            account_id: Some(ADA.into()),
+            scope: scope.into(),
+            label: None,
+            previous_digest: None,
+            created_at: 2_010,
+            expires_at: None,
+            used_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(
+            store.token(&Digest::of("new-a")).await.unwrap().unwrap(),
+            TokenRecord {
+                expires_at: Some(2_610),
+                ..from_code("new-a", TokenKind::Access, "jti-new-access", "openid", "g1")
+            }
+        );
+        assert_eq!(store.token(&Digest::of("new-r")).await.unwrap(), None);
+        // The event as the server would have written it: the placeholders filled in, the
+        // user set, the same text in the row as serde writes.
+        let mut expected = event.clone();
+        expected.account_id = Some(ADA.into());
+        expected.details = serde_json::json!({
+            "grant_type": "authorization_code",
+            "grant_id": "g1",
+            "scope": "openid",
+            "jti": "jti-new-access",
+            "refresh_token": false,
+        });
+        assert_eq!(
+            recorder.0.lock().unwrap().last(),
+            Some(&expected),
+            "what the hook heard"
+        );
+        let stored = db
+            .rows("select account_id, details from audit_event order by id desc limit 1")
+            .await;
+        assert_eq!(
+            stored,
+            [[
+                Some(ADA.to_owned()),
+                Some(serde_json::to_string(&expected.details).unwrap())
+            ]]
+        );
+
+        // A refresh token where the client may refresh and the scope allows it: its expiry
+        // min(now + idle, code created + absolute).
+        for (i, (scope, refresh, absolute, issued)) in [
+            ("openid offline_access", true, 100_000, Some(3_010)),
+            ("profile", true, 500, Some(2_500)),
+            ("profile openidx", true, 100_000, Some(3_010)),
+            ("profile", false, 100_000, None),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("r{i}");
+            grant_with_code(store, &id, ADA, scope, None).await;
+            let (a, r) = (format!("{id}-a"), format!("{id}-r"));
+            let redemption = store::CodeAtOnce {
+                access: new_token(&a, &format!("jti-{a}")),
+                refresh: refresh.then(|| new_token(&r, &format!("jti-{r}"))),
+                refresh_absolute_ttl: absolute,
+                ..at_once(&format!("code-{id}"), CLIENT, Some(CB), None)
+            };
+            let redeemed = store.redeem_code_at_once(&redemption).await.unwrap();
+            let redeemed = redeemed.unwrap_or_else(|| panic!("{scope}: redeemed"));
+            assert_eq!(redeemed.refresh_issued, issued.is_some(), "{scope}");
+            assert_eq!(
+                store.token(&Digest::of(&r)).await.unwrap(),
+                issued.map(|expires_at| TokenRecord {
+                    expires_at: Some(expires_at),
+                    ..from_code(&r, TokenKind::Refresh, &format!("jti-{r}"), scope, &id)
+                }),
+                "{scope}"
+            );
+            let details = recorder.0.lock().unwrap().last().unwrap().details.clone();
+            assert_eq!(details["refresh_token"], issued.is_some(), "{scope}");
+            assert_eq!(details["scope"], scope);
+        }
+    }
+}
+
+/// A code's digest as a SQL literal of the store's bytes type.
+fn hex_literal(db: &TestDb, value: &str) -> String {
+    let hex: String = Digest::of(value)
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    match db.label {
+        "sqlite" => format!("x'{hex}'"),
+        _ => format!("'\\x{hex}'::bytea"),
+    }
+}
+
+/// Of concurrent at-once redemptions of one code, at most one writes (decision 0047: the
+/// update's own `consumed_at is null` is the guard); the others write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redeem_code_at_once_issues_for_exactly_one_of_many_concurrent_callers() {
+    if let Some(db) = TestDb::postgres().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        grant_with_code(store.as_ref(), "g1", ADA, "profile", None).await;
+        let start = Arc::new(Barrier::new(16));
+        let callers: Vec<_> = (0..16)
+            .map(|i| {
+                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
+                tokio::spawn(async move {
+                    let event = redemption_event(2_010);
+                    let redemption = store::CodeAtOnce {
+                        code: Digest::of("code-g1"),
+                        client_id: CLIENT,
+                        redirect_uri: Some("https://app.example/cb"),
+                        code_challenge: None,
+                        now: 2_010,
+                        access: store::NewToken {
+                            digest: Digest::of(&format!("a{i}")),
+                            jti: format!("ja{i}"),
+                        },
+                        access_expires_at: 2_610,
+                        refresh: Some(store::NewToken {
+                            digest: Digest::of(&format!("r{i}")),
+                            jti: format!("jr{i}"),
+                        }),
+                        refresh_idle_ttl: 1_000,
+                        refresh_absolute_ttl: 100_000,
+                        audit: &event,
+                    };
+                    start.wait().await;
+                    store.redeem_code_at_once(&redemption).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for caller in callers {
+            winners += usize::from(caller.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(winners, 1, "{}", db.label);
+        let tokens = db
+            .rows("select count(*) from token where grant_id = 'g1'")
+            .await;
+        assert_eq!(
+            tokens,
+            [[Some("2".to_owned())]],
+            "one access and one refresh"
+        );
+    }
+}

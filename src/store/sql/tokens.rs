@@ -40,7 +40,8 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-const TOKEN_COLUMNS: &str = "digest, kind, grant_id, client_id, account_id, scope, label, \
+pub(super) const TOKEN_COLUMNS: &str =
+    "digest, kind, grant_id, client_id, account_id, scope, label, \
                              previous_digest, created_at, expires_at, used_at, revoked_at, jti";
 /// Values per token row.
 const TOKEN_VALUES: usize = 13;
@@ -598,21 +599,34 @@ static ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// `value` as a JSON string, quotes included.
-fn json_string(value: &str) -> String {
+pub(super) fn json_string(value: &str) -> String {
     serde_json::Value::from(value).to_string()
 }
 
 /// The event's placeholders replaced by the old token's values, as [`ROTATE_AT_ONCE`] does.
 fn fill_from_old(details: &mut serde_json::Value, old: &TokenRecord) {
+    fill_placeholders(details, &|s| match s {
+        FROM_OLD_GRANT_ID => Some(serde_json::Value::from(old.grant_id.clone())),
+        FROM_OLD_SCOPE => Some(serde_json::Value::from(old.scope.clone())),
+        _ => None,
+    });
+}
+
+/// Every string in `details` for which `value` has a replacement, replaced.
+pub(super) fn fill_placeholders(
+    details: &mut serde_json::Value,
+    value: &dyn Fn(&str) -> Option<serde_json::Value>,
+) {
     match details {
-        serde_json::Value::String(s) if s == FROM_OLD_GRANT_ID => {
-            *details = serde_json::Value::from(old.grant_id.clone());
+        serde_json::Value::String(s) => {
+            if let Some(v) = value(s) {
+                *details = v;
+            }
         }
-        serde_json::Value::String(s) if s == FROM_OLD_SCOPE => {
-            *details = serde_json::Value::from(old.scope.clone());
+        serde_json::Value::Object(map) => {
+            map.values_mut().for_each(|v| fill_placeholders(v, value))
         }
-        serde_json::Value::Object(map) => map.values_mut().for_each(|v| fill_from_old(v, old)),
-        serde_json::Value::Array(list) => list.iter_mut().for_each(|v| fill_from_old(v, old)),
+        serde_json::Value::Array(list) => list.iter_mut().for_each(|v| fill_placeholders(v, value)),
         _ => {}
     }
 }
