@@ -573,7 +573,36 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
-- **2026-12-06, eighth session** (this page's run: an AMD EPYC, 2 cores, AVX-512, whose
+- **2026-12-06, ninth session** (this page's run: an Intel Xeon, 2 cores, the slowest host
+  this page has seen: RS256 5,181 signatures/s and argon2id 107.5–110.9 hashes/s on both
+  cores, against 8,733–9,222 and 126.9–136.3 on the eighth session's AMD EPYC; the previous page, at
+  0a6a93e on that EPYC, is in the history of `docs/benchmarks.json`).
+  - **A code's redemption and its token write are one statement on Postgres** (decision
+    0047), as the refresh since decision 0043: a flow is 6.4 statements and 4 writes (7.4 and
+    5 before). Three interleaved pairs at c = 16 against 4846d83 on this machine: the CPU
+    that saves (a statement's executor start and commit, a round trip) is smaller than the
+    host's spread; Postgres CPU per flow over the hash's 0.097–0.110 after and 0.097–0.113
+    before, flows against the run's own argon2id bound 77.6–79.3 % both ways.
+  - **What the rest of a flow is**: a `perf` of the server during a code-flow run (cpu-clock,
+    15 s): the two hashing threads 90.6 % of the samples, the runtime threads 9.1 %, of which
+    the RS256 signature of the ID token (OpenSSL's `libcrypto`) 2.0 points, about 0.45 ms a
+    flow, the largest single cost beside the hash, and system calls (sockets, `epoll_wait`,
+    futex wake-ups) a third. One runtime worker thread instead of two
+    (`TOKIO_WORKER_THREADS=1`, three pairs): 78.9–79.3 % against 77.6–79.0 %, within the
+    spread, and one thread would cap the other workloads: not changed.
+  - **This page against the targets**: met as before wherever the machine allows it
+    (client_credentials 7,455/s, introspection 29,862/s, ES256 refresh 2,982/s, memory,
+    start, no errors). The code flow reached 79 % (Postgres) and 78 % (SQLite) of the run's
+    own argon2id bound: 0.5 ms of CPU per flow beside the hash would still have to go, and
+    the ID token's RS256 signature alone is about that. **RS256 refresh 1,725/s**: on this
+    machine 2,500 RS256 refreshes/s would spend 48 % of both cores on the signatures alone
+    (5,181/s), and a refresh cost 1.08 ms of CPU in all (0.39 of it the signature, 0.23 the
+    rest of the server, 0.44 Postgres, 0.03 the load generator), so the two cores top out
+    near 1,850/s; the EPYC run gave 3,134/s for the same code. Postgres CPU per code flow 2.03 ms (1.87 on the EPYC). SQLite's refresh p99
+    after every other workload 26.0 ms (RS256) and 23.5 ms (ES256): the restart
+    checkpoint's tail after the heavier runs, as in the seventh and eighth sessions.
+    SQLite's discovery below Postgres (34,557 against 37,814/s) is the spread again.
+- **2026-12-06, eighth session** (the page's run until the ninth session: an AMD EPYC, 2 cores, AVX-512, whose
   argon2id ceiling on both cores read 149 to 188 hashes/s within five minutes, one thread
   85 to 95/s: the host's memory traffic, not Tessera).
   - **What a flow's hash costs, measured in the run.** The server now counts its hashes and
