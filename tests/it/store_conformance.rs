@@ -2430,6 +2430,49 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             .update_account(&bob, &audit(AuditKind::UserDisabled))
             .await
             .unwrap();
+        // A code issued without a redirect_uri (RFC 6749 §4.1.3: then none is needed).
+        let open = grant("open", ADA);
+        let no_redirect = CodeRecord {
+            redirect_uri: None,
+            code_challenge: None,
+            ..code("code-open", &open)
+        };
+        store
+            .insert_code(&open, &no_redirect, &audit(AuditKind::CodeIssued))
+            .await
+            .unwrap();
+        // Postgres: the code table has no foreign keys (decision 0040), so a code can
+        // outlive its user or its client; the statement's joins are what refuse it.
+        const CY: &str = "0b5e6a52-0000-4000-8000-00000000000c";
+        store
+            .insert_account(&account(CY, "cy"), &audit(AuditKind::UserCreated))
+            .await
+            .unwrap();
+        store
+            .insert_client(&client("gone"), &audit(AuditKind::ClientCreated))
+            .await
+            .unwrap();
+        grant_with_code(store, "cy", CY, "openid", Some(PKCE)).await;
+        let gone = GrantRecord {
+            client_id: "gone".into(),
+            ..grant("gone", ADA)
+        };
+        store
+            .insert_code(
+                &gone,
+                &CodeRecord {
+                    code_challenge: None,
+                    ..code("code-gone", &gone)
+                },
+                &audit(AuditKind::CodeIssued),
+            )
+            .await
+            .unwrap();
+        if store.backend() == Backend::Postgres {
+            db.rows(&format!("delete from account where id = '{CY}'"))
+                .await;
+            db.rows("delete from client where id = 'gone'").await;
+        }
 
         let event = redemption_event(2_010);
         let new_token = |digest: &str, jti: &str| store::NewToken {
@@ -2496,6 +2539,18 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             (
                 at_once("code-bob", CLIENT, Some(CB), Some(PKCE)),
                 "a disabled user's code",
+            ),
+            (
+                at_once("code-open", CLIENT, Some(CB), None),
+                "a redirect_uri where the authorization request had none",
+            ),
+            (
+                at_once("code-cy", CLIENT, Some(CB), Some(PKCE)),
+                "a deleted user's code",
+            ),
+            (
+                at_once("code-gone", "gone", Some(CB), None),
+                "a deleted client's code",
             ),
         ] {
             let done = store.redeem_code_at_once(&redemption).await;
@@ -2602,6 +2657,7 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             ("profile", true, 500, Some(2_500)),
             ("profile openidx", true, 100_000, Some(3_010)),
             ("profile", false, 100_000, None),
+            ("openid offline_access", false, 100_000, None),
         ]
         .into_iter()
         .enumerate()
@@ -2630,6 +2686,14 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             assert_eq!(details["refresh_token"], issued.is_some(), "{scope}");
             assert_eq!(details["scope"], scope);
         }
+        // Without a redirect_uri on either side, the code is redeemed.
+        let open = store::CodeAtOnce {
+            access: new_token("open-a", "jti-open-a"),
+            refresh: None,
+            ..at_once("code-open", CLIENT, None, None)
+        };
+        let redeemed = store.redeem_code_at_once(&open).await.unwrap();
+        assert_eq!(redeemed.map(|r| r.code.grant_id).as_deref(), Some("open"));
     }
 }
 

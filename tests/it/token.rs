@@ -247,53 +247,72 @@ async fn token_malformed_requests_are_invalid_request_in_json_rfc6749_5_2() {
 
 #[tokio::test]
 async fn token_rejects_wrong_missing_or_downgraded_pkce_rfc7636_4_6() {
-    let db = TestDb::sqlite().await;
-    let (server, client, browser) = setup(&db).await;
-    let pkce = Pkce::new();
-    for verifier in [Some(Pkce::new().verifier), None] {
-        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT),
-        ];
-        if let Some(v) = &verifier {
-            form.push(("code_verifier", v));
-        }
-        let res = server.token(&client, &form).await;
-        assert_eq!(res.status, 400);
-        assert_eq!(
-            res.json()["error"],
-            "invalid_grant",
-            "verifier {verifier:?}"
-        );
-    }
-    // RFC 9700 §2.1.1: a code issued without a challenge (only a legacy client opted out of
-    // PKCE gets one, for an OpenID request with a nonce) cannot be redeemed with a verifier.
-    let legacy = server
-        .client_with("legacy", false, |c| c.require_pkce = false)
-        .await;
-    let no_pkce = AuthorizeUrl::new(&legacy)
-        .without_pkce()
-        .set("nonce", "n-1");
-    let code = code_for(&browser, &no_pkce).await;
-    let res = server
-        .token(&legacy, &exchange(&code, &pkce.verifier))
-        .await;
-    assert_eq!(res.json()["error"], "invalid_grant");
-    // Without a verifier, the same kind of code works (PKCE is optional for this client).
-    let code = code_for(&browser, &no_pkce).await;
-    let res = server
-        .token(
-            &legacy,
-            &[
+    for db in TestDb::all().await {
+        let (server, client, browser) = setup(&db).await;
+        let pkce = Pkce::new();
+        for verifier in [Some(Pkce::new().verifier), None] {
+            let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+            let mut form = vec![
                 ("grant_type", "authorization_code"),
-                ("code", &code),
+                ("code", code.as_str()),
                 ("redirect_uri", REDIRECT),
-            ],
-        )
-        .await;
-    assert_eq!(res.status, 200, "{}", res.body);
+            ];
+            if let Some(v) = &verifier {
+                form.push(("code_verifier", v));
+            }
+            let res = server.token(&client, &form).await;
+            assert_eq!(res.status, 400);
+            assert_eq!(
+                res.json()["error"],
+                "invalid_grant",
+                "verifier {verifier:?}"
+            );
+        }
+        // RFC 9700 §2.1.1: a code issued without a challenge (only a legacy client opted out of
+        // PKCE gets one, for an OpenID request with a nonce) cannot be redeemed with a verifier.
+        let legacy = server
+            .client_with("legacy", false, |c| c.require_pkce = false)
+            .await;
+        let no_pkce = AuthorizeUrl::new(&legacy)
+            .without_pkce()
+            .set("nonce", "n-1");
+        let code = code_for(&browser, &no_pkce).await;
+        let res = server
+            .token(&legacy, &exchange(&code, &pkce.verifier))
+            .await;
+        assert_eq!(res.json()["error"], "invalid_grant");
+        // Nor with a malformed one, which answers no challenge (decision 0047: it must not
+        // pass for "no verifier").
+        let code = code_for(&browser, &no_pkce).await;
+        let res = server.token(&legacy, &exchange(&code, "short")).await;
+        assert_eq!(res.json()["error"], "invalid_grant", "{}", db.label);
+        // A code that failed its check stays spent: the right verifier after a wrong one
+        // gets nothing (RFC 6749 §4.1.2, a thief who guessed wrong cannot try again).
+        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+        let wrong = server
+            .token(&client, &exchange(&code, &Pkce::new().verifier))
+            .await;
+        assert_eq!(wrong.json()["error"], "invalid_grant", "{}", db.label);
+        let right = server
+            .token(&client, &exchange(&code, &pkce.verifier))
+            .await;
+        assert_eq!(right.status, 400, "{}: {}", db.label, right.body);
+        assert_eq!(right.json()["error"], "invalid_grant");
+        // Without a verifier, the same kind of code works (PKCE is optional for this client).
+        let code = code_for(&browser, &no_pkce).await;
+        let res = server
+            .token(
+                &legacy,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                ],
+            )
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -373,77 +392,89 @@ async fn token_parallel_redemptions_of_one_code_succeed_at_most_once_rfc6749_4_1
 
 #[tokio::test]
 async fn token_rejects_expired_code_rfc6749_4_1_2() {
-    let db = TestDb::sqlite().await;
-    let (server, client, browser) = setup(&db).await;
-    let pkce = Pkce::new();
-    let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-    server.state.clock.advance(61);
-    let res = server
-        .token(&client, &exchange(&code, &pkce.verifier))
-        .await;
-    assert_eq!(res.status, 400);
-    assert_eq!(res.json()["error"], "invalid_grant");
+    for db in TestDb::all().await {
+        let (server, client, browser) = setup(&db).await;
+        let pkce = Pkce::new();
+        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+        server.state.clock.advance(61);
+        let res = server
+            .token(&client, &exchange(&code, &pkce.verifier))
+            .await;
+        assert_eq!(res.status, 400);
+        assert_eq!(res.json()["error"], "invalid_grant");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn token_rejects_code_issued_to_another_client_rfc6749_4_1_3() {
-    let db = TestDb::sqlite().await;
-    let (server, client, browser) = setup(&db).await;
-    let other = server.confidential_client("other").await;
-    let pkce = Pkce::new();
-    let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-    let res = server.token(&other, &exchange(&code, &pkce.verifier)).await;
-    assert_eq!(res.status, 400);
-    assert_eq!(res.json()["error"], "invalid_grant");
+    for db in TestDb::all().await {
+        let (server, client, browser) = setup(&db).await;
+        let other = server.confidential_client("other").await;
+        let pkce = Pkce::new();
+        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+        let res = server.token(&other, &exchange(&code, &pkce.verifier)).await;
+        assert_eq!(res.status, 400);
+        assert_eq!(res.json()["error"], "invalid_grant");
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn token_requires_the_same_redirect_uri_as_the_authorization_request_rfc6749_4_1_3() {
-    let db = TestDb::sqlite().await;
-    let (server, client, browser) = setup(&db).await;
-    let pkce = Pkce::new();
-    for redirect in [Some("http://127.0.0.1:7777/cb"), None] {
-        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-        let mut form = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("code_verifier", pkce.verifier.as_str()),
-        ];
-        if let Some(r) = redirect {
-            form.push(("redirect_uri", r));
+    for db in TestDb::all().await {
+        let (server, client, browser) = setup(&db).await;
+        let pkce = Pkce::new();
+        for redirect in [Some("http://127.0.0.1:7777/cb"), None] {
+            let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+            let mut form = vec![
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("code_verifier", pkce.verifier.as_str()),
+            ];
+            if let Some(r) = redirect {
+                form.push(("redirect_uri", r));
+            }
+            let res = server.token(&client, &form).await;
+            assert_eq!(res.json()["error"], "invalid_grant", "{redirect:?}");
         }
-        let res = server.token(&client, &form).await;
-        assert_eq!(res.json()["error"], "invalid_grant", "{redirect:?}");
+        server.stop().await;
     }
 }
 
 #[tokio::test]
 async fn token_refuses_code_of_a_user_disabled_since_authorization() {
-    let db = TestDb::sqlite().await;
-    let (server, client, browser) = setup(&db).await;
-    let pkce = Pkce::new();
-    let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-    let mut ada = server
-        .state
-        .store
-        .account_by_username("ada")
-        .await
-        .unwrap()
-        .unwrap();
-    ada.disabled = true;
-    server
-        .state
-        .store
-        .update_account(
-            &ada,
-            &tessera::audit::AuditEvent::new(tessera::audit::AuditKind::UserDisabled, "test", 0),
-        )
-        .await
-        .unwrap();
-    let res = server
-        .token(&client, &exchange(&code, &pkce.verifier))
-        .await;
-    assert_eq!(res.json()["error"], "invalid_grant");
+    for db in TestDb::all().await {
+        let (server, client, browser) = setup(&db).await;
+        let pkce = Pkce::new();
+        let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
+        let mut ada = server
+            .state
+            .store
+            .account_by_username("ada")
+            .await
+            .unwrap()
+            .unwrap();
+        ada.disabled = true;
+        server
+            .state
+            .store
+            .update_account(
+                &ada,
+                &tessera::audit::AuditEvent::new(
+                    tessera::audit::AuditKind::UserDisabled,
+                    "test",
+                    0,
+                ),
+            )
+            .await
+            .unwrap();
+        let res = server
+            .token(&client, &exchange(&code, &pkce.verifier))
+            .await;
+        assert_eq!(res.json()["error"], "invalid_grant");
+        server.stop().await;
+    }
 }
 
 /// The code exchange and the refresh of a client deleted a moment ago (still cached for up
