@@ -8,8 +8,8 @@
 //! token follows it, decision 0039).
 
 use super::{
-    has_scope, issued_event, mint, new_jti, sign_id_token, token_write_error, GrantType,
-    IdTokenPlan, Issued, Plan, RefreshPlan,
+    has_scope, issued_event, keys_to_sign_after_the_write, mint, new_jti, sign_id_token,
+    token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
@@ -139,15 +139,9 @@ async fn redeem_at_once(
     digest: Digest,
     now: i64,
 ) -> Result<Option<Issued>, OAuthError> {
-    let Ok(keys) = ctx.signer.keys(now).await else {
+    let Some(keys) = keys_to_sign_after_the_write(ctx, client, now).await else {
         return Ok(None);
     };
-    if !keys
-        .active
-        .contains_key(&client.id_token_signed_response_alg)
-    {
-        return Ok(None);
-    }
     let code_challenge = match params.get("code_verifier") {
         None => None,
         // A malformed verifier matches no code; the steps say so.

@@ -264,6 +264,22 @@ pub async fn sign_id_token(
     .await
 }
 
+/// The key set to sign a client's ID token with after a one-statement write (decisions
+/// 0043, 0047): what could stop that signature is settled before the write. The key set is
+/// read now and signed with after (no second read of the store), and the client's algorithm
+/// must have an active key. `None` otherwise: the usual steps run, and answer what went
+/// wrong as they always have (a store outage: 503).
+pub async fn keys_to_sign_after_the_write(
+    ctx: Context<'_>,
+    client: &ClientRecord,
+    now: i64,
+) -> Option<Arc<KeySet>> {
+    let keys = ctx.signer.keys(now).await.ok()?;
+    keys.active
+        .contains_key(&client.id_token_signed_response_alg)
+        .then_some(keys)
+}
+
 /// The `token_issued` event of `plan`, whose access token is `jti`.
 pub fn issued_event(ctx: Context<'_>, plan: &Plan<'_>, jti: &str, now: i64) -> AuditEvent {
     let client = plan.client;

@@ -8,8 +8,8 @@
 
 use super::authorization_code::refresh_expiry;
 use super::{
-    has_scope, issued_event, mint, new_jti, sign_id_token, token_write_error, GrantType,
-    IdTokenPlan, Issued, Plan, RefreshPlan,
+    has_scope, issued_event, keys_to_sign_after_the_write, mint, new_jti, sign_id_token,
+    token_write_error, GrantType, IdTokenPlan, Issued, Plan, RefreshPlan,
 };
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::token::{Digest, PlainSecret, ACCESS_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX};
@@ -147,19 +147,9 @@ async fn rotate_at_once(
     old: Digest,
     now: i64,
 ) -> Result<Option<Issued>, OAuthError> {
-    // What could stop the ID token's signature after the write is settled before it: the
-    // key set is read now and signed with after (no second read of the store), and the
-    // client's algorithm must have an active key. Otherwise the usual steps run, and
-    // answer what went wrong as they always have (a store outage: 503).
-    let Ok(keys) = ctx.signer.keys(now).await else {
+    let Some(keys) = keys_to_sign_after_the_write(ctx, client, now).await else {
         return Ok(None);
     };
-    if !keys
-        .active
-        .contains_key(&client.id_token_signed_response_alg)
-    {
-        return Ok(None);
-    }
     let access_token = PlainSecret::generate(ACCESS_TOKEN_PREFIX);
     let refresh_token = PlainSecret::generate(REFRESH_TOKEN_PREFIX);
     let jti = new_jti();

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
-use super::tokens::{fill_placeholders, json_string, TOKEN_COLUMNS};
+use super::tokens::{bind_event_at_once, fill_placeholders, json_string, TOKEN_COLUMNS};
 use super::{
     aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_looking_up, to_json,
     write_error, AnyQuery, Row, SqlStore, AUDIT_COLUMNS, COMMIT_LAZILY,
@@ -313,21 +313,10 @@ impl GrantStore for SqlStore {
             .bind(r.refresh.as_ref().map(|t| t.digest.as_bytes().to_vec()))
             .bind(r.refresh.as_ref().map(|t| t.jti.as_str()))
             .bind(r.refresh_idle_ttl)
-            .bind(r.refresh_absolute_ttl)
-            .bind(&event.kind)
-            .bind(&event.actor)
-            .bind(&event.source_ip)
-            .bind(&event.user_agent)
-            .bind(to_json(&event.details)?);
-        let started = std::time::Instant::now();
-        let Some(row) = q
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(write_error("token"))?
-        else {
+            .bind(r.refresh_absolute_ttl);
+        let Some(row) = self.write_at_once(bind_event_at_once(q, event)?).await? else {
             return Ok(None);
         };
-        crate::metrics::audit_appended(started.elapsed());
         // Committed: the hook hears of it whatever decoding the user finds.
         let code = code_from_row(&row)?;
         let refresh_issued = Row::new(&row).flag("refresh_issued")?;

@@ -510,21 +510,10 @@ impl TokenStore for SqlStore {
             .bind(r.refresh.digest.as_bytes())
             .bind(&r.refresh.jti)
             .bind(r.refresh_idle_ttl)
-            .bind(r.refresh_absolute_ttl)
-            .bind(&event.kind)
-            .bind(&event.actor)
-            .bind(&event.source_ip)
-            .bind(&event.user_agent)
-            .bind(to_json(&event.details)?);
-        let started = std::time::Instant::now();
-        let Some(row) = q
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(write_error("token"))?
-        else {
+            .bind(r.refresh_absolute_ttl);
+        let Some(row) = self.write_at_once(bind_event_at_once(q, event)?).await? else {
             return Ok(None);
         };
-        crate::metrics::audit_appended(started.elapsed());
         // Committed: the hook hears of it whatever decoding the grant and user finds.
         let token = token_from_row(&row)?;
         let mut written = event.clone();
@@ -533,6 +522,38 @@ impl TokenStore for SqlStore {
         self.hook.committed(std::slice::from_ref(&written));
         credential_from_row(&row).map(Some)
     }
+}
+
+impl SqlStore {
+    /// Runs a one-statement write that returns a row when it wrote (decisions 0043, 0047),
+    /// timing it as an audit insert: every such write appends its event.
+    pub(super) async fn write_at_once(
+        &self,
+        q: AnyQuery<'_>,
+    ) -> Result<Option<AnyRow>, StoreError> {
+        let started = std::time::Instant::now();
+        let row = q
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(write_error("token"))?;
+        if row.is_some() {
+            crate::metrics::audit_appended(started.elapsed());
+        }
+        Ok(row)
+    }
+}
+
+/// Binds what a one-statement write takes of its event, after its other values: the kind,
+/// actor, source address, user agent and details (the rest comes from the rows it reads).
+pub(super) fn bind_event_at_once<'q>(
+    q: AnyQuery<'q>,
+    event: &'q AuditEvent,
+) -> Result<AnyQuery<'q>, StoreError> {
+    Ok(q.bind(&event.kind)
+        .bind(&event.actor)
+        .bind(&event.source_ip)
+        .bind(&event.user_agent)
+        .bind(to_json(&event.details)?))
 }
 
 /// A token with its grant and user as [`TokenStore::credential`] and [`ROTATE_AT_ONCE`]
