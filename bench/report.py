@@ -590,6 +590,17 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     futex wake-ups) a third. One runtime worker thread instead of two
     (`TOKIO_WORKER_THREADS=1`, three pairs): 78.9–79.3 % against 77.6–79.0 %, within the
     spread, and one thread would cap the other workloads: not changed.
+  - **Where a flow's WAL records go** (`pg_walinspect` over 9 s of a c = 16 code-flow run,
+    869 flows, records grouped by relation; 66 records a flow in the table above): the four
+    audit events half (33.3), each a heap row with four index entries (`pkey`, `kind`,
+    `created`, `xact`) and, once sealed, a link row with two (about 8.3 records an event);
+    the login throttle 6.0 heap records (its count for each key at the sign-in and their
+    take-back) and 2.0 index entries; the access and refresh tokens 2.0 heap and 6.1 index
+    records; the session and the grant 1 heap and 4 index records each, the code 2 heap
+    (its insert and its redemption) and 3 index records; the consent's upsert 2.0 heap
+    records; commits 4.1. The audit trail's indexes are what is
+    left to weigh next on Postgres: each serves a search or the purge (decision 0041 already
+    took the seal's update out).
   - **This page against the targets**: met as before wherever the machine allows it
     (client_credentials 7,455/s, introspection 29,862/s, ES256 refresh 2,982/s, memory,
     start, no errors). The code flow reached 79 % (Postgres) and 78 % (SQLite) of the run's
