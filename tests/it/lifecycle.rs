@@ -872,11 +872,7 @@ async fn introspection_cache_follows_a_cli_change_within_one_second() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        let digest = tessera::crypto::token::Digest::of(&access[0]).to_hex();
-        let literal = match db.label {
-            "postgres" => format!("'\\x{digest}'::bytea"),
-            _ => format!("x'{digest}'"),
-        };
+        let literal = db.digest_literal(&tessera::crypto::token::Digest::of(&access[0]));
         let revoked = db
             .sql(&format!(
                 "update token set revoked_at = 1 where digest = {literal}"

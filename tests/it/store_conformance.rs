@@ -2562,7 +2562,7 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             let consumed = db
                 .rows(&format!(
                     "select consumed_at from authorization_code where digest = {}",
-                    hex_literal(&db, unconsumed)
+                    db.digest_literal(&Digest::of(unconsumed))
                 ))
                 .await;
             assert_eq!(consumed, [[None]], "{}: {unconsumed}", db.label);
@@ -2694,19 +2694,6 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
         };
         let redeemed = store.redeem_code_at_once(&open).await.unwrap();
         assert_eq!(redeemed.map(|r| r.code.grant_id).as_deref(), Some("open"));
-    }
-}
-
-/// A code's digest as a SQL literal of the store's bytes type.
-fn hex_literal(db: &TestDb, value: &str) -> String {
-    let hex: String = Digest::of(value)
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    match db.label {
-        "sqlite" => format!("x'{hex}'"),
-        _ => format!("'\\x{hex}'::bytea"),
     }
 }
 

@@ -40,9 +40,8 @@ fn token_from_row(row: &AnyRow) -> Result<TokenRecord, StoreError> {
     })
 }
 
-pub(super) const TOKEN_COLUMNS: &str =
-    "digest, kind, grant_id, client_id, account_id, scope, label, \
-                             previous_digest, created_at, expires_at, used_at, revoked_at, jti";
+pub(super) const TOKEN_COLUMNS: &str = "digest, kind, grant_id, client_id, account_id, \
+     scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti";
 /// Values per token row.
 const TOKEN_VALUES: usize = 13;
 

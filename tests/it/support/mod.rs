@@ -92,6 +92,15 @@ impl TestDb {
             .collect()
     }
 
+    /// A stored digest as a SQL literal of this store's bytes type, for plain SQL in tests.
+    pub fn digest_literal(&self, digest: &tessera::crypto::token::Digest) -> String {
+        let hex = digest.to_hex();
+        match self.label {
+            "postgres" => format!("'\\x{hex}'::bytea"),
+            _ => format!("x'{hex}'"),
+        }
+    }
+
     pub fn database_url(&self) -> tessera::config::DatabaseUrl {
         self.url.parse().unwrap()
     }
