@@ -1005,14 +1005,15 @@ from a clean clone:
    ms/op** (wrk's or `flows`'s own, from `getrusage` of the bench's children), **Postgres CPU ms/op**
    (the same for the Postgres backends serving the bench database, found by the database
    name in their process title, plus the shared WAL writer, checkpointer and background
-   writer; sampled every 100 ms so that exiting backends still count), commits and rows
+   writer; sampled every second so that exiting backends still count), commits and rows
    written per operation (`pg_stat_database` deltas of the bench database), table accesses per
    operation (`pg_stat_user_tables`, sequential + index), SQL statements per operation,
    **Postgres statement ms/op** (the time they spent executing and planning: wall time
    inside Postgres, so waits for locks and for a core count, while commit flushes, the
    protocol and the executor's set-up do not) and WAL records per operation (which do not
-   depend on the host at all), from `pg_stat_statements` when the server loads it, and the peak RSS of `tessera` (VmRSS
-   sampled every 50 ms). The Postgres counters are read 11 s after each run, since an idle
+   depend on the host at all), from `pg_stat_statements` when the server loads it, and the peak RSS of `tessera` (its
+   VmHWM, reset before each run through `/proc/<pid>/clear_refs`, so exact and read once;
+   where the reset is not allowed, VmRSS sampled every 50 ms). The Postgres counters are read 11 s after each run, since an idle
    Postgres 15 backend reports its last second of counts only after 10 s. A figure is the
    median over the runs; peak RSS is the maximum.
 8. Ceilings, measured by the same script on the same machine: a bare axum hello server
