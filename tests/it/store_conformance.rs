@@ -2750,3 +2750,185 @@ async fn redeem_code_at_once_issues_for_exactly_one_of_many_concurrent_callers()
         );
     }
 }
+
+/// Postgres answers an approval at the consent page with one statement that reads the
+/// browser's session itself (decision 0048). It writes what the session read and
+/// `insert_code_with_consent` would have written, and only for a session `/authorize` would
+/// issue a code for (OIDC Core §3.1.2.3: live, its user enabled, `max_age` met, the user the
+/// request names); for any other it changes nothing, so that the usual path can tell why.
+/// SQLite has no such write: `None`, nothing changed.
+#[tokio::test]
+async fn insert_code_for_session_issues_only_for_a_session_authorize_would_accept() {
+    for db in TestDb::all().await {
+        let (recorder, store) = recorded(&db).await;
+        let store = store.as_ref();
+        let sign_in = |value: &str, account_id: &str, expires_at: i64| SessionRecord {
+            expires_at,
+            sid: Some(format!("sid-{value}")),
+            amr: vec!["pwd".into(), "otp".into()],
+            ..session(value, account_id)
+        };
+        for s in [
+            sign_in("s-ada", ADA, 1_000_000),
+            sign_in("s-old", ADA, 2_010),
+            sign_in("s-bob", BOB, 1_000_000),
+        ] {
+            store
+                .insert_session(
+                    &s,
+                    None,
+                    &TakeBack::default(),
+                    &audit(AuditKind::LoginSucceeded),
+                )
+                .await
+                .unwrap();
+        }
+        let mut bob = account(BOB, "bob");
+        bob.disabled = true;
+        store
+            .update_account(&bob, &audit(AuditKind::UserDisabled))
+            .await
+            .unwrap();
+        store
+            .grant_consent(
+                ADA,
+                CLIENT,
+                "email",
+                1_500,
+                &audit(AuditKind::ConsentGranted),
+            )
+            .await
+            .unwrap();
+
+        let actor = format!("user:{}", store::FROM_SESSION_USER);
+        let consented = AuditEvent::new(AuditKind::ConsentGranted, actor.as_str(), 2_010)
+            .client(CLIENT)
+            .details(serde_json::json!({ "scope": "openid profile" }));
+        let issued = AuditEvent::new(AuditKind::CodeIssued, actor.as_str(), 2_010)
+            .client(CLIENT)
+            .details(serde_json::json!({ "grant_id": "g-new", "scope": "openid" }));
+        let claims = code("c-new", &grant("g-new", ADA)).claims;
+        let write = |session: &str, max_age, subject| store::CodeForSession {
+            session: Digest::of(session),
+            now: 2_010,
+            max_age,
+            subject,
+            client_id: CLIENT,
+            consent_scope: "openid profile",
+            grant_id: "g-new",
+            scope: "openid",
+            claims: &claims,
+            code: Digest::of("c-new"),
+            redirect_uri: Some("https://app.example/cb"),
+            nonce: Some("n-0S6_WzA2Mj"),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"),
+            expires_at: 2_070,
+            events: [&consented, &issued],
+        };
+        let before = audit_count(store).await;
+        for (w, why) in [
+            (write("s-none", None, None), "no such session"),
+            (
+                write("s-old", None, None),
+                "an expired session (expires_at = now)",
+            ),
+            (write("s-bob", None, None), "a disabled user's session"),
+            (
+                write("s-ada", Some(9), None),
+                "a sign-in older than max_age",
+            ),
+            (
+                write("s-ada", None, Some(BOB)),
+                "another user than the one named",
+            ),
+        ] {
+            let done = store.insert_code_for_session(&w).await;
+            assert_eq!(done.unwrap(), None, "{}: {why}", db.label);
+        }
+        assert_eq!(audit_count(store).await, before, "{}", db.label);
+        assert_eq!(store.grant("g-new").await.unwrap(), None);
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("email")
+        );
+
+        let done = store
+            .insert_code_for_session(&write("s-ada", Some(10), Some(ADA)))
+            .await
+            .unwrap();
+        if store.backend() != Backend::Postgres {
+            assert_eq!(done, None, "{}: no such write", db.label);
+            assert_eq!(audit_count(store).await, before);
+            continue;
+        }
+        assert_eq!(done.as_deref(), Some(ADA), "max_age met exactly, ada named");
+        // What the session read and the usual write would have stored: the session's user,
+        // sign-in time, methods and sid in the grant and the code.
+        let expected_grant = GrantRecord {
+            id: "g-new".into(),
+            amr: vec!["pwd".into(), "otp".into()],
+            sid: Some("sid-s-ada".into()),
+            created_at: 2_010,
+            claims: claims.clone(),
+            ..grant("g-new", ADA)
+        };
+        assert_eq!(
+            store.grant("g-new").await.unwrap().as_ref(),
+            Some(&expected_grant)
+        );
+        let (stored, user) = store
+            .consume_code(&Digest::of("c-new"), 2_011)
+            .await
+            .unwrap()
+            .expect("the code");
+        assert_eq!(
+            stored,
+            CodeRecord {
+                amr: expected_grant.amr.clone(),
+                sid: expected_grant.sid.clone(),
+                created_at: 2_010,
+                expires_at: 2_070,
+                consumed_at: Some(2_011),
+                ..code("c-new", &expected_grant)
+            }
+        );
+        assert_eq!(user.map(|u| u.id).as_deref(), Some(ADA));
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("email openid profile"),
+            "added to what was consented to before"
+        );
+        // The events as the usual path writes them: the user in the actor and the user column.
+        let heard = recorder.0.lock().unwrap().clone();
+        let expected: Vec<AuditEvent> = [&consented, &issued]
+            .into_iter()
+            .map(|e| AuditEvent {
+                actor: format!("user:{ADA}"),
+                ..e.clone().account(ADA)
+            })
+            .collect();
+        assert_eq!(
+            heard[heard.len() - 2..],
+            expected[..],
+            "what the hook heard"
+        );
+        let rows = db
+            .rows("select actor, account_id, kind from audit_event order by id desc limit 2")
+            .await;
+        assert_eq!(
+            rows,
+            [
+                [
+                    Some(format!("user:{ADA}")),
+                    Some(ADA.into()),
+                    Some("authorization_code_issued".into())
+                ],
+                [
+                    Some(format!("user:{ADA}")),
+                    Some(ADA.into()),
+                    Some("consent_granted".into())
+                ],
+            ]
+        );
+    }
+}
