@@ -41,7 +41,6 @@ pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
 pub const REFRESH_ROTATIONS: &str = "tessera_refresh_rotations_total";
 pub const CODE_REDEMPTIONS: &str = "tessera_code_redemptions_total";
-pub const CONSENT_CODES: &str = "tessera_consent_codes_total";
 pub const MEMORY_ALLOCATED: &str = "tessera_memory_allocated_bytes";
 pub const MEMORY_RESIDENT: &str = "tessera_memory_allocator_resident_bytes";
 pub const MEMORY_THREAD_CACHES: &str = "tessera_memory_allocator_thread_cache_bytes";
@@ -179,10 +178,6 @@ fn describe() {
         CODE_REDEMPTIONS,
         "Authorization codes redeemed for tokens, by path: at_once (one write that also reads the code, Postgres) or steps (the code consumed, checks, then the token write)"
     );
-    describe_counter!(
-        CONSENT_CODES,
-        "Codes issued in answer to an approval at the consent page, by path: at_once (one write that also reads the browser's session, Postgres) or steps (the session read, then the write)"
-    );
     describe_gauge!(
         MEMORY_ALLOCATED,
         Unit::Bytes,
@@ -210,7 +205,6 @@ fn describe() {
     for path in ["at_once", "steps"] {
         counter!(REFRESH_ROTATIONS, "path" => path).increment(0);
         counter!(CODE_REDEMPTIONS, "path" => path).increment(0);
-        counter!(CONSENT_CODES, "path" => path).increment(0);
     }
 }
 
@@ -264,12 +258,6 @@ pub fn refresh_rotated(path: &'static str) {
 /// An authorization code was redeemed by `path`: `at_once` or `steps` (decision 0047).
 pub fn code_redeemed(path: &'static str) {
     counter!(CODE_REDEMPTIONS, "path" => path).increment(1);
-}
-
-/// A code was issued in answer to an approval at the consent page by `path`: `at_once` or
-/// `steps` (decision 0048).
-pub fn consent_code_issued(path: &'static str) {
-    counter!(CONSENT_CODES, "path" => path).increment(1);
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

@@ -76,60 +76,6 @@ pub(super) async fn after_consent(
     }
 }
 
-/// The request `params` make, validated, with its `id_token_hint` applied.
-async fn prepare(
-    app: &AppState,
-    params: &Params,
-    now: i64,
-) -> Result<authorize::AuthorizeRequest, AuthorizeError> {
-    let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
-    if let Some(hint) = params.get("id_token_hint") {
-        let keys = app
-            .signer
-            .keys(now)
-            .await
-            .map_err(|e| request.fail(OAuthError::server(e)))?;
-        request.apply_id_token_hint(&keys, app.config.issuer_str(), hint)?;
-    }
-    Ok(request)
-}
-
-/// The person approved at the consent page: the code for the request (`params`, the
-/// satisfied `prompt=consent` removed) with the consent, where the store can read the
-/// browser's session in the same write (decision 0048). `None` whenever that write did not
-/// happen: no session cookie, a request that would not issue at once (`prompt=login`, say,
-/// or an invalid one), or a session the write refused; the caller then goes the usual way
-/// ([`after_consent`] after reading the session), which answers each of those as before.
-pub(super) async fn approve_at_once(
-    app: &AppState,
-    headers: &HeaderMap,
-    params: &Params,
-    peer: SocketAddr,
-    now: i64,
-) -> Option<Response> {
-    let session = session::session_digest(app, headers)?;
-    let request = prepare(app, params, now).await.ok()?;
-    if request.prompt.login || request.prompt.select_account {
-        return None;
-    }
-    let origin = forms::request_meta(app, headers, peer);
-    let issued =
-        authorize::issue_code_for_session(app.store.as_ref(), &request, session, now, origin).await;
-    Some(match issued {
-        Ok(Some(code)) => {
-            crate::metrics::consent_code_issued("at_once");
-            error::redirect_to_client(
-                app,
-                &request.redirect,
-                &[("code", code.expose())],
-                StatusCode::SEE_OTHER,
-            )
-        }
-        Ok(None) => return None,
-        Err(e) => error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER),
-    })
-}
-
 async fn step(
     app: &AppState,
     headers: &HeaderMap,
@@ -138,8 +84,16 @@ async fn step(
     known: Option<Consented>,
     given: &mut Option<ConsentGiven>,
 ) -> Result<Response, AuthorizeError> {
+    let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
-    let request = prepare(app, params, now).await?;
+    if let Some(hint) = params.get("id_token_hint") {
+        let keys = app
+            .signer
+            .keys(now)
+            .await
+            .map_err(|e| request.fail(OAuthError::server(e)))?;
+        request.apply_id_token_hint(&keys, app.config.issuer_str(), hint)?;
+    }
     let redirect_status = match known {
         Some(_) => StatusCode::SEE_OTHER,
         None => StatusCode::FOUND,
@@ -161,8 +115,6 @@ async fn step(
         Decision::Consent(account) => consent::page(app, headers, &request, &query, &account),
         Decision::Issue(session, account) => {
             let origin = super::forms::request_meta(app, headers, peer);
-            let consent = given.take();
-            let at_consent = consent.is_some();
             let code = authorize::issue_code(
                 app.store.as_ref(),
                 &request,
@@ -170,13 +122,10 @@ async fn step(
                 &account,
                 now,
                 origin,
-                consent,
+                given.take(),
             )
             .await
             .map_err(|e| request.fail(e.into()))?;
-            if at_consent {
-                crate::metrics::consent_code_issued("steps");
-            }
             error::redirect_to_client(
                 app,
                 &request.redirect,

@@ -56,16 +56,6 @@ pub async fn post(
             Err(response) => return response,
         };
     let now = app.clock.now();
-    if consent::Decision::parse(form.get("decision")) == Some(consent::Decision::Approve) {
-        let params = Params::parse(
-            pending_query(&params, &["consent"]).as_bytes(),
-            AUTHORIZE_PARAMS,
-        );
-        let at_once = authorize::approve_at_once(&app, &headers, &params, peer, now).await;
-        if let Some(response) = at_once {
-            return response;
-        }
-    }
     let (session, account) = match session::current(&app, &headers, now).await {
         Ok(Some(signed_in)) => signed_in,
         // Signed out meanwhile: back to /authorize, which asks for a login first.

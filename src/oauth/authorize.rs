@@ -13,11 +13,11 @@ use super::params::Params;
 use super::{acr, claims, id_token, pkce, redirect_uri, scope};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::crypto::keys::KeySet;
-use crate::crypto::token::{Digest, PlainSecret, CODE_PREFIX};
+use crate::crypto::token::{PlainSecret, CODE_PREFIX};
 use crate::store::client_cache::ClientCache;
 use crate::store::{
-    AccountRecord, ClientRecord, CodeForSession, CodeRecord, ConsentGiven, GrantRecord,
-    RequestedClaims, SessionRecord, Store, StoreError, FROM_SESSION_USER,
+    AccountRecord, ClientRecord, CodeRecord, ConsentGiven, GrantRecord, RequestedClaims,
+    SessionRecord, Store, StoreError,
 };
 
 /// Parameters `/authorize` reads; anything else is ignored (RFC 6749 §3.1).
@@ -461,7 +461,11 @@ pub async fn issue_code(
         sid: session.sid.clone(),
         claims: request.claims.clone(),
     };
-    let audit = code_issued_event(request, &account.id, &grant.id, now, (ip, agent));
+    let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{}", account.id), now)
+        .client(&request.client.id)
+        .account(&account.id)
+        .from_request(ip, agent)
+        .details(serde_json::json!({ "grant_id": grant.id, "scope": grant.scope }));
     match consent {
         Some(consent) => {
             store
@@ -471,68 +475,4 @@ pub async fn issue_code(
         None => store.insert_code(&grant, &record, &audit).await?,
     }
     Ok(code)
-}
-
-/// The `code_issued` event of a code of `request`'s for the user `user_id`, with grant
-/// `grant_id`.
-fn code_issued_event(
-    request: &AuthorizeRequest,
-    user_id: &str,
-    grant_id: &str,
-    now: i64,
-    (ip, agent): (Option<String>, Option<String>),
-) -> AuditEvent {
-    AuditEvent::new(AuditKind::CodeIssued, format!("user:{user_id}"), now)
-        .client(&request.client.id)
-        .account(user_id)
-        .from_request(ip, agent)
-        .details(serde_json::json!({ "grant_id": grant_id, "scope": request.scope_str }))
-}
-
-/// [`issue_code`] with the consent just given at the consent page, for the browser session
-/// whose cookie has the digest `session`, read by the write itself (decision 0048): the code
-/// is issued only if the session would let `/authorize` issue it (live, its user enabled,
-/// `max_age` and the named subject met). `None` when nothing was written; the caller then
-/// reads the session and goes the usual way, which says why.
-pub async fn issue_code_for_session(
-    store: &dyn Store,
-    request: &AuthorizeRequest,
-    session: Digest,
-    now: i64,
-    origin: (Option<String>, Option<String>),
-) -> Result<Option<PlainSecret>, StoreError> {
-    let code = PlainSecret::generate(CODE_PREFIX);
-    let grant_id = uuid::Uuid::new_v4().to_string();
-    let consent_scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
-    let consented = super::consent::consent_event(
-        AuditKind::ConsentGranted,
-        FROM_SESSION_USER,
-        &request.client.id,
-        &consent_scope,
-        now,
-        origin.clone(),
-    );
-    let issued = code_issued_event(request, FROM_SESSION_USER, &grant_id, now, origin);
-    let written = store
-        .insert_code_for_session(&CodeForSession {
-            session,
-            now,
-            max_age: request.max_age,
-            subject: request.hint_subject.as_deref(),
-            client_id: &request.client.id,
-            consent_scope: &consent_scope,
-            grant_id: &grant_id,
-            scope: &request.scope_str,
-            claims: &request.claims,
-            code: code.digest(),
-            redirect_uri: request
-                .redirect_uri_sent
-                .then_some(request.redirect.redirect_uri.as_str()),
-            nonce: request.nonce.as_deref(),
-            code_challenge: request.code_challenge.as_deref(),
-            expires_at: now + CODE_TTL_SECS,
-            events: [&consented, &issued],
-        })
-        .await?;
-    Ok(written.map(|_| code))
 }

@@ -42,14 +42,11 @@ pub async fn decide(
     // The scopes whose claims the request asked for by name are consented to with the rest.
     let scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
     let audit = |kind| {
-        consent_event(
-            kind,
-            &account.id,
-            &request.client.id,
-            &scope,
-            now,
-            (ip.clone(), agent.clone()),
-        )
+        AuditEvent::new(kind, format!("user:{}", account.id), now)
+            .account(&account.id)
+            .client(&request.client.id)
+            .from_request(ip.clone(), agent.clone())
+            .details(serde_json::json!({ "scope": scope }))
     };
     match decision {
         Decision::Approve => Ok(ConsentGiven {
@@ -67,20 +64,4 @@ pub async fn decide(
             ))
         }
     }
-}
-
-/// The `consent_granted` or `consent_denied` event of the user `user_id` for `scope`.
-pub fn consent_event(
-    kind: AuditKind,
-    user_id: &str,
-    client_id: &str,
-    scope: &str,
-    now: i64,
-    (ip, agent): Origin,
-) -> AuditEvent {
-    AuditEvent::new(kind, format!("user:{user_id}"), now)
-        .account(user_id)
-        .client(client_id)
-        .from_request(ip, agent)
-        .details(serde_json::json!({ "scope": scope }))
 }

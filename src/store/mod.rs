@@ -451,39 +451,6 @@ pub struct CodeAtOnce<'a> {
     pub audit: &'a AuditEvent,
 }
 
-/// An approval at the consent page with the code it answers, for
-/// [`GrantStore::insert_code_for_session`]: everything the write takes but what the
-/// browser's session tells, which the write reads itself: the user, the sign-in's time and
-/// methods, and the session's `sid`.
-#[derive(Debug, Clone)]
-pub struct CodeForSession<'a> {
-    /// The session cookie's digest.
-    pub session: Digest,
-    pub now: i64,
-    /// The request's `max_age`: the sign-in at most this many seconds before `now`.
-    pub max_age: Option<i64>,
-    /// The user the request names (`id_token_hint`, or `sub` in `claims`), if any.
-    pub subject: Option<&'a str>,
-    pub client_id: &'a str,
-    /// The scope consented to (added to what the user consented to before).
-    pub consent_scope: &'a str,
-    pub grant_id: &'a str,
-    /// The scope of the grant and of the code.
-    pub scope: &'a str,
-    pub claims: &'a RequestedClaims,
-    pub code: Digest,
-    pub redirect_uri: Option<&'a str>,
-    pub nonce: Option<&'a str>,
-    pub code_challenge: Option<&'a str>,
-    pub expires_at: i64,
-    /// The `consent_granted` and `code_issued` events, written with `account_id` set to the
-    /// session's user and [`FROM_SESSION_USER`] in `actor` replaced by the user's id.
-    pub events: [&'a AuditEvent; 2],
-}
-
-/// Placeholder in [`CodeForSession::events`]' actors for the session's user id.
-pub const FROM_SESSION_USER: &str = "@session-user@";
-
 /// What [`GrantStore::redeem_code_at_once`] redeemed: the code as it was read (unconsumed),
 /// its user, and whether a refresh token was written.
 #[derive(Debug, Clone, PartialEq)]

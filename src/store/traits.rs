@@ -9,9 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     AccountRecord, ApiKeyRecord, AuditFilter, AuditRecord, Backend, ClientRecord, CodeAtOnce,
-    CodeForSession, CodeRecord, GrantRecord, PoolStatus, RedeemedCode, ReencryptedKey,
-    RefreshAtOnce, SessionRecord, SigningKeyRecord, StandardClaims, StoreError, StoredCredential,
-    TokenRecord,
+    CodeRecord, GrantRecord, PoolStatus, RedeemedCode, ReencryptedKey, RefreshAtOnce,
+    SessionRecord, SigningKeyRecord, StandardClaims, StoreError, StoredCredential, TokenRecord,
 };
 use crate::audit::chain::{ChainHead, ChainRow, Checkpoint, Tagger};
 use crate::audit::AuditEvent;
@@ -246,18 +245,6 @@ pub trait GrantStore: Send + Sync {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
-    /// [`GrantStore::insert_code_with_consent`] for the browser session `w.session`, whose
-    /// read is part of the write: only if the session is live at `w.now`, its user enabled,
-    /// signed in at most `w.max_age` seconds before and the one `w.subject` names (each when
-    /// given), the consent, the grant and the code are written with the session's user,
-    /// sign-in time, methods and `sid`, and `w.events` completed with the user. Returns the
-    /// user's id, or `None` when nothing was written (any check failed, or the store has no
-    /// such write): the caller then reads the session and takes the usual path, which tells
-    /// why (decision 0048).
-    async fn insert_code_for_session(
-        &self,
-        w: &CodeForSession<'_>,
-    ) -> Result<Option<String>, StoreError>;
     /// Marks the code consumed and returns it with its user (`None` if the user is gone),
     /// in one statement, if it exists and was not consumed before: of any number of
     /// concurrent calls for one code, at most one gets it.

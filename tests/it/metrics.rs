@@ -429,37 +429,3 @@ async fn metrics_count_code_redemptions_by_path() {
         server.stop().await;
     }
 }
-
-/// Codes issued at the consent form are counted by path (decision 0048): the session read
-/// inside the write on Postgres, read first on SQLite.
-#[tokio::test]
-async fn metrics_count_consent_codes_by_path() {
-    for db in TestDb::all().await {
-        let server = TestServer::start(&db).await;
-        server.user("ada").await;
-        let client = server.client_with("web", false, |_| {}).await;
-        let path = if db.label == "postgres" {
-            "at_once"
-        } else {
-            "steps"
-        };
-        let series = |path| format!(r#"tessera_consent_codes_total{{path="{path}"}}"#);
-        let before = scrape(&server).await;
-        let tokens = server
-            .code_flow(
-                &server.browser(),
-                &client,
-                AuthorizeUrl::new(&client),
-                &Pkce::new(),
-            )
-            .await;
-        assert!(tokens["access_token"].is_string(), "{tokens}");
-        let after = scrape(&server).await;
-        for p in ["at_once", "steps"] {
-            let added = sample(&after, &series(p)) - sample(&before, &series(p));
-            let expected = if p == path { 1.0 } else { 0.0 };
-            assert_eq!(added, expected, "{}: {p}", db.label);
-        }
-        server.stop().await;
-    }
-}

@@ -7,7 +7,7 @@ use crate::audit::AuditEvent;
 use crate::store::{Backend, ConsentStore, StoreError};
 
 /// The scopes of `before` in their order, then those of `added` not among them, each once.
-pub(super) fn merged(before: &str, added: &str) -> String {
+fn merged(before: &str, added: &str) -> String {
     let mut scopes: Vec<&str> = Vec::new();
     for s in before.split_whitespace().chain(added.split_whitespace()) {
         if !scopes.contains(&s) {
@@ -17,34 +17,21 @@ pub(super) fn merged(before: &str, added: &str) -> String {
     scopes.join(" ")
 }
 
-/// Postgres: what an existing consent becomes when more is consented to: the scopes already
-/// consented to in their order, then the new ones, each once.
-macro_rules! consent_merge_pg {
-    () => {
-        "updated_at = excluded.updated_at, scope = (\
-         select coalesce(string_agg(w, ' ' order by n), '') from (\
-         select w, min(n) as n from unnest(string_to_array(\
-         consent.scope || ' ' || excluded.scope, ' ')) with ordinality as t (w, n) \
-         where w <> '' group by w) as words)"
-    };
-}
-
 /// Postgres: the consent upsert, `$1` account, `$2` client, `$3` scope (each once), `$4`
 /// now. One statement: the upsert locks the row (a concurrent grant waits, then merges into
 /// what this one wrote), and the merge keeps the scopes already consented to in their order,
 /// then adds the new ones, each once. The user and the client are looked up, not taken as
 /// given: the consent table has no foreign keys on Postgres (decision 0040), and a null
 /// refuses the row.
-pub(super) const CONSENT_UPSERT_PG: &str = concat!(
-    "insert into consent (account_id, client_id, scope, \
+pub(super) const CONSENT_UPSERT_PG: &str = "insert into consent (account_id, client_id, scope, \
      created_at, updated_at) values ((select x.id from account x where x.id = $1), \
      (select x.id from client x where x.id = $2), $3, $4, $4) \
-     on conflict (account_id, client_id) do update set ",
-    consent_merge_pg!()
-);
-
-/// The update of [`CONSENT_UPSERT_PG`]'s conflict, for the other consent upserts.
-pub(super) const CONSENT_MERGE_PG: &str = consent_merge_pg!();
+     on conflict (account_id, client_id) \
+     do update set updated_at = excluded.updated_at, scope = (\
+     select coalesce(string_agg(w, ' ' order by n), '') from (\
+     select w, min(n) as n from unnest(string_to_array(\
+     consent.scope || ' ' || excluded.scope, ' ')) with ordinality as t (w, n) \
+     where w <> '' group by w) as words)";
 
 /// Binds [`CONSENT_UPSERT_PG`]'s four values.
 pub(super) fn bind_consent_pg<'q>(

@@ -6,20 +6,19 @@ use sqlx::any::AnyRow;
 use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
-use super::consents::{bind_consent_pg, consent_in, merged, CONSENT_MERGE_PG, CONSENT_UPSERT_PG};
+use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
 use super::tokens::{bind_event_at_once, fill_placeholders, json_string, TOKEN_COLUMNS};
 use super::{
-    aliased, audit_insert_lazily_sql, audit_rows, bind_audit, placeholders,
-    placeholders_looking_up, to_json, write_error, AnyQuery, Row, SqlStore, AUDIT_COLUMNS,
-    COMMIT_LAZILY,
+    aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_looking_up, to_json,
+    write_error, AnyQuery, Row, SqlStore, AUDIT_COLUMNS, COMMIT_LAZILY,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
 use crate::store::{
-    AccountRecord, AccountStore, CodeAtOnce, CodeForSession, CodeRecord, ConsentGiven, GrantRecord,
-    GrantStore, RedeemedCode, RequestedClaims, StoreError, FROM_CODE_REFRESH, FROM_OLD_GRANT_ID,
-    FROM_OLD_SCOPE, FROM_SESSION_USER,
+    AccountRecord, AccountStore, CodeAtOnce, CodeRecord, ConsentGiven, GrantRecord, GrantStore,
+    RedeemedCode, RequestedClaims, StoreError, FROM_CODE_REFRESH, FROM_OLD_GRANT_ID,
+    FROM_OLD_SCOPE,
 };
 
 macro_rules! code_columns {
@@ -290,40 +289,6 @@ static REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Postgres: [`GrantStore::insert_code_for_session`] in one statement, where the consent
-/// form's answer had been the session's read and then [`code_write_sql_pg`]: one round trip
-/// less per sign-in (decision 0048). `s` is the read, with every check `/authorize` makes of
-/// a session before it issues a code: live, its user enabled, `max_age` (`$3`) and the
-/// named subject (`$4`). Every insert selects from `s`, so either all are written or, when
-/// `s` is empty, none. The client is looked up as [`code_insert_sql_pg`] does (decision
-/// 0040). Committed lazily like the write it replaces (decision 0039).
-static CODE_FOR_SESSION: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "with s as (select s.account_id, s.auth_time, s.amr, s.sid from session s \
-         join account a on a.id = s.account_id \
-         where s.id_digest = $1 and s.expires_at > $2 and not a.disabled \
-         and ($3::bigint is null or $2 - s.auth_time <= $3) \
-         and ($4::text is null or s.account_id = $4)), \
-         k as (insert into consent (account_id, client_id, scope, created_at, updated_at) \
-         select s.account_id, (select x.id from client x where x.id = $5), $6, $2, $2 from s \
-         on conflict (account_id, client_id) do update set {CONSENT_MERGE_PG}), \
-         g as (insert into oauth_grant ({}) \
-         select $7, $5, s.account_id, $8, s.auth_time, s.amr, $2, null, s.sid, $9 from s), \
-         c as (insert into authorization_code ({}) \
-         select $10, $7, (select x.id from client x where x.id = $5), s.account_id, $11, $8, \
-         $12, $13, s.auth_time, s.amr, $2, $14, null, s.sid, $9 from s), \
-         e as (insert into audit_event ({AUDIT_COLUMNS}) \
-         select v.created_at, v.kind, replace(v.actor, '{FROM_SESSION_USER}', s.account_id), \
-         v.client_id, s.account_id, v.source_ip, v.user_agent, v.details \
-         from s cross join (values {}) as v (created_at, kind, actor, client_id, account_id, \
-         source_ip, user_agent, details) where {COMMIT_LAZILY}) \
-         select s.account_id from s",
-        grant_columns!(),
-        code_columns!(),
-        audit_rows(15, 2),
-    )
-});
-
 #[async_trait]
 impl GrantStore for SqlStore {
     async fn redeem_code_at_once(
@@ -372,60 +337,6 @@ impl GrantStore for SqlStore {
             account,
             refresh_issued,
         }))
-    }
-
-    async fn insert_code_for_session(
-        &self,
-        w: &CodeForSession<'_>,
-    ) -> Result<Option<String>, StoreError> {
-        // SQLite's reads cost no round trip.
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let _turn = self.write_turn().await;
-        let mut q = sqlx::query(&CODE_FOR_SESSION)
-            .bind(w.session.as_bytes())
-            .bind(w.now)
-            .bind(w.max_age)
-            .bind(w.subject)
-            .bind(w.client_id)
-            .bind(merged("", w.consent_scope))
-            .bind(w.grant_id)
-            .bind(w.scope)
-            .bind(requested_claims(w.claims)?)
-            .bind(w.code.as_bytes())
-            .bind(w.redirect_uri)
-            .bind(w.nonce)
-            .bind(w.code_challenge)
-            .bind(w.expires_at);
-        for event in w.events {
-            q = bind_audit(q, event)?;
-        }
-        let started = std::time::Instant::now();
-        let Some(row) = q
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(write_error("grant"))?
-        else {
-            return Ok(None);
-        };
-        for _ in w.events {
-            crate::metrics::audit_appended(started.elapsed());
-        }
-        // Committed; the events name the user the statement read.
-        let account_id: String = Row::new(&row).get("account_id")?;
-        let written: Vec<AuditEvent> = w
-            .events
-            .iter()
-            .map(|event| {
-                let mut event = (*event).clone();
-                event.actor = event.actor.replace(FROM_SESSION_USER, &account_id);
-                event.account_id = Some(account_id.clone());
-                event
-            })
-            .collect();
-        self.hook.committed(&written);
-        Ok(Some(account_id))
     }
 
     async fn insert_code(

@@ -702,7 +702,7 @@ fn audit_insert_sql(first: usize, events: usize) -> String {
 /// `events` audit rows' placeholders, numbered from `first`. The time is cast: a `values`
 /// list under a `select` ([`audit_insert_lazily_sql`]) takes no column types from the table
 /// (sqlx sends typed values anyway; this keeps the statement valid without them).
-pub(super) fn audit_rows(first: usize, events: usize) -> String {
+fn audit_rows(first: usize, events: usize) -> String {
     let rows: Vec<String> = (0..events)
         .map(|i| {
             let p = first + i * AUDIT_VALUES;
