@@ -496,6 +496,65 @@ async fn consent_approval_answers_with_the_code_by_303_never_307_rfc9700_4_12() 
     assert_eq!(res.status, 200, "{}", res.body);
 }
 
+/// An approval whose session ended after the consent page was shown, by a sign-out or by
+/// the user's disabling (which ends every session too), issues nothing: the browser goes
+/// back to `/authorize`, which asks for a sign-in (OIDC Core §3.1.2.3), on both stores.
+#[tokio::test]
+async fn consent_approval_after_the_session_ended_issues_nothing_oidc_3_1_2_3() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        let ada = server.user("ada").await;
+        let store = server.state.store.as_ref();
+        for ending in ["signed out", "disabled"] {
+            let browser = server.browser();
+            let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+            let after = browser.login(&login, "ada", PASSWORD).await;
+            let consent = browser.get(after.location()).await;
+            assert!(consent.body.contains("decision"), "{}", consent.body);
+            let mut account = store.account(&ada.id).await.unwrap().unwrap();
+            match ending {
+                "signed out" => {
+                    db.rows("delete from session").await;
+                }
+                _ => {
+                    account.disabled = true;
+                    store
+                        .update_account(
+                            &account,
+                            &tessera::audit::AuditEvent::new(
+                                tessera::audit::AuditKind::UserDisabled,
+                                "test",
+                                0,
+                            ),
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+            let res = browser.consent(&consent, "approve").await;
+            assert_eq!(res.status, 303, "{}: {ending}", db.label);
+            assert!(
+                res.location().starts_with("/authorize?"),
+                "{}: {ending}: {}",
+                db.label,
+                res.location()
+            );
+            let written = db
+                .rows("select (select count(*) from authorization_code) + (select count(*) from consent)")
+                .await;
+            assert_eq!(written, [[Some("0".to_owned())]], "{}: {ending}", db.label);
+            let again = browser.get(res.location()).await;
+            assert!(
+                again.body.contains("name=\"password\""),
+                "{}: {ending}",
+                db.label
+            );
+        }
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn login_without_valid_csrf_token_is_refused_and_changes_nothing() {
     let (_db, server) = server().await;
