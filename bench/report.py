@@ -573,6 +573,44 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-06, tenth session** (not this page's run: an AMD EPYC, 2 cores, argon2id
+  118.3/s and RS256 7,826/s on both cores at the session's start; the machine slowed during
+  the session, and its full run at cf6c514, kept out of this page, measured client_credentials
+  8,269/s, introspection 33,298/s, refresh 1,915/s (RS256) and 2,657/s (ES256), the code
+  flow at 80 % of that run's argon2id ceiling (110.9/s) and 77 % of its own bound on
+  Postgres, with the SQLite half run later on a slower minute: JWKS, which touches no
+  store, 46,523/s there against 55,578/s on the Postgres half).
+  - **The bench's sampler took CPU from what it measured.** `perf -a` (cpu-clock) of a
+    code-flow run at c = 16: the two hashing threads 81.0 % of all samples, Postgres 7.5 %,
+    the runtime threads 7.3 % (OpenSSL's `libcrypto` 1.7 points of it: the ID token's RS256
+    signature), the `flows` driver 2.1 %, bench.py's sampler 0.8 % (twenty `/proc` scans a
+    second), the kernel's DAMON thread 0.5 %. The peak RSS of a run is now the server's
+    VmHWM, reset before the run through `/proc/<pid>/clear_refs`, and Postgres's CPU is
+    sampled once a second: the sampler fell below 0.1 %. (This page's peak RSS figures were
+    sampled every 50 ms.)
+  - **Where Postgres's CPU goes in a flow**: all of it in the bench database's backends
+    (the WAL writer, checkpointer and background writer 0.05 ms a flow). By
+    `pg_stat_statements`: the consent with its code 0.178 ms of execution, the code's
+    redemption 0.156–0.170, the session with the throttle's take-back 0.150–0.153, the
+    throttle's count 0.102–0.156, the two session reads 0.020–0.047: 0.65 ms of the 1.6 ms
+    Postgres spends per flow.
+  - **Not adopted: the consent form's session read inside its write** (decision 0048).
+    Statements per flow 6.44 → 5.44, but three interleaved pairs moved neither Postgres CPU
+    (1.61–1.73 → 1.64–1.68 ms a flow) nor server CPU nor flows/s beyond the spread:
+    Postgres's CPU follows what a flow writes and commits, not how many statements carry it.
+    The statement is gone again; the fallback test it came with stays.
+  - **SQLite's refresh tail comes with the database's size.** Refresh at c = 16 after
+    client_credentials (opaque, JWT) and introspection at c = 1, 16 and 64: p99 27.6 ms
+    (RS256) and 33.7 ms (ES256); after the two client_credentials runs at c = 16 alone:
+    13.5 and 16.2 ms. Server CPU per refresh grows with the file (0.60 → 0.65 ms RS256,
+    0.33 → 0.39 ES256), and the cores were busy only 74 to 88 % of those runs, so the tail
+    is waiting, not computing. `strace` during the ES256 run: the pool's connections read
+    pages with `pread64` at offsets up to 220 MB (the token and audit indexes outgrow the
+    512 KiB page cache of each connection), the checkpoint's `fsync` calls took 1 to 5 ms,
+    one 20 ms. An 8 MiB page cache per connection gave p99 19.9 ms (RS256) and 38.4 ms
+    (ES256) in one run each: not conclusive, not changed. One run of the same sequence had
+    introspection (JSON) at c = 16 with a p99 of 1,305 ms where three others had 2.4 to
+    3.3 ms: a stall of over a second somewhere in the SQLite path, still to find.
 - **2026-12-06, ninth session** (this page's run: an Intel Xeon, 2 cores, the slowest host
   this page has seen: RS256 5,181 signatures/s and argon2id 107.5–110.9 hashes/s on both
   cores, against 8,733–9,222 and 126.9–136.3 on the eighth session's AMD EPYC; the previous page, at
