@@ -496,8 +496,8 @@ async fn consent_approval_answers_with_the_code_by_303_never_307_rfc9700_4_12() 
     assert_eq!(res.status, 200, "{}", res.body);
 }
 
-/// An approval whose session ended after the consent page was shown, by a sign-out or by
-/// the user's disabling (which ends every session too), issues nothing: the browser goes
+/// An approval whose session ended after the consent page was shown (a sign-out) or whose
+/// user was disabled meanwhile issues nothing: the browser goes
 /// back to `/authorize`, which asks for a sign-in (OIDC Core §3.1.2.3), on both stores.
 #[tokio::test]
 async fn consent_approval_after_the_session_ended_issues_nothing_oidc_3_1_2_3() {
@@ -505,32 +505,17 @@ async fn consent_approval_after_the_session_ended_issues_nothing_oidc_3_1_2_3() 
         let server = TestServer::start(&db).await;
         let client = server.confidential_client("web").await;
         let ada = server.user("ada").await;
-        let store = server.state.store.as_ref();
         for ending in ["signed out", "disabled"] {
             let browser = server.browser();
             let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
             let after = browser.login(&login, "ada", PASSWORD).await;
             let consent = browser.get(after.location()).await;
             assert!(consent.body.contains("decision"), "{}", consent.body);
-            let mut account = store.account(&ada.id).await.unwrap().unwrap();
             match ending {
                 "signed out" => {
                     db.rows("delete from session").await;
                 }
-                _ => {
-                    account.disabled = true;
-                    store
-                        .update_account(
-                            &account,
-                            &tessera::audit::AuditEvent::new(
-                                tessera::audit::AuditKind::UserDisabled,
-                                "test",
-                                0,
-                            ),
-                        )
-                        .await
-                        .unwrap();
-                }
+                _ => server.disable_user(&ada.id).await,
             }
             let res = browser.consent(&consent, "approve").await;
             assert_eq!(res.status, 303, "{}: {ending}", db.label);

@@ -318,7 +318,7 @@ async fn refresh_scope_may_narrow_but_never_widen_and_id_token_keeps_auth_time_r
 async fn refresh_is_bound_to_its_client_and_stops_for_disabled_users_rfc6749_10_4() {
     for db in TestDb::all().await {
         let server = TestServer::start(&db).await;
-        let mut ada = server.user("ada").await;
+        let ada = server.user("ada").await;
         let client = app_client(&server, "web").await;
         let other = app_client(&server, "other").await;
         let first = code_tokens(&server, &client, SCOPE).await;
@@ -332,20 +332,7 @@ async fn refresh_is_bound_to_its_client_and_stops_for_disabled_users_rfc6749_10_
         );
 
         let second = code_tokens(&server, &client, SCOPE).await;
-        ada.disabled = true;
-        server
-            .state
-            .store
-            .update_account(
-                &ada,
-                &tessera::audit::AuditEvent::new(
-                    tessera::audit::AuditKind::UserDisabled,
-                    "test",
-                    0,
-                ),
-            )
-            .await
-            .unwrap();
+        server.disable_user(&ada.id).await;
         let res = refresh(
             &server,
             &client,

@@ -448,27 +448,14 @@ async fn token_refuses_code_of_a_user_disabled_since_authorization() {
         let (server, client, browser) = setup(&db).await;
         let pkce = Pkce::new();
         let code = code_for(&browser, &AuthorizeUrl::new(&client).pkce(&pkce)).await;
-        let mut ada = server
+        let ada = server
             .state
             .store
             .account_by_username("ada")
             .await
             .unwrap()
             .unwrap();
-        ada.disabled = true;
-        server
-            .state
-            .store
-            .update_account(
-                &ada,
-                &tessera::audit::AuditEvent::new(
-                    tessera::audit::AuditKind::UserDisabled,
-                    "test",
-                    0,
-                ),
-            )
-            .await
-            .unwrap();
+        server.disable_user(&ada.id).await;
         let res = server
             .token(&client, &exchange(&code, &pkce.verifier))
             .await;

@@ -116,6 +116,16 @@ impl TestServer {
         account
     }
 
+    /// Marks the user disabled in the store (as `update_account` does: its sessions and
+    /// tokens stay, and every step that reads them refuses a disabled user).
+    pub async fn disable_user(&self, id: &str) {
+        let store = self.state.store.as_ref();
+        let mut account = store.account(id).await.unwrap().unwrap();
+        account.disabled = true;
+        let audit = AuditEvent::new(AuditKind::UserDisabled, "test", 0);
+        store.update_account(&account, &audit).await.unwrap();
+    }
+
     /// Runs the code flow in `browser` as "ada" (PKCE added to `url`) and exchanges the code;
     /// returns the token response.
     pub async fn code_flow(
