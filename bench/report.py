@@ -610,7 +610,9 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     one 20 ms. An 8 MiB page cache per connection gave p99 19.9 ms (RS256) and 38.4 ms
     (ES256) in one run each: not conclusive, not changed. One run of the same sequence had
     introspection (JSON) at c = 16 with a p99 of 1,305 ms where three others had 2.4 to
-    3.3 ms: a stall of over a second somewhere in the SQLite path, still to find.
+    3.3 ms, and that 8-second run took 10 s. Sixteen closed-loop connections cannot have
+    kept 1 % of 332,000 answers waiting 1.3 s each in 10 s, so either wrk's histogram
+    misreported or something stalled for seconds: still to find.
 - **2026-12-06, ninth session** (this page's run: an Intel Xeon, 2 cores, the slowest host
   this page has seen: RS256 5,181 signatures/s and argon2id 107.5–110.9 hashes/s on both
   cores, against 8,733–9,222 and 126.9–136.3 on the eighth session's AMD EPYC; the previous page, at
