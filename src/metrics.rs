@@ -35,6 +35,8 @@ pub const PASSWORD_HASH_QUEUE_DEPTH: &str = "tessera_password_hash_queue_depth";
 pub const PASSWORD_HASHES: &str = "tessera_password_hashes_total";
 pub const PASSWORD_HASH_CPU: &str = "tessera_password_hash_cpu_microseconds_total";
 pub const DB_POOL_ACQUIRE: &str = "tessera_db_pool_acquire_seconds";
+pub const TOKEN_WRITE: &str = "tessera_token_write_seconds";
+pub const TOKEN_WRITE_SIZE: &str = "tessera_token_write_size";
 pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
@@ -57,6 +59,9 @@ const REQUEST_BUCKETS: &[f64] = &[
 const AUDIT_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+
+/// Token writes per combined write: from one alone to a full batch under load.
+const TOKEN_WRITE_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// The limits whose trips are counted (`tessera_rate_limit_trips_total{limit}`).
 pub const LIMITS: &[&str] = &["client", "address", "password_hash_queue"];
@@ -93,7 +98,12 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
             REQUEST_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Full(AUDIT_APPEND.to_owned()), AUDIT_BUCKETS)?
-        .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.to_owned()), AUDIT_BUCKETS)
+        .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.to_owned()), AUDIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(TOKEN_WRITE.to_owned()), AUDIT_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(TOKEN_WRITE_SIZE.to_owned()),
+            TOKEN_WRITE_SIZE_BUCKETS,
+        )
 }
 
 /// `# HELP` lines, and a zero for every label value known in advance, so that a rate over a
@@ -151,6 +161,15 @@ fn describe() {
     describe_counter!(
         PASSWORD_HASH_CPU,
         "CPU time the hashing threads spent computing password hashes, in microseconds"
+    );
+    describe_histogram!(
+        TOKEN_WRITE,
+        Unit::Seconds,
+        "Time one write of the token writer took (token issues and rotations, combined under load; not Postgres's one-statement refreshes and code redemptions), its wait for the write turn and a connection included"
+    );
+    describe_histogram!(
+        TOKEN_WRITE_SIZE,
+        "Token issues and rotations per write of the token writer"
     );
     describe_histogram!(
         DB_POOL_ACQUIRE,
@@ -228,6 +247,12 @@ pub fn rate_limit_tripped(limit: &'static str) {
 /// A write waited `elapsed` for its turn and a connection.
 pub fn pool_acquired(elapsed: Duration) {
     histogram!(DB_POOL_ACQUIRE).record(elapsed);
+}
+
+/// A combined write of `size` token writes took `elapsed` (decision 0031's batches).
+pub fn token_write(size: usize, elapsed: Duration) {
+    histogram!(TOKEN_WRITE).record(elapsed);
+    histogram!(TOKEN_WRITE_SIZE).record(size as f64);
 }
 
 /// Housekeeping deleted `rows` rows of `table`.

@@ -429,3 +429,40 @@ async fn metrics_count_code_redemptions_by_path() {
         server.stop().await;
     }
 }
+
+/// The token writer's writes are timed and sized (decision 0031's batches): a
+/// client_credentials token is one write of one, on both stores.
+#[tokio::test]
+async fn metrics_time_and_size_the_token_writers_writes() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let gw = gateway(&server).await;
+        let before = scrape(&server).await;
+        let res = server
+            .token(&gw, &[("grant_type", "client_credentials")])
+            .await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let after = scrape(&server).await;
+        let added = |series: &str| sample(&after, series) - sample(&before, series);
+        assert_eq!(
+            added("tessera_token_write_seconds_count"),
+            1.0,
+            "{}",
+            db.label
+        );
+        assert!(
+            added("tessera_token_write_seconds_sum") > 0.0,
+            "{}",
+            db.label
+        );
+        assert_eq!(added("tessera_token_write_size_count"), 1.0, "{}", db.label);
+        assert_eq!(added("tessera_token_write_size_sum"), 1.0, "{}", db.label);
+        assert_eq!(
+            added(r#"tessera_token_write_size_bucket{le="1"}"#),
+            1.0,
+            "{}",
+            db.label
+        );
+        server.stop().await;
+    }
+}

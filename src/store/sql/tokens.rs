@@ -272,10 +272,14 @@ impl SqlStore {
         &self,
         writes: &[&TokenWrite],
     ) -> Result<Vec<bool>, StoreError> {
-        if self.backend == Backend::Postgres {
-            return self.write_tokens_pg(writes).await;
-        }
-        self.write_tokens_sqlite(writes).await
+        let started = std::time::Instant::now();
+        let written = if self.backend == Backend::Postgres {
+            self.write_tokens_pg(writes).await
+        } else {
+            self.write_tokens_sqlite(writes).await
+        };
+        crate::metrics::token_write(writes.len(), started.elapsed());
+        written
     }
 
     /// SQLite: [`SQLITE_WRITE_TOKENS`], run in a task of its own: a caller that goes away
