@@ -165,7 +165,7 @@ fn describe() {
     describe_histogram!(
         TOKEN_WRITE,
         Unit::Seconds,
-        "Time one write of the token writer took (token issues and rotations, combined under load; not Postgres's one-statement refreshes and code redemptions), its wait for the write turn and a connection included"
+        "Time one committed write of the token writer took (token issues and rotations, combined under load; not Postgres's one-statement refreshes and code redemptions), its wait for the write turn and a connection included"
     );
     describe_histogram!(
         TOKEN_WRITE_SIZE,
@@ -249,7 +249,8 @@ pub fn pool_acquired(elapsed: Duration) {
     histogram!(DB_POOL_ACQUIRE).record(elapsed);
 }
 
-/// A combined write of `size` token writes took `elapsed` (decision 0031's batches).
+/// A write of the token writer committed `size` token writes (decision 0031's batches),
+/// in `elapsed`.
 pub fn token_write(size: usize, elapsed: Duration) {
     histogram!(TOKEN_WRITE).record(elapsed);
     histogram!(TOKEN_WRITE_SIZE).record(size as f64);

@@ -278,7 +278,11 @@ impl SqlStore {
         } else {
             self.write_tokens_sqlite(writes).await
         };
-        crate::metrics::token_write(writes.len(), started.elapsed());
+        // A failed write is retried one by one by the batch writer: only what committed
+        // counts, so that the retries do not count the same writes twice.
+        if written.is_ok() {
+            crate::metrics::token_write(writes.len(), started.elapsed());
+        }
         written
     }
 
