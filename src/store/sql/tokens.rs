@@ -144,33 +144,40 @@ const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_i
 /// `$1` the tokens, `$2` the events, each naming the spend it waits for ([`rows_json`]),
 /// `$3` the spends ([`spends_json`]). The rotations' guard is a conditional update (SQLite's
 /// one write lock orders concurrent ones), of the tokens first noted in a temporary table
-/// (each connection's own), which then decides which rows go in and is the answer. SQLite's
-/// planner looks the digests up in the primary key whatever the table's size.
+/// (each connection's own) with the time of their spend, which then decides which rows go
+/// in and is the answer. SQLite's planner looks the digests up in the primary key whatever
+/// the table's size.
+///
+/// Each row is read from its array once, as JSONB, into a materialized `with`: `json_each`
+/// hands an object out as text, converted anew for every reference to `value`, and the
+/// fifteen references of a token row made that conversion a tenth of the connection
+/// threads' CPU under the bench's refresh load (`perf`, 2026-12-06).
 /// The caller rolls back if a statement fails ([`SqlStore::write_tokens_sqlite`]).
 const SQLITE_WRITE_TOKENS: &str = "begin immediate; \
-     create temp table if not exists spent_now (digest blob primary key); \
-     delete from temp.spent_now; \
-     insert into temp.spent_now (digest) select digest from main.token \
-     where digest in (select unhex(value ->> 'digest') from json_each($3)) \
-     and kind = 'refresh' and used_at is null and revoked_at is null; \
-     update main.token set used_at = (select s.value ->> 'at' from json_each($3) as s \
-     where unhex(s.value ->> 'digest') = token.digest) \
-     where digest in (select digest from temp.spent_now); \
+     create temp table if not exists spending (digest blob primary key, at integer not null); \
+     delete from temp.spending; \
+     insert into temp.spending (digest, at) select t.digest, s.at \
+     from (select unhex(value ->> 'digest') as d, value ->> 'at' as at from json_each($3)) as s \
+     join main.token as t on t.digest = s.d \
+     where t.kind = 'refresh' and t.used_at is null and t.revoked_at is null; \
+     update main.token set used_at = s.at from temp.spending as s where token.digest = s.digest; \
+     with r (n, v) as materialized (select key, jsonb(value) from json_each($1)) \
      insert into main.token (digest, kind, grant_id, client_id, \
      account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
-     select unhex(value ->> 'digest'), value ->> 'kind', value ->> 'grant_id', \
-     value ->> 'client_id', value ->> 'account_id', value ->> 'scope', value ->> 'label', \
-     unhex(value ->> 'previous_digest'), value ->> 'created_at', value ->> 'expires_at', \
-     value ->> 'used_at', value ->> 'revoked_at', value ->> 'jti' from json_each($1) \
-     where value ->> 'spends' is null \
-     or unhex(value ->> 'spends') in (select digest from temp.spent_now) order by key; \
+     select unhex(v ->> 'digest'), v ->> 'kind', v ->> 'grant_id', \
+     v ->> 'client_id', v ->> 'account_id', v ->> 'scope', v ->> 'label', \
+     unhex(v ->> 'previous_digest'), v ->> 'created_at', v ->> 'expires_at', \
+     v ->> 'used_at', v ->> 'revoked_at', v ->> 'jti' from r \
+     where v ->> 'spends' is null \
+     or unhex(v ->> 'spends') in (select digest from temp.spending) order by n; \
+     with r (n, v) as materialized (select key, jsonb(value) from json_each($2)) \
      insert into main.audit_event (created_at, kind, actor, client_id, \
      account_id, source_ip, user_agent, details) \
-     select value ->> 'created_at', value ->> 'kind', value ->> 'actor', value ->> 'client_id', \
-     value ->> 'account_id', value ->> 'source_ip', value ->> 'user_agent', value ->> 'details' \
-     from json_each($2) where value ->> 'spends' is null \
-     or unhex(value ->> 'spends') in (select digest from temp.spent_now) order by key; \
-     select lower(hex(digest)) from temp.spent_now; \
+     select v ->> 'created_at', v ->> 'kind', v ->> 'actor', v ->> 'client_id', \
+     v ->> 'account_id', v ->> 'source_ip', v ->> 'user_agent', v ->> 'details' \
+     from r where v ->> 'spends' is null \
+     or unhex(v ->> 'spends') in (select digest from temp.spending) order by n; \
+     select lower(hex(digest)) from temp.spending; \
      commit";
 
 /// A token row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], digests in hex; `spends`
