@@ -37,6 +37,7 @@ pub const PASSWORD_HASH_CPU: &str = "tessera_password_hash_cpu_microseconds_tota
 pub const DB_POOL_ACQUIRE: &str = "tessera_db_pool_acquire_seconds";
 pub const TOKEN_WRITE: &str = "tessera_token_write_seconds";
 pub const TOKEN_WRITE_SIZE: &str = "tessera_token_write_size";
+pub const SQLITE_CHECKPOINT: &str = "tessera_sqlite_checkpoint_seconds";
 pub const PURGED_ROWS: &str = "tessera_purged_rows_total";
 pub const PURGE_RUNS: &str = "tessera_purge_runs_total";
 pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
@@ -100,6 +101,7 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
         .set_buckets_for_metric(Matcher::Full(AUDIT_APPEND.to_owned()), AUDIT_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(DB_POOL_ACQUIRE.to_owned()), AUDIT_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(TOKEN_WRITE.to_owned()), AUDIT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(SQLITE_CHECKPOINT.to_owned()), AUDIT_BUCKETS)?
         .set_buckets_for_metric(
             Matcher::Full(TOKEN_WRITE_SIZE.to_owned()),
             TOKEN_WRITE_SIZE_BUCKETS,
@@ -170,6 +172,11 @@ fn describe() {
     describe_histogram!(
         TOKEN_WRITE_SIZE,
         "Token issues and rotations per write of the token writer"
+    );
+    describe_histogram!(
+        SQLITE_CHECKPOINT,
+        Unit::Seconds,
+        "SQLite: time of a write-ahead log checkpoint; kind=passive runs beside the writers, kind=restart is how long it held the write turn, which every writer waits for"
     );
     describe_histogram!(
         DB_POOL_ACQUIRE,
@@ -254,6 +261,12 @@ pub fn pool_acquired(elapsed: Duration) {
 pub fn token_write(size: usize, elapsed: Duration) {
     histogram!(TOKEN_WRITE).record(elapsed);
     histogram!(TOKEN_WRITE_SIZE).record(size as f64);
+}
+
+/// SQLite: a checkpoint of `kind` (`passive`, or `restart` for the time it held the write
+/// turn) took `elapsed`.
+pub fn sqlite_checkpoint(kind: &'static str, elapsed: Duration) {
+    histogram!(SQLITE_CHECKPOINT, "kind" => kind).record(elapsed);
 }
 
 /// Housekeeping deleted `rows` rows of `table`.

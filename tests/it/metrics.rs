@@ -466,3 +466,35 @@ async fn metrics_time_and_size_the_token_writers_writes() {
         server.stop().await;
     }
 }
+
+/// SQLite's write-ahead log checkpoints are timed: the passive ones, which run beside the
+/// writers, and the restart's hold on the write turn, which every writer waits out (a
+/// round every 500 ms, a restart every fourth).
+#[tokio::test]
+async fn metrics_time_sqlite_checkpoints_and_the_write_turn_a_restart_holds() {
+    let db = TestDb::sqlite().await;
+    let server = TestServer::start(&db).await;
+    let gw = gateway(&server).await;
+    let passive = r#"tessera_sqlite_checkpoint_seconds_count{kind="passive"}"#;
+    let restart = r#"tessera_sqlite_checkpoint_seconds_count{kind="restart"}"#;
+    let before = scrape(&server).await;
+    let res = server
+        .token(&gw, &[("grant_type", "client_credentials")])
+        .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = scrape(&server).await;
+        if sample(&now, passive) > sample(&before, passive)
+            && sample(&now, restart) > sample(&before, restart)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint timed:\n{now}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}

@@ -366,14 +366,18 @@ impl SqlStore {
         // only the last few milliseconds' pages to copy and sync.
         let passes = if restart { PASSES_BEFORE_RESTART } else { 1 };
         for _ in 0..passes {
+            let started = std::time::Instant::now();
             sqlx::query("pragma wal_checkpoint(passive)")
                 .execute(&mut *conn)
                 .await?;
+            crate::metrics::sqlite_checkpoint("passive", started.elapsed());
         }
         if !restart {
             return Ok(());
         }
         let _turn = self.turn().await;
+        // What the store's writers wait: the turn is theirs again when this returns.
+        let _held = HeldTurn(std::time::Instant::now());
         sqlx::query(&format!("pragma busy_timeout = {RESTART_WAIT_MS}"))
             .execute(&mut *conn)
             .await?;
@@ -391,7 +395,18 @@ impl SqlStore {
         }
         restarted.map(drop)
     }
+}
 
+/// Records how long the restart checkpoint held the write turn, however it ends.
+struct HeldTurn(std::time::Instant);
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        crate::metrics::sqlite_checkpoint("restart", self.0.elapsed());
+    }
+}
+
+impl SqlStore {
     /// SQLite: waits for this process's turn to write, in arrival order; hold the result
     /// until the write has committed. Postgres: no wait (row locks order its writers).
     /// Every write a request makes starts here, so this also counts them
