@@ -573,6 +573,50 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, eleventh session** (not this page's run: an AMD EPYC, 2 cores, whose RSA is
+  slow: `openssl speed` signs 1,443 RSA-2048 and 39,108 ECDSA P-256 signatures a second on
+  one core, so an RS256 signature costs 0.69 ms there. Identical runs drifted by up to a
+  third within minutes: client_credentials (opaque, SQLite, c = 16) 6,682 to 10,310/s. No
+  full run; SQLite only, with a local diff of `/metrics` and of each thread's
+  `/proc/<pid>/task/<tid>/schedstat` around every run).
+  - **Where SQLite's refresh spends its time.** `perf` (cpu-clock) of the server during
+    ES256 refresh at c = 16 after the other SQLite workloads: sqlx's four connection threads
+    47 % of the samples, the runtime threads (signatures included) 49 %, the checkpoint
+    threads 3.4 %. In the connection threads: context switches 12 %, the token write's JSON
+    10 %, the kernel's page copies for `pread64` about 8 %. The scheduler's own counts tell
+    the rest: the connection threads waited for a core about as long as they ran (ES256:
+    0.27 ms a refresh running, 0.33 ms runnable but waiting), and with RS256, whose
+    signatures fill the cores, three to four times as long (0.26–0.33 ran, 0.92–1.08
+    waited). The one writer is busy 96 % of the run, much of it waiting for a core.
+  - **The token write reads each row's JSON once** (0b9b440). `json_each` hands each object
+    out as text and converted it anew for every reference to `value`, fifteen per token
+    row; the rows are now read once, as JSONB, into a materialized `with`, and the spends'
+    times kept in the temporary table instead of a correlated `json_each` per spent token.
+    Two interleaved pairs, the connection threads' CPU per operation over the runtime
+    threads' (which the change does not touch, to take out the host's drift):
+    client_credentials 0.97/0.97 → 0.85/0.83, ES256 refresh 1.03/1.04 → 0.88/0.90, about
+    13 % less CPU in the connection threads.
+  - **Not adopted: signing threads at a lower priority** (nice 5, so that signatures yield
+    to the request handlers and the one writer). The writer's wait for a core fell
+    (client_credentials JWT 0.33 → 0.19 ms a token, RS256 refresh 1.02 → 0.63 ms), and so
+    did its time per write, but in three pairs neither throughput nor p99 moved beyond the
+    drift (RS256 refresh p99 29.5/24.4/19.8 ms without, 28.8/26.9/26.9 with). Reverted.
+  - **RS256 on such a host is bound by the signature, not the store**: at c = 16 the RS256
+    refresh's p50 was already 9.1 to 13.5 ms in twelve runs (1,118–1,692 refreshes/s at
+    1.1–1.6 ms of server CPU each, 0.69 of it the signature), so its p99 cannot come under
+    20 ms by queueing alone. The
+    ES256 refresh after only the c = 16 runs of client_credentials and RS256 refresh (a
+    smaller file): p99 12.6–17.4 ms in four runs.
+  - **The restart checkpoints are the stalls at the top of the tail.** 744a4c0 times them
+    (`tessera_sqlite_checkpoint_seconds`). ES256 refresh at c = 16 after every other SQLite
+    workload at c = 1, 16 and 64 (p99 36.7 ms that run): the four restarts of the 8 s run
+    held the write turn 25 to 50 ms each (44 ms on average), the twenty passive rounds took
+    47 ms each beside the writers. The server's own latency histogram: 98.4 % of the
+    refreshes under 10 ms, 0.25 % over 25 ms, about sixteen connections' worth per restart.
+    Next: start the log over when it has grown past a bound rather than every 2 s (the
+    readers' frame search covers only what is not yet copied back, so a longer log costs
+    disk, not reads; to check), and cut the restart's hold (it waits up to 20 ms for the
+    readers and syncs both files).
 - **2026-12-06, tenth session** (not this page's run: an AMD EPYC, 2 cores, argon2id
   118.3/s and RS256 7,826/s on both cores at the session's start; the machine slowed during
   the session, and its full run at cf6c514, kept out of this page, measured client_credentials
