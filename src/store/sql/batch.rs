@@ -121,12 +121,14 @@ impl TokenWrites {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Every how many of those rounds the log also starts over, which holds the write turn for
-/// a few milliseconds (decision 0034): every 2 s. Every round, the bench's SQLite refresh and
-/// client_credentials JWT runs had a p99 of 31.8 and 22.2 ms; every fourth, 23.8 and 13.4 ms
-/// (2026-12-06, two runs each). The log then holds up to two seconds of writes (about
-/// 160 MB under the bench's heaviest load), which the readers' index search still takes in
-/// its stride.
-const RESTART_EVERY_ROUNDS: u64 = 4;
+/// a few milliseconds, tens under load (decision 0034): every 4 s. Every round, the bench's
+/// SQLite refresh and client_credentials JWT runs had a p99 of 31.8 and 22.2 ms; every
+/// fourth, 23.8 and 13.4 ms (2026-12-06, two runs each); every eighth, the refresh after
+/// every other SQLite workload had 17.5 and 19.3 ms (ES256) where every fourth had 24.4 and
+/// 30.9 ms (2026-12-07, interleaved). The log then holds up to four seconds of writes (about
+/// 320 MB under the bench's heaviest load): disk, not reads, since a reader searches only
+/// the frames not yet copied back.
+const RESTART_EVERY_ROUNDS: u64 = 8;
 
 async fn run(store: SqlStore, mut queue: mpsc::Receiver<Issue>, in_flight: Arc<Semaphore>) {
     // SQLite: the checkpoints run here, beside the writes, not in them. Left to SQLite, the
