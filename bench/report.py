@@ -614,9 +614,10 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     47 ms each beside the writers. The server's own latency histogram: 98.4 % of the
     refreshes under 10 ms, 0.25 % over 25 ms, about sixteen connections' worth per restart.
     So the log now starts over every eighth round, every 4 s (decision 0034): in
-    interleaved runs of the same sequence, ES256 refresh p99 at c = 16 was 17.5 and 19.3 ms
-    against 24.4 and 30.9 ms restarting every fourth round (22.8 to 36.7 ms in two more
-    runs that day), RS256 22.4 and 24.9 against 25.8 and 28.2 ms. A longer log costs disk,
+    three interleaved pairs of the same sequence, ES256 refresh p99 at c = 16 was 17.5,
+    19.1 and 19.3 ms against 24.4, 24.6 and 30.9 ms restarting every fourth round (22.8 and
+    36.7 ms in two more runs that day), RS256 22.4, 24.1 and 24.9 against 25.8, 28.2 and
+    29.1 ms. A longer log costs disk,
     not reads: a reader searches only the frames not yet copied back (SQLite's
     `walFindFrame`). Next: start it over by size rather than by the clock, and cut the
     restart's hold (it waits up to 20 ms for the readers and syncs both files).
