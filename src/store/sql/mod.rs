@@ -395,18 +395,7 @@ impl SqlStore {
         }
         restarted.map(drop)
     }
-}
 
-/// Records how long the restart checkpoint held the write turn, however it ends.
-struct HeldTurn(std::time::Instant);
-
-impl Drop for HeldTurn {
-    fn drop(&mut self) {
-        crate::metrics::sqlite_checkpoint("restart", self.0.elapsed());
-    }
-}
-
-impl SqlStore {
     /// SQLite: waits for this process's turn to write, in arrival order; hold the result
     /// until the write has committed. Postgres: no wait (row locks order its writers).
     /// Every write a request makes starts here, so this also counts them
@@ -419,6 +408,15 @@ impl SqlStore {
     async fn turn(&self) -> Option<OwnedSemaphorePermit> {
         // The semaphore is never closed, so acquiring fails never.
         Arc::clone(self.writer.as_ref()?).acquire_owned().await.ok()
+    }
+}
+
+/// Records how long the restart checkpoint held the write turn, however it ends.
+struct HeldTurn(std::time::Instant);
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        crate::metrics::sqlite_checkpoint("restart", self.0.elapsed());
     }
 }
 
