@@ -142,7 +142,9 @@ async fn run(store: SqlStore, mut queue: mpsc::Receiver<Issue>, in_flight: Arc<S
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         every
     });
-    let mut checkpointing: Option<tokio::task::JoinHandle<()>> = None;
+    let mut checkpointing: Option<tokio::task::JoinHandle<bool>> = None;
+    // Rounds since the log last started over; a restart that readers kept off is tried
+    // again the next round.
     let mut rounds: u64 = 0;
     loop {
         let first = tokio::select! {
@@ -152,9 +154,14 @@ async fn run(store: SqlStore, mut queue: mpsc::Receiver<Issue>, in_flight: Arc<S
             },
             _ = tick(&mut checkpoints) => {
                 if checkpointing.as_ref().is_none_or(|c| c.is_finished()) {
+                    if let Some(done) = checkpointing.take() {
+                        if done.await.unwrap_or(false) {
+                            rounds = 0;
+                        }
+                    }
                     let store = store.clone();
                     rounds += 1;
-                    let restart = rounds % RESTART_EVERY_ROUNDS == 0;
+                    let restart = rounds >= RESTART_EVERY_ROUNDS;
                     checkpointing = Some(tokio::spawn(async move { store.checkpoint(restart).await }));
                 }
                 continue;
