@@ -475,7 +475,7 @@ neither holds the one write lock for long. On SQLite, refresh rotations join the
 batches, each on its own condition (the old token unspent), and a batch is one call to the
 connection's thread (decision 0036); on Postgres a rotation stays one statement of its own,
 which since 2026-12-06 also reads the old token with its grant and user (decision 0043).
-This page's runs still had the sealer chasing every new event in rounds of a few dozen
+The runs of 2026-12-04 still had the sealer chasing every new event in rounds of a few dozen
 (fixed in 7ff0d1e: a round short of 100 events waits for the next second). A/B on Postgres
 right after, client_credentials at c = 16: opaque 7,909 → 8,595 tokens/s (0.32 → 0.23
 commits and 0.105 → 0.087 ms of Postgres CPU per token), JWT 3,144 → 3,364/s.
@@ -573,6 +573,48 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, twelfth session** (this page's run, both stores at a807ca0: an Intel Xeon,
+  2 cores; `openssl speed` signs 3,752 RSA-2048 signatures a second on one core; this
+  machine's Postgres had no `pg_stat_statements` until it was added to
+  `shared_preload_libraries` by hand, so the first Postgres run of the session, without
+  statement counts, was run again).
+  - **SQLite's restart no longer flushes four seconds of pages in the write turn**
+    (af6e038, decision 0034). `strace -T` of the checkpoint thread under ES256 refresh at
+    c = 16: each passive round synced the log (33–46 ms) and copied about 2,800 pages into
+    the database file without syncing it, since SQLite syncs the database file only in a
+    checkpoint that reaches the end of the log, which under constant writes only the
+    restart did, in the turn: a 32 ms `fsync` with every writer waiting. Each round now
+    syncs both files itself on a blocking thread, beside the writers. Two interleaved
+    pairs of the SQLite sequence (every workload but the code flow at c = 1, 16 and 64,
+    refresh last): the restart held the turn 5.9/5.9 ms on average under RS256 refresh at
+    c = 16 (21.1/36.0 before) and 8.4/5.1 ms under ES256 (46.7/45.7); refresh p99 at c = 16
+    11.8/15.3 ms RS256 (20.6/17.9) and 18.6/16.5 ms ES256 (29.2/26.9). In this page's run,
+    16.2 ms (RS256) and 13.6 ms (ES256): every SQLite target against Postgres is met.
+    Syncing only before a restart instead of every round, two pairs of client_credentials,
+    ES256 refresh and the code flow at c = 16: 8 % less written to the disk (1,977–2,002
+    against 2,079–2,251 MiB for the sequence, most of it the log itself), holds 4.7–7.2 ms
+    against 3.3–6.4 ms, throughput and code-flow CPU within the spread: left every round.
+  - **Not a lead: reusing OpenSSL's signing context.** A micro-benchmark of 3,000 RS256
+    signatures: josekit's JWT 318–324 µs, a new `openssl::sign::Signer` per signature
+    316–322 µs, one `PkeyCtx` reused over a precomputed SHA-256 314–317 µs. Per-signature
+    set-up is not what RS256 costs here; the RSA private-key operation is.
+  - **Where SQLite's code flow goes beside the hash** (`perf`, 10 s of a c = 16 run): the
+    hashing threads 78.8 % of the samples, the runtime threads 11.5 %, sqlx's connection
+    threads 9.0 %, about 1.9 ms a flow, much of it the kernel copying log pages in
+    (`copy_folio_from_iter_atomic`, `ext4_block_write_begin`) and out. `/proc/<pid>/io`
+    over 10 s of the same run: 198 MB written in 113,500 write calls, about 220 KB and 126
+    calls a flow (a log frame is a whole 4 KiB page, its header a call of its own): every
+    one of a flow's five commits writes each page it touched in full, the audit trail's
+    index pages among them. Fewer pages per flow (fewer commits, or fewer audit indexes)
+    is the next cut for the code flow on SQLite, which is at 74 % of its own argon2id bound
+    in this run (the server's rest 4.66 ms a flow beside 15.41 ms of hashing).
+  - **This page against the targets**: met wherever the machine allows it, as before, and
+    now on SQLite its p99s too. Not met: **RS256 refresh on Postgres 1,904/s** (a refresh
+    costs 0.98 ms of CPU in all, 0.52 the server with the signature, 0.43 Postgres, 0.03 the
+    load generator, so the two cores top out near 2,050/s; 2,500/s needs 0.8 ms); **the
+    code flow** at 77 % (Postgres) and 74 % (SQLite) of its own argon2id bound; **Postgres
+    CPU per code flow 2.34 ms** (2.03 in the ninth session's run on a Xeon, 1.87 on an
+    EPYC, for the same statements).
 - **2026-12-07, eleventh session** (not this page's run: an AMD EPYC, 2 cores, whose RSA is
   slow: `openssl speed` signs 1,443 RSA-2048 and 39,108 ECDSA P-256 signatures a second on
   one core, so an RS256 signature costs 0.69 ms there. Identical runs drifted by up to a
@@ -634,8 +676,8 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     signature), the `flows` driver 2.1 %, bench.py's sampler 0.8 % (twenty `/proc` scans a
     second), the kernel's DAMON thread 0.5 %. The peak RSS of a run is now the server's
     VmHWM, reset before the run through `/proc/<pid>/clear_refs`, and Postgres's CPU is
-    sampled once a second: the sampler fell below 0.1 %. (This page's peak RSS figures were
-    sampled every 50 ms.)
+    sampled once a second: the sampler fell below 0.1 %. (The ninth session's peak RSS
+    figures were sampled every 50 ms.)
   - **Where Postgres's CPU goes in a flow**: all of it in the bench database's backends
     (the WAL writer, checkpointer and background writer 0.05 ms a flow). By
     `pg_stat_statements`: the consent with its code 0.178 ms of execution, the code's
@@ -661,7 +703,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     3.3 ms, and that 8-second run took 10 s. Sixteen closed-loop connections cannot have
     kept 1 % of 332,000 answers waiting 1.3 s each in 10 s, so either wrk's histogram
     misreported or something stalled for seconds: still to find.
-- **2026-12-06, ninth session** (this page's run: an Intel Xeon, 2 cores, the slowest host
+- **2026-12-06, ninth session** (the page's run until the twelfth session: an Intel Xeon, 2 cores, the slowest host
   this page has seen: RS256 5,181 signatures/s and argon2id 107.5–110.9 hashes/s on both
   cores, against 8,733–9,222 and 126.9–136.3 on the eighth session's AMD EPYC; the previous page, at
   0a6a93e on that EPYC, is in the history of `docs/benchmarks.json`).
@@ -689,7 +731,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     records; commits 4.1. The audit trail's indexes are what is
     left to weigh next on Postgres: each serves a search or the purge (decision 0041 already
     took the seal's update out).
-  - **This page against the targets**: met as before wherever the machine allows it
+  - **That run against the targets**: met as before wherever the machine allows it
     (client_credentials 7,455/s, introspection 29,862/s, ES256 refresh 2,982/s, memory,
     start, no errors). The code flow reached 79 % (Postgres) and 78 % (SQLite) of the run's
     own argon2id bound: 0.5 ms of CPU per flow beside the hash would still have to go, and
@@ -731,7 +773,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     the rest of the server 1.52 → 1.33 ms per flow (78 % of the run's own argon2id bound
     either way, the hash itself 12.9 to 14.3 ms that minute); refresh RS256 3,197 → 3,472/s
     (Postgres 0.238 → 0.202 ms per refresh); pgbench's single-row inserts 23,247 → 29,558/s.
-  - **This page's run against the targets** (at 0a6a93e: two hashes at once on threads of
+  - **That run against the targets** (at 0a6a93e: two hashes at once on threads of
     their own, Postgres over its socket), in a slow minute of the host (the hash 14.0 to
     14.6 ms on both cores): the machine busy 99.6 to 99.9 % under the code flow at c = 16
     and 64, so what is left is the work beside the hash. The code flow at 75 % (Postgres)
@@ -799,7 +841,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     grows. After the other token workloads the same refresh ran at 1,986/s, p99 48.4 ms. Fewer pages written per refresh
     (SQLite's `jti` index is part of its table definition, so dropping it there means
     rebuilding the table) is the way to a shorter tail.
-- **2026-12-06, fifth session** (this page's run: an Intel Xeon at 2.6 GHz with AVX-512,
+- **2026-12-06, fifth session** (the page's run then: an Intel Xeon at 2.6 GHz with AVX-512,
   2 cores, faster than the fourth session's: argon2id 135–141/s and RS256 7,363–7,398/s on
   both cores). What changed, measured before and after on this machine (bench, Postgres,
   c = 16, 15 s runs, two each):
@@ -830,7 +872,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     flow at 73 % (Postgres) and 76 % (SQLite) of the argon2id ceiling: per flow the server
     spends 16.5 ms of CPU, of which about 15 the hash, Postgres 1.7 and the driver 0.4, so
     80 % needs the cores fully busy with today's costs.
-  - **SQLite's refresh tail**: p99 at c = 16 in this page's run 28.5 ms (RS256) and 49.1 ms
+  - **SQLite's refresh tail**: p99 at c = 16 in that run 28.5 ms (RS256) and 49.1 ms
     (ES256), after every other workload; the two refresh workloads alone on a fresh store,
     two interleaved runs each of the commit before this session's and of this one: RS256
     15.9 / 11.9 → 12.5 / 11.4 ms, ES256 23.6 / 11.8 → 17.0 / 16.5 ms, throughput 2,685 /
