@@ -121,8 +121,8 @@ impl TokenWrites {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// Every how many of those rounds the log also starts over, which holds the write turn for
-/// a few milliseconds (decision 0034; tens under load until each round synced the files
-/// itself): every 4 s. Every round, the bench's
+/// a few milliseconds (decision 0034; tens under load until the restart's round synced
+/// the files itself first): every 4 s. Every round, the bench's
 /// SQLite refresh and client_credentials JWT runs had a p99 of 31.8 and 22.2 ms; every
 /// fourth, 23.8 and 13.4 ms (2026-12-06, two runs each); every eighth, the refresh after
 /// every other SQLite workload had 17.5 and 19.3 ms (ES256) where every fourth had 24.4 and

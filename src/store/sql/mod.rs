@@ -91,7 +91,7 @@ pub struct SqlStore {
     /// the write turn never holds up a read of the counter (the introspection cache stops
     /// answering 0.8 s after the last one).
     timers: Option<SqlitePool>,
-    /// SQLite: the database file, which every checkpoint round syncs (with its log).
+    /// SQLite: the database file, which the checkpoint syncs (with its log) before a restart.
     sqlite_file: Option<std::path::PathBuf>,
 }
 
@@ -392,11 +392,11 @@ impl SqlStore {
                 .await?;
             crate::metrics::sqlite_checkpoint("passive", started.elapsed());
         }
-        if let Some(file) = &self.sqlite_file {
-            sync_log_and_file(file).await;
-        }
         if !restart {
             return Ok(false);
+        }
+        if let Some(file) = &self.sqlite_file {
+            sync_log_and_file(file).await;
         }
         let _turn = self.turn().await;
         // What the store's writers wait: the turn is theirs again when this returns.
@@ -454,24 +454,48 @@ impl SqlStore {
 /// constant writes no passive checkpoint reaches the end of the log, and SQLite syncs the
 /// database file only in one that does: the restart, in the write turn, which then flushed
 /// every page the rounds before it had copied (a 32 ms `fsync` of four seconds' pages, with
-/// every writer waiting). Flushed every round beside the writers, the restart's own syncs
+/// every writer waiting). Flushed here first, beside the writers, the restart's own syncs
 /// have only its last few milliseconds' pages left: the bench's runs at c = 16 saw it hold
-/// the turn 4 to 7 ms on average instead of 11 to 27 (2026-12-07). A file that cannot be
-/// synced is left to the restart, which syncs it anyway.
+/// the turn 4 to 7 ms on average instead of 11 to 27 (2026-12-07). Not every round: a page
+/// rewritten between rounds would go to the disk each time (8 % more written in the bench),
+/// and an idle server would flush the disk's cache four times a second for nothing. A file
+/// that cannot be synced is left to the restart, which syncs it anyway.
 async fn sync_log_and_file(file: &std::path::Path) {
     let mut log = file.as_os_str().to_owned();
     log.push("-wal");
-    let files = [std::path::PathBuf::from(log), file.to_owned()];
+    let log = std::path::PathBuf::from(log);
+    let file = file.to_owned();
     let synced = tokio::task::spawn_blocking(move || {
-        for file in files {
-            std::fs::File::open(&file)?.sync_data()?;
-        }
-        std::io::Result::Ok(())
+        // SQLite locks nothing in the log file: a descriptor of its own may come and go.
+        std::fs::File::open(&log)?.sync_data()?;
+        kept_open(&file)?.sync_data()
     })
     .await;
     if let Ok(Err(e)) = synced {
         tracing::debug!(error = %e, "sync before the log's restart");
     }
+}
+
+/// Descriptors of SQLite database files, opened once and kept for the life of the process.
+/// Closing any descriptor of a file drops every POSIX lock the process holds on it, its
+/// SQLite connections' included (SQLite keeps its own descriptors of a file open while any
+/// connection holds a lock for that reason). A descriptor opened and closed for each sync
+/// did just that: another process's last connection then took the file for its own,
+/// checkpointed and deleted the log under the server's connections ("disk I/O error" in
+/// the CLI tests). Only a file whose path is gone (a test's temporary folder) has its
+/// descriptor closed, when another is opened.
+static DATABASE_FILES: std::sync::Mutex<Vec<(std::path::PathBuf, Arc<std::fs::File>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn kept_open(path: &std::path::Path) -> std::io::Result<Arc<std::fs::File>> {
+    let mut files = DATABASE_FILES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, file)) = files.iter().find(|(p, _)| p == path) {
+        return Ok(Arc::clone(file));
+    }
+    files.retain(|(p, _)| p.exists());
+    let file = Arc::new(std::fs::File::open(path)?);
+    files.push((path.to_owned(), Arc::clone(&file)));
+    Ok(file)
 }
 
 /// Records how long the restart checkpoint held the write turn, however it ends.
