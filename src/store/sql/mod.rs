@@ -1395,6 +1395,29 @@ mod tests {
         );
     }
 
+    /// The store's own sync of its SQLite file keeps the descriptor it opens: closing any
+    /// descriptor of the file drops every POSIX lock the process holds on it, SQLite's own
+    /// included (CI at 7f31256: CLI processes took the database from under a store that had
+    /// synced it through a descriptor it then closed).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn sqlite_sync_keeps_its_descriptor_of_the_database_file_open() {
+        let (_dir, store) = sqlite_store().await;
+        let file = store.sqlite_file.clone().unwrap();
+        let open_on_file = || {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                .filter(|target| *target == file)
+                .count()
+        };
+        let before = open_on_file();
+        sync_log_and_file(&file).await;
+        assert_eq!(open_on_file(), before + 1, "no descriptor kept");
+        sync_log_and_file(&file).await;
+        assert_eq!(open_on_file(), before + 1, "a second descriptor opened");
+    }
+
     /// Connections a burst opened are closed once idle, their memory given back; the pool
     /// opens them again when asked.
     #[tokio::test]
