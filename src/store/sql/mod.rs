@@ -91,8 +91,6 @@ pub struct SqlStore {
     /// the write turn never holds up a read of the counter (the introspection cache stops
     /// answering 0.8 s after the last one).
     timers: Option<SqlitePool>,
-    /// SQLite: the database file, which the checkpoint syncs (with its log) before a restart.
-    sqlite_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for SqlStore {
@@ -189,15 +187,6 @@ impl SqlStore {
             .connect(&url)
             .await
             .map_err(StoreError::Unavailable)?;
-        let sqlite_file = match backend {
-            Backend::Sqlite => Some(
-                SqliteConnectOptions::from_str(&url)
-                    .map_err(StoreError::Unavailable)?
-                    .get_filename()
-                    .to_owned(),
-            ),
-            Backend::Postgres => None,
-        };
         let timers = match backend {
             // Typed rather than `Any`, for sqlx's `thread_name`: the copy back of the log
             // runs on a thread `top -H` and `perf` can tell from the requests' connections.
@@ -229,7 +218,6 @@ impl SqlStore {
             writes: Arc::default(),
             token_writes: None,
             timers,
-            sqlite_file,
         };
         store.token_writes = Some(batch::TokenWrites::start(store.clone()));
         Ok(store)
@@ -395,9 +383,7 @@ impl SqlStore {
         if !restart {
             return Ok(false);
         }
-        if let Some(file) = &self.sqlite_file {
-            sync_log_and_file(file).await;
-        }
+        sync_log_and_file(timers.connect_options().get_filename()).await;
         let _turn = self.turn().await;
         // What the store's writers wait: the turn is theirs again when this returns.
         let held = HeldTurn(std::time::Instant::now());
@@ -1403,7 +1389,13 @@ mod tests {
     #[tokio::test]
     async fn sqlite_sync_keeps_its_descriptor_of_the_database_file_open() {
         let (_dir, store) = sqlite_store().await;
-        let file = store.sqlite_file.clone().unwrap();
+        let file = store
+            .timers
+            .as_ref()
+            .unwrap()
+            .connect_options()
+            .get_filename()
+            .to_owned();
         let open_on_file = || {
             std::fs::read_dir("/proc/self/fd")
                 .unwrap()
