@@ -208,27 +208,58 @@ struct Driver {
 impl Driver {
     /// Starts chromedriver on a port it picks as it binds (a port picked beforehand could be
     /// taken by another test before chromedriver bound it) and reads the port from what it
-    /// prints: "ChromeDriver was started successfully on port N."
+    /// prints: "ChromeDriver was started successfully on port N." Tried again when it exits
+    /// at start (seen once in CI, with status 1, on a machine under the whole suite's load).
     async fn spawn(chromedriver: &Path) -> Driver {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Driver::try_spawn(chromedriver).await {
+                Ok(driver) => return driver,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("chromedriver exited at start, three times: {failures:#?}")
+    }
+
+    async fn try_spawn(chromedriver: &Path) -> Result<Driver, String> {
         let mut child = Command::new(chromedriver)
             .arg("--port=0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
         let mut driver = Driver {
             child,
             url: String::new(),
         };
+        // What it printed, for the failure's message (the first lines are the ones that say).
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let (found, port) = std::sync::mpsc::channel();
-        // Reads to the end, so that a full pipe never stalls chromedriver.
+        // Both read to the end, so that a full pipe never stalls chromedriver.
+        let keep = printed.clone();
+        let errors = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n').map_while(Result::ok) {
+                if let Ok(mut printed) = keep.lock() {
+                    if printed.len() < 20 {
+                        printed.push(String::from_utf8_lossy(&line).into_owned());
+                    }
+                }
+            }
+        });
+        let keep = printed.clone();
         std::thread::spawn(move || {
             let mut found = Some(found);
             for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
                 let line = String::from_utf8_lossy(&line);
+                if let Ok(mut printed) = keep.lock() {
+                    if printed.len() < 20 {
+                        printed.push(line.clone().into_owned());
+                    }
+                }
                 let port = line
                     .split("started successfully on port ")
                     .nth(1)
@@ -245,10 +276,10 @@ impl Driver {
             match port.try_recv() {
                 Ok(port) => break port,
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    panic!(
-                        "chromedriver exited at start: {:?}",
-                        driver.child.try_wait()
-                    )
+                    let status = driver.child.wait();
+                    let _ = errors.join();
+                    let printed = printed.lock().map(|p| p.join("\n")).unwrap_or_default();
+                    return Err(format!("{status:?}: {printed}"));
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => {}
             }
@@ -259,7 +290,7 @@ impl Driver {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         driver.url = format!("http://127.0.0.1:{port}");
-        driver
+        Ok(driver)
     }
 }
 
