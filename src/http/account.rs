@@ -188,8 +188,8 @@ pub async fn login(
         }
     };
     let next = see_other(paths::ACCOUNT);
-    match super::login::start_session(&app, &headers, &signed_in, None, origin, next).await {
-        Ok(response) => response,
+    match super::login::start_session(&app, &headers, &signed_in, None, origin).await {
+        Ok((_, cookies)) => super::login::with_cookies(next, cookies),
         Err(e) => store_failed(e),
     }
 }

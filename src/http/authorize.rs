@@ -49,11 +49,18 @@ async fn run(app: &AppState, headers: &HeaderMap, params: &Params, peer: SocketA
     }
 }
 
-/// What the consent page's answer already knows: the session with its user, and the scopes
-/// just consented to.
-pub(super) struct Consented {
-    pub signed_in: (SessionRecord, AccountRecord),
-    pub scope: String,
+/// What a form's answer already knows when it carries on with the request as `/authorize`
+/// would.
+pub(super) enum Known {
+    /// The person approved at the consent page: the session with its user, and the scopes
+    /// just consented to.
+    Consented {
+        signed_in: (SessionRecord, AccountRecord),
+        scope: String,
+    },
+    /// The person has just signed in: the new session with its user. What they consented
+    /// to before is read only if it can change the outcome.
+    SignedIn((SessionRecord, AccountRecord)),
 }
 
 /// The person approved at the consent page: carries on with the request (`params`, the
@@ -67,10 +74,31 @@ pub(super) async fn after_consent(
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
-    consented: Consented,
+    signed_in: (SessionRecord, AccountRecord),
+    scope: String,
     given: &mut Option<ConsentGiven>,
 ) -> Response {
-    match step(app, headers, params, peer, Some(consented), given).await {
+    let known = Known::Consented { signed_in, scope };
+    match step(app, headers, params, peer, Some(known), given).await {
+        Ok(response) => response,
+        Err(e) => error::authorize_error(app, e, StatusCode::SEE_OTHER),
+    }
+}
+
+/// The person has just signed in: carries on with the request (`params`, the satisfied
+/// `prompt=login`, `select_account` and `max_age` removed) as `/authorize` would, in the
+/// answer to the login form: the consent page, or the code (303, RFC 9700 §4.12), without
+/// the browser's round trip back to `/authorize` and its read of the session (decision
+/// 0050).
+pub(super) async fn after_login(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    peer: SocketAddr,
+    signed_in: (SessionRecord, AccountRecord),
+) -> Response {
+    let known = Known::SignedIn(signed_in);
+    match step(app, headers, params, peer, Some(known), &mut None).await {
         Ok(response) => response,
         Err(e) => error::authorize_error(app, e, StatusCode::SEE_OTHER),
     }
@@ -81,7 +109,7 @@ async fn step(
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
-    known: Option<Consented>,
+    known: Option<Known>,
     given: &mut Option<ConsentGiven>,
 ) -> Result<Response, AuthorizeError> {
     let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
@@ -99,7 +127,22 @@ async fn step(
         None => StatusCode::FOUND,
     };
     let (signed_in, consented) = match known {
-        Some(known) => (Some(known.signed_in), Some(known.scope)),
+        Some(Known::Consented { signed_in, scope }) => (Some(signed_in), Some(scope)),
+        // The consent matters only where `decide` would issue with it: not with
+        // `prompt=consent`, nor for a first-party client.
+        Some(Known::SignedIn(signed_in))
+            if request.prompt.consent || request.client.first_party =>
+        {
+            (Some(signed_in), None)
+        }
+        Some(Known::SignedIn(signed_in)) => {
+            let consented = app
+                .store
+                .consent(&signed_in.1.id, &request.client.id)
+                .await
+                .map_err(|e| request.fail(e.into()))?;
+            (Some(signed_in), consented)
+        }
         None => session::current_with_consent(app, headers, now, &request.client.id)
             .await
             .map_err(|e| request.fail(e.into()))?

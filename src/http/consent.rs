@@ -87,14 +87,12 @@ pub async fn post(
                 pending_query(&params, &["consent"]).as_bytes(),
                 AUTHORIZE_PARAMS,
             );
-            let consented = authorize::Consented {
-                scope: given.scope.clone(),
-                signed_in: (session, account),
-            };
+            let (signed_in, scope) = ((session, account), given.scope.clone());
             let mut given = Some(given);
-            let response =
-                authorize::after_consent(&app, &headers, &params, peer, consented, &mut given)
-                    .await;
+            let response = authorize::after_consent(
+                &app, &headers, &params, peer, signed_in, scope, &mut given,
+            )
+            .await;
             // No code took the consent with it (the request went another way): stored alone,
             // before the answer goes out.
             if let Some(given) = given {

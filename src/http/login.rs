@@ -7,18 +7,18 @@ use std::net::SocketAddr;
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use secrecy::SecretString;
 
-use super::forms::{pending_form, pending_query, request_meta, see_other};
-use super::{error, pages, session};
+use super::forms::{pending_form, pending_query, request_meta};
+use super::{authorize, error, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::AuthorizeRequest;
+use crate::oauth::authorize::{AuthorizeRequest, AUTHORIZE_PARAMS};
 use crate::oauth::error::OAuthError;
 use crate::oauth::login::{self, Attempt, Outcome, SignedIn};
 use crate::oauth::params::Params;
-use crate::store::StoreError;
+use crate::store::{SessionRecord, StoreError};
 
 const LOGIN_PARAMS: &[&str] = &["username", "password", "csrf_token", "authorize_query"];
 const WRONG: &str = "Wrong username or password.";
@@ -116,7 +116,7 @@ fn page_with(
 }
 
 /// POST /login: check the CSRF token, the pending request and the password; on success
-/// start a new session and continue the authorization request.
+/// start a new session and continue the authorization request in the answer.
 pub async fn post(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -141,30 +141,40 @@ pub async fn post(
         Ok(Outcome::Busy) => return busy(),
         Err(e) => return error::authorize_error(&app, request.fail(e), StatusCode::SEE_OTHER),
     };
-    start_and_continue(&app, &headers, &request, &params, &signed_in, origin).await
+    start_and_continue(&app, &headers, peer, &request, &params, &signed_in, origin).await
 }
 
-/// Starts the new session (a new value at every login) and sends the browser back to
-/// `/authorize` to continue the request.
+/// Starts the new session (a new value at every login) and carries on with the request as
+/// `/authorize` would, in the answer to the form: the consent page, or the code (303 to the
+/// client), without the browser's round trip back to `/authorize` and its read of the
+/// session just written (decision 0050).
 async fn start_and_continue(
     app: &AppState,
     headers: &HeaderMap,
+    peer: SocketAddr,
     request: &AuthorizeRequest,
-    params: &crate::oauth::params::Params,
+    params: &Params,
     signed_in: &SignedIn,
     origin: Origin,
 ) -> Response {
     // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
-    // not send the person back to this page because a second passed on the way.
-    let next = see_other(&format!(
-        "/authorize?{}",
-        pending_query(params, &["login", "select_account", "max_age"])
-    ));
+    // not send the person back to this page because a second passed on the way. Likewise
+    // `prompt=login` and `select_account`, satisfied by this sign-in.
+    let params = Params::parse(
+        pending_query(params, &["login", "select_account", "max_age"]).as_bytes(),
+        AUTHORIZE_PARAMS,
+    );
     let client_id = Some(request.client.id.as_str());
-    match start_session(app, headers, signed_in, client_id, origin, next).await {
-        Ok(response) => response,
-        Err(e) => error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER),
-    }
+    let (session, cookies) = match start_session(app, headers, signed_in, client_id, origin).await {
+        Ok(started) => started,
+        Err(e) => {
+            return error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER)
+        }
+    };
+    let account = (*signed_in.account).clone();
+    let response = authorize::after_login(app, headers, &params, peer, (session, account)).await;
+    // Signed in whatever the request's outcome: the session exists.
+    with_cookies(response, cookies)
 }
 
 /// Source address and user agent of a request, for the audit trail (`forms::request_meta`).
@@ -198,15 +208,15 @@ pub(super) async fn check_password(
 }
 
 /// Starts a new session for the signed-in account (a new value at every login, replacing the
-/// one the browser had) and adds its cookie, and the device cookie, to `response`.
+/// one the browser had); returns it with the cookies that carry it, and the device cookie,
+/// for the answer ([`with_cookies`]).
 pub(super) async fn start_session(
     app: &AppState,
     headers: &HeaderMap,
     signed_in: &SignedIn,
     client_id: Option<&str>,
     origin: Origin,
-    mut response: Response,
-) -> Result<Response, StoreError> {
+) -> Result<(SessionRecord, Vec<HeaderValue>), StoreError> {
     let (value, cookie) = session::new_session_cookie(app);
     let replaces = session::session_digest(app, headers);
     let ttl = app.config.session_ttl_secs;
@@ -219,14 +229,17 @@ pub(super) async fn start_session(
         client_id,
         origin,
     );
-    started.await?;
-    if let Some(cookie) = cookie {
+    let session = started.await?;
+    let device = session::device_cookie(app, &signed_in.account.username);
+    Ok((session, cookie.into_iter().chain(device).collect()))
+}
+
+/// `response` with `cookies` added.
+pub(super) fn with_cookies(mut response: Response, cookies: Vec<HeaderValue>) -> Response {
+    for cookie in cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    if let Some(device) = session::device_cookie(app, &signed_in.account.username) {
-        response.headers_mut().append(header::SET_COOKIE, device);
-    }
-    Ok(response)
+    response
 }
 
 /// 503 with `Retry-After` (RFC 9110 §10.2.3): the password checks are saturated; nothing was

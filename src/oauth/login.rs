@@ -379,7 +379,7 @@ impl Authenticator<'_> {
 /// Starts a browser session for the signed-in account with the cookie value's digest,
 /// replacing the session the browser had (a new value at every login: one planted before
 /// login is worthless after), takes the sign-in attempt back from the throttle and audits
-/// the login.
+/// the login. Returns the session it wrote.
 pub async fn start_session(
     store: &dyn Store,
     signed_in: &SignedIn,
@@ -388,7 +388,7 @@ pub async fn start_session(
     ttl: i64,
     client_id: Option<&str>,
     (ip, agent): (Option<String>, Option<String>),
-) -> Result<(), StoreError> {
+) -> Result<SessionRecord, StoreError> {
     let (account, now) = (&signed_in.account, signed_in.now);
     let record = SessionRecord {
         id_digest: value,
@@ -409,5 +409,6 @@ pub async fn start_session(
     audit.client_id = client_id.map(str::to_owned);
     store
         .insert_session(&record, replaces, &signed_in.take_back, &audit)
-        .await
+        .await?;
+    Ok(record)
 }

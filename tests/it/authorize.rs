@@ -31,11 +31,10 @@ async fn authorize_completes_login_and_consent_and_redirects_with_code_state_and
             login.body.contains("name=\"username\"") && login.body.contains("name=\"password\"")
         );
 
-        let after_login = browser.login(&login, "ada", PASSWORD).await;
-        assert_eq!(after_login.status, 303);
-        assert!(after_login.location().starts_with("/authorize?"));
-        let consent = browser.get(after_login.location()).await;
-        assert_eq!(consent.status, 200);
+        // The login form's answer is the consent page itself: no round trip back to
+        // /authorize (decision 0050).
+        let consent = browser.login(&login, "ada", PASSWORD).await;
+        assert_eq!(consent.status, 200, "{}", db.label);
         assert!(
             consent.body.contains("value=\"approve\"") && consent.body.contains("value=\"deny\"")
         );
@@ -389,9 +388,11 @@ async fn authorize_skips_consent_for_first_party_clients() {
     server.user("ada").await;
     let browser = server.browser();
     let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
-    let after = browser.login(&login, "ada", PASSWORD).await;
-    let done = browser.get(after.location()).await;
-    assert_eq!(done.status, 302);
+    // No consent to ask for: the login form's answer carries the code, by 303 since it
+    // answers a POST (RFC 9700 §4.12).
+    let done = browser.login(&login, "ada", PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    assert!(done.location().starts_with(&format!("{REDIRECT}?")));
     assert!(done.redirect_params().contains_key("code"));
 }
 
@@ -412,14 +413,10 @@ async fn authorize_prompt_login_forces_a_new_login_oidc_3_1_2_1() {
         page.body.contains("name=\"password\""),
         "login page despite the session"
     );
-    // After logging in again the request goes on, without asking for a login once more.
-    let after = browser.login(&page, "ada", PASSWORD).await;
-    assert!(
-        !after.location().contains("prompt=login"),
-        "{}",
-        after.location()
-    );
-    let done = browser.get(after.location()).await;
+    // After logging in again the request goes on, without asking for a login once more:
+    // consent was given before, so the code comes with the login form's answer.
+    let done = browser.login(&page, "ada", PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.body);
     assert!(done.redirect_params().contains_key("code"));
 }
 
@@ -460,8 +457,7 @@ async fn consent_deny_redirects_access_denied_with_state_and_iss_rfc6749_4_1_2_1
     server.user("ada").await;
     let browser = server.browser();
     let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
-    let after = browser.login(&login, "ada", PASSWORD).await;
-    let consent = browser.get(after.location()).await;
+    let consent = browser.login(&login, "ada", PASSWORD).await;
     let denied = browser.consent(&consent, "deny").await;
     assert_eq!(denied.status, 303);
     let p = denied.redirect_params();
@@ -486,8 +482,7 @@ async fn consent_approval_answers_with_the_code_by_303_never_307_rfc9700_4_12() 
     let login = browser
         .get(&AuthorizeUrl::new(&client).pkce(&pkce).path())
         .await;
-    let after = browser.login(&login, "ada", PASSWORD).await;
-    let consent = browser.get(after.location()).await;
+    let consent = browser.login(&login, "ada", PASSWORD).await;
     let approved = browser.consent(&consent, "approve").await;
     assert_eq!(approved.status, 303, "{}", approved.body);
     assert!(approved.location().starts_with(&format!("{REDIRECT}?")));
@@ -508,8 +503,7 @@ async fn consent_approval_after_the_session_ended_issues_nothing_oidc_3_1_2_3() 
         for ending in ["signed out", "disabled"] {
             let browser = server.browser();
             let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
-            let after = browser.login(&login, "ada", PASSWORD).await;
-            let consent = browser.get(after.location()).await;
+            let consent = browser.login(&login, "ada", PASSWORD).await;
             assert!(consent.body.contains("decision"), "{}", consent.body);
             match ending {
                 "signed out" => {
@@ -593,8 +587,7 @@ async fn consent_without_valid_csrf_token_is_refused_and_stores_nothing() {
     let ada = server.user("ada").await;
     let browser = server.browser();
     let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
-    let after = browser.login(&login, "ada", PASSWORD).await;
-    let consent = browser.get(after.location()).await;
+    let consent = browser.login(&login, "ada", PASSWORD).await;
     let res = browser
         .post(
             "/consent",
@@ -777,8 +770,14 @@ async fn session_cookie_is_secure_with_host_prefix_under_an_https_issuer() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 303);
-    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert_eq!(res.status(), 200, "signed in: the consent page");
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|c| c.to_str().ok())
+        .find(|c| c.contains("tessera_session="))
+        .unwrap();
     assert!(
         cookie.starts_with("__Host-tessera_session=tsn_"),
         "{cookie}"

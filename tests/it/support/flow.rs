@@ -439,7 +439,7 @@ impl Browser {
 
     /// Authorize, logging in and approving consent when asked, until the redirect to the
     /// client (or an error page) comes back: a 302 from `/authorize`, or the 303 that answers
-    /// the consent form.
+    /// the login or the consent form.
     pub async fn authorize_through(&self, authorize: &str, username: &str) -> Reply {
         let mut reply = self.get(authorize).await;
         for _ in 0..4 {
@@ -450,11 +450,14 @@ impl Browser {
             } else {
                 return reply;
             };
-            assert_eq!(next.status, 303, "{}", next.body);
-            if !next.location().starts_with('/') {
-                return next;
-            }
-            reply = self.get(next.location()).await;
+            // A form's answer is the next page itself (the login's: the consent page,
+            // decision 0050) or a 303, to the client or back to a page of the server.
+            reply = match next.status {
+                200 => next,
+                303 if next.location().starts_with('/') => self.get(next.location()).await,
+                303 => return next,
+                _ => panic!("{}: {}", next.status, next.body),
+            };
         }
         reply
     }
