@@ -128,11 +128,7 @@ async fn step(
     };
     let (signed_in, consented) = match known {
         Some(Known::Consented { signed_in, scope }) => (Some(signed_in), Some(scope)),
-        // The consent matters only where `decide` would issue with it: not with
-        // `prompt=consent`, nor for a first-party client.
-        Some(Known::SignedIn(signed_in))
-            if request.prompt.consent || request.client.first_party =>
-        {
+        Some(Known::SignedIn(signed_in)) if !authorize::stored_consent_matters(&request) => {
             (Some(signed_in), None)
         }
         Some(Known::SignedIn(signed_in)) => {

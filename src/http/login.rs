@@ -157,13 +157,7 @@ async fn start_and_continue(
     signed_in: &SignedIn,
     origin: Origin,
 ) -> Response {
-    // OIDC Core §3.1.2.1: `max_age=0` means one fresh login, then continue; the request must
-    // not send the person back to this page because a second passed on the way. Likewise
-    // `prompt=login` and `select_account`, satisfied by this sign-in.
-    let params = Params::parse(
-        pending_query(params, &["login", "select_account", "max_age"]).as_bytes(),
-        AUTHORIZE_PARAMS,
-    );
+    let params = continued(params);
     let client_id = Some(request.client.id.as_str());
     let (session, cookies) = match start_session(app, headers, signed_in, client_id, origin).await {
         Ok(started) => started,
@@ -172,9 +166,26 @@ async fn start_and_continue(
         }
     };
     let account = (*signed_in.account).clone();
-    let response = authorize::after_login(app, headers, &params, peer, (session, account)).await;
+    // The answer may be a page, which the browser's history keeps as the answer to this
+    // form: sent again from there (Back, a reload), the form and its password must not sign
+    // anyone in once more, for example the next person at a shared computer after a
+    // logout. So the CSRF cookie the form was sent with ends here, and every form shown
+    // before with it (decision 0050).
+    let fresh = session::without_csrf_cookie(app, headers);
+    let response = authorize::after_login(app, &fresh, &params, peer, (session, account)).await;
     // Signed in whatever the request's outcome: the session exists.
-    with_cookies(response, cookies)
+    session::end_csrf_cookie(app, with_cookies(response, cookies))
+}
+
+/// The request to carry on with after a sign-in. OIDC Core §3.1.2.1: `max_age=0` means one
+/// fresh login, then continue; the request must not send the person back to the login page
+/// because a second passed on the way. Likewise `prompt=login` and `select_account`,
+/// satisfied by this sign-in.
+fn continued(params: &Params) -> Params {
+    Params::parse(
+        pending_query(params, &["login", "select_account", "max_age"]).as_bytes(),
+        AUTHORIZE_PARAMS,
+    )
 }
 
 /// Source address and user agent of a request, for the audit trail (`forms::request_meta`).
@@ -255,4 +266,32 @@ pub(super) fn busy() -> Response {
         axum::http::HeaderValue::from_static("1"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a sign-in satisfies is not asked again: `max_age` (`0` would otherwise send the
+    /// person back to the login page once a second passed), `prompt=login` and
+    /// `select_account`; the rest of the request goes on as it was.
+    #[test]
+    fn the_request_goes_on_without_what_the_sign_in_satisfied_oidc_3_1_2_1() {
+        let params = Params::parse(
+            b"response_type=code&client_id=web&scope=openid&state=s&max_age=0\
+              &prompt=login%20consent&nonce=n",
+            AUTHORIZE_PARAMS,
+        );
+        let next = continued(&params);
+        assert_eq!(next.get("max_age"), None);
+        assert_eq!(next.get("prompt"), Some("consent"));
+        for (name, value) in [("client_id", "web"), ("state", "s"), ("nonce", "n")] {
+            assert_eq!(next.get(name), Some(value));
+        }
+        let only = continued(&Params::parse(
+            b"client_id=web&prompt=select_account",
+            AUTHORIZE_PARAMS,
+        ));
+        assert_eq!(only.get("prompt"), None);
+    }
 }

@@ -164,6 +164,48 @@ impl Csrf {
     }
 }
 
+/// `headers` without the browser's CSRF cookie: a page rendered for them hands out a new
+/// one, and the forms shown before stop working (after a sign-in, decision 0050).
+pub fn without_csrf_cookie(app: &AppState, headers: &HeaderMap) -> HeaderMap {
+    let csrf = name(CSRF, secure(app));
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| pair.split_once('=').is_none_or(|(n, _)| n != csrf))
+        .collect();
+    let mut out = headers.clone();
+    out.remove(header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            out.insert(header::COOKIE, value);
+        }
+    }
+    out
+}
+
+/// `response`, handing the browser a new CSRF cookie or, if it does not, removing the one
+/// it has: either way no form shown before works any more.
+pub fn end_csrf_cookie(
+    app: &AppState,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let csrf = format!("{}=", name(CSRF, secure(app)));
+    let renewed = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|c| c.as_bytes().starts_with(csrf.as_bytes()));
+    if !renewed {
+        if let Some(clear) = set_cookie(&name(CSRF, secure(app)), "", secure(app), Some(0)) {
+            response.headers_mut().append(header::SET_COOKIE, clear);
+        }
+    }
+    response
+}
+
 /// Renders a page that holds a form: `page` gets this browser's CSRF token, and the CSRF
 /// cookie is set if the browser had none. `form_target` is the redirect URI the form's
 /// follow-up redirects may reach (see `pages::form_action_source`).

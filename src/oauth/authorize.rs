@@ -373,6 +373,13 @@ pub enum Decision {
 /// `select_account`, or if the session is older than `max_age`; then ask for consent unless
 /// it was given for every requested scope (or the client is first-party) and `prompt=consent`
 /// was not sent. `prompt=none` never shows a page.
+/// Whether what the user consented to before can change what [`decide`] answers: not when
+/// the request asks for consent anyway (`prompt=consent`), nor for a first-party client,
+/// which needs none. Where it cannot, it need not be read.
+pub fn stored_consent_matters(request: &AuthorizeRequest) -> bool {
+    !(request.prompt.consent || request.client.first_party)
+}
+
 pub fn decide(
     request: &AuthorizeRequest,
     session: Option<(SessionRecord, AccountRecord)>,
@@ -396,6 +403,7 @@ pub fn decide(
         }
         return Ok(Decision::Login);
     };
+    // Keep in step with `stored_consent_matters`.
     let covered = request.client.first_party
         || consented
             .and_then(|c| scope::parse(c).ok())

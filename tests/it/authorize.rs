@@ -394,6 +394,45 @@ async fn authorize_skips_consent_for_first_party_clients() {
     assert_eq!(done.status, 303, "{}", done.body);
     assert!(done.location().starts_with(&format!("{REDIRECT}?")));
     assert!(done.redirect_params().contains_key("code"));
+    // The session cookie came with that redirect: the next request needs no sign-in.
+    let silent = browser
+        .get(&AuthorizeUrl::new(&client).set("prompt", "none").path())
+        .await;
+    assert_eq!(silent.status, 302, "{}", silent.body);
+    assert!(silent.redirect_params().contains_key("code"));
+}
+
+/// A sign-in reads what the user consented to before (on both stores): a request it covers
+/// gets the code in the login form's answer; one asking for more gets the consent page.
+#[tokio::test]
+async fn a_sign_in_issues_at_once_what_consent_given_before_covers_oidc_3_1_2_4() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        server.user("ada").await;
+        server
+            .browser()
+            .authorize_through(&AuthorizeUrl::new(&client).path(), "ada")
+            .await;
+        // Another browser, so a sign-in again.
+        let browser = server.browser();
+        let login = browser.get(&AuthorizeUrl::new(&client).path()).await;
+        let done = browser.login(&login, "ada", PASSWORD).await;
+        assert_eq!(done.status, 303, "{}: {}", db.label, done.body);
+        assert!(done.location().starts_with(&format!("{REDIRECT}?")));
+        assert!(done.redirect_params().contains_key("code"));
+        let browser = server.browser();
+        let wider = AuthorizeUrl::new(&client).set("scope", "openid profile email");
+        let login = browser.get(&wider.path()).await;
+        let consent = browser.login(&login, "ada", PASSWORD).await;
+        assert_eq!(consent.status, 200, "{}", db.label);
+        assert!(
+            consent.body.contains("name=\"decision\""),
+            "{}",
+            consent.body
+        );
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -417,6 +456,7 @@ async fn authorize_prompt_login_forces_a_new_login_oidc_3_1_2_1() {
     // consent was given before, so the code comes with the login form's answer.
     let done = browser.login(&page, "ada", PASSWORD).await;
     assert_eq!(done.status, 303, "{}", done.body);
+    assert!(done.location().starts_with(&format!("{REDIRECT}?")));
     assert!(done.redirect_params().contains_key("code"));
 }
 

@@ -430,6 +430,51 @@ async fn authorize_max_age_0_logs_in_once_then_continues_oidc_3_1_2_1() {
     }
 }
 
+/// The login form's answer is a page (the consent page, decision 0050), which the browser's
+/// history keeps as the answer to the form: sent again from there after a logout (Back and
+/// "send again", the next person at a shared computer), the form with its password must
+/// sign no one in. The sign-in ended the CSRF cookie the form was sent with.
+#[tokio::test]
+async fn a_login_form_sent_again_after_its_sign_in_signs_no_one_in_asvs_3_3_1() {
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let web = server.confidential_client("web").await;
+        server.user("ada").await;
+        let browser = server.browser();
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        let form = [
+            ("username", "ada".to_owned()),
+            ("password", PASSWORD.to_owned()),
+            ("csrf_token", page.input("csrf_token")),
+            ("authorize_query", page.input("authorize_query")),
+        ];
+        let send = || async {
+            let res = browser
+                .http
+                .post(server.url("/login"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            crate::support::flow::Reply::from(res).await
+        };
+        let consent = send().await;
+        assert_eq!(consent.status, 200, "{}: {}", db.label, consent.body);
+        let done = browser.consent(&consent, "approve").await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        // Signed out (every session of the store gone), then the form again.
+        db.rows("delete from session").await;
+        let again = send().await;
+        assert_eq!(again.status, 403, "{}: {}", db.label, again.body);
+        assert_eq!(db.number("select count(*) from session").await, 0);
+        // A new login page works as ever.
+        let page = browser.get(&AuthorizeUrl::new(&web).path()).await;
+        let res = browser.login(&page, "ada", PASSWORD).await;
+        assert_eq!(res.status, 303, "{}: {}", db.label, res.body);
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn authorize_requires_redirect_uri_in_openid_requests_oidc_3_1_2_1() {
     for db in TestDb::all().await {
