@@ -178,10 +178,8 @@ pub fn without_csrf_cookie(app: &AppState, headers: &HeaderMap) -> HeaderMap {
         .collect();
     let mut out = headers.clone();
     out.remove(header::COOKIE);
-    if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
-        if !kept.is_empty() {
-            out.insert(header::COOKIE, value);
-        }
+    if let (false, Ok(value)) = (kept.is_empty(), HeaderValue::from_str(&kept.join("; "))) {
+        out.insert(header::COOKIE, value);
     }
     out
 }
@@ -192,14 +190,15 @@ pub fn end_csrf_cookie(
     app: &AppState,
     mut response: axum::response::Response,
 ) -> axum::response::Response {
-    let csrf = format!("{}=", name(CSRF, secure(app)));
+    let csrf = name(CSRF, secure(app));
     let renewed = response
         .headers()
         .get_all(header::SET_COOKIE)
         .iter()
-        .any(|c| c.as_bytes().starts_with(csrf.as_bytes()));
+        .filter_map(|c| c.to_str().ok())
+        .any(|c| c.split_once('=').is_some_and(|(n, _)| n == csrf));
     if !renewed {
-        if let Some(clear) = set_cookie(&name(CSRF, secure(app)), "", secure(app), Some(0)) {
+        if let Some(clear) = set_cookie(&csrf, "", secure(app), Some(0)) {
             response.headers_mut().append(header::SET_COOKIE, clear);
         }
     }

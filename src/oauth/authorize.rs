@@ -369,10 +369,6 @@ pub enum Decision {
     Issue(SessionRecord, AccountRecord),
 }
 
-/// OIDC Core §3.1.2.3–§3.1.2.4: authenticate if there is no session, if `prompt=login` or
-/// `select_account`, or if the session is older than `max_age`; then ask for consent unless
-/// it was given for every requested scope (or the client is first-party) and `prompt=consent`
-/// was not sent. `prompt=none` never shows a page.
 /// Whether what the user consented to before can change what [`decide`] answers: not when
 /// the request asks for consent anyway (`prompt=consent`), nor for a first-party client,
 /// which needs none. Where it cannot, it need not be read.
@@ -380,6 +376,10 @@ pub fn stored_consent_matters(request: &AuthorizeRequest) -> bool {
     !(request.prompt.consent || request.client.first_party)
 }
 
+/// OIDC Core §3.1.2.3–§3.1.2.4: authenticate if there is no session, if `prompt=login` or
+/// `select_account`, or if the session is older than `max_age`; then ask for consent unless
+/// it was given for every requested scope (or the client is first-party) and `prompt=consent`
+/// was not sent. `prompt=none` never shows a page.
 pub fn decide(
     request: &AuthorizeRequest,
     session: Option<(SessionRecord, AccountRecord)>,
