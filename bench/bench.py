@@ -845,25 +845,51 @@ class Bench:
         ]
         return [x for x in w if x[0] in self.a.workloads]
 
+    def one_run(self, fn, pid, pg=True, tag=""):
+        res = self.measured(pid, fn, pg)
+        log(f"  {tag}{res['per_s']}/s p50 {res['p50_ms']} ms "
+            f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
+            f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
+            f"ms/op (statements {res.get('statement_ms_per_op')} ms/op, "
+            f"{res.get('wal_records_per_op')} WAL records/op) driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
+            f" busy {res.get('machine_busy_share')}"
+            + (f" hashing {res['hash_cpu_ms_per_op']} ms/op, bound {res.get('hash_bound_per_s')}/s"
+               if res.get("hash_cpu_ms_per_op") is not None else "")
+            + (f" other servers {res['other_servers_cpu_ms']:.0f} ms"
+               if res.get("other_servers_cpu_ms") is not None else "")
+            + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
+               if res.get("pg", {}).get("idle_in_transaction") else ""))
+        return res
+
     def levels_of(self, fn, pid, pg=True):
         out = {}
         for c in self.a.concurrency:
-            runs = []
-            for r in range(self.a.runs):
-                res = self.measured(pid, lambda: fn(c, r), pg)
-                runs.append(res)
-                log(f"  c={c} run {r + 1}: {res['per_s']}/s p50 {res['p50_ms']} ms "
-                    f"p99 {res['p99_ms']} ms errors {res['non_2xx'] + res['socket_errors']} "
-                    f"cpu {res.get('server_cpu_ms_per_op')} ms/op pg {res.get('pg_cpu_ms_per_op')} "
-                    f"ms/op (statements {res.get('statement_ms_per_op')} ms/op, "
-                    f"{res.get('wal_records_per_op')} WAL records/op) driver {res.get('driver_cpu_ms_per_op')} ms/op rss {res['peak_rss_mib']} MiB"
-                    f" busy {res.get('machine_busy_share')}"
-                    + (f" hashing {res['hash_cpu_ms_per_op']} ms/op, bound {res.get('hash_bound_per_s')}/s"
-                       if res.get("hash_cpu_ms_per_op") is not None else "")
-                    + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
-                       if res.get("pg", {}).get("idle_in_transaction") else ""))
+            runs = [self.one_run(lambda: fn(c, r), pid, pg, f"c={c} run {r + 1}: ")
+                    for r in range(self.a.runs)]
             out[str(c)] = {"median": summarize(runs), "runs": runs}
         return out
+
+    def workload_run(self, name, c, r, others=()):
+        """One run of one workload at one level, kept in this store's section. `others`: the
+        other stores' benches, whose idle servers' CPU over the run is recorded beside it
+        (what they took from the machine while this one was measured)."""
+        label, fn = self.plan[name]
+        pid = self.server_pid()
+
+        def go():
+            before = [(o, proc_ticks(o.server_pid())) for o in others]
+            out = fn(c, r)
+            if before:
+                out["other_servers_cpu_ms"] = sum(
+                    ((proc_ticks(o.server_pid()) or 0) - (t or 0)) * 1000.0 / CLK_TCK
+                    for o, t in before)
+            return out
+
+        res = self.one_run(go, pid, True, f"{self.a.store} c={c} run {r + 1}: ")
+        w = self.result["workloads"].setdefault(name, {"label": label, "levels": {}})
+        level = w["levels"].setdefault(str(c), {"runs": []})
+        level["runs"].append(res)
+        level["median"] = summarize(level["runs"])
 
     # -- ceilings ---------------------------------------------------------------------
 
@@ -936,19 +962,21 @@ class Bench:
 
     # -- main -------------------------------------------------------------------------
 
-    def run(self):
+    def prepare(self):
+        """Provisions the store, starts the server, fills the token pools: ready for
+        `workload_run`."""
         r = self.result
-        log("provisioning with the CLI")
+        log(f"{self.a.store}: provisioning with the CLI")
         t = time.monotonic()
         self.provision()
         r["provision_s"] = round(time.monotonic() - t, 2)
         # The first start on a new store creates the signing keys (an RSA key among them,
         # whose generation takes a random few hundred ms); every later start, the one that
         # matters for restarts and for adding instances, finds them.
-        log("starting tessera serve (first start: creates the signing keys)")
+        log(f"{self.a.store}: starting tessera serve (first start: creates the signing keys)")
         r["first_start_to_ready_ms"] = round(self.start_server(), 1)
         self.stop_server()
-        log("restarting tessera serve")
+        log(f"{self.a.store}: restarting tessera serve")
         r["start_to_ready_ms"] = round(self.start_server(), 1)
         time.sleep(1.0)
         pid = self.server.pid
@@ -972,7 +1000,7 @@ class Bench:
             r["notes"].append(
                 "SQLite runs inside the tessera process: its CPU is in the server CPU figure, "
                 "and there are no separate database CPU, commit or statement counts.")
-        log("filling the token pools")
+        log(f"{self.a.store}: filling the token pools")
         t = time.monotonic()
         access_file = self.access_pool() if {"introspection_json", "introspection_jwt"} & set(self.a.workloads) else None
         refresh_files = {}
@@ -986,31 +1014,63 @@ class Bench:
         r["idle_rss_mib_after_pools"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
         r["memory_after_pools"] = self.memory(pid)
         r["workloads"] = {}
-        for name, label, fn in self.workloads(access_file, refresh_files):
-            log(f"workload {name}")
-            r["workloads"][name] = {"label": label, "levels": self.levels_of(fn, pid)}
-        time.sleep(2.0)
+        self.plan = {name: (label, fn) for name, label, fn in self.workloads(access_file, refresh_files)}
+
+    def finish(self):
+        """After the last workload: idle and lifetime memory, then the server stops."""
+        r = self.result
+        pid = self.server_pid()
         r["idle_rss_mib_after_all"] = round(proc_status_kib(pid, "VmRSS") / 1024.0, 1)
         r["memory_after_all"] = self.memory(pid)
         # VmHWM was reset before each run: the lifetime peak is the largest of those it held.
         lifetime = max([proc_status_kib(pid, "VmHWM") or 0, *self.peaks.get(pid, [])])
         r["peak_rss_mib_lifetime"] = round(lifetime / 1024.0, 1)
-        log(f"idle RSS after the workloads {r['idle_rss_mib_after_all']} MiB")
+        log(f"{self.a.store}: idle RSS after the workloads {r['idle_rss_mib_after_all']} MiB")
         self.stop_server()
 
-        if not self.a.no_ceilings:
-            ceil = r["ceilings"] = {}
+    def ceilings(self, shared=None):
+        """The ceilings; `shared`: those another store's bench measured in this script
+        (the HTTP, argon2id and signature ceilings depend on the machine, not the store)."""
+        ceil = {}
+        if shared is not None:
+            ceil.update({k: v for k, v in shared.items() if k != "pgbench"})
+        else:
             log("ceiling: bare axum hello")
             ceil["hello"] = self.hello()
             log("ceiling: argon2id, RS256 and ES256")
             p = subprocess.run([self.a.ceilings_bin, "3"], capture_output=True, text=True, check=True)
             ceil.update(json.loads(p.stdout))
-            if self.a.store == "postgres":
-                log("ceiling: pgbench")
-                ceil["pgbench"] = self.pgbench()
-            else:
-                r["notes"].append("No database ceiling on SQLite: pgbench measures Postgres only.")
-        return r
+        if self.a.store == "postgres":
+            log("ceiling: pgbench")
+            ceil["pgbench"] = self.pgbench()
+        else:
+            self.result["notes"].append("No database ceiling on SQLite: pgbench measures Postgres only.")
+        self.result["ceilings"] = ceil
+        return ceil
+
+
+def run_all(benches, args):
+    """Every workload level on every store in turn (the first store alternating from one
+    level to the next), so that a comparison between the stores compares runs minutes
+    apart on the same host, not two scripts half an hour apart (the host's speed drifts
+    by up to a fifth within minutes on the machines this runs on)."""
+    for b in benches:
+        b.prepare()
+    for name in args.workloads:
+        log(f"workload {name}")
+        for j, c in enumerate(args.concurrency):
+            for r in range(args.runs):
+                turn = (args.workloads.index(name) + j + r) % 2
+                order = benches if turn == 0 else benches[::-1]
+                for b in order:
+                    b.workload_run(name, c, r, [o for o in benches if o is not b])
+    time.sleep(2.0)
+    for b in benches:
+        b.finish()
+    if not args.no_ceilings:
+        shared = None
+        for b in benches:
+            shared = b.ceilings(shared)
 
 
 def summarize(runs):
@@ -1105,7 +1165,9 @@ def main():
     p.add_argument("--hello-bin", required=True)
     p.add_argument("--ceilings-bin", required=True)
     p.add_argument("--flows-bin", required=True, help="the code flow's load generator")
-    p.add_argument("--store", choices=["postgres", "sqlite"], required=True)
+    p.add_argument("--store", required=True,
+                   help="postgres, sqlite, or both (postgres,sqlite): every workload level on "
+                        "each store in turn")
     p.add_argument("--db-url")
     p.add_argument("--db-name")
     p.add_argument("--admin-url")
@@ -1128,33 +1190,54 @@ def main():
     if unknown:
         p.error(f"unknown workloads: {', '.join(sorted(unknown))} (known: {', '.join(every)})")
 
-    if args.port == 0:
-        args.port = free_port()
-    bench = Bench(args)
+    stores = [x for x in args.store.split(",") if x]
+    if not stores or set(stores) - {"postgres", "sqlite"} or len(set(stores)) != len(stores):
+        p.error(f"--store: postgres, sqlite or postgres,sqlite, not {args.store}")
+    if "postgres" in stores and not (args.db_url and args.db_name and args.admin_url):
+        p.error("the Postgres store needs --db-url, --db-name and --admin-url")
+    benches = []
+    for store in stores:
+        a = argparse.Namespace(**vars(args))
+        a.store = store
+        a.port = args.port if args.port and len(stores) == 1 else free_port()
+        # Each store's server keeps its own data folder, log and token files.
+        a.tmp = args.tmp if len(stores) == 1 else os.path.join(args.tmp, store)
+        os.makedirs(a.tmp, exist_ok=True)
+        benches.append(Bench(a))
     started = time.time()
     load_start = loadavg()
     try:
-        result = bench.run()
+        run_all(benches, args)
     finally:
-        bench.stop_server()
-    info, versions = machine(args)
-    result.update(
-        date=time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
-        machine=info,
-        versions=versions,
-        method={
-            "concurrency": args.concurrency,
-            "duration_s": args.duration,
-            "runs": args.runs,
-            "load_generator": "wrk -t1 (closed loop) with bench/lua/*.lua; the code flow with "
-                              "bench/hello's flows (hyper, one thread, one task per concurrent "
-                              "browser)",
-            "workloads": args.workloads,
-            "total_s": round(time.time() - started, 1),
-            "loadavg_1min_start": load_start,
-            "loadavg_1min_end": loadavg(),
-        },
-    )
+        for b in benches:
+            b.stop_server()
+    total_s = round(time.time() - started, 1)
+    load_end = loadavg()
+    results = {}
+    for b in benches:
+        info, versions = machine(b.a)
+        result = b.result
+        result.update(
+            date=time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(started)),
+            machine=info,
+            versions=versions,
+            method={
+                "concurrency": args.concurrency,
+                "duration_s": args.duration,
+                "runs": args.runs,
+                "load_generator": "wrk -t1 (closed loop) with bench/lua/*.lua; the code flow with "
+                                  "bench/hello's flows (hyper, one thread, one task per concurrent "
+                                  "browser)",
+                "workloads": args.workloads,
+                "total_s": total_s,
+                "loadavg_1min_start": load_start,
+                "loadavg_1min_end": load_end,
+                # The stores whose runs alternated with this one's, level by level (their
+                # servers idle, but running, while this one was measured).
+                "interleaved_with": [o for o in stores if o != b.a.store],
+            },
+        )
+        results[b.a.store] = result
     doc = {}
     if os.path.exists(args.json):
         try:
@@ -1162,7 +1245,7 @@ def main():
                 doc = json.load(f)
         except (OSError, json.JSONDecodeError):
             doc = {}
-    doc[args.store] = result
+    doc.update(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=2, sort_keys=True)

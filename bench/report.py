@@ -203,6 +203,13 @@ def section_md(section):
         f"median of {meth.get('runs')} run{'s' if meth.get('runs') != 1 else ''} "
         f"(the whole script took {num(meth.get('total_s'))} s)."
     )
+    if meth.get("interleaved_with"):
+        others = " and ".join("Postgres" if o == "postgres" else "SQLite" for o in meth["interleaved_with"])
+        out.append("")
+        out.append(
+            f"Interleaved with the {others} run: every workload level ran on one store, then "
+            "the other, so both stores' figures come from the same minutes of the host."
+        )
     if meth.get("loadavg_1min_start") is not None:
         out.append("")
         out.append(
@@ -1148,13 +1155,17 @@ token issue's rows and event keep every field (`tests/it/store.rs`
 METHOD = """\
 ## Method
 
-`bench/run` (add `--sqlite` for the embedded store; `--help` lists the options) does it all
-from a clean clone:
+`bench/run` (both stores; `--postgres` or `--sqlite` for one; `--help` lists the options)
+does it all from a clean clone:
 
 1. Builds Tessera with `cargo build --release --locked` and the ceilings crate `bench/hello`
    (its own `Cargo.toml`, lock file and target folder; not part of Tessera's build).
 2. Creates a fresh Postgres database `tessera_bench_<time>_<pid>` on the local server (dropped
-   at the end), or a fresh SQLite file in a temporary folder.
+   at the end) and a fresh SQLite file in a temporary folder, one server on each. Every
+   workload level runs on one store, then on the other (the first store alternating from one
+   level to the next), so that the stores are compared on runs minutes apart: the host's
+   speed drifts by up to a fifth within minutes. The idle server's CPU over each run is
+   recorded beside it (`other_servers_cpu_ms` in the JSON).
 3. Provisions with the CLI: confidential `client_credentials` clients with opaque and with JWT
    access tokens, a gateway client with `--introspect`, two code-flow clients
    (`openid profile email offline_access`, not first-party), one with RS256 ID tokens (what
