@@ -2364,6 +2364,129 @@ async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate(
     }
 }
 
+/// Decision 0051: on Postgres, concurrent `rotate_refresh_at_once` calls share statements,
+/// and each keeps its own outcome: every live token rotates once, a spent or unknown one
+/// not at all, and of three rotations of one token exactly one wins (the others write
+/// nothing, for the steps to find it spent and revoke the grant).
+#[tokio::test]
+async fn concurrent_refresh_rotations_at_once_share_writes_and_each_keeps_its_outcome() {
+    for db in TestDb::all().await {
+        let (recorder, store) = recorded(&db).await;
+        if store.backend() != Backend::Postgres {
+            continue;
+        }
+        const LIVE: usize = 30;
+        let live: Vec<TokenRecord> = (0..LIVE)
+            .map(|i| TokenRecord {
+                expires_at: Some(10_000),
+                ..token(&format!("r-{i}"), TokenKind::Refresh, ADA, Some("g1"))
+            })
+            .collect();
+        grant_with_tokens(store.as_ref(), "g1", ADA, &live).await;
+        assert!(store
+            .rotate_refresh(
+                &Digest::of("r-0"),
+                &[],
+                3_000,
+                &audit(AuditKind::TokenIssued)
+            )
+            .await
+            .unwrap());
+        let heard = recorder.kinds().len();
+        let trail = audit_count(store.as_ref()).await;
+        let writes = store.pool_status().writes;
+
+        let olds: Vec<String> = (0..LIVE)
+            .map(|i| format!("r-{i}"))
+            .chain(["r-1", "r-1", "unknown"].map(String::from))
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (k, old) in olds.iter().cloned().enumerate() {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let event = rotation_event(4_000);
+                let rotation = store::RefreshAtOnce {
+                    old: Digest::of(&old),
+                    client_id: CLIENT,
+                    now: 4_000,
+                    access: store::NewToken {
+                        digest: Digest::of(&format!("a-{k}")),
+                        jti: format!("jti-a-{k}"),
+                    },
+                    access_expires_at: 4_600,
+                    refresh: store::NewToken {
+                        digest: Digest::of(&format!("n-{k}")),
+                        jti: format!("jti-n-{k}"),
+                    },
+                    refresh_idle_ttl: 1_000,
+                    refresh_absolute_ttl: 100_000,
+                    audit: &event,
+                };
+                let outcome = store.rotate_refresh_at_once(&rotation).await;
+                (k, old, outcome)
+            });
+        }
+        let mut wins: std::collections::HashMap<String, usize> = Default::default();
+        while let Some(done) = tasks.join_next().await {
+            let (k, old, outcome) = done.unwrap();
+            let outcome = outcome.unwrap_or_else(|e| panic!("{}: rotation {k}: {e:?}", db.label));
+            let new_refresh = store.token(&Digest::of(&format!("n-{k}"))).await.unwrap();
+            let new_access = store.token(&Digest::of(&format!("a-{k}"))).await.unwrap();
+            match outcome {
+                Some(spent) => {
+                    *wins.entry(old.clone()).or_default() += 1;
+                    assert_eq!(spent.token.digest, Digest::of(&old), "{}", db.label);
+                    assert_eq!(spent.token.used_at, None, "returned as read");
+                    let new_refresh = new_refresh.expect("the winner's refresh token");
+                    assert_eq!(new_refresh.previous_digest, Some(Digest::of(&old)));
+                    assert_eq!(new_refresh.jti, format!("jti-n-{k}"));
+                    assert_eq!(
+                        new_access.expect("its access token").jti,
+                        format!("jti-a-{k}")
+                    );
+                }
+                None => {
+                    assert_eq!(new_refresh, None, "{}: rotation {k} of {old}", db.label);
+                    assert_eq!(new_access, None, "{}: rotation {k} of {old}", db.label);
+                }
+            }
+        }
+        for old in &olds {
+            let expected = usize::from(old != "r-0" && old != "unknown");
+            assert_eq!(
+                wins.get(old).copied().unwrap_or(0),
+                expected,
+                "{}: {old}",
+                db.label
+            );
+        }
+        for i in 1..LIVE {
+            let t = store
+                .token(&Digest::of(&format!("r-{i}")))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(t.used_at, Some(4_000), "{}: r-{i}", db.label);
+        }
+        assert_eq!(
+            audit_count(store.as_ref()).await - trail,
+            LIVE - 1,
+            "{}",
+            db.label
+        );
+        assert_eq!(recorder.kinds().len() - heard, LIVE - 1, "{}", db.label);
+        // One statement each alone; queued together they share a few (the two repeated
+        // rotations of r-1 are written after their batch, by themselves).
+        let used = store.pool_status().writes - writes;
+        assert!(
+            used <= (olds.len() / 2) as u64,
+            "{}: {used} writes for {} concurrent rotations",
+            db.label,
+            olds.len()
+        );
+    }
+}
+
 /// The `token_issued` event a code redemption hands to `redeem_code_at_once`, with the
 /// code's grant id, scope and whether a refresh token is written as placeholders.
 fn redemption_event(now: i64) -> AuditEvent {

@@ -12,6 +12,8 @@
 //! conditional update spent the old refresh token ([`Spend`]), so each rotation keeps its own
 //! outcome. Two rotations of one token in one batch cannot both win; the later one is written
 //! after the batch, by itself, and finds the token spent (or, if the batch failed, unspent).
+//! On Postgres a rotation comes with its read ([`Rotation`], decisions 0043 and 0051): the
+//! rotations of a batch are one statement of their own, beside its issues.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::SqlStore;
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
-use crate::store::{Backend, StoreError, TokenRecord};
+use crate::store::{Backend, NewToken, RefreshAtOnce, StoreError, StoredCredential, TokenRecord};
 
 /// Most writes in one batch: bounds the statement's size and how long one batch holds
 /// SQLite's write turn.
@@ -47,10 +49,50 @@ pub(super) struct TokenWrite {
     pub(super) spends: Option<Spend>,
 }
 
-/// A write waiting for the writer, and where its outcome goes: whether it was written.
-struct Issue {
-    write: TokenWrite,
-    done: oneshot::Sender<Result<bool, StoreError>>,
+/// Postgres: a refresh rotation with its read ([`RefreshAtOnce`], owned): written if the
+/// old token is found unspent, answering its credential as read.
+pub(super) struct Rotation {
+    pub(super) old: Digest,
+    pub(super) client_id: String,
+    pub(super) now: i64,
+    pub(super) access: NewToken,
+    pub(super) access_expires_at: i64,
+    pub(super) refresh: NewToken,
+    pub(super) refresh_idle_ttl: i64,
+    pub(super) refresh_absolute_ttl: i64,
+    pub(super) audit: AuditEvent,
+}
+
+impl From<&RefreshAtOnce<'_>> for Rotation {
+    fn from(r: &RefreshAtOnce<'_>) -> Self {
+        Rotation {
+            old: r.old,
+            client_id: r.client_id.to_owned(),
+            now: r.now,
+            access: r.access.clone(),
+            access_expires_at: r.access_expires_at,
+            refresh: r.refresh.clone(),
+            refresh_idle_ttl: r.refresh_idle_ttl,
+            refresh_absolute_ttl: r.refresh_absolute_ttl,
+            audit: r.audit.clone(),
+        }
+    }
+}
+
+type Rotated = Result<Option<StoredCredential>, StoreError>;
+
+/// A write waiting for the writer, and where its outcome goes.
+enum Issue {
+    /// Whether it was written.
+    Write {
+        write: TokenWrite,
+        done: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// The old credential if the rotation was written.
+    Rotate {
+        rotation: Rotation,
+        done: oneshot::Sender<Rotated>,
+    },
 }
 
 /// The sending side, kept by the store; the task ends when the last store clone is dropped.
@@ -106,15 +148,31 @@ impl TokenWrites {
         write: TokenWrite,
     ) -> Result<Result<bool, StoreError>, TokenWrite> {
         let (done, outcome) = oneshot::channel();
-        if let Err(mpsc::error::SendError(issue)) = self.queue.send(Issue { write, done }).await {
-            return Err(issue.write);
+        if let Err(mpsc::error::SendError(Issue::Write { write, .. })) =
+            self.queue.send(Issue::Write { write, done }).await
+        {
+            return Err(write);
         }
-        // A writer that stopped mid-batch (its runtime shutting down) may or may not have
-        // committed it: unavailable, as for a lost connection.
-        Ok(outcome
-            .await
-            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed))))
+        Ok(outcome.await.unwrap_or(Err(crashed())))
     }
+
+    /// Postgres: writes `rotation` in some batch. `Err(rotation)` hands it back when the
+    /// writer is gone, as [`TokenWrites::write`] does.
+    pub(super) async fn rotate(&self, rotation: Rotation) -> Result<Rotated, Rotation> {
+        let (done, outcome) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Issue::Rotate { rotation, .. })) =
+            self.queue.send(Issue::Rotate { rotation, done }).await
+        {
+            return Err(rotation);
+        }
+        Ok(outcome.await.unwrap_or(Err(crashed())))
+    }
+}
+
+/// A writer that stopped mid-batch (its runtime shutting down) may or may not have committed
+/// it: unavailable, as for a lost connection.
+fn crashed() -> StoreError {
+    StoreError::Unavailable(sqlx::Error::WorkerCrashed)
 }
 
 /// How often SQLite's write-ahead log is copied back into the database file.
@@ -200,14 +258,35 @@ async fn tick(every: &mut Option<tokio::time::Interval>) {
 }
 
 async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
+    let mut writes = Vec::new();
+    let mut rotations = Vec::new();
+    for issue in batch {
+        match issue {
+            Issue::Write { write, done } => writes.push((write, done)),
+            Issue::Rotate { rotation, done } => rotations.push((rotation, done)),
+        }
+    }
+    // Apart, on two connections at once: neither waits for the other's commit.
+    tokio::join!(
+        write_writes(store, writes),
+        write_rotations(store, rotations)
+    );
+}
+
+type Waiting<T, O> = Vec<(T, oneshot::Sender<O>)>;
+
+/// The writes of a batch, then those that wait for it.
+async fn write_writes(store: &SqlStore, batch: Waiting<TokenWrite, Result<bool, StoreError>>) {
+    if batch.is_empty() {
+        return;
+    }
     // A second rotation of a token already spent by an earlier write of this batch waits
     // for the batch's outcome instead: in one statement both would see the token unspent.
     let mut spends = std::collections::HashSet::new();
-    let (batch, later): (Vec<Issue>, Vec<Issue>) = batch
+    let (batch, later): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .partition(|i| i.write.spends.is_none_or(|s| spends.insert(s.digest)));
-    let (writes, dones): (Vec<TokenWrite>, Vec<_>) =
-        batch.into_iter().map(|i| (i.write, i.done)).unzip();
+        .partition(|(w, _)| w.spends.is_none_or(|s| spends.insert(s.digest)));
+    let (writes, dones): (Vec<TokenWrite>, Vec<_>) = batch.into_iter().unzip();
     let all: Vec<&TokenWrite> = writes.iter().collect();
     match store.write_tokens(&all).await {
         Ok(written) => {
@@ -228,8 +307,41 @@ async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
             }
         }
     }
-    for issue in later {
-        let _ = issue.done.send(store.write_token(&issue.write).await);
+    for (write, done) in later {
+        let _ = done.send(store.write_token(&write).await);
+    }
+}
+
+/// Postgres: the rotations of a batch as one statement, the same way as [`write_writes`]:
+/// a second rotation of one token waits for the statement, and a failed statement is written
+/// again one rotation at a time.
+async fn write_rotations(store: &SqlStore, batch: Waiting<Rotation, Rotated>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut olds = std::collections::HashSet::new();
+    let (batch, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(r, _)| olds.insert(r.old));
+    let (rotations, dones): (Vec<Rotation>, Vec<_>) = batch.into_iter().unzip();
+    let all: Vec<&Rotation> = rotations.iter().collect();
+    match store.rotate_at_once(&all).await {
+        Ok(outcomes) => {
+            for (done, outcome) in dones.into_iter().zip(outcomes) {
+                let _ = done.send(outcome);
+            }
+        }
+        Err(e) if dones.len() == 1 => {
+            if let Some(done) = dones.into_iter().next() {
+                let _ = done.send(Err(e));
+            }
+        }
+        Err(_) => {
+            for (rotation, done) in rotations.iter().zip(dones) {
+                let _ = done.send(store.rotate_one_at_once(rotation).await);
+            }
+        }
+    }
+    for (rotation, done) in later {
+        let _ = done.send(store.rotate_one_at_once(&rotation).await);
     }
 }
 
@@ -257,18 +369,23 @@ mod tests {
         }
     }
 
-    /// A write of the refresh token `new`, spending `old` if given, and its outcome's receiver.
-    fn write(old: Option<&str>, new: &str) -> (Issue, oneshot::Receiver<Result<bool, StoreError>>) {
-        let (done, outcome) = oneshot::channel();
-        let write = TokenWrite {
+    /// A write of the refresh token `new`, spending `old` if given.
+    fn token_write(old: Option<&str>, new: &str) -> TokenWrite {
+        TokenWrite {
             tokens: vec![refresh(new)],
             audit: AuditEvent::new(AuditKind::TokenIssued, "test", 3_000),
             spends: old.map(|old| Spend {
                 digest: Digest::of(old),
                 at: 4_000,
             }),
-        };
-        (Issue { write, done }, outcome)
+        }
+    }
+
+    /// [`token_write`] waiting for the writer, and its outcome's receiver.
+    fn write(old: Option<&str>, new: &str) -> (Issue, oneshot::Receiver<Result<bool, StoreError>>) {
+        let (done, outcome) = oneshot::channel();
+        let write = token_write(old, new);
+        (Issue::Write { write, done }, outcome)
     }
 
     #[tokio::test]
@@ -320,9 +437,9 @@ mod tests {
         let before = store.recent_audit(100).await.unwrap().len();
 
         // A rotation of `a` whose second new row repeats a digest: the spend goes too.
-        let (mut rotation, _) = write(Some("a"), "fresh");
-        rotation.write.tokens.push(refresh("a"));
-        let err = store.write_token(&rotation.write).await.unwrap_err();
+        let mut rotation = token_write(Some("a"), "fresh");
+        rotation.tokens.push(refresh("a"));
+        let err = store.write_token(&rotation).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict("token")), "{err:?}");
         let a = store.token(&Digest::of("a")).await.unwrap().unwrap();
         assert_eq!(a.used_at, None);
@@ -340,10 +457,10 @@ mod tests {
         }
         drop(conns);
         for i in 0..2 * super::super::SQLITE_CONNECTIONS {
-            let (issue, _) = write(None, &format!("after{i}"));
-            assert!(store.write_token(&issue.write).await.unwrap());
+            let issue = token_write(None, &format!("after{i}"));
+            assert!(store.write_token(&issue).await.unwrap());
         }
-        let (again, _) = write(Some("a"), "fresh");
-        assert!(store.write_token(&again.write).await.unwrap());
+        let again = token_write(Some("a"), "fresh");
+        assert!(store.write_token(&again).await.unwrap());
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
-use super::batch::{Spend, TokenWrite};
+use super::batch::{Rotation, Spend, TokenWrite};
 use super::grants::{grant_from, GRANT_COLUMNS};
 use super::{
     aliased, bind_audit, placeholder_list, placeholders_looking_up, to_json, write_error, AnyQuery,
@@ -512,29 +512,72 @@ impl TokenStore for SqlStore {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
-        let _turn = self.write_turn().await;
-        let event = r.audit;
-        let q = sqlx::query(&ROTATE_AT_ONCE)
-            .bind(r.old.as_bytes())
-            .bind(r.client_id)
-            .bind(r.now)
-            .bind(r.access.digest.as_bytes())
-            .bind(&r.access.jti)
-            .bind(r.access_expires_at)
-            .bind(r.refresh.digest.as_bytes())
-            .bind(&r.refresh.jti)
-            .bind(r.refresh_idle_ttl)
-            .bind(r.refresh_absolute_ttl);
-        let Some(row) = self.write_at_once(bind_event_at_once(q, event)?).await? else {
-            return Ok(None);
+        let rotation = Rotation::from(r);
+        let Some(writes) = self.token_writes.as_ref() else {
+            return self.rotate_one_at_once(&rotation).await;
         };
-        // Committed: the hook hears of it whatever decoding the grant and user finds.
-        let token = token_from_row(&row)?;
-        let mut written = event.clone();
-        written.account_id = token.account_id.clone();
-        fill_from_old(&mut written.details, &token);
-        self.hook.committed(std::slice::from_ref(&written));
-        credential_from_row(&row).map(Some)
+        match writes.rotate(rotation).await {
+            Ok(outcome) => outcome,
+            Err(rotation) => self.rotate_one_at_once(&rotation).await,
+        }
+    }
+}
+
+impl SqlStore {
+    /// Postgres: `rotations` in one statement ([`ROTATE_AT_ONCE`]), all or nothing. Each
+    /// one's outcome, in order: its old credential if it spent its token, `None` if it wrote
+    /// nothing. A row that cannot be decoded fails that rotation alone (the hook hears of its
+    /// event if the token itself decodes, as the grant and user are decoded after).
+    pub(super) async fn rotate_at_once(
+        &self,
+        rotations: &[&Rotation],
+    ) -> Result<Vec<Result<Option<StoredCredential>, StoreError>>, StoreError> {
+        let rows = rotations
+            .iter()
+            .map(|r| rotation_json(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let _turn = self.write_turn().await;
+        let started = std::time::Instant::now();
+        let rows = sqlx::query(&ROTATE_AT_ONCE)
+            .bind(to_json(&rows)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(write_error("token"))?;
+        let took = started.elapsed();
+        let mut out: Vec<Result<Option<StoredCredential>, StoreError>> =
+            rotations.iter().map(|_| Ok(None)).collect();
+        let mut written = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let n: i64 = sqlx::Row::try_get(row, "n").map_err(StoreError::Unavailable)?;
+            let i = usize::try_from(n).ok().and_then(|n| n.checked_sub(1));
+            let Some(i) = i.filter(|&i| i < rotations.len()) else {
+                continue;
+            };
+            crate::metrics::audit_appended(took);
+            out[i] = token_from_row(row).and_then(|token| {
+                let mut event = rotations[i].audit.clone();
+                event.account_id = token.account_id.clone();
+                fill_from_old(&mut event.details, &token);
+                written.push(event);
+                credential_from_row(row).map(Some)
+            });
+        }
+        crate::metrics::token_write(rotations.len(), took);
+        // Committed: the hook hears of every event whose row was read back, whatever
+        // decoding the grant and user finds.
+        self.hook.committed(&written);
+        Ok(out)
+    }
+
+    /// One rotation by itself (the batch writer's retry, or a store without one).
+    pub(super) async fn rotate_one_at_once(
+        &self,
+        rotation: &Rotation,
+    ) -> Result<Option<StoredCredential>, StoreError> {
+        self.rotate_at_once(&[rotation])
+            .await?
+            .pop()
+            .unwrap_or(Ok(None))
     }
 }
 
@@ -587,12 +630,28 @@ fn credential_from_row(row: &AnyRow) -> Result<StoredCredential, StoreError> {
 
 /// Postgres: [`TokenStore::rotate_refresh_at_once`] in one statement, where a rotation had
 /// been a read (the token with its grant, client and user) and then [`rotate_statement`]:
-/// one round trip and one plan less per refresh (decision 0043). `old` is the read, with
-/// every check the refresh grant makes of an unspent token; the update spends it only if
-/// `old` found it, and, as in [`rotate_statement`], its own conditions are the guard
-/// between concurrent rotations (a waiter re-reads the row once the first commits, and
-/// finds it spent). The new rows and the event are written only if it was spent, and the
-/// old credential is returned as read, for the ID token signed after the commit.
+/// one round trip and one plan less per refresh (decision 0043). Concurrent rotations share
+/// it (decision 0051): `$1` is a JSON array of them ([`rotation_json`]), each numbered by its
+/// place (`n`, from 1), one statement shape whatever their number.
+///
+/// `old` is the read, one indexed lookup per rotation, with every check the refresh grant
+/// makes of an unspent token; the update spends a token only if `old` found it, and, as in
+/// [`rotate_statement`], its own conditions are the guard between concurrent rotations (a
+/// waiter re-reads the row once the first commits, and finds it spent). The new rows and the
+/// event of a rotation are written only if its token was spent, and its old credential is
+/// returned as read, with its `n`, for the ID token signed after the commit. Of two
+/// rotations of one token in one statement only the first is read and may win (the batch
+/// writer keeps such pairs apart anyway).
+///
+/// Every token is found through the primary key, whatever the planner's statistics say:
+/// the read is a `lateral` subquery kept apart from the rest of the plan (`offset 0`), so
+/// that it is planned as the one-token lookup it is, once per rotation; the update takes the
+/// rows the read found by their place (`ctid`, a TID scan, which needs no statistics), and
+/// checks their digest and state again (a row updated since the read is followed to its
+/// newest version and checked anew, as in every update). Planned as joins, with the table's
+/// statistics, or a cached plan, from when it was small, Postgres hashed the whole token
+/// table for a batch of four, walked every token of every grant, or scanned the table for
+/// the update (9 ms a statement in the bench).
 ///
 /// The event's details come as the JSON the server would write, with the grant id and the
 /// scope as placeholders ([`FROM_OLD_GRANT_ID`], [`FROM_OLD_SCOPE`]) replaced here by the
@@ -602,36 +661,74 @@ static ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
     let grant_id = json_string(FROM_OLD_GRANT_ID);
     let scope = json_string(FROM_OLD_SCOPE);
     format!(
-        "with old as (select t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, \
-         t.scope, t.label, t.previous_digest, t.created_at, t.expires_at, t.used_at, \
-         t.revoked_at, {}, {} \
+        "with r as (select distinct on (x.old) x.n, decode(x.old, 'hex') as r_old, x.client_id as r_client_id, \
+         x.now as r_now, decode(x.access_digest, 'hex') as r_access_digest, \
+         x.access_jti as r_access_jti, x.access_expires_at as r_access_expires_at, \
+         decode(x.refresh_digest, 'hex') as r_refresh_digest, x.refresh_jti as r_refresh_jti, \
+         x.idle_ttl as r_idle_ttl, x.absolute_ttl as r_absolute_ttl, x.kind as r_kind, \
+         x.actor as r_actor, x.source_ip as r_source_ip, x.user_agent as r_user_agent, \
+         x.details as r_details \
+         from rows from (json_to_recordset($1::json) as (old text, client_id text, now bigint, \
+         access_digest text, access_jti text, access_expires_at bigint, refresh_digest text, \
+         refresh_jti text, idle_ttl bigint, absolute_ttl bigint, kind text, actor text, \
+         source_ip text, user_agent text, details text)) with ordinality \
+         as x (old, client_id, now, access_digest, access_jti, access_expires_at, \
+         refresh_digest, refresh_jti, idle_ttl, absolute_ttl, kind, actor, source_ip, \
+         user_agent, details, n) order by x.old, x.n), \
+         old as (select r.*, o.* from r cross join lateral (select t.ctid::text as tid, \
+         t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.account_id, t.scope, t.label, \
+         t.previous_digest, t.created_at, t.expires_at, t.used_at, t.revoked_at, {}, {} \
          from token t join oauth_grant g on g.id = t.grant_id \
          join client c on c.id = t.client_id join account a on a.id = t.account_id \
-         where t.digest = $1 and t.kind = 'refresh' and t.client_id = $2 \
+         where t.digest = r.r_old and t.kind = 'refresh' and t.client_id = r.r_client_id \
          and t.used_at is null and t.revoked_at is null \
-         and (t.expires_at is null or $3 < t.expires_at) \
-         and g.revoked_at is null and not a.disabled), \
-         spent as (update token set used_at = $3 where digest = $1 and kind = 'refresh' \
-         and used_at is null and revoked_at is null and exists (select 1 from old) \
-         returning 1), \
+         and (t.expires_at is null or r.r_now < t.expires_at) \
+         and g.revoked_at is null and not a.disabled offset 0) o), \
+         spent as (update token set used_at = (select o.r_now from old o \
+         where o.digest = token.digest) \
+         where token.ctid = any(array(select tid::tid from old)) \
+         and token.digest = any(array(select digest from old)) and token.kind = 'refresh' \
+         and token.used_at is null and token.revoked_at is null returning token.digest), \
+         w as (select o.* from old o where o.digest in (select digest from spent)), \
          t as (insert into token ({TOKEN_COLUMNS}) \
-         select $4, 'access', o.grant_id, o.client_id, o.account_id, o.scope, \
-         null::text, null::bytea, $3, $6, null::bigint, null::bigint, $5 \
-         from old o where exists (select 1 from spent) \
+         select r_access_digest, 'access', grant_id, client_id, account_id, scope, \
+         null::text, null::bytea, r_now, r_access_expires_at, null::bigint, null::bigint, \
+         r_access_jti from w \
          union all \
-         select $7, 'refresh', o.grant_id, o.client_id, o.account_id, o.scope, null, $1, \
-         $3, least($3 + $9, o.g_created_at + $10), null, null, $8 \
-         from old o where exists (select 1 from spent)), \
+         select r_refresh_digest, 'refresh', grant_id, client_id, account_id, scope, null, \
+         r_old, r_now, least(r_now + r_idle_ttl, g_created_at + r_absolute_ttl), null, null, \
+         r_refresh_jti from w), \
          e as (insert into audit_event ({AUDIT_COLUMNS}) \
-         select $3, $11, $12, o.client_id, o.account_id, $13, $14, \
-         replace(replace($15, '{grant_id}', to_json(o.grant_id)::text), \
-         '{scope}', to_json(o.scope)::text) \
-         from old o where exists (select 1 from spent)) \
-         select o.* from old o where exists (select 1 from spent)",
+         select r_now, r_kind, r_actor, client_id, account_id, r_source_ip, r_user_agent, \
+         replace(replace(r_details, '{grant_id}', to_json(grant_id)::text), \
+         '{scope}', to_json(scope)::text) from w order by n) \
+         select * from w",
         aliased("g", GRANT_COLUMNS),
         aliased("a", ACCOUNT_COLUMNS),
     )
 });
+
+/// One rotation of [`ROTATE_AT_ONCE`]'s array.
+fn rotation_json(r: &Rotation) -> Result<serde_json::Value, StoreError> {
+    let e = &r.audit;
+    Ok(serde_json::json!({
+        "old": r.old.to_hex(),
+        "client_id": r.client_id,
+        "now": r.now,
+        "access_digest": r.access.digest.to_hex(),
+        "access_jti": r.access.jti,
+        "access_expires_at": r.access_expires_at,
+        "refresh_digest": r.refresh.digest.to_hex(),
+        "refresh_jti": r.refresh.jti,
+        "idle_ttl": r.refresh_idle_ttl,
+        "absolute_ttl": r.refresh_absolute_ttl,
+        "kind": e.kind,
+        "actor": e.actor,
+        "source_ip": e.source_ip,
+        "user_agent": e.user_agent,
+        "details": to_json(&e.details)?,
+    }))
+}
 
 /// `value` as a JSON string, quotes included.
 pub(super) fn json_string(value: &str) -> String {
@@ -681,3 +778,90 @@ const TOKEN_SELECT: &str = "t.digest, t.kind, t.jti, t.grant_id, t.client_id, t.
        case when (t.grant_id is not null and g.id is null) \
               or (t.client_id is not null and c.id is null) then t.created_at end) \
        as revoked_at";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditKind;
+    use crate::store::NewToken;
+
+    /// The rotation statement finds its tokens through the primary key even when the
+    /// planner's statistics were taken while the table was small and it has grown since, as
+    /// in the bench and in any young deployment. Joined to the array (which the planner
+    /// takes for 100 rows), it hashed the whole token table for a batch of four.
+    #[tokio::test]
+    async fn the_rotation_statement_finds_tokens_by_key_whatever_the_statistics() {
+        let Some(store) = super::super::postgres_store().await else {
+            return;
+        };
+        // Statistics taken with one grant of 100 tokens; then, as in the bench, 21 grants
+        // of some 800 tokens each, and the dead row versions rotations leave behind: pages
+        // the planner counts, rows it does not.
+        let grants = |from: i64, to: i64| {
+            sqlx::query(
+                "insert into oauth_grant (id, client_id, account_id, scope, created_at) \
+                 select 'g' || g, 'c', 'a', 'openid', 1 from generate_series($1::bigint, $2::bigint) g",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&store.pool)
+        };
+        let tokens = |from: i64, to: i64, grants: i64| {
+            sqlx::query(
+                "insert into token (digest, kind, jti, grant_id, client_id, account_id, scope, \
+                 created_at) select sha256(g::text::bytea), 'refresh', 'jti-' || g, \
+                 'g' || (g % $3), 'c', 'a', 'openid', 1 \
+                 from generate_series($1::bigint, $2::bigint) g",
+            )
+            .bind(from)
+            .bind(to)
+            .bind(grants)
+            .execute(&store.pool)
+        };
+        grants(0, 0).await.unwrap();
+        tokens(1, 100, 1).await.unwrap();
+        sqlx::query("analyze").execute(&store.pool).await.unwrap();
+        grants(1, 20).await.unwrap();
+        tokens(101, 17_000, 21).await.unwrap();
+        for _ in 0..3 {
+            sqlx::query("update token set used_at = null")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let event = AuditEvent::new(AuditKind::TokenIssued, "test", 1);
+        let rotations = (1..=4)
+            .map(|i| {
+                rotation_json(&Rotation {
+                    old: Digest::of(&i.to_string()),
+                    client_id: "c".into(),
+                    now: 2,
+                    access: NewToken {
+                        digest: Digest::of(&format!("a{i}")),
+                        jti: format!("a{i}"),
+                    },
+                    access_expires_at: 3,
+                    refresh: NewToken {
+                        digest: Digest::of(&format!("r{i}")),
+                        jti: format!("r{i}"),
+                    },
+                    refresh_idle_ttl: 10,
+                    refresh_absolute_ttl: 100,
+                    audit: event.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!("explain {}", *ROTATE_AT_ONCE))
+            .bind(to_json(&rotations).unwrap())
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let plan = plan.join("\n");
+        for scan in ["Seq Scan on token", "token_grant_idx"] {
+            assert!(!plan.contains(scan), "tokens found by {scan}:\n{plan}");
+        }
+        assert!(plan.contains("token_pkey"), "the read: {plan}");
+        assert!(plan.contains("Tid Scan on token"), "the update: {plan}");
+    }
+}
