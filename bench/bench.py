@@ -67,6 +67,20 @@ def machine_ticks():
     return total - idle, total
 
 
+def wait_quiet(limit_s=30.0, share=0.10, window_s=0.5):
+    """Waits until the machine has been at most `share` busy over a `window_s` window (the
+    previous run's aftermath over: Postgres's autovacuum and checkpoints, SQLite's), at most
+    `limit_s`. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        b0, a0 = machine_ticks()
+        time.sleep(window_s)
+        b1, a1 = machine_ticks()
+        if a1 > a0 and (b1 - b0) / (a1 - a0) <= share:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
 def proc_status_kib(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -857,6 +871,9 @@ class Bench:
                if res.get("hash_cpu_ms_per_op") is not None else "")
             + (f" other servers {res['other_servers_cpu_ms']:.0f} ms"
                if res.get("other_servers_cpu_ms") is not None else "")
+            + (f" postgres beside {res['postgres_cpu_ms_beside']:.0f} ms"
+               if res.get("postgres_cpu_ms_beside") is not None else "")
+            + (f" (waited {res['quiet_wait_s']} s for quiet)" if res.get("quiet_wait_s") else "")
             + (f" IDLE IN TRANSACTION {res['pg']['idle_in_transaction']}"
                if res.get("pg", {}).get("idle_in_transaction") else ""))
         return res
@@ -876,13 +893,27 @@ class Bench:
         label, fn = self.plan[name]
         pid = self.server_pid()
 
+        # Every store's run starts on a quiet machine, whichever store ran before it.
+        waited = wait_quiet() if others else None
+
+        # A store without Postgres of its own: what Postgres (the other store's, idle) spent
+        # beside it, all its processes.
+        beside = None if self.pg else next((o.pg for o in others if o.pg), None)
+
+        def pg_ticks():
+            return sum(beside.scan()[1].values())
+
         def go():
             before = [(o, proc_ticks(o.server_pid())) for o in others]
+            pg_before = pg_ticks() if beside else None
             out = fn(c, r)
+            if beside:
+                out["postgres_cpu_ms_beside"] = (pg_ticks() - pg_before) * 1000.0 / CLK_TCK
             if before:
                 out["other_servers_cpu_ms"] = sum(
                     ((proc_ticks(o.server_pid()) or 0) - (t or 0)) * 1000.0 / CLK_TCK
                     for o, t in before)
+                out["quiet_wait_s"] = waited
             return out
 
         res = self.one_run(go, pid, True, f"{self.a.store} c={c} run {r + 1}: ")

@@ -1164,8 +1164,12 @@ does it all from a clean clone:
    at the end) and a fresh SQLite file in a temporary folder, one server on each. Every
    workload level runs on one store, then on the other (the first store alternating from one
    level to the next), so that the stores are compared on runs minutes apart: the host's
-   speed drifts by up to a fifth within minutes. The idle server's CPU over each run is
-   recorded beside it (`other_servers_cpu_ms` in the JSON).
+   speed drifts by up to a fifth within minutes. Before each run the script waits (at most
+   30 s) until the machine is at most 10 % busy over half a second, so that neither store's
+   run carries the other's aftermath (Postgres's autovacuum and checkpoints after a write
+   workload, SQLite's checkpoints). The idle server's CPU over each run is recorded beside
+   it (`other_servers_cpu_ms` in the JSON), and for SQLite's runs also what Postgres spent
+   meanwhile (`postgres_cpu_ms_beside`), with the wait (`quiet_wait_s`).
 3. Provisions with the CLI: confidential `client_credentials` clients with opaque and with JWT
    access tokens, a gateway client with `--introspect`, two code-flow clients
    (`openid profile email offline_access`, not first-party), one with RS256 ID tokens (what
