@@ -581,7 +581,49 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
-- **2026-12-07, thirteenth session** (this page's run: an AMD EPYC, 2 cores; `openssl speed`
+- **2026-12-07, fourteenth session** (this page's run: an AMD EPYC, 2 cores; argon2id
+  130.3 hashes/s and RS256 7,903/s on both cores in this run's ceilings; `pg_stat_statements`
+  added to `shared_preload_libraries` by hand again on a fresh machine; both stores at
+  49622a2, **interleaved**.)
+  - **The stores are measured in one run** (`bench/run`, f45fb54 and 49622a2): every
+    workload level on one store, then the other, the first alternating, each run after a
+    wait for a quiet machine (it waited 0.5 to 1 s each time: the statistics' settling after
+    a Postgres run already left it quiet). The idle server's CPU over a run was 10 to 60 ms
+    and Postgres's beside a SQLite run 10 to 40 ms, against some 16,000 ms of CPU a run.
+    The rows that the thirteenth session's page lost by 3 to 12 % to the host's drift
+    (discovery, JWKS, introspection) are now within 2 % of each other or above Postgres.
+  - **Concurrent Postgres refresh rotations share one statement** (decision 0051, d16ed4b):
+    the token writer writes a batch's one-statement rotations together, each with its own
+    outcome. A first version joined the rotations' array to the token table, and Postgres,
+    planning from statistics taken while the table was small, hashed the whole table or
+    walked every token of every grant for each batch (9 ms a statement; refreshes 2,353 →
+    1,074/s); the read is now a `lateral` lookup kept out of the join order and the update
+    finds its rows by TID (a unit test holds the plan). Two interleaved pairs at c = 16 on
+    a token table that had its introspection pool first: RS256 refresh 2,791 / 2,562 →
+    2,960 / 3,066/s, Postgres CPU per refresh 0.270 / 0.315 → 0.175 / 0.169 ms, statements
+    per refresh 1.03 → 0.39; ES256 3,840 / 3,522 → 5,298 / 5,459/s. A plan cached while the
+    table is only a few dozen pages still scans it for the update until the next analyze
+    (seen only while the bench filled its pools; decision 0051).
+  - **This page against the targets.** Postgres: client_credentials 10,635/s (p99 5.6 ms),
+    introspection 44,788/s (p99 2.6 ms), **RS256 refresh 3,285/s (met; 2,090 on the
+    thirteenth session's page)** and ES256 5,172/s; the code flow 104.9 flows/s, 81 % of
+    the argon2id ceiling and 78 % of the run's own bound, Postgres CPU per code flow 1.63
+    ms. SQLite: client_credentials, introspection (JSON and JWT), discovery and JWKS at or
+    above Postgres; memory, start and errors met on both. **Not met now on SQLite: the
+    refresh, which Postgres has overtaken** (RS256 3,033 against 3,285/s, p99 14.3 ms;
+    ES256 3,976 against 5,172/s, p99 22.2 ms), and the code flow, 104.0 against 104.9
+    flows/s (80 % of the ceiling, shown rounded).
+  - **Next, from a `perf -a` of SQLite's ES256 refresh at c = 16** (4,659/s alone, p99 8.8
+    ms): the runtime threads 34.6 % of the samples, SQLite's connection threads 33.1 %, idle
+    25.3 %, the load generator 4.2 %. Among the connection threads' top symbols are the
+    kernel's page copies of `read()` (`_copy_to_iter`, `filemap_get_read_batch`,
+    `copy_folio_from_iter_atomic`) beside `sqlite3VdbeExec`: with 512 KiB of page cache per
+    connection (kept small for the idle-memory target) every page not cached is a system
+    call and a copy. `mmap_size` would read through the mapping instead, at the cost of
+    file-backed resident pages, which count in the RSS the idle target measures; a
+    one-call rotation on SQLite too (the read, the checks and the write in the writer's
+    turn, as decision 0043 did for Postgres) would cut a hand-off and a lookup per refresh.
+- **2026-12-07, thirteenth session** (the page's run until the fourteenth session: an AMD EPYC, 2 cores; `openssl speed`
   signs 4,136 RSA-2048 signatures a second on one core; `pg_stat_statements` again added to
   `shared_preload_libraries` by hand before any run; both stores at 5b1428e. The host's speed drifted by a
   fifth within minutes again: argon2id 17.2 to 21.6 ms of CPU a hash between runs of one
