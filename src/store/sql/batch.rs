@@ -15,6 +15,7 @@
 //! On Postgres a rotation comes with its read ([`Rotation`], decisions 0043 and 0051): the
 //! rotations of a batch are one statement of their own, beside its issues.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,81 +268,138 @@ async fn write_batch(store: &SqlStore, batch: Vec<Issue>) {
         }
     }
     // Apart, on two connections at once: neither waits for the other's commit.
-    tokio::join!(
-        write_writes(store, writes),
-        write_rotations(store, rotations)
-    );
+    tokio::join!(write_apart(store, writes), write_apart(store, rotations));
 }
 
-type Waiting<T, O> = Vec<(T, oneshot::Sender<O>)>;
+type Waiting<T, O> = Vec<(T, oneshot::Sender<Result<O, StoreError>>)>;
 
-/// The writes of a batch, then those that wait for it.
-async fn write_writes(store: &SqlStore, batch: Waiting<TokenWrite, Result<bool, StoreError>>) {
+/// A kind of write the writer combines: how a batch of them is written at once, how one is
+/// written by itself, and which token it spends (two that spend one never share a write).
+trait Combined: Sized + Send + Sync {
+    type Out: Send;
+    fn spends(&self) -> Option<Digest>;
+    /// Each write's outcome, in order; `Err` if nothing was written.
+    fn all<'a>(
+        store: &'a SqlStore,
+        batch: &'a [&'a Self],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Out, StoreError>>, StoreError>> + Send + 'a;
+    fn alone<'a>(
+        store: &'a SqlStore,
+        one: &'a Self,
+    ) -> impl Future<Output = Result<Self::Out, StoreError>> + Send + 'a;
+    /// Whether the writes of a batch that failed with `e` are written again one by one.
+    fn retry_after(e: &StoreError) -> bool;
+}
+
+impl Combined for TokenWrite {
+    type Out = bool;
+
+    fn spends(&self) -> Option<Digest> {
+        self.spends.map(|s| s.digest)
+    }
+
+    async fn all<'a>(
+        store: &'a SqlStore,
+        batch: &'a [&'a Self],
+    ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
+        Ok(store
+            .write_tokens(batch)
+            .await?
+            .into_iter()
+            .map(Ok)
+            .collect())
+    }
+
+    fn alone<'a>(
+        store: &'a SqlStore,
+        one: &'a Self,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'a {
+        store.write_token(one)
+    }
+
+    /// Always: a batch that did commit after all only makes each issue's retry conflict on
+    /// its digest, and SQLite's rotations (the only ones here) fail definitely, rolled back.
+    fn retry_after(_: &StoreError) -> bool {
+        true
+    }
+}
+
+impl Combined for Rotation {
+    type Out = Option<StoredCredential>;
+
+    fn spends(&self) -> Option<Digest> {
+        Some(self.old)
+    }
+
+    fn all<'a>(
+        store: &'a SqlStore,
+        batch: &'a [&'a Self],
+    ) -> impl Future<Output = Result<Vec<Rotated>, StoreError>> + Send + 'a {
+        store.rotate_at_once(batch)
+    }
+
+    fn alone<'a>(store: &'a SqlStore, one: &'a Self) -> impl Future<Output = Rotated> + Send + 'a {
+        store.rotate_one_at_once(one)
+    }
+
+    /// Only when the statement certainly wrote nothing (a row refused). After a lost
+    /// connection it may have committed, and a rotation written again would find its
+    /// token spent, take it for reuse and revoke the grant: each waiter gets the error
+    /// (503) instead.
+    fn retry_after(e: &StoreError) -> bool {
+        !e.is_unavailable()
+    }
+}
+
+/// The writes of a batch, at once, each waiter getting its own outcome; then those that
+/// spend a token an earlier write of the batch spends (in one statement both would see it
+/// unspent), each by itself. A failed batch is written again one write at a time where the
+/// kind allows ([`Combined::retry_after`]), so that one bad write (a value that must be
+/// unique, say) does not fail the others.
+async fn write_apart<T: Combined>(store: &SqlStore, batch: Waiting<T, T::Out>) {
     if batch.is_empty() {
         return;
     }
-    // A second rotation of a token already spent by an earlier write of this batch waits
-    // for the batch's outcome instead: in one statement both would see the token unspent.
     let mut spends = std::collections::HashSet::new();
     let (batch, later): (Vec<_>, Vec<_>) = batch
         .into_iter()
-        .partition(|(w, _)| w.spends.is_none_or(|s| spends.insert(s.digest)));
-    let (writes, dones): (Vec<TokenWrite>, Vec<_>) = batch.into_iter().unzip();
-    let all: Vec<&TokenWrite> = writes.iter().collect();
-    match store.write_tokens(&all).await {
-        Ok(written) => {
-            for (done, written) in dones.into_iter().zip(written) {
-                let _ = done.send(Ok(written));
-            }
-        }
-        // One bad write (a value that must be unique, say) must not fail the others: each
-        // is written on its own and gets its own outcome.
-        Err(e) if dones.len() == 1 => {
-            if let Some(done) = dones.into_iter().next() {
-                let _ = done.send(Err(e));
-            }
-        }
-        Err(_) => {
-            for (write, done) in writes.iter().zip(dones) {
-                let _ = done.send(store.write_token(write).await);
-            }
-        }
-    }
-    for (write, done) in later {
-        let _ = done.send(store.write_token(&write).await);
-    }
-}
-
-/// Postgres: the rotations of a batch as one statement, the same way as [`write_writes`]:
-/// a second rotation of one token waits for the statement, and a failed statement is written
-/// again one rotation at a time.
-async fn write_rotations(store: &SqlStore, batch: Waiting<Rotation, Rotated>) {
-    if batch.is_empty() {
-        return;
-    }
-    let mut olds = std::collections::HashSet::new();
-    let (batch, later): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(r, _)| olds.insert(r.old));
-    let (rotations, dones): (Vec<Rotation>, Vec<_>) = batch.into_iter().unzip();
-    let all: Vec<&Rotation> = rotations.iter().collect();
-    match store.rotate_at_once(&all).await {
+        .partition(|(w, _)| w.spends().is_none_or(|s| spends.insert(s)));
+    let (writes, dones): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+    let all: Vec<&T> = writes.iter().collect();
+    match T::all(store, &all).await {
         Ok(outcomes) => {
             for (done, outcome) in dones.into_iter().zip(outcomes) {
                 let _ = done.send(outcome);
             }
         }
-        Err(e) if dones.len() == 1 => {
-            if let Some(done) = dones.into_iter().next() {
-                let _ = done.send(Err(e));
+        Err(e) if dones.len() == 1 || !T::retry_after(&e) => {
+            let mut dones = dones.into_iter();
+            if let Some(first) = dones.next() {
+                for done in dones {
+                    let _ = done.send(Err(same_error(&e)));
+                }
+                let _ = first.send(Err(e));
             }
         }
         Err(_) => {
-            for (rotation, done) in rotations.iter().zip(dones) {
-                let _ = done.send(store.rotate_one_at_once(rotation).await);
+            for (write, done) in writes.iter().zip(dones) {
+                let _ = done.send(T::alone(store, write).await);
             }
         }
     }
-    for (rotation, done) in later {
-        let _ = done.send(store.rotate_one_at_once(&rotation).await);
+    for (write, done) in later {
+        let _ = done.send(T::alone(store, &write).await);
+    }
+}
+
+/// The error a failed batch gives each of its waiters: `StoreError` is not `Clone` (sqlx's
+/// errors are not), so the others get its kind with the message.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound(what) => StoreError::NotFound(what),
+        StoreError::Conflict(what) => StoreError::Conflict(what),
+        StoreError::LimitReached(what) => StoreError::LimitReached(what),
+        other => StoreError::Unavailable(sqlx::Error::Protocol(other.to_string())),
     }
 }
 
@@ -386,6 +444,71 @@ mod tests {
         let (done, outcome) = oneshot::channel();
         let write = token_write(old, new);
         (Issue::Write { write, done }, outcome)
+    }
+
+    /// A write whose batch fails: `unavailable` as a lost connection does (it may have
+    /// committed), else as a refused row does (it certainly did not).
+    struct Flaky {
+        unavailable: bool,
+    }
+
+    static WRITTEN_ALONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl Combined for Flaky {
+        type Out = ();
+
+        fn spends(&self) -> Option<Digest> {
+            None
+        }
+
+        async fn all<'a>(
+            _: &'a SqlStore,
+            batch: &'a [&'a Self],
+        ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+            Err(match batch.first() {
+                Some(w) if w.unavailable => StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+                _ => StoreError::Conflict("token"),
+            })
+        }
+
+        async fn alone<'a>(_: &'a SqlStore, _: &'a Self) -> Result<(), StoreError> {
+            WRITTEN_ALONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn retry_after(e: &StoreError) -> bool {
+            Rotation::retry_after(e)
+        }
+    }
+
+    /// A batch of rotations is written again one by one only when it certainly wrote
+    /// nothing: after a failure that may have committed, a rotation written again would
+    /// find its token spent and count as reuse, revoking the grant (decision 0051).
+    #[tokio::test]
+    async fn a_failed_batch_of_rotations_is_written_again_only_if_it_certainly_wrote_nothing() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (_dir, store) = super::super::sqlite_store().await;
+        for (unavailable, retried) in [(true, 0), (false, 3)] {
+            let before = WRITTEN_ALONE.load(SeqCst);
+            let (batch, outcomes): (Waiting<Flaky, ()>, Vec<_>) = (0..3)
+                .map(|_| {
+                    let (done, outcome) = oneshot::channel();
+                    ((Flaky { unavailable }, done), outcome)
+                })
+                .unzip();
+            write_apart(&store, batch).await;
+            assert_eq!(WRITTEN_ALONE.load(SeqCst) - before, retried);
+            for outcome in outcomes {
+                let outcome = outcome.await.unwrap();
+                match unavailable {
+                    true => assert!(
+                        matches!(outcome, Err(ref e) if e.is_unavailable()),
+                        "{outcome:?}"
+                    ),
+                    false => assert!(outcome.is_ok(), "{outcome:?}"),
+                }
+            }
+        }
     }
 
     #[tokio::test]
