@@ -302,16 +302,15 @@ pub trait TokenStore: Send + Sync {
         now: i64,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError>;
-    /// A refresh rotation and the read before it in one write, where the store has one
-    /// (Postgres, decision 0043). Spends `r.old` only if it is a refresh token of
+    /// A refresh rotation and the read before it in one write (decisions 0043, 0052). Spends `r.old` only if it is a refresh token of
     /// `r.client_id`, unspent, unrevoked and unexpired, whose grant is unrevoked and whose
     /// client and enabled user exist; then writes an access token and a refresh token with
     /// the old token's grant, user and scope (the refresh token's expiry as in a rotation
     /// with `refresh_token_idle_ttl` and `refresh_token_absolute_ttl` from the grant's
     /// creation, its `previous_digest` the old one), and `r.audit` completed from the old
     /// token. Returns the old credential as it was read, or `None` when nothing was written
-    /// (any check failed, a concurrent rotation spent it first, or the store has no such
-    /// write): the caller then takes the usual path, which tells why.
+    /// (any check failed, or a concurrent rotation spent it first): the caller then takes the
+    /// usual path, which tells why.
     async fn rotate_refresh_at_once(
         &self,
         r: &RefreshAtOnce<'_>,

@@ -319,9 +319,9 @@ fn grafana_dashboard_reads_only_metrics_tessera_exports() {
     }
 }
 
-/// Refreshes are counted by how they were rotated (decision 0043): on Postgres a plain
-/// refresh is one write that also reads the old token (`at_once`), and one with a narrower
-/// `scope` takes the read, checks and write (`steps`), as every refresh does on SQLite.
+/// Refreshes are counted by how they were rotated (decisions 0043, 0052): a plain refresh
+/// is one write that also reads the old token (`at_once`), and one with a narrower `scope`
+/// takes the read, checks and write (`steps`).
 #[tokio::test]
 async fn metrics_count_refresh_rotations_by_path() {
     for db in TestDb::all().await {
@@ -346,11 +346,7 @@ async fn metrics_count_refresh_rotations_by_path() {
                 res.json()["refresh_token"].as_str().unwrap().to_owned()
             }
         };
-        let fast = if db.label == "postgres" {
-            "at_once"
-        } else {
-            "steps"
-        };
+        let fast = "at_once";
 
         let before = scrape(&server).await;
         let next = refresh(tokens["refresh_token"].as_str().unwrap().into(), None).await;

@@ -2154,12 +2154,11 @@ fn rotation_event(now: i64) -> AuditEvent {
         }))
 }
 
-/// Decision 0043: on Postgres, `rotate_refresh_at_once` spends a refresh token only where
+/// Decisions 0043 and 0052: `rotate_refresh_at_once` spends a refresh token only where
 /// the refresh grant's own steps would rotate it (RFC 6749 §6 and §10.4, RFC 9700 §4.14.2:
 /// a refresh token of this client, unspent, unrevoked, unexpired, its grant unrevoked and
 /// its client and enabled user present), writes what those steps write, and in every other
-/// case changes nothing, so that the steps can tell why. SQLite has no such write: `None`,
-/// nothing changed.
+/// case changes nothing, so that the steps can tell why.
 #[tokio::test]
 async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate() {
     for db in TestDb::all().await {
@@ -2263,11 +2262,6 @@ async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate(
             .rotate_refresh_at_once(&at_once("live", CLIENT))
             .await
             .unwrap();
-        if store.backend() != Backend::Postgres {
-            assert_eq!(done, None, "{}: no such write", db.label);
-            assert_eq!(audit_count(store).await, before);
-            continue;
-        }
         let old = done.expect("the live token rotates");
         assert_eq!(old.token.digest, Digest::of("live"));
         assert_eq!(
@@ -2364,7 +2358,7 @@ async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate(
     }
 }
 
-/// Decision 0051: on Postgres, concurrent `rotate_refresh_at_once` calls share statements,
+/// Decisions 0051 and 0052: concurrent `rotate_refresh_at_once` calls share writes,
 /// and each keeps its own outcome: every live token rotates once, a spent or unknown one
 /// not at all, and of three rotations of one token exactly one wins (the others write
 /// nothing, for the steps to find it spent and revoke the grant).
@@ -2372,9 +2366,6 @@ async fn rotate_refresh_at_once_spends_only_what_the_refresh_grant_would_rotate(
 async fn concurrent_refresh_rotations_at_once_share_writes_and_each_keeps_its_outcome() {
     for db in TestDb::all().await {
         let (recorder, store) = recorded(&db).await;
-        if store.backend() != Backend::Postgres {
-            continue;
-        }
         const LIVE: usize = 30;
         let live: Vec<TokenRecord> = (0..LIVE)
             .map(|i| TokenRecord {

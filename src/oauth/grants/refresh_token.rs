@@ -19,8 +19,8 @@ use crate::oauth::params::Params;
 use crate::oauth::scope;
 use crate::oauth::Context;
 use crate::store::{
-    AccessTokenFormat, AccountRecord, Backend, ClientRecord, GrantRecord, NewToken, RefreshAtOnce,
-    Store, StoredCredential, TokenKind, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
+    AccessTokenFormat, AccountRecord, ClientRecord, GrantRecord, NewToken, RefreshAtOnce, Store,
+    StoredCredential, TokenKind, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
 };
 
 pub async fn rotate(
@@ -32,13 +32,10 @@ pub async fn rotate(
     let store = ctx.store;
     let presented = params.required("refresh_token")?;
     let digest = Digest::of(presented);
-    // The common case in one write where the store can (decision 0043); with a narrower
-    // scope, a JWT access token (its claims come from the user), or anything that stops the
-    // write, the steps below, which also tell what went wrong.
-    if params.get("scope").is_none()
-        && client.access_token_format == AccessTokenFormat::Opaque
-        && store.backend() == Backend::Postgres
-    {
+    // The common case in one write (decisions 0043, 0052); with a narrower scope, a JWT
+    // access token (its claims come from the user), or anything that stops the write, the
+    // steps below, which also tell what went wrong.
+    if params.get("scope").is_none() && client.access_token_format == AccessTokenFormat::Opaque {
         if let Some(issued) = rotate_at_once(ctx, client, digest, now).await? {
             crate::metrics::refresh_rotated("at_once");
             return Ok(issued);

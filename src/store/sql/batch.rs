@@ -12,8 +12,9 @@
 //! conditional update spent the old refresh token ([`Spend`]), so each rotation keeps its own
 //! outcome. Two rotations of one token in one batch cannot both win; the later one is written
 //! after the batch, by itself, and finds the token spent (or, if the batch failed, unspent).
-//! On Postgres a rotation comes with its read ([`Rotation`], decisions 0043 and 0051): the
-//! rotations of a batch are one statement of their own, beside its issues.
+//! A plain rotation comes with its read ([`Rotation`], decisions 0043, 0051 and 0052): the
+//! rotations of a batch are one statement (Postgres) or transaction (SQLite) of their own,
+//! beside its issues.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ pub(super) struct TokenWrite {
     pub(super) spends: Option<Spend>,
 }
 
-/// Postgres: a refresh rotation with its read ([`RefreshAtOnce`], owned): written if the
+/// A refresh rotation with its read ([`RefreshAtOnce`], owned): written if the
 /// old token is found unspent, answering its credential as read.
 pub(super) struct Rotation {
     pub(super) old: Digest,
@@ -157,7 +158,7 @@ impl TokenWrites {
         Ok(outcome.await.unwrap_or(Err(crashed())))
     }
 
-    /// Postgres: writes `rotation` in some batch. `Err(rotation)` hands it back when the
+    /// Writes `rotation` in some batch. `Err(rotation)` hands it back when the
     /// writer is gone, as [`TokenWrites::write`] does.
     pub(super) async fn rotate(&self, rotation: Rotation) -> Result<Rotated, Rotation> {
         let (done, outcome) = oneshot::channel();

@@ -152,7 +152,7 @@ const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_i
 /// hands an object out as text, converted anew for every reference to `value`, and the
 /// fifteen references of a token row made that conversion a tenth of the connection
 /// threads' CPU under the bench's refresh load (`perf`, 2026-12-06).
-/// The caller rolls back if a statement fails ([`SqlStore::write_tokens_sqlite`]).
+/// The caller rolls back if a statement fails ([`SqlStore::write_sqlite`]).
 const SQLITE_WRITE_TOKENS: &str = "begin immediate; \
      create temp table if not exists spending (digest blob primary key, at integer not null); \
      delete from temp.spending; \
@@ -293,49 +293,14 @@ impl SqlStore {
         written
     }
 
-    /// SQLite: [`SQLITE_WRITE_TOKENS`], run in a task of its own: a caller that goes away
-    /// mid-call must not leave the transaction open on a pooled connection (sqlx stops
-    /// running a call's statements when nobody waits for them any more).
+    /// SQLite: [`SQLITE_WRITE_TOKENS`] (see [`SqlStore::write_sqlite`]).
     async fn write_tokens_sqlite(&self, writes: &[&TokenWrite]) -> Result<Vec<bool>, StoreError> {
         let [tokens, events] = rows_json(writes)?;
         let spends = spends_json(writes)?;
-        let store = self.clone();
-        let spent = tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let _turn = store.write_turn().await;
-            let mut conn = store
-                .pool
-                .acquire()
-                .await
-                .map_err(StoreError::Unavailable)?;
-            crate::metrics::pool_acquired(started.elapsed());
-            let rows = sqlx::query(SQLITE_WRITE_TOKENS)
-                .bind(tokens)
-                .bind(events)
-                .bind(spends)
-                .fetch_all(&mut *conn)
-                .await;
-            match rows {
-                Ok(rows) => {
-                    // Committed, nothing left open: the next statement may have it unchecked.
-                    store.pool.keep(conn);
-                    Ok((spent_digests(&rows)?, started.elapsed()))
-                }
-                Err(e) => {
-                    // A statement failed: nothing of the call may stay. A connection that
-                    // cannot even roll back is not given back to the pool.
-                    if sqlx::query("rollback").execute(&mut *conn).await.is_err() {
-                        conn.close_on_drop();
-                    }
-                    Err(write_error("token")(e))
-                }
-            }
-        })
-        .await
-        // Panicked, or the runtime is shutting down: unknown whether it committed, as for
-        // a lost connection.
-        .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)));
-        let (spent, took) = spent?;
+        let (rows, took) = self
+            .write_sqlite(SQLITE_WRITE_TOKENS, [tokens, events, spends].into())
+            .await?;
+        let spent = spent_digests(&rows)?;
         let written = went_ahead(writes, &spent);
         let events: Vec<AuditEvent> = going(writes, &written)
             .iter()
@@ -346,6 +311,51 @@ impl SqlStore {
         }
         self.hook.committed(&events);
         Ok(written)
+    }
+
+    /// SQLite: a write transaction `sql` (from its `begin immediate` to its `commit`) with
+    /// `binds`, in the write turn: the rows it selected, and how long it took, the wait for
+    /// the turn included. Run in a task of its own: a caller that goes away mid-call must
+    /// not leave the transaction open on a pooled connection (sqlx stops running a call's
+    /// statements when nobody waits for them any more). Nothing of a failed call stays.
+    pub(super) async fn write_sqlite(
+        &self,
+        sql: &'static str,
+        binds: Vec<String>,
+    ) -> Result<(Vec<AnyRow>, std::time::Duration), StoreError> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let _turn = store.write_turn().await;
+            let mut conn = store
+                .pool
+                .acquire()
+                .await
+                .map_err(StoreError::Unavailable)?;
+            crate::metrics::pool_acquired(started.elapsed());
+            let mut q = sqlx::query(sql);
+            for bind in binds {
+                q = q.bind(bind);
+            }
+            match q.fetch_all(&mut *conn).await {
+                Ok(rows) => {
+                    // Committed, nothing left open: the next statement may have it unchecked.
+                    store.pool.keep(conn);
+                    Ok((rows, started.elapsed()))
+                }
+                Err(e) => {
+                    // A connection that cannot even roll back is not given back to the pool.
+                    if sqlx::query("rollback").execute(&mut *conn).await.is_err() {
+                        conn.close_on_drop();
+                    }
+                    Err(write_error("token")(e))
+                }
+            }
+        })
+        .await
+        // Panicked, or the runtime is shutting down: unknown whether it committed, as for
+        // a lost connection.
+        .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::WorkerCrashed)))
     }
 
     /// Postgres: issues in one statement ([`INSERT_TOKENS`]); a rotation, which the batch
@@ -508,14 +518,14 @@ impl TokenStore for SqlStore {
         &self,
         r: &RefreshAtOnce<'_>,
     ) -> Result<Option<StoredCredential>, StoreError> {
-        // SQLite's statements cost no round trip; its rotations join the batch writer.
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
         let rotation = Rotation::from(r);
         let Some(writes) = self.token_writes.as_ref() else {
             return self.rotate_one_at_once(&rotation).await;
         };
+        // SQLite: nothing to combine with, as in `write_combined`.
+        if let Some(_turn) = writes.turn_now() {
+            return self.rotate_one_at_once(&rotation).await;
+        }
         match writes.rotate(rotation).await {
             Ok(outcome) => outcome,
             Err(rotation) => self.rotate_one_at_once(&rotation).await,
@@ -524,10 +534,11 @@ impl TokenStore for SqlStore {
 }
 
 impl SqlStore {
-    /// Postgres: `rotations` in one statement ([`ROTATE_AT_ONCE`]), all or nothing. Each
-    /// one's outcome, in order: its old credential if it spent its token, `None` if it wrote
-    /// nothing. A row that cannot be decoded fails that rotation alone (the hook hears of its
-    /// event if the token itself decodes, as the grant and user are decoded after).
+    /// `rotations` in one statement ([`ROTATE_AT_ONCE`]) on Postgres, one transaction
+    /// ([`SQLITE_ROTATE_AT_ONCE`]) on SQLite, all or nothing. Each one's outcome, in order:
+    /// its old credential if it spent its token, `None` if it wrote nothing. A row that
+    /// cannot be decoded fails that rotation alone (the hook hears of its event if the token
+    /// itself decodes, as the grant and user are decoded after).
     pub(super) async fn rotate_at_once(
         &self,
         rotations: &[&Rotation],
@@ -536,14 +547,23 @@ impl SqlStore {
             .iter()
             .map(|r| rotation_json(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let _turn = self.write_turn().await;
-        let started = std::time::Instant::now();
-        let rows = sqlx::query(&ROTATE_AT_ONCE)
-            .bind(to_json(&rows)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(write_error("token"))?;
-        let took = started.elapsed();
+        let rows = to_json(&rows)?;
+        let (rows, took) = match self.backend {
+            Backend::Postgres => {
+                let _turn = self.write_turn().await;
+                let started = std::time::Instant::now();
+                let rows = sqlx::query(&ROTATE_AT_ONCE)
+                    .bind(rows)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(write_error("token"))?;
+                (rows, started.elapsed())
+            }
+            Backend::Sqlite => {
+                self.write_sqlite(&SQLITE_ROTATE_AT_ONCE, vec![rows])
+                    .await?
+            }
+        };
         let mut out: Vec<Result<Option<StoredCredential>, StoreError>> =
             rotations.iter().map(|_| Ok(None)).collect();
         let mut written = Vec::with_capacity(rows.len());
@@ -708,6 +728,73 @@ static ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// SQLite: [`ROTATE_AT_ONCE`] as one transaction in the write turn (decision 0052), where a
+/// rotation had been a read on a connection of its own and then [`SQLITE_WRITE_TOKENS`]:
+/// one call to a connection's thread less per refresh, and the read finds its pages in the
+/// writer's own, where the read before it found them on a connection whose page cache the
+/// last write (on another connection) had emptied.
+///
+/// `rotating` holds the rotations whose token passes every check the refresh grant makes of
+/// an unspent token, read with the write lock held (`begin immediate`), so nothing can spend
+/// it between the read and the update; of two rotations of one token only the first is kept
+/// (its digest is unique; the batch writer keeps such pairs apart anyway). Their old
+/// credentials are selected as read, before the update spends them; then their new rows and
+/// events are written, the event's placeholders replaced by the JSON strings of the old
+/// token's values, as on Postgres. `cross join` keeps SQLite's join order: the array first,
+/// each token found by its key (a unit test holds the plan).
+static SQLITE_ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
+    let grant_id = json_string(FROM_OLD_GRANT_ID);
+    let scope = json_string(FROM_OLD_SCOPE);
+    format!(
+        "begin immediate; \
+         create temp table if not exists rotating (n integer primary key, \
+         digest blob not null unique, grant_id text, client_id text, account_id text, \
+         scope text, g_created_at integer, now integer, access_digest blob, access_jti text, \
+         access_expires_at integer, refresh_digest blob, refresh_jti text, idle_ttl integer, \
+         absolute_ttl integer, kind text, actor text, source_ip text, user_agent text, \
+         details text); \
+         delete from temp.rotating; \
+         insert or ignore into temp.rotating select x.n, t.digest, t.grant_id, t.client_id, \
+         t.account_id, t.scope, g.created_at, x.now, unhex(x.access_digest), x.access_jti, \
+         x.access_expires_at, unhex(x.refresh_digest), x.refresh_jti, x.idle_ttl, \
+         x.absolute_ttl, x.kind, x.actor, x.source_ip, x.user_agent, x.details \
+         from (select key + 1 as n, value ->> 'old' as old, value ->> 'client_id' as client_id, \
+         value ->> 'now' as now, value ->> 'access_digest' as access_digest, \
+         value ->> 'access_jti' as access_jti, \
+         value ->> 'access_expires_at' as access_expires_at, \
+         value ->> 'refresh_digest' as refresh_digest, value ->> 'refresh_jti' as refresh_jti, \
+         value ->> 'idle_ttl' as idle_ttl, value ->> 'absolute_ttl' as absolute_ttl, \
+         value ->> 'kind' as kind, value ->> 'actor' as actor, \
+         value ->> 'source_ip' as source_ip, value ->> 'user_agent' as user_agent, \
+         value ->> 'details' as details from json_each($1)) as x \
+         cross join main.token t cross join main.oauth_grant g cross join main.client c \
+         cross join main.account a \
+         where t.digest = unhex(x.old) and g.id = t.grant_id and c.id = t.client_id \
+         and a.id = t.account_id and t.kind = 'refresh' and t.client_id = x.client_id \
+         and t.used_at is null and t.revoked_at is null \
+         and (t.expires_at is null or x.now < t.expires_at) \
+         and g.revoked_at is null and not a.disabled order by x.n; \
+         select r.n, {TOKEN_SELECT}, {}, {} from temp.rotating r cross join {TOKEN_FROM} \
+         left join account a on a.id = t.account_id where t.digest = r.digest order by r.n; \
+         update main.token set used_at = r.now from temp.rotating r \
+         where token.digest = r.digest; \
+         insert into main.token ({TOKEN_COLUMNS}) \
+         select access_digest, 'access', grant_id, client_id, account_id, scope, null, null, \
+         now, access_expires_at, null, null, access_jti from temp.rotating \
+         union all \
+         select refresh_digest, 'refresh', grant_id, client_id, account_id, scope, null, \
+         digest, now, min(now + idle_ttl, g_created_at + absolute_ttl), null, null, \
+         refresh_jti from temp.rotating; \
+         insert into main.audit_event ({AUDIT_COLUMNS}) \
+         select now, kind, actor, client_id, account_id, source_ip, user_agent, \
+         replace(replace(details, '{grant_id}', json_quote(grant_id)), \
+         '{scope}', json_quote(scope)) from temp.rotating order by n; \
+         commit",
+        aliased("g", GRANT_COLUMNS),
+        aliased("a", ACCOUNT_COLUMNS),
+    )
+});
+
 /// One rotation of [`ROTATE_AT_ONCE`]'s array.
 fn rotation_json(r: &Rotation) -> Result<serde_json::Value, StoreError> {
     let e = &r.audit;
@@ -784,6 +871,51 @@ mod tests {
     use super::*;
     use crate::audit::AuditKind;
     use crate::store::NewToken;
+
+    /// SQLite's rotation reads each token, and spends it, through the token's key, whatever
+    /// the order SQLite would otherwise pick for the array and four tables: a whole scan of
+    /// the token table in the write turn would stop every writer.
+    #[tokio::test]
+    async fn the_sqlite_rotation_finds_tokens_by_key() {
+        let (_dir, store) = super::super::sqlite_store().await;
+        let statements: Vec<&str> = SQLITE_ROTATE_AT_ONCE.split("; ").collect();
+        let mut conn = store.pool.acquire().await.unwrap();
+        sqlx::query(statements[1])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let reads = [
+            "insert or ignore into temp.rotating",
+            "select r.n",
+            "update main.token",
+        ];
+        for read in reads {
+            let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
+            let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
+                .bind("[]")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, 3))
+                .collect();
+            let token = plan
+                .iter()
+                .find(|step| step.contains(" t ") || step.contains(" main.token "))
+                .unwrap_or_else(|| panic!("{read}: no token step in {plan:?}"));
+            assert!(
+                token.starts_with("SEARCH")
+                    && token.contains("sqlite_autoindex_token_1 (digest=?)"),
+                "{read}: {plan:?}"
+            );
+            assert!(
+                plan.iter().all(|s| !s.starts_with("SCAN")
+                    || s.starts_with("SCAN json_each")
+                    || s == "SCAN r"),
+                "{read}: {plan:?}"
+            );
+        }
+    }
 
     /// The rotation statement finds its tokens through the primary key even when the
     /// planner's statistics were taken while the table was small and it has grown since, as
