@@ -460,7 +460,7 @@ async fn metrics_time_and_size_the_token_writers_writes() {
 
 /// SQLite's write-ahead log checkpoints are timed: the passive ones, which run beside the
 /// writers, and the restart's hold on the write turn, which every writer waits out (a
-/// round every 500 ms, a restart every eighth).
+/// round every 125 ms, a restart every 4 s).
 #[tokio::test]
 async fn metrics_time_sqlite_checkpoints_and_the_write_turn_a_restart_holds() {
     let db = TestDb::sqlite().await;

@@ -558,8 +558,7 @@ async fn sqlite_log_starts_over_under_constant_reads_and_writes() {
             }
         }));
     }
-    // Checkpoints run every 500 ms, and every eighth round the log starts over: two
-    // restarts at least.
+    // The log starts over every 4 s (every 32nd checkpoint round): two restarts at least.
     tokio::time::sleep(std::time::Duration::from_millis(8_600)).await;
     let during = restarts();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

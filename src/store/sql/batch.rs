@@ -177,19 +177,26 @@ fn crashed() -> StoreError {
     StoreError::Unavailable(sqlx::Error::WorkerCrashed)
 }
 
-/// How often SQLite's write-ahead log is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How often SQLite's write-ahead log is copied back into the database file. Each passive
+/// checkpoint first syncs the log, and while that sync writes the log out, the writer's own
+/// appends to it wait in the kernel (`pwrite` blocked on the blocks being written: 13 to 44
+/// ms at a time in a `perf` of the ES256 refresh at c = 16, every time a checkpoint synced):
+/// the less a round has to sync, the shorter the wait. Every 500 ms, the refresh's p99 was
+/// 33.6 and 36.3 ms; every 125 ms, 20.8, 14.1, 17.4 and 18.0 ms; every 50 ms 11.3 and 13.1
+/// ms, at more CPU per refresh; every 2 s, 122 and 148 ms (2026-12-07, fifteenth session,
+/// SQLite alone). An idle round copies nothing and syncs nothing.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(125);
 
 /// Every how many of those rounds the log also starts over, which holds the write turn for
 /// a few milliseconds (decision 0034; tens under load until the restart's round synced
-/// the files itself first): every 4 s. Every round, the bench's
-/// SQLite refresh and client_credentials JWT runs had a p99 of 31.8 and 22.2 ms; every
-/// fourth, 23.8 and 13.4 ms (2026-12-06, two runs each); every eighth, the refresh after
-/// every other SQLite workload had 17.5 and 19.3 ms (ES256) where every fourth had 24.4 and
-/// 30.9 ms (2026-12-07, interleaved). The log then holds up to four seconds of writes (about
-/// 320 MB under the bench's heaviest load): disk, not reads, since a reader searches only
-/// the frames not yet copied back.
-const RESTART_EVERY_ROUNDS: u64 = 8;
+/// the files itself first): every 4 s. Every 500 ms, the bench's SQLite refresh and
+/// client_credentials JWT runs had a p99 of 31.8 and 22.2 ms; every 2 s, 23.8 and 13.4 ms
+/// (2026-12-06, two runs each); every 4 s, the refresh after every other SQLite workload
+/// had 17.5 and 19.3 ms (ES256) where every 2 s had 24.4 and 30.9 ms (2026-12-07,
+/// interleaved). The log then holds up to four seconds of writes (about 320 MB under the
+/// bench's heaviest load): disk, not reads, since a reader searches only the frames not yet
+/// copied back.
+const RESTART_EVERY_ROUNDS: u64 = 32;
 
 async fn run(store: SqlStore, mut queue: mpsc::Receiver<Issue>, in_flight: Arc<Semaphore>) {
     // SQLite: the checkpoints run here, beside the writes, not in them. Left to SQLite, the

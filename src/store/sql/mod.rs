@@ -86,7 +86,7 @@ pub struct SqlStore {
     token_writes: Option<batch::TokenWrites>,
     /// SQLite: connections of their own for what runs on a timer for as long as the server
     /// does: the change counter read every 100 ms ([`Store::change_count`]) and the
-    /// checkpoints every 500 ms. Through the pool, they would keep pooled connections (and
+    /// checkpoints every 125 ms. Through the pool, they would keep pooled connections (and
     /// their prepared statements) from ever going idle. Two, so that a checkpoint waiting for
     /// the write turn never holds up a read of the counter (the introspection cache stops
     /// answering 0.8 s after the last one).
@@ -368,10 +368,10 @@ impl SqlStore {
             return Ok(false); // Postgres: nothing to checkpoint
         };
         let mut conn = timers.acquire().await?;
-        // The first pass copies what the last half second wrote (about 10,000 pages under
-        // the bench's refresh load, 40 ms). Before a restart a second copies what was
-        // written meanwhile (some 700 pages, 5 ms), so that the restart, in the turn, has
-        // only the last few milliseconds' pages to copy and sync.
+        // The first pass copies what the last round wrote (`batch::CHECKPOINT_EVERY`).
+        // Before a restart a second copies what was written meanwhile (some 700 pages, 5 ms,
+        // when a round was 500 ms), so that the restart, in the turn, has only the last few
+        // milliseconds' pages to copy and sync.
         let passes = if restart { PASSES_BEFORE_RESTART } else { 1 };
         for _ in 0..passes {
             let started = std::time::Instant::now();
@@ -1422,7 +1422,7 @@ mod tests {
         assert_eq!(store.pool.pool().size(), SQLITE_CONNECTIONS);
         drop(conns);
         // Closed by the pool's reaper, which looks every idle timeout. The store's
-        // checkpoint task takes a connection every half second, the longest idle first, so
+        // checkpoint task takes a connection every 125 ms, the longest idle first, so
         // it may keep two alive in turn.
         let deadline = std::time::Instant::now() + 4 * SQLITE_IDLE_TIMEOUT;
         while store.pool.pool().size() > 2 && std::time::Instant::now() < deadline {
