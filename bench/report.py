@@ -581,6 +581,42 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, fifteenth session** (no new page run: an Intel Xeon, 2 cores, whose speed
+  drifted by up to half between two runs minutes apart, so only pairs run back to back are
+  compared; `pg_stat_statements` again added to `shared_preload_libraries` by hand. The
+  figures above are still the fourteenth session's run at 49622a2.)
+  - **SQLite's refresh rotation reads its token in the write turn** (decision 0052,
+    7046dd3). The token writer was busy 95 % of the time in SQLite's ES256 refresh at c = 16
+    (5.7 s of writes in 6 s, 6.7 rotations a batch), and each refresh also made a read on a
+    pooled connection whose page cache the last write, on another connection, had emptied
+    (WAL mode). The rotation is now one transaction as on Postgres (decision 0043): the
+    read with its checks, the spend, the new rows and the event, under the write lock. Pairs
+    of SQLite alone at c = 16: ES256 refresh 4,606 / 4,400 → 5,167 / 5,518/s and 2,985 /
+    3,193 / 3,295 → 3,825 / 3,469 / 4,780/s, server CPU per refresh down 18 to 35 %; the
+    RS256 refresh within the spread (its signature is most of the CPU); write time per
+    rotation 359 → 296 µs.
+  - **SQLite's refresh tail was the checkpoints' syncs** (b577c6f). The server's own
+    `/token` histogram put 0.5 % of ES256 refreshes over 25 ms, in bursts: token writes of
+    50 to 100 ms. A `perf record -e sched:sched_switch -g` showed the writer's `pwrite` to
+    the log blocked in the kernel 13 to 44 ms at a time, each time beside a passive
+    checkpoint's `fsync` of the log. Rounds every 125 ms instead of 500 leave each sync a
+    quarter of the pages: the ES256 refresh's p99 went from 33.6 and 36.3 ms to 14.1 to
+    20.8 ms (four runs); every 50 ms gave 11.3 and 13.1 ms at more CPU per refresh, every
+    2 s 122 and 148 ms. The restart still comes every 4 s.
+  - **Both stores, one interleaved run at b577c6f** (c = 16, 10 s, after the introspection
+    pool; this Xeon, slower than the page's EPYC): introspection JSON 23,796/s on Postgres
+    and 32,945/s on SQLite; client_credentials opaque 8,607 and 9,574/s (p99 9.8 and 9.5
+    ms); the RS256 refresh 1,466 and 1,563/s (p99 21.8 and 20.5 ms); the ES256 refresh 2,946
+    and 3,973/s (p99 12.1 and 26.9 ms): **SQLite's refresh is ahead of Postgres's again**.
+    The client_credentials JWT row of that run (2,847 and 1,921/s) fell on a slow stretch of
+    the host for SQLite: two more interleaved runs of that workload alone gave 1,787 and
+    1,935/s, then 1,801 and 2,844/s, and SQLite alone before and after b577c6f the same
+    within 2 %.
+  - **Next:** SQLite's ES256 refresh p99 is still over 20 ms in some runs (26.9 above);
+    every 50 ms checkpoints gave 11 to 13 ms at some CPU, and a sync of the log that never
+    holds up the writer (a writer whose log appends do not wait on blocks being written)
+    would remove the cause rather than shrink it. The code flow's share of the run's own
+    argon2id bound (78 to 79 % on the page) is untouched this session.
 - **2026-12-07, fourteenth session** (this page's run: an AMD EPYC, 2 cores; argon2id
   130.3 hashes/s and RS256 7,903/s on both cores in this run's ceilings; `pg_stat_statements`
   added to `shared_preload_libraries` by hand again on a fresh machine; both stores at
