@@ -295,8 +295,9 @@ trait Combined: Sized + Send + Sync {
         store: &'a SqlStore,
         one: &'a Self,
     ) -> impl Future<Output = Result<Self::Out, StoreError>> + Send + 'a;
-    /// Whether the writes of a batch that failed with `e` are written again one by one.
-    fn retry_after(e: &StoreError) -> bool;
+    /// Whether the writes of a batch that failed with `e` on `backend` are written again
+    /// one by one.
+    fn retry_after(backend: Backend, e: &StoreError) -> bool;
 }
 
 impl Combined for TokenWrite {
@@ -327,7 +328,7 @@ impl Combined for TokenWrite {
 
     /// Always: a batch that did commit after all only makes each issue's retry conflict on
     /// its digest, and SQLite's rotations (the only ones here) fail definitely, rolled back.
-    fn retry_after(_: &StoreError) -> bool {
+    fn retry_after(_: Backend, _: &StoreError) -> bool {
         true
     }
 }
@@ -350,12 +351,16 @@ impl Combined for Rotation {
         store.rotate_one_at_once(one)
     }
 
-    /// Only when the statement certainly wrote nothing (a row refused). After a lost
-    /// connection it may have committed, and a rotation written again would find its
-    /// token spent, take it for reuse and revoke the grant: each waiter gets the error
-    /// (503) instead.
-    fn retry_after(e: &StoreError) -> bool {
-        !e.is_unavailable()
+    /// Only when the write certainly wrote nothing. After a lost connection a Postgres
+    /// statement may have committed, and a rotation written again would find its token
+    /// spent, take it for reuse and revoke the grant: each waiter gets the error (503)
+    /// instead. A SQLite transaction that failed was rolled back (`write_sqlite`), whatever
+    /// the error, unless its task never answered: only then is the outcome unknown.
+    fn retry_after(backend: Backend, e: &StoreError) -> bool {
+        match backend {
+            Backend::Postgres => !e.is_unavailable(),
+            Backend::Sqlite => !matches!(e, StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
+        }
     }
 }
 
@@ -380,7 +385,7 @@ async fn write_apart<T: Combined>(store: &SqlStore, batch: Waiting<T, T::Out>) {
                 let _ = done.send(outcome);
             }
         }
-        Err(e) if dones.len() == 1 || !T::retry_after(&e) => {
+        Err(e) if dones.len() == 1 || !T::retry_after(store.backend, &e) => {
             let mut dones = dones.into_iter();
             if let Some(first) = dones.next() {
                 for done in dones {
@@ -454,10 +459,9 @@ mod tests {
         (Issue::Write { write, done }, outcome)
     }
 
-    /// A write whose batch fails: `unavailable` as a lost connection does (it may have
-    /// committed), else as a refused row does (it certainly did not).
+    /// A write whose batch fails with the error `fails` makes.
     struct Flaky {
-        unavailable: bool,
+        fails: fn() -> StoreError,
     }
 
     static WRITTEN_ALONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -473,10 +477,9 @@ mod tests {
             _: &'a SqlStore,
             batch: &'a [&'a Self],
         ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-            Err(match batch.first() {
-                Some(w) if w.unavailable => StoreError::Unavailable(sqlx::Error::PoolTimedOut),
-                _ => StoreError::Conflict("token"),
-            })
+            Err(batch
+                .first()
+                .map_or(StoreError::Conflict("token"), |w| (w.fails)()))
         }
 
         async fn alone<'a>(_: &'a SqlStore, _: &'a Self) -> Result<(), StoreError> {
@@ -484,36 +487,55 @@ mod tests {
             Ok(())
         }
 
-        fn retry_after(e: &StoreError) -> bool {
-            Rotation::retry_after(e)
+        fn retry_after(backend: Backend, e: &StoreError) -> bool {
+            Rotation::retry_after(backend, e)
         }
     }
 
     /// A batch of rotations is written again one by one only when it certainly wrote
     /// nothing: after a failure that may have committed, a rotation written again would
-    /// find its token spent and count as reuse, revoking the grant (decision 0051).
+    /// find its token spent and count as reuse, revoking the grant (decision 0051). On
+    /// Postgres a lost connection may have committed; on SQLite a failed transaction was
+    /// rolled back, unless its task never answered (decision 0052).
     #[tokio::test]
     async fn a_failed_batch_of_rotations_is_written_again_only_if_it_certainly_wrote_nothing() {
         use std::sync::atomic::Ordering::SeqCst;
-        let (_dir, store) = super::super::sqlite_store().await;
-        for (unavailable, retried) in [(true, 0), (false, 3)] {
+        let lost = || StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        let crashed = || StoreError::Unavailable(sqlx::Error::WorkerCrashed);
+        let refused = || StoreError::Conflict("token");
+        let (_dir, sqlite) = super::super::sqlite_store().await;
+        // The store, the error its batch fails with, and whether the writes are retried.
+        type Case = (SqlStore, fn() -> StoreError, bool);
+        let mut cases: Vec<Case> = vec![
+            (sqlite.clone(), crashed, false),
+            (sqlite.clone(), lost, true),
+            (sqlite, refused, true),
+        ];
+        if let Some(postgres) = super::super::postgres_store().await {
+            cases.push((postgres.clone(), lost, false));
+            cases.push((postgres.clone(), crashed, false));
+            cases.push((postgres, refused, true));
+        }
+        for (store, fails, retried) in cases {
             let before = WRITTEN_ALONE.load(SeqCst);
             let (batch, outcomes): (Waiting<Flaky, ()>, Vec<_>) = (0..3)
                 .map(|_| {
                     let (done, outcome) = oneshot::channel();
-                    ((Flaky { unavailable }, done), outcome)
+                    ((Flaky { fails }, done), outcome)
                 })
                 .unzip();
             write_apart(&store, batch).await;
-            assert_eq!(WRITTEN_ALONE.load(SeqCst) - before, retried);
+            let what = format!("{:?} after {:?}", store.backend, fails());
+            let alone = WRITTEN_ALONE.load(SeqCst) - before;
+            assert_eq!(alone, if retried { 3 } else { 0 }, "{what}");
             for outcome in outcomes {
                 let outcome = outcome.await.unwrap();
-                match unavailable {
-                    true => assert!(
+                match retried {
+                    true => assert!(outcome.is_ok(), "{what}: {outcome:?}"),
+                    false => assert!(
                         matches!(outcome, Err(ref e) if e.is_unavailable()),
-                        "{outcome:?}"
+                        "{what}: {outcome:?}"
                     ),
-                    false => assert!(outcome.is_ok(), "{outcome:?}"),
                 }
             }
         }

@@ -736,8 +736,9 @@ static ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
 ///
 /// `rotating` holds the rotations whose token passes every check the refresh grant makes of
 /// an unspent token, read with the write lock held (`begin immediate`), so nothing can spend
-/// it between the read and the update; of two rotations of one token only the first is kept
-/// (its digest is unique; the batch writer keeps such pairs apart anyway). Their old
+/// it between the read and the update. Of two rotations of one token only the first in the
+/// array is read at all, as on Postgres (`min(key)` takes the other values of its own row;
+/// the batch writer keeps such pairs apart anyway). The array is parsed once (`jsonb`). Their old
 /// credentials are selected as read, before the update spends them; then their new rows and
 /// events are written, the event's placeholders replaced by the JSON strings of the old
 /// token's values, as on Postgres. `cross join` keeps SQLite's join order: the array first,
@@ -754,25 +755,19 @@ static SQLITE_ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
          absolute_ttl integer, kind text, actor text, source_ip text, user_agent text, \
          details text); \
          delete from temp.rotating; \
-         insert or ignore into temp.rotating select x.n, t.digest, t.grant_id, t.client_id, \
-         t.account_id, t.scope, g.created_at, x.now, unhex(x.access_digest), x.access_jti, \
-         x.access_expires_at, unhex(x.refresh_digest), x.refresh_jti, x.idle_ttl, \
-         x.absolute_ttl, x.kind, x.actor, x.source_ip, x.user_agent, x.details \
-         from (select key + 1 as n, value ->> 'old' as old, value ->> 'client_id' as client_id, \
-         value ->> 'now' as now, value ->> 'access_digest' as access_digest, \
-         value ->> 'access_jti' as access_jti, \
-         value ->> 'access_expires_at' as access_expires_at, \
-         value ->> 'refresh_digest' as refresh_digest, value ->> 'refresh_jti' as refresh_jti, \
-         value ->> 'idle_ttl' as idle_ttl, value ->> 'absolute_ttl' as absolute_ttl, \
-         value ->> 'kind' as kind, value ->> 'actor' as actor, \
-         value ->> 'source_ip' as source_ip, value ->> 'user_agent' as user_agent, \
-         value ->> 'details' as details from json_each($1)) as x \
-         cross join main.token t cross join main.oauth_grant g cross join main.client c \
+         with x (n, v) as materialized (select min(key) + 1, jsonb(value) from json_each($1) \
+         group by value ->> 'old') \
+         insert into temp.rotating select x.n, t.digest, t.grant_id, t.client_id, \
+         t.account_id, t.scope, g.created_at, x.v ->> 'now', unhex(x.v ->> 'access_digest'), \
+         x.v ->> 'access_jti', x.v ->> 'access_expires_at', unhex(x.v ->> 'refresh_digest'), \
+         x.v ->> 'refresh_jti', x.v ->> 'idle_ttl', x.v ->> 'absolute_ttl', x.v ->> 'kind', \
+         x.v ->> 'actor', x.v ->> 'source_ip', x.v ->> 'user_agent', x.v ->> 'details' \
+         from x cross join main.token t cross join main.oauth_grant g cross join main.client c \
          cross join main.account a \
-         where t.digest = unhex(x.old) and g.id = t.grant_id and c.id = t.client_id \
-         and a.id = t.account_id and t.kind = 'refresh' and t.client_id = x.client_id \
+         where t.digest = unhex(x.v ->> 'old') and g.id = t.grant_id and c.id = t.client_id \
+         and a.id = t.account_id and t.kind = 'refresh' and t.client_id = x.v ->> 'client_id' \
          and t.used_at is null and t.revoked_at is null \
-         and (t.expires_at is null or x.now < t.expires_at) \
+         and (t.expires_at is null or x.v ->> 'now' < t.expires_at) \
          and g.revoked_at is null and not a.disabled order by x.n; \
          select r.n, {TOKEN_SELECT}, {}, {} from temp.rotating r cross join {TOKEN_FROM} \
          left join account a on a.id = t.account_id where t.digest = r.digest order by r.n; \
@@ -884,11 +879,7 @@ mod tests {
             .execute(&mut *conn)
             .await
             .unwrap();
-        let reads = [
-            "insert or ignore into temp.rotating",
-            "select r.n",
-            "update main.token",
-        ];
+        let reads = ["with x (n, v)", "select r.n", "update main.token"];
         for read in reads {
             let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
             let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
@@ -911,7 +902,8 @@ mod tests {
             assert!(
                 plan.iter().all(|s| !s.starts_with("SCAN")
                     || s.starts_with("SCAN json_each")
-                    || s == "SCAN r"),
+                    || s == "SCAN r"
+                    || s == "SCAN x"),
                 "{read}: {plan:?}"
             );
         }
