@@ -448,14 +448,15 @@ NOTES = """\
 ## Writes per code flow: a tested invariant
 
 A whole code flow (authorize with `prompt=consent` → sign-in → consent → code → token) makes
-exactly **4 writes on Postgres and 5 on SQLite** (transactions, or single-statement writes):
-two for the sign-in (the login throttle's count, and the session, whose write also takes the
+exactly **4 writes on either store** (transactions, or single-statement writes): two for
+the sign-in (the login throttle's count, and the session, whose write also takes the
 attempt back from the throttle once the password checks out), then one for the consent with
 the code and its grant (one write since 2026-12-05), and one for the code's redemption with
-the tokens, which SQLite writes as two (Postgres: one since decision 0047). The store counts
-the writes it begins (`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
+the tokens (one statement on Postgres since decision 0047, one transaction on SQLite since
+decision 0053, where it had been two writes). The store counts the writes it begins
+(`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
 `tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
-those numbers on SQLite and Postgres: a change that adds a write fails it until the number
+that number on SQLite and Postgres: a change that adds a write fails it until the number
 is changed on purpose. On Postgres each of the session, consent and token writes is one
 statement with its audit event (data-modifying `with`), so a flow is 5 statements in all,
 reads included (measured with `pg_stat_statements`; 17 before 2026-12-04's second session,

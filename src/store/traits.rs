@@ -253,8 +253,8 @@ pub trait GrantStore: Send + Sync {
         digest: &Digest,
         now: i64,
     ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError>;
-    /// A code's redemption and its token write in one write, where the store has one
-    /// (Postgres, decision 0047). Consumes `r.code` only if it is a code of `r.client_id`
+    /// A code's redemption and its token write in one write (one statement on Postgres,
+    /// decision 0047; one transaction on SQLite, decision 0053). Consumes `r.code` only if it is a code of `r.client_id`
     /// (which must exist), unconsumed and unexpired, issued with `r.redirect_uri` (both
     /// absent, or equal) and with `r.code_challenge` (both absent, or equal), to a user who
     /// exists and is enabled; then writes an access token with the code's grant, user and
@@ -263,8 +263,8 @@ pub trait GrantStore: Send + Sync {
     /// `refresh_token_idle_ttl` from now but never past `refresh_token_absolute_ttl` from
     /// the code's creation, and `r.audit` completed from the code. Returns the code as read,
     /// or `None` when nothing was written (any check failed, a concurrent redemption
-    /// consumed it first, or the store has no such write): the caller then takes the usual
-    /// path, which consumes the code and tells why.
+    /// consumed it first): the caller then takes the usual path, which consumes the code
+    /// and tells why.
     async fn redeem_code_at_once(
         &self,
         r: &CodeAtOnce<'_>,

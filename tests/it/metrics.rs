@@ -377,10 +377,10 @@ async fn metrics_count_refresh_rotations_by_path() {
     }
 }
 
-/// Code exchanges are counted by how they were redeemed (decision 0047): on Postgres a code
-/// for an opaque access token is one write that also reads and consumes the code
-/// (`at_once`), and one for a JWT access token takes the consumption, checks and token
-/// write (`steps`), as every code exchange does on SQLite.
+/// Code exchanges are counted by how they were redeemed (decisions 0047, 0053): a code for
+/// an opaque access token is one write that also reads and consumes the code (`at_once`),
+/// on both stores, and one for a JWT access token takes the consumption, checks and token
+/// write (`steps`).
 #[tokio::test]
 async fn metrics_count_code_redemptions_by_path() {
     for db in TestDb::all().await {
@@ -393,12 +393,7 @@ async fn metrics_count_code_redemptions_by_path() {
             })
             .await;
         let series = |path| format!(r#"tessera_code_redemptions_total{{path="{path}"}}"#);
-        let fast = if db.label == "postgres" {
-            "at_once"
-        } else {
-            "steps"
-        };
-        for (client, path) in [(&opaque, fast), (&jwt, "steps")] {
+        for (client, path) in [(&opaque, "at_once"), (&jwt, "steps")] {
             let before = scrape(&server).await;
             let tokens = server
                 .code_flow(

@@ -18,8 +18,8 @@ use crate::oauth::params::Params;
 use crate::oauth::pkce;
 use crate::oauth::Context;
 use crate::store::{
-    AccessTokenFormat, Backend, ClientRecord, CodeAtOnce, NewToken, RedeemedCode,
-    FROM_CODE_REFRESH, FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
+    AccessTokenFormat, ClientRecord, CodeAtOnce, NewToken, RedeemedCode, FROM_CODE_REFRESH,
+    FROM_OLD_GRANT_ID, FROM_OLD_SCOPE,
 };
 
 pub async fn redeem(
@@ -32,12 +32,10 @@ pub async fn redeem(
     let policy = ctx.tokens;
     let code = params.required("code")?;
     let digest = Digest::of(code);
-    // The common case in one write where the store can (decision 0047); with a JWT access
+    // The common case in one write (decisions 0047, 0053); with a JWT access
     // token (its claims come from the user), or anything that stops the write, the steps
     // below, which also tell what went wrong.
-    if client.access_token_format == AccessTokenFormat::Opaque
-        && store.backend() == Backend::Postgres
-    {
+    if client.access_token_format == AccessTokenFormat::Opaque {
         if let Some(issued) = redeem_at_once(ctx, client, params, digest, now).await? {
             crate::metrics::code_redeemed("at_once");
             return Ok(issued);

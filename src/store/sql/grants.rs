@@ -289,32 +289,130 @@ static REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// SQLite: [`REDEEM_AT_ONCE`] as one transaction in the write turn (decision 0053), where a
+/// redemption had been the code's consumption (a write of its own), a read of its user, and
+/// then the token write through the batch writer: two writes and three calls to a
+/// connection's thread per code.
+///
+/// `redeeming` holds the code if it passes every check the code grant makes, read with the
+/// write lock held (`begin immediate`), so nothing can consume it between the read and the
+/// update. The code is then selected as read with its user, consumed, and its tokens and
+/// event written as on Postgres, the event's placeholders replaced by the JSON text of the
+/// code's values. `$1` is the redemption as one JSON object ([`redemption_json`]), parsed
+/// once (`jsonb`). A scope holds `openid` as on Postgres, a whole space-separated word,
+/// case and all (`instr`, not `like`). `cross join` keeps SQLite's join order: the code
+/// first, by its key (a unit test holds the plan).
+static SQLITE_REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
+    let grant_id = json_string(FROM_OLD_GRANT_ID);
+    let scope = json_string(FROM_OLD_SCOPE);
+    let refresh = json_string(FROM_CODE_REFRESH);
+    format!(
+        "begin immediate; \
+         create temp table if not exists redeeming (digest blob primary key, \
+         refresh_issued integer not null, v blob not null); \
+         delete from temp.redeeming; \
+         with x (v) as materialized (select jsonb($1)) \
+         insert into temp.redeeming select k.digest, \
+         (x.v ->> 'refresh_digest' is not null \
+         and (instr(' ' || k.scope || ' ', ' openid ') = 0 \
+         or instr(' ' || k.scope || ' ', ' offline_access ') > 0)), x.v \
+         from x cross join main.authorization_code k cross join main.client cl \
+         cross join main.account a \
+         where k.digest = unhex(x.v ->> 'code') and cl.id = k.client_id \
+         and a.id = k.account_id and k.client_id = x.v ->> 'client_id' \
+         and k.consumed_at is null and (x.v ->> 'now') < k.expires_at \
+         and k.redirect_uri is (x.v ->> 'redirect_uri') \
+         and k.code_challenge is (x.v ->> 'code_challenge') and not a.disabled; \
+         select k.*, r.refresh_issued, {} from temp.redeeming r \
+         cross join main.authorization_code k cross join main.account a \
+         where k.digest = r.digest and a.id = k.account_id; \
+         update main.authorization_code set consumed_at = r.v ->> 'now' \
+         from temp.redeeming r where authorization_code.digest = r.digest; \
+         insert into main.token ({TOKEN_COLUMNS}) \
+         select unhex(r.v ->> 'access_digest'), 'access', k.grant_id, k.client_id, \
+         k.account_id, k.scope, null, null, r.v ->> 'now', r.v ->> 'access_expires_at', null, \
+         null, r.v ->> 'access_jti' \
+         from temp.redeeming r cross join main.authorization_code k where k.digest = r.digest \
+         union all \
+         select unhex(r.v ->> 'refresh_digest'), 'refresh', k.grant_id, k.client_id, \
+         k.account_id, k.scope, null, null, r.v ->> 'now', \
+         min((r.v ->> 'now') + (r.v ->> 'idle_ttl'), k.created_at + (r.v ->> 'absolute_ttl')), \
+         null, null, r.v ->> 'refresh_jti' \
+         from temp.redeeming r cross join main.authorization_code k \
+         where k.digest = r.digest and r.refresh_issued; \
+         insert into main.audit_event ({AUDIT_COLUMNS}) \
+         select r.v ->> 'now', r.v ->> 'kind', r.v ->> 'actor', k.client_id, k.account_id, \
+         r.v ->> 'source_ip', r.v ->> 'user_agent', \
+         replace(replace(replace(r.v ->> 'details', '{grant_id}', json_quote(k.grant_id)), \
+         '{scope}', json_quote(k.scope)), \
+         '{refresh}', case when r.refresh_issued then 'true' else 'false' end) \
+         from temp.redeeming r cross join main.authorization_code k where k.digest = r.digest; \
+         commit",
+        aliased("a", ACCOUNT_COLUMNS),
+    )
+});
+
+/// [`SQLITE_REDEEM_AT_ONCE`]'s `$1`.
+fn redemption_json(r: &CodeAtOnce<'_>) -> Result<String, StoreError> {
+    let e = r.audit;
+    to_json(&serde_json::json!({
+        "code": r.code.to_hex(),
+        "client_id": r.client_id,
+        "now": r.now,
+        "redirect_uri": r.redirect_uri,
+        "code_challenge": r.code_challenge,
+        "access_digest": r.access.digest.to_hex(),
+        "access_jti": r.access.jti,
+        "access_expires_at": r.access_expires_at,
+        "refresh_digest": r.refresh.as_ref().map(|t| t.digest.to_hex()),
+        "refresh_jti": r.refresh.as_ref().map(|t| t.jti.as_str()),
+        "idle_ttl": r.refresh_idle_ttl,
+        "absolute_ttl": r.refresh_absolute_ttl,
+        "kind": e.kind,
+        "actor": e.actor,
+        "source_ip": e.source_ip,
+        "user_agent": e.user_agent,
+        "details": to_json(&e.details)?,
+    }))
+}
+
 #[async_trait]
 impl GrantStore for SqlStore {
     async fn redeem_code_at_once(
         &self,
         r: &CodeAtOnce<'_>,
     ) -> Result<Option<RedeemedCode>, StoreError> {
-        // SQLite's statements cost no round trip; its token writes join the batch writer.
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let _turn = self.write_turn().await;
         let event = r.audit;
-        let q = sqlx::query(&REDEEM_AT_ONCE)
-            .bind(r.code.as_bytes())
-            .bind(r.client_id)
-            .bind(r.now)
-            .bind(r.redirect_uri)
-            .bind(r.code_challenge)
-            .bind(r.access.digest.as_bytes())
-            .bind(&r.access.jti)
-            .bind(r.access_expires_at)
-            .bind(r.refresh.as_ref().map(|t| t.digest.as_bytes().to_vec()))
-            .bind(r.refresh.as_ref().map(|t| t.jti.as_str()))
-            .bind(r.refresh_idle_ttl)
-            .bind(r.refresh_absolute_ttl);
-        let Some(row) = self.write_at_once(bind_event_at_once(q, event)?).await? else {
+        let row = match self.backend {
+            Backend::Postgres => {
+                let _turn = self.write_turn().await;
+                let q = sqlx::query(&REDEEM_AT_ONCE)
+                    .bind(r.code.as_bytes())
+                    .bind(r.client_id)
+                    .bind(r.now)
+                    .bind(r.redirect_uri)
+                    .bind(r.code_challenge)
+                    .bind(r.access.digest.as_bytes())
+                    .bind(&r.access.jti)
+                    .bind(r.access_expires_at)
+                    .bind(r.refresh.as_ref().map(|t| t.digest.as_bytes().to_vec()))
+                    .bind(r.refresh.as_ref().map(|t| t.jti.as_str()))
+                    .bind(r.refresh_idle_ttl)
+                    .bind(r.refresh_absolute_ttl);
+                self.write_at_once(bind_event_at_once(q, event)?).await?
+            }
+            Backend::Sqlite => {
+                let (rows, took) = self
+                    .write_sqlite(&SQLITE_REDEEM_AT_ONCE, vec![redemption_json(r)?])
+                    .await?;
+                let row = rows.into_iter().next();
+                if row.is_some() {
+                    crate::metrics::audit_appended(took);
+                }
+                row
+            }
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
         // Committed: the hook hears of it whatever decoding the user finds.
@@ -441,5 +539,58 @@ impl GrantStore for SqlStore {
             .map_err(StoreError::Unavailable)?;
         tx.audit(audit).await?;
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's redemption reads, and consumes, the code through its key, and joins its
+    /// client, user and the tokens' rows by theirs: a scan in the write turn would stop every
+    /// writer.
+    #[tokio::test]
+    async fn the_sqlite_redemption_finds_the_code_by_key() {
+        let (_dir, store) = super::super::sqlite_store().await;
+        let statements: Vec<&str> = SQLITE_REDEEM_AT_ONCE.split("; ").collect();
+        let mut conn = store.pool.acquire().await.unwrap();
+        sqlx::query(statements[1])
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let reads = [
+            "with x (v)",
+            "select k.*",
+            "update main.authorization_code",
+            "insert into main.token",
+            "insert into main.audit_event",
+        ];
+        for read in reads {
+            let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
+            let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
+                .bind("{}")
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| sqlx::Row::get::<String, _>(r, 3))
+                .collect();
+            let code = plan
+                .iter()
+                .find(|step| step.contains(" k ") || step.contains(" main.authorization_code "))
+                .unwrap_or_else(|| panic!("{read}: no code step in {plan:?}"));
+            assert!(
+                code.starts_with("SEARCH")
+                    && code.contains("sqlite_autoindex_authorization_code_1 (digest=?)"),
+                "{read}: {plan:?}"
+            );
+            assert!(
+                plan.iter().all(|s| !s.starts_with("SCAN")
+                    || s == "SCAN r"
+                    || s == "SCAN x"
+                    || s == "SCAN CONSTANT ROW"),
+                "{read}: {plan:?}"
+            );
+        }
     }
 }
