@@ -582,6 +582,48 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, sixteenth session** (no new page run: an AMD EPYC, 2 cores, about half as
+  fast as the fourteenth session's: argon2id 67.9 hashes/s and RS256 2,236/s on both cores
+  in its ceilings, against 130.3 and 7,903/s, and drifting by a fifth within the hour. A
+  whole run of both stores at 71f6892 on it put most throughput targets out of reach of the
+  machine itself (client_credentials opaque 5,027/s on Postgres, introspection 12,387/s),
+  so the figures above are still the fourteenth session's run at 49622a2.)
+  - **That run, SQLite against Postgres** (c = 16, interleaved, at 71f6892): client_credentials
+    opaque 5,758 and 5,027/s; introspection JSON 15,545 and 12,387/s; RS256 refresh 912 and
+    886/s; ES256 refresh 1,783 and 2,064/s, **p99 113 ms** on SQLite against 19.2 ms; code
+    flow 50.9 and 51.2 flows/s, 75 and 76 % of the run's own argon2id bound. Idle RSS after
+    the workloads 27.1 and 24.6 MiB, peak 67.1 and 65.0 MiB.
+  - **SQLite's code redemption is one transaction** (decision 0053, 59d210c), as Postgres's
+    is one statement (decision 0047): a code flow is now 4 writes on both stores (5 on
+    SQLite before), and the redemption one call to a connection's thread instead of three.
+    Three interleaved pairs of SQLite's code flow alone at c = 16 (15 s each): 44.9 / 42.3 /
+    41.4 flows/s before and 44.1 / 43.4 / 43.2 after; the server's CPU per flow beside the
+    hash 7.13 / 7.09 / 7.97 ms before and 6.97 / 7.04 / 7.27 ms after (about 0.3 ms less, at
+    the edge of the spread); 76.2 / 76.6 / 76.9 % of the run's own argon2id bound before,
+    77.0 / 76.6 / 76.5 % after.
+  - **Where a SQLite code flow's CPU goes** (`perf record` of the server at c = 16, this
+    machine): the two hashing threads 82.8 % of the samples, the runtime's threads 10.3 %
+    (the RS256 ID token about a third of it: 1 ms a signature here), SQLite's connection
+    threads 5.9 %, the checkpoints 0.8 %. What is left beside the hash is the ID token's
+    signature, four HTTP exchanges and the hand-offs between threads.
+  - **SQLite's refresh tail on this machine's disk** (ext4 without a journal: `fsync` ends
+    in `ext4_fsync_nojournal`). `perf trace` during the ES256 refresh at c = 16: every
+    passive checkpoint's sync of the log took 7 to 25 ms; the writer's own `pwrite` to the
+    log waited 4 to 6 ms about twice a second (`ext4_block_write_begin`, waiting on a
+    buffer of the block it partly overwrites: a log frame is 4,120 bytes, never aligned
+    with the disk's 4,096); the restart held the write turn 10 to 50 ms twice in 8 s. Tried
+    and dropped: `journal_size_limit = 0`, so that the log is cut back to nothing at each
+    restart and every write appends: the writer then truncates 300 MB of log in its own
+    transaction, and the p99 went from 11.3 / 15.3 / 13.7 ms to 350 / 349 / 376 ms (three
+    pairs). The same build's ES256 refresh gave 3,928 / 3,813 / 3,449/s with p99 11 to 15
+    ms in those pairs, and 1,783/s with p99 113 ms in the whole run an hour earlier: the
+    disk's flushes, not the rotation, set this tail.
+  - **Next:** the SQLite log's appends still wait on the disk now and then; a restart that
+    does not sync inside the write turn, or log frames that never share a block with one
+    being written, would take the rest. The code flow's share of the argon2id bound needs
+    the per-flow work beside the hash cut by about a quarter: fewer thread hand-offs per
+    request (SQLite's connection threads, the hashing pool) and the ID token's signature
+    are what is left.
 - **2026-12-07, fifteenth session** (no new page run: an Intel Xeon, 2 cores, whose speed
   drifted by up to half between two runs minutes apart, so only pairs run back to back are
   compared; `pg_stat_statements` again added to `shared_preload_libraries` by hand. The
