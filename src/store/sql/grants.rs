@@ -551,46 +551,23 @@ mod tests {
     /// writer.
     #[tokio::test]
     async fn the_sqlite_redemption_finds_the_code_by_key() {
-        let (_dir, store) = super::super::sqlite_store().await;
-        let statements: Vec<&str> = SQLITE_REDEEM_AT_ONCE.split("; ").collect();
-        let mut conn = store.pool.acquire().await.unwrap();
-        sqlx::query(statements[1])
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        let reads = [
-            "with x (v)",
-            "select k.*",
-            "update main.authorization_code",
-            "insert into main.token",
-            "insert into main.audit_event",
-        ];
-        for read in reads {
-            let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
-            let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
-                .bind("{}")
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| sqlx::Row::get::<String, _>(r, 3))
-                .collect();
-            let code = plan
-                .iter()
-                .find(|step| step.contains(" k ") || step.contains(" main.authorization_code "))
-                .unwrap_or_else(|| panic!("{read}: no code step in {plan:?}"));
-            assert!(
-                code.starts_with("SEARCH")
-                    && code.contains("sqlite_autoindex_authorization_code_1 (digest=?)"),
-                "{read}: {plan:?}"
-            );
-            assert!(
-                plan.iter().all(|s| !s.starts_with("SCAN")
-                    || s == "SCAN r"
-                    || s == "SCAN x"
-                    || s == "SCAN CONSTANT ROW"),
-                "{read}: {plan:?}"
-            );
-        }
+        super::super::assert_sqlite_plans_search_by_key(
+            &SQLITE_REDEEM_AT_ONCE,
+            "{}",
+            &[
+                "with x (v)",
+                "select k.*",
+                "update main.authorization_code",
+                "insert into main.token",
+                "insert into main.audit_event",
+            ],
+            (
+                "k",
+                "authorization_code",
+                "sqlite_autoindex_authorization_code_1 (digest=?)",
+            ),
+            &["SCAN r", "SCAN x", "SCAN CONSTANT ROW"],
+        )
+        .await;
     }
 }

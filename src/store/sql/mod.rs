@@ -860,6 +860,57 @@ pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
     (dir, store)
 }
 
+/// Asserts that every statement of the SQLite write transaction `sql` (its statements
+/// joined by `"; "`, the second creating its temporary table) that starts with one of
+/// `reads` finds the rows of the table it names as `alias` (or `main.<table>`) through
+/// `index`, a search by key, and scans nothing but `scans` (a step equal to one, or
+/// starting with it and a space; `$1` bound to `bind`): a scan in the write turn would stop
+/// every writer (unit tests).
+#[cfg(test)]
+pub(crate) async fn assert_sqlite_plans_search_by_key(
+    sql: &str,
+    bind: &str,
+    reads: &[&str],
+    (alias, table, index): (&str, &str, &str),
+    scans: &[&str],
+) {
+    let (_dir, store) = sqlite_store().await;
+    let statements: Vec<&str> = sql.split("; ").collect();
+    let mut conn = store.pool.acquire().await.unwrap();
+    sqlx::query(statements[1])
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for read in reads {
+        let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
+            .bind(bind)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| sqlx::Row::get::<String, _>(r, 3))
+            .collect();
+        let step = plan
+            .iter()
+            .find(|step| {
+                step.contains(&format!(" {alias} ")) || step.contains(&format!(" main.{table} "))
+            })
+            .unwrap_or_else(|| panic!("{read}: no {table} step in {plan:?}"));
+        assert!(
+            step.starts_with("SEARCH") && step.contains(index),
+            "{read}: {plan:?}"
+        );
+        assert!(
+            plan.iter().all(|s| !s.starts_with("SCAN")
+                || scans
+                    .iter()
+                    .any(|scan| s == scan || s.starts_with(&format!("{scan} ")))),
+            "{read}: {plan:?}"
+        );
+    }
+}
+
 /// A store on a new database of the Postgres server `TEST_DATABASE_URL` names, when it is
 /// set (unit tests of what only Postgres does).
 #[cfg(test)]

@@ -872,41 +872,14 @@ mod tests {
     /// the token table in the write turn would stop every writer.
     #[tokio::test]
     async fn the_sqlite_rotation_finds_tokens_by_key() {
-        let (_dir, store) = super::super::sqlite_store().await;
-        let statements: Vec<&str> = SQLITE_ROTATE_AT_ONCE.split("; ").collect();
-        let mut conn = store.pool.acquire().await.unwrap();
-        sqlx::query(statements[1])
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        let reads = ["with x (n, v)", "select r.n", "update main.token"];
-        for read in reads {
-            let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
-            let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))
-                .bind("[]")
-                .fetch_all(&mut *conn)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| sqlx::Row::get::<String, _>(r, 3))
-                .collect();
-            let token = plan
-                .iter()
-                .find(|step| step.contains(" t ") || step.contains(" main.token "))
-                .unwrap_or_else(|| panic!("{read}: no token step in {plan:?}"));
-            assert!(
-                token.starts_with("SEARCH")
-                    && token.contains("sqlite_autoindex_token_1 (digest=?)"),
-                "{read}: {plan:?}"
-            );
-            assert!(
-                plan.iter().all(|s| !s.starts_with("SCAN")
-                    || s.starts_with("SCAN json_each")
-                    || s == "SCAN r"
-                    || s == "SCAN x"),
-                "{read}: {plan:?}"
-            );
-        }
+        super::super::assert_sqlite_plans_search_by_key(
+            &SQLITE_ROTATE_AT_ONCE,
+            "[]",
+            &["with x (n, v)", "select r.n", "update main.token"],
+            ("t", "token", "sqlite_autoindex_token_1 (digest=?)"),
+            &["SCAN json_each", "SCAN r", "SCAN x"],
+        )
+        .await;
     }
 
     /// The rotation statement finds its tokens through the primary key even when the
