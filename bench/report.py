@@ -600,7 +600,12 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     41.4 flows/s before and 44.1 / 43.4 / 43.2 after; the server's CPU per flow beside the
     hash 7.13 / 7.09 / 7.97 ms before and 6.97 / 7.04 / 7.27 ms after (about 0.3 ms less, at
     the edge of the spread); 76.2 / 76.6 / 76.9 % of the run's own argon2id bound before,
-    77.0 / 76.6 / 76.5 % after.
+    77.0 / 76.6 / 76.5 % after. Both stores interleaved after it (d0f5973, c = 16, 15 s,
+    three runs in three minutes over which the hash went from 21 to 28 ms): Postgres 72.4 /
+    65.1 / 59.3 and SQLite 74.3 / 72.2 / 54.3 flows/s, pair by pair; beside the hash 5.08
+    ms per flow on Postgres (server, Postgres and load generator) and 5.12 on SQLite in the
+    first pair; 79.0 / 79.4 / 79.2 % of the run's own bound on Postgres and 78.4 / 78.1 /
+    76.2 % on SQLite.
   - **Where a SQLite code flow's CPU goes** (`perf record` of the server at c = 16, this
     machine): the two hashing threads 82.8 % of the samples, the runtime's threads 10.3 %
     (the RS256 ID token about a third of it: 1 ms a signature here), SQLite's connection
@@ -617,7 +622,9 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     transaction, and the p99 went from 11.3 / 15.3 / 13.7 ms to 350 / 349 / 376 ms (three
     pairs). The same build's ES256 refresh gave 3,928 / 3,813 / 3,449/s with p99 11 to 15
     ms in those pairs, and 1,783/s with p99 113 ms in the whole run an hour earlier: the
-    disk's flushes, not the rotation, set this tail.
+    disk's flushes, not the rotation, set this tail. A restart every 8 s instead of 4 (so
+    half as many turns held for its syncs) changed nothing beyond the spread: p99 16.7 /
+    14.9 / 18.0 ms against 18.9 / 15.7 / 16.8 ms in three pairs.
   - **Next:** the SQLite log's appends still wait on the disk now and then; a restart that
     does not sync inside the write turn, or log frames that never share a block with one
     being written, would take the rest. The code flow's share of the argon2id bound needs
