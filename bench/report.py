@@ -630,7 +630,10 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     being written, would take the rest. The code flow's share of the argon2id bound needs
     the per-flow work beside the hash cut by about a quarter: fewer thread hand-offs per
     request (SQLite's connection threads, the hashing pool) and the ID token's signature
-    are what is left.
+    are what is left. Tried and dropped: `mmap_size` of 64 MiB for SQLite's connections
+    (reads without `pread` copies): two pairs of the ES256 refresh and the code flow showed
+    no gain beyond the spread (beside the hash 6.36 / 6.85 ms per flow against 6.73 /
+    6.42), and peak RSS rose by 17 to 21 MiB (the mapped pages count in it).
 - **2026-12-07, fifteenth session** (no new page run: an Intel Xeon, 2 cores, whose speed
   drifted by up to half between two runs minutes apart, so only pairs run back to back are
   compared; `pg_stat_statements` again added to `shared_preload_libraries` by hand. The
