@@ -7,7 +7,9 @@ use std::sync::LazyLock;
 
 use super::accounts::{joined_account_from, ACCOUNT_COLUMNS};
 use super::consents::{bind_consent_pg, consent_in, CONSENT_UPSERT_PG};
-use super::tokens::{bind_event_at_once, fill_placeholders, json_string, TOKEN_COLUMNS};
+use super::tokens::{
+    bind_event_at_once, fill_placeholders, json_string, with_event, TOKEN_COLUMNS,
+};
 use super::{
     aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_looking_up, to_json,
     write_error, AnyQuery, Row, SqlStore, AUDIT_COLUMNS, COMMIT_LAZILY,
@@ -354,26 +356,23 @@ static SQLITE_REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
 
 /// [`SQLITE_REDEEM_AT_ONCE`]'s `$1`.
 fn redemption_json(r: &CodeAtOnce<'_>) -> Result<String, StoreError> {
-    let e = r.audit;
-    to_json(&serde_json::json!({
-        "code": r.code.to_hex(),
-        "client_id": r.client_id,
-        "now": r.now,
-        "redirect_uri": r.redirect_uri,
-        "code_challenge": r.code_challenge,
-        "access_digest": r.access.digest.to_hex(),
-        "access_jti": r.access.jti,
-        "access_expires_at": r.access_expires_at,
-        "refresh_digest": r.refresh.as_ref().map(|t| t.digest.to_hex()),
-        "refresh_jti": r.refresh.as_ref().map(|t| t.jti.as_str()),
-        "idle_ttl": r.refresh_idle_ttl,
-        "absolute_ttl": r.refresh_absolute_ttl,
-        "kind": e.kind,
-        "actor": e.actor,
-        "source_ip": e.source_ip,
-        "user_agent": e.user_agent,
-        "details": to_json(&e.details)?,
-    }))
+    to_json(&with_event(
+        serde_json::json!({
+            "code": r.code.to_hex(),
+            "client_id": r.client_id,
+            "now": r.now,
+            "redirect_uri": r.redirect_uri,
+            "code_challenge": r.code_challenge,
+            "access_digest": r.access.digest.to_hex(),
+            "access_jti": r.access.jti,
+            "access_expires_at": r.access_expires_at,
+            "refresh_digest": r.refresh.as_ref().map(|t| t.digest.to_hex()),
+            "refresh_jti": r.refresh.as_ref().map(|t| t.jti.as_str()),
+            "idle_ttl": r.refresh_idle_ttl,
+            "absolute_ttl": r.refresh_absolute_ttl,
+        }),
+        r.audit,
+    )?)
 }
 
 #[async_trait]

@@ -792,24 +792,41 @@ static SQLITE_ROTATE_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
 
 /// One rotation of [`ROTATE_AT_ONCE`]'s array.
 fn rotation_json(r: &Rotation) -> Result<serde_json::Value, StoreError> {
-    let e = &r.audit;
-    Ok(serde_json::json!({
-        "old": r.old.to_hex(),
-        "client_id": r.client_id,
-        "now": r.now,
-        "access_digest": r.access.digest.to_hex(),
-        "access_jti": r.access.jti,
-        "access_expires_at": r.access_expires_at,
-        "refresh_digest": r.refresh.digest.to_hex(),
-        "refresh_jti": r.refresh.jti,
-        "idle_ttl": r.refresh_idle_ttl,
-        "absolute_ttl": r.refresh_absolute_ttl,
+    with_event(
+        serde_json::json!({
+            "old": r.old.to_hex(),
+            "client_id": r.client_id,
+            "now": r.now,
+            "access_digest": r.access.digest.to_hex(),
+            "access_jti": r.access.jti,
+            "access_expires_at": r.access_expires_at,
+            "refresh_digest": r.refresh.digest.to_hex(),
+            "refresh_jti": r.refresh.jti,
+            "idle_ttl": r.refresh_idle_ttl,
+            "absolute_ttl": r.refresh_absolute_ttl,
+        }),
+        &r.audit,
+    )
+}
+
+/// `write` (a JSON object) with what a one-statement write takes of its event, as
+/// [`bind_event_at_once`] binds it on Postgres: the kind, actor, source address, user agent
+/// and details (as their JSON text).
+pub(super) fn with_event(
+    mut write: serde_json::Value,
+    e: &AuditEvent,
+) -> Result<serde_json::Value, StoreError> {
+    let event = serde_json::json!({
         "kind": e.kind,
         "actor": e.actor,
         "source_ip": e.source_ip,
         "user_agent": e.user_agent,
         "details": to_json(&e.details)?,
-    }))
+    });
+    if let (Some(write), serde_json::Value::Object(event)) = (write.as_object_mut(), event) {
+        write.extend(event);
+    }
+    Ok(write)
 }
 
 /// `value` as a JSON string, quotes included.
