@@ -640,25 +640,25 @@ impl Config {
             header_read_timeout: Duration::from_secs(header_read_timeout_secs),
             max_connections,
             tokens: TokenPolicy {
-                access_token_ttl: positive(
+                access_token_ttl: lifetime(
                     raw.get("access_token_ttl_secs")?,
                     "access_token_ttl_secs",
                 )?,
-                id_token_ttl: positive(raw.get("id_token_ttl_secs")?, "id_token_ttl_secs")?,
-                refresh_token_idle_ttl: positive(
+                id_token_ttl: lifetime(raw.get("id_token_ttl_secs")?, "id_token_ttl_secs")?,
+                refresh_token_idle_ttl: lifetime(
                     raw.get("refresh_token_idle_ttl_secs")?,
                     "refresh_token_idle_ttl_secs",
                 )?,
-                refresh_token_absolute_ttl: positive(
+                refresh_token_absolute_ttl: lifetime(
                     raw.get("refresh_token_absolute_ttl_secs")?,
                     "refresh_token_absolute_ttl_secs",
                 )?,
-                key_rotation_lead: positive(
+                key_rotation_lead: lifetime(
                     raw.get("key_rotation_lead_secs")?,
                     "key_rotation_lead_secs",
                 )?,
             },
-            session_ttl_secs: positive(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
+            session_ttl_secs: lifetime(raw.get("session_ttl_secs")?, "session_ttl_secs")?,
             default_resource,
             api_keys,
             trusted_proxies,
@@ -786,6 +786,23 @@ fn positive(value: Option<i64>, name: &str) -> Result<i64, ConfigError> {
     } else {
         Err(ConfigError(format!(
             "`{name}` must be a positive number of seconds"
+        )))
+    }
+}
+
+/// The longest lifetime a setting may give (ten years of 365.25 days): every expiry is
+/// `now` plus a lifetime, in seconds, on each store and in Rust, and none of them may
+/// overflow whatever the clock says, nor differ between stores in how it would.
+const MAX_LIFETIME_SECS: i64 = 315_576_000;
+
+/// A lifetime in seconds: positive and at most [`MAX_LIFETIME_SECS`].
+fn lifetime(value: Option<i64>, name: &str) -> Result<i64, ConfigError> {
+    let v = positive(value, name)?;
+    if v <= MAX_LIFETIME_SECS {
+        Ok(v)
+    } else {
+        Err(ConfigError(format!(
+            "`{name}` must be at most {MAX_LIFETIME_SECS} seconds (ten years)"
         )))
     }
 }
@@ -1036,6 +1053,24 @@ mod tests {
         assert_eq!(waits, [0, 0, 0, 0, 0, 1, 2, 4]);
         assert_eq!(p.delay(5, 20), 900);
         assert_eq!(p.delay(5, i64::MAX), 900);
+    }
+
+    #[test]
+    fn lifetimes_are_positive_and_at_most_ten_years_so_no_expiry_overflows() {
+        for name in [
+            "TESSERA_ACCESS_TOKEN_TTL_SECS",
+            "TESSERA_ID_TOKEN_TTL_SECS",
+            "TESSERA_REFRESH_TOKEN_IDLE_TTL_SECS",
+            "TESSERA_REFRESH_TOKEN_ABSOLUTE_TTL_SECS",
+            "TESSERA_KEY_ROTATION_LEAD_SECS",
+            "TESSERA_SESSION_TTL_SECS",
+        ] {
+            assert!(load(&[(name, "315576000")]).is_ok(), "{name}");
+            for refused in ["315576001", "9223372036854775807", "0", "-1"] {
+                let e = load(&[(name, refused)]).unwrap_err().to_string();
+                assert!(e.contains("seconds"), "{name}={refused}: {e}");
+            }
+        }
     }
 
     #[test]
