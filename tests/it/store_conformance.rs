@@ -2771,6 +2771,8 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             ("profile openidx", true, 100_000, Some(3_010)),
             ("profile", false, 100_000, None),
             ("openid offline_access", false, 100_000, None),
+            // A scope that is a placeholder's text stays as it is in the stored event.
+            ("@code-refresh@", true, 100_000, Some(3_010)),
         ]
         .into_iter()
         .enumerate()
@@ -2798,6 +2800,15 @@ async fn redeem_code_at_once_redeems_only_what_the_code_grant_would() {
             let details = recorder.0.lock().unwrap().last().unwrap().details.clone();
             assert_eq!(details["refresh_token"], issued.is_some(), "{scope}");
             assert_eq!(details["scope"], scope);
+            let stored = db
+                .rows("select details from audit_event order by id desc limit 1")
+                .await;
+            assert_eq!(
+                stored,
+                [[Some(serde_json::to_string(&details).unwrap())]],
+                "{}: {scope}",
+                db.label
+            );
         }
         // Without a redirect_uri on either side, the code is redeemed.
         let open = store::CodeAtOnce {

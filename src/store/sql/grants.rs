@@ -256,7 +256,8 @@ pub(super) fn consume_sql_pg() -> String {
 ///
 /// The event's details come as the JSON the server would write, with the code's grant id,
 /// scope and whether a refresh token was written as placeholders, replaced by their JSON
-/// text (as `tokens::ROTATE_AT_ONCE` does).
+/// text (as `tokens::ROTATE_AT_ONCE` does); the scope, the one value a client's
+/// registration writes freely, last, so that no placeholder inside it is replaced.
 static REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
     let grant_id = json_string(FROM_OLD_GRANT_ID);
     let scope = json_string(FROM_OLD_SCOPE);
@@ -282,9 +283,9 @@ static REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
          from c where c.refresh_issued and exists (select 1 from spent)), \
          e as (insert into audit_event ({AUDIT_COLUMNS}) \
          select $3, $13, $14, c.client_id, c.account_id, $15, $16, \
-         replace(replace(replace($17, '{grant_id}', to_json(c.grant_id)::text), \
-         '{scope}', to_json(c.scope)::text), \
-         '{refresh}', case when c.refresh_issued then 'true' else 'false' end) \
+         replace(replace(replace($17, \
+         '{refresh}', case when c.refresh_issued then 'true' else 'false' end), \
+         '{grant_id}', to_json(c.grant_id)::text), '{scope}', to_json(c.scope)::text) \
          from c where exists (select 1 from spent)) \
          select c.* from c where exists (select 1 from spent)",
         aliased("a", ACCOUNT_COLUMNS),
@@ -345,9 +346,9 @@ static SQLITE_REDEEM_AT_ONCE: LazyLock<String> = LazyLock::new(|| {
          insert into main.audit_event ({AUDIT_COLUMNS}) \
          select r.v ->> 'now', r.v ->> 'kind', r.v ->> 'actor', k.client_id, k.account_id, \
          r.v ->> 'source_ip', r.v ->> 'user_agent', \
-         replace(replace(replace(r.v ->> 'details', '{grant_id}', json_quote(k.grant_id)), \
-         '{scope}', json_quote(k.scope)), \
-         '{refresh}', case when r.refresh_issued then 'true' else 'false' end) \
+         replace(replace(replace(r.v ->> 'details', \
+         '{refresh}', case when r.refresh_issued then 'true' else 'false' end), \
+         '{grant_id}', json_quote(k.grant_id)), '{scope}', json_quote(k.scope)) \
          from temp.redeeming r cross join main.authorization_code k where k.digest = r.digest; \
          commit",
         aliased("a", ACCOUNT_COLUMNS),
