@@ -2875,3 +2875,157 @@ async fn redeem_code_at_once_issues_for_exactly_one_of_many_concurrent_callers()
         );
     }
 }
+
+/// A sign-in's session and a consent's grant, code and events keep every field, awkward
+/// text and empty values included (SQLite writes each as one JSON object since decision
+/// 0054), the session a sign-in replaces is gone, and the consent adds each new scope once.
+#[tokio::test]
+async fn sessions_grants_and_codes_keep_every_field() {
+    let awkward = |e: AuditEvent| {
+        let mut e = e
+            .client(CLIENT)
+            .account(ADA)
+            .details(serde_json::json!({ "say": "\"hi\"\\n ü", "n": [1, 2] }));
+        e.source_ip = Some("2001:db8::1".into());
+        e.user_agent = Some("agent \"x\" \\ ü".into());
+        e
+    };
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let old = session("ada-old", ADA);
+        store
+            .insert_session(
+                &old,
+                None,
+                &TakeBack::default(),
+                &audit(AuditKind::LoginSucceeded),
+            )
+            .await
+            .unwrap();
+        let full = SessionRecord {
+            sid: Some("sid \"q\" \\ é".into()),
+            amr: vec!["pwd".into(), "mfa".into()],
+            ..session("ada-new", ADA)
+        };
+        let signed_in = awkward(AuditEvent::new(
+            AuditKind::LoginSucceeded,
+            "user:ada",
+            2_000,
+        ));
+        store
+            .insert_session(
+                &full,
+                Some(&old.id_digest),
+                &TakeBack::default(),
+                &signed_in,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session(&old.id_digest, 2_001).await.unwrap(),
+            None,
+            "{}: the replaced session",
+            db.label
+        );
+        assert_eq!(
+            store.session(&full.id_digest, 2_001).await.unwrap(),
+            Some(full.clone()),
+            "{}",
+            db.label
+        );
+
+        let g = GrantRecord {
+            scope: "openid \"odd\" ü".into(),
+            sid: full.sid.clone(),
+            amr: full.amr.clone(),
+            ..grant("g-full", ADA)
+        };
+        let c = CodeRecord {
+            scope: g.scope.clone(),
+            sid: g.sid.clone(),
+            amr: g.amr.clone(),
+            redirect_uri: Some("https://app.example/cb?x=\"y\"".into()),
+            ..code("c-full", &g)
+        };
+        let bare_g = GrantRecord {
+            auth_time: None,
+            amr: Vec::new(),
+            ..grant("g-bare", ADA)
+        };
+        let bare_c = CodeRecord {
+            redirect_uri: None,
+            nonce: None,
+            code_challenge: None,
+            amr: Vec::new(),
+            claims: RequestedClaims::default(),
+            ..code("c-bare", &bare_g)
+        };
+        let consented = awkward(AuditEvent::new(
+            AuditKind::ConsentGranted,
+            "user:ada",
+            3_500,
+        ));
+        let issued = awkward(AuditEvent::new(AuditKind::CodeIssued, "user:ada", 3_500));
+        let given = |scope: &str| ConsentGiven {
+            account_id: ADA.into(),
+            client_id: CLIENT.into(),
+            scope: scope.into(),
+            now: 3_500,
+            audit: consented.clone(),
+        };
+        store
+            .insert_code_with_consent(&given("email  openid email"), &g, &c, &issued)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("email openid"),
+            "{}: a new consent, each scope once",
+            db.label
+        );
+        store
+            .insert_code_with_consent(&given("profile email address"), &bare_g, &bare_c, &issued)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("email openid profile address"),
+            "{}: the old scopes in their order, then the new ones",
+            db.label
+        );
+        for (grant, code) in [(&g, &c), (&bare_g, &bare_c)] {
+            assert_eq!(
+                store.grant(&grant.id).await.unwrap().as_ref(),
+                Some(grant),
+                "{}",
+                db.label
+            );
+            let (consumed, account) = store
+                .consume_code(&code.digest, 2_001)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                consumed,
+                CodeRecord {
+                    consumed_at: Some(2_001),
+                    ..code.clone()
+                },
+                "{}",
+                db.label
+            );
+            assert_eq!(account.map(|a| a.id).as_deref(), Some(ADA));
+        }
+        let events: Vec<AuditEvent> = store
+            .recent_audit(20)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        for e in [&signed_in, &consented, &issued] {
+            assert!(events.contains(e), "{}: {e:?} in {events:?}", db.label);
+        }
+    }
+}

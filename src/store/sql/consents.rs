@@ -7,7 +7,7 @@ use crate::audit::AuditEvent;
 use crate::store::{Backend, ConsentStore, StoreError};
 
 /// The scopes of `before` in their order, then those of `added` not among them, each once.
-fn merged(before: &str, added: &str) -> String {
+pub(super) fn merged(before: &str, added: &str) -> String {
     let mut scopes: Vec<&str> = Vec::new();
     for s in before.split_whitespace().chain(added.split_whitespace()) {
         if !scopes.contains(&s) {

@@ -715,6 +715,23 @@ const AUDIT_COLUMNS: &str =
 /// Values per audit row.
 const AUDIT_VALUES: usize = 8;
 
+/// SQLite: the values of `columns` (a column list) taken from the JSON object `object`, each
+/// from the key of its name; those in `hex` from a hex string, as blobs.
+fn sqlite_json_values(object: &str, columns: &str, hex: &[&str]) -> String {
+    columns
+        .split(',')
+        .map(str::trim)
+        .map(|c| {
+            if hex.contains(&c) {
+                format!("unhex({object} ->> '{c}')")
+            } else {
+                format!("{object} ->> '{c}'")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `$first, …` for `count` consecutive placeholders.
 fn placeholder_list(first: usize, count: usize) -> String {
     let list: Vec<String> = (first..first + count).map(|i| format!("${i}")).collect();

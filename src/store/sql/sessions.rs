@@ -7,10 +7,11 @@ use std::sync::LazyLock;
 
 use super::accounts::{account_from, ACCOUNT_COLUMNS};
 use super::clients::{client_from_row, CLIENT_COLUMNS};
-use super::throttle::{bind_take_back, take_back_clauses, take_back_in, take_back_values};
+use super::throttle::{bind_take_back, take_back_clauses, take_back_values};
+use super::tokens::{event_json, sqlite_events_insert};
 use super::{
     aliased, audit_insert_lazily_sql, audit_insert_sql, bind_audit, placeholders_looking_up,
-    to_json, write_error, AnyQuery, Row, SqlStore,
+    sqlite_json_values, to_json, AnyQuery, Row, SqlStore,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
@@ -67,12 +68,53 @@ fn live_session_sql(consent: &str, join: &str) -> String {
     )
 }
 
-/// The insert of a session, in `session_columns!` order.
-const SESSION_INSERT: &str = concat!(
-    "insert into session (",
-    session_columns!(),
-    ") values ($1, $2, $3, $4, $5, $6, $7)"
-);
+/// SQLite: [`SessionStore::insert_session`] as one call to a connection's thread, as
+/// Postgres's is one statement ([`session_insert_sql_pg`]): the replaced session's delete
+/// (none when `$1` names none), the session, the reset of the user's failed-login count,
+/// the throttle's take-back and the event, where a transaction of its own had been up to
+/// eight hand-offs (decision 0054). `$1` is [`session_write_json`]'s object.
+static SQLITE_WRITE_SESSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "begin immediate; \
+         delete from main.session where id_digest = unhex($1 ->> 'replaces'); \
+         with x (v) as materialized (select jsonb($1) -> 'session') \
+         insert into main.session ({}) select {} from x; \
+         update main.account set failed_login_count = 0 \
+         where id = ($1 ->> '$.session.account_id') and failed_login_count <> 0; \
+         delete from main.login_throttle where key = ($1 ->> 'clear'); \
+         update main.login_throttle set failures = failures - 1 \
+         where key in (select value from json_each($1, '$.forgive')) and failures > 0; \
+         {}; \
+         commit",
+        session_columns!(),
+        sqlite_json_values("v", session_columns!(), &["id_digest"]),
+        sqlite_events_insert("$1, '$.events'", "true"),
+    )
+});
+
+/// [`SQLITE_WRITE_SESSION`]'s `$1`.
+fn session_write_json(
+    session: &SessionRecord,
+    replaces: Option<&Digest>,
+    take_back: &TakeBack,
+    audit: &AuditEvent,
+) -> Result<String, StoreError> {
+    to_json(&serde_json::json!({
+        "session": {
+            "id_digest": session.id_digest.to_hex(),
+            "account_id": session.account_id,
+            "auth_time": session.auth_time,
+            "amr": to_json(&session.amr)?,
+            "created_at": session.created_at,
+            "expires_at": session.expires_at,
+            "sid": session.sid,
+        },
+        "replaces": replaces.map(Digest::to_hex),
+        "clear": take_back.clear,
+        "forgive": take_back.forgive,
+        "events": [event_json(audit, None)?],
+    }))
+}
 
 /// Postgres: a session's write in one statement: the session (`$1`…`$7`), the replaced one's
 /// delete (`$8`, with `replaces`), the throttle's take-back, the reset of the account's
@@ -174,28 +216,13 @@ impl SessionStore for SqlStore {
             .await?;
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        if let Some(old) = replaces {
-            sqlx::query("delete from session where id_digest = $1")
-                .bind(old.as_bytes())
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Unavailable)?;
-        }
-        bind_session(sqlx::query(SESSION_INSERT), session)?
-            .execute(&mut *tx)
-            .await
-            .map_err(write_error("session"))?;
-        sqlx::query(
-            "update account set failed_login_count = 0 where id = $1 and failed_login_count <> 0",
-        )
-        .bind(&session.account_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::Unavailable)?;
-        take_back_in(&mut tx, take_back).await?;
-        tx.audit(audit).await?;
-        tx.commit().await
+        let json = session_write_json(session, replaces, take_back, audit)?;
+        let (_, took) = self
+            .write_sqlite(&SQLITE_WRITE_SESSION, vec![json], "session")
+            .await?;
+        crate::metrics::audit_appended(took);
+        self.hook.committed(std::slice::from_ref(audit));
+        Ok(())
     }
 
     async fn session(

@@ -153,32 +153,47 @@ const INSERT_TOKENS: &str = "with t as (insert into token (digest, kind, grant_i
 /// fifteen references of a token row made that conversion a tenth of the connection
 /// threads' CPU under the bench's refresh load (`perf`, 2026-12-06).
 /// The caller rolls back if a statement fails ([`SqlStore::write_sqlite`]).
-const SQLITE_WRITE_TOKENS: &str = "begin immediate; \
-     create temp table if not exists spending (digest blob primary key, at integer not null); \
-     delete from temp.spending; \
-     insert into temp.spending (digest, at) select t.digest, s.at \
-     from (select unhex(value ->> 'digest') as d, value ->> 'at' as at from json_each($3)) as s \
-     join main.token as t on t.digest = s.d \
-     where t.kind = 'refresh' and t.used_at is null and t.revoked_at is null; \
-     update main.token set used_at = s.at from temp.spending as s where token.digest = s.digest; \
-     with r (n, v) as materialized (select key, jsonb(value) from json_each($1)) \
-     insert into main.token (digest, kind, grant_id, client_id, \
-     account_id, scope, label, previous_digest, created_at, expires_at, used_at, revoked_at, jti) \
-     select unhex(v ->> 'digest'), v ->> 'kind', v ->> 'grant_id', \
-     v ->> 'client_id', v ->> 'account_id', v ->> 'scope', v ->> 'label', \
-     unhex(v ->> 'previous_digest'), v ->> 'created_at', v ->> 'expires_at', \
-     v ->> 'used_at', v ->> 'revoked_at', v ->> 'jti' from r \
-     where v ->> 'spends' is null \
-     or unhex(v ->> 'spends') in (select digest from temp.spending) order by n; \
-     with r (n, v) as materialized (select key, jsonb(value) from json_each($2)) \
-     insert into main.audit_event (created_at, kind, actor, client_id, \
-     account_id, source_ip, user_agent, details) \
-     select v ->> 'created_at', v ->> 'kind', v ->> 'actor', v ->> 'client_id', \
-     v ->> 'account_id', v ->> 'source_ip', v ->> 'user_agent', v ->> 'details' \
-     from r where v ->> 'spends' is null \
-     or unhex(v ->> 'spends') in (select digest from temp.spending) order by n; \
-     select lower(hex(digest)) from temp.spending; \
-     commit";
+static SQLITE_WRITE_TOKENS: LazyLock<String> = LazyLock::new(|| {
+    let going = "v ->> 'spends' is null \
+                 or unhex(v ->> 'spends') in (select digest from temp.spending)";
+    format!(
+        "begin immediate; \
+         create temp table if not exists spending (digest blob primary key, \
+         at integer not null); \
+         delete from temp.spending; \
+         insert into temp.spending (digest, at) select t.digest, s.at \
+         from (select unhex(value ->> 'digest') as d, value ->> 'at' as at \
+         from json_each($3)) as s \
+         join main.token as t on t.digest = s.d \
+         where t.kind = 'refresh' and t.used_at is null and t.revoked_at is null; \
+         update main.token set used_at = s.at from temp.spending as s \
+         where token.digest = s.digest; \
+         with r (n, v) as materialized (select key, jsonb(value) from json_each($1)) \
+         insert into main.token (digest, kind, grant_id, client_id, \
+         account_id, scope, label, previous_digest, created_at, expires_at, used_at, \
+         revoked_at, jti) \
+         select unhex(v ->> 'digest'), v ->> 'kind', v ->> 'grant_id', \
+         v ->> 'client_id', v ->> 'account_id', v ->> 'scope', v ->> 'label', \
+         unhex(v ->> 'previous_digest'), v ->> 'created_at', v ->> 'expires_at', \
+         v ->> 'used_at', v ->> 'revoked_at', v ->> 'jti' from r where {going} order by n; \
+         {}; \
+         select lower(hex(digest)) from temp.spending; \
+         commit",
+        sqlite_events_insert("$2", going)
+    )
+});
+
+/// SQLite: the insert of the audit events in the JSON array `array` ([`event_json`]'s
+/// objects) for which `only` holds (of `v`, each event as JSONB), in the array's order.
+pub(super) fn sqlite_events_insert(array: &str, only: &str) -> String {
+    format!(
+        "with r (n, v) as materialized (select key, jsonb(value) from json_each({array})) \
+         insert into main.audit_event ({AUDIT_COLUMNS}) \
+         select v ->> 'created_at', v ->> 'kind', v ->> 'actor', v ->> 'client_id', \
+         v ->> 'account_id', v ->> 'source_ip', v ->> 'user_agent', v ->> 'details' \
+         from r where {only} order by n"
+    )
+}
 
 /// A token row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], digests in hex; `spends`
 /// the hex digest of the spend it waits for (Postgres ignores it).
@@ -203,7 +218,10 @@ fn token_json(t: &TokenRecord, spends: Option<&str>) -> serde_json::Value {
 
 /// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], its details as the
 /// text the table keeps.
-fn event_json(e: &AuditEvent, spends: Option<&str>) -> Result<serde_json::Value, StoreError> {
+pub(super) fn event_json(
+    e: &AuditEvent,
+    spends: Option<&str>,
+) -> Result<serde_json::Value, StoreError> {
     Ok(serde_json::json!({
         "created_at": e.created_at,
         "kind": e.kind,
@@ -298,7 +316,11 @@ impl SqlStore {
         let [tokens, events] = rows_json(writes)?;
         let spends = spends_json(writes)?;
         let (rows, took) = self
-            .write_sqlite(SQLITE_WRITE_TOKENS, [tokens, events, spends].into())
+            .write_sqlite(
+                &SQLITE_WRITE_TOKENS,
+                [tokens, events, spends].into(),
+                "token",
+            )
             .await?;
         let spent = spent_digests(&rows)?;
         let written = went_ahead(writes, &spent);
@@ -322,6 +344,7 @@ impl SqlStore {
         &self,
         sql: &'static str,
         binds: Vec<String>,
+        what: &'static str,
     ) -> Result<(Vec<AnyRow>, std::time::Duration), StoreError> {
         let store = self.clone();
         tokio::spawn(async move {
@@ -348,7 +371,7 @@ impl SqlStore {
                     if sqlx::query("rollback").execute(&mut *conn).await.is_err() {
                         conn.close_on_drop();
                     }
-                    Err(write_error("token")(e))
+                    Err(write_error(what)(e))
                 }
             }
         })
@@ -560,7 +583,7 @@ impl SqlStore {
                 (rows, started.elapsed())
             }
             Backend::Sqlite => {
-                self.write_sqlite(&SQLITE_ROTATE_AT_ONCE, vec![rows])
+                self.write_sqlite(&SQLITE_ROTATE_AT_ONCE, vec![rows], "token")
                     .await?
             }
         };
