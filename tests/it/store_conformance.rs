@@ -2985,13 +2985,18 @@ async fn sessions_grants_and_codes_keep_every_field() {
             db.label
         );
         store
-            .insert_code_with_consent(&given("profile email address"), &bare_g, &bare_c, &issued)
+            .insert_code_with_consent(
+                &given("profile email open address"),
+                &bare_g,
+                &bare_c,
+                &issued,
+            )
             .await
             .unwrap();
         assert_eq!(
             store.consent(ADA, CLIENT).await.unwrap().as_deref(),
-            Some("email openid profile address"),
-            "{}: the old scopes in their order, then the new ones",
+            Some("email openid profile open address"),
+            "{}: the old scopes in their order, then the new ones (whole words)",
             db.label
         );
         for (grant, code) in [(&g, &c), (&bare_g, &bare_c)] {

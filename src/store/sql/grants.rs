@@ -193,14 +193,15 @@ impl SqlStore {
 
 /// SQLite: [`SqlStore::write_code`] as one call to a connection's thread, as Postgres's is
 /// one statement ([`code_write_sql_pg`]): the consent's upsert when `$1` has one, the grant,
-/// the code and the events, where a transaction of its own had been seven hand-offs
+/// the code and the events, where a transaction of its own had been eight hand-offs
 /// (decision 0054). `$1` is [`code_write_json`]'s object. The consent keeps the scopes
 /// already consented to in their order and adds the new ones (`words`, each once) that it
-/// lacks, as [`merged`] does.
+/// lacks as a whole word, as [`merged`] does for the normalised text every writer of the
+/// table stores (single spaces, each word once).
 static SQLITE_WRITE_CODE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "begin immediate; \
-         with x (v) as materialized (select jsonb($1) -> 'consent') \
+         with x (v) as materialized (select jsonb_extract($1, '$.consent')) \
          insert into main.consent (account_id, client_id, scope, created_at, updated_at) \
          select v ->> 'account_id', v ->> 'client_id', v ->> 'scope', v ->> 'now', \
          v ->> 'now' from x where v ->> 'account_id' is not null \
@@ -208,9 +209,9 @@ static SQLITE_WRITE_CODE: LazyLock<String> = LazyLock::new(|| {
          scope = ltrim(consent.scope || coalesce((select group_concat(' ' || w.value, '' \
          order by w.key) from json_each($1, '$.consent.words') as w \
          where instr(' ' || consent.scope || ' ', ' ' || w.value || ' ') = 0), '')); \
-         with x (v) as materialized (select jsonb($1) -> 'grant') \
+         with x (v) as materialized (select jsonb_extract($1, '$.grant')) \
          insert into main.oauth_grant ({}) select {} from x; \
-         with x (v) as materialized (select jsonb($1) -> 'code') \
+         with x (v) as materialized (select jsonb_extract($1, '$.code')) \
          insert into main.authorization_code ({}) select {} from x; \
          {}; \
          commit",

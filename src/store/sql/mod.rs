@@ -698,8 +698,9 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 /// of the event after the commit.
 ///
 /// Its duration is `tessera_audit_append_seconds`: the one statement every stand-alone and
-/// in-transaction event goes through. (On Postgres, tokens write theirs within their own
-/// statement, and that statement's time is recorded instead.)
+/// in-transaction event goes through. (An event written by its operation's own statement,
+/// or on SQLite its own `write_sqlite` call, records that write's time instead, on SQLite
+/// the wait for the write turn included.)
 async fn insert_audit(conn: &mut AnyConnection, event: &AuditEvent) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     bind_audit(sqlx::query(&audit_insert_sql(1, 1)), event)?
@@ -894,10 +895,9 @@ pub(crate) async fn assert_sqlite_plans_search_by_key(
     let (_dir, store) = sqlite_store().await;
     let statements: Vec<&str> = sql.split("; ").collect();
     let mut conn = store.pool.acquire().await.unwrap();
-    sqlx::query(statements[1])
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+    for setup in statements.iter().filter(|s| s.starts_with("create temp")) {
+        sqlx::query(setup).execute(&mut *conn).await.unwrap();
+    }
     for read in reads {
         let statement = statements.iter().find(|s| s.starts_with(read)).unwrap();
         let plan: Vec<String> = sqlx::query(&format!("explain query plan {statement}"))

@@ -77,7 +77,7 @@ static SQLITE_WRITE_SESSION: LazyLock<String> = LazyLock::new(|| {
     format!(
         "begin immediate; \
          delete from main.session where id_digest = unhex($1 ->> 'replaces'); \
-         with x (v) as materialized (select jsonb($1) -> 'session') \
+         with x (v) as materialized (select jsonb_extract($1, '$.session')) \
          insert into main.session ({}) select {} from x; \
          update main.account set failed_login_count = 0 \
          where id = ($1 ->> '$.session.account_id') and failed_login_count <> 0; \
@@ -390,5 +390,37 @@ impl SessionStore for SqlStore {
         }
         tx.audit(audit).await?;
         tx.commit().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's sign-in write finds the replaced session, the user and the throttle's keys
+    /// through their keys: a scan in the write turn would stop every writer.
+    #[tokio::test]
+    async fn the_sqlite_sign_in_write_finds_its_rows_by_key() {
+        let bind = r#"{"replaces": "00", "session": {"account_id": "a"}, "clear": "k",
+            "forgive": ["k"]}"#;
+        for (read, table, key) in [
+            ("delete from main.session", "session", "(id_digest=?)"),
+            ("update main.account", "account", "(id=?)"),
+            (
+                "delete from main.login_throttle",
+                "login_throttle",
+                "(key=?)",
+            ),
+            ("update main.login_throttle", "login_throttle", "(key=?)"),
+        ] {
+            super::super::assert_sqlite_plans_search_by_key(
+                &SQLITE_WRITE_SESSION,
+                bind,
+                &[read],
+                (table, table, key),
+                &["SCAN json_each"],
+            )
+            .await;
+        }
     }
 }

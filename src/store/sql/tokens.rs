@@ -216,8 +216,8 @@ fn token_json(t: &TokenRecord, spends: Option<&str>) -> serde_json::Value {
     })
 }
 
-/// An audit event row for [`INSERT_TOKENS`] and [`SQLITE_WRITE_TOKENS`], its details as the
-/// text the table keeps.
+/// An audit event row for [`INSERT_TOKENS`] and [`sqlite_events_insert`] (SQLite's token,
+/// session and code writes), its details as the text the table keeps.
 pub(super) fn event_json(
     e: &AuditEvent,
     spends: Option<&str>,
