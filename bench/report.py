@@ -453,7 +453,9 @@ the sign-in (the login throttle's count, and the session, whose write also takes
 attempt back from the throttle once the password checks out), then one for the consent with
 the code and its grant (one write since 2026-12-05), and one for the code's redemption with
 the tokens (one statement on Postgres since decision 0047, one transaction on SQLite since
-decision 0053, where it had been two writes). The store counts the writes it begins
+decision 0053, where it had been two writes). On SQLite each of these writes is one call to
+a connection's thread since decision 0054 (the session's and the consent's had been a
+statement each). The store counts the writes it begins
 (`PoolStatus::writes`, exported as `tessera_store_writes_total`), and
 `tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
 that number on SQLite and Postgres: a change that adds a write fails it until the number
@@ -582,6 +584,38 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, seventeenth session** (no new page run: an AMD EPYC, 2 cores, slower
+  still than the sixteenth session's at RSA: `openssl speed` signs 1,067 RSA-2048
+  signatures a second on one core, against 4,136 on the thirteenth session's; argon2id 29
+  to 34 ms of CPU a hash. The figures above are still the fourteenth session's run at
+  49622a2.)
+  - **SQLite's sign-in and consent writes are one call each** (decision 0054, bae767d):
+    each had been a transaction of separate statements, up to eight hand-offs to sqlx's
+    connection thread with the write turn held across them; they now run as one script
+    through `write_sqlite`, as the rotation and the redemption do (decisions 0052, 0053).
+    A SQLite code flow is now 4 writes in 4 calls to a connection's thread, plus the
+    reads of the sign-in's user and of the session at the consent form. Six interleaved
+    pairs of SQLite's code flow alone at c = 16 (15 s each): the server's CPU per flow
+    beside the hash 7.36 / 6.71 / 6.52 / 7.56 / 7.25 / 7.27 ms before and 6.01 / 6.10 /
+    5.80 / 6.43 / 6.56 / 6.46 ms after (0.9 ms less, the ranges apart); the share of the
+    run's own argon2id bound 76.5 to 78.9 % before and 79.3 to 80.4 % after (one more run
+    after, 71.2 %, lost a tenth of the machine to something else: its CPU per flow is in
+    line).
+  - **Where a SQLite code flow's CPU goes now** (`perf record` of the server, c = 16): the
+    hashing threads 83.7 % of the samples (82.8 before), the runtime's threads 9.4 % (10.3;
+    the RS256 signature in `libcrypto` 2.8 points of it, the kernel 2.2), SQLite's
+    connection threads 5.7 % (SQLite itself 2.9, the kernel 2.0: page reads after another
+    connection's write, wake-ups), the checkpoints 0.9 %.
+  - **Also landed:** the code redemption's event fills in the scope last, so a scope that
+    is a placeholder's text is stored as it is (b0f51b3; found in decision 0053's review);
+    token, session and key-rotation lifetimes are at most ten years in the configuration,
+    so no expiry overflows (e97e135); the test of the SQLite log's restarts waits for two
+    (up to 40 s) instead of counting them after 8.6 s, which a release build beside it on
+    this host made fail in CI (a129dd4).
+  - **Next:** rerun the whole page on a host as fast as the fourteenth session's; beside
+    the hash a code flow still pays the RS256 ID token, four HTTP exchanges, and on
+    Postgres five statements (the session's read at the consent form is the one left
+    that a write could carry).
 - **2026-12-07, sixteenth session** (no new page run: an AMD EPYC, 2 cores, about half as
   fast as the fourteenth session's: argon2id 67.9 hashes/s and RS256 2,236/s on both cores
   in its ceilings, against 130.3 and 7,903/s, and drifting by a fifth within the hour. A
