@@ -254,10 +254,10 @@ pub trait GrantStore: Send + Sync {
         now: i64,
     ) -> Result<Option<(CodeRecord, Option<AccountRecord>)>, StoreError>;
     /// A code's redemption and its token write in one write (one statement on Postgres,
-    /// decision 0047; one transaction on SQLite, decision 0053). Consumes `r.code` only if it is a code of `r.client_id`
-    /// (which must exist), unconsumed and unexpired, issued with `r.redirect_uri` (both
-    /// absent, or equal) and with `r.code_challenge` (both absent, or equal), to a user who
-    /// exists and is enabled; then writes an access token with the code's grant, user and
+    /// decision 0047; one transaction on SQLite, decision 0053). Consumes `r.code` only if
+    /// it is a code of `r.client_id` (which must exist), unconsumed and unexpired, issued
+    /// with `r.redirect_uri` (both absent, or equal) and with `r.code_challenge` (both
+    /// absent, or equal), to a user who exists and is enabled; then writes an access token with the code's grant, user and
     /// scope, and a refresh token as well when `r.refresh` is given and the scope lacks
     /// `openid` or has `offline_access` (OIDC Core §11, decision 0006), its expiry
     /// `refresh_token_idle_ttl` from now but never past `refresh_token_absolute_ttl` from

@@ -183,10 +183,7 @@ impl SqlStore {
         let (_, took) = self
             .write_sqlite(&SQLITE_WRITE_CODE, vec![json], "grant")
             .await?;
-        for _ in &events {
-            crate::metrics::audit_appended(took);
-        }
-        self.hook.committed(&events);
+        self.committed(&events, took);
         Ok(())
     }
 }

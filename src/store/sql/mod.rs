@@ -333,11 +333,17 @@ impl SqlStore {
         let _turn = self.write_turn().await;
         let started = std::time::Instant::now();
         let done = q.execute(&self.pool).await.map_err(write_error(what))?;
+        self.committed(events, started.elapsed());
+        Ok(done)
+    }
+
+    /// After a committed write that recorded `events`, which took `took`: each event's
+    /// append time (the write's, `tessera_audit_append_seconds`), then the hook.
+    fn committed(&self, events: &[AuditEvent], took: std::time::Duration) {
         for _ in events {
-            crate::metrics::audit_appended(started.elapsed());
+            crate::metrics::audit_appended(took);
         }
         self.hook.committed(events);
-        Ok(done)
     }
 
     /// SQLite: copies what it can of the write-ahead log back into the database file without
@@ -879,7 +885,7 @@ pub(crate) async fn sqlite_store() -> (tempfile::TempDir, SqlStore) {
 }
 
 /// Asserts that every statement of the SQLite write transaction `sql` (its statements
-/// joined by `"; "`, the second creating its temporary table) that starts with one of
+/// joined by `"; "`, those creating temporary tables run first) that starts with one of
 /// `reads` finds the rows of the table it names as `alias` (or `main.<table>`) through
 /// `index`, a search by key, and scans nothing but `scans` (a step equal to one, or
 /// starting with it and a space; `$1` bound to `bind`): a scan in the write turn would stop

@@ -220,8 +220,7 @@ impl SessionStore for SqlStore {
         let (_, took) = self
             .write_sqlite(&SQLITE_WRITE_SESSION, vec![json], "session")
             .await?;
-        crate::metrics::audit_appended(took);
-        self.hook.committed(std::slice::from_ref(audit));
+        self.committed(std::slice::from_ref(audit), took);
         Ok(())
     }
 

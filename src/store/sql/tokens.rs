@@ -328,10 +328,7 @@ impl SqlStore {
             .iter()
             .map(|w| w.audit.clone())
             .collect();
-        for _ in &events {
-            crate::metrics::audit_appended(took);
-        }
-        self.hook.committed(&events);
+        self.committed(&events, took);
         Ok(written)
     }
 
