@@ -460,12 +460,13 @@ statement each). The store counts the writes it begins
 `tests/it/authorize.rs` `a_whole_code_flow_costs_a_fixed_number_of_writes` holds a flow to
 that number on SQLite and Postgres: a change that adds a write fails it until the number
 is changed on purpose. On Postgres each of the session, consent and token writes is one
-statement with its audit event (data-modifying `with`), so a flow is 5 statements in all,
+statement with its audit event (data-modifying `with`), so a flow is 4 statements in all,
 reads included (measured with `pg_stat_statements`; 17 before 2026-12-04's second session,
-9 before 2026-12-05, 7 before decision 0047, 6 before decision 0050): the throttle's count
-for all its keys with the user by name, the session, the session at the consent form, the
-consent with the code and its grant, and the code's redemption with its user and the
-tokens. The login form's answer is the consent page (decision 0050) and the consent form's
+9 before 2026-12-05, 7 before decision 0047, 6 before decision 0050, 5 before decision
+0055): the throttle's count for all its keys with the user by name, the session, the
+consent with the code and its grant, which checks the session the consent form claims
+instead of a read of it before (decision 0055), and the code's redemption with its user
+and the tokens. The login form's answer is the consent page (decision 0050) and the consent form's
 answer carries the code (303 to the client), so no round trip back to `/authorize` reads
 the session or the consent again: a flow is four requests to Tessera (`/authorize`, the
 login form, the consent form, the token endpoint). The commit counts above are higher than the writes because every read outside a
@@ -584,6 +585,19 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, eighteenth session**: the consent form claims its session (decision
+  0055). The consent page carries the session it was shown for; an approval that leads to
+  a code writes it unread, and the code's write looks the code's user up through that
+  session (stored with the same values, live, its user enabled), so nothing is written
+  when the claim does not hold, and the approval then reads the session and decides again.
+  A Postgres code flow is 4 statements (5.35 to 5.42 per flow before, 4.36 to 4.42 after
+  in `pg_stat_statements`, five interleaved pairs of the code flow alone at c = 16 on an
+  AMD EPYC whose speed drifted by a sixth between runs). What it saves in CPU is small
+  beside that drift: the server's and Postgres's CPU beside the hash went from 20.1 to 21.4
+  % of the hash's CPU to 19.0 to 21.6 % (about 0.1 ms a flow), and SQLite's from 17.3 to
+  20.6 % to 16.8 to 18.3 % (about 0.25 ms); flows/s against the run's own argon2id bound
+  78.9 to 79.9 % before and 78.8 to 80.8 % after on Postgres, 80.2 to 82.5 % and 80.8 to
+  83.0 % on SQLite.
 - **2026-12-07, seventeenth session** (no new page run: an AMD EPYC, 2 cores, slower
   still than the sixteenth session's at RSA: `openssl speed` signs 1,067 RSA-2048
   signatures a second on one core, against 4,136 on the thirteenth session's; argon2id 29

@@ -44,6 +44,7 @@ pub const AUDIT_SEALED: &str = "tessera_audit_events_sealed_total";
 pub const BACKCHANNEL_LOGOUTS: &str = "tessera_backchannel_logouts_total";
 pub const REFRESH_ROTATIONS: &str = "tessera_refresh_rotations_total";
 pub const CODE_REDEMPTIONS: &str = "tessera_code_redemptions_total";
+pub const CONSENT_CLAIMS: &str = "tessera_consent_session_claims_total";
 pub const MEMORY_ALLOCATED: &str = "tessera_memory_allocated_bytes";
 pub const MEMORY_RESIDENT: &str = "tessera_memory_allocator_resident_bytes";
 pub const MEMORY_THREAD_CACHES: &str = "tessera_memory_allocator_thread_cache_bytes";
@@ -204,6 +205,10 @@ fn describe() {
         CODE_REDEMPTIONS,
         "Authorization codes redeemed for tokens, by path: at_once (one write that also reads the code, Postgres) or steps (the code consumed, checks, then the token write)"
     );
+    describe_counter!(
+        CONSENT_CLAIMS,
+        "Approvals at the consent page that claimed their session, by outcome: held (the code's write found it) or refused (read and decided again)"
+    );
     describe_gauge!(
         MEMORY_ALLOCATED,
         Unit::Bytes,
@@ -231,6 +236,9 @@ fn describe() {
     for path in ["at_once", "steps"] {
         counter!(REFRESH_ROTATIONS, "path" => path).increment(0);
         counter!(CODE_REDEMPTIONS, "path" => path).increment(0);
+    }
+    for outcome in ["held", "refused"] {
+        counter!(CONSENT_CLAIMS, "outcome" => outcome).increment(0);
     }
 }
 
@@ -297,6 +305,13 @@ pub fn refresh_rotated(path: &'static str) {
 /// An authorization code was redeemed by `path`: `at_once` or `steps` (decision 0047).
 pub fn code_redeemed(path: &'static str) {
     counter!(CODE_REDEMPTIONS, "path" => path).increment(1);
+}
+
+/// An approval claimed its session (decision 0055), and the claim was `held` (the code's
+/// write found the session) or `refused` (the session was read and the approval decided
+/// again).
+pub fn consent_claim(outcome: &'static str) {
+    counter!(CONSENT_CLAIMS, "outcome" => outcome).increment(1);
 }
 
 /// A store failure reached its caller (`StoreError::kind`).

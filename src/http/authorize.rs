@@ -10,10 +10,12 @@ use axum::response::Response;
 
 use super::{consent, error, forms, login, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::{self, AuthorizeError, Decision, AUTHORIZE_PARAMS};
+use crate::oauth::authorize::{
+    self, AuthorizeError, AuthorizeRequest, Decision, SessionUser, AUTHORIZE_PARAMS,
+};
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
-use crate::store::{AccountRecord, ConsentGiven, SessionRecord};
+use crate::store::ConsentGiven;
 
 pub async fn get(
     State(app): State<AppState>,
@@ -55,12 +57,12 @@ pub(super) enum Known {
     /// The person approved at the consent page: the session with its user, and the scopes
     /// just consented to.
     Consented {
-        signed_in: (SessionRecord, AccountRecord),
+        signed_in: SessionUser,
         scope: String,
     },
     /// The person has just signed in: the new session with its user. What they consented
     /// to before is read only if it can change the outcome.
-    SignedIn((SessionRecord, AccountRecord)),
+    SignedIn(SessionUser),
 }
 
 /// The person approved at the consent page: carries on with the request (`params`, the
@@ -74,7 +76,7 @@ pub(super) async fn after_consent(
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
-    signed_in: (SessionRecord, AccountRecord),
+    signed_in: SessionUser,
     scope: String,
     given: &mut Option<ConsentGiven>,
 ) -> Response {
@@ -95,7 +97,7 @@ pub(super) async fn after_login(
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
-    signed_in: (SessionRecord, AccountRecord),
+    signed_in: SessionUser,
 ) -> Response {
     let known = Known::SignedIn(signed_in);
     match step(app, headers, params, peer, Some(known), &mut None).await {
@@ -104,14 +106,69 @@ pub(super) async fn after_login(
     }
 }
 
-async fn step(
+/// The person approved at the consent page, whose form claims the session it was shown for
+/// (decision 0055): carries on as [`after_consent`] does, without reading the session,
+/// when that leads to a code, whose write checks the claim. `None`, with nothing written,
+/// when it leads anywhere else or the store does not hold the session as claimed (signed
+/// out, replaced, over, user disabled meanwhile, or a claim that was never true): the
+/// caller then reads the session and starts again.
+pub(super) async fn approve_claimed(
     app: &AppState,
     headers: &HeaderMap,
     params: &Params,
     peer: SocketAddr,
-    known: Option<Known>,
-    given: &mut Option<ConsentGiven>,
-) -> Result<Response, AuthorizeError> {
+    claimed: SessionUser,
+    given: ConsentGiven,
+) -> Option<Response> {
+    debug_assert!(claimed.claimed, "only a claimed session skips the read");
+    let answer = issue_claimed(app, headers, params, peer, claimed, given).await;
+    crate::metrics::consent_claim(if answer.is_some() { "held" } else { "refused" });
+    answer
+}
+
+async fn issue_claimed(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    peer: SocketAddr,
+    claimed: SessionUser,
+    given: ConsentGiven,
+) -> Option<Response> {
+    let (request, now) = checked_request(app, params).await.ok()?;
+    let user = match authorize::decide(&request, Some(claimed), Some(&given.scope), now) {
+        Ok(Decision::Issue(user)) => user,
+        _ => return None,
+    };
+    let origin = super::forms::request_meta(app, headers, peer);
+    let issued = authorize::issue_code(
+        app.store.as_ref(),
+        &request,
+        &user,
+        now,
+        origin,
+        Some(given),
+    )
+    .await;
+    match issued {
+        Ok(code) => Some(error::redirect_to_client(
+            app,
+            &request.redirect,
+            &[("code", code.expose())],
+            StatusCode::SEE_OTHER,
+        )),
+        Err(e) => {
+            tracing::debug!(error = %e, "the consent form's session did not hold; reading it");
+            None
+        }
+    }
+}
+
+/// The request in `params`, validated, with its `id_token_hint` checked, and the time it
+/// was checked at.
+async fn checked_request(
+    app: &AppState,
+    params: &Params,
+) -> Result<(AuthorizeRequest, i64), AuthorizeError> {
     let mut request = authorize::validate(app.store.as_ref(), &app.clients, params).await?;
     let now = app.clock.now();
     if let Some(hint) = params.get("id_token_hint") {
@@ -122,6 +179,18 @@ async fn step(
             .map_err(|e| request.fail(OAuthError::server(e)))?;
         request.apply_id_token_hint(&keys, app.config.issuer_str(), hint)?;
     }
+    Ok((request, now))
+}
+
+async fn step(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    peer: SocketAddr,
+    known: Option<Known>,
+    given: &mut Option<ConsentGiven>,
+) -> Result<Response, AuthorizeError> {
+    let (request, now) = checked_request(app, params).await?;
     let redirect_status = match known {
         Some(_) => StatusCode::SEE_OTHER,
         None => StatusCode::FOUND,
@@ -134,7 +203,7 @@ async fn step(
         Some(Known::SignedIn(signed_in)) => {
             let consented = app
                 .store
-                .consent(&signed_in.1.id, &request.client.id)
+                .consent(&signed_in.account_id, &request.client.id)
                 .await
                 .map_err(|e| request.fail(e.into()))?;
             (Some(signed_in), consented)
@@ -142,8 +211,8 @@ async fn step(
         None => session::current_with_consent(app, headers, now, &request.client.id)
             .await
             .map_err(|e| request.fail(e.into()))?
-            .map_or((None, None), |(signed_in, consented)| {
-                (Some(signed_in), consented)
+            .map_or((None, None), |((session, account), consented)| {
+                (Some(SessionUser::read(session, &account)), consented)
             }),
     };
     let decision = authorize::decide(&request, signed_in, consented.as_deref(), now)
@@ -151,14 +220,13 @@ async fn step(
     let query = forms::pending_query(params, &[]);
     Ok(match decision {
         Decision::Login => login::page(app, headers, &request, &query, None),
-        Decision::Consent(account) => consent::page(app, headers, &request, &query, &account),
-        Decision::Issue(session, account) => {
+        Decision::Consent(user) => consent::page(app, headers, &request, &query, &user),
+        Decision::Issue(user) => {
             let origin = super::forms::request_meta(app, headers, peer);
             let code = authorize::issue_code(
                 app.store.as_ref(),
                 &request,
-                &session,
-                &account,
+                &user,
                 now,
                 origin,
                 given.take(),

@@ -12,20 +12,21 @@ use axum::response::Response;
 use super::forms::{pending_form, pending_query, request_meta, see_other};
 use super::{authorize, error, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::{AuthorizeRequest, AUTHORIZE_PARAMS};
+use crate::oauth::authorize::{AuthorizeRequest, SessionUser, AUTHORIZE_PARAMS};
 use crate::oauth::consent;
 use crate::oauth::params::Params;
-use crate::store::AccountRecord;
 
-const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query"];
+const CONSENT_PARAMS: &[&str] = &["decision", "csrf_token", "authorize_query", "signed_in"];
 
+/// The consent page for `user`, whose form claims `user`'s session (decision 0055).
 pub fn page(
     app: &AppState,
     headers: &HeaderMap,
     request: &AuthorizeRequest,
     authorize_query: &str,
-    account: &AccountRecord,
+    user: &SessionUser,
 ) -> Response {
+    let signed_in = session::claim(user);
     session::form_page(
         app,
         headers,
@@ -34,10 +35,11 @@ pub fn page(
         |csrf_token| {
             pages::ConsentPage {
                 client_name: &request.client.name,
-                username: &account.username,
+                username: &user.username,
                 scopes: pages::scope_views(&request.consent_scope),
                 csrf_token,
                 authorize_query,
+                signed_in: &signed_in,
             }
             .render()
         },
@@ -56,26 +58,53 @@ pub async fn post(
             Err(response) => return response,
         };
     let now = app.clock.now();
-    let (session, account) = match session::current(&app, &headers, now).await {
-        Ok(Some(signed_in)) => signed_in,
+    let origin = request_meta(&app, &headers, peer);
+    let pending = Params::parse(
+        pending_query(&params, &["consent"]).as_bytes(),
+        AUTHORIZE_PARAMS,
+    );
+    // An approval carries on with the session the form claims, checked by the code's write
+    // rather than read first (decision 0055); anything else, or a claim the store does not
+    // hold, takes the way below, which reads the session.
+    let decision = consent::Decision::parse(form.get("decision"));
+    let claimed = session::claimed(&app, &headers, form.get("signed_in"), now);
+    if let (Some(consent::Decision::Approve), Some(claimed)) = (decision, claimed) {
+        let approved = consent::decide(
+            app.store.as_ref(),
+            &request,
+            &claimed.account_id,
+            consent::Decision::Approve,
+            now,
+            origin.clone(),
+        )
+        .await;
+        if let Ok(given) = approved {
+            let answer =
+                authorize::approve_claimed(&app, &headers, &pending, peer, claimed, given).await;
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
+    }
+    let signed_in = match session::current(&app, &headers, now).await {
+        Ok(Some((session, account))) => SessionUser::read(session, &account),
         // Signed out meanwhile: back to /authorize, which asks for a login first.
         Ok(None) => return see_other(&format!("/authorize?{}", pending_query(&params, &[]))),
         Err(e) => {
             return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
         }
     };
-    let Some(decision) = consent::Decision::parse(form.get("decision")) else {
+    let Some(decision) = decision else {
         return pages::error_page(
             StatusCode::BAD_REQUEST,
             "Consent failed",
             "Choose Approve or Deny.",
         );
     };
-    let origin = request_meta(&app, &headers, peer);
     match consent::decide(
         app.store.as_ref(),
         &request,
-        &account,
+        &signed_in.account_id,
         decision,
         now,
         origin,
@@ -83,14 +112,10 @@ pub async fn post(
     .await
     {
         Ok(given) => {
-            let params = Params::parse(
-                pending_query(&params, &["consent"]).as_bytes(),
-                AUTHORIZE_PARAMS,
-            );
-            let (signed_in, scope) = ((session, account), given.scope.clone());
+            let scope = given.scope.clone();
             let mut given = Some(given);
             let response = authorize::after_consent(
-                &app, &headers, &params, peer, signed_in, scope, &mut given,
+                &app, &headers, &pending, peer, signed_in, scope, &mut given,
             )
             .await;
             // No code took the consent with it (the request went another way): stored alone,

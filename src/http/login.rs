@@ -14,7 +14,7 @@ use secrecy::SecretString;
 use super::forms::{pending_form, pending_query, request_meta};
 use super::{authorize, error, pages, session};
 use crate::app::AppState;
-use crate::oauth::authorize::{AuthorizeRequest, AUTHORIZE_PARAMS};
+use crate::oauth::authorize::{AuthorizeRequest, SessionUser, AUTHORIZE_PARAMS};
 use crate::oauth::error::OAuthError;
 use crate::oauth::login::{self, Attempt, Outcome, SignedIn};
 use crate::oauth::params::Params;
@@ -165,14 +165,14 @@ async fn start_and_continue(
             return error::authorize_error(app, request.fail(e.into()), StatusCode::SEE_OTHER)
         }
     };
-    let account = (*signed_in.account).clone();
+    let user = SessionUser::read(session, &signed_in.account);
     // The answer may be a page, which the browser's history keeps as the answer to this
     // form: sent again from there (Back, a reload), the form and its password must not sign
     // anyone in once more, for example the next person at a shared computer after a
     // logout. So the CSRF cookie the form was sent with ends here, and every form shown
     // before with it (decision 0050).
     let fresh = session::without_csrf_cookie(app, headers);
-    let response = authorize::after_login(app, &fresh, &params, peer, (session, account)).await;
+    let response = authorize::after_login(app, &fresh, &params, peer, user).await;
     // Signed in whatever the request's outcome: the session exists.
     session::end_csrf_cookie(app, with_cookies(response, cookies))
 }

@@ -27,6 +27,8 @@ pub struct ConsentPage<'a> {
     pub scopes: Vec<ScopeView>,
     pub csrf_token: &'a str,
     pub authorize_query: &'a str,
+    /// The session the page was shown for, claimed by the form (decision 0055).
+    pub signed_in: &'a str,
 }
 
 #[derive(Template)]

@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use crate::app::AppState;
 use crate::crypto::mac;
 use crate::crypto::token::{Digest, PlainSecret, SESSION_PREFIX};
+use crate::oauth::authorize::SessionUser;
 use crate::store::{AccountRecord, SessionRecord, SignedInWithConsent, StoreError};
 
 const SESSION: &str = "tessera_session";
@@ -80,6 +81,75 @@ pub async fn current_with_consent(
         .signed_in_with_consent(&digest, now, client_id)
         .await?
         .filter(|((_, a), _)| !a.disabled))
+}
+
+/// What the consent page carries of the session it was shown for, for its form to claim
+/// (decision 0055). Nothing of it is secret: the page goes to the signed-in person.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Claim {
+    account_id: String,
+    username: String,
+    auth_time: i64,
+    amr: Vec<String>,
+    created_at: i64,
+    expires_at: i64,
+    sid: Option<String>,
+}
+
+/// The longest claim a form may carry: far above any real one (an id, a username of at
+/// most a few hundred bytes, a few short `amr` values), far below what costs anything.
+const CLAIM_MAX: usize = 4096;
+
+/// The consent form's `signed_in` value for `user`'s session: its values, unencrypted
+/// (base64url of JSON), for the form's answer to claim without reading the session first.
+pub fn claim(user: &SessionUser) -> String {
+    use base64::Engine;
+    let s = &user.session;
+    let claim = Claim {
+        account_id: user.account_id.clone(),
+        username: user.username.clone(),
+        auth_time: s.auth_time,
+        amr: s.amr.clone(),
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        sid: s.sid.clone(),
+    };
+    // A struct of strings and numbers always serialises; an empty claim is refused later.
+    let json = serde_json::to_vec(&claim).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// The session a consent form claims (`value`, from [`claim`]) for the session cookie the
+/// browser sent, not yet checked against the store: [`SessionUser::claimed`]. `None` when
+/// there is no cookie, the value is malformed or over `CLAIM_MAX`, or the session it names
+/// is already over.
+pub fn claimed(
+    app: &AppState,
+    headers: &HeaderMap,
+    value: Option<&str>,
+    now: i64,
+) -> Option<SessionUser> {
+    use base64::Engine;
+    let digest = session_digest(app, headers)?;
+    let value = value.filter(|v| !v.is_empty() && v.len() <= CLAIM_MAX)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()?;
+    let claim: Claim = serde_json::from_slice(&json).ok()?;
+    (claim.expires_at > now).then(|| SessionUser {
+        session: SessionRecord {
+            id_digest: digest,
+            account_id: claim.account_id.clone(),
+            auth_time: claim.auth_time,
+            amr: claim.amr,
+            created_at: claim.created_at,
+            expires_at: claim.expires_at,
+            sid: claim.sid,
+        },
+        account_id: claim.account_id,
+        username: claim.username,
+        claimed: true,
+    })
 }
 
 /// The browser's live session and its enabled user, if any.

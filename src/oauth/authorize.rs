@@ -358,15 +358,40 @@ fn is_openid_request(params: &Params) -> bool {
         .is_some_and(|s| s.split(' ').any(|v| v == "openid"))
 }
 
+/// The browser's session with what the authorization steps use of its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionUser {
+    pub session: SessionRecord,
+    /// The user's id, the `sub`.
+    pub account_id: String,
+    pub username: String,
+    /// Taken from the consent form, not read from the store (decision 0055): only a code
+    /// whose write finds this very session stored, live and its user enabled may rest on
+    /// it ([`issue_code`]); whatever else it leads to is dropped, and the session read.
+    pub claimed: bool,
+}
+
+impl SessionUser {
+    /// A session and its user as the store returned them.
+    pub fn read(session: SessionRecord, account: &AccountRecord) -> SessionUser {
+        SessionUser {
+            session,
+            account_id: account.id.clone(),
+            username: account.username.clone(),
+            claimed: false,
+        }
+    }
+}
+
 /// What happens next for a valid request.
 #[derive(Debug)]
 pub enum Decision {
     /// Show the login page.
     Login,
     /// Show the consent page for this signed-in user.
-    Consent(AccountRecord),
+    Consent(SessionUser),
     /// Issue a code.
-    Issue(SessionRecord, AccountRecord),
+    Issue(SessionUser),
 }
 
 /// Whether what the user consented to before can change what [`decide`] answers: not when
@@ -382,19 +407,24 @@ pub fn stored_consent_matters(request: &AuthorizeRequest) -> bool {
 /// was not sent. `prompt=none` never shows a page.
 pub fn decide(
     request: &AuthorizeRequest,
-    session: Option<(SessionRecord, AccountRecord)>,
+    session: Option<SessionUser>,
     consented: Option<&str>,
     now: i64,
 ) -> Result<Decision, OAuthError> {
     let p = request.prompt;
     // Core §3.1.2.2: an id_token_hint naming someone else than the signed-in user means the
     // session does not count (with prompt=none: login_required).
-    let session = session.filter(|(s, a)| {
+    let session = session.filter(|s| {
         !(p.login || p.select_account)
-            && request.max_age.is_none_or(|max| now - s.auth_time <= max)
-            && request.hint_subject.as_ref().is_none_or(|sub| *sub == a.id)
+            && request
+                .max_age
+                .is_none_or(|max| now - s.session.auth_time <= max)
+            && request
+                .hint_subject
+                .as_ref()
+                .is_none_or(|sub| *sub == s.account_id)
     });
-    let Some((session, account)) = session else {
+    let Some(session) = session else {
         if p.none {
             return Err(OAuthError::new(
                 ErrorCode::LoginRequired,
@@ -414,7 +444,7 @@ pub fn decide(
                     .all(|s| granted.iter().any(|g| g == s))
             });
     if covered && !p.consent {
-        return Ok(Decision::Issue(session, account));
+        return Ok(Decision::Issue(session));
     }
     if p.none {
         return Err(OAuthError::new(
@@ -422,26 +452,28 @@ pub fn decide(
             "the user has not consented",
         ));
     }
-    Ok(Decision::Consent(account))
+    Ok(Decision::Consent(session))
 }
 
 /// RFC 6749 §4.1.2: a code bound to this client, redirect URI, scope, nonce and PKCE
 /// challenge, valid for 60 seconds, stored as a digest; a new grant for it to hang off. With
-/// `consent`, the consent the person has just given is stored in the same write.
+/// `consent`, the consent the person has just given is stored in the same write. A claimed
+/// session ([`SessionUser::claimed`]) is checked by that write: if the store does not hold
+/// it as claimed, live, with its user enabled, nothing is written (`NotFound`).
 pub async fn issue_code(
     store: &dyn Store,
     request: &AuthorizeRequest,
-    session: &SessionRecord,
-    account: &AccountRecord,
+    signed_in: &SessionUser,
     now: i64,
     (ip, agent): (Option<String>, Option<String>),
     consent: Option<ConsentGiven>,
 ) -> Result<PlainSecret, StoreError> {
+    let (session, account_id) = (&signed_in.session, &signed_in.account_id);
     let code = PlainSecret::generate(CODE_PREFIX);
     let grant = GrantRecord {
         id: uuid::Uuid::new_v4().to_string(),
         client_id: request.client.id.clone(),
-        account_id: Some(account.id.clone()),
+        account_id: Some(account_id.clone()),
         scope: request.scope_str.clone(),
         auth_time: Some(session.auth_time),
         amr: session.amr.clone(),
@@ -454,7 +486,7 @@ pub async fn issue_code(
         digest: code.digest(),
         grant_id: grant.id.clone(),
         client_id: request.client.id.clone(),
-        account_id: account.id.clone(),
+        account_id: account_id.clone(),
         redirect_uri: request
             .redirect_uri_sent
             .then(|| request.redirect.redirect_uri.clone()),
@@ -469,18 +501,23 @@ pub async fn issue_code(
         sid: session.sid.clone(),
         claims: request.claims.clone(),
     };
-    let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{}", account.id), now)
+    let audit = AuditEvent::new(AuditKind::CodeIssued, format!("user:{account_id}"), now)
         .client(&request.client.id)
-        .account(&account.id)
+        .account(account_id)
         .from_request(ip, agent)
         .details(serde_json::json!({ "grant_id": grant.id, "scope": grant.scope }));
-    match consent {
-        Some(consent) => {
+    match (consent, signed_in.claimed) {
+        (consent, true) => {
+            store
+                .insert_code_in_session(consent.as_ref(), session, &grant, &record, &audit)
+                .await?
+        }
+        (Some(consent), false) => {
             store
                 .insert_code_with_consent(&consent, &grant, &record, &audit)
                 .await?
         }
-        None => store.insert_code(&grant, &record, &audit).await?,
+        (None, false) => store.insert_code(&grant, &record, &audit).await?,
     }
     Ok(code)
 }

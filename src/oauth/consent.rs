@@ -5,7 +5,7 @@
 use super::authorize::AuthorizeRequest;
 use super::error::{ErrorCode, OAuthError};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::store::{AccountRecord, ConsentGiven, Store};
+use crate::store::{ConsentGiven, Store};
 
 /// The person's answer on the consent page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub type Origin = (Option<String>, Option<String>);
 pub async fn decide(
     store: &dyn Store,
     request: &AuthorizeRequest,
-    account: &AccountRecord,
+    account_id: &str,
     decision: Decision,
     now: i64,
     (ip, agent): Origin,
@@ -42,15 +42,15 @@ pub async fn decide(
     // The scopes whose claims the request asked for by name are consented to with the rest.
     let scope = request.consent_scope.iter().collect::<Vec<_>>().join(" ");
     let audit = |kind| {
-        AuditEvent::new(kind, format!("user:{}", account.id), now)
-            .account(&account.id)
+        AuditEvent::new(kind, format!("user:{account_id}"), now)
+            .account(account_id)
             .client(&request.client.id)
             .from_request(ip.clone(), agent.clone())
             .details(serde_json::json!({ "scope": scope }))
     };
     match decision {
         Decision::Approve => Ok(ConsentGiven {
-            account_id: account.id.clone(),
+            account_id: account_id.to_owned(),
             client_id: request.client.id.clone(),
             audit: audit(AuditKind::ConsentGranted),
             scope,

@@ -245,6 +245,20 @@ pub trait GrantStore: Send + Sync {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError>;
+    /// Like [`GrantStore::insert_code_with_consent`] (or [`GrantStore::insert_code`] without
+    /// `consent`), only if `session` is stored exactly as given, live at the code's
+    /// creation, with its user enabled, and the code and grant carry its user, `auth_time`,
+    /// `amr` and `sid`: the check a read of the session did, made by the write itself, for
+    /// a session the consent form claimed rather than one read (decision 0055). Otherwise
+    /// nothing is written and the answer is `NotFound`.
+    async fn insert_code_in_session(
+        &self,
+        consent: Option<&ConsentGiven>,
+        session: &SessionRecord,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError>;
     /// Marks the code consumed and returns it with its user (`None` if the user is gone),
     /// in one statement, if it exists and was not consumed before: of any number of
     /// concurrent calls for one code, at most one gets it.

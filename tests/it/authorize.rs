@@ -574,6 +574,127 @@ async fn consent_approval_after_the_session_ended_issues_nothing_oidc_3_1_2_3() 
     }
 }
 
+/// Decision 0055: the consent form claims the session it was shown for, and an approval
+/// writes the code with it unread. A claim the store does not hold (another user, a
+/// stronger `amr`, a later `auth_time` to pass `max_age`, another `sid`) or one that is not
+/// a claim at all never reaches a token: the approval reads the session, and the code, its
+/// consent and the ID token carry the sign-in that happened, on both stores.
+#[tokio::test]
+async fn a_consent_form_claiming_another_sign_in_issues_only_what_the_session_holds() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for db in TestDb::all().await {
+        let server = TestServer::start(&db).await;
+        let client = server.confidential_client("web").await;
+        let ada = server.user("ada").await;
+        let bob = server.user("bob").await;
+        use serde_json::json;
+        // What each forgery sets in the claim (`""`: the whole claim).
+        let forgeries = [
+            ("as is", "", None),
+            ("another user", "account_id", Some(json!(bob.id))),
+            ("stronger amr", "amr", Some(json!(["pwd", "hwk"]))),
+            ("later auth_time", "auth_time", Some(json!(i64::MAX))),
+            ("another sid", "sid", Some(json!("someone-else"))),
+            ("no sid", "sid", Some(json!(null))),
+            ("not a claim", "", Some(json!("x"))),
+        ];
+        for (what, field, forged) in &forgeries {
+            db.rows("delete from consent").await;
+            let browser = server.browser();
+            let pkce = Pkce::new();
+            let url = AuthorizeUrl::new(&client)
+                .pkce(&pkce)
+                .set("max_age", "3600");
+            let login = browser.get(&url.path()).await;
+            let consent = browser.login(&login, "ada", PASSWORD).await;
+            let mut claim: serde_json::Value =
+                serde_json::from_slice(&b64.decode(consent.input("signed_in")).unwrap()).unwrap();
+            match (field, forged) {
+                (_, None) => {}
+                (&"", Some(whole)) => claim = whole.clone(),
+                (field, Some(value)) => claim[*field] = value.clone(),
+            }
+            let forged = b64.encode(serde_json::to_vec(&claim).unwrap());
+            let before = crate::metrics::scrape(&server).await;
+            for value in [forged.as_str(), "", "%%%", &"A".repeat(5_000)] {
+                let res = browser
+                    .post(
+                        "/consent",
+                        &[
+                            ("decision", "approve"),
+                            ("csrf_token", &consent.input("csrf_token")),
+                            ("authorize_query", &consent.input("authorize_query")),
+                            ("signed_in", value),
+                        ],
+                    )
+                    .await;
+                assert_eq!(res.status, 303, "{}: {what}: {}", db.label, res.body);
+                let code = res.redirect_params()["code"].clone();
+                let tokens = server.redeem(&client, &code, &pkce).await;
+                assert_eq!(tokens.status, 200, "{}: {what}: {}", db.label, tokens.body);
+                let id_token = tokens.json()["id_token"].as_str().unwrap().to_owned();
+                let (claims, _) = server.verify_jwt(&id_token).await;
+                let stored = db.rows("select auth_time, amr, sid from session").await;
+                let [row] = stored.as_slice() else {
+                    panic!("{}: {what}: one session: {stored:?}", db.label)
+                };
+                let (auth_time, amr, sid) = (
+                    row[0].clone().unwrap_or_default(),
+                    row[1].clone().unwrap_or_default(),
+                    row[2].clone(),
+                );
+                assert_eq!(
+                    claims.subject(),
+                    Some(ada.id.as_str()),
+                    "{}: {what}",
+                    db.label
+                );
+                assert_eq!(
+                    claims.claim("auth_time").and_then(|t| t.as_i64()),
+                    auth_time.parse().ok(),
+                    "{}: {what}",
+                    db.label
+                );
+                assert_eq!(
+                    claims.claim("amr"),
+                    Some(&serde_json::from_str::<serde_json::Value>(&amr).unwrap()),
+                    "{}: {what}",
+                    db.label
+                );
+                assert_eq!(
+                    claims.claim("sid").and_then(|s| s.as_str()),
+                    sid.as_deref(),
+                    "{}: {what}",
+                    db.label
+                );
+            }
+            // The claim as the page made it is taken unread (other tests count into the
+            // same recorder meanwhile, so only that it moved is checked).
+            let after = crate::metrics::scrape(&server).await;
+            let series =
+                |outcome| format!(r#"tessera_consent_session_claims_total{{outcome="{outcome}"}}"#);
+            let outcome = match *what {
+                "as is" => "held",
+                // Not a claim at all: nothing was claimed, nothing counted.
+                "not a claim" => "none",
+                _ => "refused",
+            };
+            assert!(
+                outcome == "none"
+                    || crate::metrics::sample(&after, &series(outcome))
+                        >= crate::metrics::sample(&before, &series(outcome)) + 1.0,
+                "{}: {what}: {outcome}",
+                db.label
+            );
+            let consents = db.rows("select account_id from consent").await;
+            assert_eq!(consents, [[Some(ada.id.clone())]], "{}: {what}", db.label);
+            db.rows("delete from session").await;
+        }
+        server.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn login_without_valid_csrf_token_is_refused_and_changes_nothing() {
     let (_db, server) = server().await;

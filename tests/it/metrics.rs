@@ -11,7 +11,7 @@ use crate::support::flow::{gateway, AuthorizeUrl, Pkce};
 use crate::support::{http, run_binary, TestDb, TestServer};
 
 /// The value of the sample `series` (name and labels exactly as rendered), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|value| value.trim().parse::<f64>().unwrap())
@@ -19,7 +19,7 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn scrape(server: &TestServer) -> String {
+pub async fn scrape(server: &TestServer) -> String {
     let admin = server.admin.as_deref().expect("admin listener on");
     let res = http().get(format!("{admin}/metrics")).send().await.unwrap();
     assert_eq!(res.status(), 200);

@@ -2072,6 +2072,225 @@ async fn insert_code_with_consent_stores_both_or_neither() {
     }
 }
 
+/// Decision 0055: a code for a session the consent form claimed is written only if the store
+/// holds that very session (every value the code carries, and its digest, `created_at` and
+/// `expires_at`), live at the code's creation, with its user enabled. Otherwise nothing is
+/// written (no consent, grant, code or event) and the answer is `NotFound("session")`.
+#[tokio::test]
+async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
+    for db in TestDb::all().await {
+        let store = open(&db).await;
+        seeded(store.as_ref()).await;
+        let stored = SessionRecord {
+            sid: Some("sid-1".into()),
+            amr: vec!["pwd".into(), "otp".into()],
+            ..session("the-session", ADA)
+        };
+        store
+            .insert_session(
+                &stored,
+                None,
+                &TakeBack::default(),
+                &audit(AuditKind::LoginSucceeded),
+            )
+            .await
+            .unwrap();
+        let given = ConsentGiven {
+            account_id: ADA.into(),
+            client_id: CLIENT.into(),
+            scope: "openid".into(),
+            now: 3_000,
+            audit: audit(AuditKind::ConsentGranted),
+        };
+        // A grant and code carrying `claimed`'s sign-in, issued at `at`.
+        let for_session = |id: &str, claimed: &SessionRecord, at: i64| {
+            let g = GrantRecord {
+                account_id: Some(claimed.account_id.clone()),
+                auth_time: Some(claimed.auth_time),
+                amr: claimed.amr.clone(),
+                sid: claimed.sid.clone(),
+                created_at: at,
+                ..grant(id, ADA)
+            };
+            let c = CodeRecord {
+                auth_time: claimed.auth_time,
+                amr: claimed.amr.clone(),
+                sid: claimed.sid.clone(),
+                created_at: at,
+                expires_at: at + 60,
+                ..code(&format!("code-{id}"), &g)
+            };
+            (g, c)
+        };
+        let before = audit_count(store.as_ref()).await;
+        let refused: Vec<(&str, SessionRecord, i64)> = vec![
+            ("digest", session("another-session", ADA), 3_000),
+            (
+                "user",
+                SessionRecord {
+                    account_id: BOB.into(),
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "auth_time",
+                SessionRecord {
+                    auth_time: 2_001,
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "amr",
+                SessionRecord {
+                    amr: vec!["pwd".into()],
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "sid",
+                SessionRecord {
+                    sid: Some("sid-2".into()),
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "no sid",
+                SessionRecord {
+                    sid: None,
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "created_at",
+                SessionRecord {
+                    created_at: 1_999,
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "expires_at",
+                SessionRecord {
+                    expires_at: 999_999,
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            ("over", stored.clone(), stored.expires_at),
+        ];
+        for (i, (what, claimed, at)) in refused.iter().enumerate() {
+            let (g, c) = for_session(&format!("refused-{i}"), claimed, *at);
+            let consent = ConsentGiven {
+                account_id: claimed.account_id.clone(),
+                ..given.clone()
+            };
+            for consent in [None, Some(&consent)] {
+                let answer = store
+                    .insert_code_in_session(consent, claimed, &g, &c, &audit(AuditKind::CodeIssued))
+                    .await;
+                assert!(
+                    matches!(answer, Err(StoreError::NotFound("session"))),
+                    "{}: {what}: {answer:?}",
+                    db.label
+                );
+            }
+            assert!(
+                store.grant(&g.id).await.unwrap().is_none(),
+                "{}: {what}",
+                db.label
+            );
+        }
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.consent(BOB, CLIENT).await.unwrap(),
+            None,
+            "{}",
+            db.label
+        );
+        assert_eq!(audit_count(store.as_ref()).await, before, "{}", db.label);
+
+        // The session as stored: written, with the consent and both events.
+        let (g, c) = for_session("held", &stored, 3_000);
+        store
+            .insert_code_in_session(Some(&given), &stored, &g, &c, &audit(AuditKind::CodeIssued))
+            .await
+            .unwrap();
+        assert_eq!(store.grant("held").await.unwrap(), Some(g), "{}", db.label);
+        let redeemed = store.consume_code(&c.digest, 3_001).await.unwrap();
+        assert_eq!(
+            redeemed.map(|(code, _)| code),
+            Some(CodeRecord {
+                consumed_at: Some(3_001),
+                ..c
+            }),
+            "{}",
+            db.label
+        );
+        assert_eq!(
+            store.consent(ADA, CLIENT).await.unwrap().as_deref(),
+            Some("openid")
+        );
+        assert_eq!(
+            audit_count(store.as_ref()).await,
+            before + 2,
+            "{}",
+            db.label
+        );
+
+        // Its user disabled (the session kept), then the session ended: refused both times.
+        let mut ada = store.account(ADA).await.unwrap().unwrap();
+        ada.disabled = true;
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        let (g, c) = for_session("disabled", &stored, 3_000);
+        let answer = store
+            .insert_code_in_session(None, &stored, &g, &c, &audit(AuditKind::CodeIssued))
+            .await;
+        assert!(
+            matches!(answer, Err(StoreError::NotFound("session"))),
+            "{}: {answer:?}",
+            db.label
+        );
+        ada.disabled = false;
+        store
+            .update_account(&ada, &audit(AuditKind::UserUpdated))
+            .await
+            .unwrap();
+        store.delete_session(&stored.id_digest).await.unwrap();
+        let (g, c) = for_session("signed-out", &stored, 3_000);
+        let answer = store
+            .insert_code_in_session(None, &stored, &g, &c, &audit(AuditKind::CodeIssued))
+            .await;
+        assert!(
+            matches!(answer, Err(StoreError::NotFound("session"))),
+            "{}: {answer:?}",
+            db.label
+        );
+        assert!(
+            store.grant("disabled").await.unwrap().is_none(),
+            "{}",
+            db.label
+        );
+        assert!(
+            store.grant("signed-out").await.unwrap().is_none(),
+            "{}",
+            db.label
+        );
+    }
+}
+
 /// A sign-in's count and its user in one call (one statement on Postgres): the same count as
 /// `count_login_attempt`, the user the username names when counted, none when it names
 /// nobody or the attempt is blocked.

@@ -12,15 +12,16 @@ use super::tokens::{
     with_event, TOKEN_COLUMNS,
 };
 use super::{
-    aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_looking_up,
-    sqlite_json_values, to_json, AnyQuery, Row, SqlStore, AUDIT_COLUMNS, COMMIT_LAZILY,
+    aliased, audit_insert_lazily_sql, bind_audit, placeholders, placeholders_but,
+    placeholders_looking_up, sqlite_json_values, to_json, AnyQuery, Row, SqlStore, AUDIT_COLUMNS,
+    COMMIT_LAZILY,
 };
 use crate::audit::AuditEvent;
 use crate::crypto::token::Digest;
 use crate::store::Backend;
 use crate::store::{
     AccountRecord, AccountStore, CodeAtOnce, CodeRecord, ConsentGiven, GrantRecord, GrantStore,
-    RedeemedCode, RequestedClaims, StoreError, FROM_CODE_REFRESH, FROM_OLD_GRANT_ID,
+    RedeemedCode, RequestedClaims, SessionRecord, StoreError, FROM_CODE_REFRESH, FROM_OLD_GRANT_ID,
     FROM_OLD_SCOPE,
 };
 
@@ -101,13 +102,61 @@ fn grant_insert_sql(first: usize) -> String {
 /// Postgres: the insert of one code, its placeholders numbered from `first`, the client and
 /// the user looked up rather than taken as given: the code table has no foreign keys there
 /// (decision 0040). The grant, written by the same statement, needs no check: a code names
-/// it or nothing is written.
-fn code_insert_sql_pg(first: usize) -> String {
+/// it or nothing is written. With `session`, the session's three values that a code does
+/// not carry ([`bind_session_check`]) at `$session`…: the user is looked up through that
+/// session instead ([`code_user_in_session_pg`]).
+fn code_insert_sql_pg(first: usize, session: Option<usize>) -> String {
+    let values = match session {
+        Some(at) => placeholders_but(
+            first,
+            CODE_VALUES,
+            &[
+                (
+                    2,
+                    format!("(select x.id from client x where x.id = ${})", first + 2),
+                ),
+                (3, code_user_in_session_pg(first, at)),
+            ],
+        ),
+        None => placeholders_looking_up(first, CODE_VALUES, &[(2, "client"), (3, "account")]),
+    };
     format!(
-        "insert into authorization_code ({}) values {}",
-        code_columns!(),
-        placeholders_looking_up(first, CODE_VALUES, &[(2, "client"), (3, "account")])
+        "insert into authorization_code ({}) values {values}",
+        code_columns!()
     )
+}
+
+/// Postgres: the code's user (its placeholders numbered from `first`) if the session whose
+/// digest, `created_at` and `expires_at` are `$at`, `$at+1`, `$at+2` is stored with that
+/// user and the code's `auth_time`, `amr` and `sid`, is live at the code's creation, and
+/// its user is enabled; null otherwise, which the column refuses ([`write_error`]) and
+/// the whole statement with it (decision 0055). Sessions are never updated, only
+/// deleted, so equal values are the same sign-in.
+///
+/// [`write_error`]: super::write_error
+fn code_user_in_session_pg(first: usize, at: usize) -> String {
+    let code = |i: usize| first + i;
+    format!(
+        "(select s.account_id from session s join account a on a.id = s.account_id \
+         where s.id_digest = ${at} and s.created_at = ${} and s.expires_at = ${} \
+         and s.account_id = ${} and s.auth_time = ${} and s.amr = ${} \
+         and s.sid is not distinct from ${} and s.expires_at > ${} and not a.disabled)",
+        at + 1,
+        at + 2,
+        code(3),
+        code(8),
+        code(9),
+        code(13),
+        code(10),
+    )
+}
+
+/// Binds what [`code_user_in_session_pg`] compares a session with beyond the code's own
+/// values: its digest, `created_at` and `expires_at`.
+fn bind_session_check<'q>(q: AnyQuery<'q>, session: &'q SessionRecord) -> AnyQuery<'q> {
+    q.bind(session.id_digest.as_bytes())
+        .bind(session.created_at)
+        .bind(session.expires_at)
 }
 
 /// Binds a grant's values, in `grant_columns!` order.
@@ -145,21 +194,28 @@ fn bind_code<'q>(q: AnyQuery<'q>, code: &'q CodeRecord) -> Result<AnyQuery<'q>, 
 
 impl SqlStore {
     /// A grant, its first code and `audit`, with `consent` if one was just given, in one
-    /// write.
+    /// write; with `session`, only if the store holds that session for the code's user
+    /// ([`GrantStore::insert_code_in_session`]).
     async fn write_code(
         &self,
         consent: Option<&ConsentGiven>,
+        session: Option<&SessionRecord>,
         grant: &GrantRecord,
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        // The code's client and user lookups stand for its grant's (decision 0040): the
-        // two are built together, for the same client and user.
+        // The code's client and user lookups, and its session's check, stand for its
+        // grant's (decision 0040): the two are built together, for the same client, user
+        // and sign-in.
         debug_assert!(
             code.grant_id == grant.id
                 && code.client_id == grant.client_id
-                && grant.account_id.as_deref() == Some(code.account_id.as_str()),
-            "a code names its own grant's client and user"
+                && grant.account_id.as_deref() == Some(code.account_id.as_str())
+                && grant.auth_time == Some(code.auth_time)
+                && grant.amr == code.amr
+                && grant.sid == code.sid
+                && consent.is_none_or(|c| c.account_id == code.account_id),
+            "a code names its own grant's client, user and sign-in"
         );
         let events: Vec<AuditEvent> = consent
             .map(|c| c.audit.clone())
@@ -167,24 +223,40 @@ impl SqlStore {
             .chain([audit.clone()])
             .collect();
         if self.backend == Backend::Postgres {
-            let sql = code_write_sql_pg(consent.is_some(), events.len());
+            let sql = code_write_sql_pg(consent.is_some(), session.is_some(), events.len());
             let mut q = sqlx::query(&sql);
             if let Some(c) = consent {
                 q = bind_consent_pg(q, &c.account_id, &c.client_id, &c.scope, c.now);
             }
             q = bind_code(bind_grant(q, grant)?, code)?;
+            if let Some(s) = session {
+                q = bind_session_check(q, s);
+            }
             for event in &events {
                 q = bind_audit(q, event)?;
             }
-            self.execute_audited(q, &events, "grant").await?;
+            self.execute_audited(q, &events, "grant")
+                .await
+                .map_err(not_in_session(session))?;
             return Ok(());
         }
-        let json = code_write_json(consent, grant, code, &events)?;
+        let json = code_write_json(consent, session, grant, code, &events)?;
         let (_, took) = self
             .write_sqlite(&SQLITE_WRITE_CODE, vec![json], "grant")
-            .await?;
+            .await
+            .map_err(not_in_session(session))?;
         self.committed(&events, took);
         Ok(())
+    }
+}
+
+/// A code's write that checked `session` and found its user missing: the session is not
+/// stored as claimed (or is over, or its user disabled or gone), which is what the caller
+/// needs to know; a client gone meanwhile is told the same way.
+fn not_in_session(session: Option<&SessionRecord>) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |e| match e {
+        StoreError::NotFound(_) if session.is_some() => StoreError::NotFound("session"),
+        e => e,
     }
 }
 
@@ -194,8 +266,28 @@ impl SqlStore {
 /// (decision 0054). `$1` is [`code_write_json`]'s object. The consent keeps the scopes
 /// already consented to in their order and adds the new ones (`words`, each once) that it
 /// lacks as a whole word, as [`merged`] does for the normalised text every writer of the
-/// table stores (single spaces, each word once).
+/// table stores (single spaces, each word once). When `$1` has a `session`, the code's user
+/// is looked up through it as on Postgres ([`code_user_in_session_pg`]): null, refused by
+/// the column, when the session is not stored as given, live, with its user enabled, and
+/// the transaction is rolled back.
 static SQLITE_WRITE_CODE: LazyLock<String> = LazyLock::new(|| {
+    let code_values: Vec<String> = code_columns!()
+        .split(',')
+        .map(str::trim)
+        .map(|c| match c {
+            "account_id" => "case when $1 ->> '$.session' is null then v ->> 'account_id' else \
+                 (select s.account_id from main.session s join main.account a \
+                 on a.id = s.account_id \
+                 where s.id_digest = unhex($1 ->> '$.session.id_digest') \
+                 and s.created_at = ($1 ->> '$.session.created_at') \
+                 and s.expires_at = ($1 ->> '$.session.expires_at') \
+                 and s.account_id = (v ->> 'account_id') and s.auth_time = (v ->> 'auth_time') \
+                 and s.amr = (v ->> 'amr') and s.sid is (v ->> 'sid') \
+                 and s.expires_at > (v ->> 'created_at') and not a.disabled) end"
+                .to_owned(),
+            c => sqlite_json_values("v", c, &["digest"]),
+        })
+        .collect();
     format!(
         "begin immediate; \
          with x (v) as materialized (select jsonb_extract($1, '$.consent')) \
@@ -215,16 +307,17 @@ static SQLITE_WRITE_CODE: LazyLock<String> = LazyLock::new(|| {
         grant_columns!(),
         sqlite_json_values("v", grant_columns!(), &[]),
         code_columns!(),
-        sqlite_json_values("v", code_columns!(), &["digest"]),
+        code_values.join(", "),
         sqlite_events_insert("$1, '$.events'", "true"),
     )
 });
 
-/// [`SQLITE_WRITE_CODE`]'s `$1`: the consent (if any), the grant and the code with their
-/// columns' values (as the `bind_*` functions bind them; the code's digest in hex), and
-/// the events.
+/// [`SQLITE_WRITE_CODE`]'s `$1`: the consent (if any), the session to check (if any), the
+/// grant and the code with their columns' values (as the `bind_*` functions bind them; the
+/// code's digest in hex), and the events.
 fn code_write_json(
     consent: Option<&ConsentGiven>,
+    session: Option<&SessionRecord>,
     grant: &GrantRecord,
     code: &CodeRecord,
     events: &[AuditEvent],
@@ -243,8 +336,16 @@ fn code_write_json(
         .iter()
         .map(|e| event_json(e, None))
         .collect::<Result<Vec<_>, _>>()?;
+    let session = session.map(|s| {
+        serde_json::json!({
+            "id_digest": s.id_digest.to_hex(),
+            "created_at": s.created_at,
+            "expires_at": s.expires_at,
+        })
+    });
     to_json(&serde_json::json!({
         "consent": consent,
+        "session": session,
         "grant": {
             "id": grant.id,
             "client_id": grant.client_id,
@@ -289,17 +390,19 @@ const CONSUME: &str = concat!(
 /// upsert when `consent`, in one statement. Committed lazily (decision 0039):
 /// lost in a crash, the code redeems nothing; the token write that redeems it flushes this
 /// commit first.
-pub(super) fn code_write_sql_pg(consent: bool, events: usize) -> String {
+pub(super) fn code_write_sql_pg(consent: bool, session: bool, events: usize) -> String {
     let (upsert, first) = if consent {
         (format!("k as ({CONSENT_UPSERT_PG}), "), 5)
     } else {
         (String::new(), 1)
     };
+    let after_code = first + GRANT_VALUES + CODE_VALUES;
+    let check = session.then_some(after_code);
     format!(
         "with {upsert}g as ({}), c as ({}) {}",
         grant_insert_sql(first),
-        code_insert_sql_pg(first + GRANT_VALUES),
-        audit_insert_lazily_sql(first + GRANT_VALUES + CODE_VALUES, events)
+        code_insert_sql_pg(first + GRANT_VALUES, check),
+        audit_insert_lazily_sql(after_code + if session { 3 } else { 0 }, events)
     )
 }
 
@@ -517,7 +620,7 @@ impl GrantStore for SqlStore {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        self.write_code(None, grant, code, audit).await
+        self.write_code(None, None, grant, code, audit).await
     }
 
     async fn insert_code_with_consent(
@@ -527,7 +630,20 @@ impl GrantStore for SqlStore {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        self.write_code(Some(consent), grant, code, audit).await
+        self.write_code(Some(consent), None, grant, code, audit)
+            .await
+    }
+
+    async fn insert_code_in_session(
+        &self,
+        consent: Option<&ConsentGiven>,
+        session: &SessionRecord,
+        grant: &GrantRecord,
+        code: &CodeRecord,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        self.write_code(consent, Some(session), grant, code, audit)
+            .await
     }
 
     async fn consume_code(

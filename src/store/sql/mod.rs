@@ -632,19 +632,32 @@ fn write_error(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(what),
         // A check violation, or a not-null one in a client or user column: a row whose
-        // client or user was looked up and not found (decisions 0033, 0040); a foreign
-        // key's, on SQLite. Any other null where none may be is a fault, not a client's.
+        // client or user was looked up and not found (decisions 0033, 0040, 0055); a
+        // foreign key's, on SQLite. Any other null where none may be is a fault, not a
+        // client's.
         sqlx::Error::Database(d)
             if d.is_foreign_key_violation()
                 || d.is_check_violation()
                 || (d.kind() == sqlx::error::ErrorKind::NotNullViolation
-                    && d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                        .and_then(|pg| pg.column())
+                    && null_column(d.as_ref())
                         .is_some_and(|c| c == "client_id" || c == "account_id")) =>
         {
             StoreError::NotFound("referenced row")
         }
         _ => StoreError::Unavailable(e),
+    }
+}
+
+/// The column a not-null violation names: Postgres reports it as a field, SQLite in its
+/// message (`NOT NULL constraint failed: table.column`).
+fn null_column(e: &dyn sqlx::error::DatabaseError) -> Option<&str> {
+    match e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        Some(pg) => pg.column(),
+        None => e
+            .message()
+            .strip_prefix("NOT NULL constraint failed: ")
+            .and_then(|c| c.rsplit_once('.'))
+            .map(|(_, column)| column),
     }
 }
 
@@ -769,13 +782,26 @@ fn placeholders(first: usize, count: usize) -> String {
 /// locked the parent row (decisions 0033, 0040); the column's `not null` or check
 /// constraint then refuses the row, as the foreign key did ([`write_error`]).
 fn placeholders_looking_up(first: usize, count: usize, lookups: &[(usize, &str)]) -> String {
+    let lookups: Vec<(usize, String)> = lookups
+        .iter()
+        .map(|&(at, table)| {
+            let p = first + at;
+            (
+                at,
+                format!("(select x.id from {table} x where x.id = ${p})"),
+            )
+        })
+        .collect();
+    placeholders_but(first, count, &lookups)
+}
+
+/// [`placeholders`], except that the values at the positions of `instead` (counted from 0)
+/// are the expressions given there.
+fn placeholders_but(first: usize, count: usize, instead: &[(usize, String)]) -> String {
     let values: Vec<String> = (0..count)
-        .map(|i| {
-            let p = first + i;
-            match lookups.iter().find(|(at, _)| *at == i) {
-                Some((_, table)) => format!("(select x.id from {table} x where x.id = ${p})"),
-                None => format!("${p}"),
-            }
+        .map(|i| match instead.iter().find(|(at, _)| *at == i) {
+            Some((_, expression)) => expression.clone(),
+            None => format!("${}", first + i),
         })
         .collect();
     format!("({})", values.join(", "))
@@ -989,7 +1015,8 @@ mod tests {
         assert!(sessions::session_insert_sql_pg(false, &take_back).contains(COMMIT_LAZILY));
         assert!(!sessions::session_insert_sql_pg(true, &take_back).contains("set_config"));
         for consent in [true, false] {
-            assert!(grants::code_write_sql_pg(consent, 2).contains(COMMIT_LAZILY));
+            assert!(grants::code_write_sql_pg(consent, false, 2).contains(COMMIT_LAZILY));
+            assert!(grants::code_write_sql_pg(consent, true, 2).contains(COMMIT_LAZILY));
         }
         assert!(grants::consume_sql_pg().contains(COMMIT_LAZILY));
     }

@@ -432,6 +432,7 @@ impl Browser {
                 ("decision", decision),
                 ("csrf_token", &page.input("csrf_token")),
                 ("authorize_query", &page.input("authorize_query")),
+                ("signed_in", &page.input("signed_in")),
             ],
         )
         .await

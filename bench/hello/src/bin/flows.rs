@@ -345,6 +345,11 @@ async fn code_flow(cfg: &Config, username: &str) -> Result<(), Failure> {
         fields
             .append_pair("csrf_token", &csrf)
             .append_pair("authorize_query", &pending);
+        // The consent form's claim of its session (decision 0055), sent as a browser sends
+        // every hidden input of the form.
+        if let Some(claim) = hidden(page, "signed_in") {
+            fields.append_pair("signed_in", &claim);
+        }
         method = Method::POST;
         form = Some(fields.finish());
     }
