@@ -207,7 +207,7 @@ fn describe() {
     );
     describe_counter!(
         CONSENT_CLAIMS,
-        "Approvals at the consent page that claimed their session, by outcome: held (the code's write found it) or refused (read and decided again)"
+        "Approvals at the consent page that claimed their session, by outcome: held (the code's write found it), refused (read and decided again) or failed (the store failed)"
     );
     describe_gauge!(
         MEMORY_ALLOCATED,
@@ -237,7 +237,7 @@ fn describe() {
         counter!(REFRESH_ROTATIONS, "path" => path).increment(0);
         counter!(CODE_REDEMPTIONS, "path" => path).increment(0);
     }
-    for outcome in ["held", "refused"] {
+    for outcome in ["held", "refused", "failed"] {
         counter!(CONSENT_CLAIMS, "outcome" => outcome).increment(0);
     }
 }
@@ -308,8 +308,8 @@ pub fn code_redeemed(path: &'static str) {
 }
 
 /// An approval claimed its session (decision 0055), and the claim was `held` (the code's
-/// write found the session) or `refused` (the session was read and the approval decided
-/// again).
+/// write found the session), `refused` (the session was read and the approval decided
+/// again) or `failed` (the store failed).
 pub fn consent_claim(outcome: &'static str) {
     counter!(CONSENT_CLAIMS, "outcome" => outcome).increment(1);
 }

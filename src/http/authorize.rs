@@ -15,7 +15,7 @@ use crate::oauth::authorize::{
 };
 use crate::oauth::error::OAuthError;
 use crate::oauth::params::Params;
-use crate::store::ConsentGiven;
+use crate::store::{ConsentGiven, StoreError};
 
 pub async fn get(
     State(app): State<AppState>,
@@ -111,7 +111,8 @@ pub(super) async fn after_login(
 /// when that leads to a code, whose write checks the claim. `None`, with nothing written,
 /// when it leads anywhere else or the store does not hold the session as claimed (signed
 /// out, replaced, over, user disabled meanwhile, or a claim that was never true): the
-/// caller then reads the session and starts again.
+/// caller then reads the session and starts again. A store that fails is answered as
+/// `/authorize` answers it.
 pub(super) async fn approve_claimed(
     app: &AppState,
     headers: &HeaderMap,
@@ -121,9 +122,25 @@ pub(super) async fn approve_claimed(
     given: ConsentGiven,
 ) -> Option<Response> {
     debug_assert!(claimed.claimed, "only a claimed session skips the read");
-    let answer = issue_claimed(app, headers, params, peer, claimed, given).await;
-    crate::metrics::consent_claim(if answer.is_some() { "held" } else { "refused" });
+    let (outcome, answer) = match issue_claimed(app, headers, params, peer, claimed, given).await {
+        Claim::Held(answer) => ("held", Some(answer)),
+        Claim::Refused => ("refused", None),
+        // The store failed: whether the write committed is unknown, so it is not tried
+        // again by the read's way; the error is the answer, counted as a store error.
+        Claim::Failed(answer) => ("failed", Some(answer)),
+    };
+    crate::metrics::consent_claim(outcome);
     answer
+}
+
+/// How [`approve_claimed`] ended.
+enum Claim {
+    /// The code's write found the session: the answer with the code.
+    Held(Response),
+    /// Not a code, or the store does not hold the session as claimed: nothing written.
+    Refused,
+    /// The store failed: the error's answer.
+    Failed(Response),
 }
 
 async fn issue_claimed(
@@ -133,11 +150,13 @@ async fn issue_claimed(
     peer: SocketAddr,
     claimed: SessionUser,
     given: ConsentGiven,
-) -> Option<Response> {
-    let (request, now) = checked_request(app, params).await.ok()?;
+) -> Claim {
+    let Ok((request, now)) = checked_request(app, params).await else {
+        return Claim::Refused;
+    };
     let user = match authorize::decide(&request, Some(claimed), Some(&given.scope), now) {
         Ok(Decision::Issue(user)) => user,
-        _ => return None,
+        _ => return Claim::Refused,
     };
     let origin = super::forms::request_meta(app, headers, peer);
     let issued = authorize::issue_code(
@@ -150,16 +169,18 @@ async fn issue_claimed(
     )
     .await;
     match issued {
-        Ok(code) => Some(error::redirect_to_client(
+        Ok(code) => Claim::Held(error::redirect_to_client(
             app,
             &request.redirect,
             &[("code", code.expose())],
             StatusCode::SEE_OTHER,
         )),
-        Err(e) => {
-            tracing::debug!(error = %e, "the consent form's session did not hold; reading it");
-            None
-        }
+        Err(StoreError::NotFound(_)) => Claim::Refused,
+        Err(e) => Claim::Failed(error::authorize_error(
+            app,
+            request.fail(e.into()),
+            StatusCode::SEE_OTHER,
+        )),
     }
 }
 

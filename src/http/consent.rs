@@ -68,6 +68,7 @@ pub async fn post(
     // hold, takes the way below, which reads the session.
     let decision = consent::Decision::parse(form.get("decision"));
     let claimed = session::claimed(&app, &headers, form.get("signed_in"), now);
+    let shown_for = claimed.as_ref().map(|c| c.account_id.clone());
     if let (Some(consent::Decision::Approve), Some(claimed)) = (decision, claimed) {
         let approved = consent::decide(
             app.store.as_ref(),
@@ -86,10 +87,16 @@ pub async fn post(
             }
         }
     }
+    let back = || see_other(&format!("/authorize?{}", pending_query(&params, &[])));
     let signed_in = match session::current(&app, &headers, now).await {
+        // The page was shown to someone else than who is signed in now (another account
+        // signed in since, in another tab): back to /authorize, which asks this one.
+        Ok(Some((_, account))) if shown_for.as_ref().is_some_and(|id| *id != account.id) => {
+            return back()
+        }
         Ok(Some((session, account))) => SessionUser::read(session, &account),
         // Signed out meanwhile: back to /authorize, which asks for a login first.
-        Ok(None) => return see_other(&format!("/authorize?{}", pending_query(&params, &[]))),
+        Ok(None) => return back(),
         Err(e) => {
             return error::authorize_error(&app, request.fail(e.into()), StatusCode::SEE_OTHER)
         }

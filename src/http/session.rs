@@ -88,7 +88,6 @@ pub async fn current_with_consent(
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Claim {
     account_id: String,
-    username: String,
     auth_time: i64,
     amr: Vec<String>,
     created_at: i64,
@@ -96,8 +95,8 @@ struct Claim {
     sid: Option<String>,
 }
 
-/// The longest claim a form may carry: far above any real one (an id, a username of at
-/// most a few hundred bytes, a few short `amr` values), far below what costs anything.
+/// The longest claim a form may carry: far above any real one (a user id, a few short `amr`
+/// values, a session id), far below what costs anything.
 const CLAIM_MAX: usize = 4096;
 
 /// The consent form's `signed_in` value for `user`'s session: its values, unencrypted
@@ -107,7 +106,6 @@ pub fn claim(user: &SessionUser) -> String {
     let s = &user.session;
     let claim = Claim {
         account_id: user.account_id.clone(),
-        username: user.username.clone(),
         auth_time: s.auth_time,
         amr: s.amr.clone(),
         created_at: s.created_at,
@@ -120,9 +118,9 @@ pub fn claim(user: &SessionUser) -> String {
 }
 
 /// The session a consent form claims (`value`, from [`claim`]) for the session cookie the
-/// browser sent, not yet checked against the store: [`SessionUser::claimed`]. `None` when
-/// there is no cookie, the value is malformed or over `CLAIM_MAX`, or the session it names
-/// is already over.
+/// browser sent, not yet checked against the store: [`SessionUser::claimed`], without a
+/// username. `None` when there is no cookie, the value is malformed or over `CLAIM_MAX`,
+/// or the session it names is already over.
 pub fn claimed(
     app: &AppState,
     headers: &HeaderMap,
@@ -147,7 +145,7 @@ pub fn claimed(
             sid: claim.sid,
         },
         account_id: claim.account_id,
-        username: claim.username,
+        username: String::new(),
         claimed: true,
     })
 }

@@ -364,6 +364,7 @@ pub struct SessionUser {
     pub session: SessionRecord,
     /// The user's id, the `sub`.
     pub account_id: String,
+    /// Empty for a claimed session: it only ever leads to a code, never to a page.
     pub username: String,
     /// Taken from the consent form, not read from the store (decision 0055): only a code
     /// whose write finds this very session stored, live and its user enabled may rest on
@@ -418,7 +419,7 @@ pub fn decide(
         !(p.login || p.select_account)
             && request
                 .max_age
-                .is_none_or(|max| now - s.session.auth_time <= max)
+                .is_none_or(|max| now.saturating_sub(s.session.auth_time) <= max)
             && request
                 .hint_subject
                 .as_ref()

@@ -2095,6 +2095,20 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             )
             .await
             .unwrap();
+        // Bob's own live session, which nobody else's cookie may claim.
+        let bobs = SessionRecord {
+            sid: Some("sid-bob".into()),
+            ..session("bobs-session", BOB)
+        };
+        store
+            .insert_session(
+                &bobs,
+                None,
+                &TakeBack::default(),
+                &audit(AuditKind::LoginSucceeded),
+            )
+            .await
+            .unwrap();
         let given = ConsentGiven {
             account_id: ADA.into(),
             client_id: CLIENT.into(),
@@ -2124,7 +2138,22 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
         };
         let before = audit_count(store.as_ref()).await;
         let refused: Vec<(&str, SessionRecord, i64)> = vec![
-            ("digest", session("another-session", ADA), 3_000),
+            (
+                "digest",
+                SessionRecord {
+                    id_digest: Digest::of("another-session"),
+                    ..stored.clone()
+                },
+                3_000,
+            ),
+            (
+                "another user's session under this digest",
+                SessionRecord {
+                    id_digest: stored.id_digest,
+                    ..bobs.clone()
+                },
+                3_000,
+            ),
             (
                 "user",
                 SessionRecord {
@@ -2240,9 +2269,21 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             store.consent(ADA, CLIENT).await.unwrap().as_deref(),
             Some("openid")
         );
+        // Without a consent, and Bob's session by its own cookie: written too.
+        let (alone, c) = for_session("held-alone", &bobs, 3_000);
+        store
+            .insert_code_in_session(None, &bobs, &alone, &c, &audit(AuditKind::CodeIssued))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.grant("held-alone").await.unwrap(),
+            Some(alone),
+            "{}",
+            db.label
+        );
         assert_eq!(
             audit_count(store.as_ref()).await,
-            before + 2,
+            before + 3,
             "{}",
             db.label
         );

@@ -204,18 +204,22 @@ impl SqlStore {
         code: &CodeRecord,
         audit: &AuditEvent,
     ) -> Result<(), StoreError> {
-        // The code's client and user lookups, and its session's check, stand for its
-        // grant's (decision 0040): the two are built together, for the same client, user
-        // and sign-in.
+        // The code's client and user lookups stand for its grant's (decision 0040), and
+        // the session's check of the code's values for the grant's and the consent's
+        // (decision 0055): they are built together, for the same client, user and sign-in.
         debug_assert!(
             code.grant_id == grant.id
                 && code.client_id == grant.client_id
-                && grant.account_id.as_deref() == Some(code.account_id.as_str())
-                && grant.auth_time == Some(code.auth_time)
-                && grant.amr == code.amr
-                && grant.sid == code.sid
-                && consent.is_none_or(|c| c.account_id == code.account_id),
-            "a code names its own grant's client, user and sign-in"
+                && grant.account_id.as_deref() == Some(code.account_id.as_str()),
+            "a code names its own grant's client and user"
+        );
+        debug_assert!(
+            session.is_none()
+                || (grant.auth_time == Some(code.auth_time)
+                    && grant.amr == code.amr
+                    && grant.sid == code.sid
+                    && consent.is_none_or(|c| c.account_id == code.account_id)),
+            "a code checked against a session carries its grant's sign-in"
         );
         let events: Vec<AuditEvent> = consent
             .map(|c| c.audit.clone())
