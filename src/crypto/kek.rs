@@ -49,7 +49,25 @@ impl Kek {
 }
 
 /// Creates `path` readable by the owner only; fails if it exists, so a key is never replaced.
+/// The file appears whole or not at all: it is written and flushed under a temporary name
+/// beside it and then linked into place, which fails if `path` exists. Another process
+/// starting at the same moment reads it as soon as it exists, and must never find it empty
+/// or half written (which it did when the file was created in place and then written: two
+/// instances on one data folder, `tests/it/instances.rs`).
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut suffix = [0u8; 8];
+    rand::rng().fill_bytes(&mut suffix);
+    let name = path
+        .file_name()
+        .map_or_else(|| "key".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", u64::from_le_bytes(suffix)));
+    let written = create_private(&tmp, contents).and_then(|()| std::fs::hard_link(&tmp, path));
+    // Linked or not, the temporary name goes: the file stays under `path` when it was linked.
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
+fn create_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

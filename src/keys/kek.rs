@@ -166,6 +166,33 @@ mod tests {
         assert_eq!(first.0, second.0);
     }
 
+    /// Two instances starting at once on one data folder (tests/it/instances.rs): each
+    /// either writes the key or reads the other's, whole, and all end with the same key.
+    #[test]
+    fn processes_generating_at_once_all_get_the_one_key_whole() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let config = std::sync::Arc::new(config_in(dir.path()));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let racers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (config, start) = (config.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        file_or_generate(&config, 0).map(|(kek, _)| kek.0)
+                    })
+                })
+                .collect();
+            let keys: Vec<_> = racers
+                .into_iter()
+                .map(|racer| racer.join().unwrap().unwrap())
+                .collect();
+            assert!(keys.iter().all(|k| *k == keys[0]));
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+            assert_eq!(left.len(), 1, "only the key file is left: {left:?}");
+        }
+    }
+
     #[test]
     fn missing_file_is_not_regenerated_while_the_store_holds_keys() {
         let dir = tempfile::tempdir().unwrap();
