@@ -598,6 +598,24 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   20.6 % to 16.8 to 18.3 % (about 0.25 ms); flows/s against the run's own argon2id bound
   78.9 to 79.9 % before and 78.8 to 80.8 % after on Postgres, 80.2 to 82.5 % and 80.8 to
   83.0 % on SQLite.
+  - **A whole run of both stores at c9f7bce on that host** (not the page: its argon2id
+    ceiling was 117.6 hashes/s and Postgres's indexed select 45,362/s, against 130.3 and
+    53,682/s above), c = 16: code flow 95.9 flows/s on Postgres and 94.5 on SQLite, both 80
+    % of the run's own argon2id bound (79.8 and 80.1 %), 4.48 statements per flow on
+    Postgres; client_credentials opaque 9,204 and 11,005/s; refresh RS256 2,191 and 2,190/s;
+    refresh ES256 4,473 and 3,650/s, SQLite's p99 61.9 ms; introspection JSON 19,554 and
+    31,090/s; idle RSS after the workloads 24.6 and 28.3 MiB, peak 64.6 and 69.0 MiB.
+  - **Two findings of that run, for the next round.** Postgres's introspection made 0.14
+    statements per answer at c = 16 (0.03 above): an answer nobody asked for in a second
+    leaves the cache (`IDLE`), and a token picked at random from 10,000 at 19,554/s waits
+    more than a second for its next turn 14 % of the time (e^-1.96), so a slower host
+    misses more, which slows it further. And the RS256 paths cost the server 0.50 ms per
+    client_credentials JWT (0.36 above) while the RS256 ceiling moved only from 0.247 to
+    0.264 ms a signature: what Tessera spends beside the signature doubled, with no change
+    to the signing code since 49622a2. Both want a profile on the next host.
+  - **Also landed:** the key-encryption key file is written under a temporary name and
+    linked into place, so a second instance starting at the same moment on one data
+    folder never reads it half written (c9f7bce; `instances.rs` failed once on it).
 - **2026-12-07, seventeenth session** (no new page run: an AMD EPYC, 2 cores, slower
   still than the sixteenth session's at RSA: `openssl speed` signs 1,067 RSA-2048
   signatures a second on one core, against 4,136 on the thirteenth session's; argon2id 29
