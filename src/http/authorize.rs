@@ -122,66 +122,34 @@ pub(super) async fn approve_claimed(
     given: ConsentGiven,
 ) -> Option<Response> {
     debug_assert!(claimed.claimed, "only a claimed session skips the read");
-    let (outcome, answer) = match issue_claimed(app, headers, params, peer, claimed, given).await {
-        Claim::Held(answer) => ("held", Some(answer)),
-        Claim::Refused => ("refused", None),
-        // The store failed: whether the write committed is unknown, so it is not tried
-        // again by the read's way; the error is the answer, counted as a store error.
-        Claim::Failed(answer) => ("failed", Some(answer)),
-    };
+    // (outcome for the counter, the answer: none to read the session and start again)
+    let (outcome, answer) = async {
+        let Ok((request, now)) = checked_request(app, params).await else {
+            return ("refused", None);
+        };
+        let user = match authorize::decide(&request, Some(claimed), Some(&given.scope), now) {
+            Ok(Decision::Issue(user)) => user,
+            _ => return ("refused", None),
+        };
+        let issued = issue(app, headers, peer, &request, &user, now, Some(given)).await;
+        match issued {
+            Ok(redirect) => ("held", Some(redirect(StatusCode::SEE_OTHER))),
+            Err(StoreError::NotFound(_)) => ("refused", None),
+            // The store failed: whether the write committed is unknown, so it is not tried
+            // again by the read's way; the error is the answer, counted as a store error.
+            Err(e) => (
+                "failed",
+                Some(error::authorize_error(
+                    app,
+                    request.fail(e.into()),
+                    StatusCode::SEE_OTHER,
+                )),
+            ),
+        }
+    }
+    .await;
     crate::metrics::consent_claim(outcome);
     answer
-}
-
-/// How [`approve_claimed`] ended.
-enum Claim {
-    /// The code's write found the session: the answer with the code.
-    Held(Response),
-    /// Not a code, or the store does not hold the session as claimed: nothing written.
-    Refused,
-    /// The store failed: the error's answer.
-    Failed(Response),
-}
-
-async fn issue_claimed(
-    app: &AppState,
-    headers: &HeaderMap,
-    params: &Params,
-    peer: SocketAddr,
-    claimed: SessionUser,
-    given: ConsentGiven,
-) -> Claim {
-    let Ok((request, now)) = checked_request(app, params).await else {
-        return Claim::Refused;
-    };
-    let user = match authorize::decide(&request, Some(claimed), Some(&given.scope), now) {
-        Ok(Decision::Issue(user)) => user,
-        _ => return Claim::Refused,
-    };
-    let origin = super::forms::request_meta(app, headers, peer);
-    let issued = authorize::issue_code(
-        app.store.as_ref(),
-        &request,
-        &user,
-        now,
-        origin,
-        Some(given),
-    )
-    .await;
-    match issued {
-        Ok(code) => Claim::Held(error::redirect_to_client(
-            app,
-            &request.redirect,
-            &[("code", code.expose())],
-            StatusCode::SEE_OTHER,
-        )),
-        Err(StoreError::NotFound(_)) => Claim::Refused,
-        Err(e) => Claim::Failed(error::authorize_error(
-            app,
-            request.fail(e.into()),
-            StatusCode::SEE_OTHER,
-        )),
-    }
 }
 
 /// The request in `params`, validated, with its `id_token_hint` checked, and the time it
@@ -243,23 +211,29 @@ async fn step(
         Decision::Login => login::page(app, headers, &request, &query, None),
         Decision::Consent(user) => consent::page(app, headers, &request, &query, &user),
         Decision::Issue(user) => {
-            let origin = super::forms::request_meta(app, headers, peer);
-            let code = authorize::issue_code(
-                app.store.as_ref(),
-                &request,
-                &user,
-                now,
-                origin,
-                given.take(),
-            )
-            .await
-            .map_err(|e| request.fail(e.into()))?;
-            error::redirect_to_client(
-                app,
-                &request.redirect,
-                &[("code", code.expose())],
-                redirect_status,
-            )
+            let redirect = issue(app, headers, peer, &request, &user, now, given.take())
+                .await
+                .map_err(|e| request.fail(e.into()))?;
+            redirect(redirect_status)
         }
+    })
+}
+
+/// Issues a code for `user` (with `consent`, if one was just given): the redirect that
+/// hands it to the client, by the status the caller gives.
+async fn issue<'r>(
+    app: &'r AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    request: &'r AuthorizeRequest,
+    user: &SessionUser,
+    now: i64,
+    consent: Option<ConsentGiven>,
+) -> Result<impl FnOnce(StatusCode) -> Response + 'r, StoreError> {
+    let origin = super::forms::request_meta(app, headers, peer);
+    let code =
+        authorize::issue_code(app.store.as_ref(), request, user, now, origin, consent).await?;
+    Ok(move |status| {
+        error::redirect_to_client(app, &request.redirect, &[("code", code.expose())], status)
     })
 }

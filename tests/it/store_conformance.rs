@@ -2086,29 +2086,22 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             amr: vec!["pwd".into(), "otp".into()],
             ..session("the-session", ADA)
         };
-        store
-            .insert_session(
-                &stored,
-                None,
-                &TakeBack::default(),
-                &audit(AuditKind::LoginSucceeded),
-            )
-            .await
-            .unwrap();
-        // Bob's own live session, which nobody else's cookie may claim.
+        // And Bob's own live session, which nobody else's cookie may claim.
         let bobs = SessionRecord {
             sid: Some("sid-bob".into()),
             ..session("bobs-session", BOB)
         };
-        store
-            .insert_session(
-                &bobs,
-                None,
-                &TakeBack::default(),
-                &audit(AuditKind::LoginSucceeded),
-            )
-            .await
-            .unwrap();
+        for s in [&stored, &bobs] {
+            store
+                .insert_session(
+                    s,
+                    None,
+                    &TakeBack::default(),
+                    &audit(AuditKind::LoginSucceeded),
+                )
+                .await
+                .unwrap();
+        }
         let given = ConsentGiven {
             account_id: ADA.into(),
             client_id: CLIENT.into(),
