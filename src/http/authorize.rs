@@ -192,7 +192,7 @@ async fn step(
         Some(Known::SignedIn(signed_in)) => {
             let consented = app
                 .store
-                .consent(&signed_in.account_id, &request.client.id)
+                .consent(&signed_in.session.account_id, &request.client.id)
                 .await
                 .map_err(|e| request.fail(e.into()))?;
             (Some(signed_in), consented)

@@ -68,12 +68,12 @@ pub async fn post(
     // hold, takes the way below, which reads the session.
     let decision = consent::Decision::parse(form.get("decision"));
     let claimed = session::claimed(&app, &headers, form.get("signed_in"), now);
-    let shown_for = claimed.as_ref().map(|c| c.account_id.clone());
+    let shown_for = claimed.as_ref().map(|c| c.session.account_id.clone());
     if let (Some(consent::Decision::Approve), Some(claimed)) = (decision, claimed) {
         let approved = consent::decide(
             app.store.as_ref(),
             &request,
-            &claimed.account_id,
+            &claimed.session.account_id,
             consent::Decision::Approve,
             now,
             origin.clone(),
@@ -111,7 +111,7 @@ pub async fn post(
     match consent::decide(
         app.store.as_ref(),
         &request,
-        &signed_in.account_id,
+        &signed_in.session.account_id,
         decision,
         now,
         origin,

@@ -105,7 +105,7 @@ pub fn claim(user: &SessionUser) -> String {
     use base64::Engine;
     let s = &user.session;
     let claim = Claim {
-        account_id: user.account_id.clone(),
+        account_id: s.account_id.clone(),
         auth_time: s.auth_time,
         amr: s.amr.clone(),
         created_at: s.created_at,
@@ -137,14 +137,13 @@ pub fn claimed(
     (claim.expires_at > now).then(|| SessionUser {
         session: SessionRecord {
             id_digest: digest,
-            account_id: claim.account_id.clone(),
+            account_id: claim.account_id,
             auth_time: claim.auth_time,
             amr: claim.amr,
             created_at: claim.created_at,
             expires_at: claim.expires_at,
             sid: claim.sid,
         },
-        account_id: claim.account_id,
         username: String::new(),
         claimed: true,
     })

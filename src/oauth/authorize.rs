@@ -361,9 +361,8 @@ fn is_openid_request(params: &Params) -> bool {
 /// The browser's session with what the authorization steps use of its user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionUser {
+    /// Its `account_id` is the user's id, the `sub`.
     pub session: SessionRecord,
-    /// The user's id, the `sub`.
-    pub account_id: String,
     /// Empty for a claimed session: it only ever leads to a code, never to a page.
     pub username: String,
     /// Taken from the consent form, not read from the store (decision 0055): only a code
@@ -377,7 +376,6 @@ impl SessionUser {
     pub fn read(session: SessionRecord, account: &AccountRecord) -> SessionUser {
         SessionUser {
             session,
-            account_id: account.id.clone(),
             username: account.username.clone(),
             claimed: false,
         }
@@ -423,7 +421,7 @@ pub fn decide(
             && request
                 .hint_subject
                 .as_ref()
-                .is_none_or(|sub| *sub == s.account_id)
+                .is_none_or(|sub| *sub == s.session.account_id)
     });
     let Some(session) = session else {
         if p.none {
@@ -469,7 +467,7 @@ pub async fn issue_code(
     (ip, agent): (Option<String>, Option<String>),
     consent: Option<ConsentGiven>,
 ) -> Result<PlainSecret, StoreError> {
-    let (session, account_id) = (&signed_in.session, &signed_in.account_id);
+    let (session, account_id) = (&signed_in.session, &signed_in.session.account_id);
     let code = PlainSecret::generate(CODE_PREFIX);
     let grant = GrantRecord {
         id: uuid::Uuid::new_v4().to_string(),

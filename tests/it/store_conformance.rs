@@ -142,6 +142,19 @@ fn session(value: &str, account_id: &str) -> SessionRecord {
     }
 }
 
+/// Stores `session`, as a successful sign-in does.
+async fn sign_in(store: &dyn Store, session: &SessionRecord) {
+    store
+        .insert_session(
+            session,
+            None,
+            &TakeBack::default(),
+            &audit(AuditKind::LoginSucceeded),
+        )
+        .await
+        .unwrap();
+}
+
 /// A store with the client `web` and the users `ada` and `bob`.
 async fn seeded(store: &dyn Store) {
     store
@@ -639,15 +652,7 @@ async fn update_account_ending_access_ends_sessions_and_revokes_grants_and_token
         let store = open(&db).await;
         seeded(store.as_ref()).await;
         for (value, who) in [("ada-s1", ADA), ("ada-s2", ADA), ("bob-s", BOB)] {
-            store
-                .insert_session(
-                    &session(value, who),
-                    None,
-                    &TakeBack::default(),
-                    &audit(AuditKind::LoginSucceeded),
-                )
-                .await
-                .unwrap();
+            sign_in(store.as_ref(), &session(value, who)).await;
         }
         grant_with_tokens(
             store.as_ref(),
@@ -1237,15 +1242,7 @@ async fn signed_in_reads_a_live_session_with_its_user() {
         let store = open(&db).await;
         seeded(store.as_ref()).await;
         let record = session("ada-live", ADA);
-        store
-            .insert_session(
-                &record,
-                None,
-                &TakeBack::default(),
-                &audit(AuditKind::LoginSucceeded),
-            )
-            .await
-            .unwrap();
+        sign_in(store.as_ref(), &record).await;
         let (found, account) = store
             .signed_in(&Digest::of("ada-live"), 2_001)
             .await
@@ -1561,15 +1558,7 @@ async fn seeded_with_sign_ins(store: &dyn Store) {
             .unwrap();
         grant_with_tokens(store, g, who, &[]).await;
     }
-    store
-        .insert_session(
-            &session("ada-s", ADA),
-            None,
-            &TakeBack::default(),
-            &audit(AuditKind::LoginSucceeded),
-        )
-        .await
-        .unwrap();
+    sign_in(store, &session("ada-s", ADA)).await;
 }
 
 /// What a foreign key's cascade did, and on Postgres no longer does (decision 0040): a
@@ -2072,6 +2061,24 @@ async fn insert_code_with_consent_stores_both_or_neither() {
     }
 }
 
+/// [`Store::insert_code_in_session`] with a `CodeIssued` event.
+async fn in_session(
+    store: &dyn Store,
+    consent: Option<&ConsentGiven>,
+    session: &SessionRecord,
+    g: &GrantRecord,
+    c: &CodeRecord,
+) -> Result<(), StoreError> {
+    store
+        .insert_code_in_session(consent, session, g, c, &audit(AuditKind::CodeIssued))
+        .await
+}
+
+/// Whether a session-checked write was refused as decision 0055 says.
+fn not_in_session(answer: &Result<(), StoreError>) -> bool {
+    matches!(answer, Err(StoreError::NotFound("session")))
+}
+
 /// Decision 0055: a code for a session the consent form claimed is written only if the store
 /// holds that very session (every value the code carries, and its digest, `created_at` and
 /// `expires_at`), live at the code's creation, with its user enabled. Otherwise nothing is
@@ -2092,15 +2099,7 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             ..session("bobs-session", BOB)
         };
         for s in [&stored, &bobs] {
-            store
-                .insert_session(
-                    s,
-                    None,
-                    &TakeBack::default(),
-                    &audit(AuditKind::LoginSucceeded),
-                )
-                .await
-                .unwrap();
+            sign_in(store.as_ref(), s).await;
         }
         let given = ConsentGiven {
             account_id: ADA.into(),
@@ -2212,14 +2211,8 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
                 ..given.clone()
             };
             for consent in [None, Some(&consent)] {
-                let answer = store
-                    .insert_code_in_session(consent, claimed, &g, &c, &audit(AuditKind::CodeIssued))
-                    .await;
-                assert!(
-                    matches!(answer, Err(StoreError::NotFound("session"))),
-                    "{}: {what}: {answer:?}",
-                    db.label
-                );
+                let answer = in_session(store.as_ref(), consent, claimed, &g, &c).await;
+                assert!(not_in_session(&answer), "{}: {what}: {answer:?}", db.label);
             }
             assert!(
                 store.grant(&g.id).await.unwrap().is_none(),
@@ -2289,14 +2282,8 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             .await
             .unwrap();
         let (g, c) = for_session("disabled", &stored, 3_000);
-        let answer = store
-            .insert_code_in_session(None, &stored, &g, &c, &audit(AuditKind::CodeIssued))
-            .await;
-        assert!(
-            matches!(answer, Err(StoreError::NotFound("session"))),
-            "{}: {answer:?}",
-            db.label
-        );
+        let answer = in_session(store.as_ref(), None, &stored, &g, &c).await;
+        assert!(not_in_session(&answer), "{}: {answer:?}", db.label);
         ada.disabled = false;
         store
             .update_account(&ada, &audit(AuditKind::UserUpdated))
@@ -2304,14 +2291,8 @@ async fn insert_code_in_session_writes_only_for_the_session_as_stored() {
             .unwrap();
         store.delete_session(&stored.id_digest).await.unwrap();
         let (g, c) = for_session("signed-out", &stored, 3_000);
-        let answer = store
-            .insert_code_in_session(None, &stored, &g, &c, &audit(AuditKind::CodeIssued))
-            .await;
-        assert!(
-            matches!(answer, Err(StoreError::NotFound("session"))),
-            "{}: {answer:?}",
-            db.label
-        );
+        let answer = in_session(store.as_ref(), None, &stored, &g, &c).await;
+        assert!(not_in_session(&answer), "{}: {answer:?}", db.label);
         assert!(
             store.grant("disabled").await.unwrap().is_none(),
             "{}",
@@ -3147,15 +3128,7 @@ async fn sessions_grants_and_codes_keep_every_field() {
         let store = open(&db).await;
         seeded(store.as_ref()).await;
         let old = session("ada-old", ADA);
-        store
-            .insert_session(
-                &old,
-                None,
-                &TakeBack::default(),
-                &audit(AuditKind::LoginSucceeded),
-            )
-            .await
-            .unwrap();
+        sign_in(store.as_ref(), &old).await;
         let full = SessionRecord {
             sid: Some("sid \"q\" \\ é".into()),
             amr: vec!["pwd".into(), "mfa".into()],
