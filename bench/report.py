@@ -585,6 +585,34 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, nineteenth session**: this page, at e862d5f, is the issue's method, the
+  median of 3 runs per level (2,546 s), on an AMD EPYC whose speed fell during the run: the
+  code flow's hashing took 18.4 to 20.0 ms of CPU a hash in its runs, against 13.5 ms in the
+  argon2id ceiling measured by the same script minutes later and 15.3 to 16.7 ms in a
+  one-run page at the same commit an hour before (19:39 to 19:54 UTC), whose code flow
+  made 102.2 flows/s on Postgres and 93.1 on SQLite (86 % and 79 % of its 118.4/s
+  ceiling, 78 % of each run's own bound) where this page has 79.9 and 83.2. Everything
+  beside the hash slowed with it (Postgres CPU per flow 1.71 ms then, 2.40 here; the rest
+  of the server 1.72 and 2.32 ms): the shares against the run's own bound take out the
+  hash's slowdown, not the rest's.
+  - **Tails.** That one-run page's SQLite ES256 refresh had a p99 of 132 ms; this page's
+    three runs had 48.0, 20.0 and 20.6 ms, and Postgres's 13.9, 143.3 and 14.8 ms: both
+    stores see occasional stalls of the whole run. SQLite alone at c = 16 (six runs of the
+    refresh after client_credentials, with or without the other workloads before): 8.7 to
+    19 ms, once 155.7 ms (RS256). In that run the server's own `/token` histogram, scraped
+    every 0.6 s, counted 42 answers over 25 ms and 16 over 100 ms of about 16,600, where a
+    p99 of 155.7 ms needs 166 over it: most of that tail is outside the router (hyper
+    reading the request and writing the answer, a connection waiting for a runtime thread,
+    or the load generator itself). Not the disk: `fsync` of 8 kB takes 110 µs here and a
+    400 MB write 0.23 s, and Postgres's checkpoints trickled at about 300 kB/s. `perf
+    sched` of a run without the stall: runtime threads waited at most 10 to 12 ms for a
+    core. Next: timestamps of the loopback traffic (tshark on the server's port) beside
+    the server's histogram, to tell the server's share of a stalled run from wrk's.
+  - **Introspection cache**: an answer now stays 10 s after it was last asked for, not 1 s
+    (decision 0022 amended): a gateway asking about a token every few seconds always
+    missed, and so did 14 % of the bench's calls on the eighteenth session's slower host.
+    This page's introspection made 0.03 statements per answer on Postgres at c = 16, as
+    on the fourteenth session's page (0.14 on the eighteenth session's host, at 1 s).
 - **2026-12-07, eighteenth session**: the consent form claims its session (decision
   0055). The consent page carries the session it was shown for; an approval that leads to
   a code writes it unread, and the code's write looks the code's user up through that
