@@ -597,17 +597,22 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   hash's slowdown, not the rest's.
   - **Tails.** That one-run page's SQLite ES256 refresh had a p99 of 132 ms; this page's
     three runs had 48.0, 20.0 and 20.6 ms, and Postgres's 13.9, 143.3 and 14.8 ms: both
-    stores see occasional stalls of the whole run. SQLite alone at c = 16 (six runs of the
-    refresh after client_credentials, with or without the other workloads before): 8.7 to
-    19 ms, once 155.7 ms (RS256). In that run the server's own `/token` histogram, scraped
+    stores see occasional stalls of the whole run. SQLite alone at c = 16 (eight runs of
+    each refresh, most right after client_credentials): ES256 8.7 to 19.0 ms, RS256 12.6 to
+    20.9 ms and once 155.7 ms. In that run the server's own `/token` histogram, scraped
     every 0.6 s, counted 42 answers over 25 ms and 16 over 100 ms of about 16,600, where a
     p99 of 155.7 ms needs 166 over it: most of that tail is outside the router (hyper
     reading the request and writing the answer, a connection waiting for a runtime thread,
     or the load generator itself). Not the disk: `fsync` of 8 kB takes 110 µs here and a
     400 MB write 0.23 s, and Postgres's checkpoints trickled at about 300 kB/s. `perf
     sched` of a run without the stall: runtime threads waited at most 10 to 12 ms for a
-    core. Next: timestamps of the loopback traffic (tshark on the server's port) beside
-    the server's histogram, to tell the server's share of a stalled run from wrk's.
+    core. Timestamps of the loopback traffic (tshark on the server's port, each request
+    segment paired with its answer) agree with wrk in runs without a stall (per-second
+    p99 13 to 23 ms in an RS256 run wrk put at 20.9 ms, 11 to 17 ms in an ES256 one at
+    14.8); no stalled run was captured yet, which would tell the server's share of a stall
+    from wrk's. Apart from the stalls, SQLite's RS256 refresh costs the server 0.58 to 0.69
+    ms of CPU (Postgres's 0.38 ms and 0.17 of the database), so its p99 sits at 15 to 21 ms
+    at c = 16: that line needs the SQLite rotation cheaper as well.
   - **Introspection cache**: an answer now stays 10 s after it was last asked for, not 1 s
     (decision 0022 amended): a gateway asking about a token every few seconds always
     missed, and so did 14 % of the bench's calls on the eighteenth session's slower host.
