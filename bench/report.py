@@ -613,6 +613,14 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     from wrk's. Apart from the stalls, SQLite's RS256 refresh costs the server 0.58 to 0.69
     ms of CPU (Postgres's 0.38 ms and 0.17 of the database), so its p99 sits at 15 to 21 ms
     at c = 16: that line needs the SQLite rotation cheaper as well.
+  - **Where a SQLite refresh goes** (`perf record` of the ES256 refresh at c = 16, 3,465/s,
+    0.37 ms of server CPU each): 38 % of the server's samples are in the kernel, most of
+    them switches and wake-ups between the runtime's threads and sqlx's SQLite threads
+    (`finish_task_switch` 10.9 %, `try_to_wake_up`'s unlock 7.5 %, futex waits of parking
+    runtime threads); SQLite's own work is small beside it (`sqlite3VdbeExec` 2.5 %, B-tree
+    seeks 1.5 %, log checksums 1.1 %), and the ES256 signature (libcrypto) 8.8 %. The next
+    cut is the hand-offs per refresh: the rotation's write call, and whatever reads still
+    take a pooled connection's thread, each a wake-up there and back.
   - **Introspection cache**: an answer now stays 10 s after it was last asked for, not 1 s
     (decision 0022 amended): a gateway asking about a token every few seconds always
     missed, and so did 14 % of the bench's calls on the eighteenth session's slower host.
