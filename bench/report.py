@@ -571,7 +571,8 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   about 0.054 ms to 0.036 ms.
 - **Memory**: the figures split RSS into what the allocator holds live and what it keeps
   resident. Idle argon2 buffers go after 500 ms (tested), and since 2026-12-04 so do
-  introspection answers nobody asked for in a second (on Postgres they were kept up to 60 s).
+  introspection answers nobody asked for in a second (on Postgres they were kept up to 60 s;
+  ten seconds since 2026-12-07).
   Two more causes were found that day with a jemalloc heap profile (`prof.dump`) and
   `--workloads` runs. On Postgres, every batch size of the token writes was a prepared
   statement of its own, cached by each of the 16 pooled connections (up to some 700
