@@ -26,6 +26,37 @@ pub struct TestDb {
     pub dir: TempDir,
 }
 
+/// A Postgres test database goes when its test ends, so that `cargo test` against a
+/// developer's server (the README's command) leaves nothing behind; `.ci/run` also drops what
+/// a killed run left. `with (force)`: a server process of the test may still hold
+/// connections, and is killed right after anyway (a test's servers are declared after its
+/// database, so they drop first). On a thread of its own with its own runtime, since the
+/// test's runtime may be a single thread busy running this very drop.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (Some(name), Ok(base)) = (self.postgres_name(), std::env::var("TEST_DATABASE_URL"))
+        else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&base).await {
+                    let sql = format!("drop database if exists \"{name}\" with (force)");
+                    let _ = conn.execute(sql.as_str()).await;
+                    let _ = conn.close().await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
 impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().unwrap();
@@ -60,6 +91,15 @@ impl TestDb {
             url: url.to_string(),
             dir: tempfile::tempdir().unwrap(),
         })
+    }
+
+    /// The Postgres database's name (`None` on SQLite).
+    fn postgres_name(&self) -> Option<String> {
+        if self.label != "postgres" {
+            return None;
+        }
+        let url = url::Url::parse(&self.url).ok()?;
+        Some(url.path().trim_start_matches('/').to_owned())
     }
 
     /// SQLite always, plus Postgres when `TEST_DATABASE_URL` is set.
