@@ -511,10 +511,11 @@ mod tests {
             (sqlite.clone(), lost, true),
             (sqlite, refused, true),
         ];
-        if let Some(postgres) = super::super::postgres_store().await {
-            cases.push((postgres.clone(), lost, false));
-            cases.push((postgres.clone(), crashed, false));
-            cases.push((postgres, refused, true));
+        let postgres = super::super::postgres_store().await;
+        if let Some(postgres) = &postgres {
+            cases.push(((*postgres).clone(), lost, false));
+            cases.push(((*postgres).clone(), crashed, false));
+            cases.push(((*postgres).clone(), refused, true));
         }
         for (store, fails, retried) in cases {
             let before = WRITTEN_ALONE.load(SeqCst);

@@ -961,9 +961,10 @@ pub(crate) async fn assert_sqlite_plans_search_by_key(
 }
 
 /// A store on a new database of the Postgres server `TEST_DATABASE_URL` names, when it is
-/// set (unit tests of what only Postgres does).
+/// set (unit tests of what only Postgres does). The database is dropped when the returned
+/// value is, so that the README's `cargo test` leaves nothing on a developer's server.
 #[cfg(test)]
-pub(crate) async fn postgres_store() -> Option<SqlStore> {
+pub(crate) async fn postgres_store() -> Option<PostgresTestStore> {
     use sqlx::{Connection, Executor};
     let base = std::env::var("TEST_DATABASE_URL")
         .ok()
@@ -978,12 +979,40 @@ pub(crate) async fn postgres_store() -> Option<SqlStore> {
     conn.close().await.unwrap();
     let mut url = url::Url::parse(&base).unwrap();
     url.set_path(&name);
-    Some(
-        SqlStore::open(&url.as_str().parse().unwrap())
-            .await
-            .unwrap(),
-    )
+    let store = SqlStore::open(&url.as_str().parse().unwrap())
+        .await
+        .unwrap();
+    Some(PostgresTestStore { store, base, name })
 }
+
+/// [`postgres_store`]'s store, which drops its database when it goes.
+#[cfg(test)]
+pub(crate) struct PostgresTestStore {
+    store: SqlStore,
+    base: String,
+    name: String,
+}
+
+#[cfg(test)]
+impl std::ops::Deref for PostgresTestStore {
+    type Target = SqlStore;
+
+    fn deref(&self) -> &SqlStore {
+        &self.store
+    }
+}
+
+/// The store's own connections (and those of any clone still around) are ended.
+#[cfg(test)]
+impl Drop for PostgresTestStore {
+    fn drop(&mut self) {
+        drop_database::drop_database(&self.base, &self.name);
+    }
+}
+
+#[cfg(test)]
+#[path = "../../../tests/it/support/drop_database.rs"]
+mod drop_database;
 
 #[cfg(test)]
 mod tests {

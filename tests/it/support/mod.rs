@@ -14,6 +14,7 @@ use tessera::Server;
 use tokio::sync::oneshot;
 
 pub mod browser;
+pub mod drop_database;
 pub mod flow;
 pub mod raw;
 pub mod serve;
@@ -28,32 +29,13 @@ pub struct TestDb {
 
 /// A Postgres test database goes when its test ends, so that `cargo test` against a
 /// developer's server (the README's command) leaves nothing behind; `.ci/run` also drops what
-/// a killed run left. `with (force)`: a server process of the test may still hold
-/// connections, and is killed right after anyway (a test's servers are declared after its
-/// database, so they drop first). On a thread of its own with its own runtime, since the
-/// test's runtime may be a single thread busy running this very drop.
+/// a killed run left. A server process of the test may still hold connections, and is killed
+/// right after anyway (a test's servers are declared after its database, so they drop first).
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let (Some(name), Ok(base)) = (self.postgres_name(), std::env::var("TEST_DATABASE_URL"))
-        else {
-            return;
-        };
-        let dropped = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&base).await {
-                    let sql = format!("drop database if exists \"{name}\" with (force)");
-                    let _ = conn.execute(sql.as_str()).await;
-                    let _ = conn.close().await;
-                }
-            });
-        });
-        let _ = dropped.join();
+        if let (Some(name), Ok(base)) = (self.postgres_name(), std::env::var("TEST_DATABASE_URL")) {
+            drop_database::drop_database(&base, &name);
+        }
     }
 }
 
