@@ -586,6 +586,44 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   from 39.2 to 33.7 MiB, with throughput within the run-to-run spread. What a connection
   costs is now mostly its prepared statements, and sqlx's Any driver cannot cap its SQLite
   statement cache (not a URL option): the next cut there.
+- **2026-12-07, twentieth session** (no new page: this host, an AMD EPYC (family 25), 2
+  cores, signs 1,467 to 1,473 RSA-2048 signatures a second on one core (`openssl speed`),
+  2.4 times slower than the nineteenth session's 3,470, so its RS256 rows are not comparable
+  with this page's; ES256 42,566/s; the argon2id ceiling 95.1 to 105.1 hashes/s on both
+  cores. `pg_stat_statements` again added by hand.)
+  - **ES256 and EdDSA sign inline** (decision 0056, 29fcc8f): every signature had gone to
+    the blocking pool, whose round trip (a queue, a thread woken, the task woken back) cost
+    more than a 20 µs ES256 signature. SQLite ES256 refresh alone at c = 16: 3,792 and
+    3,800/s at 0.353 ms of server CPU each before, 4,570 and 4,462/s at 0.273 and 0.277 ms
+    after; p99 11.6 and 12.0 ms before, 8.3 and 9.6 after; the runtime threads' context
+    switches 13,600 → 7,400 a second. RS256 stays on the pool: one RSA signature at a time
+    per core instead of two gave p99 16.1 and 17.0 ms against 17.8 and 18.0, but 1,484 and
+    1,509 refreshes/s against 1,724 and 1,696 (SQLite, interleaved pairs): kept at two.
+  - **A one-run page at 29fcc8f on this host** (c = 16 only, both stores interleaved, not
+    committed): every target met but three. Postgres's RS256 refresh, 1,478/s, bound by the
+    signature (0.70 ms of its 0.95 ms of server CPU per refresh; two cores sign at most
+    2,870 a second here). Postgres's code flow, 79.9 flows/s = 76 % of the 105.1/s ceiling
+    (78 % of the run's own bound; SQLite 85.1 flows/s, 81 % and 80 %); Postgres CPU per flow
+    1.96 ms (met). SQLite's RS256 refresh, 1,402 against 1,478/s, p99 26.7 ms. SQLite at or
+    above Postgres on every other row, the ES256 refresh included (3,317 against 3,310/s,
+    p99 14.9 ms), and on discovery, JWKS and introspection JSON in this run.
+  - **SQLite's refresh after the other workloads** costs more than on a fresh file (ES256
+    0.345 against 0.275 ms of server CPU per refresh; the writer is busy 58 % of the run on
+    a fresh file, 1.06 ms a batch of 7.8): its pages are no longer all in the connection's
+    512 KiB cache, and the commits dirty more pages. An 8 MiB cache for every connection was
+    inconclusive in two interleaved pairs (the same binary's client_credentials varied from
+    7,148 to 7,807/s between runs); not changed. Both stores' RS256 refresh p99 is about
+    twice its p50 at c = 16 (about 10 ms, sixteen refreshes of 1.15 ms of CPU on two cores),
+    so on a host this slow at RSA the p99 < 20 ms line is the signature's, not the store's.
+  - **Where the code flow's CPU goes on Postgres** (`perf`, c = 16): the hashing threads
+    88.7 % of the server's samples (compress_avx2 77.4 %, fill_blocks 4.6 %, and 4.0 %
+    memmove, the argon2 crate's block copies, which the ceiling's loop makes too), the
+    runtime threads about 10.5 % (Tessera's code 3.5 %, libcrypto 3.5 %, which is the RS256
+    ID token, 0.7 ms a flow on this host, and the kernel 2.8 %, of which task switches 1.8
+    %). On this host the ID token's signature is a seventh of the flow's CPU beside the
+    hash.
+  - The unit tests' Postgres databases (`tessera_u_*`) are dropped when their test ends
+    (27e10e6), by the same code as the integration tests' (one file both include).
 - **2026-12-07, nineteenth session**: this page, at e862d5f, is the issue's method, the
   median of 3 runs per level (2,546 s), on an AMD EPYC whose speed fell during the run: the
   code flow's hashing took 18.4 to 20.0 ms of CPU a hash in its runs, against 13.5 ms in the
