@@ -1,8 +1,8 @@
 //! The one way Tessera signs a JWT: ID tokens (OIDC Core §2), RFC 9068 access tokens and RFC
 //! 9701 introspection answers all go through [`Signer::sign`], which picks the active key
 //! for the algorithm. An RSA signature (a quarter to two thirds of a millisecond of CPU,
-//! too long for an async worker) runs on the blocking pool; ES256 and EdDSA sign in about
-//! 20 µs, less than the hand-off to that pool and back costs, and run where they are asked
+//! too long for an async worker) runs on the blocking pool; ES256 and EdDSA sign in 25 to
+//! 45 µs, about what the hand-off to that pool and back costs, and run where they are asked
 //! for (decision 0056).
 
 use std::sync::Arc;
@@ -96,11 +96,12 @@ impl Signer {
     }
 }
 
-/// Whether `alg` signs on the task that asks (decision 0056): ES256 (P-256) and EdDSA take
-/// 20 to 25 µs of CPU, less than a round trip through the blocking pool, which also wakes
-/// two threads (the SQLite ES256 refresh at c = 16 spent 0.35 ms of server CPU per refresh
-/// with it and 0.27 ms without). An RS256 signature (0.25 to 0.7 ms with a 2048-bit key,
-/// by host) stays off the async workers.
+/// Whether `alg` signs on the task that asks (decision 0056): an ES256 (P-256) signature
+/// takes about 25 µs of CPU and an EdDSA one about 45 (`openssl speed` on a slow host),
+/// about what a round trip through the blocking pool costs, which also wakes two threads
+/// (the SQLite ES256 refresh at c = 16 spent 0.35 ms of server CPU per refresh with it and
+/// 0.27 ms without). An RS256 signature (0.25 to 0.7 ms with a 2048-bit key, by host)
+/// stays off the async workers.
 fn signs_inline(alg: &str) -> bool {
     matches!(alg, "ES256" | "EdDSA")
 }
