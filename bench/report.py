@@ -593,7 +593,7 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   cores. `pg_stat_statements` again added by hand.)
   - **ES256 and EdDSA sign inline** (decision 0056, 29fcc8f): every signature had gone to
     the blocking pool, whose round trip (a queue, a thread woken, the task woken back) cost
-    more than a 20 µs ES256 signature. SQLite ES256 refresh alone at c = 16: 3,792 and
+    more than a 25 µs ES256 signature. SQLite ES256 refresh alone at c = 16: 3,792 and
     3,800/s at 0.353 ms of server CPU each before, 4,570 and 4,462/s at 0.273 and 0.277 ms
     after; p99 11.6 and 12.0 ms before, 8.3 and 9.6 after; the runtime threads' context
     switches 13,600 → 7,400 a second. RS256 stays on the pool: one RSA signature at a time
