@@ -607,6 +607,20 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     1.96 ms (met). SQLite's RS256 refresh, 1,402 against 1,478/s, p99 26.7 ms. SQLite at or
     above Postgres on every other row, the ES256 refresh included (3,317 against 3,310/s,
     p99 14.9 ms), and on discovery, JWKS and introspection JSON in this run.
+  - **Three interleaved runs per store at a927162's code** (c = 16, the sequence
+    client_credentials opaque → introspection JSON → RS256 refresh → ES256 refresh, medians):
+    client_credentials 7,088/s on SQLite against 6,549 on Postgres (p99 8.4 ms both);
+    introspection 24,240 against 25,734/s (SQLite's three runs 20,377 to 26,847/s, the same
+    path through the cache on both); RS256 refresh 1,592 against 1,560/s (p99 21.0 against
+    19.1 ms); ES256 refresh 3,326 against 3,369/s, **SQLite's p99 22.3 ms** (its runs 22.3,
+    25.2 and 11.9 ms; Postgres 11.2 to 12.2). A fourth SQLite ES256 run after the same
+    workloads, with the server's histograms scraped: 3,472/s, p99 12.0 ms, 1.2 % of
+    refreshes over 10 ms and none over 25 ms in the server's own `/token` histogram, token
+    writes all under 25 ms, the passive checkpoints 10 to 25 ms (one 25 to 50 ms), the two
+    restarts 10 to 25 ms. A run whose p99 is 22 to 25 ms needs 1 % of its 27,000 refreshes
+    held that long, about 80 ms of stalled writes in all; the disk syncs in 141 µs
+    (`pg_test_fsync`), so the stalls are the log's appends waiting beside a checkpoint's
+    sync, as the fifteenth session found, still to be caught in a run.
   - **SQLite's refresh after the other workloads** costs more than on a fresh file (ES256
     0.345 against 0.275 ms of server CPU per refresh; the writer is busy 58 % of the run on
     a fresh file, 1.06 ms a batch of 7.8): its pages are no longer all in the connection's
