@@ -113,6 +113,22 @@ mod tests {
     use super::*;
     use crate::crypto::kek::Kek;
 
+    const NOW: i64 = 1_000_000;
+
+    /// A signer with the first keys of a new SQLite store (kept in the returned folder).
+    async fn signer_on_a_new_store() -> (tempfile::TempDir, Signer) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())
+            .parse()
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(crate::store::SqlStore::open(&url).await.unwrap());
+        let kek = Kek::generate();
+        crate::keys::ensure_initial(store.as_ref(), &kek, NOW)
+            .await
+            .unwrap();
+        (dir, Signer::new(KeyCache::new(kek, 3600), store))
+    }
+
     /// With the runtime's one blocking thread taken, ES256 and EdDSA still sign and RS256
     /// waits for it.
     #[test]
@@ -124,18 +140,8 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())
-                .parse()
-                .unwrap();
-            let store: Arc<dyn Store> = Arc::new(crate::store::SqlStore::open(&url).await.unwrap());
-            let kek = Kek::generate();
-            let now = 1_000_000;
-            crate::keys::ensure_initial(store.as_ref(), &kek, now)
-                .await
-                .unwrap();
-            let signer = Signer::new(KeyCache::new(kek, 3600), store);
-            let keys = signer.keys(now).await.unwrap();
+            let (_dir, signer) = signer_on_a_new_store().await;
+            let keys = signer.keys(NOW).await.unwrap();
             let (release, held) = std::sync::mpsc::channel::<()>();
             let blocker = tokio::task::spawn_blocking(move || held.recv());
             let within = std::time::Duration::from_secs(5);
@@ -165,17 +171,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn signatures_run_at_most_two_per_core() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())
-            .parse()
-            .unwrap();
-        let store: Arc<dyn Store> = Arc::new(crate::store::SqlStore::open(&url).await.unwrap());
-        let kek = Kek::generate();
-        let now = 1_000_000;
-        crate::keys::ensure_initial(store.as_ref(), &kek, now)
-            .await
-            .unwrap();
-        let signer = Signer::new(KeyCache::new(kek, 3600), store);
+        let (_dir, signer) = signer_on_a_new_store().await;
         let done = Arc::new(AtomicBool::new(false));
         // A thread of its own, not a task: a task on the runtime that runs the signatures
         // can miss them all when it is not polled while they run (seen once in CI).
@@ -195,7 +191,7 @@ mod tests {
                 let signer = signer.clone();
                 tokio::spawn(async move {
                     signer
-                        .sign(JwtPayload::new(), "RS256", "JWT", now)
+                        .sign(JwtPayload::new(), "RS256", "JWT", NOW)
                         .await
                         .unwrap()
                 })
