@@ -593,10 +593,13 @@ token issue's rows and event keep every field (`tests/it/store.rs`
   cores. `pg_stat_statements` again added by hand.)
   - **ES256 and EdDSA sign inline** (decision 0056, 29fcc8f): every signature had gone to
     the blocking pool, whose round trip (a queue, a thread woken, the task woken back) cost
-    more than a 25 µs ES256 signature. SQLite ES256 refresh alone at c = 16: 3,792 and
-    3,800/s at 0.353 ms of server CPU each before, 4,570 and 4,462/s at 0.273 and 0.277 ms
-    after; p99 11.6 and 12.0 ms before, 8.3 and 9.6 after; the runtime threads' context
-    switches 13,600 → 7,400 a second. RS256 stays on the pool: one RSA signature at a time
+    more than a 25 µs ES256 signature. SQLite ES256 refresh alone at c = 16, two
+    interleaved pairs of one build with and without it, `perf stat` of the server: context
+    switches per refresh 4.31 / 4.15 → 2.25 / 2.27, server CPU per refresh 0.415 → 0.378 and
+    0.346 → 0.316 ms (9 % less), throughput within the spread (3,347 → 3,468 and 3,819 →
+    3,721/s). A first before/after minutes apart (3,800 → 4,500/s, 0.353 → 0.275 ms, context
+    switches 13,600 → 7,400 a second) overstated it: the host sped up in between, and
+    slowed by a third later in the session. RS256 stays on the pool: one RSA signature at a time
     per core instead of two gave p99 16.1 and 17.0 ms against 17.8 and 18.0, but 1,484 and
     1,509 refreshes/s against 1,724 and 1,696 (SQLite, interleaved pairs): kept at two.
   - **A one-run page at 29fcc8f on this host** (c = 16 only, both stores interleaved, not
@@ -621,13 +624,15 @@ token issue's rows and event keep every field (`tests/it/store.rs`
     held that long, about 80 ms of stalled writes in all; the disk syncs in 141 µs
     (`pg_test_fsync`), so the stalls are the log's appends waiting beside a checkpoint's
     sync, as the fifteenth session found, still to be caught in a run.
-  - **SQLite's refresh after the other workloads** costs more than on a fresh file (ES256
-    0.345 against 0.275 ms of server CPU per refresh; the writer is busy 58 % of the run on
-    a fresh file, 1.06 ms a batch of 7.8): its pages are no longer all in the connection's
-    512 KiB cache, and the commits dirty more pages. An 8 MiB cache for every connection was
-    inconclusive in two interleaved pairs (the same binary's client_credentials varied from
-    7,148 to 7,807/s between runs); not changed. Both stores' RS256 refresh p99 is about
-    twice its p50 at c = 16 (about 10 ms, sixteen refreshes of 1.15 ms of CPU on two cores),
+  - **SQLite's refresh after the other workloads** (the file grown by client_credentials
+    and the introspection pool) cost no clearly more than on a fresh file in interleaved
+    pairs (ES256, server CPU per refresh: fresh 0.395 and 0.396 ms, grown 0.423 and 0.342
+    ms); an earlier 0.275 against 0.345 ms was the host's drift between the two runs.
+    `strace -c` of sqlx's threads over 3 s of each: 6,168 page reads on the grown file
+    against 3,020 on the fresh one, 15,797 log writes against 14,719, for some 8,000
+    refreshes: a few microseconds a refresh. An 8 MiB page cache for every connection was inconclusive in two interleaved
+    pairs (the same binary's client_credentials varied from 7,148 to 7,807/s between runs);
+    not changed. Both stores' RS256 refresh p99 is about twice its p50 at c = 16 (about 10 ms, sixteen refreshes of 1.15 ms of CPU on two cores),
     so on a host this slow at RSA the p99 < 20 ms line is the signature's, not the store's.
   - **Where the code flow's CPU goes on Postgres** (`perf`, c = 16): the hashing threads
     88.7 % of the server's samples (compress_avx2 77.4 %, fill_blocks 4.6 %, and 4.0 %
