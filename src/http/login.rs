@@ -1,6 +1,6 @@
 //! The login page and its form post. Wrong username and wrong password get the same
 //! message after the same work (an unknown user is checked against a dummy hash); password
-//! checks run on the blocking pool, a bounded number at once (`crypto::password`).
+//! checks run on the hashing threads, a bounded number at once (`crypto::password`).
 
 use std::net::SocketAddr;
 

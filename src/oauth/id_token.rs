@@ -67,7 +67,7 @@ impl IdToken<'_> {
         p
     }
 
-    /// Signs with the active key in `keys` for the client's `alg` (on the blocking pool).
+    /// Signs with the active key in `keys` for the client's `alg` (see `keys::signer`).
     pub async fn sign(
         &self,
         signer: &Signer,
