@@ -19,11 +19,11 @@ use crate::store::Store;
 pub struct Signer {
     cache: KeyCache,
     store: Arc<dyn Store>,
-    /// RSA signatures computed at once: two per core. Without a bound, 64 concurrent JWT requests
-    /// each took a blocking-pool thread of their own (tokio grows that pool to 512 threads,
-    /// with a stack and an allocator cache each) and doubled the peak RSS. Exactly one per
-    /// core leaves a core idle whenever a signing thread is preempted by the database or the
-    /// network; two keeps one queued behind each.
+    /// RSA signatures computed at once: two per core. Without a bound, 64 concurrent JWT
+    /// requests each took a blocking-pool thread of their own (tokio grows that pool to 512
+    /// threads, with a stack and an allocator cache each) and doubled the peak RSS. Exactly
+    /// one per core leaves a core idle whenever a signing thread is preempted by the database
+    /// or the network; two keeps one queued behind each.
     running: Arc<Semaphore>,
     limit: usize,
 }
@@ -83,14 +83,11 @@ impl Signer {
         if signs_inline(alg) {
             return Ok(key.sign(&payload, typ)?);
         }
-        let alg = alg.to_owned();
+        let key = Arc::clone(key);
         let permit = Arc::clone(&self.running).acquire_owned().await?;
         tokio::task::spawn_blocking(move || {
             let _held = permit;
-            match keys.active.get(&alg) {
-                Some(key) => Ok(key.sign(&payload, typ)?),
-                None => Err(anyhow::anyhow!("no active {alg} signing key")),
-            }
+            Ok(key.sign(&payload, typ)?)
         })
         .await?
     }
